@@ -1,0 +1,190 @@
+//! The command-line front end: `serve` and `run`.
+
+use crate::gateway::{Config, GatewayBuilder, KnownBugs};
+use crate::scenario::prove::{prove, Proof};
+use crate::scenario::{model, report, run_scenario, Outcome, RunOptions, Scenario};
+use clap::{Args, ValueEnum};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub async fn serve(config: &Path, host: &str, port: u16) -> ExitCode {
+    let loaded = match Config::load(config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let gw = match GatewayBuilder::new(loaded.config).build().await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind((host, port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot bind {host}:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(address = %addr, root_path = %gw.root_path, models = gw.router.model_names().len(), "postmortem gateway listening");
+    // A line the harness and scripts can wait for.
+    println!("postmortem listening on http://{addr}{}", gw.root_path);
+    match crate::gateway::server::serve(gw, listener).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: server stopped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Junit,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario files or directories (default: scenarios/).
+    pub paths: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also run every incident scenario with its bug put back; it must fail.
+    #[arg(long)]
+    pub prove: bool,
+    /// Only scenarios whose name, file or tags contain this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// How many scenarios run at once.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Project root for `file:` paths in scenarios (default: current directory).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+pub struct RunResult {
+    pub outcomes: Vec<Outcome>,
+    pub proofs: Vec<Proof>,
+    pub wall_ms: u128,
+}
+
+/// Loads and runs scenarios in parallel. Load errors become failed outcomes
+/// naming the file and line.
+pub async fn run_all(files: &[PathBuf], root: &Path, prove_incidents: bool, jobs: usize, progress: bool) -> RunResult {
+    let started = Instant::now();
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(files.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let opts = RunOptions { project_root: root.to_path_buf(), bugs: KnownBugs::default() };
+    let mut tasks = Vec::new();
+    for f in files {
+        let f = f.clone();
+        let sem = sem.clone();
+        let opts = opts.clone();
+        let bar = bar.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let result = match Scenario::load(&f) {
+                Err(e) => (load_failure(&f, e.to_string()), None),
+                Ok(s) if prove_incidents && s.incident.is_some() => match prove(&s, &f, &opts).await {
+                    Some((p, o)) => (o, Some(p)),
+                    None => (run_scenario(&s, &f, &opts).await, None),
+                },
+                Ok(s) => (run_scenario(&s, &f, &opts).await, None),
+            };
+            if let Some(b) = &bar {
+                b.inc(1);
+                b.set_message(result.0.name.clone());
+            }
+            result
+        }));
+    }
+    let mut outcomes = Vec::new();
+    let mut proofs = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok((o, p)) => {
+                outcomes.push(o);
+                proofs.extend(p);
+            }
+            Err(e) => outcomes.push(load_failure(Path::new("?"), format!("scenario task panicked: {e}"))),
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    RunResult { outcomes, proofs, wall_ms: started.elapsed().as_millis() }
+}
+
+fn load_failure(file: &Path, message: String) -> Outcome {
+    Outcome {
+        name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        file: file.display().to_string(),
+        verdict: crate::scenario::Verdict::Failed,
+        failure: Some(crate::scenario::engine::StepFailure { step_index: 0, step: "load".into(), checks_incident: false, message }),
+        not_applicable: None,
+        duration_ms: 0,
+        transcript: Vec::new(),
+    }
+}
+
+pub async fn run(args: RunArgs) -> ExitCode {
+    let root = args.root.clone().unwrap_or_else(|| PathBuf::from("."));
+    let paths = if args.paths.is_empty() { vec![root.join("scenarios")] } else { args.paths.clone() };
+    let mut files = match model::discover(&paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(filter) = &args.filter {
+        files.retain(|f| f.display().to_string().contains(filter.as_str()));
+    }
+    if files.is_empty() {
+        eprintln!("error: no scenario files found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        return ExitCode::from(2);
+    }
+    let progress = args.format == Format::Text && std::io::stderr().is_terminal();
+    let r = run_all(&files, &root, args.prove, args.jobs, progress).await;
+    match args.format {
+        Format::Text => print!("{}", report::text(&r.outcomes, &r.proofs, r.wall_ms)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report::json(&r.outcomes, &r.proofs, r.wall_ms)).unwrap_or_default()),
+        Format::Junit => print!("{}", report::junit(&r.outcomes, &r.proofs, r.wall_ms)),
+    }
+    let failed = r.outcomes.iter().any(|o| matches!(o.verdict, crate::scenario::Verdict::Failed));
+    let unproven = r.proofs.iter().any(|p| !p.proven);
+    if failed || unproven {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,71 @@
+//! Who is calling: the master key, a virtual key, or (when the gateway has
+//! neither configured) anyone.
+
+use crate::gateway::error::ApiError;
+use crate::gateway::keys::KeyRecord;
+use crate::gateway::state::Gateway;
+use axum::http::HeaderMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+#[derive(Clone)]
+pub enum Caller {
+    /// No master key and no virtual keys are configured.
+    Open,
+    Master,
+    Key(Arc<KeyRecord>),
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Open | Caller::Master)
+    }
+}
+
+/// The presented secret: `Authorization: Bearer`, or the Anthropic SDK's
+/// `x-api-key`, or Azure's `api-key`.
+pub fn presented_key(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v);
+        return Some(token.trim().to_string());
+    }
+    for h in ["x-api-key", "api-key"] {
+        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
+            return Some(v.trim().to_string());
+        }
+    }
+    None
+}
+
+pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let master = gw.config.general_settings.master_key.as_deref();
+    if master.is_none() && gw.keys.is_empty() {
+        return Ok(Caller::Open);
+    }
+    let Some(presented) = presented_key(headers) else {
+        return Err(ApiError::Unauthorized(
+            "missing API key: send `Authorization: Bearer <key>`".into(),
+        ));
+    };
+    if let Some(m) = master {
+        // Constant time over equal-length inputs; a length mismatch is
+        // already a mismatch and reveals only the length.
+        if bool::from(presented.as_bytes().ct_eq(m.as_bytes())) {
+            return Ok(Caller::Master);
+        }
+    }
+    match gw.keys.authenticate(&presented) {
+        Some(rec) => Ok(Caller::Key(rec)),
+        None => Err(ApiError::Unauthorized("invalid API key".into())),
+    }
+}
+
+pub fn require_admin(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let c = authenticate(gw, headers)?;
+    if c.is_admin() {
+        Ok(c)
+    } else {
+        Err(ApiError::Forbidden("this endpoint needs the master key".into()))
+    }
+}

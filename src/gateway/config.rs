@@ -1,0 +1,417 @@
+//! The gateway's configuration: a compatible subset of LiteLLM's `config.yaml`,
+//! so teams can bring the file they already have.
+//!
+//! Parsing is typed (serde) for precise errors: a type error names the file,
+//! the field path and the line. Keys we do not know are not errors (LiteLLM
+//! configs carry many settings we do not implement) but each one produces a
+//! warning naming it, so nothing is silently ignored.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("{file}: {field}: {message}")]
+    Field { file: String, field: String, message: String },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Config {
+    #[serde(default)]
+    pub model_list: Vec<ModelDeployment>,
+    #[serde(default)]
+    pub general_settings: GeneralSettings,
+    #[serde(default)]
+    pub router_settings: RouterSettings,
+    #[serde(default)]
+    pub litellm_settings: LitellmSettings,
+    /// Set into the process environment before `os.environ/` references
+    /// are resolved (LiteLLM's `environment_variables`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment_variables: BTreeMap<String, String>,
+    /// Virtual keys declared in the file (our extension; LiteLLM keeps keys
+    /// in its database).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<ConfigKey>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ModelDeployment {
+    pub model_name: String,
+    pub litellm_params: LitellmParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_info: Option<serde_json::Value>,
+}
+
+/// Per-deployment parameters. Every field is optional except `model`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct LitellmParams {
+    /// `provider/name`, e.g. `openai/gpt-4o`, `anthropic/*`, `*`.
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Total request timeout, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    /// Timeout while waiting for stream data, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_timeout: Option<f64>,
+    /// TCP connect timeout, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_session_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_region_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_bedrock_runtime_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertex_project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertex_location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_params: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct GeneralSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<String>,
+    /// Path prefix every route is served under, e.g. `/llmproxy` or
+    /// `/api/v1/gateway`. The env `SERVER_ROOT_PATH` is used when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_root_path: Option<String>,
+    /// Request body limit in MiB (LiteLLM's name). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_size_mb: Option<f64>,
+    /// Path or URL of the model cost map. The env `LITELLM_MODEL_COST_MAP_URL`
+    /// is used when unset; the bundled copy when neither is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_cost_map: Option<String>,
+    /// Re-fetch the cost map every N seconds (off when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_cost_map_reload_interval_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_cost_map_min_models: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_cost_map_max_shrink_ratio: Option<f64>,
+    /// Path or URL of the anthropic-beta policy (LiteLLM's
+    /// `anthropic_beta_headers_config.json` format). The env
+    /// `LITELLM_ANTHROPIC_BETA_HEADERS_URL` is used when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_beta_headers: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RouterSettings {
+    /// Only `simple-shuffle` (round robin here) is implemented; others warn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_strategy: Option<String>,
+    /// Extra attempts on other deployments of the same model after a
+    /// retryable failure (connection error, 429, 5xx). Default: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_retries: Option<u32>,
+    /// Default total timeout, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cache_capacity: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cache_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct LitellmSettings {
+    /// Drop params a provider does not support instead of answering 400.
+    #[serde(default)]
+    pub drop_params: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ConfigKey {
+    pub key: String,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A parsed config plus the warnings it produced.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses YAML text; `file` is used in messages only.
+    pub fn parse(text: &str, file: &str) -> Result<LoadedConfig, ConfigError> {
+        let mut unknown = Vec::new();
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Config = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
+            .map_err(|e| ConfigError::Invalid { file: file.to_string(), message: e.to_string() })?;
+        let mut warnings: Vec<String> = unknown
+            .into_iter()
+            .map(|k| format!("{file}: unknown key `{k}` is ignored"))
+            .collect();
+        config.validate(file, &mut warnings)?;
+        Ok(LoadedConfig { config, warnings })
+    }
+
+    fn validate(&self, file: &str, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+        let field_err = |field: String, message: String| ConfigError::Field { file: file.to_string(), field, message };
+        for (i, d) in self.model_list.iter().enumerate() {
+            if d.model_name.trim().is_empty() {
+                return Err(field_err(format!("model_list[{i}].model_name"), "must not be empty".into()));
+            }
+            let m = &d.litellm_params.model;
+            if m.trim().is_empty() {
+                return Err(field_err(format!("model_list[{i}].litellm_params.model"), "must not be empty".into()));
+            }
+            if m != "*" && !m.contains('/') {
+                return Err(field_err(
+                    format!("model_list[{i}].litellm_params.model"),
+                    format!("`{m}` must be `provider/name` (e.g. `openai/{m}`) or `*`"),
+                ));
+            }
+            for (name, v) in [
+                ("timeout", d.litellm_params.timeout),
+                ("stream_timeout", d.litellm_params.stream_timeout),
+                ("connect_timeout", d.litellm_params.connect_timeout),
+            ] {
+                if let Some(v) = v {
+                    if !(v.is_finite() && v > 0.0) {
+                        return Err(field_err(
+                            format!("model_list[{i}].litellm_params.{name}"),
+                            format!("must be a positive number of seconds, got {v}"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(p) = &self.general_settings.server_root_path {
+            normalize_root_path(p).map_err(|m| field_err("general_settings.server_root_path".into(), m))?;
+        }
+        if let Some(mb) = self.general_settings.max_request_size_mb {
+            if !(mb.is_finite() && mb > 0.0) {
+                return Err(field_err(
+                    "general_settings.max_request_size_mb".into(),
+                    format!("must be a positive number, got {mb}"),
+                ));
+            }
+        }
+        if let Some(r) = self.general_settings.model_cost_map_max_shrink_ratio {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(field_err(
+                    "general_settings.model_cost_map_max_shrink_ratio".into(),
+                    format!("must be between 0 and 1, got {r}"),
+                ));
+            }
+        }
+        if let Some(s) = &self.router_settings.routing_strategy {
+            if s != "simple-shuffle" {
+                warnings.push(format!(
+                    "{file}: router_settings.routing_strategy `{s}` is not implemented; using round robin"
+                ));
+            }
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            if k.key.len() < 8 {
+                return Err(field_err(format!("keys[{i}].key"), "must be at least 8 characters".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves `os.environ/NAME` references in every secret-bearing field.
+    /// A missing variable is an error naming the field and the variable.
+    pub fn resolve_env(&mut self, file: &str) -> Result<(), ConfigError> {
+        for (k, v) in &self.environment_variables {
+            if std::env::var_os(k).is_none() {
+                std::env::set_var(k, v);
+            }
+        }
+        let resolve = |field: String, v: &mut Option<String>| -> Result<(), ConfigError> {
+            if let Some(s) = v.as_deref() {
+                if let Some(name) = s.strip_prefix("os.environ/") {
+                    match std::env::var(name) {
+                        Ok(val) => *v = Some(val),
+                        Err(_) => {
+                            return Err(ConfigError::Field {
+                                file: file.to_string(),
+                                field,
+                                message: format!("environment variable `{name}` is not set"),
+                            })
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        for (i, d) in self.model_list.iter_mut().enumerate() {
+            let p = &mut d.litellm_params;
+            let f = |n: &str| format!("model_list[{i}].litellm_params.{n}");
+            resolve(f("api_base"), &mut p.api_base)?;
+            resolve(f("api_key"), &mut p.api_key)?;
+            resolve(f("api_version"), &mut p.api_version)?;
+            resolve(f("aws_access_key_id"), &mut p.aws_access_key_id)?;
+            resolve(f("aws_secret_access_key"), &mut p.aws_secret_access_key)?;
+            resolve(f("aws_session_token"), &mut p.aws_session_token)?;
+            resolve(f("aws_region_name"), &mut p.aws_region_name)?;
+            resolve(f("aws_bedrock_runtime_endpoint"), &mut p.aws_bedrock_runtime_endpoint)?;
+            resolve(f("vertex_project"), &mut p.vertex_project)?;
+            resolve(f("vertex_location"), &mut p.vertex_location)?;
+        }
+        let g = &mut self.general_settings;
+        resolve("general_settings.master_key".into(), &mut g.master_key)?;
+        resolve("general_settings.model_cost_map".into(), &mut g.model_cost_map)?;
+        resolve("general_settings.anthropic_beta_headers".into(), &mut g.anthropic_beta_headers)?;
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            let mut v = Some(k.key.clone());
+            resolve(format!("keys[{i}].key"), &mut v)?;
+            k.key = v.unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// The root path in force: the config's, else the env `SERVER_ROOT_PATH`.
+    pub fn root_path(&self) -> Result<String, ConfigError> {
+        let raw = match &self.general_settings.server_root_path {
+            Some(p) => p.clone(),
+            None => std::env::var("SERVER_ROOT_PATH").unwrap_or_default(),
+        };
+        normalize_root_path(&raw).map_err(|message| ConfigError::Field {
+            file: "SERVER_ROOT_PATH".into(),
+            field: "server_root_path".into(),
+            message,
+        })
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        let mb = self.general_settings.max_request_size_mb.unwrap_or(10.0);
+        (mb * 1024.0 * 1024.0) as usize
+    }
+}
+
+/// `""`, `"/"` -> `""`; `"llmproxy/"` -> `"/llmproxy"`; rejects characters
+/// that cannot be a path.
+pub fn normalize_root_path(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed.chars().any(|c| c.is_whitespace() || c == '?' || c == '#' || c == '*' || c == '{' || c == '}') {
+        return Err(format!("`{raw}` is not a valid path prefix"));
+    }
+    if trimmed.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(format!("`{raw}` has an empty or relative segment"));
+    }
+    Ok(format!("/{trimmed}"))
+}
+
+pub fn secs(v: Option<f64>) -> Option<Duration> {
+    v.map(Duration::from_secs_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_litellm_style_config_and_warns_on_unknown_keys() {
+        let text = r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: sk-test
+      rpm: 10
+      surprise: 1
+general_settings:
+  master_key: sk-master-1234
+  database_url: postgres://x
+litellm_settings:
+  drop_params: true
+"#;
+        let loaded = Config::parse(text, "c.yaml").unwrap();
+        assert_eq!(loaded.config.model_list[0].litellm_params.rpm, Some(10));
+        assert!(loaded.config.litellm_settings.drop_params);
+        let w = loaded.warnings.join("\n");
+        assert!(w.contains("model_list.0.litellm_params.surprise"), "{w}");
+        assert!(w.contains("general_settings.database_url"), "{w}");
+    }
+
+    #[test]
+    fn type_errors_name_file_field_and_line() {
+        let text = "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n      rpm: lots\n";
+        let err = Config::parse(text, "bad.yaml").unwrap_err().to_string();
+        assert!(err.contains("bad.yaml"), "{err}");
+        assert!(err.contains("rpm"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn missing_provider_prefix_is_a_field_error() {
+        let text = "model_list:\n  - model_name: a\n    litellm_params:\n      model: gpt-4o\n";
+        let err = Config::parse(text, "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("model_list[0].litellm_params.model"), "{err}");
+    }
+
+    #[test]
+    fn root_paths_normalize() {
+        assert_eq!(normalize_root_path("").unwrap(), "");
+        assert_eq!(normalize_root_path("/").unwrap(), "");
+        assert_eq!(normalize_root_path("llmproxy/").unwrap(), "/llmproxy");
+        assert_eq!(normalize_root_path("/api/v1/gateway").unwrap(), "/api/v1/gateway");
+        assert!(normalize_root_path("/a//b").is_err());
+        assert!(normalize_root_path("/a/../b").is_err());
+    }
+
+    #[test]
+    fn env_indirection_resolves_and_reports_missing() {
+        std::env::set_var("PM_TEST_KEY_1", "secret-value");
+        let text = "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n      api_key: os.environ/PM_TEST_KEY_1\n  - model_name: b\n    litellm_params:\n      model: openai/b\n      api_key: os.environ/PM_TEST_MISSING_9\n";
+        let mut c = Config::parse(text, "c.yaml").unwrap().config;
+        let err = c.resolve_env("c.yaml").unwrap_err().to_string();
+        assert!(err.contains("model_list[1].litellm_params.api_key"), "{err}");
+        assert!(err.contains("PM_TEST_MISSING_9"), "{err}");
+        assert_eq!(c.model_list[0].litellm_params.api_key.as_deref(), Some("secret-value"));
+    }
+}

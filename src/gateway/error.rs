@@ -1,0 +1,129 @@
+//! Errors that reach a client, rendered in OpenAI's shape:
+//! `{"error": {"message", "type", "code", "param"}}`.
+//!
+//! Every failure a request can meet maps to exactly one variant here, so the
+//! status code and error type for a situation are decided in one place.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{message}")]
+    UnsupportedParam { message: String, param: String },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is {size} bytes, over the limit of {limit} bytes")]
+    PayloadTooLarge { size: usize, limit: usize },
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: Option<u64> },
+    #[error("{0}")]
+    BudgetExceeded(String),
+    /// The upstream answered with an error: keep its status and message.
+    #[error("{message}")]
+    Upstream { status: u16, message: String, provider: String, error_type: Option<String> },
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    GatewayTimeout(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::UnsupportedParam { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BudgetExceeded(_) => StatusCode::BAD_REQUEST,
+            ApiError::Upstream { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind_and_code(&self) -> (&str, &str) {
+        match self {
+            ApiError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+            ApiError::UnsupportedParam { .. } => ("invalid_request_error", "unsupported_parameter"),
+            ApiError::Unauthorized(_) => ("authentication_error", "invalid_api_key"),
+            ApiError::Forbidden(_) => ("permission_error", "model_access_denied"),
+            ApiError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
+            ApiError::NotFound(_) => ("invalid_request_error", "not_found"),
+            ApiError::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            ApiError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            ApiError::BudgetExceeded(_) => ("budget_exceeded", "budget_exceeded"),
+            ApiError::Upstream { error_type, .. } => {
+                (error_type.as_deref().unwrap_or("upstream_error"), "upstream_error")
+            }
+            ApiError::BadGateway(_) => ("upstream_error", "upstream_connection_error"),
+            ApiError::GatewayTimeout(_) => ("timeout_error", "upstream_timeout"),
+            ApiError::Internal(_) => ("internal_error", "internal_error"),
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        let (kind, code) = self.kind_and_code();
+        let param = match self {
+            ApiError::UnsupportedParam { param, .. } => json!(param),
+            _ => serde_json::Value::Null,
+        };
+        json!({"error": {"message": self.to_string(), "type": kind, "code": code, "param": param}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        if let ApiError::RateLimited { retry_after_secs: Some(s), .. } = &self {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert("retry-after", v);
+            }
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Pulls a human message out of an upstream error body of any of the shapes
+/// providers use (OpenAI, Anthropic, vLLM, Bedrock), falling back to the raw
+/// text so nothing the upstream said is lost.
+pub fn upstream_message(body: &[u8]) -> (String, Option<String>) {
+    let text = String::from_utf8_lossy(body);
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        let msg = v
+            .pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("Message"))
+            .and_then(|m| m.as_str());
+        let ty = v
+            .pointer("/error/type")
+            .or_else(|| v.get("type"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string);
+        if let Some(m) = msg {
+            return (m.to_string(), ty);
+        }
+    }
+    let t = text.trim();
+    let t = if t.len() > 2000 { &t[..t.char_indices().nth(2000).map(|(i, _)| i).unwrap_or(t.len())] } else { t };
+    (if t.is_empty() { "(empty body)".to_string() } else { t.to_string() }, None)
+}

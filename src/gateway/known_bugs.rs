@@ -1,0 +1,57 @@
+//! The six incidents' original bugs, kept as switches so the regression
+//! harness can prove each of its scenarios catches the bug it is about.
+//!
+//! Architecture invariant: nothing in a config file, an environment variable
+//! or the `serve` command can turn these on. They are set only through
+//! [`crate::gateway::GatewayBuilder::known_bugs`], which only the harness's
+//! proof mode calls. Each one reproduces the real mechanism, not a shortcut.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KnownBugs {
+    /// Incident 1: the client cache shuts a client down when it evicts it,
+    /// even while requests and streams still use it.
+    pub close_evicted_clients: bool,
+    /// Incident 2: a cost-map reload swaps in the new map but keeps the old
+    /// derived provider -> models index.
+    pub stale_wildcard_index: bool,
+    /// Incident 3: the routes are mounted without the server root path.
+    pub drop_root_path: bool,
+    /// Incident 4: optional params the client did not send go upstream as null.
+    pub null_optional_params: bool,
+    /// Incident 5: every anthropic-beta flag is forwarded to every provider.
+    pub forward_all_betas: bool,
+    /// Incident 6: a malformed cost map makes the gateway fall back silently
+    /// to its bundled copy, reporting nothing.
+    pub silent_cost_map_fallback: bool,
+}
+
+impl KnownBugs {
+    pub fn any(&self) -> bool {
+        *self != KnownBugs::default()
+    }
+
+    /// Parses an incident's bug name, as used by the harness.
+    pub fn with(mut self, name: &str) -> Option<Self> {
+        match name {
+            "close_evicted_clients" => self.close_evicted_clients = true,
+            "stale_wildcard_index" => self.stale_wildcard_index = true,
+            "drop_root_path" => self.drop_root_path = true,
+            "null_optional_params" => self.null_optional_params = true,
+            "forward_all_betas" => self.forward_all_betas = true,
+            "silent_cost_map_fallback" => self.silent_cost_map_fallback = true,
+            _ => return None,
+        }
+        Some(self)
+    }
+
+    pub const NAMES: [&'static str; 6] = [
+        "close_evicted_clients",
+        "stale_wildcard_index",
+        "drop_root_path",
+        "null_optional_params",
+        "forward_all_betas",
+        "silent_cost_map_fallback",
+    ];
+}

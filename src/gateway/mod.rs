@@ -1,0 +1,27 @@
+//! The gateway core: an OpenAI- and Anthropic-compatible LLM gateway.
+//!
+//! Architecture invariant: nothing under `gateway` imports the harness
+//! (`scenario`, `mocks`, `harness`, `replay`, `cli`). The harness depends on
+//! the gateway, never the other way round.
+
+pub mod auth;
+pub mod beta;
+pub mod catalog;
+pub mod client_cache;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod known_bugs;
+pub mod providers;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod sse;
+pub mod state;
+pub mod ui;
+pub mod upstream;
+
+pub use config::Config;
+pub use known_bugs::KnownBugs;
+pub use state::{Gateway, GatewayBuilder};

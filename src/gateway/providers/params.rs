@@ -1,0 +1,151 @@
+//! Which OpenAI request parameters each provider accepts, and the rule that
+//! optional parameters are never sent as JSON null.
+//!
+//! The vLLM incident: the gateway set `encoding_format = None` explicitly so
+//! an SDK would not add its default, and the JSON encoder wrote
+//! `"encoding_format": null`, which vLLM rejects. Here the upstream body is
+//! built only from keys the client actually sent with non-null values; an
+//! absent field has no way to reappear as null.
+
+use super::Provider;
+use crate::gateway::error::ApiError;
+use serde_json::{Map, Value};
+
+pub enum Endpoint {
+    Chat,
+    Embeddings,
+}
+
+/// Fields that are part of the request's shape, not optional params.
+const CHAT_REQUIRED: &[&str] = &["model", "messages"];
+const EMBED_REQUIRED: &[&str] = &["model", "input"];
+
+const CHAT_OPENAI: &[&str] = &[
+    "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens",
+    "n", "presence_penalty", "response_format", "seed", "stop", "stream", "stream_options", "temperature",
+    "top_p", "tools", "tool_choice", "parallel_tool_calls", "user", "reasoning_effort", "metadata",
+    "modalities", "prediction", "audio", "service_tier", "store", "web_search_options",
+];
+/// vLLM's OpenAI server accepts the OpenAI set plus its sampling extras.
+const CHAT_VLLM_EXTRA: &[&str] = &[
+    "top_k", "min_p", "repetition_penalty", "length_penalty", "best_of", "use_beam_search",
+    "ignore_eos", "min_tokens", "skip_special_tokens", "guided_json", "guided_regex", "guided_choice",
+    "chat_template_kwargs",
+];
+/// What the OpenAI -> Anthropic translation knows how to carry.
+const CHAT_ANTHROPIC: &[&str] = &[
+    "max_tokens", "max_completion_tokens", "stop", "stream", "stream_options", "temperature", "top_p",
+    "tools", "tool_choice", "parallel_tool_calls", "user", "metadata", "response_format", "top_k",
+];
+const EMBED_OPENAI: &[&str] = &["encoding_format", "dimensions", "user"];
+const EMBED_VLLM: &[&str] = &["encoding_format", "dimensions", "user", "truncate_prompt_tokens"];
+
+pub fn supported(provider: Provider, endpoint: &Endpoint, upstream_model: &str) -> Vec<&'static str> {
+    match endpoint {
+        Endpoint::Chat => {
+            if provider.speaks_messages(upstream_model) {
+                CHAT_ANTHROPIC.to_vec()
+            } else if provider == Provider::HostedVllm {
+                CHAT_OPENAI.iter().chain(CHAT_VLLM_EXTRA).copied().collect()
+            } else {
+                CHAT_OPENAI.to_vec()
+            }
+        }
+        Endpoint::Embeddings => match provider {
+            Provider::HostedVllm => EMBED_VLLM.to_vec(),
+            _ => EMBED_OPENAI.to_vec(),
+        },
+    }
+}
+
+/// Builds the parameters to send upstream from the client's body: required
+/// fields are kept, nulls are removed, unsupported params are dropped when
+/// `drop_params` is on and refused (400 naming the param) otherwise.
+///
+/// `null_absent_params` is the vLLM incident's bug put back (known-bad
+/// variant, harness only): every supported optional param the client did not
+/// send is written as explicit null, as LiteLLM's `optional_params[...] = None` did.
+pub fn build_upstream_params(
+    client: &Map<String, Value>,
+    provider: Provider,
+    endpoint: Endpoint,
+    upstream_model: &str,
+    drop_params: bool,
+    null_absent_params: bool,
+) -> Result<Map<String, Value>, ApiError> {
+    let required = match endpoint {
+        Endpoint::Chat => CHAT_REQUIRED,
+        Endpoint::Embeddings => EMBED_REQUIRED,
+    };
+    let allowed = supported(provider, &endpoint, upstream_model);
+    let mut out = Map::new();
+    for (k, v) in client {
+        if required.contains(&k.as_str()) {
+            out.insert(k.clone(), v.clone());
+            continue;
+        }
+        if allowed.contains(&k.as_str()) {
+            if !v.is_null() {
+                out.insert(k.clone(), v.clone());
+            }
+            continue;
+        }
+        if drop_params {
+            tracing::debug!(param = %k, provider = %provider, "dropping unsupported param (drop_params)");
+            continue;
+        }
+        return Err(ApiError::UnsupportedParam {
+            message: format!(
+                "{provider} does not support parameter `{k}`. Remove it, or set `litellm_settings.drop_params: true` to drop unsupported params"
+            ),
+            param: k.clone(),
+        });
+    }
+    if null_absent_params {
+        let bug_params: &[&str] = match endpoint {
+            Endpoint::Embeddings => &["encoding_format"],
+            Endpoint::Chat => &["temperature", "top_p", "max_tokens", "stop", "seed", "n"],
+        };
+        for p in bug_params {
+            out.entry(p.to_string()).or_insert(Value::Null);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn absent_and_null_optional_fields_stay_absent() {
+        let client = obj(json!({"model": "m", "input": ["a"], "user": null}));
+        let out = build_upstream_params(&client, Provider::HostedVllm, Endpoint::Embeddings, "m", false, false).unwrap();
+        assert!(!out.contains_key("encoding_format"));
+        assert!(!out.contains_key("user"));
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn known_bad_variant_really_writes_null() {
+        let client = obj(json!({"model": "m", "input": ["a"]}));
+        let out = build_upstream_params(&client, Provider::HostedVllm, Endpoint::Embeddings, "m", false, true).unwrap();
+        assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"model":"m","input":["a"],"encoding_format":null}"#);
+    }
+
+    #[test]
+    fn unsupported_params_are_refused_or_dropped() {
+        let client = obj(json!({"model": "m", "messages": [], "top_k": 3}));
+        let err = build_upstream_params(&client, Provider::Openai, Endpoint::Chat, "m", false, false).unwrap_err();
+        assert!(err.to_string().contains("`top_k`"));
+        let ok = build_upstream_params(&client, Provider::Openai, Endpoint::Chat, "m", true, false).unwrap();
+        assert!(!ok.contains_key("top_k"));
+        let vllm = build_upstream_params(&client, Provider::HostedVllm, Endpoint::Chat, "m", false, false).unwrap();
+        assert_eq!(vllm["top_k"], json!(3));
+    }
+}

@@ -1,0 +1,672 @@
+//! The request path: parse, route, authorize, call the upstream, answer.
+//!
+//! One function per entry point (`chat_completions`, `embeddings`,
+//! `messages`); they share the front half (`admit`) and the retry loop
+//! (`with_fallbacks`). Provider-specific wire formats live in `providers`.
+
+use crate::gateway::auth::{authenticate, Caller};
+use crate::gateway::beta::Placement;
+use crate::gateway::catalog::Usage;
+use crate::gateway::error::{upstream_message, ApiError};
+use crate::gateway::providers::params::{build_upstream_params, Endpoint};
+use crate::gateway::providers::{anthropic, bedrock, join_url, Provider};
+use crate::gateway::routing::Route;
+use crate::gateway::sse::SseParser;
+use crate::gateway::state::Gateway;
+use crate::gateway::upstream::ClientKey;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// What every entry point knows after the front half.
+struct Admitted {
+    caller: Caller,
+    body: Map<String, Value>,
+    model: String,
+    routes: Vec<Route>,
+    stream: bool,
+}
+
+fn parse_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(ApiError::BadRequest(format!(
+            "request body must be a JSON object, got {}",
+            json_type(&other)
+        ))),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "request body is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn require_field<'a>(m: &'a Map<String, Value>, field: &str, want: &str) -> Result<&'a Value, ApiError> {
+    let v = m.get(field).ok_or_else(|| ApiError::BadRequest(format!("missing required field `{field}`")))?;
+    let ok = match want {
+        "string" => v.is_string(),
+        "array" => v.is_array(),
+        "string or array" => v.is_string() || v.is_array(),
+        _ => true,
+    };
+    if ok {
+        Ok(v)
+    } else {
+        Err(ApiError::BadRequest(format!("field `{field}` must be {want}, got {}", json_type(v))))
+    }
+}
+
+fn admit(gw: &Gateway, headers: &HeaderMap, raw: &Bytes, shape: &[(&str, &str)]) -> Result<Admitted, ApiError> {
+    let caller = authenticate(gw, headers)?;
+    let body = parse_object(raw)?;
+    for (field, want) in shape {
+        require_field(&body, field, want)?;
+    }
+    let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("field `stream` must be a boolean, got {}", json_type(other))))
+        }
+    };
+    let catalog = gw.catalog.current();
+    if let Caller::Key(k) = &caller {
+        if !k.access().allows(&model, &catalog) {
+            return Err(ApiError::Forbidden(k.access().denial_message(&model)));
+        }
+        k.check_budget().map_err(|e| ApiError::BudgetExceeded(e.to_string()))?;
+        k.check_and_record_request(gw.clock.now()).map_err(|e| ApiError::RateLimited {
+            message: e.to_string(),
+            retry_after_secs: Some(60),
+        })?;
+    }
+    let routes = gw.router.resolve(&model, &catalog);
+    if routes.is_empty() {
+        return Err(ApiError::ModelNotFound(format!(
+            "model `{model}` is not served by this gateway (no model_list entry or wildcard matches it). Served: {}",
+            gw.router.model_names().join(", ")
+        )));
+    }
+    Ok(Admitted { caller, body, model, routes, stream })
+}
+
+fn is_retryable(e: &ApiError) -> bool {
+    match e {
+        ApiError::BadGateway(_) | ApiError::GatewayTimeout(_) => true,
+        ApiError::Upstream { status, .. } => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
+
+/// Tries the routes in order until one answers; a retryable failure moves on
+/// to the next deployment.
+async fn with_fallbacks<F, Fut>(gw: &Gateway, routes: &[Route], mut attempt: F) -> Result<Response, ApiError>
+where
+    F: FnMut(Route) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let max_attempts = gw.config.router_settings.num_retries.map(|n| n as usize + 1).unwrap_or(routes.len());
+    let mut last = None;
+    for route in routes.iter().take(max_attempts.max(1)) {
+        match attempt(route.clone()).await {
+            Ok(r) => return Ok(r),
+            Err(e) if is_retryable(&e) => {
+                tracing::warn!(deployment = %route.deployment.id, error = %e, "deployment failed; trying the next one");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ApiError::Internal("no deployment was tried".into())))
+}
+
+fn deployment_api_key(route: &Route) -> Option<String> {
+    route.deployment.params.api_key.clone()
+}
+
+fn base_url(route: &Route) -> Result<String, ApiError> {
+    let p = &route.deployment.params;
+    if let Some(b) = &p.api_base {
+        return Ok(b.trim_end_matches('/').to_string());
+    }
+    Ok(match route.provider {
+        Provider::Openai => "https://api.openai.com/v1".into(),
+        Provider::Anthropic => "https://api.anthropic.com".into(),
+        Provider::Bedrock => match &p.aws_bedrock_runtime_endpoint {
+            Some(e) => e.trim_end_matches('/').to_string(),
+            None => bedrock::default_endpoint(p.aws_region_name.as_deref().unwrap_or("us-east-1")),
+        },
+        Provider::VertexAi => {
+            let loc = p.vertex_location.as_deref().unwrap_or("us-east5");
+            format!("https://{loc}-aiplatform.googleapis.com")
+        }
+        Provider::Azure | Provider::HostedVllm | Provider::AzureAi => {
+            return Err(ApiError::BadRequest(format!(
+                "deployment `{}` ({}) has no api_base",
+                route.deployment.id, route.provider
+            )))
+        }
+    })
+}
+
+fn client_for(gw: &Gateway, route: &Route, base: &str) -> Result<crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>, ApiError> {
+    let p = &route.deployment.params;
+    let creds: Vec<&str> = [p.api_key.as_deref(), p.aws_access_key_id.as_deref(), p.aws_secret_access_key.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let key = ClientKey::new(
+        route.provider.as_str(),
+        base,
+        &creds,
+        route.deployment.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+    );
+    gw.client(key)
+}
+
+/// Turns a non-2xx upstream response into an error that keeps its status
+/// and message.
+async fn upstream_error(provider: Provider, resp: reqwest::Response) -> ApiError {
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap_or_default();
+    let (message, error_type) = upstream_message(&body);
+    ApiError::Upstream { status, message: format!("{provider} error ({status}): {message}"), provider: provider.to_string(), error_type }
+}
+
+fn sse_response(stream: impl futures::Stream<Item = Result<Bytes, ApiError>> + Send + 'static) -> Response {
+    let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("text/event-stream"));
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn sse_error_event(e: &ApiError) -> Bytes {
+    Bytes::from(format!("data: {}\n\n", e.body()))
+}
+
+/// Prices a call and charges the key. Returns the header value, or None when
+/// the model has no price (never a silent 0).
+fn charge(gw: &Gateway, caller: &Caller, route: &Route, usage: &Usage) -> Option<f64> {
+    let catalog = gw.catalog.current();
+    let candidates = [
+        format!("{}/{}", route.provider, route.upstream_model),
+        route.upstream_model.clone(),
+        route
+            .deployment
+            .model_info
+            .as_ref()
+            .and_then(|m| m.get("base_model"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    ];
+    let cost = candidates.iter().filter(|c| !c.is_empty()).find_map(|c| catalog.cost(c, usage))?;
+    let total = cost.total();
+    if let Caller::Key(k) = caller {
+        k.add_spend(total);
+        k.record_tokens(gw.clock.now(), usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_creation_tokens);
+    }
+    Some(total)
+}
+
+fn with_cost_headers(mut resp: Response, cost: Option<f64>, route: &Route) -> Response {
+    let h = resp.headers_mut();
+    match cost {
+        Some(c) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{c:.10}")) {
+                h.insert("x-litellm-response-cost", v.clone());
+                h.insert("x-postmortem-response-cost", v);
+            }
+        }
+        None => {
+            h.insert("x-postmortem-cost-status", HeaderValue::from_static("unpriced"));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&route.deployment.id) {
+        h.insert("x-postmortem-deployment", v);
+    }
+    resp
+}
+
+fn openai_usage(v: &Value) -> Usage {
+    let u = v.get("usage");
+    let g = |p: &str| u.and_then(|u| u.pointer(p)).and_then(Value::as_u64).unwrap_or(0);
+    let prompt = g("/prompt_tokens");
+    let cached = g("/prompt_tokens_details/cached_tokens");
+    Usage {
+        input_tokens: prompt.saturating_sub(cached),
+        output_tokens: g("/completion_tokens"),
+        cache_read_tokens: cached,
+        cache_creation_tokens: 0,
+    }
+}
+
+fn anthropic_usage(v: &Value) -> Usage {
+    let u = anthropic::usage_from_messages(v);
+    Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_creation_tokens: u.cache_creation_tokens,
+    }
+}
+
+// ---------------------------------------------------------------- OpenAI wire
+
+/// URL and auth headers for an OpenAI-format call.
+fn openai_target(route: &Route, base: &str, path: &str) -> (String, Vec<(&'static str, String)>) {
+    let key = deployment_api_key(route);
+    match route.provider {
+        Provider::Azure => {
+            let version = route.deployment.params.api_version.clone().unwrap_or_else(|| "2024-10-21".into());
+            let url = format!("{}/openai/deployments/{}/{}?api-version={}", base, route.upstream_model, path, version);
+            (url, key.map(|k| vec![("api-key", k)]).unwrap_or_default())
+        }
+        _ => (join_url(base, path), key.map(|k| vec![("authorization", format!("Bearer {k}"))]).unwrap_or_default()),
+    }
+}
+
+async fn openai_call(
+    gw: &Gateway,
+    a: &Admitted,
+    route: Route,
+    endpoint: Endpoint,
+    path: &str,
+) -> Result<Response, ApiError> {
+    let base = base_url(&route)?;
+    let drop = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
+    let mut body = build_upstream_params(&a.body, route.provider, endpoint, &route.upstream_model, drop, gw.bugs.null_optional_params)?;
+    if route.provider == Provider::Azure {
+        body.remove("model");
+    } else {
+        body.insert("model".into(), Value::String(route.upstream_model.clone()));
+    }
+    let (url, auth) = openai_target(&route, &base, path);
+    let client = client_for(gw, &route, &base)?;
+    let mut req = client.http.post(&url).json(&body);
+    for (k, v) in auth {
+        req = req.header(k, v);
+    }
+    let timeout = if a.stream { None } else { route.deployment.timeout };
+    let resp = client.send(req, timeout).await?;
+    if !resp.status().is_success() {
+        return Err(upstream_error(route.provider, resp).await);
+    }
+    if a.stream {
+        // Pass the upstream's SSE through chunk by chunk; the lease moves
+        // into the stream so the client lives until the stream ends.
+        let idle = route.deployment.stream_timeout.or(route.deployment.timeout);
+        let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
+        let s = async_stream::stream! {
+            futures::pin_mut!(inner);
+            while let Some(item) = inner.next().await {
+                match item {
+                    Ok(b) => yield Ok(b),
+                    Err(e) => { yield Ok(sse_error_event(&e)); break; }
+                }
+            }
+        };
+        return Ok(with_cost_headers(sse_response(s), None, &route));
+    }
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
+    let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
+    let resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(v)).into_response();
+    Ok(with_cost_headers(resp, cost, &route))
+}
+
+pub async fn embeddings(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    let a = match admit(&gw, &headers, &raw, &[("model", "string"), ("input", "string or array")]) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let result = with_fallbacks(&gw, &a.routes, |route| {
+        let gw = &gw;
+        let a = &a;
+        async move {
+            if route.provider.speaks_messages(&route.upstream_model) {
+                return Err(ApiError::BadRequest(format!("{} does not serve embeddings", route.provider)));
+            }
+            openai_call(gw, a, route, Endpoint::Embeddings, "embeddings").await
+        }
+    })
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    let a = match admit(&gw, &headers, &raw, &[("model", "string"), ("messages", "array")]) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let result = with_fallbacks(&gw, &a.routes, |route| {
+        let gw = &gw;
+        let a = &a;
+        let headers = &headers;
+        async move {
+            if route.provider.speaks_messages(&route.upstream_model) {
+                anthropic_chat(gw, a, route, headers).await
+            } else {
+                openai_call(gw, a, route, Endpoint::Chat, "chat/completions").await
+            }
+        }
+    })
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+// ---------------------------------------------------------- Anthropic family
+
+/// The incoming `anthropic-beta` header values, filtered by the policy for
+/// this provider (or, with the incident's bug put back, all of them).
+fn betas_for(gw: &Gateway, route: &Route, headers: &HeaderMap) -> Vec<String> {
+    let incoming: Vec<&str> = headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()).collect();
+    if gw.bugs.forward_all_betas {
+        let mut all: Vec<String> = incoming
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        all.dedup();
+        return all;
+    }
+    let Some(target) = route.provider.beta_target() else { return Vec::new() };
+    // Bedrock InvokeModel takes the flags in the body; the others in the header.
+    let placement = if route.provider == Provider::Bedrock { Placement::Body } else { Placement::Header };
+    gw.beta.load().filter_for(target, placement, &incoming).kept
+}
+
+struct AnthropicRequest {
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Builds the upstream call for a Messages-format body on any of the four
+/// Claude platforms.
+fn anthropic_request(
+    route: &Route,
+    base: &str,
+    mut body: Map<String, Value>,
+    betas: &[String],
+    stream: bool,
+    client_version: Option<&str>,
+) -> Result<AnthropicRequest, ApiError> {
+    let version = client_version.unwrap_or(ANTHROPIC_VERSION).to_string();
+    let beta_header = if betas.is_empty() { None } else { Some(betas.join(",")) };
+    let key = deployment_api_key(route);
+    let mut headers: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
+    let url;
+    match route.provider {
+        Provider::Anthropic | Provider::AzureAi => {
+            body.insert("model".into(), Value::String(route.upstream_model.clone()));
+            url = if base.ends_with("/v1/messages") {
+                base.to_string()
+            } else if base.ends_with("/v1") {
+                join_url(base, "messages")
+            } else if route.provider == Provider::AzureAi && !base.ends_with("/anthropic") {
+                join_url(base, "anthropic/v1/messages")
+            } else {
+                join_url(base, "v1/messages")
+            };
+            if let Some(k) = key {
+                headers.push(("x-api-key".into(), k));
+            }
+            headers.push(("anthropic-version".into(), version));
+            if let Some(b) = beta_header {
+                headers.push(("anthropic-beta".into(), b));
+            }
+        }
+        Provider::VertexAi => {
+            let p = &route.deployment.params;
+            let project = p.vertex_project.clone().ok_or_else(|| {
+                ApiError::BadRequest(format!("deployment `{}` (vertex_ai) needs vertex_project", route.deployment.id))
+            })?;
+            let location = p.vertex_location.clone().unwrap_or_else(|| "us-east5".into());
+            body.remove("model");
+            body.insert("anthropic_version".into(), json!("vertex-2023-10-16"));
+            let verb = if stream { "streamRawPredict" } else { "rawPredict" };
+            url = format!(
+                "{}/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{}:{verb}",
+                base, route.upstream_model
+            );
+            if let Some(k) = key {
+                headers.push(("authorization".into(), format!("Bearer {k}")));
+            }
+            if let Some(b) = beta_header {
+                headers.push(("anthropic-beta".into(), b));
+            }
+        }
+        Provider::Bedrock => {
+            let v = bedrock::to_bedrock_body(&Value::Object(body), betas);
+            let bytes = serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let url = bedrock::invoke_url(base, &route.upstream_model, stream);
+            let p = &route.deployment.params;
+            let creds = bedrock::AwsCredentials::resolve(
+                p.aws_access_key_id.as_deref(),
+                p.aws_secret_access_key.as_deref(),
+                p.aws_session_token.as_deref(),
+            )
+            .map_err(|e| ApiError::BadRequest(format!("deployment `{}`: {e}", route.deployment.id)))?;
+            let region = p.aws_region_name.clone().unwrap_or_else(|| "us-east-1".into());
+            let mut hm = http::HeaderMap::new();
+            hm.insert("content-type", HeaderValue::from_static("application/json"));
+            let accept = if stream { "application/vnd.amazon.eventstream" } else { "application/json" };
+            hm.insert("accept", HeaderValue::from_static(accept));
+            let signed = bedrock::sign("POST", &url, &hm, &bytes, &creds, &region, "bedrock", std::time::SystemTime::now())
+                .map_err(|e| ApiError::Internal(format!("SigV4 signing failed: {e}")))?;
+            headers.push(("accept".into(), accept.into()));
+            headers.extend(signed);
+            return Ok(AnthropicRequest { url, headers, body: bytes });
+        }
+        _ => return Err(ApiError::Internal(format!("{} is not an Anthropic-family provider", route.provider))),
+    }
+    if stream {
+        body.insert("stream".into(), Value::Bool(true));
+    } else {
+        body.remove("stream");
+    }
+    let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(AnthropicRequest { url, headers, body: bytes })
+}
+
+/// Sends an Anthropic-family request; returns the raw response (2xx only).
+async fn anthropic_send(
+    gw: &Gateway,
+    route: &Route,
+    base: &str,
+    req: AnthropicRequest,
+    stream: bool,
+) -> Result<(reqwest::Response, crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>), ApiError> {
+    let client = client_for(gw, route, base)?;
+    let mut rb = client.http.post(&req.url).body(req.body);
+    for (k, v) in &req.headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    let timeout = if stream { None } else { route.deployment.timeout };
+    let resp = client.send(rb, timeout).await?;
+    if !resp.status().is_success() {
+        return Err(upstream_error(route.provider, resp).await);
+    }
+    Ok((resp, client))
+}
+
+/// A stream of Anthropic events (type, data) from the provider's native
+/// stream format: SSE for most, AWS event stream frames for Bedrock.
+fn anthropic_events(
+    route: &Route,
+    resp: reqwest::Response,
+    client: crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>,
+) -> impl futures::Stream<Item = Result<(String, Value), ApiError>> + Send + 'static {
+    let is_bedrock = route.provider == Provider::Bedrock;
+    let idle = route.deployment.stream_timeout.or(route.deployment.timeout);
+    let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
+    drop(client);
+    async_stream::stream! {
+        futures::pin_mut!(inner);
+        let mut sse = SseParser::new();
+        let mut frames = bedrock::EventStreamDecoder::new();
+        while let Some(chunk) = inner.next().await {
+            let chunk = match chunk { Ok(c) => c, Err(e) => { yield Err(e); return; } };
+            if is_bedrock {
+                match frames.feed(&chunk) {
+                    Ok(events) => for ev in events {
+                        if let bedrock::BedrockStreamEvent::Anthropic(ev) = ev {
+                            let ty = ev.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+                            yield Ok((ty, ev));
+                        }
+                    },
+                    Err(e) => { yield Err(ApiError::BadGateway(format!("bedrock event stream: {e}"))); return; }
+                }
+            } else {
+                let events = match sse.feed(&chunk) {
+                    Ok(evs) => evs,
+                    Err(e) => { yield Err(ApiError::BadGateway(format!("upstream stream: {e}"))); return; }
+                };
+                for ev in events {
+                    if ev.data.trim().is_empty() { continue; }
+                    match serde_json::from_str::<Value>(&ev.data) {
+                        Ok(v) => {
+                            let ty = ev.event.clone().or_else(|| v.get("type").and_then(Value::as_str).map(str::to_string)).unwrap_or_default();
+                            yield Ok((ty, v));
+                        }
+                        Err(e) => { yield Err(ApiError::BadGateway(format!("{}: stream event is not JSON: {e}", "anthropic"))); return; }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let base = base_url(&route)?;
+    let drop = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
+    let params = build_upstream_params(&a.body, route.provider, Endpoint::Chat, &route.upstream_model, drop, gw.bugs.null_optional_params)?;
+    let translated = anthropic::chat_to_messages(&Value::Object(params), &route.upstream_model)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let body = translated.as_object().cloned().unwrap_or_default();
+    let betas = betas_for(gw, &route, headers);
+    let req = anthropic_request(&route, &base, body, &betas, a.stream, None)?;
+    let (resp, client) = anthropic_send(gw, &route, &base, req, a.stream).await?;
+    if a.stream {
+        let events = anthropic_events(&route, resp, client);
+        let model = a.model.clone();
+        let include_usage = a.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+        let s = async_stream::stream! {
+            let mut tr = anthropic::StreamTranslator::new(&model, "").with_usage_chunk(include_usage);
+            futures::pin_mut!(events);
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Ok((ty, data)) => match tr.on_event(&ty, &data) {
+                        Ok(chunks) => for c in chunks { yield Ok(Bytes::from(format!("data: {c}\n\n"))); },
+                        Err(e) => { yield Ok(sse_error_event(&ApiError::BadGateway(e.to_string()))); return; }
+                    },
+                    Err(e) => { yield Ok(sse_error_event(&e)); return; }
+                }
+            }
+            yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+        };
+        return Ok(with_cost_headers(sse_response(s), None, &route));
+    }
+    let bytes = resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
+    let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
+    let out = anthropic::messages_to_chat(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
+    drop_lease(client);
+    Ok(with_cost_headers(axum::Json(out).into_response(), cost, &route))
+}
+
+fn drop_lease<T>(_t: T) {}
+
+/// `POST /v1/messages`: Anthropic-native in, Anthropic-native out.
+pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    let a = match admit(&gw, &headers, &raw, &[("model", "string"), ("messages", "array")]) {
+        Ok(a) => a,
+        Err(e) => return anthropic_error(e),
+    };
+    let client_version = headers.get("anthropic-version").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let result = with_fallbacks(&gw, &a.routes, |route| {
+        let gw = &gw;
+        let a = &a;
+        let headers = &headers;
+        let client_version = client_version.clone();
+        async move {
+            if !route.provider.speaks_messages(&route.upstream_model) {
+                return Err(ApiError::BadRequest(format!(
+                    "model `{}` routes to {}, which does not speak the Anthropic Messages API; use /v1/chat/completions",
+                    a.model, route.provider
+                )));
+            }
+            let base = base_url(&route)?;
+            let mut body = a.body.clone();
+            body.retain(|_, v| !v.is_null());
+            let betas = betas_for(gw, &route, headers);
+            let req = anthropic_request(&route, &base, body, &betas, a.stream, client_version.as_deref())?;
+            let (resp, client) = anthropic_send(gw, &route, &base, req, a.stream).await?;
+            if a.stream {
+                let events = anthropic_events(&route, resp, client);
+                let s = async_stream::stream! {
+                    futures::pin_mut!(events);
+                    while let Some(ev) = events.next().await {
+                        match ev {
+                            Ok((ty, data)) => yield Ok(Bytes::from(format!("event: {ty}\ndata: {data}\n\n"))),
+                            Err(e) => {
+                                let err = json!({"type": "error", "error": {"type": "api_error", "message": e.to_string()}});
+                                yield Ok(Bytes::from(format!("event: error\ndata: {err}\n\n")));
+                                return;
+                            }
+                        }
+                    }
+                };
+                return Ok(with_cost_headers(sse_response(s), None, &route));
+            }
+            let bytes = resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
+            let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
+            drop_lease(client);
+            Ok(with_cost_headers(axum::Json(v).into_response(), cost, &route))
+        }
+    })
+    .await;
+    result.unwrap_or_else(anthropic_error)
+}
+
+/// Errors on the Anthropic-native route use Anthropic's error shape, so the
+/// Anthropic SDK raises its typed exceptions.
+fn anthropic_error(e: ApiError) -> Response {
+    let status = e.status();
+    let kind = match status.as_u16() {
+        400 | 413 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    };
+    (status, axum::Json(json!({"type": "error", "error": {"type": kind, "message": e.to_string()}}))).into_response()
+}

@@ -1,0 +1,236 @@
+//! Model name -> deployments.
+//!
+//! Exact names first, then wildcard patterns (`openai/*`, `openai/gpt-4*`,
+//! `*`), LiteLLM-style: the part the `*` matched is substituted into the
+//! deployment's model. A bare model name (`claude-sonnet-4-6`) reaches a
+//! provider wildcard (`anthropic/*`) through the catalog's provider index.
+//!
+//! Patterns are kept in a map keyed by their literal prefix; a lookup tries the
+//! request's own prefixes, longest first, only at the lengths some pattern has.
+//! The cost depends on the model name's length, not on how many patterns exist.
+
+use crate::gateway::catalog::Catalog;
+use crate::gateway::config::{secs, Config, LitellmParams, ModelDeployment};
+use crate::gateway::providers::Provider;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One upstream target, resolved from a `model_list` entry.
+#[derive(Debug)]
+pub struct Deployment {
+    pub id: String,
+    pub model_name: String,
+    /// None for a catch-all (`model: "*"`): the provider then comes from the
+    /// requested model.
+    pub provider: Option<Provider>,
+    /// The model after `provider/`, possibly with a `*`.
+    pub upstream_model: String,
+    pub params: LitellmParams,
+    pub model_info: Option<serde_json::Value>,
+    pub timeout: Option<Duration>,
+    pub stream_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Deployment {
+    fn from_config(i: usize, d: &ModelDeployment, default_timeout: Option<Duration>) -> Result<Self, String> {
+        let model = d.litellm_params.model.as_str();
+        let (provider, upstream_model) = if model == "*" {
+            (None, "*".to_string())
+        } else {
+            let (p, rest) = model.split_once('/').ok_or_else(|| format!("`{model}` has no provider prefix"))?;
+            let provider = Provider::parse(p).ok_or_else(|| {
+                let known: Vec<_> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+                format!("unknown provider `{p}` in `{model}` (known: {})", known.join(", "))
+            })?;
+            (Some(provider), rest.to_string())
+        };
+        let id = d
+            .model_info
+            .as_ref()
+            .and_then(|m| m.get("id"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("deployment-{i}"));
+        Ok(Deployment {
+            id,
+            model_name: d.model_name.clone(),
+            provider,
+            upstream_model,
+            params: d.litellm_params.clone(),
+            model_info: d.model_info.clone(),
+            timeout: secs(d.litellm_params.timeout).or(default_timeout),
+            stream_timeout: secs(d.litellm_params.stream_timeout),
+            connect_timeout: secs(d.litellm_params.connect_timeout),
+        })
+    }
+}
+
+/// A request's routing decision.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub deployment: Arc<Deployment>,
+    pub provider: Provider,
+    /// The model name sent upstream, wildcard substituted.
+    pub upstream_model: String,
+}
+
+#[derive(Debug)]
+struct Group {
+    deployments: Vec<Arc<Deployment>>,
+    next: AtomicUsize,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group { deployments: Vec::new(), next: AtomicUsize::new(0) }
+    }
+    /// All deployments, starting at the round-robin position.
+    fn rotation(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        let n = self.deployments.len();
+        let start = if n > 1 { self.next.fetch_add(1, Ordering::Relaxed) % n } else { 0 };
+        (0..n).map(move |i| &self.deployments[(start + i) % n])
+    }
+}
+
+#[derive(Debug)]
+pub struct ModelRouter {
+    exact: HashMap<String, Group>,
+    /// Literal prefix (text before `*`) -> deployments.
+    patterns: HashMap<String, Group>,
+    /// Distinct prefix lengths, longest first.
+    pattern_lengths: Vec<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("model_list[{index}] ({model_name}): {message}")]
+    BadDeployment { index: usize, model_name: String, message: String },
+}
+
+impl ModelRouter {
+    pub fn from_config(config: &Config) -> Result<Self, RouteError> {
+        let default_timeout = secs(config.router_settings.timeout.or(config.litellm_settings.request_timeout));
+        let mut exact: HashMap<String, Group> = HashMap::new();
+        let mut patterns: HashMap<String, Group> = HashMap::new();
+        for (i, d) in config.model_list.iter().enumerate() {
+            let dep = Deployment::from_config(i, d, default_timeout).map_err(|message| RouteError::BadDeployment {
+                index: i,
+                model_name: d.model_name.clone(),
+                message,
+            })?;
+            let name = d.model_name.clone();
+            let dep = Arc::new(dep);
+            match name.find('*') {
+                Some(pos) => {
+                    if pos != name.len() - 1 {
+                        return Err(RouteError::BadDeployment {
+                            index: i,
+                            model_name: name.clone(),
+                            message: "a wildcard model_name may only have `*` at its end".into(),
+                        });
+                    }
+                    patterns.entry(name[..pos].to_string()).or_insert_with(Group::new).deployments.push(dep);
+                }
+                None => exact.entry(name).or_insert_with(Group::new).deployments.push(dep),
+            }
+        }
+        let mut pattern_lengths: Vec<usize> =
+            patterns.keys().map(|k| k.len()).collect::<BTreeSet<_>>().into_iter().collect();
+        pattern_lengths.reverse();
+        Ok(ModelRouter { exact, patterns, pattern_lengths })
+    }
+
+    /// The deployments that can serve `requested`, in the order to try them.
+    /// Empty when nothing matches.
+    pub fn resolve(&self, requested: &str, catalog: &Catalog) -> Vec<Route> {
+        if let Some(g) = self.exact.get(requested) {
+            return g.rotation().filter_map(|d| route_exact(d, requested, catalog)).collect();
+        }
+        // `provider/name` or a name matching a literal prefix pattern.
+        for &len in &self.pattern_lengths {
+            if len > requested.len() || !requested.is_char_boundary(len) {
+                continue;
+            }
+            if let Some(g) = self.patterns.get(&requested[..len]) {
+                let matched = &requested[len..];
+                let routes: Vec<Route> =
+                    g.rotation().filter_map(|d| route_wildcard(d, requested, matched, catalog)).collect();
+                if !routes.is_empty() {
+                    return routes;
+                }
+            }
+        }
+        // A bare name reaches `provider/*` through the catalog's index.
+        if !requested.contains('/') {
+            if let Some(p) = catalog.provider_of(requested) {
+                let key = format!("{p}/");
+                if let Some(g) = self.patterns.get(&key) {
+                    let routes: Vec<Route> =
+                        g.rotation().filter_map(|d| route_wildcard(d, requested, requested, catalog)).collect();
+                    if !routes.is_empty() {
+                        return routes;
+                    }
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Public model names (exact names and wildcard patterns), for `/v1/models`.
+    pub fn model_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.exact.keys().cloned().collect();
+        names.extend(self.patterns.keys().map(|p| format!("{p}*")));
+        names.sort();
+        names
+    }
+
+    pub fn deployments(&self) -> Vec<Arc<Deployment>> {
+        let mut all: Vec<Arc<Deployment>> = self
+            .exact
+            .values()
+            .chain(self.patterns.values())
+            .flat_map(|g| g.deployments.iter().cloned())
+            .collect();
+        all.sort_by(|a, b| a.model_name.cmp(&b.model_name).then(a.id.cmp(&b.id)));
+        all
+    }
+}
+
+fn route_exact(d: &Arc<Deployment>, requested: &str, catalog: &Catalog) -> Option<Route> {
+    match d.provider {
+        Some(p) => Some(Route { deployment: d.clone(), provider: p, upstream_model: d.upstream_model.clone() }),
+        None => provider_for_request(requested, catalog)
+            .map(|(p, m)| Route { deployment: d.clone(), provider: p, upstream_model: m }),
+    }
+}
+
+fn route_wildcard(d: &Arc<Deployment>, requested: &str, matched: &str, catalog: &Catalog) -> Option<Route> {
+    match d.provider {
+        Some(p) => {
+            let upstream_model = if d.upstream_model.contains('*') {
+                d.upstream_model.replacen('*', matched, 1)
+            } else {
+                d.upstream_model.clone()
+            };
+            Some(Route { deployment: d.clone(), provider: p, upstream_model })
+        }
+        // Catch-all: the requested model names its provider.
+        None => provider_for_request(requested, catalog)
+            .map(|(p, m)| Route { deployment: d.clone(), provider: p, upstream_model: m }),
+    }
+}
+
+/// `openai/gpt-4o` -> (openai, gpt-4o); `claude-sonnet-4-6` -> (anthropic, ...)
+/// through the catalog.
+fn provider_for_request(requested: &str, catalog: &Catalog) -> Option<(Provider, String)> {
+    if let Some((p, rest)) = requested.split_once('/') {
+        if let Some(p) = Provider::parse(p) {
+            return Some((p, rest.to_string()));
+        }
+    }
+    let p = Provider::parse(catalog.provider_of(requested)?)?;
+    Some((p, requested.to_string()))
+}

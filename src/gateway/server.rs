@@ -1,0 +1,283 @@
+//! The HTTP surface: every route, mounted under the server root path.
+//!
+//! The root path is applied in exactly one place (`app`), by nesting the
+//! whole route table under it; pages build their links from the same value,
+//! so no route or link can "drop out" of the prefix on its own.
+
+use crate::gateway::auth::{authenticate, require_admin, Caller};
+use crate::gateway::error::ApiError;
+use crate::gateway::keys::KeySpec;
+use crate::gateway::state::{unix, Gateway};
+use crate::gateway::{proxy, ui};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Gw = State<Arc<Gateway>>;
+
+/// Reads the body up to the configured limit; over it, a 413 in OpenAI's shape.
+async fn read_body(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = gw.max_body_bytes;
+    if let Some(len) = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+        if len > limit {
+            return Err(ApiError::PayloadTooLarge { size: len, limit });
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { size: limit + 1, limit })
+}
+
+macro_rules! body_handler {
+    ($name:ident, $target:path) => {
+        async fn $name(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+            match read_body(&gw, &headers, body).await {
+                Ok(raw) => $target(gw, headers, raw).await,
+                Err(e) => e.into_response(),
+            }
+        }
+    };
+}
+
+body_handler!(chat, proxy::chat_completions);
+body_handler!(embeddings, proxy::embeddings);
+body_handler!(messages, proxy::messages);
+
+/// The route table without any prefix.
+fn routes(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages))
+        .route("/v1/models", get(models))
+        .route("/models", get(models))
+        .route("/health", get(health))
+        .route("/health/liveliness", get(liveness))
+        .route("/health/readiness", get(health))
+        .route("/model_cost_map/status", get(cost_map_status))
+        .route("/reload/model_cost_map", post(reload_cost_map))
+        .route("/reload/anthropic_beta_headers", post(reload_beta))
+        .route("/client_cache/stats", get(cache_stats))
+        .route("/key/generate", post(key_generate))
+        .route("/key/info", get(key_info))
+        .route("/key/delete", post(key_delete))
+        .route("/key/list", get(key_list))
+        .route("/openapi.json", get(ui::openapi))
+        .route("/docs", get(ui::docs))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
+        .route("/ui/assets/{file}", get(ui::asset))
+        .fallback(not_found)
+        .with_state(gw)
+}
+
+/// The application: routes under the root path.
+pub fn app(gw: Arc<Gateway>) -> Router {
+    let root = gw.root_path.clone();
+    if root.is_empty() || gw.bugs.drop_root_path {
+        // With the incident's bug put back, the routes are mounted at `/`
+        // even though pages and the OpenAPI document still carry the prefix.
+        return routes(gw);
+    }
+    Router::new().nest(&root, routes(gw)).fallback(not_found)
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    ApiError::NotFound(format!("no route for {}", uri.path())).into_response()
+}
+
+async fn liveness() -> Json<Value> {
+    Json(json!({"status": "alive"}))
+}
+
+pub fn health_value(gw: &Gateway) -> Value {
+    let catalog = gw.catalog.status();
+    let beta = gw.beta_status.lock().clone();
+    let deployments: Vec<Value> = gw
+        .router
+        .deployments()
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "model_name": d.model_name,
+                "provider": d.provider.map(|p| p.as_str()).unwrap_or("*"),
+                "model": d.params.model,
+                "api_base": d.params.api_base,
+            })
+        })
+        .collect();
+    let degraded = catalog.stale || beta.stale;
+    json!({
+        "status": if degraded { "degraded" } else { "healthy" },
+        "ready": true,
+        "root_path": gw.root_path,
+        "started_at_unix": unix(gw.started_at),
+        "models": gw.router.model_names(),
+        "deployments": deployments,
+        "model_cost_map": catalog,
+        "anthropic_beta_policy": beta,
+        "client_cache": gw.clients.stats(),
+        "known_bugs_enabled": gw.bugs.any(),
+    })
+}
+
+async fn health(State(gw): Gw) -> Json<Value> {
+    Json(health_value(&gw))
+}
+
+async fn models(State(gw): Gw, headers: HeaderMap) -> Response {
+    let caller = match authenticate(&gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let catalog = gw.catalog.current();
+    let created = unix(gw.started_at);
+    let data: Vec<Value> = gw
+        .router
+        .model_names()
+        .into_iter()
+        .filter(|m| match &caller {
+            Caller::Key(k) => m.contains('*') || k.access().allows(m, &catalog),
+            _ => true,
+        })
+        .map(|m| json!({"id": m, "object": "model", "created": created, "owned_by": "postmortem"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn cost_map_status(State(gw): Gw) -> Json<Value> {
+    Json(serde_json::to_value(gw.catalog.status()).unwrap_or_default())
+}
+
+async fn reload_cost_map(State(gw): Gw, headers: HeaderMap) -> Response {
+    if let Err(e) = require_admin(&gw, &headers) {
+        return e.into_response();
+    }
+    match gw.reload_cost_map().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn reload_beta(State(gw): Gw, headers: HeaderMap) -> Response {
+    if let Err(e) = require_admin(&gw, &headers) {
+        return e.into_response();
+    }
+    match gw.reload_beta_policy().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn cache_stats(State(gw): Gw, headers: HeaderMap) -> Response {
+    if let Err(e) = require_admin(&gw, &headers) {
+        return e.into_response();
+    }
+    Json(serde_json::to_value(gw.clients.stats()).unwrap_or_default()).into_response()
+}
+
+async fn key_generate(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    if let Err(e) = require_admin(&gw, &headers) {
+        return e.into_response();
+    }
+    let raw = match read_body(&gw, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let raw = if raw.is_empty() { Bytes::from_static(b"{}") } else { raw };
+    let spec: KeySpec = match serde_json::from_slice(&raw) {
+        Ok(s) => s,
+        Err(e) => return ApiError::BadRequest(format!("invalid key spec: {e}")).into_response(),
+    };
+    match gw.keys.generate(spec) {
+        Ok((secret, info)) => {
+            let mut v = serde_json::to_value(info).unwrap_or_default();
+            v["key"] = json!(secret);
+            Json(v).into_response()
+        }
+        Err(e) => ApiError::BadRequest(e.to_string()).into_response(),
+    }
+}
+
+async fn key_info(State(gw): Gw, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let caller = match authenticate(&gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    // A virtual key may read its own info; the master key any key's.
+    let record = match (q.get("key"), &caller) {
+        (Some(k), c) if c.is_admin() => gw.keys.authenticate(k),
+        (None, Caller::Key(k)) => Some(k.clone()),
+        (Some(k), Caller::Key(own)) => gw.keys.authenticate(k).filter(|r| Arc::ptr_eq(r, own)),
+        _ => None,
+    };
+    match record {
+        Some(r) => Json(json!({"info": r.info()})).into_response(),
+        None => ApiError::NotFound("key not found".into()).into_response(),
+    }
+}
+
+async fn key_delete(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    if let Err(e) = require_admin(&gw, &headers) {
+        return e.into_response();
+    }
+    let raw = match read_body(&gw, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    #[derive(serde::Deserialize)]
+    struct Del {
+        keys: Vec<String>,
+    }
+    let del: Del = match serde_json::from_slice(&raw) {
+        Ok(d) => d,
+        Err(e) => return ApiError::BadRequest(format!("expected {{\"keys\": [..]}}: {e}")).into_response(),
+    };
+    let deleted: Vec<String> = del.keys.iter().filter(|k| gw.keys.delete(k)).cloned().map(|k| mask(&k)).collect();
+    Json(json!({"deleted_keys": deleted})).into_response()
+}
+
+async fn key_list(State(gw): Gw, headers: HeaderMap) -> Response {
+    if let Err(e) = require_admin(&gw, &headers) {
+        return e.into_response();
+    }
+    Json(json!({"keys": gw.keys.list()})).into_response()
+}
+
+fn mask(k: &str) -> String {
+    let tail: String = k.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("sk-...{tail}")
+}
+
+/// Binds and serves until the process is stopped.
+pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    spawn_periodic_tasks(gw.clone());
+    axum::serve(listener, app(gw)).await
+}
+
+/// In production the periodic reload runs on a real ticker; the harness
+/// calls `run_due_tasks` after moving its manual clock instead.
+pub fn spawn_periodic_tasks(gw: Arc<Gateway>) {
+    if gw.config.general_settings.model_cost_map_reload_interval_secs.is_none() {
+        return;
+    }
+    let weak = Arc::downgrade(&gw);
+    drop(gw);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(gw) => gw.run_due_tasks().await,
+                None => break,
+            }
+        }
+    });
+}

@@ -1,0 +1,284 @@
+//! The gateway's shared state and how it is built from a config.
+
+use crate::gateway::beta::BetaPolicy;
+use crate::gateway::catalog::{self, CatalogBugs, CatalogStore, ValidationLimits};
+use crate::gateway::client_cache::{CacheConfig, ClientCache, Lease};
+use crate::gateway::clock::{SharedClock, SystemClock};
+use crate::gateway::config::{Config, ConfigError};
+use crate::gateway::error::ApiError;
+use crate::gateway::keys::{KeySpec, KeyStore};
+use crate::gateway::known_bugs::KnownBugs;
+use crate::gateway::routing::{ModelRouter, RouteError};
+use crate::gateway::upstream::{ClientKey, UpstreamClient};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("config: {0}")]
+    Route(#[from] RouteError),
+    #[error("anthropic beta policy: {0}")]
+    Beta(String),
+    #[error("config: keys: {0}")]
+    Keys(String),
+}
+
+/// Where the anthropic-beta policy came from and whether the last reload worked.
+#[derive(Debug, Clone, Serialize)]
+pub struct BetaStatus {
+    pub source: String,
+    pub stale: bool,
+    pub reason: Option<String>,
+    pub loaded_at_unix: u64,
+}
+
+pub struct Gateway {
+    pub config: Config,
+    pub root_path: String,
+    pub router: ModelRouter,
+    pub catalog: CatalogStore,
+    pub keys: KeyStore,
+    pub clients: ClientCache<ClientKey, UpstreamClient>,
+    pub beta: ArcSwap<BetaPolicy>,
+    pub beta_status: Mutex<BetaStatus>,
+    pub clock: SharedClock,
+    pub bugs: KnownBugs,
+    pub drop_params: bool,
+    pub max_body_bytes: usize,
+    pub started_at: SystemTime,
+    /// Monotonic time of the next periodic cost-map reload.
+    next_cost_map_reload: Mutex<Option<Duration>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("root_path", &self.root_path).finish_non_exhaustive()
+    }
+}
+
+pub struct GatewayBuilder {
+    config: Config,
+    clock: SharedClock,
+    bugs: KnownBugs,
+}
+
+impl GatewayBuilder {
+    pub fn new(config: Config) -> Self {
+        GatewayBuilder { config, clock: SystemClock::shared(), bugs: KnownBugs::default() }
+    }
+
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Puts incidents' bugs back. For the regression harness's proofs only.
+    pub fn known_bugs(mut self, bugs: KnownBugs) -> Self {
+        self.bugs = bugs;
+        self
+    }
+
+    pub async fn build(self) -> Result<Arc<Gateway>, BuildError> {
+        let GatewayBuilder { mut config, clock, bugs } = self;
+        config.resolve_env("config")?;
+        let root_path = config.root_path()?;
+        let router = ModelRouter::from_config(&config)?;
+
+        let limits = cost_map_limits(&config);
+        let source = cost_map_source(&config);
+        let catalog =
+            CatalogStore::load_startup(source.as_deref(), catalog::BUNDLED_COST_MAP, &limits, clock.wall()).await;
+        catalog.set_known_bugs(CatalogBugs {
+            stale_index_on_reload: bugs.stale_wildcard_index,
+            silent_fallback_to_bundled: bugs.silent_cost_map_fallback,
+        });
+
+        let keys = KeyStore::new(clock.clone());
+        for (i, k) in config.keys.iter().enumerate() {
+            let spec = KeySpec {
+                models: k.models.clone(),
+                max_budget: k.max_budget,
+                rpm: k.rpm,
+                tpm: k.tpm,
+                metadata: k.metadata.clone().unwrap_or(serde_json::Value::Null),
+                alias: k.alias.clone(),
+            };
+            keys.insert_from_config(&k.key, spec).map_err(|e| BuildError::Keys(format!("keys[{i}]: {e}")))?;
+        }
+
+        let cache_config = CacheConfig {
+            capacity: config.router_settings.client_cache_capacity.unwrap_or(200),
+            ttl: Duration::from_secs(config.router_settings.client_cache_ttl_secs.unwrap_or(600)),
+        };
+        let clients = ClientCache::new(cache_config, clock.clone());
+        clients.set_close_on_evict(bugs.close_evicted_clients);
+
+        let beta_source = beta_source(&config);
+        let (policy, beta_status) = match &beta_source {
+            Some(src) => {
+                let bytes = catalog::fetch_source(src, Duration::from_secs(10))
+                    .await
+                    .map_err(|e| BuildError::Beta(e.to_string()))?;
+                let text = String::from_utf8_lossy(&bytes);
+                let p = BetaPolicy::from_json(&text, src).map_err(|e| BuildError::Beta(e.to_string()))?;
+                (p, status_now(src, &clock))
+            }
+            None => (BetaPolicy::bundled(), status_now("bundled", &clock)),
+        };
+
+        let reload_interval = config.general_settings.model_cost_map_reload_interval_secs.map(Duration::from_secs);
+        let drop_params = config.litellm_settings.drop_params;
+        let max_body_bytes = config.max_body_bytes();
+        Ok(Arc::new(Gateway {
+            next_cost_map_reload: Mutex::new(reload_interval.map(|i| clock.now() + i)),
+            config,
+            root_path,
+            router,
+            catalog,
+            keys,
+            clients,
+            beta: ArcSwap::from_pointee(policy),
+            beta_status: Mutex::new(beta_status),
+            started_at: clock.wall(),
+            clock,
+            bugs,
+            drop_params,
+            max_body_bytes,
+        }))
+    }
+}
+
+fn status_now(source: &str, clock: &SharedClock) -> BetaStatus {
+    BetaStatus { source: source.to_string(), stale: false, reason: None, loaded_at_unix: unix(clock.wall()) }
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn cost_map_limits(config: &Config) -> ValidationLimits {
+    let mut l = ValidationLimits::default();
+    if let Some(n) = config.general_settings.model_cost_map_min_models {
+        l.min_models = n;
+    }
+    if let Some(r) = config.general_settings.model_cost_map_max_shrink_ratio {
+        l.max_shrink_ratio = r;
+    }
+    l
+}
+
+fn cost_map_source(config: &Config) -> Option<String> {
+    config
+        .general_settings
+        .model_cost_map
+        .clone()
+        .or_else(|| std::env::var("LITELLM_MODEL_COST_MAP_URL").ok().filter(|s| !s.is_empty()))
+}
+
+fn beta_source(config: &Config) -> Option<String> {
+    config
+        .general_settings
+        .anthropic_beta_headers
+        .clone()
+        .or_else(|| std::env::var("LITELLM_ANTHROPIC_BETA_HEADERS_URL").ok().filter(|s| !s.is_empty()))
+}
+
+impl Gateway {
+    /// A client for `key` from the cache (or a new one). The returned lease
+    /// keeps the client alive for as long as the caller holds it.
+    pub fn client(&self, key: ClientKey) -> Result<Lease<UpstreamClient>, ApiError> {
+        let k = key.clone();
+        self.clients.get_or_insert_with(key, move || UpstreamClient::new(&k))
+    }
+
+    /// Re-fetches the cost map from its configured source and adopts it only
+    /// if it validates. The outcome (adopted, or stale with the reason) is in
+    /// `catalog.status()`.
+    pub async fn reload_cost_map(&self) -> Result<serde_json::Value, ApiError> {
+        let source = cost_map_source(&self.config).unwrap_or_else(|| "bundled".into());
+        let bytes = if source == "bundled" {
+            Ok(catalog::BUNDLED_COST_MAP.to_vec())
+        } else {
+            catalog::fetch_source(&source, Duration::from_secs(10)).await
+        };
+        let result = match bytes {
+            Ok(b) => self.catalog.try_reload(&b, &source, self.clock.wall()).map(|_| ()),
+            Err(e) => {
+                self.catalog.record_failed_fetch(&e, self.clock.wall());
+                Err(e)
+            }
+        };
+        let status = serde_json::to_value(self.catalog.status()).unwrap_or_default();
+        match result {
+            Ok(()) => Ok(serde_json::json!({"status": "success", "catalog": status})),
+            Err(e) => Err(ApiError::Upstream {
+                status: 422,
+                message: format!("cost map from {source} was not adopted (the previous map stays in use): {e}"),
+                provider: "cost_map".into(),
+                error_type: Some("cost_map_invalid".into()),
+            }),
+        }
+    }
+
+    pub async fn reload_beta_policy(&self) -> Result<serde_json::Value, ApiError> {
+        let source = beta_source(&self.config);
+        let parsed = match &source {
+            None => Ok(BetaPolicy::bundled()),
+            Some(src) => match catalog::fetch_source(src, Duration::from_secs(10)).await {
+                Ok(bytes) => BetaPolicy::from_json(&String::from_utf8_lossy(&bytes), src).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let src = source.unwrap_or_else(|| "bundled".into());
+        let mut st = self.beta_status.lock();
+        match parsed {
+            Ok(p) => {
+                self.beta.store(Arc::new(p));
+                *st = status_now(&src, &self.clock);
+                Ok(serde_json::json!({"status": "success", "beta_policy": *st}))
+            }
+            Err(e) => {
+                tracing::error!(source = %src, error = %e, "anthropic beta policy reload failed; keeping the policy in use");
+                st.stale = true;
+                st.reason = Some(e.clone());
+                Err(ApiError::Upstream {
+                    status: 422,
+                    message: format!("beta policy from {src} was not adopted: {e}"),
+                    provider: "beta_policy".into(),
+                    error_type: Some("beta_policy_invalid".into()),
+                })
+            }
+        }
+    }
+
+    /// Runs the periodic cost-map reload if it is due by the gateway's
+    /// clock. Called by the background ticker in production and by the
+    /// harness after it advances a manual clock.
+    pub async fn run_due_tasks(&self) {
+        let interval = match self.config.general_settings.model_cost_map_reload_interval_secs {
+            Some(s) => Duration::from_secs(s),
+            None => return,
+        };
+        let now = self.clock.now();
+        let due = {
+            let mut next = self.next_cost_map_reload.lock();
+            match *next {
+                Some(t) if now >= t => {
+                    *next = Some(now + interval);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if due {
+            if let Err(e) = self.reload_cost_map().await {
+                tracing::error!(error = %e, "periodic cost map reload failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! HTTP clients for upstream providers and the keys they are cached under.
+//!
+//! An [`UpstreamClient`] is a pooled reqwest client. Shutting it down (which
+//! the client cache does only after its last holder let go) closes it the way
+//! an httpx client is closed: new requests fail and streams still reading
+//! from it are cut. That is exactly why the cache must never shut down a
+//! client someone still holds — see `client_cache`.
+
+use crate::gateway::client_cache::Resource;
+use crate::gateway::error::ApiError;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What makes two deployments able to share one client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    pub provider: &'static str,
+    pub api_base: String,
+    /// First 16 hex chars of SHA-256 over the credentials: distinct keys get
+    /// distinct pools without the secret itself living in the cache key.
+    pub credential_fingerprint: String,
+    pub connect_timeout_ms: u64,
+}
+
+impl ClientKey {
+    pub fn new(provider: &'static str, api_base: &str, credentials: &[&str], connect_timeout: Duration) -> Self {
+        let mut h = Sha256::new();
+        for c in credentials {
+            h.update(c.as_bytes());
+            h.update([0u8]);
+        }
+        let digest = h.finalize();
+        ClientKey {
+            provider,
+            api_base: api_base.to_string(),
+            credential_fingerprint: hex::encode(&digest[..8]),
+            connect_timeout_ms: connect_timeout.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct UpstreamClient {
+    pub http: reqwest::Client,
+    closed: AtomicBool,
+    closed_tx: watch::Sender<bool>,
+    label: String,
+}
+
+impl UpstreamClient {
+    pub fn new(key: &ClientKey) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_millis(key.connect_timeout_ms.max(1)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| ApiError::Internal(format!("cannot build upstream client: {e}")))?;
+        let (closed_tx, _) = watch::channel(false);
+        Ok(UpstreamClient {
+            http,
+            closed: AtomicBool::new(false),
+            closed_tx,
+            label: format!("{}@{}", key.provider, key.api_base),
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn closed_error(&self) -> ApiError {
+        ApiError::BadGateway(format!(
+            "upstream client {} has been closed: cannot send a request, as the client has been closed",
+            self.label
+        ))
+    }
+
+    /// Sends a request, mapping transport failures to 502/504.
+    pub async fn send(&self, req: reqwest::RequestBuilder, timeout: Option<Duration>) -> Result<reqwest::Response, ApiError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        let req = match timeout {
+            Some(t) => req.timeout(t),
+            None => req,
+        };
+        let mut closed_rx = self.closed_tx.subscribe();
+        let closed = async { closed_rx.wait_for(|c| *c).await.map(|_| ()) };
+        tokio::select! {
+            r = req.send() => r.map_err(|e| transport_error(&e, &self.label)),
+            _ = closed => Err(self.closed_error()),
+        }
+    }
+
+    /// Wraps a response body so it ends with an error when this client is
+    /// shut down mid-stream, as closing an httpx client cuts its connections.
+    /// `hold` (the cache lease) lives as long as the stream does.
+    pub fn guard_stream<H: Send + 'static>(
+        &self,
+        body: impl Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static,
+        idle_timeout: Option<Duration>,
+        hold: H,
+    ) -> impl Stream<Item = Result<bytes::Bytes, ApiError>> + Send + 'static {
+        let mut closed_rx = self.closed_tx.subscribe();
+        let label = self.label.clone();
+        let closed_error = move |label: &str| {
+            ApiError::BadGateway(format!(
+                "upstream client {label} has been closed mid-stream: the connection was closed by the client cache"
+            ))
+        };
+        async_stream::stream! {
+            let _hold = hold;
+            futures::pin_mut!(body);
+            loop {
+                let is_closed = *closed_rx.borrow();
+                if is_closed {
+                    yield Err(closed_error(&label));
+                    break;
+                }
+                let next = async {
+                    match idle_timeout {
+                        Some(t) => tokio::time::timeout(t, body.next()).await.map_err(|_| ()),
+                        None => Ok(body.next().await),
+                    }
+                };
+                let closed = async { closed_rx.wait_for(|c| *c).await.map(|_| ()) };
+                let step = tokio::select! {
+                    n = next => Some(n),
+                    _ = closed => None,
+                };
+                match step {
+                    None => { yield Err(closed_error(&label)); break; }
+                    Some(Ok(Some(Ok(b)))) => yield Ok(b),
+                    Some(Ok(Some(Err(e)))) => { yield Err(transport_error(&e, &label)); break; }
+                    Some(Ok(None)) => break,
+                    Some(Err(())) => {
+                        yield Err(ApiError::GatewayTimeout(format!("upstream {label} sent no stream data within the stream timeout")));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Resource for UpstreamClient {
+    fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.closed_tx.send_replace(true);
+        tracing::debug!(client = %self.label, "upstream client shut down");
+    }
+}
+
+pub fn transport_error(e: &reqwest::Error, label: &str) -> ApiError {
+    if e.is_timeout() {
+        ApiError::GatewayTimeout(format!("upstream {label} timed out: {e}"))
+    } else if e.is_connect() {
+        ApiError::BadGateway(format!("cannot connect to upstream {label}: {e}"))
+    } else {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        ApiError::BadGateway(format!("upstream {label} failed: {msg}"))
+    }
+}

@@ -1,0 +1,8 @@
+#![forbid(unsafe_code)]
+//! postmortem: an LLM gateway (`gateway`) and the regression harness around
+//! it (`mocks`, `scenario`, `cli`). See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod gateway;
+pub mod mocks;
+pub mod scenario;

@@ -1,0 +1,50 @@
+#![forbid(unsafe_code)]
+//! The `postmortem` command: `serve` runs the gateway, `run` runs the
+//! regression scenarios.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "postmortem", version, about = "An LLM gateway and the regression harness that replays its incidents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a LiteLLM-compatible config.yaml.
+    Serve {
+        /// Path to the config file (LiteLLM `config.yaml` subset).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to bind (0 picks a free one and prints it).
+        #[arg(long, default_value_t = 4000)]
+        port: u16,
+    },
+    /// Run scenarios (default: every file under scenarios/) against mock providers.
+    Run(postmortem::cli::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { config, host, port } => {
+            postmortem::cli::init_tracing();
+            rt.block_on(postmortem::cli::serve(&config, &host, port))
+        }
+        Command::Run(args) => rt.block_on(postmortem::cli::run(args)),
+    }
+}

@@ -1,0 +1,367 @@
+//! The front server the gateway talks to. Per request it:
+//! 1. records the request in the journal;
+//! 2. if the strict profile rejects it, forwards it to wiremock tagged
+//!    `strict`, where the strict-profile `Mock` sends the provider's error;
+//! 3. otherwise picks the first stub that matches and has uses left, and
+//!    serves it (streams, resets and malformed bodies itself; buffered
+//!    answers by forwarding to wiremock tagged with the stub id);
+//! 4. with no stub, serves the default stream for streaming requests, or
+//!    forwards to wiremock's default bodies.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use super::gates::Gates;
+use super::http1::{Conn, ReadError, WireRequest};
+use super::ids::IdGen;
+use super::inner::{STRICT_TARGET, TARGET_HEADER};
+use super::journal::RecordedRequest;
+use super::route::Route;
+use super::stream::{self, Ended, StreamPlan};
+use super::stub::{Fault, Stub, StubResponse};
+use super::wire::Buffered;
+use super::{defaults, strict, MockKind, MockOptions};
+
+struct Mounted {
+    id: u64,
+    stub: Stub,
+    remaining: Option<u64>,
+}
+
+/// State shared by the front, the wiremock responders and the handle.
+pub(crate) struct Shared {
+    pub kind: MockKind,
+    pub name: String,
+    pub opts: MockOptions,
+    pub ids: IdGen,
+    pub gates: Gates,
+    journal: Mutex<Vec<RecordedRequest>>,
+    stubs: Mutex<Vec<Mounted>>,
+    next_stub: AtomicU64,
+    inner_uri: String,
+    client: reqwest::Client,
+}
+
+impl Shared {
+    pub fn new(
+        kind: MockKind,
+        name: &str,
+        opts: MockOptions,
+        inner_uri: String,
+        client: reqwest::Client,
+    ) -> Shared {
+        Shared {
+            kind,
+            name: name.to_string(),
+            opts,
+            ids: IdGen::new(&format!("{kind}/{name}")),
+            gates: Gates::new(),
+            journal: Mutex::new(Vec::new()),
+            stubs: Mutex::new(Vec::new()),
+            next_stub: AtomicU64::new(1),
+            inner_uri,
+            client,
+        }
+    }
+
+    pub fn next_stub_id(&self) -> u64 {
+        self.next_stub.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn push_stub(&self, id: u64, stub: Stub) {
+        let remaining = stub.times;
+        self.stubs.lock().push(Mounted {
+            id,
+            stub,
+            remaining,
+        });
+    }
+
+    pub fn clear_stubs(&self) {
+        self.stubs.lock().clear();
+    }
+
+    pub fn journal(&self) -> Vec<RecordedRequest> {
+        self.journal.lock().clone()
+    }
+
+    pub fn clear_journal(&self) {
+        self.journal.lock().clear();
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.journal.lock().len()
+    }
+
+    /// The strict profile's verdict, without spending ids of the real
+    /// sequence (the front only needs to know whether to forward).
+    pub fn strict_rejection(&self, req: &RecordedRequest) -> Option<Buffered> {
+        strict::check(self.kind, &self.opts, req, &IdGen::new("probe"))
+    }
+
+    /// First matching stub with uses left; counts the use.
+    fn take_stub(&self, req: &RecordedRequest) -> Option<(u64, StubResponse)> {
+        let mut stubs = self.stubs.lock();
+        let m = stubs
+            .iter_mut()
+            .find(|m| m.remaining != Some(0) && m.stub.matcher.matches(req))?;
+        if let Some(n) = m.remaining.as_mut() {
+            *n -= 1;
+        }
+        Some((m.id, m.stub.response.clone()))
+    }
+}
+
+/// What to do with the connection for one request.
+enum Action {
+    Respond(Buffered),
+    Forward(Target),
+    Stream(StreamPlan),
+    Reset,
+}
+
+/// Which wiremock `Mock` a forwarded request is meant for. The front
+/// decides and tags the request, so wiremock never second-guesses it.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Strict,
+    Stub(u64),
+    Default,
+}
+
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    // Connections live in this set, so aborting the accept task (when the
+    // MockProvider is dropped) aborts them too, held streams included.
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(serve_conn(shared.clone(), stream));
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_conn(shared: Arc<Shared>, stream: TcpStream) {
+    let mut conn = Conn::new(stream);
+    loop {
+        let wire = match conn.read_request().await {
+            Ok(Some(w)) => w,
+            Ok(None) | Err(ReadError::Io(_)) => return,
+            Err(ReadError::Bad(reason)) => {
+                let b = Buffered {
+                    status: 400,
+                    headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+                    body: format!("mock front: bad request: {reason}").into_bytes(),
+                };
+                let _ = conn.write_full(&b, false).await;
+                return;
+            }
+        };
+        let keep_alive = wire.keep_alive;
+        let req = RecordedRequest::new(
+            &wire.method,
+            &wire.path,
+            wire.query.as_deref(),
+            wire.headers.clone(),
+            wire.body.clone(),
+        );
+        shared.journal.lock().push(req.clone());
+        let written = match dispatch(&shared, &req).await {
+            Action::Reset => {
+                conn.reset();
+                return;
+            }
+            Action::Respond(b) => conn.write_full(&b, keep_alive).await.is_ok(),
+            Action::Forward(target) => {
+                let b = forward(&shared, &wire, target).await;
+                conn.write_full(&b, keep_alive).await.is_ok()
+            }
+            Action::Stream(plan) => {
+                stream::run(&mut conn, &plan, &shared.gates).await == Ended::Complete
+            }
+        };
+        if !written || !keep_alive {
+            return;
+        }
+    }
+}
+
+async fn dispatch(shared: &Shared, req: &RecordedRequest) -> Action {
+    if shared.strict_rejection(req).is_some() {
+        return Action::Forward(Target::Strict);
+    }
+    if let Some((id, response)) = shared.take_stub(req) {
+        return resolve(shared, req, id, &response).await;
+    }
+    let route = Route::classify(shared.kind, req);
+    if route.streams(req) {
+        if let Some(plan) = defaults::stream(shared.kind, &shared.name, &shared.ids, req, &route) {
+            return Action::Stream(plan);
+        }
+    }
+    Action::Forward(Target::Default)
+}
+
+/// Serves a stub's response, sleeping through any `Latency` wrappers first.
+async fn resolve(
+    shared: &Shared,
+    req: &RecordedRequest,
+    id: u64,
+    response: &StubResponse,
+) -> Action {
+    let mut current = response;
+    loop {
+        match current {
+            StubResponse::Fault(Fault::Latency { ms, then }) => {
+                tokio::time::sleep(Duration::from_millis(*ms)).await;
+                current = then;
+            }
+            StubResponse::Fault(Fault::Reset) => return Action::Reset,
+            StubResponse::Fault(Fault::Malformed) => {
+                return Action::Respond(defaults::malformed(
+                    shared.kind,
+                    &shared.name,
+                    &shared.ids,
+                    req,
+                ))
+            }
+            StubResponse::Sse {
+                status,
+                events,
+                hold_before,
+                cut_after,
+                headers,
+            } => {
+                return Action::Stream(StreamPlan {
+                    status: *status,
+                    headers: merge(stream::sse_headers(), headers),
+                    frames: stream::sse_frames(events),
+                    hold_before: hold_before.clone(),
+                    cut_after: *cut_after,
+                })
+            }
+            StubResponse::EventStream {
+                status,
+                events,
+                hold_before,
+                cut_after,
+                headers,
+            } => {
+                return Action::Stream(StreamPlan {
+                    status: *status,
+                    headers: merge(stream::eventstream_headers(), headers),
+                    frames: stream::eventstream_frames(events),
+                    hold_before: hold_before.clone(),
+                    cut_after: *cut_after,
+                })
+            }
+            StubResponse::Json { .. }
+            | StubResponse::Raw { .. }
+            | StubResponse::Fault(Fault::RateLimited { .. } | Fault::Status { .. }) => {
+                return Action::Forward(Target::Stub(id))
+            }
+        }
+    }
+}
+
+/// Default headers overridden (by lower-case name) with the stub's.
+fn merge(
+    mut base: Vec<(String, String)>,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    for (name, value) in overrides {
+        let name = name.to_ascii_lowercase();
+        base.retain(|(n, _)| *n != name);
+        base.push((name, value.clone()));
+    }
+    base
+}
+
+/// Hop-by-hop headers, and ones reqwest sets itself.
+fn skip_request_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "expect"
+    ) || name.starts_with("proxy-")
+        || name == TARGET_HEADER
+}
+
+/// Sends the request to wiremock and relays its answer.
+async fn forward(shared: &Shared, wire: &WireRequest, target: Target) -> Buffered {
+    let url = match &wire.query {
+        Some(q) => format!("{}{}?{}", shared.inner_uri, wire.path, q),
+        None => format!("{}{}", shared.inner_uri, wire.path),
+    };
+    let method = match reqwest::Method::from_bytes(wire.method.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return bad_gateway(&format!("unsupported method `{}`", wire.method)),
+    };
+    let mut builder = shared.client.request(method, &url);
+    for (name, value) in &wire.headers {
+        if !skip_request_header(name) {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+    }
+    match target {
+        Target::Strict => builder = builder.header(TARGET_HEADER, STRICT_TARGET),
+        Target::Stub(id) => builder = builder.header(TARGET_HEADER, id.to_string()),
+        Target::Default => {}
+    }
+    let resp = match builder.body(wire.body.clone()).send().await {
+        Ok(r) => r,
+        Err(e) => return bad_gateway(&format!("inner wiremock server unreachable: {e}")),
+    };
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter(|(n, _)| {
+            !matches!(
+                n.as_str(),
+                "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "date"
+            )
+        })
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    match resp.bytes().await {
+        Ok(body) => Buffered {
+            status,
+            headers,
+            body: body.to_vec(),
+        },
+        Err(e) => bad_gateway(&format!("reading the inner wiremock response: {e}")),
+    }
+}
+
+/// The mock itself failed (never a provider behaviour): a plain-text 502.
+fn bad_gateway(reason: &str) -> Buffered {
+    Buffered {
+        status: 502,
+        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        body: format!("mock front: {reason}").into_bytes(),
+    }
+}

@@ -1,0 +1,162 @@
+//! Which provider operation a request addresses, per mock kind. Strict
+//! profiles and default bodies both dispatch on this.
+
+use super::journal::{percent_decode, RecordedRequest};
+use super::MockKind;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// OpenAI-style chat completions. `deployment` is set for Azure's
+    /// `/openai/deployments/{dep}/...` paths (the model comes from the path).
+    Chat {
+        deployment: Option<String>,
+    },
+    Embeddings {
+        deployment: Option<String>,
+    },
+    /// Anthropic Messages API (anthropic, azure_ai).
+    Messages,
+    CountTokens,
+    /// Bedrock InvokeModel / InvokeModelWithResponseStream; `model` is decoded.
+    BedrockInvoke {
+        model: String,
+        stream: bool,
+    },
+    /// Vertex `publishers/anthropic/models/{model}:rawPredict|:streamRawPredict`.
+    VertexPredict {
+        model: String,
+        stream: bool,
+    },
+    /// Vertex `publishers/anthropic/models/count-tokens:rawPredict`.
+    VertexCountTokens,
+    /// Anything else: the provider answers 404.
+    Other,
+}
+
+impl Route {
+    pub fn classify(kind: MockKind, req: &RecordedRequest) -> Route {
+        if req.method != "POST" {
+            return Route::Other;
+        }
+        let path = req.path.as_str();
+        match kind {
+            MockKind::Openai | MockKind::HostedVllm => match path {
+                "/v1/chat/completions" | "/chat/completions" => Route::Chat { deployment: None },
+                "/v1/embeddings" | "/embeddings" => Route::Embeddings { deployment: None },
+                _ => Route::Other,
+            },
+            MockKind::Azure => azure(path),
+            MockKind::Anthropic => match path {
+                "/v1/messages" => Route::Messages,
+                "/v1/messages/count_tokens" => Route::CountTokens,
+                _ => Route::Other,
+            },
+            MockKind::AzureAi => match path {
+                "/anthropic/v1/messages" | "/v1/messages" => Route::Messages,
+                "/anthropic/v1/messages/count_tokens" | "/v1/messages/count_tokens" => {
+                    Route::CountTokens
+                }
+                _ => Route::Other,
+            },
+            MockKind::Bedrock => bedrock(path),
+            MockKind::VertexAi => vertex(path),
+        }
+    }
+
+    /// True when the default answer is a stream the front must serve.
+    pub fn streams(&self, req: &RecordedRequest) -> bool {
+        let stream_flag = req
+            .json_field("stream")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        match self {
+            Route::Chat { .. } | Route::Messages => stream_flag,
+            Route::BedrockInvoke { stream, .. } | Route::VertexPredict { stream, .. } => *stream,
+            _ => false,
+        }
+    }
+}
+
+fn azure(path: &str) -> Route {
+    match path {
+        "/openai/v1/chat/completions" => return Route::Chat { deployment: None },
+        "/openai/v1/embeddings" => return Route::Embeddings { deployment: None },
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/openai/deployments/") else {
+        return Route::Other;
+    };
+    let Some((dep, op)) = rest.split_once('/') else {
+        return Route::Other;
+    };
+    if dep.is_empty() {
+        return Route::Other;
+    }
+    let deployment = Some(percent_decode(dep));
+    match op {
+        "chat/completions" => Route::Chat { deployment },
+        "embeddings" => Route::Embeddings { deployment },
+        _ => Route::Other,
+    }
+}
+
+fn bedrock(path: &str) -> Route {
+    let Some(rest) = path.strip_prefix("/model/") else {
+        return Route::Other;
+    };
+    let Some((model, op)) = rest.split_once('/') else {
+        return Route::Other;
+    };
+    if model.is_empty() {
+        return Route::Other;
+    }
+    let model = percent_decode(model);
+    match op {
+        "invoke" => Route::BedrockInvoke {
+            model,
+            stream: false,
+        },
+        "invoke-with-response-stream" => Route::BedrockInvoke {
+            model,
+            stream: true,
+        },
+        _ => Route::Other,
+    }
+}
+
+/// `/v1/projects/{p}/locations/{l}/publishers/anthropic/models/{m}:{verb}`
+/// (also `/v1beta1/`).
+fn vertex(path: &str) -> Route {
+    let segments: Vec<&str> = path.split('/').collect();
+    // ["", "v1", "projects", p, "locations", l, "publishers", "anthropic", "models", "m:verb"]
+    let shape_ok = segments.len() == 10
+        && segments[0].is_empty()
+        && matches!(segments[1], "v1" | "v1beta1")
+        && segments[2] == "projects"
+        && !segments[3].is_empty()
+        && segments[4] == "locations"
+        && !segments[5].is_empty()
+        && segments[6] == "publishers"
+        && segments[7] == "anthropic"
+        && segments[8] == "models";
+    if !shape_ok {
+        return Route::Other;
+    }
+    let last = percent_decode(segments[9]);
+    let Some((model, verb)) = last.rsplit_once(':') else {
+        return Route::Other;
+    };
+    match (model, verb) {
+        ("count-tokens", "rawPredict") => Route::VertexCountTokens,
+        ("", _) => Route::Other,
+        (m, "rawPredict") => Route::VertexPredict {
+            model: m.to_string(),
+            stream: false,
+        },
+        (m, "streamRawPredict") => Route::VertexPredict {
+            model: m.to_string(),
+            stream: true,
+        },
+        _ => Route::Other,
+    }
+}

@@ -1,0 +1,162 @@
+//! Streams the front serves itself: SSE and Bedrock event streams, one
+//! HTTP chunk per event, with per-event delays, a gate that holds the
+//! stream, and a cut in the middle of an event.
+
+use std::time::Duration;
+
+use super::eventstream;
+use super::gates::Gates;
+use super::http1::Conn;
+use super::stub::{EventStreamEvent, SseEvent};
+
+/// One event already rendered to bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    pub bytes: Vec<u8>,
+    pub delay_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StreamPlan {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub frames: Vec<Frame>,
+    pub hold_before: Option<(usize, String)>,
+    pub cut_after: Option<usize>,
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The terminating chunk was sent; the connection can serve more requests.
+    Complete,
+    /// Cut on purpose, or the client went away: close the connection.
+    Closed,
+}
+
+/// `event: x\ndata: line\n...\n\n`, or `: comment\n\n`.
+pub(crate) fn render_sse(e: &SseEvent) -> Vec<u8> {
+    let mut out = String::new();
+    if e.comment {
+        for line in e.data.split('\n') {
+            out.push_str(": ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    } else {
+        if let Some(name) = &e.event {
+            out.push_str("event: ");
+            out.push_str(name);
+            out.push('\n');
+        }
+        for line in e.data.split('\n') {
+            out.push_str("data: ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+    out.into_bytes()
+}
+
+pub(crate) fn sse_frames(events: &[SseEvent]) -> Vec<Frame> {
+    events
+        .iter()
+        .map(|e| Frame {
+            bytes: render_sse(e),
+            delay_ms: e.delay_ms,
+        })
+        .collect()
+}
+
+pub(crate) fn eventstream_frames(events: &[EventStreamEvent]) -> Vec<Frame> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let bytes = match (&e.chunk, &e.exception) {
+                (Some(chunk), _) => eventstream::chunk_frame(chunk, i),
+                (None, Some(ex)) => eventstream::exception_frame(&ex.exception_type, &ex.message),
+                // Rejected by `Stub::validate`.
+                (None, None) => Vec::new(),
+            };
+            Frame {
+                bytes,
+                delay_ms: e.delay_ms,
+            }
+        })
+        .collect()
+}
+
+/// Default headers of an SSE response; stub headers override them.
+pub(crate) fn sse_headers() -> Vec<(String, String)> {
+    vec![
+        (
+            "content-type".into(),
+            "text/event-stream; charset=utf-8".into(),
+        ),
+        ("cache-control".into(), "no-cache".into()),
+    ]
+}
+
+pub(crate) fn eventstream_headers() -> Vec<(String, String)> {
+    vec![
+        (
+            "content-type".into(),
+            "application/vnd.amazon.eventstream".into(),
+        ),
+        (
+            "x-amzn-bedrock-content-type".into(),
+            "application/json".into(),
+        ),
+    ]
+}
+
+/// Writes the plan to the connection. A held gate also ends (with `Closed`)
+/// if the client hangs up while it waits.
+pub(crate) async fn run(conn: &mut Conn, plan: &StreamPlan, gates: &Gates) -> Ended {
+    if conn
+        .write_stream_head(plan.status, &plan.headers)
+        .await
+        .is_err()
+    {
+        return Ended::Closed;
+    }
+    for (i, frame) in plan.frames.iter().enumerate() {
+        if !hold(conn, plan, i, gates).await {
+            return Ended::Closed;
+        }
+        if frame.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(frame.delay_ms)).await;
+        }
+        if plan.cut_after == Some(i) {
+            let half = (frame.bytes.len() / 2).max(1).min(frame.bytes.len());
+            let _ = conn.write_chunk(&frame.bytes[..half]).await;
+            return Ended::Closed;
+        }
+        if conn.write_chunk(&frame.bytes).await.is_err() {
+            return Ended::Closed;
+        }
+    }
+    if !hold(conn, plan, plan.frames.len(), gates).await {
+        return Ended::Closed;
+    }
+    match conn.write_last_chunk().await {
+        Ok(()) => Ended::Complete,
+        Err(_) => Ended::Closed,
+    }
+}
+
+/// Waits on the plan's gate if it sits before event `i`. False when the
+/// client closed the connection meanwhile.
+async fn hold(conn: &mut Conn, plan: &StreamPlan, i: usize, gates: &Gates) -> bool {
+    match &plan.hold_before {
+        Some((at, gate)) if *at == i => {
+            tokio::select! {
+                _ = gates.wait(gate) => true,
+                _ = conn.peer_closed() => false,
+            }
+        }
+        _ => true,
+    }
+}

@@ -1,0 +1,148 @@
+//! Comparing what happened with what a scenario expects. Each check returns
+//! a message that shows expected against actual, so a failure explains itself.
+
+use serde_json::Value;
+
+/// `expected` is contained in `actual`: objects by subset, arrays by equal
+/// length with each element contained, scalars by equality.
+pub fn json_contains(expected: &Value, actual: &Value, at: &str) -> Result<(), String> {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                match a.get(k) {
+                    Some(av) => json_contains(ev, av, &format!("{at}/{k}"))?,
+                    None => return Err(format!("{at}/{k}: missing (expected {})", short(ev))),
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            if e.len() != a.len() {
+                return Err(format!("{at}: expected {} items, got {}", e.len(), a.len()));
+            }
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                json_contains(ev, av, &format!("{at}/{i}"))?;
+            }
+            Ok(())
+        }
+        (e, a) if numbers_equal(e, a) || e == a => Ok(()),
+        (e, a) => Err(format!("{}: expected {}, got {}", if at.is_empty() { "/" } else { at }, short(e), short(a))),
+    }
+}
+
+fn numbers_equal(a: &Value, b: &Value) -> bool {
+    matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if (x - y).abs() <= f64::EPSILON * x.abs().max(1.0))
+}
+
+pub fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 300 {
+        format!("{}… ({} chars)", &s[..s.char_indices().nth(300).map(|(i, _)| i).unwrap_or(s.len())], s.len())
+    } else {
+        s
+    }
+}
+
+/// Checks a value against a stats expectation: plain values compare equal;
+/// strings `>=N`, `<=N`, `>N`, `<N`, `==N` compare numbers; `contains:TEXT`
+/// looks for a substring in the value's text.
+pub fn check_stat(pointer: &str, expected: &Value, actual: Option<&Value>) -> Result<(), String> {
+    let actual_v = actual.cloned().unwrap_or(Value::Null);
+    if let Some(s) = expected.as_str() {
+        if let Some(text) = s.strip_prefix("contains:") {
+            let hay = match &actual_v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            return if hay.contains(text.trim()) {
+                Ok(())
+            } else {
+                Err(format!("{pointer}: expected to contain {:?}, got {}", text.trim(), short(&actual_v)))
+            };
+        }
+        for op in [">=", "<=", "==", ">", "<"] {
+            if let Some(num) = s.strip_prefix(op) {
+                let want: f64 = num.trim().parse().map_err(|_| format!("{pointer}: `{s}` is not a number comparison"))?;
+                let got = actual_v.as_f64().ok_or_else(|| format!("{pointer}: expected a number ({s}), got {}", short(&actual_v)))?;
+                let ok = match op {
+                    ">=" => got >= want,
+                    "<=" => got <= want,
+                    "==" => (got - want).abs() < 1e-12,
+                    ">" => got > want,
+                    _ => got < want,
+                };
+                return if ok { Ok(()) } else { Err(format!("{pointer}: expected {s}, got {got}")) };
+            }
+        }
+    }
+    json_contains(expected, &actual_v, pointer)
+}
+
+/// `href` and `src` attribute values in an HTML document.
+pub fn html_links(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["href=\"", "src=\""] {
+        let mut rest = html;
+        while let Some(i) = rest.find(attr) {
+            rest = &rest[i + attr.len()..];
+            if let Some(end) = rest.find('"') {
+                out.push(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
+    }
+    out
+}
+
+/// Whether an SSE body ended cleanly: an OpenAI `[DONE]` or an Anthropic
+/// `message_stop`, and no error event anywhere.
+pub fn stream_verdict(body: &str) -> Result<(), String> {
+    for line in body.lines() {
+        if let Some(data) = line.strip_prefix("data:") {
+            let data = data.trim();
+            if let Ok(v) = serde_json::from_str::<Value>(data) {
+                if v.get("error").is_some() || v.get("type").and_then(Value::as_str) == Some("error") {
+                    return Err(format!("the stream carried an error event: {}", short(&v)));
+                }
+            }
+        }
+        if line.trim() == "event: error" {
+            return Err("the stream carried an `event: error`".into());
+        }
+    }
+    if body.contains("data: [DONE]") || body.contains("message_stop") {
+        Ok(())
+    } else {
+        let tail: String = body.chars().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect();
+        Err(format!("the stream ended without [DONE] or message_stop; it ended with: {tail:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_matching_reports_the_path() {
+        let a = json!({"a": {"b": [1, {"c": 2}]}, "x": 1});
+        assert!(json_contains(&json!({"a": {"b": [1, {}]}}), &a, "").is_ok());
+        let e = json_contains(&json!({"a": {"b": [1, {"c": 3}]}}), &a, "").unwrap_err();
+        assert!(e.contains("/a/b/1/c"), "{e}");
+    }
+
+    #[test]
+    fn stat_comparisons() {
+        assert!(check_stat("/n", &json!(">=2"), Some(&json!(3))).is_ok());
+        assert!(check_stat("/n", &json!(">=4"), Some(&json!(3))).is_err());
+        assert!(check_stat("/r", &json!("contains:line 1"), Some(&json!("at line 1 column 2"))).is_ok());
+        assert!(check_stat("/b", &json!(true), Some(&json!(false))).is_err());
+    }
+
+    #[test]
+    fn stream_verdicts() {
+        assert!(stream_verdict("data: {\"x\":1}\n\ndata: [DONE]\n\n").is_ok());
+        assert!(stream_verdict("data: {\"x\":1}\n\n").is_err());
+        assert!(stream_verdict("data: {\"error\":{\"message\":\"closed\"}}\n\ndata: [DONE]\n\n").is_err());
+    }
+}

@@ -1,0 +1,517 @@
+//! The scenario file format (YAML). See docs/scenarios.md for the reference.
+//!
+//! Every struct denies unknown keys, so a typo is an error naming the file,
+//! the field and the line, never a silently ignored expectation.
+
+use crate::mocks::{MockKind, Stub};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The incident this scenario guards, e.g. `4-none-params`.
+    #[serde(default)]
+    pub incident: Option<IncidentRef>,
+    /// Capabilities the steps need from the gateway under test
+    /// (`manual_clock`, `internal_stats`). Derived from the steps too.
+    #[serde(default)]
+    pub needs: Vec<Capability>,
+    /// Environment for the gateway process (target mode) or read by the
+    /// in-process gateway at build time (e.g. `SERVER_ROOT_PATH`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSpec>,
+    /// Files the harness serves over HTTP (a cost map, a beta policy), so
+    /// the gateway fetches them the way it does in production.
+    #[serde(default)]
+    pub assets: BTreeMap<String, AssetSpec>,
+    /// The gateway config: inline (LiteLLM config.yaml format) or a path.
+    /// Strings may hold `${providers.NAME.url}` and `${assets.NAME.url}`.
+    pub gateway: GatewaySpec,
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub snapshot: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentRef {
+    pub id: String,
+    /// The known-bad variant that puts this incident's bug back.
+    pub bug: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// The gateway's clock can be moved by the harness.
+    ManualClock,
+    /// The harness can read the gateway's internal stats and poke its client cache.
+    InternalStats,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    pub kind: MockKind,
+    #[serde(default = "yes")]
+    pub strict: bool,
+    #[serde(default)]
+    pub stubs: Vec<Stub>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetSpec {
+    /// Start from a file (relative to the project root).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Or from an inline JSON value.
+    #[serde(default)]
+    pub inline: Option<Value>,
+    /// Or from raw text, served byte for byte (malformed on purpose).
+    #[serde(default)]
+    pub raw: Option<String>,
+    /// Top-level keys to remove from a JSON object.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Top-level keys to add or replace.
+    #[serde(default)]
+    pub add: BTreeMap<String, Value>,
+    /// Keep only this fraction of the top-level keys (a shrunken map).
+    #[serde(default)]
+    pub keep_fraction: Option<f64>,
+    /// Serve only the first N bytes (a truncated download).
+    #[serde(default)]
+    pub truncate_bytes: Option<usize>,
+    /// Append text after the JSON (e.g. a stray `{`).
+    #[serde(default)]
+    pub append: Option<String>,
+    /// Insert text at the start.
+    #[serde(default)]
+    pub prepend: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum GatewaySpec {
+    Path(PathBuf),
+    Inline(Value),
+}
+
+/// One step: exactly one action key, plus optional `name`, `expect` and
+/// `checks_incident`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Marks the step that observes the incident: in `--prove`, the broken
+    /// gateway must fail at a step with this mark.
+    #[serde(default)]
+    pub checks_incident: bool,
+    #[serde(default)]
+    pub request: Option<RequestSpec>,
+    #[serde(default)]
+    pub concurrent: Option<ConcurrentSpec>,
+    /// Move the gateway's manual clock, e.g. `11m`, `90s`, `1h`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub advance: Option<Duration>,
+    /// Replace a served asset's content.
+    #[serde(default)]
+    pub set_asset: Option<SetAsset>,
+    /// Ask the gateway to reload `cost_map` or `beta_policy`.
+    #[serde(default)]
+    pub reload: Option<ReloadTarget>,
+    /// Start a streaming request and keep it open.
+    #[serde(default)]
+    pub open_stream: Option<OpenStream>,
+    /// Release the mock's gate (if any) and read the stream to its end.
+    #[serde(default)]
+    pub finish_stream: Option<FinishStream>,
+    /// Change a mock provider's behaviour.
+    #[serde(default)]
+    pub mock: Option<MockChange>,
+    /// Put N distinct clients into the gateway's client cache.
+    #[serde(default)]
+    pub fill_client_cache: Option<usize>,
+    /// Check what a provider received.
+    #[serde(default)]
+    pub expect_provider: Option<ProviderExpect>,
+    /// Check the gateway's status document: JSON pointer -> expected value.
+    /// A string value `>=N`, `<=N`, `==N` compares numbers; `contains:TEXT`
+    /// checks a substring.
+    #[serde(default)]
+    pub expect_stats: Option<BTreeMap<String, Value>>,
+    /// Expectations on the response of `request`, `concurrent`, `reload`,
+    /// `open_stream` (headers and status) and `finish_stream` (the stream).
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// The action of a step, borrowed from it.
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    Request(&'a RequestSpec),
+    Concurrent(&'a ConcurrentSpec),
+    Advance(Duration),
+    SetAsset(&'a SetAsset),
+    Reload(ReloadTarget),
+    OpenStream(&'a OpenStream),
+    FinishStream(&'a FinishStream),
+    Mock(&'a MockChange),
+    FillClientCache(usize),
+    ExpectProvider(&'a ProviderExpect),
+    ExpectStats(&'a BTreeMap<String, Value>),
+}
+
+impl Step {
+    /// The step's single action, or an error when it has none or several.
+    pub fn action(&self) -> Result<Action<'_>, String> {
+        let mut found = Vec::new();
+        if let Some(r) = &self.request { found.push(Action::Request(r)); }
+        if let Some(c) = &self.concurrent { found.push(Action::Concurrent(c)); }
+        if let Some(d) = self.advance { found.push(Action::Advance(d)); }
+        if let Some(a) = &self.set_asset { found.push(Action::SetAsset(a)); }
+        if let Some(r) = self.reload { found.push(Action::Reload(r)); }
+        if let Some(o) = &self.open_stream { found.push(Action::OpenStream(o)); }
+        if let Some(f) = &self.finish_stream { found.push(Action::FinishStream(f)); }
+        if let Some(m) = &self.mock { found.push(Action::Mock(m)); }
+        if let Some(n) = self.fill_client_cache { found.push(Action::FillClientCache(n)); }
+        if let Some(p) = &self.expect_provider { found.push(Action::ExpectProvider(p)); }
+        if let Some(s) = &self.expect_stats { found.push(Action::ExpectStats(s)); }
+        match found.len() {
+            1 => Ok(found[0]),
+            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, mock, fill_client_cache, expect_provider, expect_stats)".into()),
+            _ => Err("has more than one action; split it into several steps".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrentSpec {
+    pub count: usize,
+    pub request: RequestSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAsset {
+    pub asset: String,
+    pub to: AssetSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenStream {
+    pub id: String,
+    pub request: RequestSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishStream {
+    pub id: String,
+    #[serde(default)]
+    pub release: Option<GateRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockChange {
+    pub provider: String,
+    #[serde(default)]
+    pub reset: bool,
+    #[serde(default)]
+    pub mount: Vec<Stub>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadTarget {
+    CostMap,
+    BetaPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateRef {
+    pub provider: String,
+    pub gate: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    #[serde(default = "post")]
+    pub method: String,
+    pub path: String,
+    /// `master` (the config's master key), `none`, or a literal key.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// Raw body text (malformed JSON on purpose).
+    #[serde(default)]
+    pub raw_body: Option<String>,
+    /// Grow the JSON body with a `pad` string field to this many bytes
+    /// (for request size limits).
+    #[serde(default)]
+    pub pad_body_to_bytes: Option<usize>,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The response JSON contains this value (objects: subset; arrays: equal length, each a subset).
+    #[serde(default)]
+    pub json: Option<Value>,
+    /// JSON pointer -> expected value.
+    #[serde(default)]
+    pub json_path: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers_present: Vec<String>,
+    #[serde(default)]
+    pub headers_absent: Vec<String>,
+    /// The error message (`error.message`) contains this text.
+    #[serde(default)]
+    pub error_contains: Option<String>,
+    /// The raw body contains each of these.
+    #[serde(default)]
+    pub body_contains: Vec<String>,
+    /// Every `href`/`src` in the HTML body answers 200.
+    #[serde(default)]
+    pub links_ok: bool,
+    /// For a stream: the SSE ends with `[DONE]` and has no error event.
+    #[serde(default)]
+    pub stream_complete: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderExpect {
+    pub provider: String,
+    /// Total requests the provider has received so far.
+    #[serde(default)]
+    pub requests: Option<usize>,
+    /// Checks on the most recent request.
+    #[serde(default)]
+    pub last: Option<UpstreamExpect>,
+    /// Checks on every request received.
+    #[serde(default)]
+    pub all: Option<UpstreamExpect>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamExpect {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub path_contains: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers_absent: Vec<String>,
+    /// JSON pointer -> value.
+    #[serde(default)]
+    pub body: BTreeMap<String, Value>,
+    /// JSON pointers that must not exist (not even as null).
+    #[serde(default)]
+    pub body_absent: Vec<String>,
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// `500ms`, `90s`, `11m`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 11m, 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ScenarioError {
+    pub file: String,
+    pub message: String,
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError { file: file.clone(), message: format!("cannot read: {e}") })?;
+        Self::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = serde_yaml_ng::from_str(text)
+            .map_err(|e| ScenarioError { file: file.to_string(), message: e.to_string() })?;
+        s.validate().map_err(|message| ScenarioError { file: file.to_string(), message })?;
+        Ok(s)
+    }
+
+    /// Checks references between parts of the file.
+    fn validate(&self) -> Result<(), String> {
+        if let Some(i) = &self.incident {
+            if !crate::gateway::KnownBugs::NAMES.contains(&i.bug.as_str()) {
+                return Err(format!(
+                    "incident.bug: unknown bug `{}` (expected one of {})",
+                    i.bug,
+                    crate::gateway::KnownBugs::NAMES.join(", ")
+                ));
+            }
+            if !self.steps.iter().any(|s| s.checks_incident) {
+                return Err("incident scenarios need at least one step with `checks_incident: true`".into());
+            }
+        }
+        let mut streams = std::collections::BTreeSet::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = format!("steps[{i}]");
+            let provider_ref = |p: &str| -> Result<(), String> {
+                if self.providers.contains_key(p) {
+                    Ok(())
+                } else {
+                    let defined: Vec<_> = self.providers.keys().cloned().collect();
+                    Err(format!("{at}: unknown provider `{p}` (defined: {})", defined.join(", ")))
+                }
+            };
+            match step.action().map_err(|e| format!("{at} {e}"))? {
+                Action::SetAsset(a) if !self.assets.contains_key(&a.asset) => {
+                    return Err(format!("{at}.set_asset: unknown asset `{}`", a.asset));
+                }
+                Action::OpenStream(o) => {
+                    if !streams.insert(o.id.clone()) {
+                        return Err(format!("{at}.open_stream: stream id `{}` is used twice", o.id));
+                    }
+                }
+                Action::FinishStream(f) => {
+                    if !streams.contains(&f.id) {
+                        return Err(format!("{at}.finish_stream: no open_stream with id `{}` before this step", f.id));
+                    }
+                    if let Some(r) = &f.release {
+                        provider_ref(&r.provider)?;
+                    }
+                }
+                Action::Mock(m) => provider_ref(&m.provider)?,
+                Action::ExpectProvider(p) => provider_ref(&p.provider)?,
+                Action::Concurrent(c) if c.count == 0 => {
+                    return Err(format!("{at}.concurrent: count must be at least 1"))
+                }
+                _ => {}
+            }
+        }
+        for (name, a) in &self.assets {
+            let sources = [a.file.is_some(), a.inline.is_some(), a.raw.is_some()].iter().filter(|b| **b).count();
+            if sources != 1 {
+                return Err(format!("assets.{name}: give exactly one of `file`, `inline`, `raw`"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Capabilities needed: declared ones plus those the steps imply.
+    pub fn required_capabilities(&self) -> Vec<Capability> {
+        let mut caps: std::collections::BTreeSet<Capability> = self.needs.iter().copied().collect();
+        for s in &self.steps {
+            match s.action() {
+                Ok(Action::Advance(_)) => {
+                    caps.insert(Capability::ManualClock);
+                }
+                Ok(Action::FillClientCache(_)) => {
+                    caps.insert(Capability::InternalStats);
+                }
+                _ => {}
+            }
+        }
+        caps.into_iter().collect()
+    }
+
+    pub fn step_label(&self, i: usize) -> String {
+        let s = &self.steps[i];
+        let kind = match s.action() {
+            Ok(Action::Request(r)) => format!("request {} {}", r.method, r.path),
+            Ok(Action::Concurrent(c)) => format!("{} concurrent {} {}", c.count, c.request.method, c.request.path),
+            Ok(Action::Advance(d)) => format!("advance {}s", d.as_secs_f64()),
+            Ok(Action::SetAsset(a)) => format!("set_asset {}", a.asset),
+            Ok(Action::Reload(w)) => format!("reload {w:?}"),
+            Ok(Action::OpenStream(o)) => format!("open_stream {}", o.id),
+            Ok(Action::FinishStream(f)) => format!("finish_stream {}", f.id),
+            Ok(Action::Mock(m)) => format!("mock {}", m.provider),
+            Ok(Action::FillClientCache(n)) => format!("fill_client_cache {n}"),
+            Ok(Action::ExpectProvider(p)) => format!("expect_provider {}", p.provider),
+            Ok(Action::ExpectStats(_)) => "expect_stats".to_string(),
+            Err(e) => e,
+        };
+        match &s.name {
+            Some(n) => format!("steps[{i}] {n} ({kind})"),
+            None => format!("steps[{i}] {kind}"),
+        }
+    }
+}
+
+/// Every `*.yaml` under the given paths, sorted.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such file or directory", p.display()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml") | Some("yml")) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Reports: readable text, a JSON summary, JUnit XML.
+
+use super::engine::{Outcome, Verdict};
+use super::prove::Proof;
+use serde_json::json;
+
+pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
+    let mut out = String::new();
+    for o in outcomes {
+        let (mark, extra) = match o.verdict {
+            Verdict::Passed => ("PASS", String::new()),
+            Verdict::Failed => ("FAIL", String::new()),
+            Verdict::NotApplicable => ("N/A ", format!(" ({})", o.not_applicable.clone().unwrap_or_default())),
+        };
+        out.push_str(&format!("{mark}  {:<58} {:>6} ms  {}{extra}\n", o.name, o.duration_ms, o.file));
+        if let Some(f) = &o.failure {
+            out.push_str(&format!("      at {}\n", f.step));
+            for line in f.message.lines() {
+                out.push_str(&format!("      | {line}\n"));
+            }
+        }
+    }
+    if !proofs.is_empty() {
+        out.push_str("\nIncident proofs (passes as is, fails with its bug put back):\n");
+        out.push_str(&format!("{:<24} {:<44} {:<7} {:<7} {}\n", "incident", "scenario", "fixed", "broken", "failing step"));
+        for p in proofs {
+            out.push_str(&format!(
+                "{:<24} {:<44} {:<7} {:<7} {}\n",
+                p.incident,
+                p.scenario,
+                if p.passes_when_fixed { "pass" } else { "FAIL" },
+                if p.fails_when_broken { "fails" } else { "PASSES" },
+                p.failing_step.clone().unwrap_or_else(|| "-".into())
+            ));
+            if let Some(problem) = &p.problem {
+                out.push_str(&format!("    NOT PROVEN: {problem}\n"));
+            } else if let Some(ev) = &p.evidence {
+                let first = ev.lines().next().unwrap_or("");
+                let first: String = first.chars().take(160).collect();
+                out.push_str(&format!("    evidence: {first}\n"));
+            }
+        }
+    }
+    let (passed, failed, na) = counts(outcomes);
+    let unproven = proofs.iter().filter(|p| !p.proven).count();
+    out.push_str(&format!(
+        "\n{} scenarios: {passed} passed, {failed} failed, {na} not applicable{} in {:.2}s\n",
+        outcomes.len(),
+        if proofs.is_empty() { String::new() } else { format!("; {} incidents proven, {unproven} not proven", proofs.len() - unproven) },
+        wall_ms as f64 / 1000.0
+    ));
+    out
+}
+
+fn counts(outcomes: &[Outcome]) -> (usize, usize, usize) {
+    let passed = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Passed)).count();
+    let failed = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Failed)).count();
+    (passed, failed, outcomes.len() - passed - failed)
+}
+
+pub fn json(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> serde_json::Value {
+    let (passed, failed, na) = counts(outcomes);
+    json!({
+        "total": outcomes.len(),
+        "passed": passed,
+        "failed": failed,
+        "not_applicable": na,
+        "wall_ms": wall_ms,
+        "scenarios": outcomes,
+        "incidents": proofs,
+    })
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn junit(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
+    let (_, failed, na) = counts(outcomes);
+    let unproven = proofs.iter().filter(|p| !p.proven).count();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x.push_str(&format!(
+        "<testsuites tests=\"{}\" failures=\"{}\" time=\"{:.3}\">\n",
+        outcomes.len() + proofs.len(),
+        failed + unproven,
+        wall_ms as f64 / 1000.0
+    ));
+    x.push_str(&format!("<testsuite name=\"scenarios\" tests=\"{}\" failures=\"{failed}\" skipped=\"{na}\">\n", outcomes.len()));
+    for o in outcomes {
+        x.push_str(&format!(
+            "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
+            xml_escape(&o.file),
+            xml_escape(&o.name),
+            o.duration_ms as f64 / 1000.0
+        ));
+        match (&o.verdict, &o.failure) {
+            (Verdict::Failed, Some(f)) => x.push_str(&format!(
+                "<failure message=\"{}\">{}</failure>",
+                xml_escape(&f.step),
+                xml_escape(&f.message)
+            )),
+            (Verdict::NotApplicable, _) => {
+                x.push_str(&format!("<skipped message=\"{}\"/>", xml_escape(o.not_applicable.as_deref().unwrap_or(""))))
+            }
+            _ => {}
+        }
+        x.push_str("</testcase>\n");
+    }
+    x.push_str("</testsuite>\n");
+    if !proofs.is_empty() {
+        x.push_str(&format!("<testsuite name=\"incident-proofs\" tests=\"{}\" failures=\"{unproven}\">\n", proofs.len()));
+        for p in proofs {
+            x.push_str(&format!("  <testcase classname=\"incidents\" name=\"{}\">", xml_escape(&p.incident)));
+            if let Some(problem) = &p.problem {
+                x.push_str(&format!("<failure message=\"not proven\">{}</failure>", xml_escape(problem)));
+            }
+            x.push_str("</testcase>\n");
+        }
+        x.push_str("</testsuite>\n");
+    }
+    x.push_str("</testsuites>\n");
+    x
+}
