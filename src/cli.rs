@@ -149,7 +149,12 @@ fn load_failure(file: &Path, message: String) -> Outcome {
         name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         file: file.display().to_string(),
         verdict: crate::scenario::Verdict::Failed,
-        failure: Some(crate::scenario::engine::StepFailure { step_index: 0, step: "load".into(), checks_incident: false, message }),
+        failure: Some(crate::scenario::engine::StepFailure {
+            step_index: 0,
+            step: "load".into(),
+            checks_incident: false,
+            message,
+        }),
         not_applicable: None,
         duration_ms: 0,
         transcript: Vec::new(),
@@ -170,14 +175,20 @@ pub async fn run(args: RunArgs) -> ExitCode {
         files.retain(|f| f.display().to_string().contains(filter.as_str()));
     }
     if files.is_empty() {
-        eprintln!("error: no scenario files found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "error: no scenario files found in {}",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
         return ExitCode::from(2);
     }
     let progress = args.format == Format::Text && std::io::stderr().is_terminal();
     let r = run_all(&files, &root, args.prove, args.jobs, progress).await;
     match args.format {
         Format::Text => print!("{}", report::text(&r.outcomes, &r.proofs, r.wall_ms)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report::json(&r.outcomes, &r.proofs, r.wall_ms)).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report::json(&r.outcomes, &r.proofs, r.wall_ms)).unwrap_or_default()
+        ),
         Format::Junit => print!("{}", report::junit(&r.outcomes, &r.proofs, r.wall_ms)),
     }
     let failed = r.outcomes.iter().any(|o| matches!(o.verdict, crate::scenario::Verdict::Failed));

@@ -52,32 +52,25 @@ fn flag() -> impl Strategy<Value = String> {
 
 /// A raw header value: flags joined by commas with odd spacing.
 fn header_value() -> impl Strategy<Value = String> {
-    prop::collection::vec((flag(), "[ \t]{0,2}", "[ \t]{0,2}", prop::bool::ANY), 0..8).prop_map(
-        |items| {
-            let mut s = String::new();
-            for (i, (f, pre, post, double_comma)) in items.into_iter().enumerate() {
-                if i > 0 {
+    prop::collection::vec((flag(), "[ \t]{0,2}", "[ \t]{0,2}", prop::bool::ANY), 0..8).prop_map(|items| {
+        let mut s = String::new();
+        for (i, (f, pre, post, double_comma)) in items.into_iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+                if double_comma {
                     s.push(',');
-                    if double_comma {
-                        s.push(',');
-                    }
                 }
-                s.push_str(&pre);
-                s.push_str(&f);
-                s.push_str(&post);
             }
-            s
-        },
-    )
+            s.push_str(&pre);
+            s.push_str(&f);
+            s.push_str(&post);
+        }
+        s
+    })
 }
 
 fn non_anthropic() -> impl Strategy<Value = BetaTarget> {
-    proptest::sample::select(
-        BetaTarget::ALL
-            .into_iter()
-            .filter(|t| *t != BetaTarget::Anthropic)
-            .collect::<Vec<_>>(),
-    )
+    proptest::sample::select(BetaTarget::ALL.into_iter().filter(|t| *t != BetaTarget::Anthropic).collect::<Vec<_>>())
 }
 
 proptest! {
@@ -153,28 +146,18 @@ proptest! {
 
 #[test]
 fn bedrock_example_from_the_incident() {
-    let out = policy().filter(
-        BetaTarget::Bedrock,
-        &["advanced-tool-use-2025-11-20,computer-use-2025-01-24,unknown-header"],
-    );
-    assert_eq!(
-        out.header_value().as_deref(),
-        Some("computer-use-2025-01-24,tool-search-tool-2025-10-19")
-    );
+    let out =
+        policy().filter(BetaTarget::Bedrock, &["advanced-tool-use-2025-11-20,computer-use-2025-01-24,unknown-header"]);
+    assert_eq!(out.header_value().as_deref(), Some("computer-use-2025-01-24,tool-search-tool-2025-10-19"));
     // advanced-tool-use is renamed for Bedrock, not dropped.
     assert_eq!(out.dropped, vec!["unknown-header".to_string()]);
 }
 
 #[test]
 fn bedrock_converse_example_from_litellm_docs() {
-    let out = policy().filter(
-        BetaTarget::BedrockConverse,
-        &["advanced-tool-use-2025-11-20,computer-use-2025-01-24,unknown-header"],
-    );
-    assert_eq!(
-        out.header_value().as_deref(),
-        Some("computer-use-2025-01-24")
-    );
+    let out = policy()
+        .filter(BetaTarget::BedrockConverse, &["advanced-tool-use-2025-11-20,computer-use-2025-01-24,unknown-header"]);
+    assert_eq!(out.header_value().as_deref(), Some("computer-use-2025-01-24"));
 }
 
 #[test]
@@ -193,18 +176,9 @@ fn claude_code_typical_header_per_target() {
              interleaved-thinking-2025-05-14,oauth-2025-04-20,prompt-caching-scope-2026-01-05"
         )
     );
-    assert_eq!(
-        h(BetaTarget::Bedrock).as_deref(),
-        Some("fine-grained-tool-streaming-2025-05-14")
-    );
-    assert_eq!(
-        h(BetaTarget::BedrockConverse).as_deref(),
-        Some("fine-grained-tool-streaming-2025-05-14")
-    );
-    assert_eq!(
-        h(BetaTarget::VertexAi).as_deref(),
-        Some("interleaved-thinking-2025-05-14")
-    );
+    assert_eq!(h(BetaTarget::Bedrock).as_deref(), Some("fine-grained-tool-streaming-2025-05-14"));
+    assert_eq!(h(BetaTarget::BedrockConverse).as_deref(), Some("fine-grained-tool-streaming-2025-05-14"));
+    assert_eq!(h(BetaTarget::VertexAi).as_deref(), Some("interleaved-thinking-2025-05-14"));
     assert_eq!(
         h(BetaTarget::AzureAi).as_deref(),
         Some("interleaved-thinking-2025-05-14,prompt-caching-scope-2026-01-05")

@@ -13,8 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postmortem::gateway::catalog::{
-    parse_catalog, Catalog, CatalogBugs, CatalogError, CatalogStore, Usage, ValidationLimits,
-    BUNDLED_COST_MAP,
+    parse_catalog, Catalog, CatalogBugs, CatalogError, CatalogStore, Usage, ValidationLimits, BUNDLED_COST_MAP,
 };
 use postmortem::gateway::clock::SystemClock;
 use postmortem::gateway::keys::{AccessList, KeyError, KeySpec, KeyStore};
@@ -33,14 +32,7 @@ fn fixture_map() -> Map<String, Value> {
 fn fixture_catalog() -> &'static Catalog {
     static CAT: OnceLock<Catalog> = OnceLock::new();
     CAT.get_or_init(|| {
-        parse_catalog(
-            BUNDLED_COST_MAP,
-            "fixture",
-            None,
-            &ValidationLimits::default(),
-            t(0),
-        )
-        .expect("fixture is valid")
+        parse_catalog(BUNDLED_COST_MAP, "fixture", None, &ValidationLimits::default(), t(0)).expect("fixture is valid")
     })
 }
 
@@ -61,20 +53,12 @@ fn compile(patterns: &[&str]) -> AccessList {
 /// `rest` of a `prefix/rest` key; first in file order; case-insensitive.
 fn reference_provider_of(map: &Map<String, Value>, name: &str) -> Option<String> {
     let lower = name.to_lowercase();
-    let with_provider = || {
-        map.iter().filter_map(|(k, v)| {
-            v.get("litellm_provider")
-                .and_then(Value::as_str)
-                .map(|p| (k, p))
-        })
-    };
+    let with_provider =
+        || map.iter().filter_map(|(k, v)| v.get("litellm_provider").and_then(Value::as_str).map(|p| (k, p)));
     with_provider()
         .find(|(k, _)| k.to_lowercase() == lower)
         .or_else(|| {
-            with_provider().find(|(k, _)| {
-                k.split_once('/')
-                    .is_some_and(|(_, rest)| rest.to_lowercase() == lower)
-            })
+            with_provider().find(|(k, _)| k.split_once('/').is_some_and(|(_, rest)| rest.to_lowercase() == lower))
         })
         .map(|(_, p)| p.to_string())
 }
@@ -106,21 +90,9 @@ fn reference_allows(patterns: &[&str], model: &str, map: &Map<String, Value>) ->
 // Generated reload sequences
 // ---------------------------------------------------------------------------
 
-const PROVIDERS: [&str; 5] = [
-    "anthropic",
-    "openai",
-    "bedrock",
-    "bedrock_converse",
-    "vertex_ai",
-];
-const NAMES: [&str; 6] = [
-    "claude-sonnet-4-6",
-    "claude-sonnet-4-5",
-    "gpt-4o",
-    "gpt-5.2",
-    "us.anthropic.claude-x",
-    "nova-pro",
-];
+const PROVIDERS: [&str; 5] = ["anthropic", "openai", "bedrock", "bedrock_converse", "vertex_ai"];
+const NAMES: [&str; 6] =
+    ["claude-sonnet-4-6", "claude-sonnet-4-5", "gpt-4o", "gpt-5.2", "us.anthropic.claude-x", "nova-pro"];
 const KEYS: [&[&str]; 12] = [
     &["anthropic/*"],
     &["openai/*"],
@@ -160,37 +132,20 @@ struct GenEntry {
 }
 
 fn entry_strategy() -> impl Strategy<Value = GenEntry> {
-    (
-        proptest::option::of(0..PROVIDERS.len()),
-        0..NAMES.len(),
-        0..PROVIDERS.len(),
-        proptest::bool::weighted(0.1),
-    )
-        .prop_map(|(prefix, name, provider, upper)| GenEntry {
-            prefix,
-            name,
-            provider,
-            upper,
-        })
+    (proptest::option::of(0..PROVIDERS.len()), 0..NAMES.len(), 0..PROVIDERS.len(), proptest::bool::weighted(0.1))
+        .prop_map(|(prefix, name, provider, upper)| GenEntry { prefix, name, provider, upper })
 }
 
 fn map_strategy() -> impl Strategy<Value = Map<String, Value>> {
     proptest::collection::vec(entry_strategy(), 0..8).prop_map(|entries| {
         let mut map = Map::new();
         for e in entries {
-            let name = if e.upper {
-                NAMES[e.name].to_uppercase()
-            } else {
-                NAMES[e.name].to_string()
-            };
+            let name = if e.upper { NAMES[e.name].to_uppercase() } else { NAMES[e.name].to_string() };
             let key = match e.prefix {
                 Some(p) => format!("{}/{name}", PROVIDERS[p]),
                 None => name,
             };
-            map.insert(
-                key,
-                json!({"litellm_provider": PROVIDERS[e.provider], "input_cost_per_token": 1e-6}),
-            );
+            map.insert(key, json!({"litellm_provider": PROVIDERS[e.provider], "input_cost_per_token": 1e-6}));
         }
         map
     })
@@ -216,21 +171,11 @@ fn scenario_strategy() -> impl Strategy<Value = Scenario> {
 }
 
 fn property_limits() -> ValidationLimits {
-    ValidationLimits {
-        min_models: 1,
-        max_shrink_ratio: 0.0,
-    }
+    ValidationLimits { min_models: 1, max_shrink_ratio: 0.0 }
 }
 
-fn check_scenario(
-    bugs: CatalogBugs,
-    initial: Map<String, Value>,
-    ops: Vec<Op>,
-) -> Result<(), TestCaseError> {
-    let start_limits = ValidationLimits {
-        min_models: 0,
-        max_shrink_ratio: 0.0,
-    };
+fn check_scenario(bugs: CatalogBugs, initial: Map<String, Value>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let start_limits = ValidationLimits { min_models: 0, max_shrink_ratio: 0.0 };
     let first = parse_catalog(&to_bytes(&initial), "gen-0", None, &start_limits, t(0))
         .map_err(|e| TestCaseError::fail(format!("initial map refused: {e}")))?;
     let store = CatalogStore::with_options(first, property_limits(), BUNDLED_COST_MAP);
@@ -281,16 +226,9 @@ fn check_scenario(
 }
 
 fn run_property(bugs: CatalogBugs, cases: u32) -> Result<(), TestError<Scenario>> {
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
-    runner.run(&scenario_strategy(), |(initial, ops)| {
-        check_scenario(bugs, initial, ops)
-    })
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    runner.run(&scenario_strategy(), |(initial, ops)| check_scenario(bugs, initial, ops))
 }
 
 #[test]
@@ -302,10 +240,7 @@ fn access_after_any_reload_sequence_matches_the_current_map() {
 
 #[test]
 fn the_property_catches_the_stale_index_bug() {
-    let bugs = CatalogBugs {
-        stale_index_on_reload: true,
-        ..CatalogBugs::default()
-    };
+    let bugs = CatalogBugs { stale_index_on_reload: true, ..CatalogBugs::default() };
     match run_property(bugs, 256) {
         Err(TestError::Fail(reason, (initial, ops))) => {
             eprintln!("counterexample: initial {initial:?}, ops {ops:?}: {reason}");
@@ -322,33 +257,19 @@ fn the_property_catches_the_stale_index_bug() {
 fn fixture_without(model: &str) -> Catalog {
     let mut map = fixture_map();
     map.shift_remove(model);
-    parse_catalog(
-        &to_bytes(&map),
-        "old-map",
-        None,
-        &ValidationLimits::default(),
-        t(0),
-    )
-    .expect("valid")
+    parse_catalog(&to_bytes(&map), "old-map", None, &ValidationLimits::default(), t(0)).expect("valid")
 }
 
 fn incident2(bugs: CatalogBugs) -> Result<(), KeyError> {
     let store = CatalogStore::new(fixture_without("claude-sonnet-4-6"));
     store.set_known_bugs(bugs);
     let keys = KeyStore::new(SystemClock::shared());
-    let spec = KeySpec {
-        models: vec!["anthropic/*".into()],
-        ..KeySpec::default()
-    };
+    let spec = KeySpec { models: vec!["anthropic/*".into()], ..KeySpec::default() };
     let (secret, _) = keys.generate(spec).expect("generated");
     let key = keys.authenticate(&secret).expect("authenticated");
     // Before the reload the old map does not know the model: refused.
-    assert!(key
-        .check_model("claude-sonnet-4-6", &store.current())
-        .is_err());
-    store
-        .try_reload(BUNDLED_COST_MAP, "new-map", t(10))
-        .expect("the new map is valid");
+    assert!(key.check_model("claude-sonnet-4-6", &store.current()).is_err());
+    store.try_reload(BUNDLED_COST_MAP, "new-map", t(10)).expect("the new map is valid");
     let current = store.current();
     assert!(current.model("claude-sonnet-4-6").is_some());
     key.check_model("claude-sonnet-4-6", &current)
@@ -361,11 +282,7 @@ fn anthropic_wildcard_gets_a_model_added_by_reload() {
 
 #[test]
 fn stale_index_bug_reproduces_the_incident_message() {
-    let err = incident2(CatalogBugs {
-        stale_index_on_reload: true,
-        ..CatalogBugs::default()
-    })
-    .unwrap_err();
+    let err = incident2(CatalogBugs { stale_index_on_reload: true, ..CatalogBugs::default() }).unwrap_err();
     assert_eq!(
         err.to_string(),
         "key not allowed to access model. This key can only access models=['anthropic/*']. Tried to access claude-sonnet-4-6"
@@ -392,12 +309,8 @@ fn bad_maps() -> Vec<(&'static str, Vec<u8>)> {
     let at = text.find("\"gpt-4o\": {").expect("gpt-4o") + "\"gpt-4o\": {".len();
     let extra_brace = format!("{}{{{}", &text[..at], &text[at..]).into_bytes();
     let truncated = text.as_bytes()[..text.len() / 3].to_vec();
-    let tenth: Map<String, Value> = newer_map()
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| i % 10 == 0)
-        .map(|(_, kv)| kv)
-        .collect();
+    let tenth: Map<String, Value> =
+        newer_map().into_iter().enumerate().filter(|(i, _)| i % 10 == 0).map(|(_, kv)| kv).collect();
     vec![
         ("extra brace", extra_brace),
         ("truncated", truncated),
@@ -408,11 +321,7 @@ fn bad_maps() -> Vec<(&'static str, Vec<u8>)> {
 
 /// The harness's check: a refused reload leaves the map in use untouched and
 /// the status stale with a reason. Returns what went wrong, if anything.
-fn refused_reload_is_visible(
-    store: &CatalogStore,
-    bytes: &[u8],
-    now: SystemTime,
-) -> Result<(), String> {
+fn refused_reload_is_visible(store: &CatalogStore, bytes: &[u8], now: SystemTime) -> Result<(), String> {
     let before = store.current();
     let result = store.try_reload(bytes, "remote", now);
     let after = store.current();
@@ -421,11 +330,7 @@ fn refused_reload_is_visible(
         return Err("the reload was reported as successful".into());
     }
     if !Arc::ptr_eq(&before, &after) {
-        return Err(format!(
-            "the map in use changed ({} -> {} models)",
-            before.len(),
-            after.len()
-        ));
+        return Err(format!("the map in use changed ({} -> {} models)", before.len(), after.len()));
     }
     if !status.stale || status.reason.is_none() || status.last_attempt_ok {
         return Err(format!("status does not say the map is stale: {status:?}"));
@@ -434,25 +339,15 @@ fn refused_reload_is_visible(
 }
 
 fn newer_store() -> CatalogStore {
-    let cat = parse_catalog(
-        &to_bytes(&newer_map()),
-        "remote",
-        None,
-        &ValidationLimits::default(),
-        t(0),
-    )
-    .expect("valid");
+    let cat =
+        parse_catalog(&to_bytes(&newer_map()), "remote", None, &ValidationLimits::default(), t(0)).expect("valid");
     CatalogStore::new(cat)
 }
 
 #[test]
 fn malformed_truncated_empty_and_shrunk_maps_are_never_adopted() {
     let store = newer_store();
-    let usage = Usage {
-        input_tokens: 1000,
-        output_tokens: 1000,
-        ..Usage::default()
-    };
+    let usage = Usage { input_tokens: 1000, output_tokens: 1000, ..Usage::default() };
     for (i, (what, bytes)) in bad_maps().into_iter().enumerate() {
         let now = t(10 * (i as u64 + 1));
         if let Err(problem) = refused_reload_is_visible(&store, &bytes, now) {
@@ -470,20 +365,12 @@ fn malformed_truncated_empty_and_shrunk_maps_are_never_adopted() {
         assert_eq!(status.last_attempt_at, now);
         assert_eq!(status.model_count, 4552);
         // The newest model is still priced, not "not mapped"/0.
-        let cost = store
-            .current()
-            .cost("azure/gpt-5.9", &usage)
-            .expect("still priced");
+        let cost = store.current().cost("azure/gpt-5.9", &usage).expect("still priced");
         assert!((cost.total_usd - 0.018).abs() < 1e-12);
     }
     // A good reload (the real fixture) is adopted and clears the stale flag.
-    let report = store
-        .try_reload(BUNDLED_COST_MAP, "remote", t(100))
-        .expect("the real map is valid");
-    assert_eq!(
-        (report.model_count, report.removed, report.added),
-        (4551, 1, 0)
-    );
+    let report = store.try_reload(BUNDLED_COST_MAP, "remote", t(100)).expect("the real map is valid");
+    assert_eq!((report.model_count, report.removed, report.added), (4551, 1, 0));
     let status = store.status();
     assert!(!status.stale && status.reason.is_none() && status.last_attempt_ok);
     assert_eq!(status.model_count, 4551);
@@ -492,30 +379,20 @@ fn malformed_truncated_empty_and_shrunk_maps_are_never_adopted() {
 #[test]
 fn the_check_catches_the_silent_fallback_bug() {
     let store = newer_store();
-    store.set_known_bugs(CatalogBugs {
-        silent_fallback_to_bundled: true,
-        ..CatalogBugs::default()
-    });
+    store.set_known_bugs(CatalogBugs { silent_fallback_to_bundled: true, ..CatalogBugs::default() });
     for (what, bytes) in bad_maps() {
         let problem = refused_reload_is_visible(&store, &bytes, t(5));
-        assert!(
-            problem.is_err(),
-            "{what}: the check missed the silent fallback"
-        );
+        assert!(problem.is_err(), "{what}: the check missed the silent fallback");
     }
     // What users saw in the incident: the newer model is no longer mapped.
     assert!(!store.status().stale);
-    assert_eq!(
-        store.current().cost("azure/gpt-5.9", &Usage::default()),
-        None
-    );
+    assert_eq!(store.current().cost("azure/gpt-5.9", &Usage::default()), None);
 }
 
 #[test]
 fn parse_errors_carry_line_and_column() {
     let (_, extra_brace) = bad_maps().remove(0);
-    let err =
-        parse_catalog(&extra_brace, "t", None, &ValidationLimits::default(), t(0)).unwrap_err();
+    let err = parse_catalog(&extra_brace, "t", None, &ValidationLimits::default(), t(0)).unwrap_err();
     match err {
         CatalogError::Parse { line, column, .. } => {
             assert!(line > 1 && column > 0, "{line}:{column}")
@@ -546,25 +423,17 @@ fn wildcards_never_grant_more_than_they_say_on_the_real_catalog() {
         "vertex_ai/claude-sonnet-4-5",
         "bedrock/anthropic.claude-3-haiku-20240307-v1:0",
     ] {
-        assert!(
-            !anthropic.allows(denied, cat),
-            "anthropic/* granted {denied}"
-        );
+        assert!(!anthropic.allows(denied, cat), "anthropic/* granted {denied}");
     }
 
     let bedrock = compile(&["bedrock/*"]);
     let converse_only = cat
         .iter()
-        .find(|(name, e)| {
-            !name.contains('/') && e.litellm_provider.as_deref() == Some("bedrock_converse")
-        })
+        .find(|(name, e)| !name.contains('/') && e.litellm_provider.as_deref() == Some("bedrock_converse"))
         .map(|(name, _)| name)
         .expect("the fixture has bare bedrock_converse models");
     assert_eq!(cat.provider_of(converse_only), Some("bedrock_converse"));
-    assert!(
-        !bedrock.allows(converse_only, cat),
-        "bedrock/* granted {converse_only}"
-    );
+    assert!(!bedrock.allows(converse_only, cat), "bedrock/* granted {converse_only}");
     assert!(!bedrock.allows("bedrock_converse/anything", cat));
     assert!(bedrock.allows("bedrock/anything", cat));
 

@@ -13,17 +13,15 @@ use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use base64::Engine;
 use futures::FutureExt;
 use postmortem::mocks::{
-    EventStreamEvent, EventStreamException, Fault, MockError, MockKind, MockOptions, MockProvider,
-    SseEvent, Stub, StubMatch, StubResponse,
+    EventStreamEvent, EventStreamException, Fault, MockError, MockKind, MockOptions, MockProvider, SseEvent, Stub,
+    StubMatch, StubResponse,
 };
 use serde_json::{json, Value};
 
 const GUARD: Duration = Duration::from_secs(20);
 
 async fn start(kind: MockKind) -> MockProvider {
-    MockProvider::start(kind, "m1", MockOptions::default())
-        .await
-        .expect("mock starts")
+    MockProvider::start(kind, "m1", MockOptions::default()).await.expect("mock starts")
 }
 
 async fn start_with_betas(kind: MockKind, betas: &[&str]) -> MockProvider {
@@ -31,16 +29,11 @@ async fn start_with_betas(kind: MockKind, betas: &[&str]) -> MockProvider {
         strict: true,
         beta_allowlist: Some(betas.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()),
     };
-    MockProvider::start(kind, "m1", opts)
-        .await
-        .expect("mock starts")
+    MockProvider::start(kind, "m1", opts).await.expect("mock starts")
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
+    reqwest::Client::builder().no_proxy().build().expect("client")
 }
 
 struct Reply {
@@ -58,9 +51,7 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or_default().to_string())
+        self.headers.get(name).map(|v| v.to_str().unwrap_or_default().to_string())
     }
 }
 
@@ -69,18 +60,11 @@ async fn send(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
     for (n, v) in headers {
         rb = rb.header(*n, *v);
     }
-    let resp = tokio::time::timeout(GUARD, rb.send())
-        .await
-        .expect("no hang")
-        .expect("request sent");
+    let resp = tokio::time::timeout(GUARD, rb.send()).await.expect("no hang").expect("request sent");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply { status, headers, body }
 }
 
 async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
@@ -98,32 +82,21 @@ fn claude_body() -> Value {
 }
 
 const OPENAI_AUTH: (&str, &str) = ("authorization", "Bearer sk-mock");
-const ANTHROPIC_HEADERS: [(&str, &str); 2] = [
-    ("x-api-key", "mock-key"),
-    ("anthropic-version", "2023-06-01"),
-];
+const ANTHROPIC_HEADERS: [(&str, &str); 2] = [("x-api-key", "mock-key"), ("anthropic-version", "2023-06-01")];
 
 // ---------------------------------------------------------------- openai
 
 #[tokio::test]
 async fn openai_accepts_a_good_chat_request_with_a_realistic_body() {
     let m = start(MockKind::Openai).await;
-    let r = post(
-        &format!("{}/v1/chat/completions", m.url()),
-        &[OPENAI_AUTH],
-        &chat_body(),
-    )
-    .await;
+    let r = post(&format!("{}/v1/chat/completions", m.url()), &[OPENAI_AUTH], &chat_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
     assert!(j["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert_eq!(j["object"], "chat.completion");
     assert_eq!(j["model"], "gpt-4o-mini");
     assert_eq!(j["choices"][0]["message"]["role"], "assistant");
-    assert!(j["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .contains("`m1`"));
+    assert!(j["choices"][0]["message"]["content"].as_str().unwrap().contains("`m1`"));
     assert_eq!(j["choices"][0]["finish_reason"], "stop");
     let u = &j["usage"];
     assert_eq!(
@@ -131,12 +104,7 @@ async fn openai_accepts_a_good_chat_request_with_a_realistic_body() {
         Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap())
     );
     // Also served without the /v1 prefix.
-    let r = post(
-        &format!("{}/chat/completions", m.url()),
-        &[OPENAI_AUTH],
-        &chat_body(),
-    )
-    .await;
+    let r = post(&format!("{}/chat/completions", m.url()), &[OPENAI_AUTH], &chat_body()).await;
     assert_eq!(r.status, 200);
 }
 
@@ -166,26 +134,14 @@ async fn openai_rejects_missing_key_model_messages_and_bad_json() {
         json!({"error": {"message": "Missing required parameter: 'messages'.", "type": "invalid_request_error", "param": "messages", "code": "missing_required_parameter"}})
     );
 
-    let r = send(
-        &url,
-        &[OPENAI_AUTH, ("content-type", "application/json")],
-        b"{\"model\": ".to_vec(),
-    )
-    .await;
+    let r = send(&url, &[OPENAI_AUTH, ("content-type", "application/json")], b"{\"model\": ".to_vec()).await;
     assert_eq!(r.status, 400);
     let j = r.json();
-    assert!(j["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("We could not parse the JSON body of your request."));
+    assert!(j["error"]["message"].as_str().unwrap().starts_with("We could not parse the JSON body of your request."));
     assert_eq!(j["error"]["type"], "invalid_request_error");
 
-    let r = post(
-        &format!("{}/v1/embeddings", m.url()),
-        &[OPENAI_AUTH],
-        &json!({"model": "text-embedding-3-small"}),
-    )
-    .await;
+    let r =
+        post(&format!("{}/v1/embeddings", m.url()), &[OPENAI_AUTH], &json!({"model": "text-embedding-3-small"})).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "input");
 }
@@ -194,12 +150,7 @@ async fn openai_rejects_missing_key_model_messages_and_bad_json() {
 async fn openai_embeddings_return_floats_or_base64() {
     let m = start(MockKind::Openai).await;
     let url = format!("{}/v1/embeddings", m.url());
-    let r = post(
-        &url,
-        &[OPENAI_AUTH],
-        &json!({"model": "text-embedding-3-small", "input": ["a", "b"]}),
-    )
-    .await;
+    let r = post(&url, &[OPENAI_AUTH], &json!({"model": "text-embedding-3-small", "input": ["a", "b"]})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
     assert_eq!(j["object"], "list");
@@ -207,19 +158,11 @@ async fn openai_embeddings_return_floats_or_base64() {
     assert_eq!(j["data"][1]["index"], 1);
     assert_eq!(j["data"][0]["embedding"].as_array().unwrap().len(), 8);
 
-    let r = post(
-        &url,
-        &[OPENAI_AUTH],
-        &json!({"model": "m", "input": "a", "encoding_format": "base64", "dimensions": 4}),
-    )
-    .await;
-    let b64 = r.json()["data"][0]["embedding"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap();
+    let r =
+        post(&url, &[OPENAI_AUTH], &json!({"model": "m", "input": "a", "encoding_format": "base64", "dimensions": 4}))
+            .await;
+    let b64 = r.json()["data"][0]["embedding"].as_str().unwrap().to_string();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
     assert_eq!(bytes.len(), 4 * 4, "4 little-endian f32");
 }
 
@@ -249,26 +192,15 @@ async fn azure_requires_api_key_and_api_version() {
 
     let r = post(&base, &[("api-key", "k")], &body).await;
     assert_eq!(r.status, 404);
-    assert_eq!(
-        r.json(),
-        json!({"error": {"code": "404", "message": "Resource not found"}})
-    );
+    assert_eq!(r.json(), json!({"error": {"code": "404", "message": "Resource not found"}}));
 
     // Deployment routes take the model from the path.
-    let r = post(
-        &format!("{base}?api-version=2024-10-21"),
-        &[("api-key", "k")],
-        &body,
-    )
-    .await;
+    let r = post(&format!("{base}?api-version=2024-10-21"), &[("api-key", "k")], &body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["model"], "gpt4o-eu");
     assert!(r.json()["prompt_filter_results"].is_array());
 
-    let emb = format!(
-        "{}/openai/deployments/emb/embeddings?api-version=2024-10-21",
-        m.url()
-    );
+    let emb = format!("{}/openai/deployments/emb/embeddings?api-version=2024-10-21", m.url());
     let r = post(&emb, &[("api-key", "k")], &json!({"input": "x"})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"][0]["object"], "embedding");
@@ -280,12 +212,7 @@ async fn azure_requires_api_key_and_api_version() {
 async fn vllm_rejects_null_encoding_format_with_the_exact_pydantic_body() {
     let m = start(MockKind::HostedVllm).await;
     let url = format!("{}/v1/embeddings", m.url());
-    let r = post(
-        &url,
-        &[],
-        &json!({"model": "bge", "input": ["hi"], "encoding_format": null}),
-    )
-    .await;
+    let r = post(&url, &[], &json!({"model": "bge", "input": ["hi"], "encoding_format": null})).await;
     assert_eq!(r.status, 400);
     assert_eq!(
         r.json(),
@@ -298,34 +225,16 @@ async fn vllm_rejects_null_encoding_format_with_the_exact_pydantic_body() {
         })
     );
 
-    let r = post(
-        &url,
-        &[],
-        &json!({"model": "bge", "input": ["hi"], "encoding_format": "int8"}),
-    )
-    .await;
+    let r = post(&url, &[], &json!({"model": "bge", "input": ["hi"], "encoding_format": "int8"})).await;
     assert_eq!(r.status, 400);
-    assert!(r.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("'input': 'int8'"));
+    assert!(r.json()["message"].as_str().unwrap().contains("'input': 'int8'"));
 
     for fmt in ["float", "base64"] {
-        let r = post(
-            &url,
-            &[],
-            &json!({"model": "bge", "input": ["hi"], "encoding_format": fmt}),
-        )
-        .await;
+        let r = post(&url, &[], &json!({"model": "bge", "input": ["hi"], "encoding_format": fmt})).await;
         assert_eq!(r.status, 200, "{fmt}: {}", r.text());
     }
     // Omitting it is what a fixed gateway does.
-    let r = post(
-        &format!("{}/embeddings", m.url()),
-        &[],
-        &json!({"model": "bge", "input": "hi"}),
-    )
-    .await;
+    let r = post(&format!("{}/embeddings", m.url()), &[], &json!({"model": "bge", "input": "hi"})).await;
     assert_eq!(r.status, 200);
     assert!(r.json()["id"].as_str().unwrap().starts_with("embd-"));
 }
@@ -354,12 +263,7 @@ async fn vllm_rejects_null_typed_chat_params_and_missing_fields() {
         "[{'type': 'missing', 'loc': ('body', 'messages'), 'msg': 'Field required', 'input': {'model': 'llama'}}]"
     );
 
-    let r = post(
-        &url,
-        &[],
-        &json!({"model": "llama", "messages": [], "temperature": 0.2}),
-    )
-    .await;
+    let r = post(&url, &[], &json!({"model": "llama", "messages": [], "temperature": 0.2})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["choices"][0]["stop_reason"], Value::Null);
 }
@@ -383,10 +287,7 @@ async fn anthropic_requires_version_key_and_fields() {
 
     let r = post(&url, &[("anthropic-version", "2023-06-01")], &claude_body()).await;
     assert_eq!(r.status, 401);
-    assert_eq!(
-        r.json()["error"],
-        json!({"type": "authentication_error", "message": "x-api-key header is required"})
-    );
+    assert_eq!(r.json()["error"], json!({"type": "authentication_error", "message": "x-api-key header is required"}));
 
     let mut body = claude_body();
     body.as_object_mut().unwrap().remove("max_tokens");
@@ -394,20 +295,12 @@ async fn anthropic_requires_version_key_and_fields() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["message"], "max_tokens: Field required");
 
-    let r = post(
-        &url,
-        &ANTHROPIC_HEADERS,
-        &json!({"model": "c", "max_tokens": 1}),
-    )
-    .await;
+    let r = post(&url, &ANTHROPIC_HEADERS, &json!({"model": "c", "max_tokens": 1})).await;
     assert_eq!(r.json()["error"]["message"], "messages: Field required");
 
     let r = send(&url, &ANTHROPIC_HEADERS, b"{oops".to_vec()).await;
     assert_eq!(r.status, 400);
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("The request body is not valid JSON: "));
+    assert!(r.json()["error"]["message"].as_str().unwrap().starts_with("The request body is not valid JSON: "));
 
     // Anthropic itself accepts unknown beta flags.
     let mut h = ANTHROPIC_HEADERS.to_vec();
@@ -436,27 +329,13 @@ async fn anthropic_default_stream_has_the_real_event_sequence() {
     let m = start(MockKind::Anthropic).await;
     let mut body = claude_body();
     body["stream"] = json!(true);
-    let r = post(
-        &format!("{}/v1/messages", m.url()),
-        &ANTHROPIC_HEADERS,
-        &body,
-    )
-    .await;
+    let r = post(&format!("{}/v1/messages", m.url()), &ANTHROPIC_HEADERS, &body).await;
     assert_eq!(r.status, 200);
-    assert!(r
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/event-stream"));
+    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
     let text = r.text();
-    let names: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("event: "))
-        .collect();
+    let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
     let mut expected = vec!["message_start", "content_block_start", "ping"];
-    let deltas = names
-        .iter()
-        .filter(|n| **n == "content_block_delta")
-        .count();
+    let deltas = names.iter().filter(|n| **n == "content_block_delta").count();
     assert!(deltas >= 2);
     expected.extend(std::iter::repeat("content_block_delta").take(deltas));
     expected.extend(["content_block_stop", "message_delta", "message_stop"]);
@@ -465,8 +344,7 @@ async fn anthropic_default_stream_has_the_real_event_sequence() {
     for block in text.split_terminator("\n\n") {
         let mut lines = block.lines();
         let event = lines.next().unwrap().strip_prefix("event: ").unwrap();
-        let data: Value =
-            serde_json::from_str(lines.next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        let data: Value = serde_json::from_str(lines.next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(data["type"], event);
     }
 }
@@ -490,71 +368,35 @@ async fn bedrock_post(m: &MockProvider, op: &str, extra: &[(&str, &str)], body: 
     let auth = sigv4();
     let mut h = vec![("authorization", auth.as_str()), ("x-amz-date", AMZ_DATE)];
     h.extend_from_slice(extra);
-    let url = format!(
-        "{}/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/{op}",
-        m.url()
-    );
+    let url = format!("{}/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/{op}", m.url());
     post(&url, &h, body).await
 }
 
 #[tokio::test]
 async fn bedrock_requires_sigv4_and_x_amz_date() {
     let m = start(MockKind::Bedrock).await;
-    let url = format!(
-        "{}/model/anthropic.claude-3-haiku-20240307-v1:0/invoke",
-        m.url()
-    );
+    let url = format!("{}/model/anthropic.claude-3-haiku-20240307-v1:0/invoke", m.url());
 
     let r = post(&url, &[], &bedrock_body()).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json(), json!({"message": "Missing Authentication Token"}));
-    assert!(r
-        .header("x-amzn-errortype")
-        .unwrap()
-        .starts_with("MissingAuthenticationTokenException"));
+    assert!(r.header("x-amzn-errortype").unwrap().starts_with("MissingAuthenticationTokenException"));
 
-    let r = post(
-        &url,
-        &[("authorization", "Bearer abc"), ("x-amz-date", AMZ_DATE)],
-        &bedrock_body(),
-    )
-    .await;
+    let r = post(&url, &[("authorization", "Bearer abc"), ("x-amz-date", AMZ_DATE)], &bedrock_body()).await;
     assert_eq!(r.status, 403);
-    assert!(r.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("Authorization header requires 'Credential' parameter."));
+    assert!(r.json()["message"].as_str().unwrap().contains("Authorization header requires 'Credential' parameter."));
 
     let auth = sigv4();
     let r = post(&url, &[("authorization", auth.as_str())], &bedrock_body()).await;
     assert_eq!(r.status, 403);
-    assert!(r.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("'X-Amz-Date'"));
+    assert!(r.json()["message"].as_str().unwrap().contains("'X-Amz-Date'"));
 
     let wrong_service = auth.replace("/bedrock/", "/s3/");
-    let r = post(
-        &url,
-        &[
-            ("authorization", wrong_service.as_str()),
-            ("x-amz-date", AMZ_DATE),
-        ],
-        &bedrock_body(),
-    )
-    .await;
+    let r = post(&url, &[("authorization", wrong_service.as_str()), ("x-amz-date", AMZ_DATE)], &bedrock_body()).await;
     assert_eq!(r.status, 403);
-    assert_eq!(
-        r.json()["message"],
-        "Credential should be scoped to correct service: 'bedrock'. "
-    );
+    assert_eq!(r.json()["message"], "Credential should be scoped to correct service: 'bedrock'. ");
 
-    let r = post(
-        &url,
-        &[("authorization", auth.as_str()), ("x-amz-date", AMZ_DATE)],
-        &bedrock_body(),
-    )
-    .await;
+    let r = post(&url, &[("authorization", auth.as_str()), ("x-amz-date", AMZ_DATE)], &bedrock_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
     assert_eq!(j["type"], "message");
@@ -573,10 +415,7 @@ async fn bedrock_rejects_model_in_body_and_wrong_version() {
         r.json(),
         json!({"message": "Malformed input request: #: extraneous key [model] is not permitted, please reformat your input and try again."})
     );
-    assert!(r
-        .header("x-amzn-errortype")
-        .unwrap()
-        .starts_with("ValidationException"));
+    assert!(r.header("x-amzn-errortype").unwrap().starts_with("ValidationException"));
 
     let mut body = bedrock_body();
     body.as_object_mut().unwrap().remove("anthropic_version");
@@ -590,10 +429,7 @@ async fn bedrock_rejects_model_in_body_and_wrong_version() {
     body["anthropic_version"] = json!("2023-06-01");
     let r = bedrock_post(&m, "invoke", &[], &body).await;
     assert_eq!(r.status, 400);
-    assert!(r.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("#/anthropic_version: 2023-06-01"));
+    assert!(r.json()["message"].as_str().unwrap().contains("#/anthropic_version: 2023-06-01"));
 }
 
 #[tokio::test]
@@ -607,25 +443,15 @@ async fn bedrock_rejects_beta_flags_outside_the_allowlist() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json(), invalid);
 
-    let r = bedrock_post(
-        &m,
-        "invoke",
-        &[("anthropic-beta", "computer-use-2025-01-24,unknown-header")],
-        &bedrock_body(),
-    )
-    .await;
+    let r =
+        bedrock_post(&m, "invoke", &[("anthropic-beta", "computer-use-2025-01-24,unknown-header")], &bedrock_body())
+            .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json(), invalid);
 
     let mut body = bedrock_body();
     body["anthropic_beta"] = json!(["computer-use-2025-01-24"]);
-    let r = bedrock_post(
-        &m,
-        "invoke",
-        &[("anthropic-beta", "computer-use-2025-01-24")],
-        &body,
-    )
-    .await;
+    let r = bedrock_post(&m, "invoke", &[("anthropic-beta", "computer-use-2025-01-24")], &body).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -646,10 +472,7 @@ fn decode_frames(body: &[u8]) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
             .collect();
         out.push((headers, msg.payload().to_vec()));
     }
-    assert!(
-        bytes::Buf::remaining(&buf) == 0,
-        "trailing bytes after the last frame"
-    );
+    assert!(bytes::Buf::remaining(&buf) == 0, "trailing bytes after the last frame");
     out
 }
 
@@ -658,10 +481,7 @@ async fn bedrock_stream_is_binary_eventstream_with_base64_anthropic_events() {
     let m = start(MockKind::Bedrock).await;
     let r = bedrock_post(&m, "invoke-with-response-stream", &[], &bedrock_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        r.header("content-type").unwrap(),
-        "application/vnd.amazon.eventstream"
-    );
+    assert_eq!(r.header("content-type").unwrap(), "application/vnd.amazon.eventstream");
     let frames = decode_frames(&r.body);
     let mut types = Vec::new();
     for (headers, payload) in &frames {
@@ -669,17 +489,11 @@ async fn bedrock_stream_is_binary_eventstream_with_base64_anthropic_events() {
         assert_eq!(headers[":message-type"], "event");
         assert_eq!(headers[":content-type"], "application/json");
         let outer: Value = serde_json::from_slice(payload).unwrap();
-        let inner = base64::engine::general_purpose::STANDARD
-            .decode(outer["bytes"].as_str().unwrap())
-            .unwrap();
+        let inner = base64::engine::general_purpose::STANDARD.decode(outer["bytes"].as_str().unwrap()).unwrap();
         let event: Value = serde_json::from_slice(&inner).unwrap();
         types.push(event["type"].as_str().unwrap().to_string());
         if event["type"] == "message_stop" {
-            assert!(
-                event["amazon-bedrock-invocationMetrics"]["outputTokenCount"]
-                    .as_u64()
-                    .is_some()
-            );
+            assert!(event["amazon-bedrock-invocationMetrics"]["outputTokenCount"].as_u64().is_some());
         }
     }
     assert_eq!(types.first().map(String::as_str), Some("message_start"));
@@ -691,17 +505,11 @@ async fn bedrock_stream_is_binary_eventstream_with_base64_anthropic_events() {
 async fn bedrock_eventstream_stub_can_fail_mid_stream() {
     let m = start(MockKind::Bedrock).await;
     let stub = Stub::new(
-        StubMatch {
-            path_contains: Some("invoke-with-response-stream".into()),
-            ..StubMatch::default()
-        },
+        StubMatch { path_contains: Some("invoke-with-response-stream".into()), ..StubMatch::default() },
         StubResponse::EventStream {
             status: 200,
             events: vec![
-                EventStreamEvent {
-                    chunk: Some(json!({"type": "message_start", "message": {}})),
-                    ..Default::default()
-                },
+                EventStreamEvent { chunk: Some(json!({"type": "message_start", "message": {}})), ..Default::default() },
                 EventStreamEvent {
                     exception: Some(EventStreamException {
                         exception_type: "throttlingException".into(),
@@ -721,16 +529,16 @@ async fn bedrock_eventstream_stub_can_fail_mid_stream() {
     assert_eq!(frames.len(), 2);
     assert_eq!(frames[1].0[":message-type"], "exception");
     assert_eq!(frames[1].0[":exception-type"], "throttlingException");
-    assert_eq!(
-        serde_json::from_slice::<Value>(&frames[1].1).unwrap(),
-        json!({"message": "Too many tokens"})
-    );
+    assert_eq!(serde_json::from_slice::<Value>(&frames[1].1).unwrap(), json!({"message": "Too many tokens"}));
 }
 
 // ---------------------------------------------------------------- vertex_ai
 
 fn vertex_url(m: &MockProvider, verb: &str) -> String {
-    format!("{}/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:{verb}", m.url())
+    format!(
+        "{}/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:{verb}",
+        m.url()
+    )
 }
 
 fn vertex_body() -> Value {
@@ -756,18 +564,12 @@ async fn vertex_requires_bearer_version_and_no_model() {
         r.json()["error"],
         json!({"type": "invalid_request_error", "message": "model: Extra inputs are not permitted"})
     );
-    assert!(r.json()["request_id"]
-        .as_str()
-        .unwrap()
-        .starts_with("req_vrtx_"));
+    assert!(r.json()["request_id"].as_str().unwrap().starts_with("req_vrtx_"));
 
     let mut body = vertex_body();
     body["anthropic_version"] = json!("bedrock-2023-05-31");
     let r = post(&url, &[auth], &body).await;
-    assert_eq!(
-        r.json()["error"]["message"],
-        "anthropic_version: Input should be 'vertex-2023-10-16'"
-    );
+    assert_eq!(r.json()["error"]["message"], "anthropic_version: Input should be 'vertex-2023-10-16'");
 
     let r = post(&url, &[auth], &vertex_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -786,29 +588,14 @@ async fn vertex_rejects_beta_flags_outside_the_allowlist() {
     let m = start_with_betas(MockKind::VertexAi, &["context-1m-2025-08-07"]).await;
     let url = vertex_url(&m, "rawPredict");
     let auth = ("authorization", "Bearer ya29.mock");
-    let r = post(
-        &url,
-        &[
-            auth,
-            (
-                "anthropic-beta",
-                "context-1m-2025-08-07,web-search-2025-03-05",
-            ),
-        ],
-        &vertex_body(),
-    )
-    .await;
+    let r =
+        post(&url, &[auth, ("anthropic-beta", "context-1m-2025-08-07,web-search-2025-03-05")], &vertex_body()).await;
     assert_eq!(r.status, 400);
     assert_eq!(
         r.json()["error"],
         json!({"type": "invalid_request_error", "message": "Unexpected value(s) `web-search-2025-03-05` for the `anthropic-beta` header. Please consult our documentation at docs.anthropic.com or try again without the header."})
     );
-    let r = post(
-        &url,
-        &[auth, ("anthropic-beta", "context-1m-2025-08-07")],
-        &vertex_body(),
-    )
-    .await;
+    let r = post(&url, &[auth, ("anthropic-beta", "context-1m-2025-08-07")], &vertex_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -832,59 +619,29 @@ async fn azure_ai_accepts_either_key_header_and_checks_version_and_betas() {
 
     let r = post(&url, &[("api-key", "k")], &claude_body()).await;
     assert_eq!(r.status, 400);
-    assert_eq!(
-        r.json()["error"]["message"],
-        "anthropic-version: header is required"
-    );
+    assert_eq!(r.json()["error"]["message"], "anthropic-version: header is required");
 
     let r = post(
         &url,
-        &[
-            ("api-key", "k"),
-            version,
-            (
-                "anthropic-beta",
-                "prompt-caching-scope-2026-01-05,mcp-servers-2025-12-04",
-            ),
-        ],
+        &[("api-key", "k"), version, ("anthropic-beta", "prompt-caching-scope-2026-01-05,mcp-servers-2025-12-04")],
         &claude_body(),
     )
     .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["type"], "error");
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("`mcp-servers-2025-12-04`"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("`mcp-servers-2025-12-04`"));
 
     // Also served at /v1/messages.
-    let r = post(
-        &format!("{}/v1/messages", m.url()),
-        &[("api-key", "k"), version],
-        &claude_body(),
-    )
-    .await;
+    let r = post(&format!("{}/v1/messages", m.url()), &[("api-key", "k"), version], &claude_body()).await;
     assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
 async fn non_strict_mock_accepts_what_strict_rejects() {
-    let m = MockProvider::start(
-        MockKind::Bedrock,
-        "lenient",
-        MockOptions {
-            strict: false,
-            beta_allowlist: None,
-        },
-    )
-    .await
-    .unwrap();
-    let r = post(
-        &format!("{}/model/x/invoke", m.url()),
-        &[],
-        &json!({"model": "x", "messages": []}),
-    )
-    .await;
+    let m = MockProvider::start(MockKind::Bedrock, "lenient", MockOptions { strict: false, beta_allowlist: None })
+        .await
+        .unwrap();
+    let r = post(&format!("{}/model/x/invoke", m.url()), &[], &json!({"model": "x", "messages": []})).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -897,9 +654,7 @@ async fn stub_matches_on_body_subset_and_header_and_runs_out_after_times() {
         matcher: StubMatch {
             method: Some("post".into()),
             path: Some("/v1/chat/completions".into()),
-            body_contains_json: Some(
-                json!({"model": "gpt-4o-mini", "messages": [{"role": "user"}]}),
-            ),
+            body_contains_json: Some(json!({"model": "gpt-4o-mini", "messages": [{"role": "user"}]})),
             header: Some(("X-Tenant".into(), "blue".into())),
             ..StubMatch::default()
         },
@@ -935,26 +690,14 @@ async fn stub_matches_on_body_subset_and_header_and_runs_out_after_times() {
 async fn explicit_null_in_a_matcher_only_matches_an_explicit_null() {
     let m = start(MockKind::Openai).await;
     let stub = Stub::new(
-        StubMatch {
-            body_contains_json: Some(json!({"encoding_format": null})),
-            ..StubMatch::default()
-        },
-        StubResponse::Json {
-            status: 418,
-            body: json!({}),
-            headers: BTreeMap::new(),
-        },
+        StubMatch { body_contains_json: Some(json!({"encoding_format": null})), ..StubMatch::default() },
+        StubResponse::Json { status: 418, body: json!({}), headers: BTreeMap::new() },
     );
     m.mount(stub).await.unwrap();
     let url = format!("{}/v1/embeddings", m.url());
     let r = post(&url, &[OPENAI_AUTH], &json!({"model": "e", "input": "x"})).await;
     assert_eq!(r.status, 200);
-    let r = post(
-        &url,
-        &[OPENAI_AUTH],
-        &json!({"model": "e", "input": "x", "encoding_format": null}),
-    )
-    .await;
+    let r = post(&url, &[OPENAI_AUTH], &json!({"model": "e", "input": "x", "encoding_format": null})).await;
     assert_eq!(r.status, 418);
 }
 
@@ -963,66 +706,31 @@ async fn strict_profile_runs_before_stubs() {
     let m = start(MockKind::Anthropic).await;
     m.mount(Stub::new(
         StubMatch::post("/v1/messages"),
-        StubResponse::Json {
-            status: 200,
-            body: json!({"ok": 1}),
-            headers: BTreeMap::new(),
-        },
+        StubResponse::Json { status: 200, body: json!({"ok": 1}), headers: BTreeMap::new() },
     ))
     .await
     .unwrap();
-    let r = post(
-        &format!("{}/v1/messages", m.url()),
-        &[("x-api-key", "k")],
-        &claude_body(),
-    )
-    .await;
-    assert_eq!(
-        r.status, 400,
-        "a request the provider rejects never reaches a stub"
-    );
+    let r = post(&format!("{}/v1/messages", m.url()), &[("x-api-key", "k")], &claude_body()).await;
+    assert_eq!(r.status, 400, "a request the provider rejects never reaches a stub");
 }
 
 #[tokio::test]
 async fn journal_records_every_request_as_sent() {
     let m = start(MockKind::Azure).await;
-    let url = format!(
-        "{}/openai/deployments/d1/chat/completions?api-version=2024-10-21&x=a%20b",
-        m.url()
-    );
-    post(
-        &url,
-        &[("API-Key", "k"), ("X-Trace", "t1")],
-        &json!({"messages": [{"role": "user", "content": "hi"}]}),
-    )
-    .await;
+    let url = format!("{}/openai/deployments/d1/chat/completions?api-version=2024-10-21&x=a%20b", m.url());
+    post(&url, &[("API-Key", "k"), ("X-Trace", "t1")], &json!({"messages": [{"role": "user", "content": "hi"}]})).await;
     post(&format!("{}/other", m.url()), &[], &json!({})).await;
     let j = m.journal();
     assert_eq!(j.len(), 2);
     let first = &j[0];
     assert_eq!(first.method, "POST");
     assert_eq!(first.path, "/openai/deployments/d1/chat/completions");
-    assert_eq!(
-        first.query.as_deref(),
-        Some("api-version=2024-10-21&x=a%20b")
-    );
+    assert_eq!(first.query.as_deref(), Some("api-version=2024-10-21&x=a%20b"));
     assert_eq!(first.query_param("x").as_deref(), Some("a b"));
     assert_eq!(first.header("api-key"), Some("k"));
-    assert!(
-        first
-            .headers
-            .iter()
-            .any(|(n, v)| n == "x-trace" && v == "t1"),
-        "names are lower-case"
-    );
-    assert_eq!(
-        first.json,
-        Some(json!({"messages": [{"role": "user", "content": "hi"}]}))
-    );
-    assert_eq!(
-        serde_json::from_slice::<Value>(&first.body).unwrap(),
-        first.json.clone().unwrap()
-    );
+    assert!(first.headers.iter().any(|(n, v)| n == "x-trace" && v == "t1"), "names are lower-case");
+    assert_eq!(first.json, Some(json!({"messages": [{"role": "user", "content": "hi"}]})));
+    assert_eq!(serde_json::from_slice::<Value>(&first.body).unwrap(), first.json.clone().unwrap());
     // Rejected requests are recorded too.
     assert_eq!(j[1].path, "/other");
     m.clear_journal();
@@ -1032,12 +740,7 @@ async fn journal_records_every_request_as_sent() {
 #[tokio::test]
 async fn reset_removes_stubs() {
     let m = start(MockKind::Openai).await;
-    m.mount(Stub::new(
-        StubMatch::default(),
-        StubResponse::Fault(Fault::Status { code: 500 }),
-    ))
-    .await
-    .unwrap();
+    m.mount(Stub::new(StubMatch::default(), StubResponse::Fault(Fault::Status { code: 500 }))).await.unwrap();
     let url = format!("{}/v1/chat/completions", m.url());
     assert_eq!(post(&url, &[OPENAI_AUTH], &chat_body()).await.status, 500);
     m.reset().await;
@@ -1049,14 +752,8 @@ async fn reset_removes_stubs() {
 #[tokio::test]
 async fn invalid_stubs_are_refused_with_the_field_named() {
     let m = start(MockKind::Openai).await;
-    let bad = Stub::new(
-        StubMatch::default(),
-        StubResponse::Json {
-            status: 42,
-            body: json!({}),
-            headers: BTreeMap::new(),
-        },
-    );
+    let bad =
+        Stub::new(StubMatch::default(), StubResponse::Json { status: 42, body: json!({}), headers: BTreeMap::new() });
     let err = m.mount(bad).await.unwrap_err();
     assert!(matches!(err, MockError::InvalidStub { .. }));
     assert!(err.to_string().contains("response.status"), "{err}");
@@ -1070,12 +767,7 @@ async fn invalid_stubs_are_refused_with_the_field_named() {
             headers: BTreeMap::new(),
         },
     );
-    assert!(m
-        .mount(bad)
-        .await
-        .unwrap_err()
-        .to_string()
-        .contains("cut_after"));
+    assert!(m.mount(bad).await.unwrap_err().to_string().contains("cut_after"));
 }
 
 #[test]
@@ -1094,46 +786,53 @@ times: 3
 "#;
     let stub: Stub = serde_yaml_ng::from_str(yaml).unwrap();
     assert_eq!(stub.times, Some(3));
-    let StubResponse::Sse {
-        events,
-        hold_before,
-        cut_after,
-        ..
-    } = &stub.response
-    else {
-        panic!("sse")
-    };
+    let StubResponse::Sse { events, hold_before, cut_after, .. } = &stub.response else { panic!("sse") };
     assert_eq!(events[1], SseEvent::comment("keep-alive").delay(5));
     assert_eq!(hold_before, &Some((1, "g1".to_string())));
     assert_eq!(*cut_after, Some(2));
 
-    let fault: Stub = serde_yaml_ng::from_str(
-        "response: { fault: { latency: { ms: 0, then: { fault: reset } } } }",
-    )
-    .unwrap();
+    let fault: Stub =
+        serde_yaml_ng::from_str("response: { fault: { latency: { ms: 0, then: { fault: reset } } } }").unwrap();
     assert_eq!(
         fault.response,
-        StubResponse::Fault(Fault::Latency {
-            ms: 0,
-            then: Box::new(StubResponse::Fault(Fault::Reset))
-        })
+        StubResponse::Fault(Fault::Latency { ms: 0, then: Box::new(StubResponse::Fault(Fault::Reset)) })
     );
-    let raw: Stub = serde_yaml_ng::from_str("response: { raw: { status: 502, body: '<html>bad gateway</html>', content_type: text/html } }").unwrap();
-    assert!(
-        matches!(raw.response, StubResponse::Raw { ref body, .. } if body == b"<html>bad gateway</html>")
-    );
+    let raw: Stub = serde_yaml_ng::from_str(
+        "response: { raw: { status: 502, body: '<html>bad gateway</html>', content_type: text/html } }",
+    )
+    .unwrap();
+    assert!(matches!(raw.response, StubResponse::Raw { ref body, .. } if body == b"<html>bad gateway</html>"));
 
-    let err = serde_yaml_ng::from_str::<Stub>("response: { json: { body: {}, stauts: 200 } }")
-        .unwrap_err();
+    let err = serde_yaml_ng::from_str::<Stub>("response: { json: { body: {}, stauts: 200 } }").unwrap_err();
     assert!(err.to_string().contains("stauts"), "{err}");
-    let err = serde_yaml_ng::from_str::<Stub>("matcher: { pth: /x }\nresponse: { fault: reset }")
-        .unwrap_err();
+    let err = serde_yaml_ng::from_str::<Stub>("matcher: { pth: /x }\nresponse: { fault: reset }").unwrap_err();
     assert!(err.to_string().contains("pth"), "{err}");
     assert_eq!("vertex_ai".parse::<MockKind>().unwrap(), MockKind::VertexAi);
+    assert_eq!(serde_yaml_ng::from_str::<MockKind>("hosted_vllm").unwrap(), MockKind::HostedVllm);
+}
+
+#[test]
+fn stubs_also_accept_yaml_tags_and_json() {
+    let tagged: Stub =
+        serde_yaml_ng::from_str("response: !fault\n  rate_limited: { retry_after_secs: 3 }\ntimes: 1").unwrap();
+    assert_eq!(tagged.response, StubResponse::Fault(Fault::RateLimited { retry_after_secs: 3 }));
+    let tagged: Stub = serde_yaml_ng::from_str("response: !json { status: 503, body: { a: 1 } }").unwrap();
+    assert!(matches!(tagged.response, StubResponse::Json { status: 503, .. }));
+
+    let json: Stub = serde_json::from_value(json!({
+        "matcher": {"path_contains": "/messages"},
+        "response": {"fault": {"latency": {"ms": 5, "then": {"fault": "malformed"}}}}
+    }))
+    .unwrap();
     assert_eq!(
-        serde_yaml_ng::from_str::<MockKind>("hosted_vllm").unwrap(),
-        MockKind::HostedVllm
+        json.response,
+        StubResponse::Fault(Fault::Latency { ms: 5, then: Box::new(StubResponse::Fault(Fault::Malformed)) })
     );
+    // Round trip through the serializer.
+    let back: Stub = serde_json::from_value(serde_json::to_value(&json).unwrap()).unwrap();
+    assert_eq!(back, json);
+    let err = serde_json::from_value::<Stub>(json!({"response": {"fault": "explode"}})).unwrap_err();
+    assert!(err.to_string().contains("explode"), "{err}");
 }
 
 // ---------------------------------------------------------------- streams
@@ -1141,11 +840,8 @@ times: 3
 /// Reads chunks until the buffer holds `n` complete SSE blocks.
 async fn read_blocks(resp: &mut reqwest::Response, buf: &mut String, n: usize) {
     while buf.matches("\n\n").count() < n {
-        let chunk = tokio::time::timeout(GUARD, resp.chunk())
-            .await
-            .expect("no hang")
-            .expect("chunk")
-            .expect("more data");
+        let chunk =
+            tokio::time::timeout(GUARD, resp.chunk()).await.expect("no hang").expect("chunk").expect("more data");
         buf.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
@@ -1182,30 +878,19 @@ async fn held_stream_sends_event_zero_then_waits_for_the_gate() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.headers()["content-type"],
-        "text/event-stream; charset=utf-8"
-    );
+    assert_eq!(resp.headers()["content-type"], "text/event-stream; charset=utf-8");
 
     let mut got = String::new();
     read_blocks(&mut resp, &mut got, 1).await;
     assert_eq!(got, "data: {\"n\":0}\n\n");
 
-    tokio::time::timeout(GUARD, m.wait_until_held("first-token"))
-        .await
-        .expect("stream parks on the gate");
+    tokio::time::timeout(GUARD, m.wait_until_held("first-token")).await.expect("stream parks on the gate");
     assert_eq!(m.held_gates(), vec!["first-token".to_string()]);
     // The server has written nothing after event 0, so no data can be ready.
-    assert!(
-        resp.chunk().now_or_never().is_none(),
-        "nothing after event 0 before the release"
-    );
+    assert!(resp.chunk().now_or_never().is_none(), "nothing after event 0 before the release");
 
     m.release("first-token");
-    let rest = tokio::time::timeout(GUARD, resp.bytes())
-        .await
-        .expect("no hang")
-        .expect("stream completes");
+    let rest = tokio::time::timeout(GUARD, resp.bytes()).await.expect("no hang").expect("stream completes");
     assert_eq!(
         String::from_utf8_lossy(&rest),
         ": OPENROUTER PROCESSING\n\ndata: {\"n\":1}\n\nevent: error\ndata: {\"error\":{\"message\":\"boom\"}}\n\ndata: [DONE]\n\n"
@@ -1214,21 +899,45 @@ async fn held_stream_sends_event_zero_then_waits_for_the_gate() {
 }
 
 #[tokio::test]
-async fn cut_stream_delivers_whole_events_then_half_an_event_then_fails() {
-    let m = start(MockKind::Openai).await;
-    let events = vec![
-        SseEvent::data(r#"{"n":0}"#),
-        SseEvent::data(r#"{"n":1,"long":"xxxxxxxxxxxxxxxx"}"#),
-    ];
+async fn dropping_the_mock_ends_a_held_stream() {
+    let m = start(MockKind::Anthropic).await;
     m.mount(Stub::new(
         StubMatch::default(),
         StubResponse::Sse {
             status: 200,
-            events,
-            hold_before: None,
-            cut_after: Some(1),
+            events: vec![SseEvent::named("ping", r#"{"type":"ping"}"#)],
+            hold_before: Some((1, "never".into())),
+            cut_after: None,
             headers: BTreeMap::new(),
         },
+    ))
+    .await
+    .unwrap();
+    let mut resp =
+        client()
+            .post(format!("{}/v1/messages", m.url()))
+            .headers(reqwest::header::HeaderMap::from_iter(ANTHROPIC_HEADERS.map(|(n, v)| {
+                (reqwest::header::HeaderName::from_static(n), reqwest::header::HeaderValue::from_static(v))
+            })))
+            .json(&claude_body())
+            .send()
+            .await
+            .unwrap();
+    let mut got = String::new();
+    read_blocks(&mut resp, &mut got, 1).await;
+    tokio::time::timeout(GUARD, m.wait_until_held("never")).await.expect("parked");
+    drop(m);
+    let rest = tokio::time::timeout(GUARD, resp.bytes()).await.expect("the stream ends, not hangs");
+    assert!(rest.is_err(), "the body is cut, not completed");
+}
+
+#[tokio::test]
+async fn cut_stream_delivers_whole_events_then_half_an_event_then_fails() {
+    let m = start(MockKind::Openai).await;
+    let events = vec![SseEvent::data(r#"{"n":0}"#), SseEvent::data(r#"{"n":1,"long":"xxxxxxxxxxxxxxxx"}"#)];
+    m.mount(Stub::new(
+        StubMatch::default(),
+        StubResponse::Sse { status: 200, events, hold_before: None, cut_after: Some(1), headers: BTreeMap::new() },
     ))
     .await
     .unwrap();
@@ -1241,28 +950,16 @@ async fn cut_stream_delivers_whole_events_then_half_an_event_then_fails() {
         .unwrap();
     let mut got = Vec::new();
     let err = loop {
-        match tokio::time::timeout(GUARD, resp.chunk())
-            .await
-            .expect("no hang")
-        {
+        match tokio::time::timeout(GUARD, resp.chunk()).await.expect("no hang") {
             Ok(Some(c)) => got.extend_from_slice(&c),
             Ok(None) => panic!("the body ended cleanly; expected a cut"),
             Err(e) => break e,
         }
     };
-    assert!(
-        err.is_body() || err.is_decode() || err.is_request(),
-        "{err:?}"
-    );
+    assert!(err.is_body() || err.is_decode() || err.is_request(), "{err:?}");
     let text = String::from_utf8_lossy(&got);
-    assert!(
-        text.starts_with("data: {\"n\":0}\n\ndata: {\"n\":1"),
-        "{text}"
-    );
-    assert!(
-        !text.ends_with("\n\n"),
-        "second event is incomplete: {text}"
-    );
+    assert!(text.starts_with("data: {\"n\":0}\n\ndata: {\"n\":1"), "{text}");
+    assert!(!text.ends_with("\n\n"), "second event is incomplete: {text}");
 }
 
 #[tokio::test]
@@ -1271,12 +968,7 @@ async fn openai_default_stream_uses_real_chunk_framing() {
     let mut body = chat_body();
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let r = post(
-        &format!("{}/v1/chat/completions", m.url()),
-        &[OPENAI_AUTH],
-        &body,
-    )
-    .await;
+    let r = post(&format!("{}/v1/chat/completions", m.url()), &[OPENAI_AUTH], &body).await;
     assert_eq!(r.status, 200);
     let text = r.text();
     assert!(text.ends_with("data: [DONE]\n\n"));
@@ -1286,19 +978,14 @@ async fn openai_default_stream_uses_real_chunk_framing() {
         .filter(|d| *d != "[DONE]")
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
-    assert!(chunks
-        .iter()
-        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let finish = &chunks[chunks.len() - 2];
     assert_eq!(finish["choices"][0]["finish_reason"], "stop");
     let usage = chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
     assert!(usage["usage"]["total_tokens"].as_u64().unwrap() > 0);
-    let content: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let content: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(content, "Hello from the openai mock `m1`.");
 }
 
@@ -1307,9 +994,7 @@ async fn openai_default_stream_uses_real_chunk_framing() {
 #[tokio::test]
 async fn reset_fault_drops_the_connection_without_a_response() {
     let m = start(MockKind::Openai).await;
-    m.mount(Stub::new(StubMatch::default(), StubResponse::Fault(Fault::Reset)).times(1))
-        .await
-        .unwrap();
+    m.mount(Stub::new(StubMatch::default(), StubResponse::Fault(Fault::Reset)).times(1)).await.unwrap();
     let result = tokio::time::timeout(
         GUARD,
         client()
@@ -1324,32 +1009,17 @@ async fn reset_fault_drops_the_connection_without_a_response() {
     assert!(err.is_request() || err.is_connect(), "{err:?}");
     assert_eq!(m.request_count(), 1, "the request was read and recorded");
     // `times: 1`: the next request is answered normally.
-    let r = post(
-        &format!("{}/v1/chat/completions", m.url()),
-        &[OPENAI_AUTH],
-        &chat_body(),
-    )
-    .await;
+    let r = post(&format!("{}/v1/chat/completions", m.url()), &[OPENAI_AUTH], &chat_body()).await;
     assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
 async fn rate_limited_fault_sends_429_with_retry_after() {
     let m = start(MockKind::Openai).await;
-    m.mount(Stub::new(
-        StubMatch::default(),
-        StubResponse::Fault(Fault::RateLimited {
-            retry_after_secs: 2,
-        }),
-    ))
-    .await
-    .unwrap();
-    let r = post(
-        &format!("{}/v1/chat/completions", m.url()),
-        &[OPENAI_AUTH],
-        &chat_body(),
-    )
-    .await;
+    m.mount(Stub::new(StubMatch::default(), StubResponse::Fault(Fault::RateLimited { retry_after_secs: 2 })))
+        .await
+        .unwrap();
+    let r = post(&format!("{}/v1/chat/completions", m.url()), &[OPENAI_AUTH], &chat_body()).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after").as_deref(), Some("2"));
     assert_eq!(
@@ -1358,65 +1028,31 @@ async fn rate_limited_fault_sends_429_with_retry_after() {
     );
 
     let b = start(MockKind::Bedrock).await;
-    b.mount(Stub::new(
-        StubMatch::default(),
-        StubResponse::Fault(Fault::RateLimited {
-            retry_after_secs: 7,
-        }),
-    ))
-    .await
-    .unwrap();
+    b.mount(Stub::new(StubMatch::default(), StubResponse::Fault(Fault::RateLimited { retry_after_secs: 7 })))
+        .await
+        .unwrap();
     let r = bedrock_post(&b, "invoke", &[], &bedrock_body()).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after").as_deref(), Some("7"));
-    assert!(r
-        .header("x-amzn-errortype")
-        .unwrap()
-        .starts_with("ThrottlingException"));
+    assert!(r.header("x-amzn-errortype").unwrap().starts_with("ThrottlingException"));
 }
 
 #[tokio::test]
 async fn status_fault_uses_the_providers_error_shape() {
     let m = start(MockKind::Anthropic).await;
-    m.mount(Stub::new(
-        StubMatch::default(),
-        StubResponse::Fault(Fault::Status { code: 529 }),
-    ))
-    .await
-    .unwrap();
-    let r = post(
-        &format!("{}/v1/messages", m.url()),
-        &ANTHROPIC_HEADERS,
-        &claude_body(),
-    )
-    .await;
+    m.mount(Stub::new(StubMatch::default(), StubResponse::Fault(Fault::Status { code: 529 }))).await.unwrap();
+    let r = post(&format!("{}/v1/messages", m.url()), &ANTHROPIC_HEADERS, &claude_body()).await;
     assert_eq!(r.status, 529);
-    assert_eq!(
-        r.json()["error"],
-        json!({"type": "overloaded_error", "message": "Overloaded"})
-    );
+    assert_eq!(r.json()["error"], json!({"type": "overloaded_error", "message": "Overloaded"}));
 }
 
 #[tokio::test]
 async fn malformed_fault_sends_200_with_broken_json() {
     let m = start(MockKind::Openai).await;
-    m.mount(Stub::new(
-        StubMatch::default(),
-        StubResponse::Fault(Fault::Malformed),
-    ))
-    .await
-    .unwrap();
-    let r = post(
-        &format!("{}/v1/chat/completions", m.url()),
-        &[OPENAI_AUTH],
-        &chat_body(),
-    )
-    .await;
+    m.mount(Stub::new(StubMatch::default(), StubResponse::Fault(Fault::Malformed))).await.unwrap();
+    let r = post(&format!("{}/v1/chat/completions", m.url()), &[OPENAI_AUTH], &chat_body()).await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/json")
-    );
+    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
     assert!(r.text().starts_with("{\"id\":\"chatcmpl-"));
     assert!(serde_json::from_slice::<Value>(&r.body).is_err());
 }
@@ -1430,22 +1066,42 @@ async fn latency_wraps_any_response() {
         content_type: "text/html".into(),
         headers: BTreeMap::new(),
     };
-    m.mount(Stub::new(
-        StubMatch::default(),
-        StubResponse::Fault(Fault::Latency {
-            ms: 1,
-            then: Box::new(inner),
-        }),
-    ))
-    .await
-    .unwrap();
-    let r = post(
-        &format!("{}/v1/chat/completions", m.url()),
-        &[OPENAI_AUTH],
-        &chat_body(),
-    )
-    .await;
+    m.mount(Stub::new(StubMatch::default(), StubResponse::Fault(Fault::Latency { ms: 1, then: Box::new(inner) })))
+        .await
+        .unwrap();
+    let r = post(&format!("{}/v1/chat/completions", m.url()), &[OPENAI_AUTH], &chat_body()).await;
     assert_eq!(r.status, 502);
     assert_eq!(r.header("content-type").as_deref(), Some("text/html"));
     assert_eq!(r.text(), "<html>502</html>");
+}
+
+// ---------------------------------------------------------------- wire level
+
+async fn raw_exchange(url: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(GUARD, s.read_to_end(&mut out)).await.expect("no hang").unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn front_reads_chunked_bodies_and_refuses_garbage() {
+    let m = start(MockKind::HostedVllm).await;
+    let body = r#"{"model":"bge","input":"hi"}"#;
+    let (a, b) = body.split_at(10);
+    let req = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let resp = raw_exchange(&m.url(), req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    assert_eq!(m.journal()[0].json, Some(serde_json::from_str(body).unwrap()));
+
+    let resp = raw_exchange(&m.url(), b"NONSENSE\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{resp}");
+    assert_eq!(m.request_count(), 1, "unparseable requests are not journaled");
 }

@@ -44,9 +44,7 @@ pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiErro
         return Ok(Caller::Open);
     }
     let Some(presented) = presented_key(headers) else {
-        return Err(ApiError::Unauthorized(
-            "missing API key: send `Authorization: Bearer <key>`".into(),
-        ));
+        return Err(ApiError::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into()));
     };
     if let Some(m) = master {
         // Constant time over equal-length inputs; a length mismatch is

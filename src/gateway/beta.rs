@@ -29,8 +29,7 @@ use serde::de::{DeserializeSeed, MapAccess, Visitor};
 
 /// The policy LiteLLM 1.109.1 ships, bundled so the gateway works offline and
 /// has a known-good fallback when a remote policy fails to load.
-const BUNDLED_JSON: &str =
-    include_str!("../../fixtures/litellm/anthropic_beta_headers_config.json");
+const BUNDLED_JSON: &str = include_str!("../../fixtures/litellm/anthropic_beta_headers_config.json");
 
 /// A provider that receives Anthropic-format requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,9 +66,7 @@ impl BetaTarget {
 
     /// Inverse of [`as_config_key`](Self::as_config_key).
     pub fn from_config_key(key: &str) -> Option<BetaTarget> {
-        BetaTarget::ALL
-            .into_iter()
-            .find(|t| t.as_config_key() == key)
+        BetaTarget::ALL.into_iter().find(|t| t.as_config_key() == key)
     }
 }
 
@@ -98,20 +95,11 @@ pub enum BetaPolicyError {
     /// Malformed JSON or a value of the wrong type. `field` is the JSON path
     /// being read when the error happened (empty at the top level).
     #[error("{source_name}: line {line}, column {column}, field `{field}`: {message}")]
-    Invalid {
-        source_name: String,
-        line: usize,
-        column: usize,
-        field: String,
-        message: String,
-    },
+    Invalid { source_name: String, line: usize, column: usize, field: String, message: String },
     /// A provider column the gateway routes to is absent. Treated as an error
     /// rather than "drop everything" so a typo'd column name is caught at load.
     #[error("{source_name}: missing provider column `{provider}`")]
-    MissingProvider {
-        source_name: String,
-        provider: &'static str,
-    },
+    MissingProvider { source_name: String, provider: &'static str },
 }
 
 /// The result of filtering incoming flags for one target.
@@ -159,11 +147,7 @@ impl BetaPolicy {
             // an empty policy forwards nothing to non-Anthropic providers.
             Err(e) => {
                 tracing::error!(error = %e, "bundled anthropic-beta policy is invalid");
-                BetaPolicy {
-                    columns: BTreeMap::new(),
-                    aliases: BTreeMap::new(),
-                    source: "empty".into(),
-                }
+                BetaPolicy { columns: BTreeMap::new(), aliases: BTreeMap::new(), source: "empty".into() }
             }
         }
     }
@@ -192,11 +176,7 @@ impl BetaPolicy {
                 });
             }
         }
-        Ok(BetaPolicy {
-            columns,
-            aliases,
-            source: source.to_string(),
-        })
+        Ok(BetaPolicy { columns, aliases, source: source.to_string() })
     }
 
     /// Where this policy came from (file path, URL or "bundled ...").
@@ -268,10 +248,7 @@ impl BetaPolicy {
                 "dropped anthropic-beta flags the provider does not accept"
             );
         }
-        FilteredBetas {
-            kept: kept.into_iter().collect(),
-            dropped: dropped.into_iter().collect(),
-        }
+        FilteredBetas { kept: kept.into_iter().collect(), dropped: dropped.into_iter().collect() }
     }
 
     /// The provider-side flag values `target` accepts in the header: every
@@ -288,28 +265,20 @@ impl BetaPolicy {
         if placement == Placement::Header {
             cols.push(self.header_only_column(target));
         }
-        cols.into_iter()
-            .flatten()
-            .flat_map(|c| c.values().flatten().cloned())
-            .collect()
+        cols.into_iter().flatten().flat_map(|c| c.values().flatten().cloned()).collect()
     }
 }
 
 /// Splits raw header values (`"a, b,,c"`, possibly several header lines) into
 /// trimmed, non-empty flags.
 pub fn split_flags<'a>(values: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
+    values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|f| !f.is_empty())
 }
 
 /// A flag is an HTTP token-ish run of visible ASCII without separators that
 /// would change the header's meaning.
 fn is_token(flag: &str) -> bool {
-    flag.bytes()
-        .all(|b| b.is_ascii_graphic() && b != b',' && b != b'"')
+    flag.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b'"')
 }
 
 /// serde_json appends " at line L column C" to messages; the error type
@@ -361,14 +330,9 @@ impl<'de> Visitor<'de> for FileSeed<'_> {
                     aliases = map.next_value::<BTreeMap<String, String>>()?;
                 }
                 _ => {
-                    let col = map.next_value_seed(ColumnSeed {
-                        path: self.path,
-                        column: &key,
-                    })?;
+                    let col = map.next_value_seed(ColumnSeed { path: self.path, column: &key })?;
                     if columns.insert(key.clone(), col).is_some() {
-                        return Err(serde::de::Error::custom(format!(
-                            "duplicate provider column `{key}`"
-                        )));
+                        return Err(serde::de::Error::custom(format!("duplicate provider column `{key}`")));
                     }
                 }
             }
@@ -421,13 +385,7 @@ mod tests {
     #[test]
     fn bundled_parses_with_expected_counts() {
         let p = bundled_ok();
-        assert_eq!(
-            p,
-            BetaPolicy {
-                source: "bundled".into(),
-                ..BetaPolicy::bundled()
-            }
-        );
+        assert_eq!(p, BetaPolicy { source: "bundled".into(), ..BetaPolicy::bundled() });
         // Totals / forwarded from the research notes (LiteLLM 1.109.1).
         let counts = |k: &str| {
             let c = &p.columns[k];
@@ -451,10 +409,7 @@ mod tests {
             &["advanced-tool-use-2025-11-20,computer-use-2025-01-24,unknown-header"],
         );
         assert_eq!(f.header_value().as_deref(), Some("computer-use-2025-01-24"));
-        assert_eq!(
-            f.dropped,
-            vec!["advanced-tool-use-2025-11-20", "unknown-header"]
-        );
+        assert_eq!(f.dropped, vec!["advanced-tool-use-2025-11-20", "unknown-header"]);
     }
 
     #[test]
@@ -462,15 +417,9 @@ mod tests {
         let p = bundled_ok();
         let f = p.filter(
             BetaTarget::Anthropic,
-            &[
-                "zzz-new-beta-2030-01-01, mcp-servers-2025-12-04",
-                "context-1m-2025-08-07",
-            ],
+            &["zzz-new-beta-2030-01-01, mcp-servers-2025-12-04", "context-1m-2025-08-07"],
         );
-        assert_eq!(
-            f.kept,
-            vec!["context-1m-2025-08-07", "zzz-new-beta-2030-01-01"]
-        );
+        assert_eq!(f.kept, vec!["context-1m-2025-08-07", "zzz-new-beta-2030-01-01"]);
         assert_eq!(f.dropped, vec!["mcp-servers-2025-12-04"]);
     }
 
@@ -479,27 +428,13 @@ mod tests {
         let p = bundled_ok();
         let v = ["compact-2026-09-04,inline-tools-2026-09-15,compact-2026-01-12"];
         let header = p.filter_for(BetaTarget::VertexAi, Placement::Header, &v);
-        assert_eq!(
-            header.kept,
-            vec![
-                "compact-2026-01-12",
-                "compact-2026-09-04",
-                "inline-tools-2026-09-15"
-            ]
-        );
+        assert_eq!(header.kept, vec!["compact-2026-01-12", "compact-2026-09-04", "inline-tools-2026-09-15"]);
         let body = p.filter_for(BetaTarget::VertexAi, Placement::Body, &v);
         // inline-tools is in the vertex_ai column itself; compact-2026-09-04 is header-only.
-        assert_eq!(
-            body.kept,
-            vec!["compact-2026-01-12", "inline-tools-2026-09-15"]
-        );
+        assert_eq!(body.kept, vec!["compact-2026-01-12", "inline-tools-2026-09-15"]);
         assert_eq!(body.dropped, vec!["compact-2026-09-04"]);
-        assert!(p
-            .allowlist(BetaTarget::VertexAi)
-            .contains("compact-2026-09-04"));
-        assert!(!p
-            .allowlist_for(BetaTarget::VertexAi, Placement::Body)
-            .contains("compact-2026-09-04"));
+        assert!(p.allowlist(BetaTarget::VertexAi).contains("compact-2026-09-04"));
+        assert!(!p.allowlist_for(BetaTarget::VertexAi, Placement::Body).contains("compact-2026-09-04"));
     }
 
     #[test]
@@ -507,10 +442,7 @@ mod tests {
         let p = bundled_ok();
         let f = p.filter(BetaTarget::Bedrock, &["oauth-2025-04-20", " , ,"]);
         assert_eq!(f.header_value(), None);
-        assert!(p
-            .filter(BetaTarget::Anthropic, &[])
-            .header_value()
-            .is_none());
+        assert!(p.filter(BetaTarget::Anthropic, &[]).header_value().is_none());
     }
 
     #[test]
@@ -526,57 +458,31 @@ mod tests {
         let text = "{\n  \"description\": \"x\",\n  \"bedrock\": {\n    \"a\": 3\n  }\n}";
         let err = BetaPolicy::from_json(text, "p.json").expect_err("must fail");
         match &err {
-            BetaPolicyError::Invalid {
-                line,
-                field,
-                source_name,
-                ..
-            } => {
-                assert_eq!(
-                    (*line, field.as_str(), source_name.as_str()),
-                    (4, "bedrock.a", "p.json")
-                );
+            BetaPolicyError::Invalid { line, field, source_name, .. } => {
+                assert_eq!((*line, field.as_str(), source_name.as_str()), (4, "bedrock.a", "p.json"));
             }
             other => panic!("unexpected {other:?}"),
         }
         let msg = err.to_string();
         assert!(msg.contains("line 4") && msg.contains("bedrock.a"), "{msg}");
 
-        let err =
-            BetaPolicy::from_json("{\"anthropic\": {\"a\": null,}}", "p").expect_err("syntax");
-        assert!(
-            matches!(err, BetaPolicyError::Invalid { line: 1, .. }),
-            "{err}"
-        );
+        let err = BetaPolicy::from_json("{\"anthropic\": {\"a\": null,}}", "p").expect_err("syntax");
+        assert!(matches!(err, BetaPolicyError::Invalid { line: 1, .. }), "{err}");
 
         let err = BetaPolicy::from_json("{\"anthropic\": {}} x", "p").expect_err("trailing");
-        assert!(
-            matches!(err, BetaPolicyError::Invalid { ref field, .. } if field.is_empty()),
-            "{err}"
-        );
+        assert!(matches!(err, BetaPolicyError::Invalid { ref field, .. } if field.is_empty()), "{err}");
 
         let err = BetaPolicy::from_json("[]", "p").expect_err("not an object");
         assert!(matches!(err, BetaPolicyError::Invalid { .. }), "{err}");
 
-        let err = BetaPolicy::from_json("{\"bedrock\": {\"a\": null, \"a\": null}}", "p")
-            .expect_err("duplicate");
+        let err = BetaPolicy::from_json("{\"bedrock\": {\"a\": null, \"a\": null}}", "p").expect_err("duplicate");
         assert!(err.to_string().contains("duplicate flag `a`"), "{err}");
     }
 
     #[test]
     fn missing_provider_column_is_an_error() {
-        let err =
-            BetaPolicy::from_json("{\"anthropic\": {}, \"bedrok\": {}}", "p").expect_err("missing");
-        assert!(
-            matches!(
-                err,
-                BetaPolicyError::MissingProvider {
-                    provider: "azure_ai",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let err = BetaPolicy::from_json("{\"anthropic\": {}, \"bedrok\": {}}", "p").expect_err("missing");
+        assert!(matches!(err, BetaPolicyError::MissingProvider { provider: "azure_ai", .. }), "{err}");
     }
 
     #[test]

@@ -30,8 +30,7 @@ use serde_json::{Map, Value};
 /// The cost map compiled into the binary: the packaged backup of LiteLLM 1.109.1
 /// (see `fixtures/litellm/PROVENANCE.md`). Used only when no source is configured
 /// or the configured source fails at start-up.
-pub static BUNDLED_COST_MAP: &[u8] =
-    include_bytes!("../../fixtures/litellm/model_prices_and_context_window.json");
+pub static BUNDLED_COST_MAP: &[u8] = include_bytes!("../../fixtures/litellm/model_prices_and_context_window.json");
 
 /// The `source` name reported for [`BUNDLED_COST_MAP`].
 pub const BUNDLED_SOURCE: &str = "bundled:model_prices_and_context_window.json";
@@ -61,11 +60,7 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CatalogError {
     #[error("cost map is not valid JSON (line {line}, column {column}): {message}")]
-    Parse {
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Parse { line: usize, column: usize, message: String },
     #[error("cost map must be a JSON object at the top level, found {found}")]
     NotAnObject { found: &'static str },
     #[error("cost map entry {model:?} must be a JSON object, found {found}")]
@@ -75,24 +70,11 @@ pub enum CatalogError {
     #[error(
         "cost map shrank to {count} models from {previous} (minimum allowed is {ratio} x {previous} = {min_allowed:.0})"
     )]
-    Shrunk {
-        count: usize,
-        previous: usize,
-        ratio: f64,
-        min_allowed: f64,
-    },
+    Shrunk { count: usize, previous: usize, ratio: f64, min_allowed: f64 },
     #[error("model {model:?}: cost field {field:?} must be a number, found {found}")]
-    CostNotNumber {
-        model: String,
-        field: String,
-        found: &'static str,
-    },
+    CostNotNumber { model: String, field: String, found: &'static str },
     #[error("model {model:?}: cost field {field:?} must not be negative, found {value}")]
-    NegativeCost {
-        model: String,
-        field: String,
-        value: f64,
-    },
+    NegativeCost { model: String, field: String, value: f64 },
     #[error("model {model:?}: invalid entry: {message}")]
     InvalidEntry { model: String, message: String },
     #[error("could not fetch cost map from {origin}: {message}")]
@@ -116,23 +98,11 @@ pub struct ModelEntry {
     /// Token limits are informational, so they are read leniently: integers,
     /// integral floats and numeric strings are accepted; anything else (e.g. the
     /// descriptive text in `sample_spec`) becomes `None` instead of failing the map.
-    #[serde(
-        default,
-        deserialize_with = "lenient_u64",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub max_input_tokens: Option<u64>,
-    #[serde(
-        default,
-        deserialize_with = "lenient_u64",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
-    #[serde(
-        default,
-        deserialize_with = "lenient_u64",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
     /// Prices are money, so they are strict: a non-number refuses the whole map
     /// (checked before deserialising, so the error names the model and field).
@@ -152,12 +122,7 @@ impl ModelEntry {
     /// Alternative names listed under `aliases` (LiteLLM's `_expand_model_aliases`).
     /// Non-string items are ignored.
     pub fn aliases(&self) -> impl Iterator<Item = &str> {
-        self.extra
-            .get("aliases")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
+        self.extra.get("aliases").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
     }
 }
 
@@ -170,9 +135,7 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
         Value::Number(n) => n.as_u64().or_else(|| n.as_f64().and_then(from_f64)),
         Value::String(s) => {
             let s = s.trim();
-            s.parse::<u64>()
-                .ok()
-                .or_else(|| s.parse::<f64>().ok().and_then(from_f64))
+            s.parse::<u64>().ok().or_else(|| s.parse::<f64>().ok().and_then(from_f64))
         }
         _ => None,
     }))
@@ -252,31 +215,21 @@ struct ProviderIndex {
 impl ProviderIndex {
     fn build(models: &[(String, ModelEntry)]) -> Self {
         let mut idx = ProviderIndex::default();
-        let with_provider = || {
-            models
-                .iter()
-                .filter_map(|(k, e)| e.litellm_provider.as_deref().map(|p| (k, e, p)))
-        };
+        let with_provider = || models.iter().filter_map(|(k, e)| e.litellm_provider.as_deref().map(|p| (k, e, p)));
         for (key, entry, provider) in with_provider() {
             let set = idx.by_provider.entry(provider.to_string()).or_default();
             set.insert(key.clone());
             set.extend(entry.aliases().map(str::to_string));
-            idx.name_to_provider
-                .entry(key.to_lowercase())
-                .or_insert_with(|| provider.to_string());
+            idx.name_to_provider.entry(key.to_lowercase()).or_insert_with(|| provider.to_string());
         }
         for (_, entry, provider) in with_provider() {
             for alias in entry.aliases() {
-                idx.name_to_provider
-                    .entry(alias.to_lowercase())
-                    .or_insert_with(|| provider.to_string());
+                idx.name_to_provider.entry(alias.to_lowercase()).or_insert_with(|| provider.to_string());
             }
         }
         for (key, _, provider) in with_provider() {
             if let Some((_, rest)) = key.split_once('/') {
-                idx.name_to_provider
-                    .entry(rest.to_lowercase())
-                    .or_insert_with(|| provider.to_string());
+                idx.name_to_provider.entry(rest.to_lowercase()).or_insert_with(|| provider.to_string());
             }
         }
         idx
@@ -304,11 +257,7 @@ pub struct Catalog {
 impl Catalog {
     /// Builds a catalog and its indexes from `models` (a later duplicate key
     /// replaces the earlier value, as in JSON). No validation: see [`parse_catalog`].
-    pub fn new(
-        models: impl IntoIterator<Item = (String, ModelEntry)>,
-        source: &str,
-        loaded_at: SystemTime,
-    ) -> Catalog {
+    pub fn new(models: impl IntoIterator<Item = (String, ModelEntry)>, source: &str, loaded_at: SystemTime) -> Catalog {
         let models = dedup(models);
         let providers = Arc::new(ProviderIndex::build(&models));
         Self::assemble(models, providers, source, loaded_at)
@@ -322,12 +271,7 @@ impl Catalog {
     /// KNOWN-BAD: new models with an old provider index. Only reachable through
     /// [`CatalogBugs::stale_index_on_reload`].
     fn with_stale_provider_index(fresh: Catalog, old: &Catalog) -> Catalog {
-        Self::assemble(
-            fresh.models,
-            Arc::clone(&old.providers),
-            &fresh.source,
-            fresh.loaded_at,
-        )
+        Self::assemble(fresh.models, Arc::clone(&old.providers), &fresh.source, fresh.loaded_at)
     }
 
     fn assemble(
@@ -347,14 +291,7 @@ impl Catalog {
                 lookup.entry(alias.to_lowercase()).or_insert(i);
             }
         }
-        Catalog {
-            models,
-            exact,
-            lookup,
-            providers,
-            source: source.to_string(),
-            loaded_at,
-        }
+        Catalog { models, exact, lookup, providers, source: source.to_string(), loaded_at }
     }
 
     /// Number of models (reserved keys and aliases not counted).
@@ -392,10 +329,7 @@ impl Catalog {
             return Some(p.as_str());
         }
         let (prefix, _) = name.split_once('/')?;
-        self.providers
-            .by_provider
-            .get_key_value(prefix)
-            .map(|(k, _)| k.as_str())
+        self.providers.by_provider.get_key_value(prefix).map(|(k, _)| k.as_str())
     }
 
     /// Model names (keys and aliases) whose `litellm_provider` is `provider`.
@@ -454,10 +388,7 @@ impl Catalog {
             priced(tokens, price.or(e.input_cost_per_token))
         };
         let cache_read_usd = cache_price(usage.cache_read_tokens, e.cache_read_input_token_cost)?;
-        let cache_creation_usd = cache_price(
-            usage.cache_creation_tokens,
-            e.cache_creation_input_token_cost,
-        )?;
+        let cache_creation_usd = cache_price(usage.cache_creation_tokens, e.cache_creation_input_token_cost)?;
         Some(Cost {
             total_usd: input_usd + output_usd + cache_read_usd + cache_creation_usd,
             breakdown: CostBreakdown {
@@ -501,10 +432,7 @@ pub struct ValidationLimits {
 
 impl Default for ValidationLimits {
     fn default() -> Self {
-        ValidationLimits {
-            min_models: 50,
-            max_shrink_ratio: 0.5,
-        }
+        ValidationLimits { min_models: 50, max_shrink_ratio: 0.5 }
     }
 }
 
@@ -522,30 +450,16 @@ pub fn parse_catalog(
         let full = e.to_string();
         let suffix = format!(" at line {line} column {column}");
         let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
-        CatalogError::Parse {
-            line,
-            column,
-            message,
-        }
+        CatalogError::Parse { line, column, message }
     })?;
     let top = match value {
         Value::Object(map) => map,
-        other => {
-            return Err(CatalogError::NotAnObject {
-                found: json_type(&other),
-            })
-        }
+        other => return Err(CatalogError::NotAnObject { found: json_type(&other) }),
     };
 
-    let count = top
-        .keys()
-        .filter(|k| !RESERVED_KEYS.contains(&k.as_str()))
-        .count();
+    let count = top.keys().filter(|k| !RESERVED_KEYS.contains(&k.as_str())).count();
     if count < limits.min_models {
-        return Err(CatalogError::TooFewModels {
-            count,
-            min: limits.min_models,
-        });
+        return Err(CatalogError::TooFewModels { count, min: limits.min_models });
     }
     if let Some(prev) = previous {
         let min_allowed = limits.max_shrink_ratio * prev.len() as f64;
@@ -565,20 +479,12 @@ pub fn parse_catalog(
             continue;
         }
         let Value::Object(fields) = v else {
-            return Err(CatalogError::EntryNotAnObject {
-                found: json_type(&v),
-                model,
-            });
+            return Err(CatalogError::EntryNotAnObject { found: json_type(&v), model });
         };
         check_costs(&model, &fields)?;
         match serde_json::from_value::<ModelEntry>(Value::Object(fields)) {
             Ok(entry) => models.push((model, entry)),
-            Err(e) => {
-                return Err(CatalogError::InvalidEntry {
-                    model,
-                    message: e.to_string(),
-                })
-            }
+            Err(e) => return Err(CatalogError::InvalidEntry { model, message: e.to_string() }),
         }
     }
     Ok(Catalog::new(models, &display_source(source), loaded_at))
@@ -591,11 +497,7 @@ fn check_costs(model: &str, fields: &Map<String, Value>) -> Result<(), CatalogEr
             Value::Number(n) => {
                 let value = n.as_f64().unwrap_or(0.0);
                 if value < 0.0 {
-                    return Err(CatalogError::NegativeCost {
-                        model: model.to_string(),
-                        field: field.clone(),
-                        value,
-                    });
+                    return Err(CatalogError::NegativeCost { model: model.to_string(), field: field.clone(), value });
                 }
             }
             other => {
@@ -643,10 +545,7 @@ fn is_url(src: &str) -> bool {
 /// [`parse_catalog`].
 pub async fn fetch_source(src: &str, timeout: Duration) -> Result<Vec<u8>, CatalogError> {
     let origin = display_source(src);
-    let fail = |message: String| CatalogError::Fetch {
-        origin: origin.clone(),
-        message,
-    };
+    let fail = |message: String| CatalogError::Fetch { origin: origin.clone(), message };
     if is_url(src) {
         return match tokio::time::timeout(timeout, fetch_http(src, timeout, &origin)).await {
             Ok(r) => r,
@@ -655,14 +554,9 @@ pub async fn fetch_source(src: &str, timeout: Duration) -> Result<Vec<u8>, Catal
     }
     let path = src.strip_prefix("file://").unwrap_or(src);
     let read = async {
-        let meta = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let meta = tokio::fs::metadata(path).await.map_err(|e| fail(e.to_string()))?;
         if meta.len() > MAX_COST_MAP_BYTES as u64 {
-            return Err(CatalogError::TooLarge {
-                origin: origin.clone(),
-                limit: MAX_COST_MAP_BYTES,
-            });
+            return Err(CatalogError::TooLarge { origin: origin.clone(), limit: MAX_COST_MAP_BYTES });
         }
         tokio::fs::read(path).await.map_err(|e| fail(e.to_string()))
     };
@@ -673,39 +567,19 @@ pub async fn fetch_source(src: &str, timeout: Duration) -> Result<Vec<u8>, Catal
 }
 
 async fn fetch_http(url: &str, timeout: Duration, origin: &str) -> Result<Vec<u8>, CatalogError> {
-    let fail = |message: String| CatalogError::Fetch {
-        origin: origin.to_string(),
-        message,
-    };
-    let too_large = || CatalogError::TooLarge {
-        origin: origin.to_string(),
-        limit: MAX_COST_MAP_BYTES,
-    };
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| fail(e.without_url().to_string()))?;
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| fail(e.without_url().to_string()))?;
+    let fail = |message: String| CatalogError::Fetch { origin: origin.to_string(), message };
+    let too_large = || CatalogError::TooLarge { origin: origin.to_string(), limit: MAX_COST_MAP_BYTES };
+    let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| fail(e.without_url().to_string()))?;
+    let mut resp = client.get(url).send().await.map_err(|e| fail(e.without_url().to_string()))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(fail(format!("HTTP status {status}")));
     }
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_COST_MAP_BYTES as u64)
-    {
+    if resp.content_length().is_some_and(|n| n > MAX_COST_MAP_BYTES as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| fail(e.without_url().to_string()))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.without_url().to_string()))? {
         if body.len() + chunk.len() > MAX_COST_MAP_BYTES {
             return Err(too_large());
         }
@@ -815,11 +689,7 @@ impl CatalogStore {
         Self::with_options(initial, ValidationLimits::default(), BUNDLED_COST_MAP)
     }
 
-    pub fn with_options(
-        initial: Catalog,
-        limits: ValidationLimits,
-        bundled: &'static [u8],
-    ) -> CatalogStore {
+    pub fn with_options(initial: Catalog, limits: ValidationLimits, bundled: &'static [u8]) -> CatalogStore {
         let state = StoreState {
             stale: false,
             reason: None,
@@ -866,12 +736,7 @@ impl CatalogStore {
         let Some(src) = source else {
             return match bundled_catalog {
                 Ok(cat) => Self::with_options(cat, limits, bundled),
-                Err(e) => Self::broken_start(
-                    bundled,
-                    limits,
-                    now,
-                    format!("bundled cost map is invalid: {e}"),
-                ),
+                Err(e) => Self::broken_start(bundled, limits, now, format!("bundled cost map is invalid: {e}")),
             };
         };
         let fetched = match fetch_source(src, timeout).await {
@@ -888,8 +753,7 @@ impl CatalogStore {
         let shown = display_source(src);
         match bundled_catalog {
             Ok(cat) => {
-                let reason =
-                    format!("start-up cost map {shown} refused, using the bundled copy: {source_err}");
+                let reason = format!("start-up cost map {shown} refused, using the bundled copy: {source_err}");
                 tracing::error!(source = %shown, error = %source_err, "{reason}");
                 let store = Self::with_options(cat, limits, bundled);
                 {
@@ -914,12 +778,7 @@ impl CatalogStore {
 
     /// Neither the source nor the bundled copy is usable: an empty catalog,
     /// every model unknown (priced `None`), flagged stale.
-    fn broken_start(
-        bundled: &'static [u8],
-        limits: ValidationLimits,
-        now: SystemTime,
-        reason: String,
-    ) -> CatalogStore {
+    fn broken_start(bundled: &'static [u8], limits: ValidationLimits, now: SystemTime, reason: String) -> CatalogStore {
         tracing::error!("{reason}; starting with an EMPTY model catalog");
         let store = Self::with_options(Catalog::empty("none", now), limits, bundled);
         {
@@ -952,22 +811,14 @@ impl CatalogStore {
     /// Validates `bytes` and, if they pass, adopts them (models and indexes in
     /// one swap) and clears any stale flag. Otherwise keeps the current map,
     /// marks the status stale with the reason, logs an error and returns it.
-    pub fn try_reload(
-        &self,
-        bytes: &[u8],
-        source: &str,
-        now: SystemTime,
-    ) -> Result<ReloadReport, CatalogError> {
+    pub fn try_reload(&self, bytes: &[u8], source: &str, now: SystemTime) -> Result<ReloadReport, CatalogError> {
         let _serial = self.reload_lock.lock();
         let bugs = *self.bugs.lock();
         let prev = self.current.load_full();
         match parse_catalog(bytes, source, Some(&prev), &self.limits, now) {
             Ok(fresh) => {
-                let fresh = if bugs.stale_index_on_reload {
-                    Catalog::with_stale_provider_index(fresh, &prev)
-                } else {
-                    fresh
-                };
+                let fresh =
+                    if bugs.stale_index_on_reload { Catalog::with_stale_provider_index(fresh, &prev) } else { fresh };
                 let report = ReloadReport::between(&prev, &fresh);
                 self.adopt(fresh, now, is_bundled_source(source));
                 tracing::info!(
@@ -981,9 +832,7 @@ impl CatalogStore {
             }
             Err(err) => {
                 if bugs.silent_fallback_to_bundled {
-                    if let Ok(b) =
-                        parse_catalog(self.bundled, BUNDLED_SOURCE, None, &self.limits, now)
-                    {
+                    if let Ok(b) = parse_catalog(self.bundled, BUNDLED_SOURCE, None, &self.limits, now) {
                         tracing::warn!(error = %err, "cost map invalid, using bundled copy");
                         let report = ReloadReport::between(&prev, &b);
                         self.adopt(b, now, true);
@@ -1019,9 +868,7 @@ impl CatalogStore {
         let _serial = self.reload_lock.lock();
         let prev = self.current.load_full();
         let origin = match err {
-            CatalogError::Fetch { origin, .. } | CatalogError::TooLarge { origin, .. } => {
-                origin.as_str()
-            }
+            CatalogError::Fetch { origin, .. } | CatalogError::TooLarge { origin, .. } => origin.as_str(),
             _ => "the configured source",
         };
         self.mark_failed(&prev, origin, now, err);
@@ -1039,11 +886,8 @@ impl CatalogStore {
 
     fn mark_failed(&self, kept: &Catalog, source: &str, now: SystemTime, err: &CatalogError) {
         let shown = display_source(source);
-        let reason = format!(
-            "reload from {shown} refused; keeping {} models from {}: {err}",
-            kept.len(),
-            kept.source()
-        );
+        let reason =
+            format!("reload from {shown} refused; keeping {} models from {}: {err}", kept.len(), kept.source());
         tracing::error!(source = %shown, error = %err, "{reason}");
         let mut st = self.state.lock();
         st.stale = true;
@@ -1084,14 +928,8 @@ mod tests {
     fn fixture() -> &'static Catalog {
         static CAT: OnceLock<Catalog> = OnceLock::new();
         CAT.get_or_init(|| {
-            parse_catalog(
-                BUNDLED_COST_MAP,
-                BUNDLED_SOURCE,
-                None,
-                &ValidationLimits::default(),
-                t0(),
-            )
-            .expect("the bundled fixture is a valid cost map")
+            parse_catalog(BUNDLED_COST_MAP, BUNDLED_SOURCE, None, &ValidationLimits::default(), t0())
+                .expect("the bundled fixture is a valid cost map")
         })
     }
 
@@ -1100,10 +938,7 @@ mod tests {
     }
 
     fn relaxed() -> ValidationLimits {
-        ValidationLimits {
-            min_models: 1,
-            max_shrink_ratio: 0.5,
-        }
+        ValidationLimits { min_models: 1, max_shrink_ratio: 0.5 }
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -1118,10 +953,7 @@ mod tests {
         assert!(cat.model("fallback_generalizations").is_none());
         assert_eq!(cat.source(), BUNDLED_SOURCE);
         assert_eq!(cat.loaded_at(), t0());
-        assert_eq!(
-            cat.models_for_provider("anthropic").map(|s| s.len()),
-            Some(22)
-        );
+        assert_eq!(cat.models_for_provider("anthropic").map(|s| s.len()), Some(22));
     }
 
     #[test]
@@ -1143,12 +975,7 @@ mod tests {
     fn cost_matches_hand_computed_values() {
         let cat = fixture();
         // gpt-4o: 1000 x 2.5e-6 + 500 x 1e-5 + 2000 x 1.25e-6 = 0.0025 + 0.005 + 0.0025
-        let u = Usage {
-            input_tokens: 1000,
-            output_tokens: 500,
-            cache_read_tokens: 2000,
-            cache_creation_tokens: 0,
-        };
+        let u = Usage { input_tokens: 1000, output_tokens: 500, cache_read_tokens: 2000, cache_creation_tokens: 0 };
         let c = cat.cost("gpt-4o", &u).expect("gpt-4o is priced");
         assert!(close(c.breakdown.input_usd, 0.0025));
         assert!(close(c.breakdown.output_usd, 0.005));
@@ -1169,11 +996,7 @@ mod tests {
         assert!(close(c.total_usd, 0.105), "{}", c.total_usd);
 
         // azure/gpt-5.2: 1M x 1.75e-6 + 100k x 1.4e-5 = 1.75 + 1.4
-        let u = Usage {
-            input_tokens: 1_000_000,
-            output_tokens: 100_000,
-            ..Usage::default()
-        };
+        let u = Usage { input_tokens: 1_000_000, output_tokens: 100_000, ..Usage::default() };
         let c = cat.cost("azure/gpt-5.2", &u).expect("priced");
         assert!(close(c.total_usd, 3.15), "{}", c.total_usd);
     }
@@ -1181,11 +1004,7 @@ mod tests {
     #[test]
     fn cost_is_never_silently_zero() {
         let cat = fixture();
-        let u = Usage {
-            input_tokens: 10,
-            output_tokens: 10,
-            ..Usage::default()
-        };
+        let u = Usage { input_tokens: 10, output_tokens: 10, ..Usage::default() };
         assert_eq!(cat.cost("no-such-model-xyz", &u), None);
         let unpriced = cat
             .iter()
@@ -1194,10 +1013,7 @@ mod tests {
             .expect("the fixture has models without per-token prices");
         assert_eq!(cat.cost(unpriced, &u), None);
         // gpt-4o has no cache-creation price: billed at the input price, flagged.
-        let u = Usage {
-            cache_creation_tokens: 1000,
-            ..Usage::default()
-        };
+        let u = Usage { cache_creation_tokens: 1000, ..Usage::default() };
         let c = cat.cost("gpt-4o", &u).expect("priced");
         assert!(close(c.total_usd, 0.0025));
         assert!(c.breakdown.cache_priced_as_input);
@@ -1211,15 +1027,9 @@ mod tests {
             ..ModelEntry::default()
         };
         let cat = Catalog::new([("m".to_string(), entry)], "t", t0());
-        let out_only = Usage {
-            output_tokens: 2,
-            ..Usage::default()
-        };
+        let out_only = Usage { output_tokens: 2, ..Usage::default() };
         assert_eq!(cat.cost("m", &out_only).map(|c| c.total_usd), Some(2.0));
-        let with_input = Usage {
-            input_tokens: 1,
-            ..out_only
-        };
+        let with_input = Usage { input_tokens: 1, ..out_only };
         assert_eq!(cat.cost("m", &with_input), None);
     }
 
@@ -1234,10 +1044,7 @@ mod tests {
         assert_eq!(cat.provider_of("gpt-5.2"), Some("openai"));
         assert_eq!(cat.provider_of("azure/gpt-5.2"), Some("azure"));
         // Unknown model under a known provider prefix.
-        assert_eq!(
-            cat.provider_of("anthropic/claude-future-9"),
-            Some("anthropic")
-        );
+        assert_eq!(cat.provider_of("anthropic/claude-future-9"), Some("anthropic"));
         assert_eq!(cat.provider_of("anthropic-evil/claude-future-9"), None);
         assert_eq!(cat.provider_of("claude-future-9"), None);
     }
@@ -1256,10 +1063,7 @@ mod tests {
         assert_eq!(cat.provider_of("claude-new-latest"), Some("anthropic"));
         assert_eq!(cat.provider_of("us.claude-x"), Some("bedrock"));
         assert!(cat.model("CLAUDE-NEW-LATEST").is_some());
-        assert_eq!(
-            cat.canonical_name("claude-new-latest"),
-            Some("anthropic/claude-new")
-        );
+        assert_eq!(cat.canonical_name("claude-new-latest"), Some("anthropic/claude-new"));
         let set = cat.models_for_provider("anthropic").expect("indexed");
         assert!(set.contains("anthropic/claude-new") && set.contains("claude-new-latest"));
     }
@@ -1272,21 +1076,14 @@ mod tests {
         }"#;
         let cat = parse_catalog(json, "t", None, &relaxed(), t0()).expect("valid");
         let a = cat.model("a").expect("a");
-        assert_eq!(
-            (a.max_input_tokens, a.max_output_tokens, a.max_tokens),
-            (Some(128_000), Some(4096), None)
-        );
+        assert_eq!((a.max_input_tokens, a.max_output_tokens, a.max_tokens), (Some(128_000), Some(4096), None));
         let b = cat.model("b").expect("b");
-        assert_eq!(
-            (b.max_input_tokens, b.max_output_tokens, b.max_tokens),
-            (None, None, Some(1500))
-        );
+        assert_eq!((b.max_input_tokens, b.max_output_tokens, b.max_tokens), (None, None, Some(1500)));
     }
 
     #[test]
     fn cost_fields_must_be_numbers_and_the_error_names_model_and_field() {
-        let json =
-            br#"{"ok": {"input_cost_per_token": 1}, "bad": {"output_cost_per_token": "0.00001"}}"#;
+        let json = br#"{"ok": {"input_cost_per_token": 1}, "bad": {"output_cost_per_token": "0.00001"}}"#;
         let err = parse_catalog(json, "t", None, &relaxed(), t0()).unwrap_err();
         assert_eq!(
             err,
@@ -1296,10 +1093,7 @@ mod tests {
                 found: "a string"
             }
         );
-        assert!(
-            err.to_string().contains("\"bad\"")
-                && err.to_string().contains("output_cost_per_token")
-        );
+        assert!(err.to_string().contains("\"bad\"") && err.to_string().contains("output_cost_per_token"));
 
         let json = br#"{"m": {"cache_read_input_token_cost_priority": true}}"#;
         let err = parse_catalog(json, "t", None, &relaxed(), t0()).unwrap_err();
@@ -1319,25 +1113,10 @@ mod tests {
         let needle = "    \"gpt-4o\": {\n";
         let at = text.find(needle).expect("gpt-4o entry");
         let line = text[..at].matches('\n').count() + 1;
-        let broken = format!(
-            "{}{{{}",
-            &text[..at + needle.len() - 1],
-            &text[at + needle.len() - 1..]
-        );
-        let err = parse_catalog(
-            broken.as_bytes(),
-            "t",
-            None,
-            &ValidationLimits::default(),
-            t0(),
-        )
-        .unwrap_err();
+        let broken = format!("{}{{{}", &text[..at + needle.len() - 1], &text[at + needle.len() - 1..]);
+        let err = parse_catalog(broken.as_bytes(), "t", None, &ValidationLimits::default(), t0()).unwrap_err();
         match &err {
-            CatalogError::Parse {
-                line: l,
-                column,
-                message,
-            } => {
+            CatalogError::Parse { line: l, column, message } => {
                 assert_eq!(*l, line);
                 assert_eq!(*column, needle.len());
                 assert_eq!(message, "key must be a string");
@@ -1346,10 +1125,7 @@ mod tests {
         }
         assert_eq!(
             err.to_string(),
-            format!(
-                "cost map is not valid JSON (line {line}, column {}): key must be a string",
-                needle.len()
-            )
+            format!("cost map is not valid JSON (line {line}, column {}): key must be a string", needle.len())
         );
     }
 
@@ -1357,23 +1133,10 @@ mod tests {
     fn truncated_empty_and_non_object_maps_are_refused() {
         let half = &BUNDLED_COST_MAP[..BUNDLED_COST_MAP.len() / 2];
         let err = parse_catalog(half, "t", None, &ValidationLimits::default(), t0()).unwrap_err();
-        assert!(
-            matches!(err, CatalogError::Parse { line, .. } if line > 1),
-            "{err}"
-        );
+        assert!(matches!(err, CatalogError::Parse { line, .. } if line > 1), "{err}");
 
         let err = parse_catalog(b"", "t", None, &ValidationLimits::default(), t0()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                CatalogError::Parse {
-                    line: 1,
-                    column: 0,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, CatalogError::Parse { line: 1, column: 0, .. }), "{err}");
 
         let err = parse_catalog(b"{}", "t", None, &ValidationLimits::default(), t0()).unwrap_err();
         assert_eq!(err, CatalogError::TooFewModels { count: 0, min: 50 });
@@ -1384,64 +1147,33 @@ mod tests {
         let err = parse_catalog(br#"{"m": 3}"#, "t", None, &relaxed(), t0()).unwrap_err();
         assert!(matches!(err, CatalogError::EntryNotAnObject { ref model, .. } if model == "m"));
 
-        let err = parse_catalog(
-            br#"{"m": {"litellm_provider": 5}}"#,
-            "t",
-            None,
-            &relaxed(),
-            t0(),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, CatalogError::InvalidEntry { ref model, .. } if model == "m"),
-            "{err}"
-        );
+        let err = parse_catalog(br#"{"m": {"litellm_provider": 5}}"#, "t", None, &relaxed(), t0()).unwrap_err();
+        assert!(matches!(err, CatalogError::InvalidEntry { ref model, .. } if model == "m"), "{err}");
     }
 
     #[test]
     fn reserved_keys_do_not_count_towards_the_minimum() {
         let json = br#"{"sample_spec": {}, "fallback_generalizations": {}, "m": {}}"#;
-        let limits = ValidationLimits {
-            min_models: 2,
-            max_shrink_ratio: 0.5,
-        };
+        let limits = ValidationLimits { min_models: 2, max_shrink_ratio: 0.5 };
         let err = parse_catalog(json, "t", None, &limits, t0()).unwrap_err();
         assert_eq!(err, CatalogError::TooFewModels { count: 1, min: 2 });
     }
 
     #[test]
     fn a_map_shrunk_to_a_tenth_is_refused() {
-        let full: Map<String, Value> =
-            serde_json::from_slice(BUNDLED_COST_MAP).expect("fixture parses");
-        let tenth: Map<String, Value> = full
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % 10 == 0)
-            .map(|(_, kv)| kv)
-            .collect();
+        let full: Map<String, Value> = serde_json::from_slice(BUNDLED_COST_MAP).expect("fixture parses");
+        let tenth: Map<String, Value> =
+            full.into_iter().enumerate().filter(|(i, _)| i % 10 == 0).map(|(_, kv)| kv).collect();
         let bytes = serde_json::to_vec(&tenth).expect("serialises");
-        let err = parse_catalog(
-            &bytes,
-            "t",
-            Some(fixture()),
-            &ValidationLimits::default(),
-            t0(),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, CatalogError::Shrunk { previous: 4551, .. }),
-            "{err}"
-        );
+        let err = parse_catalog(&bytes, "t", Some(fixture()), &ValidationLimits::default(), t0()).unwrap_err();
+        assert!(matches!(err, CatalogError::Shrunk { previous: 4551, .. }), "{err}");
         // On its own (no previous map) the same map would be acceptable.
         assert!(parse_catalog(&bytes, "t", None, &ValidationLimits::default(), t0()).is_ok());
     }
 
     #[test]
     fn display_source_hides_credentials() {
-        assert_eq!(
-            display_source("https://user:pw@example.com/map.json?token=abc#x"),
-            "https://example.com/map.json"
-        );
+        assert_eq!(display_source("https://user:pw@example.com/map.json?token=abc#x"), "https://example.com/map.json");
         assert_eq!(display_source("/etc/map.json"), "/etc/map.json");
     }
 
@@ -1457,19 +1189,11 @@ mod tests {
         assert_eq!(st.loaded_at, t0());
         assert_eq!(st.model_count, 4551);
         let reason = st.reason.expect("reason");
-        assert!(
-            reason.contains(&err.to_string()) && reason.contains("remote"),
-            "{reason}"
-        );
+        assert!(reason.contains(&err.to_string()) && reason.contains("remote"), "{reason}");
 
         let t2 = t1 + Duration::from_secs(60);
-        let report = store
-            .try_reload(BUNDLED_COST_MAP, "remote", t2)
-            .expect("good map");
-        assert_eq!(
-            (report.added, report.removed, report.model_count),
-            (0, 0, 4551)
-        );
+        let report = store.try_reload(BUNDLED_COST_MAP, "remote", t2).expect("good map");
+        assert_eq!((report.added, report.removed, report.model_count), (0, 0, 4551));
         let st = store.status();
         assert!(!st.stale && st.last_attempt_ok && st.reason.is_none() && !st.using_bundled);
         assert_eq!((st.loaded_at, st.source.as_str()), (t2, "remote"));
@@ -1480,16 +1204,10 @@ mod tests {
     #[test]
     fn silent_fallback_bug_adopts_bundled_and_reports_not_stale() {
         let small = br#"{"m1": {"litellm_provider": "openai", "input_cost_per_token": 1e-6}}"#;
-        let limits = ValidationLimits {
-            min_models: 1,
-            max_shrink_ratio: 0.0,
-        };
+        let limits = ValidationLimits { min_models: 1, max_shrink_ratio: 0.0 };
         let initial = parse_catalog(small, "remote", None, &limits, t0()).expect("valid");
         let store = CatalogStore::with_options(initial, limits, BUNDLED_COST_MAP);
-        store.set_known_bugs(CatalogBugs {
-            silent_fallback_to_bundled: true,
-            ..CatalogBugs::default()
-        });
+        store.set_known_bugs(CatalogBugs { silent_fallback_to_bundled: true, ..CatalogBugs::default() });
         assert!(store.try_reload(b"{{", "remote", t0()).is_ok());
         let st = store.status();
         assert!(!st.stale && st.reason.is_none());
@@ -1508,15 +1226,10 @@ mod tests {
         .await;
         let st = store.status();
         assert!(st.stale && st.using_bundled && !st.last_attempt_ok);
-        assert!(st
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.contains("/nonexistent/cost-map.json")));
+        assert!(st.reason.as_deref().is_some_and(|r| r.contains("/nonexistent/cost-map.json")));
         assert_eq!((st.model_count, st.source.as_str()), (4551, BUNDLED_SOURCE));
 
-        let store =
-            CatalogStore::load_startup(None, BUNDLED_COST_MAP, &ValidationLimits::default(), t0())
-                .await;
+        let store = CatalogStore::load_startup(None, BUNDLED_COST_MAP, &ValidationLimits::default(), t0()).await;
         let st = store.status();
         assert!(!st.stale && st.using_bundled && st.reason.is_none());
     }
@@ -1527,27 +1240,15 @@ mod tests {
         let path = dir.path().join("map.json");
         std::fs::write(&path, BUNDLED_COST_MAP).expect("write");
         let src = path.to_str().expect("utf-8 path");
-        let store = CatalogStore::load_startup(
-            Some(src),
-            BUNDLED_COST_MAP,
-            &ValidationLimits::default(),
-            t0(),
-        )
-        .await;
+        let store = CatalogStore::load_startup(Some(src), BUNDLED_COST_MAP, &ValidationLimits::default(), t0()).await;
         let st = store.status();
         assert!(!st.stale && !st.using_bundled);
         assert_eq!(st.source, src);
 
         let now = t0();
-        assert!(store
-            .reload_from_source("/nonexistent.json", Duration::from_secs(5), now)
-            .await
-            .is_err());
+        assert!(store.reload_from_source("/nonexistent.json", Duration::from_secs(5), now).await.is_err());
         assert!(store.status().stale);
-        store
-            .reload_from_source(src, Duration::from_secs(5), now)
-            .await
-            .expect("good reload");
+        store.reload_from_source(src, Duration::from_secs(5), now).await.expect("good reload");
         assert!(!store.status().stale);
     }
 
@@ -1562,15 +1263,11 @@ mod tests {
             .mount(&server)
             .await;
         let url = format!("{}/map.json", server.uri());
-        let body = fetch_source(&url, Duration::from_secs(5))
-            .await
-            .expect("fetched");
+        let body = fetch_source(&url, Duration::from_secs(5)).await.expect("fetched");
         assert_eq!(body, b"{\"m\": {}}");
 
         let missing = format!("{}/other.json?token=secret", server.uri());
-        let err = fetch_source(&missing, Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let err = fetch_source(&missing, Duration::from_secs(5)).await.unwrap_err();
         let text = err.to_string();
         assert!(text.contains("404") && !text.contains("secret"), "{text}");
     }

@@ -191,10 +191,7 @@ impl<V: Resource> Deref for Lease<V> {
 
 impl<V: Resource + fmt::Debug> fmt::Debug for Lease<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease")
-            .field("value", &self.slot.value)
-            .field("shut_down", &self.is_shut_down())
-            .finish()
+        f.debug_struct("Lease").field("value", &self.slot.value).field("shut_down", &self.is_shut_down()).finish()
     }
 }
 
@@ -432,6 +429,14 @@ impl<K, V: Resource> Shard<K, V> {
     }
 }
 
+/// State guarded by the writer lock.
+struct Writer {
+    /// No entry expires before this. Lowered by inserts, recomputed by a
+    /// purge, left alone by removals (then merely early, which is safe): it
+    /// lets a full-cache insert skip the expiry scan.
+    next_expiry: Duration,
+}
+
 /// Keeps the global generation counter off the other fields' cache lines.
 #[repr(align(128))]
 struct Padded<T>(T);
@@ -445,7 +450,7 @@ pub struct ClientCache<K, V: Resource> {
     config: CacheConfig,
     /// Serializes structural changes (insert, remove, eviction) so the
     /// capacity check and the insert are atomic; hits never take it.
-    writer: Mutex<()>,
+    writer: Mutex<Writer>,
     /// Entries in all shards; changed only under `writer` plus a shard lock.
     len: AtomicUsize,
     generation: Padded<AtomicU64>,
@@ -460,18 +465,14 @@ where
 {
     pub fn new(config: CacheConfig, clock: SharedClock) -> Self {
         let shards = (0..SHARDS)
-            .map(|_| Shard {
-                map: RwLock::new(Map::default()),
-                hits: AtomicU64::new(0),
-                misses: AtomicU64::new(0),
-            })
+            .map(|_| Shard { map: RwLock::new(Map::default()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) })
             .collect();
         ClientCache {
             shards,
             seed: RandomState::new().hash_one(0x5eed_u64),
             clock,
             config,
-            writer: Mutex::new(()),
+            writer: Mutex::new(Writer { next_expiry: Duration::MAX }),
             len: AtomicUsize::new(0),
             generation: Padded(AtomicU64::new(0)),
             counters: Arc::new(Counters::default()),
@@ -515,11 +516,7 @@ where
     /// can be slow); if another thread cached `key` meanwhile, its value is
     /// returned and ours is dropped (and so shut down, never having been
     /// shared). An error from `make` is returned and nothing is cached.
-    pub fn get_or_insert_with<E>(
-        &self,
-        key: K,
-        make: impl FnOnce() -> Result<V, E>,
-    ) -> Result<Lease<V>, E> {
+    pub fn get_or_insert_with<E>(&self, key: K, make: impl FnOnce() -> Result<V, E>) -> Result<Lease<V>, E> {
         if let Some(lease) = self.get(&key) {
             return Ok(lease);
         }
@@ -563,8 +560,8 @@ where
     pub fn evict_expired(&self) -> usize {
         let mut evicted = Vec::new();
         {
-            let _writer = self.writer.lock();
-            self.purge_expired(self.clock.now(), &mut evicted);
+            let mut writer = self.writer.lock();
+            self.purge_expired(&mut writer, self.clock.now(), &mut evicted);
         }
         let n = evicted.len();
         self.release_all(evicted);
@@ -581,9 +578,10 @@ where
     }
 
     pub fn stats(&self) -> CacheStats {
-        let (hits, misses) = self.shards.iter().fold((0, 0), |(h, m), s| {
-            (h + s.hits.load(Ordering::Relaxed), m + s.misses.load(Ordering::Relaxed))
-        });
+        let (hits, misses) = self
+            .shards
+            .iter()
+            .fold((0, 0), |(h, m), s| (h + s.hits.load(Ordering::Relaxed), m + s.misses.load(Ordering::Relaxed)));
         let c = &self.counters;
         CacheStats {
             hits,
@@ -621,11 +619,7 @@ where
     }
 
     fn new_slot(&self, value: V) -> Arc<Slot<V>> {
-        Arc::new(Slot {
-            value,
-            shut_down: AtomicBool::new(false),
-            counters: Arc::clone(&self.counters),
-        })
+        Arc::new(Slot { value, shut_down: AtomicBool::new(false), counters: Arc::clone(&self.counters) })
     }
 
     fn next_generation(&self) -> u64 {
@@ -712,7 +706,7 @@ where
         let shard = self.shard(hash);
         let mut evicted = Vec::new();
         let lease = {
-            let _writer = self.writer.lock();
+            let mut writer = self.writer.lock();
             let now = self.clock.now();
             let probe = Probe { hash, key: &key };
             let mut map = shard.map.write();
@@ -732,14 +726,13 @@ where
             }
             if self.len() >= self.config.capacity {
                 drop(map);
-                self.make_room(now, &mut evicted);
+                self.make_room(&mut writer, now, &mut evicted);
                 map = shard.map.write();
             }
-            let entry = Entry {
-                slot: Arc::clone(&slot),
-                expires_at: now.saturating_add(self.config.ttl),
-                last_used: AtomicU64::new(self.next_generation()),
-            };
+            let expires_at = now.saturating_add(self.config.ttl);
+            writer.next_expiry = writer.next_expiry.min(expires_at);
+            let entry =
+                Entry { slot: Arc::clone(&slot), expires_at, last_used: AtomicU64::new(self.next_generation()) };
             map.insert(Stored { hash, key }, entry);
             self.len.fetch_add(1, Ordering::Relaxed);
             self.counters.inserts.fetch_add(1, Ordering::Relaxed);
@@ -751,8 +744,8 @@ where
 
     /// Under `writer`: frees one place — expired entries first (all of
     /// them), then the least recently used.
-    fn make_room(&self, now: Duration, evicted: &mut Vec<Arc<Slot<V>>>) {
-        self.purge_expired(now, evicted);
+    fn make_room(&self, writer: &mut Writer, now: Duration, evicted: &mut Vec<Arc<Slot<V>>>) {
+        self.purge_expired(writer, now, evicted);
         while self.len() >= self.config.capacity {
             // Which shard holds the oldest stamp? (Read locks: hits go on.)
             let oldest = self
@@ -768,8 +761,7 @@ where
             // Evict that shard's oldest now; a concurrent hit may have
             // refreshed the one we saw, which only makes LRU approximate.
             let mut map = self.shards[index].map.write();
-            let Some(victim) = map.values().map(|e| e.last_used.load(Ordering::Relaxed)).min()
-            else {
+            let Some(victim) = map.values().map(|e| e.last_used.load(Ordering::Relaxed)).min() else {
                 continue;
             };
             let mut done = false;
@@ -785,12 +777,18 @@ where
         }
     }
 
-    /// Under `writer`: evicts every expired entry into `evicted`.
-    fn purge_expired(&self, now: Duration, evicted: &mut Vec<Arc<Slot<V>>>) {
+    /// Evicts every expired entry into `evicted`, unless `next_expiry`
+    /// says none can be.
+    fn purge_expired(&self, writer: &mut Writer, now: Duration, evicted: &mut Vec<Arc<Slot<V>>>) {
+        if now < writer.next_expiry {
+            return;
+        }
+        let mut next_expiry = Duration::MAX;
         for shard in self.shards.iter() {
             let mut map = shard.map.write();
             map.retain(|_, e| {
                 if !e.expired(now) {
+                    next_expiry = next_expiry.min(e.expires_at);
                     return true;
                 }
                 self.note_removal(&e.slot, Cause::Expired);
@@ -798,6 +796,7 @@ where
                 false
             });
         }
+        writer.next_expiry = next_expiry;
     }
 }
 

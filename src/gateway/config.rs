@@ -176,8 +176,7 @@ pub struct LoadedConfig {
 impl Config {
     pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         let file = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         Self::parse(&text, &file)
     }
 
@@ -187,10 +186,8 @@ impl Config {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let config: Config = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
             .map_err(|e| ConfigError::Invalid { file: file.to_string(), message: e.to_string() })?;
-        let mut warnings: Vec<String> = unknown
-            .into_iter()
-            .map(|k| format!("{file}: unknown key `{k}` is ignored"))
-            .collect();
+        let mut warnings: Vec<String> =
+            unknown.into_iter().map(|k| format!("{file}: unknown key `{k}` is ignored")).collect();
         config.validate(file, &mut warnings)?;
         Ok(LoadedConfig { config, warnings })
     }

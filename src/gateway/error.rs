@@ -49,9 +49,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BudgetExceeded(_) => StatusCode::BAD_REQUEST,
-            ApiError::Upstream { status, .. } => {
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
-            }
+            ApiError::Upstream { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,11 +112,7 @@ pub fn upstream_message(body: &[u8]) -> (String, Option<String>) {
             .or_else(|| v.get("message"))
             .or_else(|| v.get("Message"))
             .and_then(|m| m.as_str());
-        let ty = v
-            .pointer("/error/type")
-            .or_else(|| v.get("type"))
-            .and_then(|t| t.as_str())
-            .map(str::to_string);
+        let ty = v.pointer("/error/type").or_else(|| v.get("type")).and_then(|t| t.as_str()).map(str::to_string);
         if let Some(m) = msg {
             return (m.to_string(), ty);
         }

@@ -69,17 +69,9 @@ pub enum KeyError {
         "rate limit exceeded: {current} of {limit} {kind} used in the last 60 s; retry after {}s",
         .retry_after.as_secs()
     )]
-    RateLimited {
-        kind: RateLimitKind,
-        limit: u64,
-        current: u64,
-        retry_after: Duration,
-    },
+    RateLimited { kind: RateLimitKind, limit: u64, current: u64, retry_after: Duration },
     #[error("invalid model pattern {pattern:?}: {reason}")]
-    InvalidPattern {
-        pattern: String,
-        reason: &'static str,
-    },
+    InvalidPattern { pattern: String, reason: &'static str },
     #[error("invalid key spec: {0}")]
     InvalidSpec(String),
     #[error("a key with this secret already exists")]
@@ -88,10 +80,8 @@ pub enum KeyError {
 
 /// `['a', 'b']`, as Python prints a list of strings.
 fn python_list(items: &[String]) -> String {
-    let inner: Vec<String> = items
-        .iter()
-        .map(|s| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")))
-        .collect();
+    let inner: Vec<String> =
+        items.iter().map(|s| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))).collect();
     format!("[{}]", inner.join(", "))
 }
 
@@ -147,10 +137,7 @@ impl AccessList {
             prefixes: HashSet::new(),
             prefix_lens: Vec::new(),
         };
-        let invalid = |pattern: &str, reason| KeyError::InvalidPattern {
-            pattern: pattern.to_string(),
-            reason,
-        };
+        let invalid = |pattern: &str, reason| KeyError::InvalidPattern { pattern: pattern.to_string(), reason };
         for p in models {
             if p.is_empty() || p.trim() != p {
                 return Err(invalid(p, "empty or surrounded by whitespace"));
@@ -227,10 +214,7 @@ impl AccessList {
 
     /// The [`KeyError::ModelDenied`] for `model`.
     pub fn denial(&self, model: &str) -> KeyError {
-        KeyError::ModelDenied {
-            allowed: self.patterns.clone(),
-            model: model.to_string(),
-        }
+        KeyError::ModelDenied { allowed: self.patterns.clone(), model: model.to_string() }
     }
 
     /// LiteLLM's text: `key not allowed to access model. This key can only
@@ -260,25 +244,17 @@ struct RateWindow {
 
 impl RateWindow {
     fn new() -> Self {
-        RateWindow {
-            buckets: [Bucket::default(); 60],
-        }
+        RateWindow { buckets: [Bucket::default(); 60] }
     }
 
     fn live(&self, sec: u64) -> impl Iterator<Item = &Bucket> {
-        self.buckets
-            .iter()
-            .filter(move |b| b.second <= sec && sec - b.second < RATE_WINDOW.as_secs())
+        self.buckets.iter().filter(move |b| b.second <= sec && sec - b.second < RATE_WINDOW.as_secs())
     }
 
     fn bucket(&mut self, sec: u64) -> &mut Bucket {
         let b = &mut self.buckets[(sec % 60) as usize];
         if b.second != sec {
-            *b = Bucket {
-                second: sec,
-                requests: 0,
-                tokens: 0,
-            };
+            *b = Bucket { second: sec, requests: 0, tokens: 0 };
         }
         b
     }
@@ -290,9 +266,7 @@ impl RateWindow {
             .filter(|b| used(b))
             .map(|b| b.second)
             .min()
-            .map_or(Duration::ZERO, |oldest| {
-                (Duration::from_secs(oldest) + RATE_WINDOW).saturating_sub(now)
-            })
+            .map_or(Duration::ZERO, |oldest| (Duration::from_secs(oldest) + RATE_WINDOW).saturating_sub(now))
     }
 }
 
@@ -311,11 +285,7 @@ fn hash_secret(secret: &str) -> KeyHash {
 fn mask(secret: &str) -> String {
     let prefix = if secret.starts_with("sk-") { "sk-" } else { "" };
     let chars: Vec<char> = secret.chars().collect();
-    let tail: String = if chars.len() >= 20 {
-        chars[chars.len() - 4..].iter().collect()
-    } else {
-        String::new()
-    };
+    let tail: String = if chars.len() >= 20 { chars[chars.len() - 4..].iter().collect() } else { String::new() };
     format!("{prefix}...{tail}")
 }
 
@@ -356,9 +326,7 @@ impl KeyRecord {
         }
         if let Some(b) = spec.max_budget {
             if !b.is_finite() || b < 0.0 {
-                return Err(KeyError::InvalidSpec(format!(
-                    "max_budget must be a non-negative number, got {b}"
-                )));
+                return Err(KeyError::InvalidSpec(format!("max_budget must be a non-negative number, got {b}")));
             }
         }
         Ok(KeyRecord {
@@ -429,9 +397,8 @@ impl KeyRecord {
     pub fn check_and_record_request(&self, now: Duration) -> Result<(), KeyError> {
         let sec = now.as_secs();
         let mut w = self.window.lock();
-        let (requests, tokens) = w.live(sec).fold((0u64, 0u64), |(r, t), b| {
-            (r.saturating_add(b.requests), t.saturating_add(b.tokens))
-        });
+        let (requests, tokens) =
+            w.live(sec).fold((0u64, 0u64), |(r, t), b| (r.saturating_add(b.requests), t.saturating_add(b.tokens)));
         if let Some(limit) = self.spec.rpm {
             if requests >= limit {
                 return Err(KeyError::RateLimited {
@@ -495,10 +462,7 @@ pub struct KeyStore {
 
 impl KeyStore {
     pub fn new(clock: SharedClock) -> KeyStore {
-        KeyStore {
-            keys: RwLock::new(HashMap::new()),
-            clock,
-        }
+        KeyStore { keys: RwLock::new(HashMap::new()), clock }
     }
 
     pub fn clock(&self) -> &SharedClock {
@@ -507,11 +471,7 @@ impl KeyStore {
 
     /// Adds a key whose secret comes from configuration.
     pub fn insert_from_config(&self, secret: &str, spec: KeySpec) -> Result<KeyInfo, KeyError> {
-        let created_at = self
-            .clock
-            .wall()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let created_at = self.clock.wall().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let record = Arc::new(KeyRecord::new(secret, spec, created_at)?);
         let info = record.info();
         let mut keys = self.keys.write();
@@ -527,10 +487,7 @@ impl KeyStore {
     pub fn generate(&self, spec: KeySpec) -> Result<(String, KeyInfo), KeyError> {
         let mut bytes = [0u8; GENERATED_SECRET_LEN];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let random: String = bytes
-            .iter()
-            .map(|b| char::from(URL_SAFE[usize::from(b & 63)]))
-            .collect();
+        let random: String = bytes.iter().map(|b| char::from(URL_SAFE[usize::from(b & 63)])).collect();
         let secret = format!("sk-{random}");
         let info = self.insert_from_config(&secret, spec)?;
         Ok((secret, info))
@@ -614,17 +571,11 @@ mod tests {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     fn spec(models: &[&str]) -> KeySpec {
-        KeySpec {
-            models: models.iter().map(|s| s.to_string()).collect(),
-            ..KeySpec::default()
-        }
+        KeySpec { models: models.iter().map(|s| s.to_string()).collect(), ..KeySpec::default() }
     }
 
     fn entry(provider: &str) -> ModelEntry {
-        ModelEntry {
-            litellm_provider: Some(provider.to_string()),
-            ..ModelEntry::default()
-        }
+        ModelEntry { litellm_provider: Some(provider.to_string()), ..ModelEntry::default() }
     }
 
     fn small_catalog() -> Catalog {
@@ -632,14 +583,8 @@ mod tests {
             [
                 ("claude-sonnet-4-6".to_string(), entry("anthropic")),
                 ("gpt-4o".to_string(), entry("openai")),
-                (
-                    "bedrock/us.anthropic.claude-x".to_string(),
-                    entry("bedrock"),
-                ),
-                (
-                    "bedrock_converse/nova-pro".to_string(),
-                    entry("bedrock_converse"),
-                ),
+                ("bedrock/us.anthropic.claude-x".to_string(), entry("bedrock")),
+                ("bedrock_converse/nova-pro".to_string(), entry("bedrock_converse")),
                 ("nova-lite".to_string(), entry("bedrock_converse")),
             ],
             "test",
@@ -686,19 +631,14 @@ mod tests {
     fn bad_patterns_are_refused() {
         for p in ["", " gpt-4o", "openai/*-mini", "**", "*/gpt-4o"] {
             let err = AccessList::compile(&[p.to_string()]).unwrap_err();
-            assert!(
-                matches!(err, KeyError::InvalidPattern { .. }),
-                "{p:?}: {err}"
-            );
+            assert!(matches!(err, KeyError::InvalidPattern { .. }), "{p:?}: {err}");
         }
     }
 
     #[test]
     fn denial_message_matches_litellm() {
         let list = access(&["anthropic/*"]);
-        let err = list
-            .check("claude-sonnet-4-6", &Catalog::empty("t", UNIX_EPOCH))
-            .unwrap_err();
+        let err = list.check("claude-sonnet-4-6", &Catalog::empty("t", UNIX_EPOCH)).unwrap_err();
         let want = "key not allowed to access model. This key can only access models=['anthropic/*']. Tried to access claude-sonnet-4-6";
         assert_eq!(err.to_string(), want);
         assert_eq!(list.denial_message("claude-sonnet-4-6"), want);
@@ -714,17 +654,9 @@ mod tests {
         let (secret, info) = store.generate(spec(&["gpt-4o"])).expect("generated");
         assert_eq!(secret.len(), 3 + GENERATED_SECRET_LEN);
         assert!(secret.starts_with("sk-"));
-        assert!(secret[3..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_eq!(
-            info.masked,
-            format!("sk-...{}", &secret[secret.len() - 4..])
-        );
-        assert_eq!(
-            info.key_hash,
-            hex::encode(Sha256::digest(secret.as_bytes()))
-        );
+        assert!(secret[3..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(info.masked, format!("sk-...{}", &secret[secret.len() - 4..]));
+        assert_eq!(info.key_hash, hex::encode(Sha256::digest(secret.as_bytes())));
 
         let listed = serde_json::to_string(&store.list()).expect("serialises");
         assert!(!listed.contains(&secret));
@@ -733,15 +665,9 @@ mod tests {
         assert!(store.authenticate(&secret).is_some());
         assert!(store.authenticate(&format!("{secret}x")).is_none());
         assert!(store.authenticate("").is_none());
-        assert_eq!(
-            store.authenticate_or_err("nope").unwrap_err(),
-            KeyError::Unauthorized
-        );
+        assert_eq!(store.authenticate_or_err("nope").unwrap_err(), KeyError::Unauthorized);
 
-        assert_eq!(
-            store.info(&info.key_hash).map(|i| i.masked),
-            Some(info.masked.clone())
-        );
+        assert_eq!(store.info(&info.key_hash).map(|i| i.masked), Some(info.masked.clone()));
         assert!(store.info(&secret).is_some());
         assert!(store.delete(&info.key_hash));
         assert!(!store.delete(&secret));
@@ -751,30 +677,18 @@ mod tests {
     #[test]
     fn config_keys_short_secrets_and_duplicates() {
         let store = KeyStore::new(SystemClock::shared());
-        let info = store
-            .insert_from_config("sk-1234", spec(&[]))
-            .expect("inserted");
+        let info = store.insert_from_config("sk-1234", spec(&[])).expect("inserted");
         assert_eq!(info.masked, "sk-...");
-        assert_eq!(
-            store.insert_from_config("sk-1234", spec(&[])).unwrap_err(),
-            KeyError::DuplicateKey
-        );
-        assert!(matches!(
-            store.insert_from_config("", spec(&[])),
-            Err(KeyError::InvalidSpec(_))
-        ));
-        let bad_budget = KeySpec {
-            max_budget: Some(f64::NAN),
-            ..KeySpec::default()
-        };
+        assert_eq!(store.insert_from_config("sk-1234", spec(&[])).unwrap_err(), KeyError::DuplicateKey);
+        assert!(matches!(store.insert_from_config("", spec(&[])), Err(KeyError::InvalidSpec(_))));
+        let bad_budget = KeySpec { max_budget: Some(f64::NAN), ..KeySpec::default() };
         assert!(store.insert_from_config("sk-other", bad_budget).is_err());
         assert_eq!(store.len(), 1);
     }
 
     #[test]
     fn spec_rejects_unknown_fields() {
-        let ok: KeySpec = serde_json::from_str(r#"{"models": ["anthropic/*"], "max_budget": 10}"#)
-            .expect("valid spec");
+        let ok: KeySpec = serde_json::from_str(r#"{"models": ["anthropic/*"], "max_budget": 10}"#).expect("valid spec");
         assert_eq!(ok.max_budget, Some(10.0));
         let aliased: KeySpec = serde_json::from_str(r#"{"key_alias": "ci"}"#).expect("valid");
         assert_eq!(aliased.alias.as_deref(), Some("ci"));
@@ -785,10 +699,7 @@ mod tests {
     #[test]
     fn budget_is_enforced_once_reached() {
         let store = KeyStore::new(SystemClock::shared());
-        let s = KeySpec {
-            max_budget: Some(1.0),
-            ..KeySpec::default()
-        };
+        let s = KeySpec { max_budget: Some(1.0), ..KeySpec::default() };
         store.insert_from_config("sk-budget", s).expect("inserted");
         let key = store.authenticate("sk-budget").expect("auth");
         key.add_spend(0.6);
@@ -798,17 +709,8 @@ mod tests {
         assert_eq!(key.spend(), 0.6);
         key.add_spend(0.4);
         let err = key.check_budget().unwrap_err();
-        assert_eq!(
-            err,
-            KeyError::BudgetExceeded {
-                spend: 1.0,
-                budget: 1.0
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "Budget has been exceeded! Current cost: 1, Max budget: 1"
-        );
+        assert_eq!(err, KeyError::BudgetExceeded { spend: 1.0, budget: 1.0 });
+        assert_eq!(err.to_string(), "Budget has been exceeded! Current cost: 1, Max budget: 1");
         assert_eq!(store.info("sk-budget").map(|i| i.spend), Some(1.0));
     }
 
@@ -816,10 +718,7 @@ mod tests {
     fn rpm_window_slides_with_the_manual_clock() {
         let clock = ManualClock::shared();
         let store = KeyStore::new(clock.clone());
-        let s = KeySpec {
-            rpm: Some(2),
-            ..KeySpec::default()
-        };
+        let s = KeySpec { rpm: Some(2), ..KeySpec::default() };
         let info = store.insert_from_config("sk-rpm", s).expect("inserted");
         let wall = clock.wall().duration_since(UNIX_EPOCH).expect("after 1970");
         assert_eq!(info.created_at, wall.as_secs());
@@ -849,10 +748,7 @@ mod tests {
     fn tpm_counts_recorded_tokens() {
         let clock = ManualClock::shared();
         let store = KeyStore::new(clock.clone());
-        let s = KeySpec {
-            tpm: Some(1000),
-            ..KeySpec::default()
-        };
+        let s = KeySpec { tpm: Some(1000), ..KeySpec::default() };
         store.insert_from_config("sk-tpm", s).expect("inserted");
         let key = store.authenticate("sk-tpm").expect("auth");
         assert!(key.check_and_record_request(clock.now()).is_ok());
@@ -860,24 +756,14 @@ mod tests {
         assert!(key.check_and_record_request(clock.now()).is_ok());
         key.record_tokens(clock.now(), 1);
         let err = key.check_and_record_request(clock.now()).unwrap_err();
-        assert!(matches!(
-            err,
-            KeyError::RateLimited {
-                kind: RateLimitKind::Tpm,
-                current: 1000,
-                ..
-            }
-        ));
+        assert!(matches!(err, KeyError::RateLimited { kind: RateLimitKind::Tpm, current: 1000, .. }));
         clock.advance(RATE_WINDOW);
         assert!(key.check_and_record_request(clock.now()).is_ok());
     }
 
     #[test]
     fn bare_name_access_follows_the_catalog_in_use() {
-        let limits = ValidationLimits {
-            min_models: 1,
-            max_shrink_ratio: 0.0,
-        };
+        let limits = ValidationLimits { min_models: 1, max_shrink_ratio: 0.0 };
         let old = crate::gateway::catalog::parse_catalog(
             br#"{"gpt-4o": {"litellm_provider": "openai"}}"#,
             "old",

@@ -37,10 +37,9 @@ struct Admitted {
 fn parse_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(ApiError::BadRequest(format!(
-            "request body must be a JSON object, got {}",
-            json_type(&other)
-        ))),
+        Ok(other) => {
+            Err(ApiError::BadRequest(format!("request body must be a JSON object, got {}", json_type(&other))))
+        }
         Err(e) => Err(ApiError::BadRequest(format!(
             "request body is not valid JSON: {e} (line {}, column {})",
             e.line(),
@@ -63,9 +62,9 @@ fn json_type(v: &Value) -> &'static str {
 fn require_field<'a>(m: &'a Map<String, Value>, field: &str, want: &str) -> Result<&'a Value, ApiError> {
     let v = m.get(field).ok_or_else(|| ApiError::BadRequest(format!("missing required field `{field}`")))?;
     let ok = match want {
-        "string" => v.is_string(),
-        "array" => v.is_array(),
-        "string or array" => v.is_string() || v.is_array(),
+        "a string" => v.is_string(),
+        "an array" => v.is_array(),
+        "a string or an array" => v.is_string() || v.is_array(),
         _ => true,
     };
     if ok {
@@ -95,10 +94,8 @@ fn admit(gw: &Gateway, headers: &HeaderMap, raw: &Bytes, shape: &[(&str, &str)])
             return Err(ApiError::Forbidden(k.access().denial_message(&model)));
         }
         k.check_budget().map_err(|e| ApiError::BudgetExceeded(e.to_string()))?;
-        k.check_and_record_request(gw.clock.now()).map_err(|e| ApiError::RateLimited {
-            message: e.to_string(),
-            retry_after_secs: Some(60),
-        })?;
+        k.check_and_record_request(gw.clock.now())
+            .map_err(|e| ApiError::RateLimited { message: e.to_string(), retry_after_secs: Some(60) })?;
     }
     let routes = gw.router.resolve(&model, &catalog);
     if routes.is_empty() {
@@ -169,7 +166,11 @@ fn base_url(route: &Route) -> Result<String, ApiError> {
     })
 }
 
-fn client_for(gw: &Gateway, route: &Route, base: &str) -> Result<crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>, ApiError> {
+fn client_for(
+    gw: &Gateway,
+    route: &Route,
+    base: &str,
+) -> Result<crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>, ApiError> {
     let p = &route.deployment.params;
     let creds: Vec<&str> = [p.api_key.as_deref(), p.aws_access_key_id.as_deref(), p.aws_secret_access_key.as_deref()]
         .into_iter()
@@ -190,7 +191,12 @@ async fn upstream_error(provider: Provider, resp: reqwest::Response) -> ApiError
     let status = resp.status().as_u16();
     let body = resp.bytes().await.unwrap_or_default();
     let (message, error_type) = upstream_message(&body);
-    ApiError::Upstream { status, message: format!("{provider} error ({status}): {message}"), provider: provider.to_string(), error_type }
+    ApiError::Upstream {
+        status,
+        message: format!("{provider} error ({status}): {message}"),
+        provider: provider.to_string(),
+        error_type,
+    }
 }
 
 fn sse_response(stream: impl futures::Stream<Item = Result<Bytes, ApiError>> + Send + 'static) -> Response {
@@ -226,7 +232,10 @@ fn charge(gw: &Gateway, caller: &Caller, route: &Route, usage: &Usage) -> Option
     let total = cost.total();
     if let Caller::Key(k) = caller {
         k.add_spend(total);
-        k.record_tokens(gw.clock.now(), usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_creation_tokens);
+        k.record_tokens(
+            gw.clock.now(),
+            usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_creation_tokens,
+        );
     }
     Some(total)
 }
@@ -297,7 +306,14 @@ async fn openai_call(
 ) -> Result<Response, ApiError> {
     let base = base_url(&route)?;
     let drop = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
-    let mut body = build_upstream_params(&a.body, route.provider, endpoint, &route.upstream_model, drop, gw.bugs.null_optional_params)?;
+    let mut body = build_upstream_params(
+        &a.body,
+        route.provider,
+        endpoint,
+        &route.upstream_model,
+        drop,
+        gw.bugs.null_optional_params,
+    )?;
     if route.provider == Provider::Azure {
         body.remove("model");
     } else {
@@ -331,15 +347,17 @@ async fn openai_call(
         return Ok(with_cost_headers(sse_response(s), None, &route));
     }
     let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
+    let bytes =
+        resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
     let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
     let resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(v)).into_response();
     Ok(with_cost_headers(resp, cost, &route))
 }
 
 pub async fn embeddings(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
-    let a = match admit(&gw, &headers, &raw, &[("model", "string"), ("input", "string or array")]) {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("input", "a string or an array")]) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -358,7 +376,7 @@ pub async fn embeddings(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Res
 }
 
 pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
-    let a = match admit(&gw, &headers, &raw, &[("model", "string"), ("messages", "array")]) {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -477,8 +495,9 @@ fn anthropic_request(
             hm.insert("content-type", HeaderValue::from_static("application/json"));
             let accept = if stream { "application/vnd.amazon.eventstream" } else { "application/json" };
             hm.insert("accept", HeaderValue::from_static(accept));
-            let signed = bedrock::sign("POST", &url, &hm, &bytes, &creds, &region, "bedrock", std::time::SystemTime::now())
-                .map_err(|e| ApiError::Internal(format!("SigV4 signing failed: {e}")))?;
+            let signed =
+                bedrock::sign("POST", &url, &hm, &bytes, &creds, &region, "bedrock", std::time::SystemTime::now())
+                    .map_err(|e| ApiError::Internal(format!("SigV4 signing failed: {e}")))?;
             headers.push(("accept".into(), accept.into()));
             headers.extend(signed);
             return Ok(AnthropicRequest { url, headers, body: bytes });
@@ -501,7 +520,8 @@ async fn anthropic_send(
     base: &str,
     req: AnthropicRequest,
     stream: bool,
-) -> Result<(reqwest::Response, crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>), ApiError> {
+) -> Result<(reqwest::Response, crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>), ApiError>
+{
     let client = client_for(gw, route, base)?;
     let mut rb = client.http.post(&req.url).body(req.body);
     for (k, v) in &req.headers {
@@ -565,7 +585,14 @@ fn anthropic_events(
 async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &HeaderMap) -> Result<Response, ApiError> {
     let base = base_url(&route)?;
     let drop = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
-    let params = build_upstream_params(&a.body, route.provider, Endpoint::Chat, &route.upstream_model, drop, gw.bugs.null_optional_params)?;
+    let params = build_upstream_params(
+        &a.body,
+        route.provider,
+        Endpoint::Chat,
+        &route.upstream_model,
+        drop,
+        gw.bugs.null_optional_params,
+    )?;
     let translated = anthropic::chat_to_messages(&Value::Object(params), &route.upstream_model)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let body = translated.as_object().cloned().unwrap_or_default();
@@ -575,7 +602,8 @@ async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &Head
     if a.stream {
         let events = anthropic_events(&route, resp, client);
         let model = a.model.clone();
-        let include_usage = a.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+        let include_usage =
+            a.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
         let s = async_stream::stream! {
             let mut tr = anthropic::StreamTranslator::new(&model, "").with_usage_chunk(include_usage);
             futures::pin_mut!(events);
@@ -592,8 +620,10 @@ async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &Head
         };
         return Ok(with_cost_headers(sse_response(s), None, &route));
     }
-    let bytes = resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
+    let bytes =
+        resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
     let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
     let out = anthropic::messages_to_chat(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
     drop_lease(client);
@@ -604,7 +634,7 @@ fn drop_lease<T>(_t: T) {}
 
 /// `POST /v1/messages`: Anthropic-native in, Anthropic-native out.
 pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
-    let a = match admit(&gw, &headers, &raw, &[("model", "string"), ("messages", "array")]) {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
         Ok(a) => a,
         Err(e) => return anthropic_error(e),
     };

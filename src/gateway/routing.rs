@@ -188,12 +188,8 @@ impl ModelRouter {
     }
 
     pub fn deployments(&self) -> Vec<Arc<Deployment>> {
-        let mut all: Vec<Arc<Deployment>> = self
-            .exact
-            .values()
-            .chain(self.patterns.values())
-            .flat_map(|g| g.deployments.iter().cloned())
-            .collect();
+        let mut all: Vec<Arc<Deployment>> =
+            self.exact.values().chain(self.patterns.values()).flat_map(|g| g.deployments.iter().cloned()).collect();
         all.sort_by(|a, b| a.model_name.cmp(&b.model_name).then(a.id.cmp(&b.id)));
         all
     }
@@ -202,8 +198,11 @@ impl ModelRouter {
 fn route_exact(d: &Arc<Deployment>, requested: &str, catalog: &Catalog) -> Option<Route> {
     match d.provider {
         Some(p) => Some(Route { deployment: d.clone(), provider: p, upstream_model: d.upstream_model.clone() }),
-        None => provider_for_request(requested, catalog)
-            .map(|(p, m)| Route { deployment: d.clone(), provider: p, upstream_model: m }),
+        None => provider_for_request(requested, catalog).map(|(p, m)| Route {
+            deployment: d.clone(),
+            provider: p,
+            upstream_model: m,
+        }),
     }
 }
 
@@ -218,8 +217,11 @@ fn route_wildcard(d: &Arc<Deployment>, requested: &str, matched: &str, catalog: 
             Some(Route { deployment: d.clone(), provider: p, upstream_model })
         }
         // Catch-all: the requested model names its provider.
-        None => provider_for_request(requested, catalog)
-            .map(|(p, m)| Route { deployment: d.clone(), provider: p, upstream_model: m }),
+        None => provider_for_request(requested, catalog).map(|(p, m)| Route {
+            deployment: d.clone(),
+            provider: p,
+            upstream_model: m,
+        }),
     }
 }
 

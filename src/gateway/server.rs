@@ -24,7 +24,8 @@ type Gw = State<Arc<Gateway>>;
 /// Reads the body up to the configured limit; over it, a 413 in OpenAI's shape.
 async fn read_body(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let limit = gw.max_body_bytes;
-    if let Some(len) = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(ApiError::PayloadTooLarge { size: len, limit });
         }

@@ -98,11 +98,7 @@ impl SseParser {
             }
             self.at_start = false;
             let buffered = std::mem::take(&mut self.line);
-            let start = if buffered.starts_with(b"\xEF\xBB\xBF") {
-                3
-            } else {
-                0
-            };
+            let start = if buffered.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
             self.feed_bytes(&buffered[start..], &mut out)?;
             return Ok(out);
         }
@@ -139,9 +135,7 @@ impl SseParser {
 
     fn check_size(&self) -> Result<(), SseError> {
         if self.line.len() + self.data.len() > self.max_event_bytes {
-            return Err(SseError::EventTooLarge {
-                limit: self.max_event_bytes,
-            });
+            return Err(SseError::EventTooLarge { limit: self.max_event_bytes });
         }
         Ok(())
     }
@@ -202,11 +196,7 @@ impl SseParser {
         let mut out = Vec::new();
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
-            let start = if self.at_start && line.starts_with(b"\xEF\xBB\xBF") {
-                3
-            } else {
-                0
-            };
+            let start = if self.at_start && line.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
             self.process_line(&line[start..], &mut out);
         }
         self.dispatch(&mut out);
@@ -229,21 +219,13 @@ mod tests {
     }
 
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.map(str::to_string),
-            data: data.to_string(),
-            id: None,
-        }
+        SseEvent { event: event.map(str::to_string), data: data.to_string(), id: None }
     }
 
     #[test]
     fn basic_events_and_comments() {
-        let text =
-            b": keep-alive\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\ndata: a\ndata:b\n\n";
-        assert_eq!(
-            parse_all(&[text]),
-            vec![ev(Some("ping"), "{\"type\": \"ping\"}"), ev(None, "a\nb")]
-        );
+        let text = b": keep-alive\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\ndata: a\ndata:b\n\n";
+        assert_eq!(parse_all(&[text]), vec![ev(Some("ping"), "{\"type\": \"ping\"}"), ev(None, "a\nb")]);
     }
 
     #[test]
@@ -254,17 +236,11 @@ mod tests {
 
     #[test]
     fn every_split_point_gives_the_same_events() {
-        let text: &[u8] = "\u{feff}event: a\r\ndata: héllo\r\n\r\n: c\ndata:  two spaces\n\nevent: b\rdata: x\rdata: y\r\r"
-            .as_bytes();
+        let text: &[u8] =
+            "\u{feff}event: a\r\ndata: héllo\r\n\r\n: c\ndata:  two spaces\n\nevent: b\rdata: x\rdata: y\r\r"
+                .as_bytes();
         let whole = parse_all(&[text]);
-        assert_eq!(
-            whole,
-            vec![
-                ev(Some("a"), "héllo"),
-                ev(None, " two spaces"),
-                ev(Some("b"), "x\ny")
-            ]
-        );
+        assert_eq!(whole, vec![ev(Some("a"), "héllo"), ev(None, " two spaces"), ev(Some("b"), "x\ny")]);
         for i in 0..=text.len() {
             for j in i..=text.len() {
                 let got = parse_all(&[&text[..i], &text[i..j], &text[j..]]);
@@ -278,13 +254,7 @@ mod tests {
         let text = b"event: message_start\ndata: {\"a\":1}\n\nevent: message_stop\ndata: {}\n\n";
         let chunks: Vec<&[u8]> = text.chunks(1).collect();
         let got = parse_all(&chunks);
-        assert_eq!(
-            got,
-            vec![
-                ev(Some("message_start"), "{\"a\":1}"),
-                ev(Some("message_stop"), "{}")
-            ]
-        );
+        assert_eq!(got, vec![ev(Some("message_start"), "{\"a\":1}"), ev(Some("message_stop"), "{}")]);
     }
 
     #[test]
@@ -317,10 +287,7 @@ mod tests {
     fn oversized_event_is_an_error() {
         let mut p = SseParser::new().with_max_event_bytes(16);
         assert!(p.feed(b"data: 0123456789\n").is_ok());
-        assert_eq!(
-            p.feed(b"data: 0123456789\n"),
-            Err(SseError::EventTooLarge { limit: 16 })
-        );
+        assert_eq!(p.feed(b"data: 0123456789\n"), Err(SseError::EventTooLarge { limit: 16 }));
         let mut p = SseParser::new().with_max_event_bytes(8);
         assert!(p.feed(b"data: 0123456789").is_err());
     }

@@ -79,7 +79,11 @@ impl UpstreamClient {
     }
 
     /// Sends a request, mapping transport failures to 502/504.
-    pub async fn send(&self, req: reqwest::RequestBuilder, timeout: Option<Duration>) -> Result<reqwest::Response, ApiError> {
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, ApiError> {
         if self.is_closed() {
             return Err(self.closed_error());
         }

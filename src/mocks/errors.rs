@@ -10,33 +10,18 @@ use super::MockKind;
 
 /// `{"error":{"message","type","param","code"}}` (OpenAI, also Azure for
 /// validation errors).
-pub(crate) fn openai(
-    status: u16,
-    message: &str,
-    ty: &str,
-    param: Option<&str>,
-    code: Option<&str>,
-) -> Buffered {
-    Buffered::json(
-        status,
-        &json!({"error": {"message": message, "type": ty, "param": param, "code": code}}),
-    )
+pub(crate) fn openai(status: u16, message: &str, ty: &str, param: Option<&str>, code: Option<&str>) -> Buffered {
+    Buffered::json(status, &json!({"error": {"message": message, "type": ty, "param": param, "code": code}}))
 }
 
 /// Azure's gateway envelope: `{"error":{"code":"401","message":...}}`.
 pub(crate) fn azure(status: u16, code: &str, message: &str) -> Buffered {
-    Buffered::json(
-        status,
-        &json!({"error": {"code": code, "message": message}}),
-    )
+    Buffered::json(status, &json!({"error": {"code": code, "message": message}}))
 }
 
 /// vLLM's `ErrorResponse`.
 pub(crate) fn vllm(status: u16, message: &str, ty: &str) -> Buffered {
-    Buffered::json(
-        status,
-        &json!({"object": "error", "message": message, "type": ty, "param": null, "code": status}),
-    )
+    Buffered::json(status, &json!({"object": "error", "message": message, "type": ty, "param": null, "code": status}))
 }
 
 /// `{"type":"error","error":{"type","message"},"request_id"}` (Anthropic,
@@ -51,19 +36,13 @@ pub(crate) fn anthropic(status: u16, ty: &str, message: &str, request_id: &str) 
 
 /// Google's envelope, for errors raised by Vertex itself (auth, quota, routing).
 pub(crate) fn google(status: u16, message: &str, grpc_status: &str) -> Buffered {
-    Buffered::json(
-        status,
-        &json!({"error": {"code": status, "message": message, "status": grpc_status}}),
-    )
+    Buffered::json(status, &json!({"error": {"code": status, "message": message, "status": grpc_status}}))
 }
 
 /// AWS JSON-protocol error: `{"message": ...}` plus `x-amzn-errortype`.
 pub(crate) fn bedrock(status: u16, exception: &str, message: &str, ids: &IdGen) -> Buffered {
     Buffered::json(status, &json!({"message": message}))
-        .with_header(
-            "x-amzn-errortype",
-            format!("{exception}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
-        )
+        .with_header("x-amzn-errortype", format!("{exception}:http://internal.amazon.com/coral/com.amazon.bedrock/"))
         .with_header("x-amzn-requestid", ids.uuid())
 }
 
@@ -125,36 +104,18 @@ pub(crate) fn status(kind: MockKind, code: u16, ids: &IdGen) -> Buffered {
         MockKind::Openai => {
             let (message, ty, c): (&str, &str, Option<&str>) = match code {
                 400 => ("Invalid request.", "invalid_request_error", None),
-                401 => (
-                    "Incorrect API key provided.",
-                    "invalid_request_error",
-                    Some("invalid_api_key"),
-                ),
-                403 => (
-                    "You are not allowed to sample from this model",
-                    "invalid_request_error",
-                    None,
-                ),
+                401 => ("Incorrect API key provided.", "invalid_request_error", Some("invalid_api_key")),
+                403 => ("You are not allowed to sample from this model", "invalid_request_error", None),
                 404 => (
                     "The model does not exist or you do not have access to it.",
                     "invalid_request_error",
                     Some("model_not_found"),
                 ),
-                500 => (
-                    "The server had an error while processing your request. Sorry about that!",
-                    "server_error",
-                    None,
-                ),
-                502 | 503 => (
-                    "The server is overloaded or not ready yet.",
-                    "server_error",
-                    None,
-                ),
-                _ => (
-                    "The server had an error while processing your request. Sorry about that!",
-                    "server_error",
-                    None,
-                ),
+                500 => {
+                    ("The server had an error while processing your request. Sorry about that!", "server_error", None)
+                }
+                502 | 503 => ("The server is overloaded or not ready yet.", "server_error", None),
+                _ => ("The server had an error while processing your request. Sorry about that!", "server_error", None),
             };
             openai(code, message, ty, None, c)
         }
@@ -162,8 +123,14 @@ pub(crate) fn status(kind: MockKind, code: u16, ids: &IdGen) -> Buffered {
             let (c, message) = match code {
                 401 => ("401", AZURE_ACCESS_DENIED),
                 404 => ("404", "Resource not found"),
-                500 => ("InternalServerError", "The service is temporarily unable to process your request. Please try again later."),
-                503 => ("ServiceUnavailable", "The service is temporarily unable to process your request. Please try again later."),
+                500 => (
+                    "InternalServerError",
+                    "The service is temporarily unable to process your request. Please try again later.",
+                ),
+                503 => (
+                    "ServiceUnavailable",
+                    "The service is temporarily unable to process your request. Please try again later.",
+                ),
                 _ => ("InternalServerError", "The server had an error while processing your request."),
             };
             azure(code, c, message)
@@ -180,18 +147,9 @@ pub(crate) fn status(kind: MockKind, code: u16, ids: &IdGen) -> Buffered {
             let (ty, message) = match code {
                 400 => ("invalid_request_error", "Invalid request."),
                 401 => ("authentication_error", "invalid x-api-key"),
-                403 => (
-                    "permission_error",
-                    "Your API key does not have permission to use the specified resource.",
-                ),
-                404 => (
-                    "not_found_error",
-                    "The requested resource could not be found.",
-                ),
-                413 => (
-                    "request_too_large",
-                    "Request exceeds the maximum allowed number of bytes.",
-                ),
+                403 => ("permission_error", "Your API key does not have permission to use the specified resource."),
+                404 => ("not_found_error", "The requested resource could not be found."),
+                413 => ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
                 529 => ("overloaded_error", "Overloaded"),
                 _ => ("api_error", "Internal server error"),
             };
@@ -199,31 +157,18 @@ pub(crate) fn status(kind: MockKind, code: u16, ids: &IdGen) -> Buffered {
         }
         MockKind::Bedrock => {
             let (exception, message) = match code {
-                400 => (
-                    "ValidationException",
-                    "Malformed input request, please reformat your input and try again.",
-                ),
-                403 => (
-                    "AccessDeniedException",
-                    "You don't have access to the model with the specified model ID.",
-                ),
+                400 => ("ValidationException", "Malformed input request, please reformat your input and try again."),
+                403 => ("AccessDeniedException", "You don't have access to the model with the specified model ID."),
                 404 => (
                     "ResourceNotFoundException",
                     "Could not resolve the foundation model from the provided model identifier.",
                 ),
-                408 => (
-                    "ModelTimeoutException",
-                    "Model has timed out in processing the request. Try your request again.",
-                ),
+                408 => {
+                    ("ModelTimeoutException", "Model has timed out in processing the request. Try your request again.")
+                }
                 424 => ("ModelErrorException", "The model returned an error."),
-                503 => (
-                    "ServiceUnavailableException",
-                    "Bedrock is unable to process your request.",
-                ),
-                _ => (
-                    "InternalServerException",
-                    "The server encountered an error processing your request.",
-                ),
+                503 => ("ServiceUnavailableException", "Bedrock is unable to process your request."),
+                _ => ("InternalServerException", "The server encountered an error processing your request."),
             };
             bedrock(code, exception, message, ids)
         }

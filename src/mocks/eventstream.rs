@@ -29,8 +29,7 @@ fn string_header(name: &'static str, value: String) -> Header {
 
 /// A `chunk` event carrying one Anthropic streaming event.
 pub(crate) fn chunk_frame(event: &Value, seq: usize) -> Vec<u8> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .encode(serde_json::to_vec(event).unwrap_or_default());
+    let bytes = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(event).unwrap_or_default());
     let pad_len = 1 + seq % PADDING.len();
     let payload = json!({"bytes": bytes, "p": &PADDING[..pad_len]});
     encode(

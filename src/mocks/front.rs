@@ -49,13 +49,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(
-        kind: MockKind,
-        name: &str,
-        opts: MockOptions,
-        inner_uri: String,
-        client: reqwest::Client,
-    ) -> Shared {
+    pub fn new(kind: MockKind, name: &str, opts: MockOptions, inner_uri: String, client: reqwest::Client) -> Shared {
         Shared {
             kind,
             name: name.to_string(),
@@ -76,11 +70,7 @@ impl Shared {
 
     pub fn push_stub(&self, id: u64, stub: Stub) {
         let remaining = stub.times;
-        self.stubs.lock().push(Mounted {
-            id,
-            stub,
-            remaining,
-        });
+        self.stubs.lock().push(Mounted { id, stub, remaining });
     }
 
     pub fn clear_stubs(&self) {
@@ -108,9 +98,7 @@ impl Shared {
     /// First matching stub with uses left; counts the use.
     fn take_stub(&self, req: &RecordedRequest) -> Option<(u64, StubResponse)> {
         let mut stubs = self.stubs.lock();
-        let m = stubs
-            .iter_mut()
-            .find(|m| m.remaining != Some(0) && m.stub.matcher.matches(req))?;
+        let m = stubs.iter_mut().find(|m| m.remaining != Some(0) && m.stub.matcher.matches(req))?;
         if let Some(n) = m.remaining.as_mut() {
             *n -= 1;
         }
@@ -187,9 +175,7 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream) {
                 let b = forward(&shared, &wire, target).await;
                 conn.write_full(&b, keep_alive).await.is_ok()
             }
-            Action::Stream(plan) => {
-                stream::run(&mut conn, &plan, &shared.gates).await == Ended::Complete
-            }
+            Action::Stream(plan) => stream::run(&mut conn, &plan, &shared.gates).await == Ended::Complete,
         };
         if !written || !keep_alive {
             return;
@@ -214,12 +200,7 @@ async fn dispatch(shared: &Shared, req: &RecordedRequest) -> Action {
 }
 
 /// Serves a stub's response, sleeping through any `Latency` wrappers first.
-async fn resolve(
-    shared: &Shared,
-    req: &RecordedRequest,
-    id: u64,
-    response: &StubResponse,
-) -> Action {
+async fn resolve(shared: &Shared, req: &RecordedRequest, id: u64, response: &StubResponse) -> Action {
     let mut current = response;
     loop {
         match current {
@@ -229,20 +210,9 @@ async fn resolve(
             }
             StubResponse::Fault(Fault::Reset) => return Action::Reset,
             StubResponse::Fault(Fault::Malformed) => {
-                return Action::Respond(defaults::malformed(
-                    shared.kind,
-                    &shared.name,
-                    &shared.ids,
-                    req,
-                ))
+                return Action::Respond(defaults::malformed(shared.kind, &shared.name, &shared.ids, req))
             }
-            StubResponse::Sse {
-                status,
-                events,
-                hold_before,
-                cut_after,
-                headers,
-            } => {
+            StubResponse::Sse { status, events, hold_before, cut_after, headers } => {
                 return Action::Stream(StreamPlan {
                     status: *status,
                     headers: merge(stream::sse_headers(), headers),
@@ -251,13 +221,7 @@ async fn resolve(
                     cut_after: *cut_after,
                 })
             }
-            StubResponse::EventStream {
-                status,
-                events,
-                hold_before,
-                cut_after,
-                headers,
-            } => {
+            StubResponse::EventStream { status, events, hold_before, cut_after, headers } => {
                 return Action::Stream(StreamPlan {
                     status: *status,
                     headers: merge(stream::eventstream_headers(), headers),
@@ -276,10 +240,7 @@ async fn resolve(
 }
 
 /// Default headers overridden (by lower-case name) with the stub's.
-fn merge(
-    mut base: Vec<(String, String)>,
-    overrides: &BTreeMap<String, String>,
-) -> Vec<(String, String)> {
+fn merge(mut base: Vec<(String, String)>, overrides: &BTreeMap<String, String>) -> Vec<(String, String)> {
     for (name, value) in overrides {
         let name = name.to_ascii_lowercase();
         base.retain(|(n, _)| *n != name);
@@ -335,24 +296,12 @@ async fn forward(shared: &Shared, wire: &WireRequest, target: Target) -> Buffere
         .headers()
         .iter()
         .filter(|(n, _)| {
-            !matches!(
-                n.as_str(),
-                "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "date"
-            )
+            !matches!(n.as_str(), "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "date")
         })
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     match resp.bytes().await {
-        Ok(body) => Buffered {
-            status,
-            headers,
-            body: body.to_vec(),
-        },
+        Ok(body) => Buffered { status, headers, body: body.to_vec() },
         Err(e) => bad_gateway(&format!("reading the inner wiremock response: {e}")),
     }
 }

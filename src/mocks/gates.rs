@@ -21,9 +21,7 @@ pub(crate) struct Gates {
 
 impl Gates {
     pub fn new() -> Gates {
-        Gates {
-            tx: watch::Sender::new(GateState::default()),
-        }
+        Gates { tx: watch::Sender::new(GateState::default()) }
     }
 
     pub fn release(&self, gate: &str) {
@@ -47,19 +45,11 @@ impl Gates {
 
     pub async fn wait_until_held(&self, gate: &str) {
         let mut rx = self.tx.subscribe();
-        let _ = rx
-            .wait_for(|s| s.waiting.get(gate).copied().unwrap_or(0) > 0)
-            .await;
+        let _ = rx.wait_for(|s| s.waiting.get(gate).copied().unwrap_or(0) > 0).await;
     }
 
     pub fn held(&self) -> Vec<String> {
-        self.tx
-            .borrow()
-            .waiting
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(g, _)| g.clone())
-            .collect()
+        self.tx.borrow().waiting.iter().filter(|(_, n)| **n > 0).map(|(g, _)| g.clone()).collect()
     }
 }
 
@@ -71,13 +61,8 @@ struct Parked<'a> {
 
 impl<'a> Parked<'a> {
     fn new(gates: &'a Gates, gate: &str) -> Parked<'a> {
-        gates
-            .tx
-            .send_modify(|s| *s.waiting.entry(gate.to_string()).or_insert(0) += 1);
-        Parked {
-            gates,
-            gate: gate.to_string(),
-        }
+        gates.tx.send_modify(|s| *s.waiting.entry(gate.to_string()).or_insert(0) += 1);
+        Parked { gates, gate: gate.to_string() }
     }
 }
 

@@ -38,10 +38,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
-        Conn {
-            stream,
-            buf: BytesMut::with_capacity(8 * 1024),
-        }
+        Conn { stream, buf: BytesMut::with_capacity(8 * 1024) }
     }
 
     async fn fill(&mut self) -> std::io::Result<usize> {
@@ -62,14 +59,12 @@ impl Conn {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
-                return Err(ReadError::Bad(
-                    "connection closed inside the request head".into(),
-                ));
+                return Err(ReadError::Bad("connection closed inside the request head".into()));
             }
         };
         let head = self.buf.split_to(head_end + 4);
-        let text = std::str::from_utf8(&head[..head_end])
-            .map_err(|_| ReadError::Bad("request head is not UTF-8".into()))?;
+        let text =
+            std::str::from_utf8(&head[..head_end]).map_err(|_| ReadError::Bad("request head is not UTF-8".into()))?;
         let mut lines = text.split("\r\n");
         let request_line = lines.next().unwrap_or_default();
         let parts: Vec<&str> = request_line.split(' ').collect();
@@ -86,31 +81,17 @@ impl Conn {
             };
             headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         let connection = get("connection").unwrap_or_default().to_ascii_lowercase();
-        let keep_alive = if version == "HTTP/1.0" {
-            connection.contains("keep-alive")
-        } else {
-            !connection.contains("close")
-        };
-        let chunked =
-            get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let keep_alive =
+            if version == "HTTP/1.0" { connection.contains("keep-alive") } else { !connection.contains("close") };
+        let chunked = get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         let content_length = match get("content-length") {
-            Some(v) => Some(
-                v.parse::<usize>()
-                    .map_err(|_| ReadError::Bad(format!("bad content-length `{v}`")))?,
-            ),
+            Some(v) => Some(v.parse::<usize>().map_err(|_| ReadError::Bad(format!("bad content-length `{v}`")))?),
             None => None,
         };
         if get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
-            self.stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await?;
+            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
         let body = if chunked {
             self.read_chunked().await?
@@ -126,22 +107,13 @@ impl Conn {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (target.to_string(), None),
         };
-        Ok(Some(WireRequest {
-            method: method.to_string(),
-            path,
-            query,
-            headers,
-            body,
-            keep_alive,
-        }))
+        Ok(Some(WireRequest { method: method.to_string(), path, query, headers, body, keep_alive }))
     }
 
     async fn read_exact_body(&mut self, n: usize) -> Result<Vec<u8>, ReadError> {
         while self.buf.len() < n {
             if self.fill().await? == 0 {
-                return Err(ReadError::Bad(
-                    "connection closed inside the request body".into(),
-                ));
+                return Err(ReadError::Bad("connection closed inside the request body".into()));
             }
         }
         Ok(self.buf.split_to(n).to_vec())
@@ -157,9 +129,7 @@ impl Conn {
                 return Err(ReadError::Bad("chunk header too long".into()));
             }
             if self.fill().await? == 0 {
-                return Err(ReadError::Bad(
-                    "connection closed inside a chunked body".into(),
-                ));
+                return Err(ReadError::Bad("connection closed inside a chunked body".into()));
             }
         }
     }
@@ -176,7 +146,7 @@ impl Conn {
                 while !self.read_line().await?.is_empty() {}
                 return Ok(body);
             }
-            if body.len() + size > MAX_BODY {
+            if size > MAX_BODY.saturating_sub(body.len()) {
                 return Err(ReadError::Bad("request body larger than 64 MiB".into()));
             }
             body.extend(self.read_exact_body(size).await?);
@@ -207,11 +177,7 @@ impl Conn {
     }
 
     /// Starts a chunked response.
-    pub async fn write_stream_head(
-        &mut self,
-        status: u16,
-        headers: &[(String, String)],
-    ) -> std::io::Result<()> {
+    pub async fn write_stream_head(&mut self, status: u16, headers: &[(String, String)]) -> std::io::Result<()> {
         let mut out = status_line(status);
         for (n, v) in headers {
             if is_framing(n) {
@@ -270,10 +236,7 @@ fn is_framing(name: &str) -> bool {
 }
 
 fn status_line(status: u16) -> String {
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
+    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     format!("HTTP/1.1 {status} {reason}\r\n")
 }
 

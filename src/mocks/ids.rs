@@ -20,10 +20,7 @@ pub(crate) struct IdGen {
 
 impl IdGen {
     pub fn new(seed: &str) -> IdGen {
-        IdGen {
-            seed: seed.to_string(),
-            counter: AtomicU64::new(0),
-        }
+        IdGen { seed: seed.to_string(), counter: AtomicU64::new(0) }
     }
 
     fn next_digest(&self) -> Vec<u8> {
@@ -91,14 +88,7 @@ impl IdGen {
     /// AWS request ids are uuids.
     pub fn uuid(&self) -> String {
         let h = self.hex(32);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
     }
 }
 

@@ -28,10 +28,7 @@ pub(crate) fn template(b: &Buffered) -> ResponseTemplate {
     let status = http::StatusCode::from_u16(b.status).map_or(500, |s| s.as_u16());
     let mut t = ResponseTemplate::new(status).set_body_bytes(b.body.clone());
     for (name, value) in &b.headers {
-        let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(value),
-        ) else {
+        let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value)) else {
             continue;
         };
         t = t.append_header(n, v);
@@ -45,21 +42,20 @@ struct StrictProfile(Arc<Shared>);
 impl Respond for StrictProfile {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let req = RecordedRequest::from_wiremock(request);
+        // The front and this check see the same request, so `None` cannot
+        // happen; answer a provider 500 rather than a wrong success if it does.
         let b = strict::check(self.0.kind, &self.0.opts, &req, &self.0.ids)
             .unwrap_or_else(|| errors::status(self.0.kind, 500, &self.0.ids));
         template(&b)
     }
 }
 
-/// Matches a forwarded request the front assigned to stub `id`.
-struct StubId(String);
+/// Matches a forwarded request the front tagged with this target.
+struct Tagged(String);
 
-impl Match for StubId {
+impl Match for Tagged {
     fn matches(&self, request: &Request) -> bool {
-        request
-            .headers
-            .get(STUB_HEADER)
-            .is_some_and(|v| v.as_bytes() == self.0.as_bytes())
+        request.headers.get(TARGET_HEADER).is_some_and(|v| v.as_bytes() == self.0.as_bytes())
     }
 }
 
@@ -77,12 +73,7 @@ struct Defaults(Arc<Shared>);
 impl Respond for Defaults {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let req = RecordedRequest::from_wiremock(request);
-        template(&defaults::respond(
-            self.0.kind,
-            &self.0.name,
-            &self.0.ids,
-            &req,
-        ))
+        template(&defaults::respond(self.0.kind, &self.0.name, &self.0.ids, &req))
     }
 }
 

@@ -33,19 +33,12 @@ impl RecordedRequest {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> RecordedRequest {
-        let json = if body.is_empty() {
-            None
-        } else {
-            serde_json::from_slice(&body).ok()
-        };
+        let json = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
         RecordedRequest {
             method: method.to_ascii_uppercase(),
             path: path.to_string(),
             query: query.map(str::to_string),
-            headers: headers
-                .into_iter()
-                .map(|(n, v)| (n.to_ascii_lowercase(), v))
-                .collect(),
+            headers: headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect(),
             body,
             json,
         }
@@ -56,36 +49,19 @@ impl RecordedRequest {
         let headers = req
             .headers
             .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
-        RecordedRequest::new(
-            req.method.as_str(),
-            req.url.path(),
-            req.url.query(),
-            headers,
-            req.body.clone(),
-        )
+        RecordedRequest::new(req.method.as_str(), req.url.path(), req.url.query(), headers, req.body.clone())
     }
 
     /// First header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Every value of this header, in order.
     pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// First query parameter with this name, percent-decoded.
@@ -135,9 +111,7 @@ fn decode(s: &str, plus_is_space: bool) -> String {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' && i + 2 < bytes.len() {
-            let escaped = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let escaped = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(decoded) = escaped {
                 out.push(decoded);
                 i += 3;

@@ -45,9 +45,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use journal::RecordedRequest;
-pub use stub::{
-    EventStreamEvent, EventStreamException, Fault, SseEvent, Stub, StubMatch, StubResponse,
-};
+pub use stub::{EventStreamEvent, EventStreamException, Fault, SseEvent, Stub, StubMatch, StubResponse};
 
 /// The upstream API a mock imitates. The names are the ones scenario files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -95,10 +93,7 @@ impl MockKind {
 
     /// True for the kinds that speak the OpenAI wire format.
     pub fn is_openai_family(self) -> bool {
-        matches!(
-            self,
-            MockKind::Openai | MockKind::Azure | MockKind::HostedVllm
-        )
+        matches!(self, MockKind::Openai | MockKind::Azure | MockKind::HostedVllm)
     }
 }
 
@@ -111,10 +106,7 @@ impl fmt::Display for MockKind {
 impl FromStr for MockKind {
     type Err = MockError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MockKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| MockError::UnknownKind(s.to_string()))
+        MockKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| MockError::UnknownKind(s.to_string()))
     }
 }
 
@@ -134,10 +126,7 @@ pub struct MockOptions {
 
 impl Default for MockOptions {
     fn default() -> Self {
-        MockOptions {
-            strict: true,
-            beta_allowlist: None,
-        }
+        MockOptions { strict: true, beta_allowlist: None }
     }
 }
 
@@ -150,9 +139,7 @@ pub enum MockError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "mock provider `{name}`: cannot build the HTTP client that forwards to wiremock: {source}"
-    )]
+    #[error("mock provider `{name}`: cannot build the HTTP client that forwards to wiremock: {source}")]
     Client {
         name: String,
         #[source]
@@ -160,7 +147,9 @@ pub enum MockError {
     },
     #[error("mock provider `{name}`: invalid stub: {reason}")]
     InvalidStub { name: String, reason: String },
-    #[error("unknown mock kind `{0}` (expected one of openai, azure, hosted_vllm, anthropic, bedrock, vertex_ai, azure_ai)")]
+    #[error(
+        "unknown mock kind `{0}` (expected one of openai, azure, hosted_vllm, anthropic, bedrock, vertex_ai, azure_ai)"
+    )]
     UnknownKind(String),
 }
 
@@ -186,38 +175,20 @@ impl fmt::Debug for MockProvider {
 impl MockProvider {
     /// Starts the inner wiremock server and the front on 127.0.0.1:0.
     /// Must be called inside a tokio runtime; the front runs on it.
-    pub async fn start(
-        kind: MockKind,
-        name: &str,
-        opts: MockOptions,
-    ) -> Result<MockProvider, MockError> {
+    pub async fn start(kind: MockKind, name: &str, opts: MockOptions) -> Result<MockProvider, MockError> {
         let inner = wiremock::MockServer::builder().start().await;
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
-            .map_err(|source| MockError::Client {
-                name: name.to_string(),
-                source,
-            })?;
+            .map_err(|source| MockError::Client { name: name.to_string(), source })?;
         let shared = Arc::new(front::Shared::new(kind, name, opts, inner.uri(), client));
         inner::mount_base(&inner, &shared).await;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
-            .map_err(|source| MockError::Bind {
-                name: name.to_string(),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| MockError::Bind {
-            name: name.to_string(),
-            source,
-        })?;
+            .map_err(|source| MockError::Bind { name: name.to_string(), source })?;
+        let addr = listener.local_addr().map_err(|source| MockError::Bind { name: name.to_string(), source })?;
         let accept = tokio::spawn(front::accept_loop(listener, shared.clone())).abort_handle();
-        Ok(MockProvider {
-            shared,
-            inner,
-            addr,
-            accept,
-        })
+        Ok(MockProvider { shared, inner, addr, accept })
     }
 
     /// Base URL, `http://127.0.0.1:PORT`, without a trailing slash.
@@ -241,16 +212,9 @@ impl MockProvider {
     /// and before the default behaviour; one with `times: N` answers N
     /// requests and then lets later stubs or the default answer.
     pub async fn mount(&self, stub: Stub) -> Result<(), MockError> {
-        stub.validate().map_err(|reason| MockError::InvalidStub {
-            name: self.shared.name.clone(),
-            reason,
-        })?;
+        stub.validate().map_err(|reason| MockError::InvalidStub { name: self.shared.name.clone(), reason })?;
         let id = self.shared.next_stub_id();
-        if let Some(buffered) = stub
-            .response
-            .terminal()
-            .buffered(self.shared.kind, &self.shared.ids)
-        {
+        if let Some(buffered) = stub.response.terminal().buffered(self.shared.kind, &self.shared.ids) {
             inner::mount_stub(&self.inner, id, buffered).await;
         }
         self.shared.push_stub(id, stub);
@@ -267,7 +231,8 @@ impl MockProvider {
     }
 
     /// Every request the front received, in arrival order, including the ones
-    /// the strict profile rejected and the ones answered with a fault.
+    /// the strict profile rejected and the ones answered with a fault (but
+    /// not bytes that did not parse as HTTP/1.1, which get a plain 400).
     pub fn journal(&self) -> Vec<RecordedRequest> {
         self.shared.journal()
     }

@@ -53,9 +53,7 @@ impl Route {
             },
             MockKind::AzureAi => match path {
                 "/anthropic/v1/messages" | "/v1/messages" => Route::Messages,
-                "/anthropic/v1/messages/count_tokens" | "/v1/messages/count_tokens" => {
-                    Route::CountTokens
-                }
+                "/anthropic/v1/messages/count_tokens" | "/v1/messages/count_tokens" => Route::CountTokens,
                 _ => Route::Other,
             },
             MockKind::Bedrock => bedrock(path),
@@ -65,10 +63,7 @@ impl Route {
 
     /// True when the default answer is a stream the front must serve.
     pub fn streams(&self, req: &RecordedRequest) -> bool {
-        let stream_flag = req
-            .json_field("stream")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let stream_flag = req.json_field("stream").and_then(|v| v.as_bool()).unwrap_or(false);
         match self {
             Route::Chat { .. } | Route::Messages => stream_flag,
             Route::BedrockInvoke { stream, .. } | Route::VertexPredict { stream, .. } => *stream,
@@ -112,14 +107,8 @@ fn bedrock(path: &str) -> Route {
     }
     let model = percent_decode(model);
     match op {
-        "invoke" => Route::BedrockInvoke {
-            model,
-            stream: false,
-        },
-        "invoke-with-response-stream" => Route::BedrockInvoke {
-            model,
-            stream: true,
-        },
+        "invoke" => Route::BedrockInvoke { model, stream: false },
+        "invoke-with-response-stream" => Route::BedrockInvoke { model, stream: true },
         _ => Route::Other,
     }
 }
@@ -149,14 +138,8 @@ fn vertex(path: &str) -> Route {
     match (model, verb) {
         ("count-tokens", "rawPredict") => Route::VertexCountTokens,
         ("", _) => Route::Other,
-        (m, "rawPredict") => Route::VertexPredict {
-            model: m.to_string(),
-            stream: false,
-        },
-        (m, "streamRawPredict") => Route::VertexPredict {
-            model: m.to_string(),
-            stream: true,
-        },
+        (m, "rawPredict") => Route::VertexPredict { model: m.to_string(), stream: false },
+        (m, "streamRawPredict") => Route::VertexPredict { model: m.to_string(), stream: true },
         _ => Route::Other,
     }
 }

@@ -60,13 +60,7 @@ pub(crate) fn render_sse(e: &SseEvent) -> Vec<u8> {
 }
 
 pub(crate) fn sse_frames(events: &[SseEvent]) -> Vec<Frame> {
-    events
-        .iter()
-        .map(|e| Frame {
-            bytes: render_sse(e),
-            delay_ms: e.delay_ms,
-        })
-        .collect()
+    events.iter().map(|e| Frame { bytes: render_sse(e), delay_ms: e.delay_ms }).collect()
 }
 
 pub(crate) fn eventstream_frames(events: &[EventStreamEvent]) -> Vec<Frame> {
@@ -80,10 +74,7 @@ pub(crate) fn eventstream_frames(events: &[EventStreamEvent]) -> Vec<Frame> {
                 // Rejected by `Stub::validate`.
                 (None, None) => Vec::new(),
             };
-            Frame {
-                bytes,
-                delay_ms: e.delay_ms,
-            }
+            Frame { bytes, delay_ms: e.delay_ms }
         })
         .collect()
 }
@@ -91,35 +82,22 @@ pub(crate) fn eventstream_frames(events: &[EventStreamEvent]) -> Vec<Frame> {
 /// Default headers of an SSE response; stub headers override them.
 pub(crate) fn sse_headers() -> Vec<(String, String)> {
     vec![
-        (
-            "content-type".into(),
-            "text/event-stream; charset=utf-8".into(),
-        ),
+        ("content-type".into(), "text/event-stream; charset=utf-8".into()),
         ("cache-control".into(), "no-cache".into()),
     ]
 }
 
 pub(crate) fn eventstream_headers() -> Vec<(String, String)> {
     vec![
-        (
-            "content-type".into(),
-            "application/vnd.amazon.eventstream".into(),
-        ),
-        (
-            "x-amzn-bedrock-content-type".into(),
-            "application/json".into(),
-        ),
+        ("content-type".into(), "application/vnd.amazon.eventstream".into()),
+        ("x-amzn-bedrock-content-type".into(), "application/json".into()),
     ]
 }
 
 /// Writes the plan to the connection. A held gate also ends (with `Closed`)
 /// if the client hangs up while it waits.
 pub(crate) async fn run(conn: &mut Conn, plan: &StreamPlan, gates: &Gates) -> Ended {
-    if conn
-        .write_stream_head(plan.status, &plan.headers)
-        .await
-        .is_err()
-    {
+    if conn.write_stream_head(plan.status, &plan.headers).await.is_err() {
         return Ended::Closed;
     }
     for (i, frame) in plan.frames.iter().enumerate() {

@@ -39,11 +39,7 @@ pub struct Stub {
 
 impl Stub {
     pub fn new(matcher: StubMatch, response: StubResponse) -> Stub {
-        Stub {
-            matcher,
-            response,
-            times: None,
-        }
+        Stub { matcher, response, times: None }
     }
 
     pub fn times(mut self, n: u64) -> Stub {
@@ -84,11 +80,7 @@ pub struct StubMatch {
 
 impl StubMatch {
     pub fn post(path: &str) -> StubMatch {
-        StubMatch {
-            method: Some("POST".into()),
-            path: Some(path.into()),
-            ..StubMatch::default()
-        }
+        StubMatch { method: Some("POST".into()), path: Some(path.into()), ..StubMatch::default() }
     }
 
     pub fn matches(&self, req: &RecordedRequest) -> bool {
@@ -114,11 +106,7 @@ impl StubMatch {
             }
         }
         if let Some((name, value)) = &self.header {
-            if !req
-                .headers
-                .iter()
-                .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
-            {
+            if !req.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value) {
                 return false;
             }
         }
@@ -129,9 +117,9 @@ impl StubMatch {
 /// `actual` contains `expected` (see [`StubMatch::body_contains_json`]).
 pub(crate) fn json_contains(actual: &Value, expected: &Value) -> bool {
     match (actual, expected) {
-        (Value::Object(a), Value::Object(e)) => e
-            .iter()
-            .all(|(k, ev)| a.get(k).is_some_and(|av| json_contains(av, ev))),
+        (Value::Object(a), Value::Object(e)) => {
+            e.iter().all(|(k, ev)| a.get(k).is_some_and(|av| json_contains(av, ev)))
+        }
         (Value::Array(a), Value::Array(e)) => {
             a.len() == e.len() && a.iter().zip(e).all(|(av, ev)| json_contains(av, ev))
         }
@@ -240,28 +228,17 @@ pub struct SseEvent {
 impl SseEvent {
     /// `data: <data>` with no event name (OpenAI framing).
     pub fn data(data: impl Into<String>) -> SseEvent {
-        SseEvent {
-            data: data.into(),
-            ..SseEvent::default()
-        }
+        SseEvent { data: data.into(), ..SseEvent::default() }
     }
 
     /// `event: <name>` + `data: <data>` (Anthropic framing, or an `error` event).
     pub fn named(event: &str, data: impl Into<String>) -> SseEvent {
-        SseEvent {
-            event: Some(event.into()),
-            data: data.into(),
-            ..SseEvent::default()
-        }
+        SseEvent { event: Some(event.into()), data: data.into(), ..SseEvent::default() }
     }
 
     /// `: <text>`, a comment line proxies and providers send as keep-alive.
     pub fn comment(text: impl Into<String>) -> SseEvent {
-        SseEvent {
-            data: text.into(),
-            comment: true,
-            ..SseEvent::default()
-        }
+        SseEvent { data: text.into(), comment: true, ..SseEvent::default() }
     }
 
     pub fn delay(mut self, ms: u64) -> SseEvent {
@@ -305,23 +282,14 @@ impl StubResponse {
     /// what only the front can serve (streams, resets, malformed bodies).
     pub(crate) fn buffered(&self, kind: MockKind, ids: &IdGen) -> Option<Buffered> {
         match self {
-            StubResponse::Json {
-                status,
-                body,
-                headers,
-            } => {
+            StubResponse::Json { status, body, headers } => {
                 let mut b = Buffered::json(*status, body);
                 for (k, v) in headers {
                     b = b.with_header(k, v.clone());
                 }
                 Some(b)
             }
-            StubResponse::Raw {
-                status,
-                body,
-                content_type,
-                headers,
-            } => {
+            StubResponse::Raw { status, body, content_type, headers } => {
                 let mut b = Buffered {
                     status: *status,
                     headers: vec![("content-type".into(), content_type.clone())],
@@ -342,69 +310,40 @@ impl StubResponse {
 
     fn validate(&self, at: &str) -> Result<(), String> {
         match self {
-            StubResponse::Json {
-                status, headers, ..
-            } => {
+            StubResponse::Json { status, headers, .. } => {
                 check_status(*status, at)?;
                 check_headers(headers, at)
             }
-            StubResponse::Raw {
-                status,
-                content_type,
-                headers,
-                ..
-            } => {
+            StubResponse::Raw { status, content_type, headers, .. } => {
                 check_status(*status, at)?;
                 check_header_value(content_type, &format!("{at}.content_type"))?;
                 check_headers(headers, at)
             }
-            StubResponse::Sse {
-                status,
-                events,
-                hold_before,
-                cut_after,
-                headers,
-            } => {
+            StubResponse::Sse { status, events, hold_before, cut_after, headers } => {
                 check_status(*status, at)?;
                 check_headers(headers, at)?;
                 for (i, e) in events.iter().enumerate() {
                     if let Some(name) = &e.event {
                         if name.contains(['\n', '\r']) {
-                            return Err(format!(
-                                "{at}.events[{i}].event: an event name cannot contain a line break"
-                            ));
+                            return Err(format!("{at}.events[{i}].event: an event name cannot contain a line break"));
                         }
                     }
                 }
                 check_stream_indexes(events.len(), hold_before, cut_after, at)
             }
-            StubResponse::EventStream {
-                status,
-                events,
-                hold_before,
-                cut_after,
-                headers,
-            } => {
+            StubResponse::EventStream { status, events, hold_before, cut_after, headers } => {
                 check_status(*status, at)?;
                 check_headers(headers, at)?;
                 for (i, e) in events.iter().enumerate() {
                     if e.chunk.is_some() == e.exception.is_some() {
-                        return Err(format!(
-                            "{at}.events[{i}]: set exactly one of `chunk` and `exception`"
-                        ));
+                        return Err(format!("{at}.events[{i}]: set exactly one of `chunk` and `exception`"));
                     }
                 }
                 check_stream_indexes(events.len(), hold_before, cut_after, at)
             }
-            StubResponse::Fault(Fault::Latency { then, .. }) => {
-                then.validate(&format!("{at}.fault.latency.then"))
-            }
-            StubResponse::Fault(Fault::Status { code }) => {
-                check_status(*code, &format!("{at}.fault.status"))
-            }
-            StubResponse::Fault(Fault::Reset | Fault::Malformed | Fault::RateLimited { .. }) => {
-                Ok(())
-            }
+            StubResponse::Fault(Fault::Latency { then, .. }) => then.validate(&format!("{at}.fault.latency.then")),
+            StubResponse::Fault(Fault::Status { code }) => check_status(*code, &format!("{at}.fault.status")),
+            StubResponse::Fault(Fault::Reset | Fault::Malformed | Fault::RateLimited { .. }) => Ok(()),
         }
     }
 }
@@ -412,9 +351,7 @@ impl StubResponse {
 fn check_status(status: u16, at: &str) -> Result<(), String> {
     match http::StatusCode::from_u16(status) {
         Ok(_) => Ok(()),
-        Err(_) => Err(format!(
-            "{at}.status: {status} is not an HTTP status (100..=999)"
-        )),
+        Err(_) => Err(format!("{at}.status: {status} is not an HTTP status (100..=999)")),
     }
 }
 
@@ -428,9 +365,7 @@ fn check_headers(headers: &BTreeMap<String, String>, at: &str) -> Result<(), Str
 }
 
 fn check_header_value(value: &str, at: &str) -> Result<(), String> {
-    http::HeaderValue::from_str(value)
-        .map(|_| ())
-        .map_err(|_| format!("{at}: `{value}` is not a valid header value"))
+    http::HeaderValue::from_str(value).map(|_| ()).map_err(|_| format!("{at}: `{value}` is not a valid header value"))
 }
 
 fn check_stream_indexes(
@@ -441,9 +376,7 @@ fn check_stream_indexes(
 ) -> Result<(), String> {
     if let Some((i, gate)) = hold_before {
         if *i > len {
-            return Err(format!(
-                "{at}.hold_before: index {i} is past the end ({len} events)"
-            ));
+            return Err(format!("{at}.hold_before: index {i} is past the end ({len} events)"));
         }
         if gate.is_empty() {
             return Err(format!("{at}.hold_before: the gate name is empty"));
@@ -451,10 +384,7 @@ fn check_stream_indexes(
     }
     if let Some(n) = cut_after {
         if *n >= len {
-            return Err(format!(
-                "{at}.cut_after: {n} needs at least {} events to cut one in half",
-                n + 1
-            ));
+            return Err(format!("{at}.cut_after: {n} needs at least {} events to cut one in half", n + 1));
         }
     }
     Ok(())
@@ -476,8 +406,7 @@ macro_rules! either_form {
 
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_any(either_form::EitherForm::<$derived>::new())
-                    .map(|v| v.0)
+                d.deserialize_any(either_form::EitherForm::<$derived>::new()).map(|v| v.0)
             }
         }
 
@@ -512,9 +441,7 @@ mod either_form {
         type Value = R;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(
-                "a variant as a single-key map (`name: ...`), a YAML tag (`!name`) or a bare name",
-            )
+            f.write_str("a variant as a single-key map (`name: ...`), a YAML tag (`!name`) or a bare name")
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<R, E> {

@@ -81,6 +81,7 @@ struct Ctx<'a> {
     http: reqwest::Client,
     master_key: Option<String>,
     streams: HashMap<String, reqwest::Response>,
+    journal_seen: HashMap<String, usize>,
     root: PathBuf,
     transcript: Vec<Value>,
 }
@@ -99,7 +100,8 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
     match setup(scenario, file, opts).await {
         Err(message) => {
             outcome.verdict = Verdict::Failed;
-            outcome.failure = Some(StepFailure { step_index: 0, step: "setup".into(), checks_incident: false, message });
+            outcome.failure =
+                Some(StepFailure { step_index: 0, step: "setup".into(), checks_incident: false, message });
         }
         Ok(mut ctx) => {
             let missing: Vec<String> = scenario
@@ -168,11 +170,7 @@ async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Re
     let config = render_config(scenario, file, &opts.project_root, &vars)?;
     let master_key = config.general_settings.master_key.clone();
     let gut = GatewayUnderTest::in_process(config, opts.bugs).await?;
-    let http = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .timeout(STEP_TIMEOUT)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder().tcp_nodelay(true).timeout(STEP_TIMEOUT).build().map_err(|e| e.to_string())?;
     Ok(Ctx {
         scenario,
         gut,
@@ -181,6 +179,7 @@ async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Re
         http,
         master_key,
         streams: HashMap::new(),
+        journal_seen: HashMap::new(),
         root: opts.project_root.clone(),
         transcript: Vec::new(),
     })
@@ -194,7 +193,10 @@ fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), Stri
                 let end = s[start..].find('}').ok_or_else(|| format!("unclosed placeholder in `{s}`"))? + start;
                 let name = &s[start + 2..end];
                 let val = vars.get(name).ok_or_else(|| {
-                    format!("unknown placeholder `${{{name}}}` (known: {})", vars.keys().cloned().collect::<Vec<_>>().join(", "))
+                    format!(
+                        "unknown placeholder `${{{name}}}` (known: {})",
+                        vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
                 })?;
                 s.replace_range(start..=end, val);
             }
@@ -208,7 +210,12 @@ fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), Stri
 
 /// The scenario's gateway config with placeholders filled, as the
 /// LiteLLM-format YAML a separate gateway process would read.
-pub fn render_config_yaml(scenario: &Scenario, file: &Path, root: &Path, vars: &BTreeMap<String, String>) -> Result<String, String> {
+pub fn render_config_yaml(
+    scenario: &Scenario,
+    file: &Path,
+    root: &Path,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, String> {
     let mut value: Value = match &scenario.gateway {
         GatewaySpec::Inline(v) => v.clone(),
         GatewaySpec::Path(p) => {
@@ -240,7 +247,12 @@ pub fn render_config_yaml(scenario: &Scenario, file: &Path, root: &Path, vars: &
     serde_yaml_ng::to_string(&value).map_err(|e| format!("gateway: {e}"))
 }
 
-fn render_config(scenario: &Scenario, file: &Path, root: &Path, vars: &BTreeMap<String, String>) -> Result<Config, String> {
+fn render_config(
+    scenario: &Scenario,
+    file: &Path,
+    root: &Path,
+    vars: &BTreeMap<String, String>,
+) -> Result<Config, String> {
     let yaml = render_config_yaml(scenario, file, root, vars)?;
     let loaded = Config::parse(&yaml, &format!("{} (gateway)", file.display())).map_err(|e| e.to_string())?;
     for w in &loaded.warnings {
@@ -399,22 +411,76 @@ fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<reqwest::RequestBuilder, Stri
 async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<Response, String> {
     let resp = build(ctx, r)?.send().await.map_err(|e| format!("{} {}: request failed: {e}", r.method, r.path))?;
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
+    let headers =
+        resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let body = resp.bytes().await.map_err(|e| format!("{} {}: body broke: {e}", r.method, r.path))?.to_vec();
     Ok(Response { status, headers, body })
 }
 
+/// Appends a normalized entry to the transcript (for snapshots): the client
+/// request and response, stream events one by one, and what each provider
+/// received since the last entry. Ids and timestamps are replaced so the
+/// transcript is stable from run to run; credentials are never recorded.
 fn record(ctx: &mut Ctx<'_>, i: usize, r: &RequestSpec, resp: &Response) {
-    let body = resp.json().unwrap_or_else(|| Value::String(resp.text()));
+    let is_stream = resp.headers.get("content-type").map(|c| c.starts_with("text/event-stream")).unwrap_or(false);
+    let body = if is_stream {
+        let events: Vec<Value> = resp
+            .text()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| {
+                let d = d.trim();
+                serde_json::from_str::<Value>(d).map(normalize).unwrap_or_else(|_| Value::String(d.to_string()))
+            })
+            .collect();
+        json!({"events": events})
+    } else {
+        resp.json().map(normalize).unwrap_or_else(|| Value::String(resp.text()))
+    };
+    let mut upstream = Vec::new();
+    let mut names: Vec<&String> = ctx.mocks.keys().collect();
+    names.sort();
+    for name in names {
+        let journal = ctx.mocks[name].journal();
+        let seen = ctx.journal_seen.entry(name.clone()).or_insert(0);
+        for req in journal.iter().skip(*seen) {
+            let kept_headers: BTreeMap<&str, &str> = req
+                .headers
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "anthropic-beta" | "anthropic-version" | "content-type"))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            upstream.push(json!({"provider": name, "method": req.method, "path": req.path, "headers": kept_headers, "body": req.json}));
+        }
+        *seen = journal.len();
+    }
     ctx.transcript.push(json!({
         "step": i,
         "request": {"method": r.method, "path": r.path, "body": r.body},
+        "upstream": upstream,
         "response": {"status": resp.status, "body": body},
     }));
+}
+
+/// Replaces values that change from run to run.
+fn normalize(mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        for (k, placeholder) in [("id", "[id]"), ("created", "[created]"), ("loaded_at", "[time]"), ("last_attempt_at", "[time]")] {
+            if let Some(x) = m.get_mut(k) {
+                *x = Value::String(placeholder.into());
+            }
+        }
+        for x in m.values_mut() {
+            if x.is_object() || x.is_array() {
+                *x = normalize(x.take());
+            }
+        }
+    } else if let Some(a) = v.as_array_mut() {
+        for x in a.iter_mut() {
+            *x = normalize(x.take());
+        }
+    }
+    v
 }
 
 async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<(), String> {
@@ -539,7 +605,11 @@ fn check_upstream(provider: &str, e: &UpstreamExpect, r: &crate::mocks::Recorded
         }
         for p in &e.body_absent {
             if let Some(v) = body.pointer(p) {
-                return Err(format!("{at}: body field {p} should be absent, got {} (full body: {})", short(v), short(&body)));
+                return Err(format!(
+                    "{at}: body field {p} should be absent, got {} (full body: {})",
+                    short(v),
+                    short(&body)
+                ));
             }
         }
     }

@@ -62,8 +62,11 @@ pub fn check_stat(pointer: &str, expected: &Value, actual: Option<&Value>) -> Re
         }
         for op in [">=", "<=", "==", ">", "<"] {
             if let Some(num) = s.strip_prefix(op) {
-                let want: f64 = num.trim().parse().map_err(|_| format!("{pointer}: `{s}` is not a number comparison"))?;
-                let got = actual_v.as_f64().ok_or_else(|| format!("{pointer}: expected a number ({s}), got {}", short(&actual_v)))?;
+                let want: f64 =
+                    num.trim().parse().map_err(|_| format!("{pointer}: `{s}` is not a number comparison"))?;
+                let got = actual_v
+                    .as_f64()
+                    .ok_or_else(|| format!("{pointer}: expected a number ({s}), got {}", short(&actual_v)))?;
                 let ok = match op {
                     ">=" => got >= want,
                     "<=" => got <= want,

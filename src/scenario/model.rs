@@ -183,17 +183,39 @@ impl Step {
     /// The step's single action, or an error when it has none or several.
     pub fn action(&self) -> Result<Action<'_>, String> {
         let mut found = Vec::new();
-        if let Some(r) = &self.request { found.push(Action::Request(r)); }
-        if let Some(c) = &self.concurrent { found.push(Action::Concurrent(c)); }
-        if let Some(d) = self.advance { found.push(Action::Advance(d)); }
-        if let Some(a) = &self.set_asset { found.push(Action::SetAsset(a)); }
-        if let Some(r) = self.reload { found.push(Action::Reload(r)); }
-        if let Some(o) = &self.open_stream { found.push(Action::OpenStream(o)); }
-        if let Some(f) = &self.finish_stream { found.push(Action::FinishStream(f)); }
-        if let Some(m) = &self.mock { found.push(Action::Mock(m)); }
-        if let Some(n) = self.fill_client_cache { found.push(Action::FillClientCache(n)); }
-        if let Some(p) = &self.expect_provider { found.push(Action::ExpectProvider(p)); }
-        if let Some(s) = &self.expect_stats { found.push(Action::ExpectStats(s)); }
+        if let Some(r) = &self.request {
+            found.push(Action::Request(r));
+        }
+        if let Some(c) = &self.concurrent {
+            found.push(Action::Concurrent(c));
+        }
+        if let Some(d) = self.advance {
+            found.push(Action::Advance(d));
+        }
+        if let Some(a) = &self.set_asset {
+            found.push(Action::SetAsset(a));
+        }
+        if let Some(r) = self.reload {
+            found.push(Action::Reload(r));
+        }
+        if let Some(o) = &self.open_stream {
+            found.push(Action::OpenStream(o));
+        }
+        if let Some(f) = &self.finish_stream {
+            found.push(Action::FinishStream(f));
+        }
+        if let Some(m) = &self.mock {
+            found.push(Action::Mock(m));
+        }
+        if let Some(n) = self.fill_client_cache {
+            found.push(Action::FillClientCache(n));
+        }
+        if let Some(p) = &self.expect_provider {
+            found.push(Action::ExpectProvider(p));
+        }
+        if let Some(s) = &self.expect_stats {
+            found.push(Action::ExpectStats(s));
+        }
         match found.len() {
             1 => Ok(found[0]),
             0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, mock, fill_client_cache, expect_provider, expect_stats)".into()),

@@ -34,7 +34,10 @@ pub async fn prove(scenario: &Scenario, file: &Path, opts: &RunOptions) -> Optio
     let failed_at_check = broken.failure.as_ref().map(|f| f.checks_incident).unwrap_or(false);
     let fails_when_broken = !broken.passed() && failed_at_check;
     let problem = if !passes_when_fixed {
-        Some(format!("fails on the fixed gateway: {}", fixed.failure.as_ref().map(|f| format!("{}: {}", f.step, f.message)).unwrap_or_default()))
+        Some(format!(
+            "fails on the fixed gateway: {}",
+            fixed.failure.as_ref().map(|f| format!("{}: {}", f.step, f.message)).unwrap_or_default()
+        ))
     } else if broken.passed() {
         Some("passes with the bug put back: the scenario does not catch it".into())
     } else if !failed_at_check {

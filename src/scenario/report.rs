@@ -22,7 +22,10 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
     }
     if !proofs.is_empty() {
         out.push_str("\nIncident proofs (passes as is, fails with its bug put back):\n");
-        out.push_str(&format!("{:<24} {:<44} {:<7} {:<7} {}\n", "incident", "scenario", "fixed", "broken", "failing step"));
+        out.push_str(&format!(
+            "{:<24} {:<44} {:<7} {:<7} {}\n",
+            "incident", "scenario", "fixed", "broken", "failing step"
+        ));
         for p in proofs {
             out.push_str(&format!(
                 "{:<24} {:<44} {:<7} {:<7} {}\n",
@@ -46,7 +49,11 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
     out.push_str(&format!(
         "\n{} scenarios: {passed} passed, {failed} failed, {na} not applicable{} in {:.2}s\n",
         outcomes.len(),
-        if proofs.is_empty() { String::new() } else { format!("; {} incidents proven, {unproven} not proven", proofs.len() - unproven) },
+        if proofs.is_empty() {
+            String::new()
+        } else {
+            format!("; {} incidents proven, {unproven} not proven", proofs.len() - unproven)
+        },
         wall_ms as f64 / 1000.0
     ));
     out
@@ -85,7 +92,10 @@ pub fn junit(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
         failed + unproven,
         wall_ms as f64 / 1000.0
     ));
-    x.push_str(&format!("<testsuite name=\"scenarios\" tests=\"{}\" failures=\"{failed}\" skipped=\"{na}\">\n", outcomes.len()));
+    x.push_str(&format!(
+        "<testsuite name=\"scenarios\" tests=\"{}\" failures=\"{failed}\" skipped=\"{na}\">\n",
+        outcomes.len()
+    ));
     for o in outcomes {
         x.push_str(&format!(
             "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
@@ -108,7 +118,10 @@ pub fn junit(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
     }
     x.push_str("</testsuite>\n");
     if !proofs.is_empty() {
-        x.push_str(&format!("<testsuite name=\"incident-proofs\" tests=\"{}\" failures=\"{unproven}\">\n", proofs.len()));
+        x.push_str(&format!(
+            "<testsuite name=\"incident-proofs\" tests=\"{}\" failures=\"{unproven}\">\n",
+            proofs.len()
+        ));
         for p in proofs {
             x.push_str(&format!("  <testcase classname=\"incidents\" name=\"{}\">", xml_escape(&p.incident)));
             if let Some(problem) = &p.problem {

@@ -89,7 +89,8 @@ impl GatewayUnderTest {
         match self {
             GatewayUnderTest::InProcess(p) => {
                 for i in 0..count {
-                    let key = ClientKey::new("filler", &format!("http://filler-{i}.invalid"), &[], Duration::from_secs(1));
+                    let key =
+                        ClientKey::new("filler", &format!("http://filler-{i}.invalid"), &[], Duration::from_secs(1));
                     p.gateway.client(key).map_err(|e| e.to_string())?;
                 }
                 Ok(())

@@ -44,21 +44,13 @@ pub enum TranslateError {
 
 impl TranslateError {
     fn missing(field: impl Into<String>) -> Self {
-        TranslateError::Missing {
-            field: field.into(),
-        }
+        TranslateError::Missing { field: field.into() }
     }
     fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        TranslateError::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        TranslateError::Invalid { field: field.into(), reason: reason.into() }
     }
     fn unsupported(field: impl Into<String>, value: impl Into<String>) -> Self {
-        TranslateError::Unsupported {
-            field: field.into(),
-            value: value.into(),
-        }
+        TranslateError::Unsupported { field: field.into(), value: value.into() }
     }
 
     /// The offending field, for request-side errors.
@@ -76,10 +68,7 @@ impl TranslateError {
     pub fn to_openai_error(&self) -> Value {
         let (error_type, param) = match self {
             TranslateError::Upstream { error_type, .. } => (error_type.as_str(), Value::Null),
-            other => (
-                "invalid_request_error",
-                other.field().map_or(Value::Null, |f| json!(f)),
-            ),
+            other => ("invalid_request_error", other.field().map_or(Value::Null, |f| json!(f))),
         };
         json!({"error": {"message": self.to_string(), "type": error_type, "param": param, "code": null}})
     }
@@ -95,17 +84,12 @@ fn get<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
 fn get_str<'a>(obj: &'a Value, key: &str, field: &str) -> Result<Option<&'a str>> {
     match get(obj, key) {
         None => Ok(None),
-        Some(v) => v
-            .as_str()
-            .map(Some)
-            .ok_or_else(|| TranslateError::invalid(field, "must be a string")),
+        Some(v) => v.as_str().map(Some).ok_or_else(|| TranslateError::invalid(field, "must be a string")),
     }
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 // ---------------------------------------------------------------------------
@@ -163,8 +147,8 @@ fn with_cache_control(mut block: Value, part: &Value) -> Value {
 /// One `{"type": "text"}` part; `None` for empty text (Anthropic rejects
 /// empty text blocks).
 fn text_part(part: &Value, pf: &str) -> Result<Option<Value>> {
-    let text = get_str(part, "text", &format!("{pf}.text"))?
-        .ok_or_else(|| TranslateError::missing(format!("{pf}.text")))?;
+    let text =
+        get_str(part, "text", &format!("{pf}.text"))?.ok_or_else(|| TranslateError::missing(format!("{pf}.text")))?;
     Ok((!text.is_empty()).then(|| with_cache_control(json!({"type": "text", "text": text}), part)))
 }
 
@@ -180,25 +164,19 @@ fn text_blocks(content: Option<&Value>, field: &str) -> Result<Vec<Value>> {
                 let pf = format!("{field}[{j}]");
                 match get_str(part, "type", &format!("{pf}.type"))? {
                     Some("text") => out.extend(text_part(part, &pf)?),
-                    Some(other) => {
-                        return Err(TranslateError::unsupported(format!("{pf}.type"), other))
-                    }
+                    Some(other) => return Err(TranslateError::unsupported(format!("{pf}.type"), other)),
                     None => return Err(TranslateError::missing(format!("{pf}.type"))),
                 }
             }
             Ok(out)
         }
-        Some(_) => Err(TranslateError::invalid(
-            field,
-            "must be a string or an array of parts",
-        )),
+        Some(_) => Err(TranslateError::invalid(field, "must be a string or an array of parts")),
     }
 }
 
 /// `image_url` part -> Anthropic image block (URL or base64 source).
 fn image_block(part: &Value, pf: &str) -> Result<Value> {
-    let iu =
-        get(part, "image_url").ok_or_else(|| TranslateError::missing(format!("{pf}.image_url")))?;
+    let iu = get(part, "image_url").ok_or_else(|| TranslateError::missing(format!("{pf}.image_url")))?;
     let url = match iu {
         Value::String(s) => s.as_str(),
         other => get_str(other, "url", &format!("{pf}.image_url.url"))?
@@ -206,34 +184,22 @@ fn image_block(part: &Value, pf: &str) -> Result<Value> {
     };
     let source = if let Some(rest) = url.strip_prefix("data:") {
         // data:<media type>;base64,<data>
-        let (meta, data) = rest.split_once(',').ok_or_else(|| {
-            TranslateError::invalid(format!("{pf}.image_url.url"), "malformed data URL")
-        })?;
-        let media_type = meta.strip_suffix(";base64").ok_or_else(|| {
-            TranslateError::invalid(
-                format!("{pf}.image_url.url"),
-                "data URL must be base64-encoded",
-            )
-        })?;
+        let (meta, data) = rest
+            .split_once(',')
+            .ok_or_else(|| TranslateError::invalid(format!("{pf}.image_url.url"), "malformed data URL"))?;
+        let media_type = meta
+            .strip_suffix(";base64")
+            .ok_or_else(|| TranslateError::invalid(format!("{pf}.image_url.url"), "data URL must be base64-encoded"))?;
         if media_type.is_empty() {
-            return Err(TranslateError::invalid(
-                format!("{pf}.image_url.url"),
-                "data URL has no media type",
-            ));
+            return Err(TranslateError::invalid(format!("{pf}.image_url.url"), "data URL has no media type"));
         }
         json!({"type": "base64", "media_type": media_type, "data": data})
     } else if url.starts_with("http://") || url.starts_with("https://") {
         json!({"type": "url", "url": url})
     } else {
-        return Err(TranslateError::invalid(
-            format!("{pf}.image_url.url"),
-            "must be an http(s) or data: URL",
-        ));
+        return Err(TranslateError::invalid(format!("{pf}.image_url.url"), "must be an http(s) or data: URL"));
     };
-    Ok(with_cache_control(
-        json!({"type": "image", "source": source}),
-        part,
-    ))
+    Ok(with_cache_control(json!({"type": "image", "source": source}), part))
 }
 
 fn user_content(m: &Value, field: &str) -> Result<Content> {
@@ -248,18 +214,13 @@ fn user_content(m: &Value, field: &str) -> Result<Content> {
                 match get_str(part, "type", &format!("{pf}.type"))? {
                     Some("text") => blocks.extend(text_part(part, &pf)?),
                     Some("image_url") => blocks.push(image_block(part, &pf)?),
-                    Some(other) => {
-                        return Err(TranslateError::unsupported(format!("{pf}.type"), other))
-                    }
+                    Some(other) => return Err(TranslateError::unsupported(format!("{pf}.type"), other)),
                     None => return Err(TranslateError::missing(format!("{pf}.type"))),
                 }
             }
             Ok(Content::Blocks(blocks))
         }
-        Some(_) => Err(TranslateError::invalid(
-            cf,
-            "must be a string or an array of parts",
-        )),
+        Some(_) => Err(TranslateError::invalid(cf, "must be a string or an array of parts")),
     }
 }
 
@@ -268,12 +229,7 @@ fn assistant_content(m: &Value, field: &str) -> Result<Option<Content>> {
     let tool_calls = match get(m, "tool_calls") {
         None => &[][..],
         Some(Value::Array(a)) => a.as_slice(),
-        Some(_) => {
-            return Err(TranslateError::invalid(
-                format!("{field}.tool_calls"),
-                "must be an array",
-            ))
-        }
+        Some(_) => return Err(TranslateError::invalid(format!("{field}.tool_calls"), "must be an array")),
     };
     if tool_calls.is_empty() {
         if let Some(Value::String(s)) = get(m, "content") {
@@ -285,12 +241,10 @@ fn assistant_content(m: &Value, field: &str) -> Result<Option<Content>> {
         Some(Value::Array(parts)) => Some(Value::Array(
             parts
                 .iter()
-                .map(
-                    |p| match (get_str(p, "type", "").ok().flatten(), get(p, "refusal")) {
-                        (Some("refusal"), Some(r)) => json!({"type": "text", "text": r}),
-                        _ => p.clone(),
-                    },
-                )
+                .map(|p| match (get_str(p, "type", "").ok().flatten(), get(p, "refusal")) {
+                    (Some("refusal"), Some(r)) => json!({"type": "text", "text": r}),
+                    _ => p.clone(),
+                })
                 .collect(),
         )),
         other => other.cloned(),
@@ -303,10 +257,9 @@ fn assistant_content(m: &Value, field: &str) -> Result<Option<Content>> {
                 return Err(TranslateError::unsupported(format!("{tf}.type"), t));
             }
         }
-        let id = get_str(call, "id", &format!("{tf}.id"))?
-            .ok_or_else(|| TranslateError::missing(format!("{tf}.id")))?;
-        let func = get(call, "function")
-            .ok_or_else(|| TranslateError::missing(format!("{tf}.function")))?;
+        let id =
+            get_str(call, "id", &format!("{tf}.id"))?.ok_or_else(|| TranslateError::missing(format!("{tf}.id")))?;
+        let func = get(call, "function").ok_or_else(|| TranslateError::missing(format!("{tf}.function")))?;
         let name = get_str(func, "name", &format!("{tf}.function.name"))?
             .ok_or_else(|| TranslateError::missing(format!("{tf}.function.name")))?;
         let af = format!("{tf}.function.arguments");
@@ -342,9 +295,7 @@ fn tool_result(m: &Value, field: &str) -> Result<Value> {
 }
 
 fn translate_tools(tools: &Value) -> Result<Vec<Value>> {
-    let arr = tools
-        .as_array()
-        .ok_or_else(|| TranslateError::invalid("tools", "must be an array"))?;
+    let arr = tools.as_array().ok_or_else(|| TranslateError::invalid("tools", "must be an array"))?;
     let mut out = Vec::with_capacity(arr.len());
     for (i, t) in arr.iter().enumerate() {
         let tf = format!("tools[{i}]");
@@ -352,8 +303,7 @@ fn translate_tools(tools: &Value) -> Result<Vec<Value>> {
             Some("function") | None => {}
             Some(other) => return Err(TranslateError::unsupported(format!("{tf}.type"), other)),
         }
-        let func =
-            get(t, "function").ok_or_else(|| TranslateError::missing(format!("{tf}.function")))?;
+        let func = get(t, "function").ok_or_else(|| TranslateError::missing(format!("{tf}.function")))?;
         let name = get_str(func, "name", &format!("{tf}.function.name"))?
             .ok_or_else(|| TranslateError::missing(format!("{tf}.function.name")))?;
         let mut tool = Map::new();
@@ -402,12 +352,7 @@ fn translate_tool_choice(choice: Option<&Value>, parallel: Option<bool>) -> Resu
                 .ok_or_else(|| TranslateError::missing("tool_choice.function.name"))?;
             Some(json!({"type": "tool", "name": name}))
         }
-        Some(_) => {
-            return Err(TranslateError::invalid(
-                "tool_choice",
-                "must be a string or an object",
-            ))
-        }
+        Some(_) => return Err(TranslateError::invalid("tool_choice", "must be a string or an object")),
     };
     if parallel == Some(false) {
         let tc = tc.get_or_insert_with(|| json!({"type": "auto"}));
@@ -444,10 +389,7 @@ const IGNORED_PARAMS: &[&str] = &[
 /// request for `upstream_model`.
 pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Value> {
     if !openai_body.is_object() {
-        return Err(TranslateError::invalid(
-            "",
-            "request body must be a JSON object",
-        ));
+        return Err(TranslateError::invalid("", "request body must be a JSON object"));
     }
     let messages = get(openai_body, "messages")
         .ok_or_else(|| TranslateError::missing("messages"))?
@@ -461,9 +403,7 @@ pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Val
         let role = get_str(m, "role", &format!("{field}.role"))?
             .ok_or_else(|| TranslateError::missing(format!("{field}.role")))?;
         match role {
-            "system" | "developer" => {
-                system.extend(text_blocks(get(m, "content"), &format!("{field}.content"))?)
-            }
+            "system" | "developer" => system.extend(text_blocks(get(m, "content"), &format!("{field}.content"))?),
             "user" => push_turn(&mut turns, "user", user_content(m, &field)?),
             "assistant" => {
                 // An empty assistant turn (no text, no tools) is rejected by
@@ -472,11 +412,7 @@ pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Val
                     push_turn(&mut turns, "assistant", c);
                 }
             }
-            "tool" => push_turn(
-                &mut turns,
-                "user",
-                Content::Blocks(vec![tool_result(m, &field)?]),
-            ),
+            "tool" => push_turn(&mut turns, "user", Content::Blocks(vec![tool_result(m, &field)?])),
             other => return Err(TranslateError::unsupported(format!("{field}.role"), other)),
         }
     }
@@ -484,9 +420,7 @@ pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Val
     let mut out = Map::new();
     out.insert("model".into(), json!(upstream_model));
 
-    let max_tokens = match get(openai_body, "max_completion_tokens")
-        .or_else(|| get(openai_body, "max_tokens"))
-    {
+    let max_tokens = match get(openai_body, "max_completion_tokens").or_else(|| get(openai_body, "max_tokens")) {
         None => DEFAULT_MAX_TOKENS,
         Some(v) => {
             let field = if get(openai_body, "max_completion_tokens").is_some() {
@@ -513,12 +447,7 @@ pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Val
     }
     out.insert(
         "messages".into(),
-        Value::Array(
-            turns
-                .into_iter()
-                .map(|t| json!({"role": t.role, "content": t.content.into_value()}))
-                .collect(),
-        ),
+        Value::Array(turns.into_iter().map(|t| json!({"role": t.role, "content": t.content.into_value()})).collect()),
     );
 
     if let Some(tools) = get(openai_body, "tools") {
@@ -527,13 +456,12 @@ pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Val
             out.insert("tools".into(), Value::Array(tools));
         }
     }
-    let parallel =
-        match get(openai_body, "parallel_tool_calls") {
-            None => None,
-            Some(v) => Some(v.as_bool().ok_or_else(|| {
-                TranslateError::invalid("parallel_tool_calls", "must be a boolean")
-            })?),
-        };
+    let parallel = match get(openai_body, "parallel_tool_calls") {
+        None => None,
+        Some(v) => {
+            Some(v.as_bool().ok_or_else(|| TranslateError::invalid("parallel_tool_calls", "must be a boolean"))?)
+        }
+    };
     if let Some(tc) = translate_tool_choice(get(openai_body, "tool_choice"), parallel)? {
         out.insert("tool_choice".into(), tc);
     }
@@ -555,17 +483,10 @@ pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Val
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
             out.insert("stop_sequences".into(), Value::Array(a.clone()));
         }
-        Some(_) => {
-            return Err(TranslateError::invalid(
-                "stop",
-                "must be a string or an array of strings",
-            ))
-        }
+        Some(_) => return Err(TranslateError::invalid("stop", "must be a string or an array of strings")),
     }
     if let Some(v) = get(openai_body, "stream") {
-        let b = v
-            .as_bool()
-            .ok_or_else(|| TranslateError::invalid("stream", "must be a boolean"))?;
+        let b = v.as_bool().ok_or_else(|| TranslateError::invalid("stream", "must be a boolean"))?;
         out.insert("stream".into(), json!(b));
     }
     if let Some(user) = get_str(openai_body, "user", "user")? {
@@ -580,16 +501,9 @@ pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Val
             return Err(TranslateError::unsupported("n", n.to_string()));
         }
     }
-    let ignored: Vec<&str> = IGNORED_PARAMS
-        .iter()
-        .copied()
-        .filter(|k| get(openai_body, k).is_some())
-        .collect();
+    let ignored: Vec<&str> = IGNORED_PARAMS.iter().copied().filter(|k| get(openai_body, k).is_some()).collect();
     if !ignored.is_empty() {
-        tracing::debug!(
-            ?ignored,
-            "OpenAI parameters with no Anthropic equivalent were dropped"
-        );
+        tracing::debug!(?ignored, "OpenAI parameters with no Anthropic equivalent were dropped");
     }
     Ok(Value::Object(out))
 }
@@ -627,17 +541,12 @@ impl AnthropicUsage {
         set("input_tokens", &mut self.input_tokens);
         set("output_tokens", &mut self.output_tokens);
         set("cache_read_input_tokens", &mut self.cache_read_tokens);
-        set(
-            "cache_creation_input_tokens",
-            &mut self.cache_creation_tokens,
-        );
+        set("cache_creation_input_tokens", &mut self.cache_creation_tokens);
     }
 
     /// Everything the model read, as OpenAI counts `prompt_tokens`.
     pub fn prompt_tokens(&self) -> u64 {
-        self.input_tokens
-            .saturating_add(self.cache_read_tokens)
-            .saturating_add(self.cache_creation_tokens)
+        self.input_tokens.saturating_add(self.cache_read_tokens).saturating_add(self.cache_creation_tokens)
     }
 
     pub fn total_tokens(&self) -> u64 {
@@ -660,9 +569,7 @@ impl AnthropicUsage {
 /// Usage of a Messages response (or of a `message_start` event's message).
 pub fn usage_from_messages(resp: &Value) -> AnthropicUsage {
     let usage = get(resp, "usage").or_else(|| get(resp, "message").and_then(|m| get(m, "usage")));
-    usage
-        .map(AnthropicUsage::from_usage_object)
-        .unwrap_or_default()
+    usage.map(AnthropicUsage::from_usage_object).unwrap_or_default()
 }
 
 /// Anthropic `stop_reason` -> OpenAI `finish_reason`.
@@ -679,14 +586,8 @@ pub fn map_stop_reason(stop_reason: &str) -> &'static str {
 fn upstream_error(body: &Value) -> TranslateError {
     let err = get(body, "error").unwrap_or(&Value::Null);
     TranslateError::Upstream {
-        error_type: get(err, "type")
-            .and_then(Value::as_str)
-            .unwrap_or("api_error")
-            .to_string(),
-        message: get(err, "message")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown error")
-            .to_string(),
+        error_type: get(err, "type").and_then(Value::as_str).unwrap_or("api_error").to_string(),
+        message: get(err, "message").and_then(Value::as_str).unwrap_or("unknown error").to_string(),
     }
 }
 
@@ -872,8 +773,7 @@ impl StreamTranslator {
         let mut out = Vec::new();
         match ty {
             "message_start" => {
-                let msg = get(data, "message")
-                    .ok_or_else(|| TranslateError::missing("message_start.message"))?;
+                let msg = get(data, "message").ok_or_else(|| TranslateError::missing("message_start.message"))?;
                 if let Some(id) = get_str(msg, "id", "message_start.message.id")? {
                     self.id = id.to_string();
                 }
@@ -889,8 +789,7 @@ impl StreamTranslator {
                 self.blocks.insert(index, None);
                 match get_str(block, "type", "content_block_start.content_block.type")? {
                     Some("text") => {
-                        let text =
-                            get_str(block, "text", "content_block_start.content_block.text")?;
+                        let text = get_str(block, "text", "content_block_start.content_block.text")?;
                         if let Some(t) = text.filter(|t| !t.is_empty()) {
                             self.role_chunk_once(&mut out);
                             out.push(self.chunk(json!({"content": t}), None));
@@ -922,11 +821,7 @@ impl StreamTranslator {
                         ));
                     }
                     Some("thinking") => {
-                        let t = get_str(
-                            block,
-                            "thinking",
-                            "content_block_start.content_block.thinking",
-                        )?;
+                        let t = get_str(block, "thinking", "content_block_start.content_block.thinking")?;
                         if let Some(t) = t.filter(|t| !t.is_empty()) {
                             self.role_chunk_once(&mut out);
                             out.push(self.chunk(json!({"reasoning_content": t}), None));
@@ -939,24 +834,18 @@ impl StreamTranslator {
             }
             "content_block_delta" => {
                 let index = block_index(data, "content_block_delta")?;
-                let delta = get(data, "delta")
-                    .ok_or_else(|| TranslateError::missing("content_block_delta.delta"))?;
+                let delta = get(data, "delta").ok_or_else(|| TranslateError::missing("content_block_delta.delta"))?;
                 match get_str(delta, "type", "content_block_delta.delta.type")? {
                     Some("text_delta") => {
-                        let t = get_str(delta, "text", "content_block_delta.delta.text")?
-                            .unwrap_or_default();
+                        let t = get_str(delta, "text", "content_block_delta.delta.text")?.unwrap_or_default();
                         if !t.is_empty() {
                             self.role_chunk_once(&mut out);
                             out.push(self.chunk(json!({"content": t}), None));
                         }
                     }
                     Some("input_json_delta") => {
-                        let part = get_str(
-                            delta,
-                            "partial_json",
-                            "content_block_delta.delta.partial_json",
-                        )?
-                        .unwrap_or_default();
+                        let part = get_str(delta, "partial_json", "content_block_delta.delta.partial_json")?
+                            .unwrap_or_default();
                         match self.blocks.get(&index) {
                             Some(Some(tool_index)) if !part.is_empty() => out.push(self.chunk(
                                 json!({"tool_calls": [{"index": tool_index, "function": {"arguments": part}}]}),
@@ -972,8 +861,7 @@ impl StreamTranslator {
                         }
                     }
                     Some("thinking_delta") => {
-                        let t = get_str(delta, "thinking", "content_block_delta.delta.thinking")?
-                            .unwrap_or_default();
+                        let t = get_str(delta, "thinking", "content_block_delta.delta.thinking")?.unwrap_or_default();
                         if !t.is_empty() {
                             self.role_chunk_once(&mut out);
                             out.push(self.chunk(json!({"reasoning_content": t}), None));
@@ -1023,9 +911,7 @@ fn block_index(data: &Value, event: &str) -> Result<u64> {
     get(data, "index")
         .ok_or_else(|| TranslateError::missing(format!("{event}.index")))?
         .as_u64()
-        .ok_or_else(|| {
-            TranslateError::invalid(format!("{event}.index"), "must be a non-negative integer")
-        })
+        .ok_or_else(|| TranslateError::invalid(format!("{event}.index"), "must be a non-negative integer"))
 }
 
 #[cfg(test)]
@@ -1033,10 +919,8 @@ mod tests {
     use super::*;
     use crate::gateway::sse::SseParser;
 
-    const CASSETTES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/cassettes/pydantic-ai/tests/models/cassettes/test_anthropic"
-    );
+    const CASSETTES: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/cassettes/pydantic-ai/tests/models/cassettes/test_anthropic");
 
     fn cassette(name: &str) -> serde_yaml_ng::Value {
         let path = format!("{CASSETTES}/{name}");
@@ -1061,10 +945,7 @@ mod tests {
         let body = json!({"messages": [{"role": "user", "content": "hi"}], "temperature": null,
                           "stop": null, "tools": null, "tool_choice": null, "user": null, "max_tokens": null});
         let out = chat_to_messages(&body, "m").unwrap();
-        assert_eq!(
-            out.as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["model", "max_tokens", "messages"]
-        );
+        assert_eq!(out.as_object().unwrap().keys().collect::<Vec<_>>(), ["model", "max_tokens", "messages"]);
     }
 
     #[test]
@@ -1155,10 +1036,7 @@ mod tests {
         assert_eq!(base(json!("auto")).unwrap(), json!({"type": "auto"}));
         assert_eq!(base(json!("required")).unwrap(), json!({"type": "any"}));
         assert_eq!(base(json!("none")).unwrap(), json!({"type": "none"}));
-        assert_eq!(
-            base(json!("sometimes")).unwrap_err(),
-            TranslateError::unsupported("tool_choice", "sometimes")
-        );
+        assert_eq!(base(json!("sometimes")).unwrap_err(), TranslateError::unsupported("tool_choice", "sometimes"));
     }
 
     #[test]
@@ -1166,10 +1044,7 @@ mod tests {
         let cases = [
             (json!({}), "messages"),
             (json!({"messages": [{"content": "x"}]}), "messages[0].role"),
-            (
-                json!({"messages": [{"role": "user"}]}),
-                "messages[0].content",
-            ),
+            (json!({"messages": [{"role": "user"}]}), "messages[0].content"),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
                 "messages[0].content[0].type",
@@ -1184,26 +1059,14 @@ mod tests {
                     {"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}),
                 "messages[0].tool_calls[0].function.arguments",
             ),
-            (
-                json!({"messages": [{"role": "tool", "content": "x"}]}),
-                "messages[0].tool_call_id",
-            ),
-            (
-                json!({"messages": [{"role": "function", "content": "x"}]}),
-                "messages[0].role",
-            ),
+            (json!({"messages": [{"role": "tool", "content": "x"}]}), "messages[0].tool_call_id"),
+            (json!({"messages": [{"role": "function", "content": "x"}]}), "messages[0].role"),
             (json!({"messages": [], "max_tokens": 0}), "max_tokens"),
-            (
-                json!({"messages": [], "max_completion_tokens": "9"}),
-                "max_completion_tokens",
-            ),
+            (json!({"messages": [], "max_completion_tokens": "9"}), "max_completion_tokens"),
             (json!({"messages": [], "temperature": "hot"}), "temperature"),
             (json!({"messages": [], "stop": [1]}), "stop"),
             (json!({"messages": [], "n": 2}), "n"),
-            (
-                json!({"messages": [], "tools": [{"type": "web_search"}]}),
-                "tools[0].type",
-            ),
+            (json!({"messages": [], "tools": [{"type": "web_search"}]}), "tools[0].type"),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}),
                 "messages[0].content[0].image_url.url",
@@ -1258,9 +1121,7 @@ mod tests {
             assistant.clone(),
         ];
         for b in recorded["messages"][2]["content"].as_array().unwrap() {
-            messages.push(
-                json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": b["content"]}),
-            );
+            messages.push(json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": b["content"]}));
         }
         let t = &recorded["tools"][0];
         let body = json!({
@@ -1288,10 +1149,8 @@ mod tests {
         let choice = &out["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls");
         let calls = choice["message"]["tool_calls"].as_array().unwrap();
-        let names: Vec<Value> = calls
-            .iter()
-            .map(|c| serde_json::from_str(c["function"]["arguments"].as_str().unwrap()).unwrap())
-            .collect();
+        let names: Vec<Value> =
+            calls.iter().map(|c| serde_json::from_str(c["function"]["arguments"].as_str().unwrap()).unwrap()).collect();
         assert_eq!(
             names,
             vec![
@@ -1302,10 +1161,7 @@ mod tests {
             ]
         );
         assert_eq!(calls[0]["id"], "toolu_0167cfEnoQaPviGdVXA95zcu");
-        assert!(choice["message"]["content"]
-            .as_str()
-            .unwrap()
-            .starts_with("I'll help you find out"));
+        assert!(choice["message"]["content"].as_str().unwrap().starts_with("I'll help you find out"));
         assert_eq!(out["usage"]["prompt_tokens"], 423);
         assert_eq!(out["usage"]["completion_tokens"], 202);
         assert_eq!(out["usage"]["total_tokens"], 625);
@@ -1314,10 +1170,7 @@ mod tests {
         let out = messages_to_chat_at(&second, "m", 0).unwrap();
         assert_eq!(out["choices"][0]["finish_reason"], "stop");
         assert!(out["choices"][0]["message"].get("tool_calls").is_none());
-        assert!(out["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .contains("Daisy is the youngest"));
+        assert!(out["choices"][0]["message"]["content"].as_str().unwrap().contains("Daisy is the youngest"));
     }
 
     #[test]
@@ -1342,29 +1195,18 @@ mod tests {
         );
         assert_eq!(
             usage_from_messages(&resp),
-            AnthropicUsage {
-                input_tokens: 10,
-                output_tokens: 5,
-                cache_read_tokens: 100,
-                cache_creation_tokens: 20
-            }
+            AnthropicUsage { input_tokens: 10, output_tokens: 5, cache_read_tokens: 100, cache_creation_tokens: 20 }
         );
-        for (anth, oai) in [
-            ("end_turn", "stop"),
-            ("stop_sequence", "stop"),
-            ("max_tokens", "length"),
-            ("tool_use", "tool_calls"),
-        ] {
+        for (anth, oai) in
+            [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls")]
+        {
             assert_eq!(map_stop_reason(anth), oai);
         }
         let only_tools = json!({"content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}],
                                 "stop_reason": "tool_use"});
         let out = messages_to_chat_at(&only_tools, "m", 0).unwrap();
         assert_eq!(out["choices"][0]["message"]["content"], Value::Null);
-        assert_eq!(
-            out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
-            "{}"
-        );
+        assert_eq!(out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{}");
         assert_eq!(out["usage"]["total_tokens"], 0);
     }
 
@@ -1377,25 +1219,12 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            TranslateError::Upstream {
-                error_type: "overloaded_error".into(),
-                message: "Overloaded".into()
-            }
+            TranslateError::Upstream { error_type: "overloaded_error".into(), message: "Overloaded".into() }
         );
         assert_eq!(err.to_openai_error()["error"]["type"], "overloaded_error");
+        assert_eq!(messages_to_chat(&json!({"id": "x"}), "m").unwrap_err().field(), Some("content"));
         assert_eq!(
-            messages_to_chat(&json!({"id": "x"}), "m")
-                .unwrap_err()
-                .field(),
-            Some("content")
-        );
-        assert_eq!(
-            messages_to_chat(
-                &json!({"content": [{"type": "tool_use", "name": "f"}]}),
-                "m"
-            )
-            .unwrap_err()
-            .field(),
+            messages_to_chat(&json!({"content": [{"type": "tool_use", "name": "f"}]}), "m").unwrap_err().field(),
             Some("content[0].id")
         );
     }
@@ -1418,20 +1247,13 @@ mod tests {
     }
 
     fn concat(chunks: &[Value], key: &str) -> String {
-        chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"][key].as_str())
-            .collect::<Vec<_>>()
-            .concat()
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"][key].as_str()).collect::<Vec<_>>().concat()
     }
 
     #[test]
     fn recorded_stream_short_answer() {
         let c = cassette("test_request_stream_fallback_for_high_max_tokens.yaml");
-        let body = c["interactions"][0]["response"]["body"]["string"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let body = c["interactions"][0]["response"]["body"]["string"].as_str().unwrap().to_string();
         for size in [1, 7, 64, body.len()] {
             let (chunks, tr) = run_stream(&body, size);
             assert_eq!(concat(&chunks, "content"), "2");
@@ -1452,28 +1274,22 @@ mod tests {
                 })
                 .collect();
             assert_eq!(finishes.len(), 1);
-            assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"
-                && c["model"] == "alias"
-                && c["created"] == 7));
+            assert!(chunks
+                .iter()
+                .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "alias" && c["created"] == 7));
         }
     }
 
     #[test]
     fn recorded_stream_with_thinking() {
         let c = cassette("test_anthropic_model_thinking_part_stream.yaml");
-        let body = c["interactions"][0]["response"]["body"]["string"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let body = c["interactions"][0]["response"]["body"]["string"].as_str().unwrap().to_string();
         let (chunks, tr) = run_stream(&body, 13);
         let text = concat(&chunks, "content");
         assert!(!text.is_empty());
         assert!(text.starts_with("Here are the basic"), "{text}");
         let reasoning = concat(&chunks, "reasoning_content");
-        assert!(
-            reasoning.starts_with("This is a straightforward question about pedestrian safety."),
-            "{reasoning}"
-        );
+        assert!(reasoning.starts_with("This is a straightforward question about pedestrian safety."), "{reasoning}");
         assert_eq!(tr.finish_reason(), Some("stop"));
         assert_eq!(tr.usage().output_tokens, 282);
         assert_eq!(tr.usage().input_tokens, 43);
@@ -1483,9 +1299,7 @@ mod tests {
 
     #[test]
     fn stream_tool_calls_and_errors() {
-        let mut tr = StreamTranslator::new("m", "hint")
-            .with_created(1)
-            .with_usage_chunk(false);
+        let mut tr = StreamTranslator::new("m", "hint").with_created(1).with_usage_chunk(false);
         let events = [
             json!({"type": "message_start", "message": {"usage": {"input_tokens": 3, "cache_read_input_tokens": 4}}}),
             json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
@@ -1508,10 +1322,7 @@ mod tests {
         for e in &events {
             chunks.extend(tr.on_event("", e).unwrap());
         }
-        let deltas: Vec<Value> = chunks
-            .iter()
-            .map(|c| c["choices"][0]["delta"].clone())
-            .collect();
+        let deltas: Vec<Value> = chunks.iter().map(|c| c["choices"][0]["delta"].clone()).collect();
         assert_eq!(
             deltas,
             vec![
@@ -1525,29 +1336,20 @@ mod tests {
                 json!({}),
             ]
         );
-        assert_eq!(
-            chunks.last().unwrap()["choices"][0]["finish_reason"],
-            "tool_calls"
-        );
+        assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(chunks[0]["id"], "hint");
         assert_eq!(tr.usage().prompt_tokens(), 7);
         assert_eq!(tr.usage().output_tokens, 9);
 
         let err = tr
-            .on_event("error", &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+            .on_event(
+                "error",
+                &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            )
             .unwrap_err();
-        assert_eq!(
-            err.to_openai_error()["error"]["message"],
-            "upstream error (overloaded_error): Overloaded"
-        );
-        assert!(tr
-            .on_event("ping", &json!({"type": "ping"}))
-            .unwrap()
-            .is_empty());
-        assert!(tr
-            .on_event("brand_new_event", &json!({}))
-            .unwrap()
-            .is_empty());
+        assert_eq!(err.to_openai_error()["error"]["message"], "upstream error (overloaded_error): Overloaded");
+        assert!(tr.on_event("ping", &json!({"type": "ping"})).unwrap().is_empty());
+        assert!(tr.on_event("brand_new_event", &json!({})).unwrap().is_empty());
         let err = tr
             .on_event(
                 "content_block_delta",
@@ -1555,11 +1357,7 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.field(), Some("content_block_delta.index"));
-        let bad = SseEvent {
-            event: Some("message_delta".into()),
-            data: "{oops".into(),
-            id: None,
-        };
+        let bad = SseEvent { event: Some("message_delta".into()), data: "{oops".into(), id: None };
         assert_eq!(tr.on_sse(&bad).unwrap_err().field(), Some("data"));
     }
 }

@@ -91,16 +91,8 @@ pub fn default_endpoint(region: &str) -> String {
 /// The model id is percent-encoded: ids contain `:` (`...-v2:0`) and
 /// inference-profile ARNs contain `/`, which must not split the path.
 pub fn invoke_url(endpoint_base: &str, model_id: &str, stream: bool) -> String {
-    let action = if stream {
-        "invoke-with-response-stream"
-    } else {
-        "invoke"
-    };
-    format!(
-        "{}/model/{}/{action}",
-        endpoint_base.trim_end_matches('/'),
-        encode_path_segment(model_id)
-    )
+    let action = if stream { "invoke-with-response-stream" } else { "invoke" };
+    format!("{}/model/{}/{action}", endpoint_base.trim_end_matches('/'), encode_path_segment(model_id))
 }
 
 /// RFC 3986 percent-encoding of everything but unreserved characters.
@@ -149,18 +141,13 @@ impl fmt::Debug for AwsCredentials {
         f.debug_struct("AwsCredentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"** redacted **")
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "** redacted **"),
-            )
+            .field("session_token", &self.session_token.as_ref().map(|_| "** redacted **"))
             .finish()
     }
 }
 
 fn non_empty(s: Option<&str>) -> Option<String> {
-    s.map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+    s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 impl AwsCredentials {
@@ -189,19 +176,12 @@ impl AwsCredentials {
                 non_empty(env("AWS_SESSION_TOKEN").as_deref()),
                 ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
             ),
-            (k, s) => (
-                k,
-                s,
-                non_empty(cfg_token),
-                ["aws_access_key_id", "aws_secret_access_key"],
-            ),
+            (k, s) => (k, s, non_empty(cfg_token), ["aws_access_key_id", "aws_secret_access_key"]),
         };
         match (key, secret) {
-            (Some(access_key_id), Some(secret_access_key)) => Ok(AwsCredentials {
-                access_key_id,
-                secret_access_key,
-                session_token: token,
-            }),
+            (Some(access_key_id), Some(secret_access_key)) => {
+                Ok(AwsCredentials { access_key_id, secret_access_key, session_token: token })
+            }
             (k, s) => {
                 let mut missing = Vec::new();
                 if k.is_none() {
@@ -248,23 +228,18 @@ pub fn sign(
     service: &str,
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, BedrockError> {
-    use aws_sigv4::http_request::{
-        sign as sigv4_sign, SignableBody, SignableRequest, SigningSettings,
-    };
+    use aws_sigv4::http_request::{sign as sigv4_sign, SignableBody, SignableRequest, SigningSettings};
     use aws_sigv4::sign::v4;
 
     // aws-sigv4 panics on a URI without a host; reject it first.
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| BedrockError::Signing(format!("invalid URL `{url}`: {e}")))?;
+    let uri: http::Uri = url.parse().map_err(|e| BedrockError::Signing(format!("invalid URL `{url}`: {e}")))?;
     if uri.host().is_none() {
         return Err(BedrockError::Signing(format!("URL `{url}` has no host")));
     }
     let mut header_pairs = Vec::with_capacity(headers.len());
     for (name, value) in headers {
-        let value = value
-            .to_str()
-            .map_err(|_| BedrockError::Signing(format!("header `{name}` is not visible ASCII")))?;
+        let value =
+            value.to_str().map_err(|_| BedrockError::Signing(format!("header `{name}` is not visible ASCII")))?;
         header_pairs.push((name.as_str(), value));
     }
     let identity = aws_credential_types::Credentials::new(
@@ -284,20 +259,11 @@ pub fn sign(
         .build()
         .map_err(|e| BedrockError::Signing(e.to_string()))?
         .into();
-    let request = SignableRequest::new(
-        method,
-        url,
-        header_pairs.into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| BedrockError::Signing(e.to_string()))?;
-    let (instructions, _signature) = sigv4_sign(request, &params)
-        .map_err(|e| BedrockError::Signing(e.to_string()))?
-        .into_parts();
-    Ok(instructions
-        .headers()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect())
+    let request = SignableRequest::new(method, url, header_pairs.into_iter(), SignableBody::Bytes(body))
+        .map_err(|e| BedrockError::Signing(e.to_string()))?;
+    let (instructions, _signature) =
+        sigv4_sign(request, &params).map_err(|e| BedrockError::Signing(e.to_string()))?.into_parts();
+    Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -401,9 +367,7 @@ impl EventStreamDecoder {
             return Err(e.clone());
         }
         if self.mid_frame || !self.buf.is_empty() {
-            return Err(BedrockError::TruncatedStream {
-                pending_bytes: self.buf.len(),
-            });
+            return Err(BedrockError::TruncatedStream { pending_bytes: self.buf.len() });
         }
         Ok(())
     }
@@ -415,9 +379,7 @@ pub fn decode_event(message: &Message) -> Result<BedrockStreamEvent, BedrockErro
     match header_str(message, ":message-type") {
         Some("event") => {}
         Some("exception") => {
-            let kind = header_str(message, ":exception-type")
-                .unwrap_or("exception")
-                .to_string();
+            let kind = header_str(message, ":exception-type").unwrap_or("exception").to_string();
             let text = String::from_utf8_lossy(payload);
             let parsed: Option<Value> = serde_json::from_slice(payload).ok();
             let message = parsed
@@ -429,12 +391,8 @@ pub fn decode_event(message: &Message) -> Result<BedrockStreamEvent, BedrockErro
         }
         Some("error") => {
             return Err(BedrockError::StreamException {
-                kind: header_str(message, ":error-code")
-                    .unwrap_or("error")
-                    .to_string(),
-                message: header_str(message, ":error-message")
-                    .unwrap_or("")
-                    .to_string(),
+                kind: header_str(message, ":error-code").unwrap_or("error").to_string(),
+                message: header_str(message, ":error-message").unwrap_or("").to_string(),
             })
         }
         other => {
@@ -444,34 +402,22 @@ pub fn decode_event(message: &Message) -> Result<BedrockStreamEvent, BedrockErro
             })
         }
     }
-    let event_type =
-        header_str(message, ":event-type").ok_or_else(|| BedrockError::InvalidEvent {
-            field: ":event-type".into(),
-            reason: "missing".into(),
-        })?;
+    let event_type = header_str(message, ":event-type")
+        .ok_or_else(|| BedrockError::InvalidEvent { field: ":event-type".into(), reason: "missing".into() })?;
     let json: Value = serde_json::from_slice(payload).map_err(|e| BedrockError::InvalidEvent {
         field: format!("{event_type}.payload"),
         reason: format!("not JSON: {e}"),
     })?;
     if event_type != "chunk" {
-        return Ok(BedrockStreamEvent::Other {
-            event_type: event_type.to_string(),
-            payload: json,
-        });
+        return Ok(BedrockStreamEvent::Other { event_type: event_type.to_string(), payload: json });
     }
-    let b64 =
-        json.get("bytes")
-            .and_then(Value::as_str)
-            .ok_or_else(|| BedrockError::InvalidEvent {
-                field: "chunk.bytes".into(),
-                reason: "missing or not a string".into(),
-            })?;
+    let b64 = json.get("bytes").and_then(Value::as_str).ok_or_else(|| BedrockError::InvalidEvent {
+        field: "chunk.bytes".into(),
+        reason: "missing or not a string".into(),
+    })?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|e| BedrockError::InvalidEvent {
-            field: "chunk.bytes".into(),
-            reason: format!("not base64: {e}"),
-        })?;
+        .map_err(|e| BedrockError::InvalidEvent { field: "chunk.bytes".into(), reason: format!("not base64: {e}") })?;
     let event: Value = serde_json::from_slice(&raw).map_err(|e| BedrockError::InvalidEvent {
         field: "chunk.bytes".into(),
         reason: format!("decoded bytes are not JSON: {e}"),
@@ -523,10 +469,7 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(
-            default_endpoint("eu-west-1"),
-            "https://bedrock-runtime.eu-west-1.amazonaws.com"
-        );
+        assert_eq!(default_endpoint("eu-west-1"), "https://bedrock-runtime.eu-west-1.amazonaws.com");
         assert_eq!(
             invoke_url("https://bedrock-runtime.us-east-1.amazonaws.com/", "us.anthropic.claude-3-5-sonnet-20241022-v2:0", false),
             "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/invoke"
@@ -557,48 +500,25 @@ mod tests {
             "AWS_SESSION_TOKEN" => Some("envtoken".to_string()),
             _ => None,
         };
-        let c =
-            AwsCredentials::resolve_with(Some("AKIDCFG"), Some("cfgsecret"), None, env).unwrap();
+        let c = AwsCredentials::resolve_with(Some("AKIDCFG"), Some("cfgsecret"), None, env).unwrap();
         assert_eq!(c.access_key_id, "AKIDCFG");
-        assert_eq!(
-            c.session_token, None,
-            "env token must not attach to config key"
-        );
+        assert_eq!(c.session_token, None, "env token must not attach to config key");
         let c = AwsCredentials::resolve_with(None, Some(""), None, env).unwrap();
         assert_eq!(c.session_token.as_deref(), Some("envtoken"));
         let err = AwsCredentials::resolve_with(Some("AKIDCFG"), None, None, env).unwrap_err();
-        assert_eq!(
-            err,
-            BedrockError::MissingCredentials {
-                missing: vec!["aws_secret_access_key"]
-            }
-        );
+        assert_eq!(err, BedrockError::MissingCredentials { missing: vec!["aws_secret_access_key"] });
         let err = AwsCredentials::resolve_with(None, None, None, |_| None).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"),
-            "{msg}"
-        );
+        assert!(msg.contains("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"), "{msg}");
         let debug = format!("{c:?}");
-        assert!(
-            !debug.contains("envsecret") && !debug.contains("envtoken"),
-            "{debug}"
-        );
+        assert!(!debug.contains("envsecret") && !debug.contains("envtoken"), "{debug}");
 
+        assert_eq!(resolve_region_with(Some("eu-west-3"), |_| None).unwrap(), "eu-west-3");
         assert_eq!(
-            resolve_region_with(Some("eu-west-3"), |_| None).unwrap(),
-            "eu-west-3"
-        );
-        assert_eq!(
-            resolve_region_with(None, |k| (k == "AWS_DEFAULT_REGION")
-                .then(|| "ap-south-1".into()))
-            .unwrap(),
+            resolve_region_with(None, |k| (k == "AWS_DEFAULT_REGION").then(|| "ap-south-1".into())).unwrap(),
             "ap-south-1"
         );
-        assert_eq!(
-            resolve_region_with(Some(" "), |_| None),
-            Err(BedrockError::MissingRegion)
-        );
+        assert_eq!(resolve_region_with(Some(" "), |_| None), Err(BedrockError::MissingRegion));
     }
 
     fn example_creds(token: Option<&str>) -> AwsCredentials {
@@ -627,12 +547,7 @@ mod tests {
             suite_time(),
         )
         .unwrap();
-        let get = |k: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("x-amz-date"), Some("20150830T123600Z"));
         assert_eq!(
             get("authorization"),
@@ -647,61 +562,19 @@ mod tests {
     #[test]
     fn sigv4_for_bedrock_signs_headers_and_token() {
         let mut h = http::HeaderMap::new();
-        h.insert(
-            "content-type",
-            http::HeaderValue::from_static("application/json"),
-        );
-        let url = invoke_url(
-            &default_endpoint("us-east-1"),
-            "anthropic.claude-3-haiku-20240307-v1:0",
-            false,
-        );
+        h.insert("content-type", http::HeaderValue::from_static("application/json"));
+        let url = invoke_url(&default_endpoint("us-east-1"), "anthropic.claude-3-haiku-20240307-v1:0", false);
         let creds = example_creds(Some("TOKEN"));
-        let out = sign(
-            "POST",
-            &url,
-            &h,
-            b"{}",
-            &creds,
-            "us-east-1",
-            "bedrock",
-            suite_time(),
-        )
-        .unwrap();
+        let out = sign("POST", &url, &h, b"{}", &creds, "us-east-1", "bedrock", suite_time()).unwrap();
         let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let auth = get("authorization").unwrap();
-        assert!(auth.starts_with(
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/bedrock/aws4_request, "
-        ));
-        assert!(
-            auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token,"),
-            "{auth}"
-        );
+        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/bedrock/aws4_request, "));
+        assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token,"), "{auth}");
         assert_eq!(get("x-amz-security-token").as_deref(), Some("TOKEN"));
         // Deterministic for a fixed time, and the body is covered.
-        let again = sign(
-            "POST",
-            &url,
-            &h,
-            b"{}",
-            &creds,
-            "us-east-1",
-            "bedrock",
-            suite_time(),
-        )
-        .unwrap();
+        let again = sign("POST", &url, &h, b"{}", &creds, "us-east-1", "bedrock", suite_time()).unwrap();
         assert_eq!(out, again);
-        let other = sign(
-            "POST",
-            &url,
-            &h,
-            b"{ }",
-            &creds,
-            "us-east-1",
-            "bedrock",
-            suite_time(),
-        )
-        .unwrap();
+        let other = sign("POST", &url, &h, b"{ }", &creds, "us-east-1", "bedrock", suite_time()).unwrap();
         assert_ne!(out, other);
         assert!(!format!("{out:?}").contains("wJalrXUtnFEMI"));
     }
@@ -711,17 +584,7 @@ mod tests {
         let h = http::HeaderMap::new();
         let c = example_creds(None);
         for url in ["/model/x/invoke", "not a url"] {
-            let err = sign(
-                "POST",
-                url,
-                &h,
-                b"",
-                &c,
-                "us-east-1",
-                "bedrock",
-                suite_time(),
-            )
-            .unwrap_err();
+            let err = sign("POST", url, &h, b"", &c, "us-east-1", "bedrock", suite_time()).unwrap_err();
             assert!(matches!(err, BedrockError::Signing(_)), "{url}: {err}");
         }
     }
@@ -744,11 +607,7 @@ mod tests {
                 got.extend(d.feed(piece).unwrap());
             }
             d.finish().unwrap();
-            let want: Vec<_> = events
-                .iter()
-                .cloned()
-                .map(BedrockStreamEvent::Anthropic)
-                .collect();
+            let want: Vec<_> = events.iter().cloned().map(BedrockStreamEvent::Anthropic).collect();
             assert_eq!(got, want, "chunk size {size}");
         }
 
@@ -757,10 +616,7 @@ mod tests {
         let err = d.feed(&frame).unwrap_err();
         assert_eq!(
             err,
-            BedrockError::StreamException {
-                kind: "throttlingException".into(),
-                message: "Too many requests".into()
-            }
+            BedrockError::StreamException { kind: "throttlingException".into(), message: "Too many requests".into() }
         );
         assert_eq!(err.http_status(), 429);
 
@@ -768,18 +624,9 @@ mod tests {
         let mut both = encode_chunk_frame(&events[1]).unwrap();
         both.extend(frame);
         let mut d = EventStreamDecoder::new();
-        assert_eq!(
-            d.feed(&both).unwrap(),
-            vec![BedrockStreamEvent::Anthropic(events[1].clone())]
-        );
-        assert!(matches!(
-            d.feed(b""),
-            Err(BedrockError::StreamException { .. })
-        ));
-        assert!(matches!(
-            d.finish(),
-            Err(BedrockError::StreamException { .. })
-        ));
+        assert_eq!(d.feed(&both).unwrap(), vec![BedrockStreamEvent::Anthropic(events[1].clone())]);
+        assert!(matches!(d.feed(b""), Err(BedrockError::StreamException { .. })));
+        assert!(matches!(d.finish(), Err(BedrockError::StreamException { .. })));
     }
 
     #[test]
@@ -787,10 +634,7 @@ mod tests {
         let frame = encode_chunk_frame(&json!({"type": "ping"})).unwrap();
         let mut d = EventStreamDecoder::new();
         assert!(d.feed(&frame[..frame.len() - 1]).unwrap().is_empty());
-        assert!(matches!(
-            d.finish(),
-            Err(BedrockError::TruncatedStream { .. })
-        ));
+        assert!(matches!(d.finish(), Err(BedrockError::TruncatedStream { .. })));
         let mut d = EventStreamDecoder::new();
         assert!(d.feed(&frame[..5]).unwrap().is_empty());
         assert!(d.finish().is_err());
@@ -798,25 +642,16 @@ mod tests {
         let mut corrupt = frame.clone();
         let mid = corrupt.len() / 2;
         corrupt[mid] ^= 0x01;
-        assert!(matches!(
-            EventStreamDecoder::new().feed(&corrupt),
-            Err(BedrockError::Frame(_))
-        ));
+        assert!(matches!(EventStreamDecoder::new().feed(&corrupt), Err(BedrockError::Frame(_))));
 
         // A well-framed chunk whose payload is not the expected shape.
         let bad = encode(
-            vec![
-                str_header(":event-type", "chunk"),
-                str_header(":message-type", "event"),
-            ],
+            vec![str_header(":event-type", "chunk"), str_header(":message-type", "event")],
             b"{\"bytes\": \"%%%\"}".to_vec(),
         )
         .unwrap();
         let err = EventStreamDecoder::new().feed(&bad).unwrap_err();
-        assert!(
-            matches!(err, BedrockError::InvalidEvent { ref field, .. } if field == "chunk.bytes"),
-            "{err}"
-        );
+        assert!(matches!(err, BedrockError::InvalidEvent { ref field, .. } if field == "chunk.bytes"), "{err}");
     }
 
     /// The recorded ConverseStream response (real AWS bytes) decodes frame by
@@ -835,9 +670,7 @@ mod tests {
             other => other.as_str().unwrap().to_string(),
         };
         let b64: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
 
         let decode_all = |size: usize| {
             let mut d = EventStreamDecoder::new();
@@ -860,26 +693,17 @@ mod tests {
             })
             .collect();
         assert_eq!(types.first(), Some(&"messageStart"));
-        assert_eq!(
-            &types[types.len() - 3..],
-            ["contentBlockStop", "messageStop", "metadata"]
-        );
+        assert_eq!(&types[types.len() - 3..], ["contentBlockStop", "messageStop", "metadata"]);
         let text: String = events
             .iter()
             .filter_map(|e| match e {
-                BedrockStreamEvent::Other {
-                    event_type,
-                    payload,
-                } if event_type == "contentBlockDelta" => {
+                BedrockStreamEvent::Other { event_type, payload } if event_type == "contentBlockDelta" => {
                     payload["delta"]["text"].as_str().map(str::to_string)
                 }
                 _ => None,
             })
             .collect();
-        assert!(
-            text.starts_with("The capital of France is Paris."),
-            "{text}"
-        );
+        assert!(text.starts_with("The capital of France is Paris."), "{text}");
         match events.last() {
             Some(BedrockStreamEvent::Other { payload, .. }) => {
                 assert_eq!(payload["usage"]["totalTokens"], 95);

@@ -21,21 +21,66 @@ const CHAT_REQUIRED: &[&str] = &["model", "messages"];
 const EMBED_REQUIRED: &[&str] = &["model", "input"];
 
 const CHAT_OPENAI: &[&str] = &[
-    "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens",
-    "n", "presence_penalty", "response_format", "seed", "stop", "stream", "stream_options", "temperature",
-    "top_p", "tools", "tool_choice", "parallel_tool_calls", "user", "reasoning_effort", "metadata",
-    "modalities", "prediction", "audio", "service_tier", "store", "web_search_options",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "presence_penalty",
+    "response_format",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "user",
+    "reasoning_effort",
+    "metadata",
+    "modalities",
+    "prediction",
+    "audio",
+    "service_tier",
+    "store",
+    "web_search_options",
 ];
 /// vLLM's OpenAI server accepts the OpenAI set plus its sampling extras.
 const CHAT_VLLM_EXTRA: &[&str] = &[
-    "top_k", "min_p", "repetition_penalty", "length_penalty", "best_of", "use_beam_search",
-    "ignore_eos", "min_tokens", "skip_special_tokens", "guided_json", "guided_regex", "guided_choice",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "length_penalty",
+    "best_of",
+    "use_beam_search",
+    "ignore_eos",
+    "min_tokens",
+    "skip_special_tokens",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
     "chat_template_kwargs",
 ];
 /// What the OpenAI -> Anthropic translation knows how to carry.
 const CHAT_ANTHROPIC: &[&str] = &[
-    "max_tokens", "max_completion_tokens", "stop", "stream", "stream_options", "temperature", "top_p",
-    "tools", "tool_choice", "parallel_tool_calls", "user", "metadata", "response_format", "top_k",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "user",
+    "metadata",
+    "response_format",
+    "top_k",
 ];
 const EMBED_OPENAI: &[&str] = &["encoding_format", "dimensions", "user"];
 const EMBED_VLLM: &[&str] = &["encoding_format", "dimensions", "user", "truncate_prompt_tokens"];
@@ -125,7 +170,8 @@ mod tests {
     #[test]
     fn absent_and_null_optional_fields_stay_absent() {
         let client = obj(json!({"model": "m", "input": ["a"], "user": null}));
-        let out = build_upstream_params(&client, Provider::HostedVllm, Endpoint::Embeddings, "m", false, false).unwrap();
+        let out =
+            build_upstream_params(&client, Provider::HostedVllm, Endpoint::Embeddings, "m", false, false).unwrap();
         assert!(!out.contains_key("encoding_format"));
         assert!(!out.contains_key("user"));
         assert_eq!(out.len(), 2);

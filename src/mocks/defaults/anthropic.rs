@@ -17,11 +17,7 @@ pub(super) fn model_of(route: &Route, req: &RecordedRequest) -> String {
     match route {
         Route::VertexPredict { model, .. } => model.replace('@', "-"),
         Route::BedrockInvoke { model, .. } => bedrock_model_name(model),
-        _ => req
-            .json_field("model")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string(),
+        _ => req.json_field("model").and_then(Value::as_str).unwrap_or("unknown").to_string(),
     }
 }
 
@@ -32,12 +28,7 @@ fn bedrock_model_name(id: &str) -> String {
     };
     // Drop a `-v1:0` style suffix.
     match after_vendor.rfind("-v") {
-        Some(i)
-            if after_vendor[i + 2..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit()) =>
-        {
+        Some(i) if after_vendor[i + 2..].chars().next().is_some_and(|c| c.is_ascii_digit()) => {
             after_vendor[..i].to_string()
         }
         _ => after_vendor.to_string(),
@@ -63,13 +54,7 @@ fn usage(input: u64, output: u64) -> Value {
     })
 }
 
-pub(super) fn message(
-    kind: MockKind,
-    name: &str,
-    ids: &IdGen,
-    req: &RecordedRequest,
-    model: &str,
-) -> Value {
+pub(super) fn message(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest, model: &str) -> Value {
     let text = reply_text(kind, name);
     json!({
         "model": model,
@@ -128,10 +113,7 @@ fn events(
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
         ));
     }
-    out.push((
-        "content_block_stop".into(),
-        json!({"type": "content_block_stop", "index": 0}),
-    ));
+    out.push(("content_block_stop".into(), json!({"type": "content_block_stop", "index": 0})));
     out.push((
         "message_delta".into(),
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": output}}),
@@ -140,13 +122,7 @@ fn events(
     out
 }
 
-pub(super) fn sse_events(
-    kind: MockKind,
-    name: &str,
-    ids: &IdGen,
-    req: &RecordedRequest,
-    model: &str,
-) -> Vec<SseEvent> {
+pub(super) fn sse_events(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest, model: &str) -> Vec<SseEvent> {
     events(kind, name, ids, req, model, true)
         .into_iter()
         .map(|(event, data)| SseEvent::named(&event, data.to_string()))
@@ -155,19 +131,12 @@ pub(super) fn sse_events(
 
 /// Bedrock sends the same events (without `ping`); the last one carries
 /// `amazon-bedrock-invocationMetrics`.
-pub(super) fn bedrock_events(
-    name: &str,
-    ids: &IdGen,
-    req: &RecordedRequest,
-    model: &str,
-) -> Vec<Value> {
+pub(super) fn bedrock_events(name: &str, ids: &IdGen, req: &RecordedRequest, model: &str) -> Vec<Value> {
     let text = reply_text(MockKind::Bedrock, name);
     let input = prompt_tokens(req);
     let output = completion_tokens(&text);
-    let mut out: Vec<Value> = events(MockKind::Bedrock, name, ids, req, model, false)
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
+    let mut out: Vec<Value> =
+        events(MockKind::Bedrock, name, ids, req, model, false).into_iter().map(|(_, v)| v).collect();
     if let Some(Value::Object(last)) = out.last_mut() {
         last.insert(
             "amazon-bedrock-invocationMetrics".into(),

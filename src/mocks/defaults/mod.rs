@@ -32,11 +32,8 @@ pub(crate) fn prompt_tokens(req: &RecordedRequest) -> u64 {
             _ => 0,
         }
     }
-    let total: usize = ["messages", "system", "input", "prompt", "tools"]
-        .iter()
-        .filter_map(|k| req.json_field(k))
-        .map(chars)
-        .sum();
+    let total: usize =
+        ["messages", "system", "input", "prompt", "tools"].iter().filter_map(|k| req.json_field(k)).map(chars).sum();
     (total as u64 / 4).max(1)
 }
 
@@ -53,30 +50,12 @@ pub(crate) fn deltas(text: &str) -> Vec<String> {
 pub(crate) fn respond(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest) -> Buffered {
     let route = Route::classify(kind, req);
     let body = match &route {
-        Route::Chat { deployment } => Some(openai::chat_completion(
-            kind,
-            name,
-            ids,
-            req,
-            deployment.as_deref(),
-        )),
-        Route::Embeddings { deployment } => {
-            Some(openai::embeddings(kind, ids, req, deployment.as_deref()))
+        Route::Chat { deployment } => Some(openai::chat_completion(kind, name, ids, req, deployment.as_deref())),
+        Route::Embeddings { deployment } => Some(openai::embeddings(kind, ids, req, deployment.as_deref())),
+        Route::Messages => Some(anthropic::message(kind, name, ids, req, &anthropic::model_of(&route, req))),
+        Route::BedrockInvoke { .. } | Route::VertexPredict { .. } => {
+            Some(anthropic::message(kind, name, ids, req, &anthropic::model_of(&route, req)))
         }
-        Route::Messages => Some(anthropic::message(
-            kind,
-            name,
-            ids,
-            req,
-            &anthropic::model_of(&route, req),
-        )),
-        Route::BedrockInvoke { .. } | Route::VertexPredict { .. } => Some(anthropic::message(
-            kind,
-            name,
-            ids,
-            req,
-            &anthropic::model_of(&route, req),
-        )),
         Route::CountTokens | Route::VertexCountTokens => Some(anthropic::count_tokens(req)),
         Route::Other => None,
     };
@@ -90,22 +69,12 @@ pub(crate) fn respond(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedReq
 /// Headers real providers add to successful responses.
 fn with_provider_headers(kind: MockKind, b: Buffered, ids: &IdGen, body: &Value) -> Buffered {
     match kind {
-        MockKind::Openai | MockKind::Azure => {
-            b.with_header("x-request-id", format!("req_{}", ids.hex(32)))
-        }
-        MockKind::Anthropic | MockKind::AzureAi => {
-            b.with_header("request-id", ids.anthropic_request_id())
-        }
+        MockKind::Openai | MockKind::Azure => b.with_header("x-request-id", format!("req_{}", ids.hex(32))),
+        MockKind::Anthropic | MockKind::AzureAi => b.with_header("request-id", ids.anthropic_request_id()),
         MockKind::Bedrock => {
             let usage = body.get("usage");
-            let input = usage
-                .and_then(|u| u.get("input_tokens"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let output = usage
-                .and_then(|u| u.get("output_tokens"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
+            let input = usage.and_then(|u| u.get("input_tokens")).and_then(Value::as_u64).unwrap_or(0);
+            let output = usage.and_then(|u| u.get("output_tokens")).and_then(Value::as_u64).unwrap_or(0);
             b.with_header("x-amzn-requestid", ids.uuid())
                 .with_header("x-amzn-bedrock-input-token-count", input.to_string())
                 .with_header("x-amzn-bedrock-output-token-count", output.to_string())
@@ -127,13 +96,7 @@ pub(crate) fn stream(
         Route::Chat { deployment } => Some(StreamPlan {
             status: 200,
             headers: sse_headers(),
-            frames: sse_frames(&openai::chat_chunks(
-                kind,
-                name,
-                ids,
-                req,
-                deployment.as_deref(),
-            )),
+            frames: sse_frames(&openai::chat_chunks(kind, name, ids, req, deployment.as_deref())),
             hold_before: None,
             cut_after: None,
         }),
@@ -152,20 +115,11 @@ pub(crate) fn stream(
             let frames = anthropic::bedrock_events(name, ids, req, &model)
                 .iter()
                 .enumerate()
-                .map(|(i, e)| Frame {
-                    bytes: eventstream::chunk_frame(e, i),
-                    delay_ms: 0,
-                })
+                .map(|(i, e)| Frame { bytes: eventstream::chunk_frame(e, i), delay_ms: 0 })
                 .collect();
             let mut headers = eventstream_headers();
             headers.push(("x-amzn-requestid".into(), ids.uuid()));
-            Some(StreamPlan {
-                status: 200,
-                headers,
-                frames,
-                hold_before: None,
-                cut_after: None,
-            })
+            Some(StreamPlan { status: 200, headers, frames, hold_before: None, cut_after: None })
         }
         _ => None,
     }
@@ -173,18 +127,10 @@ pub(crate) fn stream(
 
 /// HTTP 200 whose JSON body stops half way through the default success
 /// body of the route (or through a generic object on unknown routes).
-pub(crate) fn malformed(
-    kind: MockKind,
-    name: &str,
-    ids: &IdGen,
-    req: &RecordedRequest,
-) -> Buffered {
+pub(crate) fn malformed(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest) -> Buffered {
     let full = respond(kind, name, ids, req);
-    let body = if full.status == 200 {
-        full.body
-    } else {
-        br#"{"id":"mock","object":"unknown","data":[1,2,3]}"#.to_vec()
-    };
+    let body =
+        if full.status == 200 { full.body } else { br#"{"id":"mock","object":"unknown","data":[1,2,3]}"#.to_vec() };
     let cut = (body.len() / 2).max(1).min(body.len());
     Buffered {
         status: 200,

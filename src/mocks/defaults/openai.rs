@@ -119,11 +119,8 @@ pub(super) fn chat_chunks(
     deployment: Option<&str>,
 ) -> Vec<SseEvent> {
     let text = reply_text(kind, name);
-    let include_usage = req
-        .json_field("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage =
+        req.json_field("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     let id = id(kind, ids);
     let model = model(req, deployment);
     let chunk = |choices: Value, usage: Option<Value>| -> SseEvent {
@@ -144,23 +141,16 @@ pub(super) fn chat_chunks(
         }
         SseEvent::data(Value::Object(obj).to_string())
     };
-    let choice = |delta: Value, finish: Value| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
-    let mut events = vec![chunk(
-        choice(
-            json!({"role": "assistant", "content": "", "refusal": null}),
-            Value::Null,
-        ),
-        None,
-    )];
+    let choice =
+        |delta: Value, finish: Value| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+    let mut events =
+        vec![chunk(choice(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null), None)];
     for piece in deltas(&text) {
         events.push(chunk(choice(json!({"content": piece}), Value::Null), None));
     }
     events.push(chunk(choice(json!({}), json!("stop")), None));
     if include_usage {
-        events.push(chunk(
-            json!([]),
-            Some(usage(kind, prompt_tokens(req), completion_tokens(&text))),
-        ));
+        events.push(chunk(json!([]), Some(usage(kind, prompt_tokens(req), completion_tokens(&text)))));
     }
     events.push(SseEvent::data("[DONE]"));
     events
@@ -174,14 +164,9 @@ fn inputs(req: &RecordedRequest) -> Vec<String> {
         Some(Value::Array(items)) if items.iter().all(Value::is_number) => {
             vec![Value::Array(items.clone()).to_string()]
         }
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| i.to_string())
-            })
-            .collect(),
+        Some(Value::Array(items)) => {
+            items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect()
+        }
         Some(other) => vec![other.to_string()],
         None => Vec::new(),
     }
@@ -202,12 +187,7 @@ fn vector(text: &str, dims: usize) -> Vec<f32> {
         .collect()
 }
 
-pub(super) fn embeddings(
-    kind: MockKind,
-    ids: &IdGen,
-    req: &RecordedRequest,
-    deployment: Option<&str>,
-) -> Value {
+pub(super) fn embeddings(kind: MockKind, ids: &IdGen, req: &RecordedRequest, deployment: Option<&str>) -> Value {
     let dims = req
         .json_field("dimensions")
         .and_then(Value::as_u64)

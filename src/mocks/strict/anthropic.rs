@@ -27,22 +27,12 @@ pub(super) fn check(
     route: &Route,
     ids: &IdGen,
 ) -> Option<Buffered> {
-    let invalid = |message: &str| {
-        errors::anthropic(
-            400,
-            "invalid_request_error",
-            message,
-            &ids.anthropic_request_id(),
-        )
-    };
+    let invalid = |message: &str| errors::anthropic(400, "invalid_request_error", message, &ids.anthropic_request_id());
 
     if kind == MockKind::AzureAi {
         // Foundry accepts its key as `x-api-key` or `api-key`, or an Entra ID
         // bearer token; its gateway rejects anything else before Claude sees it.
-        if !non_empty_header(req, "x-api-key")
-            && !non_empty_header(req, "api-key")
-            && !has_bearer(req)
-        {
+        if !non_empty_header(req, "x-api-key") && !non_empty_header(req, "api-key") && !has_bearer(req) {
             return Some(errors::azure(401, "401", errors::AZURE_ACCESS_DENIED));
         }
     } else if !non_empty_header(req, "x-api-key") {
@@ -72,16 +62,9 @@ pub(super) fn check(
     }
     let obj = match parse_object(req) {
         Ok(Some(obj)) => obj,
-        Ok(None) => {
-            return Some(invalid(
-                "The request body is not valid JSON: expected an object",
-            ))
-        }
+        Ok(None) => return Some(invalid("The request body is not valid JSON: expected an object")),
         Err(e) => {
-            return Some(invalid(&format!(
-                "The request body is not valid JSON: {}",
-                json_error_text(&req.body, &e)
-            )))
+            return Some(invalid(&format!("The request body is not valid JSON: {}", json_error_text(&req.body, &e))))
         }
     };
     // Anthropic reports the first problem only.

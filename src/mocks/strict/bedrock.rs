@@ -34,9 +34,7 @@ pub(super) fn check(
     let obj = match parse_object(req) {
         Ok(Some(obj)) => obj,
         Ok(None) | Err(_) => {
-            return Some(validation(
-                "Malformed input request, please reformat your input and try again.",
-            ))
+            return Some(validation("Malformed input request, please reformat your input and try again."))
         }
     };
     let mut violations = Vec::new();
@@ -52,21 +50,13 @@ pub(super) fn check(
     }
     if let Some(v) = obj.get("anthropic_version") {
         if v.as_str() != Some(BEDROCK_VERSION) {
-            violations.push(format!(
-                "#/anthropic_version: {} is not a valid enum value",
-                short(v)
-            ));
+            violations.push(format!("#/anthropic_version: {} is not a valid enum value", short(v)));
         }
     }
     if let Some(v) = obj.get("anthropic_beta") {
-        let all_strings = v
-            .as_array()
-            .is_some_and(|items| items.iter().all(|i| i.is_string()));
+        let all_strings = v.as_array().is_some_and(|items| items.iter().all(|i| i.is_string()));
         if !all_strings {
-            violations.push(format!(
-                "#/anthropic_beta: expected type: JSONArray, found: {}",
-                json_type(v)
-            ));
+            violations.push(format!("#/anthropic_beta: expected type: JSONArray, found: {}", json_type(v)));
         }
     }
     if !violations.is_empty() {
@@ -108,10 +98,7 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 /// header, which carries the access key id.
 fn sigv4_shape(req: &RecordedRequest) -> Result<(), (&'static str, String)> {
     let Some(auth) = req.header("authorization") else {
-        return Err((
-            "MissingAuthenticationTokenException",
-            "Missing Authentication Token".into(),
-        ));
+        return Err(("MissingAuthenticationTokenException", "Missing Authentication Token".into()));
     };
     let incomplete = "IncompleteSignatureException";
     let params = auth.strip_prefix("AWS4-HMAC-SHA256").map(str::trim_start);
@@ -130,21 +117,14 @@ fn sigv4_shape(req: &RecordedRequest) -> Result<(), (&'static str, String)> {
         }
     }
     let mut missing = Vec::new();
-    for (name, value) in [
-        ("Credential", credential),
-        ("Signature", signature),
-        ("SignedHeaders", signed_headers),
-    ] {
+    for (name, value) in [("Credential", credential), ("Signature", signature), ("SignedHeaders", signed_headers)] {
         if blank(value) {
             missing.push(format!("Authorization header requires '{name}' parameter."));
         }
     }
     let amz_date = req.header("x-amz-date").filter(|d| !d.is_empty());
     if amz_date.is_none() && req.header("date").is_none() {
-        missing.push(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-                .into(),
-        );
+        missing.push("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into());
     }
     if params.is_none() || !missing.is_empty() {
         if missing.is_empty() {
@@ -155,15 +135,13 @@ fn sigv4_shape(req: &RecordedRequest) -> Result<(), (&'static str, String)> {
     let Some(amz_date) = amz_date else {
         return Err((
             incomplete,
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-                .into(),
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into(),
         ));
     };
     if !is_basic_iso8601(amz_date) {
         return Err((
             incomplete,
-            "Date must be in ISO-8601 'basic format'. See http://en.wikipedia.org/wiki/ISO_8601"
-                .into(),
+            "Date must be in ISO-8601 'basic format'. See http://en.wikipedia.org/wiki/ISO_8601".into(),
         ));
     }
     let scope: Vec<&str> = credential.unwrap_or_default().split('/').collect();
@@ -182,10 +160,7 @@ fn sigv4_shape(req: &RecordedRequest) -> Result<(), (&'static str, String)> {
     if scope[4] != "aws4_request" {
         return Err((
             "InvalidSignatureException",
-            format!(
-                "Credential should be scoped with a valid terminator: 'aws4_request', not '{}'. ",
-                scope[4]
-            ),
+            format!("Credential should be scoped with a valid terminator: 'aws4_request', not '{}'. ", scope[4]),
         ));
     }
     if amz_date.get(..8) != Some(scope[1]) {
@@ -196,10 +171,7 @@ fn sigv4_shape(req: &RecordedRequest) -> Result<(), (&'static str, String)> {
     }
     let headers: Vec<&str> = signed_headers.unwrap_or_default().split(';').collect();
     let sig = signature.unwrap_or_default();
-    let sig_ok = sig.len() == 64
-        && sig
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let sig_ok = sig.len() == 64 && sig.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !headers.contains(&"host") || !sig_ok {
         return Err((
             "InvalidSignatureException",

@@ -21,12 +21,7 @@ use super::wire::Buffered;
 use super::{MockKind, MockOptions};
 
 /// The rejection the provider would send, or `None` to let it through.
-pub(crate) fn check(
-    kind: MockKind,
-    opts: &MockOptions,
-    req: &RecordedRequest,
-    ids: &IdGen,
-) -> Option<Buffered> {
+pub(crate) fn check(kind: MockKind, opts: &MockOptions, req: &RecordedRequest, ids: &IdGen) -> Option<Buffered> {
     if !opts.strict {
         return None;
     }
@@ -64,10 +59,7 @@ pub(crate) fn has(obj: &serde_json::Map<String, serde_json::Value>, key: &str) -
 
 /// Beta flags (from the `anthropic-beta` header and an optional body list)
 /// that are not in the allowlist, in order, without repeats.
-pub(crate) fn unknown_betas(
-    allow: &BTreeSet<String>,
-    flags: impl IntoIterator<Item = String>,
-) -> Vec<String> {
+pub(crate) fn unknown_betas(allow: &BTreeSet<String>, flags: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for f in flags {
         if !allow.contains(&f) && !out.contains(&f) {
@@ -81,22 +73,14 @@ pub(crate) fn unknown_betas(
 pub(crate) fn body_betas(req: &RecordedRequest) -> Vec<String> {
     req.json_field("anthropic_beta")
         .and_then(|v| v.as_array())
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
 /// `Bearer <token>` with a non-empty token.
 pub(crate) fn has_bearer(req: &RecordedRequest) -> bool {
     req.header("authorization")
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .is_some_and(|t| !t.trim().is_empty())
 }
 
@@ -113,11 +97,7 @@ pub(crate) fn json_error_text(body: &[u8], e: &serde_json::Error) -> String {
     };
     let (line, column) = (e.line().max(1), e.column());
     let text = String::from_utf8_lossy(body);
-    let line_start: usize = text
-        .split('\n')
-        .take(line - 1)
-        .map(|l| l.chars().count() + 1)
-        .sum();
+    let line_start: usize = text.split('\n').take(line - 1).map(|l| l.chars().count() + 1).sum();
     let char_offset = line_start + column.saturating_sub(1);
     format!("{what}: line {line} column {column} (char {char_offset})")
 }

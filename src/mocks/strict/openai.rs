@@ -21,13 +21,7 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
             return Some(errors::azure(401, "401", errors::AZURE_ACCESS_DENIED));
         }
     } else if !has_bearer(req) {
-        return Some(errors::openai(
-            401,
-            NO_API_KEY,
-            "invalid_request_error",
-            None,
-            None,
-        ));
+        return Some(errors::openai(401, NO_API_KEY, "invalid_request_error", None, None));
     }
 
     let (deployment, required) = match route {
@@ -43,24 +37,12 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
     let obj = match parse_object(req) {
         Ok(Some(obj)) => obj,
         Ok(None) | Err(_) => {
-            return Some(errors::openai(
-                400,
-                INVALID_JSON,
-                "invalid_request_error",
-                None,
-                None,
-            ));
+            return Some(errors::openai(400, INVALID_JSON, "invalid_request_error", None, None));
         }
     };
     // Azure deployment routes take the model from the path.
     if deployment.is_none() && !has(obj, "model") {
-        return Some(errors::openai(
-            400,
-            NO_MODEL,
-            "invalid_request_error",
-            None,
-            None,
-        ));
+        return Some(errors::openai(400, NO_MODEL, "invalid_request_error", None, None));
     }
     if !has(obj, required) {
         return Some(errors::openai(

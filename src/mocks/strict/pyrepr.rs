@@ -7,11 +7,7 @@ use serde_json::Value;
 /// `repr(str)`: single quotes unless the text has a single quote and no
 /// double quote, as CPython chooses.
 pub(crate) fn py_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -39,16 +35,10 @@ pub(crate) fn py_value(v: &Value) -> String {
         Value::Bool(false) => "False".into(),
         Value::Number(n) => n.to_string(),
         Value::String(s) => py_str(s),
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(py_value).collect::<Vec<_>>().join(", ")
-        ),
+        Value::Array(items) => format!("[{}]", items.iter().map(py_value).collect::<Vec<_>>().join(", ")),
         Value::Object(map) => format!(
             "{{{}}}",
-            map.iter()
-                .map(|(k, v)| format!("{}: {}", py_str(k), py_value(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            map.iter().map(|(k, v)| format!("{}: {}", py_str(k), py_value(v))).collect::<Vec<_>>().join(", ")
         ),
     }
 }
@@ -73,13 +63,7 @@ pub(crate) struct PyError {
 
 impl PyError {
     pub fn new(ty: &str, loc: Vec<Loc>, msg: &str, input: String) -> PyError {
-        PyError {
-            ty: ty.into(),
-            loc,
-            msg: msg.into(),
-            input,
-            ctx: Vec::new(),
-        }
+        PyError { ty: ty.into(), loc, msg: msg.into(), input, ctx: Vec::new() }
     }
 
     pub fn with_ctx(mut self, key: &str, value: &str) -> PyError {
@@ -96,11 +80,7 @@ impl PyError {
                 Loc::Index(i) => i.to_string(),
             })
             .collect();
-        let loc = if loc.len() == 1 {
-            format!("({},)", loc[0])
-        } else {
-            format!("({})", loc.join(", "))
-        };
+        let loc = if loc.len() == 1 { format!("({},)", loc[0]) } else { format!("({})", loc.join(", ")) };
         let mut out = format!(
             "{{'type': {}, 'loc': {}, 'msg': {}, 'input': {}",
             py_str(&self.ty),
@@ -109,11 +89,7 @@ impl PyError {
             self.input
         );
         if !self.ctx.is_empty() {
-            let ctx: Vec<String> = self
-                .ctx
-                .iter()
-                .map(|(k, v)| format!("{}: {}", py_str(k), py_str(v)))
-                .collect();
+            let ctx: Vec<String> = self.ctx.iter().map(|(k, v)| format!("{}: {}", py_str(k), py_str(v))).collect();
             out.push_str(&format!(", 'ctx': {{{}}}", ctx.join(", ")));
         }
         out.push('}');
@@ -123,14 +99,7 @@ impl PyError {
 
 /// `str(list_of_error_dicts)`.
 pub(crate) fn render(errors: &[PyError]) -> String {
-    format!(
-        "[{}]",
-        errors
-            .iter()
-            .map(PyError::render)
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("[{}]", errors.iter().map(PyError::render).collect::<Vec<_>>().join(", "))
 }
 
 /// `('body', key)`.

@@ -22,14 +22,7 @@ pub(super) fn check(
     route: &Route,
     ids: &IdGen,
 ) -> Option<Buffered> {
-    let invalid = |message: &str| {
-        errors::anthropic(
-            400,
-            "invalid_request_error",
-            message,
-            &ids.vertex_request_id(),
-        )
-    };
+    let invalid = |message: &str| errors::anthropic(400, "invalid_request_error", message, &ids.vertex_request_id());
 
     if !has_bearer(req) {
         return Some(errors::google(401, UNAUTHENTICATED, "UNAUTHENTICATED"));
@@ -48,27 +41,16 @@ pub(super) fn check(
     }
     let obj = match parse_object(req) {
         Ok(Some(obj)) => obj,
-        Ok(None) => {
-            return Some(invalid(
-                "The request body is not valid JSON: expected an object",
-            ))
-        }
+        Ok(None) => return Some(invalid("The request body is not valid JSON: expected an object")),
         Err(e) => {
-            return Some(invalid(&format!(
-                "The request body is not valid JSON: {}",
-                json_error_text(&req.body, &e)
-            )))
+            return Some(invalid(&format!("The request body is not valid JSON: {}", json_error_text(&req.body, &e))))
         }
     };
     if predict {
         match obj.get("anthropic_version") {
-            None | Some(serde_json::Value::Null) => {
-                return Some(invalid("anthropic_version: Field required"))
-            }
+            None | Some(serde_json::Value::Null) => return Some(invalid("anthropic_version: Field required")),
             Some(v) if v.as_str() != Some(VERTEX_VERSION) => {
-                return Some(invalid(&format!(
-                    "anthropic_version: Input should be '{VERTEX_VERSION}'"
-                )))
+                return Some(invalid(&format!("anthropic_version: Input should be '{VERTEX_VERSION}'")))
             }
             Some(_) => {}
         }

@@ -15,22 +15,9 @@ use super::pyrepr::{body_loc, py_value, render, Loc, PyError};
 /// Stricter than vLLM itself, whose fields are mostly `Optional[...]`: a
 /// gateway should drop unset parameters rather than forward `null` (the bug
 /// class behind incident 4), and this list makes that visible.
-const FLOAT_PARAMS: &[&str] = &[
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "min_p",
-];
-const INT_PARAMS: &[&str] = &[
-    "max_tokens",
-    "max_completion_tokens",
-    "n",
-    "seed",
-    "top_k",
-    "top_logprobs",
-];
+const FLOAT_PARAMS: &[&str] =
+    &["temperature", "top_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "min_p"];
+const INT_PARAMS: &[&str] = &["max_tokens", "max_completion_tokens", "n", "seed", "top_k", "top_logprobs"];
 const BOOL_PARAMS: &[&str] = &["logprobs"];
 
 pub(super) fn check(req: &RecordedRequest, route: &Route) -> Option<Buffered> {
@@ -54,10 +41,7 @@ pub(super) fn check(req: &RecordedRequest, route: &Route) -> Option<Buffered> {
         Err(err) => {
             let e = PyError::new(
                 "json_invalid",
-                vec![
-                    Loc::Key("body".into()),
-                    Loc::Index(err.column().saturating_sub(1)),
-                ],
+                vec![Loc::Key("body".into()), Loc::Index(err.column().saturating_sub(1))],
                 "JSON decode error",
                 "{}".into(),
             )
@@ -67,19 +51,10 @@ pub(super) fn check(req: &RecordedRequest, route: &Route) -> Option<Buffered> {
     };
     let whole = py_value(&Value::Object(obj.clone()));
     let mut errs = Vec::new();
-    let required: &[&str] = if is_chat {
-        &["messages", "model"]
-    } else {
-        &["model", "input"]
-    };
+    let required: &[&str] = if is_chat { &["messages", "model"] } else { &["model", "input"] };
     for key in required {
         if !obj.contains_key(*key) {
-            errs.push(PyError::new(
-                "missing",
-                body_loc(key),
-                "Field required",
-                whole.clone(),
-            ));
+            errs.push(PyError::new("missing", body_loc(key), "Field required", whole.clone()));
         }
     }
     if is_chat {
@@ -87,13 +62,8 @@ pub(super) fn check(req: &RecordedRequest, route: &Route) -> Option<Buffered> {
     } else if let Some(v) = obj.get("encoding_format") {
         if !matches!(v.as_str(), Some("float" | "base64")) {
             errs.push(
-                PyError::new(
-                    "enum",
-                    body_loc("encoding_format"),
-                    "Input should be 'float' or 'base64'",
-                    py_value(v),
-                )
-                .with_ctx("expected", "'float' or 'base64'"),
+                PyError::new("enum", body_loc("encoding_format"), "Input should be 'float' or 'base64'", py_value(v))
+                    .with_ctx("expected", "'float' or 'base64'"),
             );
         }
     }
@@ -111,44 +81,19 @@ fn chat_nulls(obj: &Map<String, Value>, errs: &mut Vec<PyError>) {
         }
         let key = key.as_str();
         if FLOAT_PARAMS.contains(&key) {
-            errs.push(PyError::new(
-                "float_type",
-                body_loc(key),
-                "Input should be a valid number",
-                "None".into(),
-            ));
+            errs.push(PyError::new("float_type", body_loc(key), "Input should be a valid number", "None".into()));
         } else if INT_PARAMS.contains(&key) {
-            errs.push(PyError::new(
-                "int_type",
-                body_loc(key),
-                "Input should be a valid integer",
-                "None".into(),
-            ));
+            errs.push(PyError::new("int_type", body_loc(key), "Input should be a valid integer", "None".into()));
         } else if BOOL_PARAMS.contains(&key) {
-            errs.push(PyError::new(
-                "bool_type",
-                body_loc(key),
-                "Input should be a valid boolean",
-                "None".into(),
-            ));
+            errs.push(PyError::new("bool_type", body_loc(key), "Input should be a valid boolean", "None".into()));
         } else if key == "stop" {
             // `Union[str, list[str]]`: pydantic reports one error per member.
             let mut str_loc = body_loc("stop");
             str_loc.push(Loc::Key("str".into()));
             let mut list_loc = body_loc("stop");
             list_loc.push(Loc::Key("list[str]".into()));
-            errs.push(PyError::new(
-                "string_type",
-                str_loc,
-                "Input should be a valid string",
-                "None".into(),
-            ));
-            errs.push(PyError::new(
-                "list_type",
-                list_loc,
-                "Input should be a valid list",
-                "None".into(),
-            ));
+            errs.push(PyError::new("string_type", str_loc, "Input should be a valid string", "None".into()));
+            errs.push(PyError::new("list_type", list_loc, "Input should be a valid list", "None".into()));
         }
     }
 }

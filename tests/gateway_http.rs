@@ -1,0 +1,308 @@
+//! Handler tests through the real router against wiremock upstreams: the
+//! exact upstream request (URL, headers, body) per provider and endpoint,
+//! and the client-facing behaviour for errors, auth and streaming.
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use postmortem::gateway::{Config, GatewayBuilder};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use wiremock::matchers::{header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+async fn app(config_yaml: &str) -> axum::Router {
+    let cfg = Config::parse(config_yaml, "test.yaml").expect("config parses").config;
+    let gw = GatewayBuilder::new(cfg).build().await.expect("gateway builds");
+    postmortem::gateway::server::app(gw)
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (u16, Value, http::HeaderMap) {
+    let mut req = http::Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v, headers)
+}
+
+fn chat_ok() -> Value {
+    json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+           "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}})
+}
+
+async fn only_request(server: &MockServer) -> wiremock::Request {
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 1, "expected exactly one upstream request");
+    reqs.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn openai_chat_sends_exactly_what_the_client_sent() {
+    let up = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(header("authorization", "Bearer test-upstream-key"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(chat_ok()))
+        .mount(&up)
+        .await;
+    let app = app(&format!("model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: test-upstream-key}}\n", up.uri())).await;
+    let (status, body, headers) = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "hi");
+    // 10 * 2.5e-6 + 2 * 1e-5 from the bundled catalog's gpt-4o prices.
+    let cost: f64 = headers["x-litellm-response-cost"].to_str().unwrap().parse().unwrap();
+    assert!((cost - 4.5e-5).abs() < 1e-12, "{cost}");
+    let sent: Value = serde_json::from_slice(&only_request(&up).await.body).unwrap();
+    assert_eq!(sent, json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
+}
+
+#[tokio::test]
+async fn azure_uses_deployment_url_api_version_and_api_key() {
+    let up = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/openai/deployments/prod-gpt4o/chat/completions"))
+        .and(query_param("api-version", "2024-06-01"))
+        .and(header("api-key", "test-azure-key"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(chat_ok()))
+        .mount(&up)
+        .await;
+    let app = app(&format!("model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: azure/prod-gpt4o, api_base: '{}', api_key: test-azure-key, api_version: '2024-06-01'}}\n", up.uri())).await;
+    let (status, body, _) = call(
+        &app,
+        "POST",
+        "/chat/completions",
+        &[],
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sent: Value = serde_json::from_slice(&only_request(&up).await.body).unwrap();
+    assert_eq!(sent, json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 0.1}));
+}
+
+#[tokio::test]
+async fn vllm_embeddings_never_send_absent_or_null_params() {
+    let up = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1]}], "model": "bge", "usage": {"prompt_tokens": 1, "total_tokens": 1}})))
+        .mount(&up).await;
+    let app = app(&format!(
+        "model_list:\n  - model_name: bge\n    litellm_params: {{model: hosted_vllm/BAAI/bge, api_base: '{}/v1'}}\n",
+        up.uri()
+    ))
+    .await;
+    let (status, _, _) =
+        call(&app, "POST", "/v1/embeddings", &[], json!({"model": "bge", "input": ["x"], "user": null})).await;
+    assert_eq!(status, 200);
+    let sent: Value = serde_json::from_slice(&only_request(&up).await.body).unwrap();
+    assert_eq!(sent, json!({"model": "BAAI/bge", "input": ["x"]}));
+}
+
+#[tokio::test]
+async fn anthropic_chat_is_translated_with_version_and_key_headers() {
+    let up = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/v1/messages")).and(header("x-api-key", "test-anthropic-key")).and(header("anthropic-version", "2023-06-01"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 3, "cache_read_input_tokens": 4}})))
+        .mount(&up).await;
+    let app = app(&format!("model_list:\n  - model_name: claude\n    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: '{}', api_key: test-anthropic-key}}\n", up.uri())).await;
+    let (status, body, _) = call(&app, "POST", "/v1/chat/completions", &[], json!({"model": "claude", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "hello");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["prompt_tokens"], 14);
+    let sent: Value = serde_json::from_slice(&only_request(&up).await.body).unwrap();
+    assert_eq!(sent["model"], "claude-sonnet-4-5");
+    assert_eq!(sent["system"], "be brief");
+    assert_eq!(sent["max_tokens"], 4096);
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": "hi"}]));
+    assert!(sent.get("temperature").is_none());
+}
+
+#[tokio::test]
+async fn bedrock_invoke_is_signed_and_carries_betas_in_the_body() {
+    let up = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "x",
+            "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}})))
+        .mount(&up).await;
+    let app = app(&format!("model_list:\n  - model_name: claude\n    litellm_params: {{model: bedrock/anthropic.claude-sonnet-4-5-20250929-v1:0, aws_bedrock_runtime_endpoint: '{}', aws_region_name: eu-west-1, aws_access_key_id: TESTKEYID, aws_secret_access_key: test-secret}}\n", up.uri())).await;
+    let (status, body, _) = call(
+        &app,
+        "POST",
+        "/v1/messages",
+        &[("anthropic-beta", "context-1m-2025-08-07,not-a-real-flag")],
+        json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let req = only_request(&up).await;
+    let auth = req.headers.get("authorization").unwrap().to_str().unwrap();
+    assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=TESTKEYID/"), "{auth}");
+    assert!(auth.contains("/eu-west-1/bedrock/aws4_request"), "{auth}");
+    assert!(req.headers.get("anthropic-beta").is_none());
+    let sent: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(sent["anthropic_version"], "bedrock-2023-05-31");
+    assert_eq!(sent["anthropic_beta"], json!(["context-1m-2025-08-07"]));
+    assert!(sent.get("model").is_none());
+}
+
+#[tokio::test]
+async fn upstream_errors_keep_status_and_message_and_transport_errors_map_to_502_504() {
+    let up = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .set_body_json(json!({"error": {"message": "Rate limit reached for gpt-4o", "type": "requests"}})),
+        )
+        .mount(&up)
+        .await;
+    let slow = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(chat_ok()).set_delay(std::time::Duration::from_millis(1500)),
+        )
+        .mount(&slow)
+        .await;
+    let app = app(&format!(
+        "model_list:\n  - model_name: a\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n  - model_name: dead\n    litellm_params: {{model: openai/gpt-4o, api_base: 'http://127.0.0.1:9/v1', api_key: k}}\n  - model_name: slow\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k, timeout: 0.2}}\n",
+        up.uri(), slow.uri()
+    )).await;
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let (s, b, _) = call(&app, "POST", "/v1/chat/completions", &[], json!({"model": "a", "messages": msgs})).await;
+    assert_eq!(s, 429);
+    assert!(b["error"]["message"].as_str().unwrap().contains("Rate limit reached for gpt-4o"), "{b}");
+    let (s, b, _) = call(&app, "POST", "/v1/chat/completions", &[], json!({"model": "dead", "messages": msgs})).await;
+    assert_eq!(s, 502, "{b}");
+    let (s, b, _) = call(&app, "POST", "/v1/chat/completions", &[], json!({"model": "slow", "messages": msgs})).await;
+    assert_eq!(s, 504, "{b}");
+}
+
+/// Data-driven bad input: each case is a 4xx in OpenAI's shape, never a 500.
+#[tokio::test]
+async fn bad_input_gets_clear_openai_style_errors() {
+    let app = app("model_list:\n  - model_name: m\n    litellm_params: {model: openai/m, api_base: 'http://127.0.0.1:9/v1'}\ngeneral_settings: {master_key: test-master-key-9999, max_request_size_mb: 0.001}\n").await;
+    let auth = [("authorization", "Bearer test-master-key-9999")];
+    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+        ("malformed json", auth.to_vec(), "{\"model\": ".into(), 400, "not valid JSON"),
+        ("array body", auth.to_vec(), "[]".into(), 400, "must be a JSON object"),
+        ("missing model", auth.to_vec(), json!({"messages": []}).to_string(), 400, "missing required field `model`"),
+        ("wrong type", auth.to_vec(), json!({"model": 1, "messages": []}).to_string(), 400, "`model` must be a string"),
+        (
+            "stream not bool",
+            auth.to_vec(),
+            json!({"model": "m", "messages": [], "stream": "yes"}).to_string(),
+            400,
+            "`stream` must be a boolean",
+        ),
+        ("unknown model", auth.to_vec(), json!({"model": "zzz", "messages": []}).to_string(), 404, "zzz"),
+        (
+            "too large",
+            auth.to_vec(),
+            json!({"model": "m", "messages": [], "pad": "x".repeat(5000)}).to_string(),
+            413,
+            "over the limit",
+        ),
+        ("no key", vec![], json!({"model": "m", "messages": []}).to_string(), 401, "missing API key"),
+        (
+            "wrong key",
+            vec![("authorization", "Bearer nope-nope-nope")],
+            json!({"model": "m", "messages": []}).to_string(),
+            401,
+            "invalid API key",
+        ),
+    ];
+    for (name, headers, body, want, text) in cases {
+        let mut req = http::Request::builder().method("POST").uri("/v1/chat/completions");
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        let resp = app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{name}: body is not JSON: {bytes:?}"));
+        assert_eq!(status, want, "{name}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(text), "{name}: {msg}");
+        assert!(v["error"]["type"].is_string(), "{name}: {v}");
+    }
+}
+
+/// The first SSE event reaches the client while the upstream still holds
+/// the rest: the stream is passed through, not buffered.
+#[tokio::test]
+async fn streaming_passes_chunks_through_as_they_arrive() {
+    use tokio::sync::oneshot;
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let release_rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+    let upstream = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let release_rx = release_rx.clone();
+            async move {
+                let stream = async_stream::stream! {
+                    yield Ok::<_, std::io::Error>(bytes::Bytes::from("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"first\"}}]}\n\n"));
+                    if let Some(rx) = release_rx.lock().await.take() { let _ = rx.await; }
+                    yield Ok(bytes::Bytes::from("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"last\"}}]}\n\ndata: [DONE]\n\n"));
+                };
+                ([("content-type", "text/event-stream")], Body::from_stream(stream))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, upstream).await.unwrap() });
+    let app = app(&format!("model_list:\n  - model_name: m\n    litellm_params: {{model: openai/m, api_base: 'http://{addr}/v1', api_key: k}}\n")).await;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"model": "m", "stream": true, "messages": []}).to_string()))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("first"), "first chunk arrived before the upstream sent the rest");
+    release_tx.send(()).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("last") && rest.contains("[DONE]"), "{rest}");
+}
+
+#[tokio::test]
+async fn routes_answer_under_a_multi_segment_root_path() {
+    let app = app("model_list: []\ngeneral_settings: {server_root_path: /api/v1/gateway}\n").await;
+    for (uri, want) in [
+        ("/api/v1/gateway/health", 200),
+        ("/api/v1/gateway/ui", 200),
+        ("/api/v1/gateway/ui/assets/app.css", 200),
+        ("/api/v1/gateway/docs", 200),
+        ("/health", 404),
+    ] {
+        let resp = app.clone().oneshot(http::Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{uri}");
+    }
+    let resp =
+        app.oneshot(http::Request::get("/api/v1/gateway/openapi.json").body(Body::empty()).unwrap()).await.unwrap();
+    let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["servers"][0]["url"], "/api/v1/gateway");
+}

@@ -1,0 +1,125 @@
+//! End to end: start the real `postmortem serve` process on port 0 against
+//! mock providers and drive it over HTTP — with reqwest, and with the
+//! official OpenAI and Anthropic Python SDKs when a Python with them is
+//! available (`POSTMORTEM_PYTHON`, which `.ci/run` sets up).
+
+use postmortem::gateway::beta::{BetaPolicy, BetaTarget};
+use postmortem::mocks::{MockKind, MockOptions, MockProvider};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(config: &str) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postmortem"))
+        .args(["serve", "--config", path.to_str().unwrap(), "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("postmortem serve starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("postmortem listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(30)).expect("the gateway printed its address");
+    // Keep the temp dir alive for the process's lifetime.
+    std::mem::forget(dir);
+    Served { child, url }
+}
+
+async fn mock(kind: MockKind, name: &str, target: Option<BetaTarget>) -> MockProvider {
+    let opts = MockOptions { strict: true, beta_allowlist: target.map(|t| BetaPolicy::bundled().allowlist(t)) };
+    MockProvider::start(kind, name, opts).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_gateway_answers_over_http_and_to_the_official_sdks() {
+    let openai = mock(MockKind::Openai, "openai", None).await;
+    let vllm = mock(MockKind::HostedVllm, "vllm", None).await;
+    let anthropic = mock(MockKind::Anthropic, "anthropic", None).await;
+    let bedrock = mock(MockKind::Bedrock, "bedrock", Some(BetaTarget::Bedrock)).await;
+    let vertex = mock(MockKind::VertexAi, "vertex", Some(BetaTarget::VertexAi)).await;
+    let azure = mock(MockKind::AzureAi, "azure", Some(BetaTarget::AzureAi)).await;
+    let config = format!(
+        r#"model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_base: "{}/v1", api_key: test-openai-credential}}
+  - model_name: bge
+    litellm_params: {{model: hosted_vllm/BAAI/bge-small-en-v1.5, api_base: "{}/v1"}}
+  - model_name: claude-direct
+    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: "{}", api_key: test-anthropic-credential}}
+  - model_name: claude-bedrock
+    litellm_params: {{model: bedrock/anthropic.claude-sonnet-4-5-20250929-v1:0, aws_bedrock_runtime_endpoint: "{}", aws_region_name: us-east-1, aws_access_key_id: TESTKEYID, aws_secret_access_key: test-secret}}
+  - model_name: claude-vertex
+    litellm_params: {{model: vertex_ai/claude-sonnet-4-5, api_base: "{}", vertex_project: p, vertex_location: us-east5, api_key: test-vertex-token}}
+  - model_name: claude-azure
+    litellm_params: {{model: azure_ai/claude-sonnet-4-5, api_base: "{}", api_key: test-azure-credential}}
+general_settings: {{master_key: test-master-key-e2e}}
+"#,
+        openai.url(),
+        vllm.url(),
+        anthropic.url(),
+        bedrock.url(),
+        vertex.url(),
+        azure.url()
+    );
+    let served = serve(&config);
+    let http = reqwest::Client::new();
+    let health: serde_json::Value =
+        http.get(format!("{}/health", served.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "healthy", "{health}");
+    let r = http
+        .post(format!("{}/v1/chat/completions", served.url))
+        .bearer_auth("test-master-key-e2e")
+        .json(&serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(openai.journal().len(), 1);
+
+    let python = std::env::var("POSTMORTEM_PYTHON").ok().or_else(|| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+        std::path::Path::new(venv).exists().then(|| venv.to_string())
+    });
+    let Some(python) = python else {
+        eprintln!("SDK checks not run: set POSTMORTEM_PYTHON to a Python with `openai` and `anthropic` (.ci/run does)");
+        return;
+    };
+    for script in ["openai_sdk.py", "anthropic_sdk.py"] {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/").to_string() + script;
+        let out = tokio::process::Command::new(&python)
+            .arg(&path)
+            .env("GATEWAY_URL", &served.url)
+            .env("GATEWAY_KEY", "test-master-key-e2e")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprint!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
