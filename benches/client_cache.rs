@@ -73,6 +73,8 @@ fn quick(keys: &[String], capacity: usize) -> quick_cache::sync::Cache<String, A
 /// The three caches behind one interface, so every scenario runs the same
 /// loop on each.
 trait Subject: Sync {
+    // `ClientCache::get` takes `&K`, here `&String`.
+    #[allow(clippy::ptr_arg)]
     fn hit(&self, key: &String) -> usize;
     fn put(&self, key: String, id: usize);
 }

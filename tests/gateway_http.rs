@@ -201,7 +201,9 @@ async fn upstream_errors_keep_status_and_message_and_transport_errors_map_to_502
 async fn bad_input_gets_clear_openai_style_errors() {
     let app = app("model_list:\n  - model_name: m\n    litellm_params: {model: openai/m, api_base: 'http://127.0.0.1:9/v1'}\ngeneral_settings: {master_key: test-master-key-9999, max_request_size_mb: 0.001}\n").await;
     let auth = [("authorization", "Bearer test-master-key-9999")];
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+    // (case, headers, body, expected status, expected text in error.message)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("malformed json", auth.to_vec(), "{\"model\": ".into(), 400, "not valid JSON"),
         ("array body", auth.to_vec(), "[]".into(), 400, "must be a JSON object"),
         ("missing model", auth.to_vec(), json!({"messages": []}).to_string(), 400, "missing required field `model`"),

@@ -241,7 +241,7 @@ async fn key_delete(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
         Ok(d) => d,
         Err(e) => return ApiError::BadRequest(format!("expected {{\"keys\": [..]}}: {e}")).into_response(),
     };
-    let deleted: Vec<String> = del.keys.iter().filter(|k| gw.keys.delete(k)).cloned().map(|k| mask(&k)).collect();
+    let deleted: Vec<String> = del.keys.iter().filter(|k| gw.keys.delete(k)).map(|k| mask(k)).collect();
     Json(json!({"deleted_keys": deleted})).into_response()
 }
 

@@ -11,9 +11,12 @@ use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
+/// Asset name -> the bytes currently served.
+type Files = Arc<RwLock<HashMap<String, Vec<u8>>>>;
+
 #[derive(Clone, Default)]
 pub struct AssetServer {
-    files: Arc<RwLock<HashMap<String, Vec<u8>>>>,
+    files: Files,
     base: String,
 }
 
@@ -21,7 +24,7 @@ impl AssetServer {
     pub async fn start() -> std::io::Result<AssetServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let files: Arc<RwLock<HashMap<String, Vec<u8>>>> = Arc::default();
+        let files: Files = Arc::default();
         let app = axum::Router::new().route("/assets/{name}", axum::routing::get(serve)).with_state(files.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -38,7 +41,7 @@ impl AssetServer {
     }
 }
 
-async fn serve(State(files): State<Arc<RwLock<HashMap<String, Vec<u8>>>>>, Path(name): Path<String>) -> Response {
+async fn serve(State(files): State<Files>, Path(name): Path<String>) -> Response {
     match files.read().get(&name) {
         Some(b) => ([("content-type", "application/json")], b.clone()).into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),

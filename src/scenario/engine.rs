@@ -465,7 +465,9 @@ fn record(ctx: &mut Ctx<'_>, i: usize, r: &RequestSpec, resp: &Response) {
 /// Replaces values that change from run to run.
 fn normalize(mut v: Value) -> Value {
     if let Some(m) = v.as_object_mut() {
-        for (k, placeholder) in [("id", "[id]"), ("created", "[created]"), ("loaded_at", "[time]"), ("last_attempt_at", "[time]")] {
+        for (k, placeholder) in
+            [("id", "[id]"), ("created", "[created]"), ("loaded_at", "[time]"), ("last_attempt_at", "[time]")]
+        {
             if let Some(x) = m.get_mut(k) {
                 *x = Value::String(placeholder.into());
             }

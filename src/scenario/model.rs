@@ -440,10 +440,8 @@ impl Scenario {
                 Action::SetAsset(a) if !self.assets.contains_key(&a.asset) => {
                     return Err(format!("{at}.set_asset: unknown asset `{}`", a.asset));
                 }
-                Action::OpenStream(o) => {
-                    if !streams.insert(o.id.clone()) {
-                        return Err(format!("{at}.open_stream: stream id `{}` is used twice", o.id));
-                    }
+                Action::OpenStream(o) if !streams.insert(o.id.clone()) => {
+                    return Err(format!("{at}.open_stream: stream id `{}` is used twice", o.id));
                 }
                 Action::FinishStream(f) => {
                     if !streams.contains(&f.id) {
