@@ -2,6 +2,7 @@
 
 use crate::gateway::{Config, GatewayBuilder, KnownBugs};
 use crate::scenario::prove::{prove, Proof};
+use crate::scenario::target::{TargetKind, TargetSpec};
 use crate::scenario::{model, report, run_scenario, Outcome, RunOptions, Scenario};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
@@ -80,6 +81,38 @@ pub struct RunArgs {
     /// Project root for `file:` paths in scenarios (default: current directory).
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Target mode: run the scenarios black-box against another gateway,
+    /// started per scenario by this shell command. `{config}` becomes the
+    /// path of the scenario's LiteLLM-format config.yaml and `{port}` a free
+    /// port, e.g. `litellm --config {config} --port {port}`.
+    #[arg(long, conflicts_with = "target_url")]
+    pub target_cmd: Option<String>,
+    /// Target mode against a gateway that is already running (scenarios that
+    /// need their own config are reported as not applicable).
+    #[arg(long)]
+    pub target_url: Option<String>,
+    /// What the target is: `postmortem` enables checks that use our admin API.
+    #[arg(long, value_enum, default_value_t = TargetKind::Other)]
+    pub target_kind: TargetKind,
+    /// How long a target may take to start answering HTTP, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub target_startup_timeout: u64,
+}
+
+impl RunArgs {
+    fn target(&self) -> TargetSpec {
+        if let Some(command) = &self.target_cmd {
+            TargetSpec::Command {
+                command: command.clone(),
+                startup_timeout: std::time::Duration::from_secs(self.target_startup_timeout),
+                kind: self.target_kind,
+            }
+        } else if let Some(url) = &self.target_url {
+            TargetSpec::Url { url: url.clone(), kind: self.target_kind }
+        } else {
+            TargetSpec::InProcess
+        }
+    }
 }
 
 pub struct RunResult {
@@ -90,7 +123,13 @@ pub struct RunResult {
 
 /// Loads and runs scenarios in parallel. Load errors become failed outcomes
 /// naming the file and line.
-pub async fn run_all(files: &[PathBuf], root: &Path, prove_incidents: bool, jobs: usize, progress: bool) -> RunResult {
+pub async fn run_all(
+    files: &[PathBuf],
+    opts: &RunOptions,
+    prove_incidents: bool,
+    jobs: usize,
+    progress: bool,
+) -> RunResult {
     let started = Instant::now();
     let bar = if progress {
         let b = indicatif::ProgressBar::new(files.len() as u64);
@@ -103,7 +142,6 @@ pub async fn run_all(files: &[PathBuf], root: &Path, prove_incidents: bool, jobs
         None
     };
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
-    let opts = RunOptions { project_root: root.to_path_buf(), bugs: KnownBugs::default() };
     let mut tasks = Vec::new();
     for f in files {
         let f = f.clone();
@@ -113,12 +151,12 @@ pub async fn run_all(files: &[PathBuf], root: &Path, prove_incidents: bool, jobs
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let result = match Scenario::load(&f) {
-                Err(e) => (load_failure(&f, e.to_string()), None),
+                Err(e) => (load_failure(&f, e.to_string()), Vec::new()),
                 Ok(s) if prove_incidents && s.incident.is_some() => match prove(&s, &f, &opts).await {
-                    Some((p, o)) => (o, Some(p)),
-                    None => (run_scenario(&s, &f, &opts).await, None),
+                    Some((p, o)) => (o, p),
+                    None => (run_scenario(&s, &f, &opts).await, Vec::new()),
                 },
-                Ok(s) => (run_scenario(&s, &f, &opts).await, None),
+                Ok(s) => (run_scenario(&s, &f, &opts).await, Vec::new()),
             };
             if let Some(b) = &bar {
                 b.inc(1);
@@ -148,6 +186,10 @@ fn load_failure(file: &Path, message: String) -> Outcome {
     Outcome {
         name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         file: file.display().to_string(),
+        incident: None,
+        incident_verdict: None,
+        variant: "steps",
+        target_output: None,
         verdict: crate::scenario::Verdict::Failed,
         failure: Some(crate::scenario::engine::StepFailure {
             step_index: 0,
@@ -182,7 +224,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let progress = args.format == Format::Text && std::io::stderr().is_terminal();
-    let r = run_all(&files, &root, args.prove, args.jobs, progress).await;
+    let target = args.target();
+    if args.prove && !matches!(target, TargetSpec::InProcess) {
+        eprintln!("error: --prove puts bugs back into our own gateway and runs in-process only; drop --target-*");
+        return ExitCode::from(2);
+    }
+    let opts = RunOptions { project_root: root.clone(), bugs: KnownBugs::default(), target, force_black_box: false };
+    // A separate gateway per scenario is heavy (LiteLLM takes seconds to start):
+    // run fewer at once.
+    let jobs = if matches!(opts.target, TargetSpec::InProcess) { args.jobs } else { args.jobs.min(2) };
+    let r = run_all(&files, &opts, args.prove, jobs, progress).await;
     match args.format {
         Format::Text => print!("{}", report::text(&r.outcomes, &r.proofs, r.wall_ms)),
         Format::Json => println!(

@@ -17,7 +17,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn opts() -> RunOptions {
-    RunOptions { project_root: root(), bugs: Default::default() }
+    RunOptions::in_process(root())
 }
 
 fn test_name(file: &Path) -> String {
@@ -53,11 +53,18 @@ fn run_one(file: PathBuf) -> Result<(), Failed> {
 
 fn prove_one(file: PathBuf) -> Result<(), Failed> {
     let scenario = Scenario::load(&file).map_err(|e| Failed::from(e.to_string()))?;
-    let (proof, _) =
+    let (proofs, _) =
         runtime().block_on(prove(&scenario, &file, &opts())).ok_or_else(|| Failed::from("not an incident scenario"))?;
-    match proof.problem {
-        None => Ok(()),
-        Some(p) => Err(format!("{}: incident {} not proven: {p}", file.display(), proof.incident).into()),
+    let problems: Vec<String> = proofs
+        .iter()
+        .filter_map(|p| {
+            p.problem.as_ref().map(|why| format!("incident {} ({}) not proven: {why}", p.incident, p.variant))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", file.display(), problems.join("\n")).into())
     }
 }
 

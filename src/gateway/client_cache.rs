@@ -364,7 +364,9 @@ impl KeyHasher {
 impl Hasher for KeyHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        let mut a = self.h ^ bytes.len() as u64;
+        // The length goes through a multiply, not a plain xor: xoring it
+        // into the data lane let "a" + 8 bytes collide with 16 bytes.
+        let mut a = fold(self.h ^ bytes.len() as u64, K2);
         let mut b = self.h.rotate_left(29) ^ K1;
         let (x, y) = if bytes.len() <= 16 {
             tail_words(bytes)
@@ -705,7 +707,7 @@ where
         let hash = self.hash(&key);
         let shard = self.shard(hash);
         let mut evicted = Vec::new();
-        let lease = {
+        let lease = 'locked: {
             let mut writer = self.writer.lock();
             let now = self.clock.now();
             let probe = Probe { hash, key: &key };
@@ -713,10 +715,11 @@ where
             if !replace {
                 let live = map.get(&probe as &dyn Lookup<K>).filter(|e| !e.expired(now));
                 if let Some(entry) = live {
-                    // Lost a get_or_insert race: serve the cached value; ours
-                    // (`slot`, never shared) drops after the locks.
+                    // Lost a get_or_insert race: serve the cached value. Ours
+                    // was never shared; it is dropped (shut down) below,
+                    // outside the locks.
                     self.touch(entry);
-                    return Lease { slot: Arc::clone(&entry.slot) };
+                    break 'locked Lease { slot: Arc::clone(&entry.slot) };
                 }
             }
             if let Some(old) = map.remove(&probe as &dyn Lookup<K>) {
@@ -736,9 +739,10 @@ where
             map.insert(Stored { hash, key }, entry);
             self.len.fetch_add(1, Ordering::Relaxed);
             self.counters.inserts.fetch_add(1, Ordering::Relaxed);
-            Lease { slot }
+            Lease { slot: Arc::clone(&slot) }
         };
         self.release_all(evicted);
+        drop(slot);
         lease
     }
 
@@ -1053,6 +1057,29 @@ mod tests {
         drop(lease);
         assert_eq!(count(&downs), 1, "the final drop must not shut down again");
         assert_eq!(cache.stats().shutdowns, 1);
+    }
+
+    #[test]
+    fn key_hash_separates_lengths_and_bytes() {
+        // Every key of 0..40 bytes that differs from all-'x' in one byte,
+        // across the 8- and 16-byte read boundaries: no two may collide.
+        let (cache, _clock) = cache(1, 600);
+        let mut hashes = std::collections::HashMap::new();
+        for len in 0..40usize {
+            for byte in [b'x', b'a', 0u8, 0xff] {
+                for pos in 0..len.max(1) {
+                    let mut key = vec![b'x'; len];
+                    if let Some(b) = key.get_mut(pos) {
+                        *b = byte;
+                    }
+                    let mut hasher = KeyHasher { h: cache.seed };
+                    hasher.write(&key);
+                    hashes.insert(key, hasher.finish());
+                }
+            }
+        }
+        let distinct: std::collections::HashSet<u64> = hashes.values().copied().collect();
+        assert_eq!(distinct.len(), hashes.len(), "collisions among {} keys", hashes.len());
     }
 
     #[test]

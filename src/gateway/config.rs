@@ -115,6 +115,14 @@ pub struct GeneralSettings {
     pub model_cost_map_min_models: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_cost_map_max_shrink_ratio: Option<f64>,
+    /// Provider client cache size (default 200). Kept in general_settings,
+    /// not router_settings, because LiteLLM passes router_settings to its
+    /// Router as keyword arguments and would refuse unknown ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cache_capacity: Option<usize>,
+    /// Provider client cache TTL in seconds (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cache_ttl_secs: Option<u64>,
     /// Path or URL of the anthropic-beta policy (LiteLLM's
     /// `anthropic_beta_headers_config.json` format). The env
     /// `LITELLM_ANTHROPIC_BETA_HEADERS_URL` is used when unset.
@@ -134,10 +142,6 @@ pub struct RouterSettings {
     /// Default total timeout, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_cache_capacity: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_cache_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -112,8 +112,8 @@ impl GatewayBuilder {
         }
 
         let cache_config = CacheConfig {
-            capacity: config.router_settings.client_cache_capacity.unwrap_or(200),
-            ttl: Duration::from_secs(config.router_settings.client_cache_ttl_secs.unwrap_or(600)),
+            capacity: config.general_settings.client_cache_capacity.unwrap_or(200),
+            ttl: Duration::from_secs(config.general_settings.client_cache_ttl_secs.unwrap_or(600)),
         };
         let clients = ClientCache::new(cache_config, clock.clone());
         clients.set_close_on_evict(bugs.close_evicted_clients);

@@ -3,8 +3,8 @@
 
 use super::assets::{materialize, AssetServer};
 use super::expect::{check_stat, html_links, json_contains, short, stream_verdict};
-use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, UpstreamExpect};
-use super::target::GatewayUnderTest;
+use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, Step, UpstreamExpect};
+use super::target::{GatewayUnderTest, TargetSpec};
 use crate::gateway::beta::BetaPolicy;
 use crate::gateway::{Config, KnownBugs};
 use crate::mocks::{MockKind, MockOptions, MockProvider};
@@ -21,7 +21,32 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct RunOptions {
     /// Where `file:` paths in scenarios are resolved.
     pub project_root: PathBuf,
+    /// Known-bad variants to put back (in-process only; for proofs).
     pub bugs: KnownBugs,
+    pub target: TargetSpec,
+    /// Run the scenario's black-box steps even though the target could run
+    /// its main steps (proofs check both variants in-process).
+    pub force_black_box: bool,
+}
+
+impl RunOptions {
+    pub fn in_process(project_root: PathBuf) -> Self {
+        RunOptions { project_root, bugs: KnownBugs::default(), target: TargetSpec::InProcess, force_black_box: false }
+    }
+}
+
+/// An incident scenario's result against one gateway.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentVerdict {
+    /// The scenario passes: the gateway does not have the incident.
+    Clean,
+    /// The scenario fails at the step that checks the incident.
+    Caught,
+    /// The scenario cannot run against this gateway.
+    NotApplicable,
+    /// The scenario failed before reaching the incident's check: no verdict.
+    Inconclusive,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,9 +69,16 @@ pub enum Verdict {
 pub struct Outcome {
     pub name: String,
     pub file: String,
+    /// The incident id, for incident scenarios.
+    pub incident: Option<String>,
+    pub incident_verdict: Option<IncidentVerdict>,
+    /// `steps` or `black_box_steps`.
+    pub variant: &'static str,
     pub verdict: Verdict,
     pub failure: Option<StepFailure>,
     pub not_applicable: Option<String>,
+    /// The target's last output lines, when a separate process failed.
+    pub target_output: Option<String>,
     pub duration_ms: u128,
     #[serde(skip)]
     pub transcript: Vec<Value>,
@@ -74,7 +106,7 @@ impl Response {
 }
 
 struct Ctx<'a> {
-    scenario: &'a Scenario,
+    steps: &'a [Step],
     gut: GatewayUnderTest,
     mocks: HashMap<String, MockProvider>,
     assets: AssetServer,
@@ -91,49 +123,71 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
     let mut outcome = Outcome {
         name: scenario.name.clone(),
         file: file.display().to_string(),
+        incident: scenario.incident.as_ref().map(|i| i.id.clone()),
+        incident_verdict: None,
+        variant: "steps",
         verdict: Verdict::Passed,
         failure: None,
         not_applicable: None,
+        target_output: None,
         duration_ms: 0,
         transcript: Vec::new(),
     };
     match setup(scenario, file, opts).await {
-        Err(message) => {
+        Err(Setup::NotApplicable(why)) => {
+            outcome.verdict = Verdict::NotApplicable;
+            outcome.not_applicable = Some(why);
+        }
+        Err(Setup::Failed(message)) => {
             outcome.verdict = Verdict::Failed;
             outcome.failure =
                 Some(StepFailure { step_index: 0, step: "setup".into(), checks_incident: false, message });
         }
         Ok(mut ctx) => {
-            let missing: Vec<String> = scenario
-                .required_capabilities()
-                .into_iter()
-                .filter(|c| !ctx.gut.has(*c))
-                .map(|c| format!("{c:?}"))
-                .collect();
-            if !missing.is_empty() {
-                outcome.verdict = Verdict::NotApplicable;
-                outcome.not_applicable = Some(format!("the target lacks {}", missing.join(", ")));
-            } else {
-                for i in 0..scenario.steps.len() {
-                    let res = tokio::time::timeout(STEP_TIMEOUT * 2, run_step(&mut ctx, i)).await;
-                    let res = res.unwrap_or_else(|_| Err(format!("timed out after {}s", (STEP_TIMEOUT * 2).as_secs())));
-                    if let Err(message) = res {
-                        outcome.verdict = Verdict::Failed;
-                        outcome.failure = Some(StepFailure {
-                            step_index: i,
-                            step: scenario.step_label(i),
-                            checks_incident: scenario.steps[i].checks_incident,
-                            message,
-                        });
-                        break;
+            let list = if std::ptr::eq(ctx.steps, scenario.steps.as_slice()) { "steps" } else { "black_box_steps" };
+            outcome.variant = list;
+            for i in 0..ctx.steps.len() {
+                let res = tokio::time::timeout(STEP_TIMEOUT * 2, run_step(&mut ctx, i)).await;
+                let res = res.unwrap_or_else(|_| Err(format!("timed out after {}s", (STEP_TIMEOUT * 2).as_secs())));
+                if let Err(message) = res {
+                    outcome.verdict = Verdict::Failed;
+                    outcome.failure = Some(StepFailure {
+                        step_index: i,
+                        step: Scenario::step_label(ctx.steps, list, i),
+                        checks_incident: ctx.steps[i].checks_incident,
+                        message,
+                    });
+                    let tail = ctx.gut.output_tail(20);
+                    if !tail.is_empty() {
+                        outcome.target_output = Some(tail);
                     }
+                    break;
                 }
             }
             outcome.transcript = std::mem::take(&mut ctx.transcript);
         }
     }
+    if scenario.incident.is_some() {
+        outcome.incident_verdict = Some(match (&outcome.verdict, &outcome.failure) {
+            (Verdict::Passed, _) => IncidentVerdict::Clean,
+            (Verdict::NotApplicable, _) => IncidentVerdict::NotApplicable,
+            (Verdict::Failed, Some(f)) if f.checks_incident => IncidentVerdict::Caught,
+            (Verdict::Failed, _) => IncidentVerdict::Inconclusive,
+        });
+    }
     outcome.duration_ms = started.elapsed().as_millis();
     outcome
+}
+
+enum Setup {
+    NotApplicable(String),
+    Failed(String),
+}
+
+impl From<String> for Setup {
+    fn from(s: String) -> Self {
+        Setup::Failed(s)
+    }
 }
 
 fn beta_allowlist(kind: MockKind) -> Option<std::collections::BTreeSet<String>> {
@@ -147,7 +201,53 @@ fn beta_allowlist(kind: MockKind) -> Option<std::collections::BTreeSet<String>> 
     Some(BetaPolicy::bundled().allowlist(target))
 }
 
-async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Result<Ctx<'a>, String> {
+/// Which capabilities a target has, before it is started.
+fn target_has(target: &TargetSpec, cap: super::model::Capability) -> bool {
+    use super::model::Capability;
+    use super::target::TargetKind;
+    match target {
+        TargetSpec::InProcess => true,
+        TargetSpec::Command { kind, .. } | TargetSpec::Url { kind, .. } => match cap {
+            Capability::ManualClock | Capability::InternalStats => false,
+            Capability::PostmortemApi => *kind == TargetKind::Postmortem,
+        },
+    }
+}
+
+/// The steps to run against this target, or why none can.
+fn choose_steps<'a>(scenario: &'a Scenario, target: &TargetSpec) -> Result<&'a [Step], String> {
+    let missing = |caps: Vec<super::model::Capability>| -> Vec<String> {
+        caps.into_iter().filter(|c| !target_has(target, *c)).map(|c| format!("{c:?}")).collect()
+    };
+    let main_missing = missing(scenario.required_capabilities());
+    if main_missing.is_empty() {
+        return Ok(&scenario.steps);
+    }
+    if let (Some(bb), Some(caps)) = (&scenario.black_box_steps, scenario.black_box_capabilities()) {
+        let bb_missing = missing(caps);
+        if bb_missing.is_empty() {
+            return Ok(bb);
+        }
+        return Err(format!("its black-box steps need {} which this target lacks", bb_missing.join(", ")));
+    }
+    let note = scenario.black_box_note.clone().map(|n| format!(" ({n})")).unwrap_or_default();
+    Err(format!("it needs {} which this target lacks, and has no black-box variant{note}", main_missing.join(", ")))
+}
+
+async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Result<Ctx<'a>, Setup> {
+    let steps = match (&scenario.black_box_steps, opts.force_black_box) {
+        (Some(bb), true) => bb.as_slice(),
+        (None, true) => return Err(Setup::NotApplicable("the scenario has no black-box steps".into())),
+        _ => choose_steps(scenario, &opts.target).map_err(Setup::NotApplicable)?,
+    };
+    if let TargetSpec::Url { .. } = &opts.target {
+        if !scenario.providers.is_empty() || !scenario.assets.is_empty() {
+            return Err(Setup::NotApplicable(
+                "a running gateway's config cannot be pointed at this scenario's mock providers; use --target-cmd"
+                    .into(),
+            ));
+        }
+    }
     let mut mocks = HashMap::new();
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     for (name, spec) in &scenario.providers {
@@ -167,12 +267,25 @@ async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Re
         assets.set(name, bytes);
         vars.insert(format!("assets.{name}.url"), assets.url(name));
     }
-    let config = render_config(scenario, file, &opts.project_root, &vars)?;
+    let yaml = render_config_yaml(scenario, &opts.project_root, &vars)?;
+    let loaded = Config::parse(&yaml, &format!("{} (gateway)", file.display())).map_err(|e| e.to_string())?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let config = loaded.config;
     let master_key = config.general_settings.master_key.clone();
-    let gut = GatewayUnderTest::in_process(config, opts.bugs).await?;
+    let gut = match &opts.target {
+        TargetSpec::InProcess => GatewayUnderTest::in_process(config, opts.bugs).await?,
+        TargetSpec::Command { command, startup_timeout, kind } => {
+            let env = target_env(scenario, &config, &vars)?;
+            let root = config.root_path().map_err(|e| e.to_string())?;
+            GatewayUnderTest::start_command(command, &yaml, &env, &root, *kind, *startup_timeout).await?
+        }
+        TargetSpec::Url { url, kind } => GatewayUnderTest::external(url, *kind),
+    };
     let http = reqwest::Client::builder().tcp_nodelay(true).timeout(STEP_TIMEOUT).build().map_err(|e| e.to_string())?;
     Ok(Ctx {
-        scenario,
+        steps,
         gut,
         mocks,
         assets,
@@ -183,6 +296,34 @@ async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Re
         root: opts.project_root.clone(),
         transcript: Vec::new(),
     })
+}
+
+/// The environment a gateway process gets: the scenario's `env`, plus the
+/// variables LiteLLM reads for settings our config keeps in
+/// `general_settings`, so one config works for both.
+fn target_env(
+    scenario: &Scenario,
+    config: &Config,
+    vars: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut env = BTreeMap::new();
+    for (k, v) in &scenario.env {
+        let mut v = Value::String(v.clone());
+        substitute(&mut v, vars)?;
+        env.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+    }
+    let g = &config.general_settings;
+    for (name, value) in [
+        ("SERVER_ROOT_PATH", &g.server_root_path),
+        ("LITELLM_MODEL_COST_MAP_URL", &g.model_cost_map),
+        ("LITELLM_ANTHROPIC_BETA_HEADERS_URL", &g.anthropic_beta_headers),
+        ("LITELLM_MASTER_KEY", &g.master_key),
+    ] {
+        if let Some(v) = value {
+            env.entry(name.to_string()).or_insert_with(|| v.clone());
+        }
+    }
+    Ok(env)
 }
 
 /// Substitutes `${...}` placeholders in every string of a JSON value.
@@ -210,12 +351,7 @@ fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), Stri
 
 /// The scenario's gateway config with placeholders filled, as the
 /// LiteLLM-format YAML a separate gateway process would read.
-pub fn render_config_yaml(
-    scenario: &Scenario,
-    file: &Path,
-    root: &Path,
-    vars: &BTreeMap<String, String>,
-) -> Result<String, String> {
+pub fn render_config_yaml(scenario: &Scenario, root: &Path, vars: &BTreeMap<String, String>) -> Result<String, String> {
     let mut value: Value = match &scenario.gateway {
         GatewaySpec::Inline(v) => v.clone(),
         GatewaySpec::Path(p) => {
@@ -225,6 +361,7 @@ pub fn render_config_yaml(
         }
     };
     substitute(&mut value, vars).map_err(|e| format!("gateway: {e}"))?;
+    expand_repeats(&mut value)?;
     // The env settings the gateway reads at start-up; in-process they are
     // applied to the config so parallel scenarios don't share process env.
     if let Some(obj) = value.as_object_mut() {
@@ -243,34 +380,55 @@ pub fn render_config_yaml(
             }
         }
     }
-    let _ = file;
     serde_yaml_ng::to_string(&value).map_err(|e| format!("gateway: {e}"))
 }
 
-fn render_config(
-    scenario: &Scenario,
-    file: &Path,
-    root: &Path,
-    vars: &BTreeMap<String, String>,
-) -> Result<Config, String> {
-    let yaml = render_config_yaml(scenario, file, root, vars)?;
-    let loaded = Config::parse(&yaml, &format!("{} (gateway)", file.display())).map_err(|e| e.to_string())?;
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
+/// A harness-side template, not gateway config: a `model_list` entry with
+/// `repeat: N` becomes N entries with `{i}` in its strings replaced by
+/// 0..N (e.g. many deployments with distinct credentials).
+fn expand_repeats(config: &mut Value) -> Result<(), String> {
+    let Some(list) = config.get_mut("model_list").and_then(Value::as_array_mut) else { return Ok(()) };
+    let mut out = Vec::with_capacity(list.len());
+    for (idx, entry) in list.drain(..).enumerate() {
+        match entry.get("repeat").cloned() {
+            None => out.push(entry),
+            Some(n) => {
+                let n = n.as_u64().ok_or_else(|| format!("gateway.model_list[{idx}].repeat must be a number"))?;
+                let mut template = entry;
+                if let Some(m) = template.as_object_mut() {
+                    m.remove("repeat");
+                }
+                for i in 0..n {
+                    let text = template.to_string().replace("{i}", &i.to_string());
+                    out.push(serde_json::from_str(&text).map_err(|e| e.to_string())?);
+                }
+            }
+        }
     }
-    Ok(loaded.config)
+    *list = out;
+    Ok(())
 }
 
 async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
-    let step = &ctx.scenario.steps[i];
+    let step = &ctx.steps[i];
     let action = step.action()?;
     let expect = &step.expect;
     match action {
-        Action::Request(r) => {
-            let resp = send(ctx, r).await?;
-            record(ctx, i, r, &resp);
-            check_response(ctx, expect, &resp).await
-        }
+        Action::Request(r) => match r.repeat {
+            None => {
+                let resp = send(ctx, r).await?;
+                record(ctx, i, r, &resp);
+                check_response(ctx, expect, &resp).await
+            }
+            Some(n) => {
+                for k in 0..n {
+                    let one = r.instance(k);
+                    let resp = send(ctx, &one).await?;
+                    check_response(ctx, expect, &resp).await.map_err(|e| format!("repeat {k} ({}): {e}", one.path))?;
+                }
+                Ok(())
+            }
+        },
         Action::Concurrent(c) => {
             let futs: Vec<_> = (0..c.count).map(|_| send(ctx, &c.request)).collect();
             let results = futures::future::join_all(futs).await;
@@ -301,7 +459,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 super::model::ReloadTarget::CostMap => "/reload/model_cost_map",
                 super::model::ReloadTarget::BetaPolicy => "/reload/anthropic_beta_headers",
             };
-            let path = format!("{}{path}", root_prefix(ctx).await);
+            let path = format!("{}{path}", ctx.gut.root_path());
             let r = RequestSpec {
                 method: "POST".into(),
                 path,
@@ -310,6 +468,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 body: None,
                 raw_body: None,
                 pad_body_to_bytes: None,
+                repeat: None,
             };
             let resp = send(ctx, &r).await?;
             record(ctx, i, &r, &resp);
@@ -372,12 +531,6 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             }
             Ok(())
         }
-    }
-}
-
-async fn root_prefix(ctx: &Ctx<'_>) -> String {
-    match &ctx.gut {
-        GatewayUnderTest::InProcess(p) => p.gateway.root_path.clone(),
     }
 }
 

@@ -39,6 +39,15 @@ pub struct Scenario {
     /// Strings may hold `${providers.NAME.url}` and `${assets.NAME.url}`.
     pub gateway: GatewaySpec,
     pub steps: Vec<Step>,
+    /// Steps to run instead of `steps` when the gateway under test lacks a
+    /// capability `steps` need (target mode): the same incident, observed
+    /// only from outside.
+    #[serde(default)]
+    pub black_box_steps: Option<Vec<Step>>,
+    /// Why the scenario has no black-box variant, shown when it is not
+    /// applicable to a target.
+    #[serde(default)]
+    pub black_box_note: Option<String>,
     #[serde(default)]
     pub snapshot: bool,
 }
@@ -58,6 +67,10 @@ pub enum Capability {
     ManualClock,
     /// The harness can read the gateway's internal stats and poke its client cache.
     InternalStats,
+    /// The gateway serves postmortem's own admin API (cost-map status,
+    /// `keys:` in its config). Our gateway has it in any mode; another
+    /// gateway only when the target is declared `--target-kind postmortem`.
+    PostmortemApi,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +310,26 @@ pub struct RequestSpec {
     /// (for request size limits).
     #[serde(default)]
     pub pad_body_to_bytes: Option<usize>,
+    /// Send the request N times in a row, with `{i}` in the path and body
+    /// strings replaced by 0..N; each response must meet `expect`.
+    #[serde(default)]
+    pub repeat: Option<usize>,
+}
+
+impl RequestSpec {
+    /// The `i`-th request of a `repeat`.
+    pub fn instance(&self, i: usize) -> RequestSpec {
+        let mut r = self.clone();
+        r.repeat = None;
+        let n = i.to_string();
+        r.path = r.path.replace("{i}", &n);
+        if let Some(b) = &r.body {
+            if let Ok(v) = serde_json::from_str(&b.to_string().replace("{i}", &n)) {
+                r.body = Some(v);
+            }
+        }
+        r
+    }
 }
 
 fn post() -> String {
@@ -424,10 +457,29 @@ impl Scenario {
             if !self.steps.iter().any(|s| s.checks_incident) {
                 return Err("incident scenarios need at least one step with `checks_incident: true`".into());
             }
+            if let Some(bb) = &self.black_box_steps {
+                if !bb.iter().any(|s| s.checks_incident) {
+                    return Err("black_box_steps need at least one step with `checks_incident: true`".into());
+                }
+            }
         }
+        self.validate_steps(&self.steps, "steps")?;
+        if let Some(bb) = &self.black_box_steps {
+            self.validate_steps(bb, "black_box_steps")?;
+        }
+        for (name, a) in &self.assets {
+            let sources = [a.file.is_some(), a.inline.is_some(), a.raw.is_some()].iter().filter(|b| **b).count();
+            if sources != 1 {
+                return Err(format!("assets.{name}: give exactly one of `file`, `inline`, `raw`"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_steps(&self, steps: &[Step], list: &str) -> Result<(), String> {
         let mut streams = std::collections::BTreeSet::new();
-        for (i, step) in self.steps.iter().enumerate() {
-            let at = format!("steps[{i}]");
+        for (i, step) in steps.iter().enumerate() {
+            let at = format!("{list}[{i}]");
             let provider_ref = |p: &str| -> Result<(), String> {
                 if self.providers.contains_key(p) {
                     Ok(())
@@ -459,34 +511,29 @@ impl Scenario {
                 _ => {}
             }
         }
-        for (name, a) in &self.assets {
-            let sources = [a.file.is_some(), a.inline.is_some(), a.raw.is_some()].iter().filter(|b| **b).count();
-            if sources != 1 {
-                return Err(format!("assets.{name}: give exactly one of `file`, `inline`, `raw`"));
-            }
-        }
         Ok(())
     }
 
-    /// Capabilities needed: declared ones plus those the steps imply.
+    /// Capabilities `steps` need: declared ones plus those the steps imply.
     pub fn required_capabilities(&self) -> Vec<Capability> {
-        let mut caps: std::collections::BTreeSet<Capability> = self.needs.iter().copied().collect();
-        for s in &self.steps {
-            match s.action() {
-                Ok(Action::Advance(_)) => {
-                    caps.insert(Capability::ManualClock);
-                }
-                Ok(Action::FillClientCache(_)) => {
-                    caps.insert(Capability::InternalStats);
-                }
-                _ => {}
-            }
-        }
-        caps.into_iter().collect()
+        required_capabilities(&self.needs, &self.steps)
     }
 
-    pub fn step_label(&self, i: usize) -> String {
-        let s = &self.steps[i];
+    /// Capabilities the black-box variant needs (`needs` minus the
+    /// in-process-only ones, plus what its steps imply).
+    pub fn black_box_capabilities(&self) -> Option<Vec<Capability>> {
+        let steps = self.black_box_steps.as_ref()?;
+        let declared: Vec<Capability> = self
+            .needs
+            .iter()
+            .copied()
+            .filter(|c| !matches!(c, Capability::ManualClock | Capability::InternalStats))
+            .collect();
+        Some(required_capabilities(&declared, steps))
+    }
+
+    pub fn step_label(steps: &[Step], list: &str, i: usize) -> String {
+        let s = &steps[i];
         let kind = match s.action() {
             Ok(Action::Request(r)) => format!("request {} {}", r.method, r.path),
             Ok(Action::Concurrent(c)) => format!("{} concurrent {} {}", c.count, c.request.method, c.request.path),
@@ -502,10 +549,26 @@ impl Scenario {
             Err(e) => e,
         };
         match &s.name {
-            Some(n) => format!("steps[{i}] {n} ({kind})"),
-            None => format!("steps[{i}] {kind}"),
+            Some(n) => format!("{list}[{i}] {n} ({kind})"),
+            None => format!("{list}[{i}] {kind}"),
         }
     }
+}
+
+fn required_capabilities(needs: &[Capability], steps: &[Step]) -> Vec<Capability> {
+    let mut caps: std::collections::BTreeSet<Capability> = needs.iter().copied().collect();
+    for s in steps {
+        match s.action() {
+            Ok(Action::Advance(_)) => {
+                caps.insert(Capability::ManualClock);
+            }
+            Ok(Action::FillClientCache(_)) | Ok(Action::ExpectStats(_)) => {
+                caps.insert(Capability::InternalStats);
+            }
+            _ => {}
+        }
+    }
+    caps.into_iter().collect()
 }
 
 /// Every `*.yaml` under the given paths, sorted.

@@ -1,6 +1,6 @@
 //! Reports: readable text, a JSON summary, JUnit XML.
 
-use super::engine::{Outcome, Verdict};
+use super::engine::{IncidentVerdict, Outcome, Verdict};
 use super::prove::Proof;
 use serde_json::json;
 
@@ -18,6 +18,35 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
             for line in f.message.lines() {
                 out.push_str(&format!("      | {line}\n"));
             }
+            if let Some(tail) = &o.target_output {
+                out.push_str("      target output (last lines):\n");
+                for line in tail.lines() {
+                    out.push_str(&format!("      > {line}\n"));
+                }
+            }
+        }
+    }
+    if proofs.is_empty() && outcomes.iter().any(|o| o.incident_verdict.is_some()) {
+        out.push_str("\nIncident verdicts:\n");
+        for o in outcomes {
+            let Some(v) = o.incident_verdict else { continue };
+            let word = match v {
+                IncidentVerdict::Clean => "clean",
+                IncidentVerdict::Caught => "CAUGHT",
+                IncidentVerdict::NotApplicable => "not applicable",
+                IncidentVerdict::Inconclusive => "inconclusive",
+            };
+            let why = match v {
+                IncidentVerdict::NotApplicable => o.not_applicable.clone().unwrap_or_default(),
+                IncidentVerdict::Caught | IncidentVerdict::Inconclusive => o
+                    .failure
+                    .as_ref()
+                    .map(|f| format!("{}: {}", f.step, f.message.lines().next().unwrap_or("")))
+                    .unwrap_or_default(),
+                IncidentVerdict::Clean => format!("({})", o.variant),
+            };
+            let why: String = why.chars().take(200).collect();
+            out.push_str(&format!("{:<24} {:<15} {:<46} {}\n", o.incident.as_deref().unwrap_or(""), word, o.name, why));
         }
     }
     if !proofs.is_empty() {
@@ -28,9 +57,10 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
         ));
         for p in proofs {
             out.push_str(&format!(
-                "{:<24} {:<44} {:<7} {:<7} {}\n",
+                "{:<24} {:<48} {:<9} {:<7} {:<7} {}\n",
                 p.incident,
                 p.scenario,
+                if p.variant == "steps" { "in-proc" } else { "black-box" },
                 if p.passes_when_fixed { "pass" } else { "FAIL" },
                 if p.fails_when_broken { "fails" } else { "PASSES" },
                 p.failing_step.clone().unwrap_or_else(|| "-".into())
@@ -67,6 +97,25 @@ fn counts(outcomes: &[Outcome]) -> (usize, usize, usize) {
 
 pub fn json(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> serde_json::Value {
     let (passed, failed, na) = counts(outcomes);
+    let incidents: Vec<serde_json::Value> = if proofs.is_empty() {
+        outcomes
+            .iter()
+            .filter(|o| o.incident_verdict.is_some())
+            .map(|o| {
+                json!({
+                    "id": o.incident,
+                    "scenario": o.name,
+                    "file": o.file,
+                    "verdict": o.incident_verdict,
+                    "variant": o.variant,
+                    "reason": o.not_applicable,
+                    "evidence": o.failure.as_ref().map(|f| json!({"step": f.step, "message": f.message, "target_output": o.target_output})),
+                })
+            })
+            .collect()
+    } else {
+        proofs.iter().map(|p| serde_json::to_value(p).unwrap_or_default()).collect()
+    };
     json!({
         "total": outcomes.len(),
         "passed": passed,
@@ -74,7 +123,7 @@ pub fn json(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> serde_json
         "not_applicable": na,
         "wall_ms": wall_ms,
         "scenarios": outcomes,
-        "incidents": proofs,
+        "incidents": incidents,
     })
 }
 

@@ -3,19 +3,48 @@
 //! A scenario talks to the gateway over HTTP in every mode. What differs is
 //! what else the harness can do: the in-process gateway has a manual clock,
 //! internal stats and known-bad variants; a separate process (target mode)
-//! has only its HTTP surface. Steps ask for a capability; the engine reports
-//! a scenario as not applicable when its target lacks one.
+//! has only its HTTP surface and its output. Steps ask for a capability; the
+//! engine picks the scenario's black-box steps, or reports it not applicable,
+//! when the target lacks one.
 
 use super::model::Capability;
 use crate::gateway::clock::ManualClock;
 use crate::gateway::upstream::ClientKey;
 use crate::gateway::{Config, Gateway, GatewayBuilder, KnownBugs};
+use parking_lot::Mutex;
 use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Which gateway the scenarios run against.
+#[derive(Debug, Clone, Default)]
+pub enum TargetSpec {
+    /// Our gateway, built in this process for each scenario.
+    #[default]
+    InProcess,
+    /// A separate gateway process started per scenario: `command` with
+    /// `{config}` and `{port}` substituted, run by `sh -c`.
+    Command { command: String, startup_timeout: Duration, kind: TargetKind },
+    /// A gateway that is already running; its config cannot be changed.
+    Url { url: String, kind: TargetKind },
+}
+
+/// What kind of gateway a target is, for the capabilities only our own
+/// gateway has (its admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TargetKind {
+    /// Our own `postmortem serve`.
+    Postmortem,
+    /// LiteLLM or any other OpenAI-compatible gateway.
+    #[default]
+    Other,
+}
 
 pub enum GatewayUnderTest {
     InProcess(InProcess),
+    Process(TargetProcess),
 }
 
 pub struct InProcess {
@@ -28,6 +57,38 @@ pub struct InProcess {
 impl Drop for InProcess {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+/// A gateway in another process, reached over HTTP.
+pub struct TargetProcess {
+    base_url: String,
+    root_path: String,
+    kind: TargetKind,
+    child: Option<tokio::process::Child>,
+    output: Arc<Mutex<VecDeque<String>>>,
+    command: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+const OUTPUT_LINES_KEPT: usize = 400;
+
+impl Drop for TargetProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // The command runs in its own process group (gateways fork
+            // workers); stop the whole group.
+            // `--` matters: without it `kill` may read `-PID` as an option,
+            // and a pid that parses as -1 would signal every process.
+            if let Some(pid) = child.id().filter(|p| *p > 1) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-s", "TERM", "--", &format!("-{pid}")])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+            let _ = child.start_kill();
+        }
     }
 }
 
@@ -51,15 +112,86 @@ impl GatewayUnderTest {
         Ok(GatewayUnderTest::InProcess(InProcess { gateway, clock, base_url: format!("http://{addr}"), server }))
     }
 
+    /// Starts `command` with the scenario's config written to a temporary
+    /// LiteLLM-format `config.yaml` and waits (bounded) until it answers HTTP.
+    pub async fn start_command(
+        command: &str,
+        config_yaml: &str,
+        env: &BTreeMap<String, String>,
+        root_path: &str,
+        kind: TargetKind,
+        startup_timeout: Duration,
+    ) -> Result<GatewayUnderTest, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config_yaml).map_err(|e| format!("writing {}: {e}", config_path.display()))?;
+        let port = free_port()?;
+        let cmd = command.replace("{config}", &config_path.display().to_string()).replace("{port}", &port.to_string());
+        let mut c = tokio::process::Command::new("sh");
+        c.arg("-c")
+            .arg(&cmd)
+            .envs(env)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = c.spawn().map_err(|e| format!("cannot start `{cmd}`: {e}"))?;
+        let output: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(keep_lines(out, output.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(keep_lines(err, output.clone()));
+        }
+        let mut target = TargetProcess {
+            base_url: format!("http://127.0.0.1:{port}"),
+            root_path: root_path.to_string(),
+            kind,
+            child: Some(child),
+            output,
+            command: cmd,
+            _dir: Some(dir),
+        };
+        target.wait_ready(startup_timeout).await?;
+        Ok(GatewayUnderTest::Process(target))
+    }
+
+    /// A gateway that is already running at `url`.
+    pub fn external(url: &str, kind: TargetKind) -> GatewayUnderTest {
+        GatewayUnderTest::Process(TargetProcess {
+            base_url: url.trim_end_matches('/').to_string(),
+            root_path: String::new(),
+            kind,
+            child: None,
+            output: Arc::default(),
+            command: url.to_string(),
+            _dir: None,
+        })
+    }
+
     pub fn base_url(&self) -> &str {
         match self {
             GatewayUnderTest::InProcess(p) => &p.base_url,
+            GatewayUnderTest::Process(p) => &p.base_url,
+        }
+    }
+
+    pub fn root_path(&self) -> String {
+        match self {
+            GatewayUnderTest::InProcess(p) => p.gateway.root_path.clone(),
+            GatewayUnderTest::Process(p) => p.root_path.clone(),
         }
     }
 
     pub fn has(&self, cap: Capability) -> bool {
         match self {
-            GatewayUnderTest::InProcess(_) => matches!(cap, Capability::ManualClock | Capability::InternalStats),
+            GatewayUnderTest::InProcess(_) => true,
+            GatewayUnderTest::Process(p) => match cap {
+                Capability::ManualClock | Capability::InternalStats => false,
+                Capability::PostmortemApi => p.kind == TargetKind::Postmortem,
+            },
         }
     }
 
@@ -73,6 +205,7 @@ impl GatewayUnderTest {
                 p.gateway.run_due_tasks().await;
                 Ok(())
             }
+            GatewayUnderTest::Process(_) => Err("a separate gateway process has no manual clock".into()),
         }
     }
 
@@ -80,6 +213,7 @@ impl GatewayUnderTest {
     pub async fn status(&self) -> Result<Value, String> {
         match self {
             GatewayUnderTest::InProcess(p) => Ok(crate::gateway::server::health_value(&p.gateway)),
+            GatewayUnderTest::Process(_) => Err("internal stats are only available in-process".into()),
         }
     }
 
@@ -95,6 +229,83 @@ impl GatewayUnderTest {
                 }
                 Ok(())
             }
+            GatewayUnderTest::Process(_) => {
+                Err("the client cache of a separate process cannot be filled directly".into())
+            }
         }
+    }
+
+    /// The last lines the target printed (target mode), for error reports.
+    pub fn output_tail(&self, n: usize) -> String {
+        match self {
+            GatewayUnderTest::InProcess(_) => String::new(),
+            GatewayUnderTest::Process(p) => p.tail(n),
+        }
+    }
+
+    /// Whether the target's output so far contains `text`.
+    pub fn output_contains(&self, text: &str) -> Option<bool> {
+        match self {
+            GatewayUnderTest::InProcess(_) => None,
+            GatewayUnderTest::Process(p) => Some(p.output.lock().iter().any(|l| l.contains(text))),
+        }
+    }
+}
+
+impl TargetProcess {
+    fn tail(&self, n: usize) -> String {
+        let o = self.output.lock();
+        let skip = o.len().saturating_sub(n);
+        o.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Polls until the target answers any HTTP response. Bounded: a target
+    /// that exits, never listens or speaks something else is an error naming
+    /// the command and its last output.
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+        let probe = format!("{}{}/health/liveliness", self.base_url, self.root_path);
+        let mut last_error = String::new();
+        while started.elapsed() < timeout {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "target `{}` exited with {status} before answering; last output:\n{}",
+                        self.command,
+                        self.tail(30)
+                    ));
+                }
+            }
+            match http.get(&probe).send().await {
+                Ok(_) => return Ok(()),
+                Err(e) => last_error = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(format!(
+            "target `{}` did not answer HTTP at {} within {}s (last error: {last_error}); last output:\n{}",
+            self.command,
+            self.base_url,
+            timeout.as_secs(),
+            self.tail(30)
+        ))
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// Keeps the last lines a pipe carries, for error reports and log checks.
+async fn keep_lines(pipe: impl tokio::io::AsyncRead + Unpin, output: Arc<Mutex<VecDeque<String>>>) {
+    let mut lines = BufReader::new(pipe).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut o = output.lock();
+        if o.len() == OUTPUT_LINES_KEPT {
+            o.pop_front();
+        }
+        o.push_back(line);
     }
 }
