@@ -270,6 +270,8 @@ impl TargetProcess {
         while started.elapsed() < timeout {
             if let Some(child) = &mut self.child {
                 if let Ok(Some(status)) = child.try_wait() {
+                    // Let the pipe readers catch the last lines it printed.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     return Err(format!(
                         "target `{}` exited with {status} before answering; last output:\n{}",
                         self.command,

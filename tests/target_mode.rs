@@ -1,0 +1,97 @@
+//! Target mode: the incident scenarios run black-box against a separate
+//! gateway process. Our own `postmortem serve` must be clean on every
+//! incident; a target that never starts, exits early or answers garbage must
+//! give a clear error naming the command and its last output, within a
+//! bounded wait.
+
+use postmortem::scenario::engine::IncidentVerdict;
+use postmortem::scenario::target::{TargetKind, TargetSpec};
+use postmortem::scenario::{model, run_scenario, RunOptions, Scenario, Verdict};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn opts(command: &str, startup_timeout: Duration) -> RunOptions {
+    let mut o = RunOptions::in_process(root());
+    o.target = TargetSpec::Command { command: command.to_string(), startup_timeout, kind: TargetKind::Postmortem };
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_gateway_is_clean_on_every_incident_in_target_mode() {
+    let cmd = format!("{} serve --config {{config}} --port {{port}}", env!("CARGO_BIN_EXE_postmortem"));
+    let o = opts(&cmd, Duration::from_secs(60));
+    let files = model::discover(&[root().join("scenarios/incidents")]).unwrap();
+    let mut clean_incidents = std::collections::BTreeSet::new();
+    for f in files {
+        let s = Scenario::load(&f).unwrap();
+        let out = run_scenario(&s, &f, &o).await;
+        match out.incident_verdict {
+            Some(IncidentVerdict::Clean) => {
+                clean_incidents.insert(out.incident.clone().unwrap());
+            }
+            Some(IncidentVerdict::NotApplicable) => {
+                // Only scenarios whose steps need the manual clock may be N/A,
+                // and only when another scenario covers the incident.
+                assert!(
+                    out.not_applicable.as_deref().unwrap_or("").contains("ManualClock"),
+                    "{}: {:?}",
+                    f.display(),
+                    out.not_applicable
+                );
+            }
+            other => panic!("{}: {other:?}: {:?}\n{:?}", f.display(), out.failure, out.target_output),
+        }
+    }
+    let expected: std::collections::BTreeSet<String> = [
+        "1-client-cache-eviction",
+        "2-stale-wildcard",
+        "3-server-root-path",
+        "4-none-params",
+        "5-beta-headers",
+        "6-malformed-cost-map",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(clean_incidents, expected);
+}
+
+async fn setup_error(command: &str, timeout: Duration) -> String {
+    let f = root().join("scenarios/incidents/3-server-root-path.yaml");
+    let s = Scenario::load(&f).unwrap();
+    let started = std::time::Instant::now();
+    let out = run_scenario(&s, &f, &opts(command, timeout)).await;
+    assert!(started.elapsed() < timeout + Duration::from_secs(10), "the wait was not bounded");
+    assert!(matches!(out.verdict, Verdict::Failed), "{out:?}");
+    let failure = out.failure.expect("a failure");
+    assert_eq!(failure.step, "setup");
+    failure.message
+}
+
+#[tokio::test]
+async fn a_target_that_exits_early_is_reported_with_its_output() {
+    let msg = setup_error("echo booting up; echo 'fatal: no such config' >&2; exit 3", Duration::from_secs(20)).await;
+    assert!(msg.contains("exited"), "{msg}");
+    assert!(msg.contains("echo booting up"), "names the command: {msg}");
+    assert!(msg.contains("fatal: no such config"), "shows the output: {msg}");
+}
+
+#[tokio::test]
+async fn a_target_that_never_answers_times_out_with_a_clear_error() {
+    let msg = setup_error("echo waiting forever; sleep 30", Duration::from_secs(1)).await;
+    assert!(msg.contains("did not answer HTTP"), "{msg}");
+    assert!(msg.contains("sleep 30"), "{msg}");
+    assert!(msg.contains("waiting forever"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_target_that_answers_garbage_is_an_error_not_a_hang() {
+    let garbage = "python3 -c \"import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port})); s.listen(); print('garbage server up', flush=True)\nwhile True:\n c,_=s.accept(); c.recv(65536); c.sendall(b'\\x00\\x01 not http at all\\r\\n'); c.close()\"";
+    let msg = setup_error(garbage, Duration::from_secs(2)).await;
+    assert!(msg.contains("did not answer HTTP"), "{msg}");
+    assert!(msg.contains("garbage server up"), "{msg}");
+}
