@@ -396,6 +396,15 @@ litellm_settings:
     }
 
     #[test]
+    fn the_example_config_parses_without_warnings() {
+        let text = include_str!("../../fixtures/config.example.yaml");
+        let loaded = Config::parse(text, "fixtures/config.example.yaml").unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.config.model_list.len(), 6);
+        assert_eq!(loaded.config.keys[0].models, vec!["anthropic/*", "gpt-4o"]);
+    }
+
+    #[test]
     fn root_paths_normalize() {
         assert_eq!(normalize_root_path("").unwrap(), "");
         assert_eq!(normalize_root_path("/").unwrap(), "");
