@@ -13,8 +13,8 @@
 //! Teardown drops the cache, then the leases, and checks every resource was
 //! shut down exactly once overall.
 //!
-//! The seed is fixed so the run is deterministic; set PROPTEST_CASES to
-//! search longer.
+//! The seed is fixed so the run is deterministic; set PROPTEST_CASES (and
+//! PROPTEST_RNG_SEED) to search longer or elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -425,9 +425,16 @@ impl StateMachineTest for CacheTest {
     }
 }
 
+/// 400 cases from a fixed seed, unless PROPTEST_CASES / PROPTEST_RNG_SEED
+/// say otherwise (proptest's default config reads them).
 fn config() -> Config {
-    let mut config = Config::with_cases(400);
-    config.rng_seed = RngSeed::Fixed(0x00c1_1e47_cac4_e5ed);
+    let mut config = Config::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = 400;
+    }
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = RngSeed::Fixed(0x00c1_1e47_cac4_e5ed);
+    }
     config.failure_persistence = None;
     config
 }

@@ -308,3 +308,43 @@ async fn routes_answer_under_a_multi_segment_root_path() {
     let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["servers"][0]["url"], "/api/v1/gateway");
 }
+
+/// `POST /key/generate` → use the key → `/key/info` shows its spend →
+/// `POST /key/delete` → the key is refused. Only the master key manages keys.
+#[tokio::test]
+async fn virtual_key_lifecycle() {
+    let up = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(chat_ok()))
+        .mount(&up)
+        .await;
+    let app = app(&format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\ngeneral_settings: {{master_key: test-master-key-keys}}\n",
+        up.uri()
+    ))
+    .await;
+    let master = [("authorization", "Bearer test-master-key-keys")];
+    let (s, gen, _) =
+        call(&app, "POST", "/key/generate", &master, json!({"models": ["gpt-4o"], "max_budget": 1.0})).await;
+    assert_eq!(s, 200, "{gen}");
+    let key = gen["key"].as_str().expect("the secret is returned once").to_string();
+    assert!(key.starts_with("sk-") && key.len() > 20, "{key}");
+    let bearer = format!("Bearer {key}");
+    let as_key = [("authorization", bearer.as_str())];
+    let (s, _, _) = call(&app, "POST", "/key/generate", &as_key, json!({})).await;
+    assert_eq!(s, 403, "a virtual key cannot create keys");
+    let (s, b, _) =
+        call(&app, "POST", "/v1/chat/completions", &as_key, json!({"model": "gpt-4o", "messages": []})).await;
+    assert_eq!(s, 200, "{b}");
+    let req = http::Request::get("/key/info").header("authorization", bearer.as_str()).body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let info: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let spend = info["info"]["spend"].as_f64().unwrap();
+    assert!((spend - 4.5e-5).abs() < 1e-12, "{info}");
+    assert!(!info.to_string().contains(&key), "info never shows the secret: {info}");
+    let (s, _, _) = call(&app, "POST", "/key/delete", &master, json!({"keys": [key]})).await;
+    assert_eq!(s, 200);
+    let (s, _, _) =
+        call(&app, "POST", "/v1/chat/completions", &as_key, json!({"model": "gpt-4o", "messages": []})).await;
+    assert_eq!(s, 401, "a deleted key is refused");
+}

@@ -700,3 +700,48 @@ fn anthropic_error(e: ApiError) -> Response {
     };
     (status, axum::Json(json!({"type": "error", "error": {"type": kind, "message": e.to_string()}}))).into_response()
 }
+
+/// `POST /v1/messages/count_tokens`: Anthropic and Azure AI serve it at the
+/// same place as messages; Bedrock and Vertex AI have no such endpoint here,
+/// which is a clear 400, not a guess.
+pub async fn count_tokens(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
+        Ok(a) => a,
+        Err(e) => return anthropic_error(e),
+    };
+    let client_version = headers.get("anthropic-version").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let result = with_fallbacks(&gw, &a.routes, |route| {
+        let gw = &gw;
+        let a = &a;
+        let headers = &headers;
+        let client_version = client_version.clone();
+        async move {
+            if !matches!(route.provider, Provider::Anthropic | Provider::AzureAi)
+                || !route.provider.speaks_messages(&route.upstream_model)
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "model `{}` routes to {}, which has no count_tokens endpoint",
+                    a.model, route.provider
+                )));
+            }
+            let base = base_url(&route)?;
+            let mut body = a.body.clone();
+            body.retain(|_, v| !v.is_null());
+            let betas = betas_for(gw, &route, headers);
+            let mut req = anthropic_request(&route, &base, body, &betas, false, client_version.as_deref())?;
+            req.url = format!("{}/count_tokens", req.url.trim_end_matches('/'));
+            let (resp, client) = anthropic_send(gw, &route, &base, req, false).await?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
+            drop_lease(client);
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider))
+            })?;
+            Ok(axum::Json(v).into_response())
+        }
+    })
+    .await;
+    result.unwrap_or_else(anthropic_error)
+}

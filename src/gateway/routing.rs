@@ -149,8 +149,9 @@ impl ModelRouter {
         if let Some(g) = self.exact.get(requested) {
             return g.rotation().filter_map(|d| route_exact(d, requested, catalog)).collect();
         }
-        // `provider/name` or a name matching a literal prefix pattern.
-        for &len in &self.pattern_lengths {
+        // `provider/name` or a name matching a literal prefix pattern; the
+        // catch-all (empty prefix) comes last, after the provider index.
+        for &len in self.pattern_lengths.iter().filter(|l| **l > 0) {
             if len > requested.len() || !requested.is_char_boundary(len) {
                 continue;
             }
@@ -166,8 +167,7 @@ impl ModelRouter {
         // A bare name reaches `provider/*` through the catalog's index.
         if !requested.contains('/') {
             if let Some(p) = catalog.provider_of(requested) {
-                let key = format!("{p}/");
-                if let Some(g) = self.patterns.get(&key) {
+                if let Some(g) = self.patterns.get(&format!("{p}/")) {
                     let routes: Vec<Route> =
                         g.rotation().filter_map(|d| route_wildcard(d, requested, requested, catalog)).collect();
                     if !routes.is_empty() {
@@ -175,6 +175,9 @@ impl ModelRouter {
                     }
                 }
             }
+        }
+        if let Some(g) = self.patterns.get("") {
+            return g.rotation().filter_map(|d| route_wildcard(d, requested, requested, catalog)).collect();
         }
         Vec::new()
     }
@@ -235,4 +238,76 @@ fn provider_for_request(requested: &str, catalog: &Catalog) -> Option<(Provider,
     }
     let p = Provider::parse(catalog.provider_of(requested)?)?;
     Some((p, requested.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::catalog::{parse_catalog, ValidationLimits};
+
+    fn catalog() -> Catalog {
+        let map = r#"{"claude-sonnet-4-6": {"litellm_provider": "anthropic", "mode": "chat"},
+                      "gpt-4o": {"litellm_provider": "openai", "mode": "chat"}}"#;
+        let limits = ValidationLimits { min_models: 0, max_shrink_ratio: 0.0 };
+        parse_catalog(map.as_bytes(), "test", None, &limits, std::time::SystemTime::now()).unwrap()
+    }
+
+    fn router(yaml: &str) -> ModelRouter {
+        ModelRouter::from_config(&Config::parse(yaml, "t.yaml").unwrap().config).unwrap()
+    }
+
+    fn first(r: &ModelRouter, model: &str) -> Option<(String, Provider, String)> {
+        r.resolve(model, &catalog())
+            .into_iter()
+            .next()
+            .map(|rt| (rt.deployment.model_name.clone(), rt.provider, rt.upstream_model))
+    }
+
+    #[test]
+    fn exact_then_prefix_then_provider_index_then_catch_all() {
+        let r = router(
+            r#"model_list:
+  - {model_name: gpt-4o, litellm_params: {model: azure/prod}}
+  - {model_name: "openai/gpt-4*", litellm_params: {model: "openai/gpt-4*"}}
+  - {model_name: "openai/*", litellm_params: {model: "hosted_vllm/*"}}
+  - {model_name: "anthropic/*", litellm_params: {model: "anthropic/*"}}
+  - {model_name: "*", litellm_params: {model: "*"}}
+"#,
+        );
+        assert_eq!(first(&r, "gpt-4o"), Some(("gpt-4o".into(), Provider::Azure, "prod".into())));
+        // The longest literal prefix wins, with the matched part substituted.
+        assert_eq!(first(&r, "openai/gpt-4.1"), Some(("openai/gpt-4*".into(), Provider::Openai, "gpt-4.1".into())));
+        assert_eq!(first(&r, "openai/o3"), Some(("openai/*".into(), Provider::HostedVllm, "o3".into())));
+        // A bare name goes through the catalog to `anthropic/*`, not the catch-all.
+        assert_eq!(
+            first(&r, "claude-sonnet-4-6"),
+            Some(("anthropic/*".into(), Provider::Anthropic, "claude-sonnet-4-6".into()))
+        );
+        // The catch-all derives the provider from the request.
+        assert_eq!(first(&r, "azure/my-dep"), Some(("*".into(), Provider::Azure, "my-dep".into())));
+        // Unknown bare name with no provider: nothing.
+        assert_eq!(first(&r, "mystery-model"), None);
+    }
+
+    #[test]
+    fn deployments_of_one_name_rotate() {
+        let r = router(
+            "model_list:\n  - {model_name: m, litellm_params: {model: openai/a}, model_info: {id: a}}\n  - {model_name: m, litellm_params: {model: openai/b}, model_info: {id: b}}\n",
+        );
+        let c = catalog();
+        let firsts: Vec<String> = (0..4).map(|_| r.resolve("m", &c)[0].deployment.id.clone()).collect();
+        assert_eq!(firsts, ["a", "b", "a", "b"]);
+        assert_eq!(r.resolve("m", &c).len(), 2, "every deployment is offered for fallback");
+    }
+
+    #[test]
+    fn bad_deployments_are_refused_with_their_index() {
+        let cfg =
+            Config::parse("model_list:\n  - {model_name: x, litellm_params: {model: nosuch/x}}\n", "t.yaml").unwrap();
+        let err = ModelRouter::from_config(&cfg.config).unwrap_err().to_string();
+        assert!(err.contains("model_list[0]") && err.contains("unknown provider `nosuch`"), "{err}");
+        let cfg = Config::parse("model_list:\n  - {model_name: 'a*b', litellm_params: {model: openai/x}}\n", "t.yaml")
+            .unwrap();
+        assert!(ModelRouter::from_config(&cfg.config).is_err());
+    }
 }

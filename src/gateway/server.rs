@@ -47,6 +47,7 @@ macro_rules! body_handler {
 body_handler!(chat, proxy::chat_completions);
 body_handler!(embeddings, proxy::embeddings);
 body_handler!(messages, proxy::messages);
+body_handler!(count_tokens, proxy::count_tokens);
 
 /// The route table without any prefix.
 fn routes(gw: Arc<Gateway>) -> Router {
@@ -56,6 +57,7 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/health", get(health))

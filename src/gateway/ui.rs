@@ -97,6 +97,7 @@ pub fn openapi_document(root_path: &str) -> Value {
             "/v1/embeddings": {"post": op("Embeddings (OpenAI format)", true)},
             "/embeddings": {"post": op("Alias of /v1/embeddings", true)},
             "/v1/messages": {"post": op("Anthropic Messages API", true)},
+            "/v1/messages/count_tokens": {"post": op("Anthropic token counting (Anthropic, Azure AI)", true)},
             "/v1/models": {"get": op("Models this key can use", true)},
             "/health": {"get": op("Liveness and readiness details", false)},
             "/model_cost_map/status": {"get": op("Cost map status: source, loaded at, stale and why", false)},
