@@ -44,7 +44,7 @@ pub enum TargetKind {
 
 pub enum GatewayUnderTest {
     InProcess(InProcess),
-    Process(TargetProcess),
+    Process(Box<TargetProcess>),
 }
 
 pub struct InProcess {
@@ -155,12 +155,12 @@ impl GatewayUnderTest {
             _dir: Some(dir),
         };
         target.wait_ready(startup_timeout).await?;
-        Ok(GatewayUnderTest::Process(target))
+        Ok(GatewayUnderTest::Process(Box::new(target)))
     }
 
     /// A gateway that is already running at `url`.
     pub fn external(url: &str, kind: TargetKind) -> GatewayUnderTest {
-        GatewayUnderTest::Process(TargetProcess {
+        GatewayUnderTest::Process(Box::new(TargetProcess {
             base_url: url.trim_end_matches('/').to_string(),
             root_path: String::new(),
             kind,
@@ -168,7 +168,7 @@ impl GatewayUnderTest {
             output: Arc::default(),
             command: url.to_string(),
             _dir: None,
-        })
+        }))
     }
 
     pub fn base_url(&self) -> &str {
