@@ -72,7 +72,7 @@ pub struct RunArgs {
     /// Also run every incident scenario with its bug put back; it must fail.
     #[arg(long)]
     pub prove: bool,
-    /// Only scenarios whose name, file or tags contain this text.
+    /// Only scenarios whose file path contains this text.
     #[arg(long)]
     pub filter: Option<String>,
     /// How many scenarios run at once.

@@ -37,7 +37,7 @@ async fn our_gateway_is_clean_on_every_incident_in_target_mode() {
                 // Only scenarios whose steps need the manual clock may be N/A,
                 // and only when another scenario covers the incident.
                 assert!(
-                    out.not_applicable.as_deref().unwrap_or("").contains("ManualClock"),
+                    out.not_applicable.as_deref().unwrap_or("").contains("manual_clock"),
                     "{}: {:?}",
                     f.display(),
                     out.not_applicable

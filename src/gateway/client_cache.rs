@@ -33,9 +33,9 @@
 //!
 //! | | ours | ours, coarse clock | moka | quick_cache |
 //! |---|---|---|---|---|
-//! | hit, 1 thread | 47 ns | 21–28 ns | 145–180 ns | 21–22 ns |
-//! | hit, 2 threads | 120–190 ns | 48–58 ns | 270–440 ns | 45–65 ns |
-//! | insert evicting | 390–700 ns | 360–440 ns | 515–590 ns | 75–90 ns |
+//! | hit, 1 thread | 47 ns | 21–28 ns | 140–180 ns | 21–23 ns |
+//! | hit, 2 threads | 93–190 ns | 48–61 ns | 270–440 ns | 45–65 ns |
+//! | insert evicting | 390–700 ns | 360–440 ns | 515–615 ns | 75–100 ns |
 //!
 //! moka's eviction listener with `Arc` values could express the ownership
 //! rule, but its hits are 3–6× slower, its capacity eviction runs later

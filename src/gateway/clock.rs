@@ -47,6 +47,45 @@ impl Clock for SystemClock {
     }
 }
 
+/// The system clock read at a fixed resolution: `now()` is one atomic load
+/// instead of a clock call, which is most of the cost of a client-cache hit
+/// (~25 ns of ~45 ns measured). A background thread refreshes it; TTLs of
+/// minutes lose nothing to millisecond precision.
+#[derive(Debug)]
+pub struct CoarseClock {
+    nanos: Arc<AtomicU64>,
+}
+
+impl CoarseClock {
+    /// Starts the refresher thread; it stops when the clock is dropped.
+    pub fn start(resolution: Duration) -> Arc<CoarseClock> {
+        let nanos = Arc::new(AtomicU64::new(0));
+        let weak = Arc::downgrade(&nanos);
+        let origin = Instant::now();
+        let spawned = std::thread::Builder::new().name("postmortem-clock".into()).spawn(move || {
+            while let Some(n) = weak.upgrade() {
+                n.store(origin.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                drop(n);
+                std::thread::sleep(resolution);
+            }
+        });
+        if let Err(e) = spawned {
+            // Without the thread time would stand still; say so loudly.
+            tracing::error!(error = %e, "cannot start the coarse clock thread");
+        }
+        Arc::new(CoarseClock { nanos })
+    }
+}
+
+impl Clock for CoarseClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
 /// A clock that only moves when told to. Wall time starts at the moment the
 /// clock was created and advances with it.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 use crate::gateway::beta::BetaPolicy;
 use crate::gateway::catalog::{self, CatalogBugs, CatalogStore, ValidationLimits};
 use crate::gateway::client_cache::{CacheConfig, ClientCache, Lease};
-use crate::gateway::clock::{SharedClock, SystemClock};
+use crate::gateway::clock::{CoarseClock, SharedClock};
 use crate::gateway::config::{Config, ConfigError};
 use crate::gateway::error::ApiError;
 use crate::gateway::keys::{KeySpec, KeyStore};
@@ -69,7 +69,7 @@ pub struct GatewayBuilder {
 
 impl GatewayBuilder {
     pub fn new(config: Config) -> Self {
-        GatewayBuilder { config, clock: SystemClock::shared(), bugs: KnownBugs::default() }
+        GatewayBuilder { config, clock: CoarseClock::start(Duration::from_millis(1)), bugs: KnownBugs::default() }
     }
 
     pub fn clock(mut self, clock: SharedClock) -> Self {

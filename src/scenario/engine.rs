@@ -112,6 +112,8 @@ struct Ctx<'a> {
     assets: AssetServer,
     http: reqwest::Client,
     master_key: Option<String>,
+    /// `LITELLM_MASTER_KEY` from the scenario's env, for targets configured that way.
+    env_master_key: Option<String>,
     streams: HashMap<String, reqwest::Response>,
     journal_seen: HashMap<String, usize>,
     root: PathBuf,
@@ -217,7 +219,7 @@ fn target_has(target: &TargetSpec, cap: super::model::Capability) -> bool {
 /// The steps to run against this target, or why none can.
 fn choose_steps<'a>(scenario: &'a Scenario, target: &TargetSpec) -> Result<&'a [Step], String> {
     let missing = |caps: Vec<super::model::Capability>| -> Vec<String> {
-        caps.into_iter().filter(|c| !target_has(target, *c)).map(|c| format!("{c:?}")).collect()
+        caps.into_iter().filter(|c| !target_has(target, *c)).map(|c| c.name().to_string()).collect()
     };
     let main_missing = missing(scenario.required_capabilities());
     if main_missing.is_empty() {
@@ -291,6 +293,7 @@ async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Re
         assets,
         http,
         master_key,
+        env_master_key: scenario.env.get("LITELLM_MASTER_KEY").cloned(),
         streams: HashMap::new(),
         journal_seen: HashMap::new(),
         root: opts.project_root.clone(),
@@ -430,7 +433,8 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             }
         },
         Action::Concurrent(c) => {
-            let futs: Vec<_> = (0..c.count).map(|_| send(ctx, &c.request)).collect();
+            let requests: Vec<RequestSpec> = (0..c.count).map(|k| c.request.instance(k)).collect();
+            let futs: Vec<_> = requests.iter().map(|r| send(ctx, r)).collect();
             let results = futures::future::join_all(futs).await;
             let mut failures = Vec::new();
             for (n, r) in results.into_iter().enumerate() {
@@ -540,7 +544,7 @@ fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<reqwest::RequestBuilder, Stri
     let mut req = ctx.http.request(method, &url);
     let key = match r.key.as_deref() {
         Some("none") => None,
-        Some("master") | None => ctx.master_key.clone(),
+        Some("master") | None => ctx.master_key.clone().or_else(|| ctx.env_master_key.clone()),
         Some(k) => Some(k.to_string()),
     };
     if let Some(k) = key {
@@ -554,7 +558,8 @@ fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<reqwest::RequestBuilder, Stri
     } else if let Some(b) = &r.body {
         let mut b = b.clone();
         if let (Some(n), Some(obj)) = (r.pad_body_to_bytes, b.as_object_mut()) {
-            obj.insert("pad".into(), Value::String("x".repeat(n)));
+            let current = Value::Object(obj.clone()).to_string().len();
+            obj.insert("pad".into(), Value::String("x".repeat(n.saturating_sub(current))));
         }
         req = req.json(&b);
     }

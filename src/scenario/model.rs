@@ -73,6 +73,17 @@ pub enum Capability {
     PostmortemApi,
 }
 
+impl Capability {
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::ManualClock => "manual_clock",
+            Capability::InternalStats => "internal_stats",
+            Capability::PostmortemApi => "postmortem_api",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
@@ -117,6 +128,27 @@ pub struct AssetSpec {
     /// Insert text at the start.
     #[serde(default)]
     pub prepend: Option<String>,
+}
+
+impl AssetSpec {
+    fn validate(&self) -> Result<(), String> {
+        let sources = [self.file.is_some(), self.inline.is_some(), self.raw.is_some()].iter().filter(|b| **b).count();
+        if sources != 1 {
+            return Err("give exactly one of `file`, `inline`, `raw`".into());
+        }
+        let transforms = !self.remove.is_empty() || !self.add.is_empty() || self.keep_fraction.is_some();
+        if self.raw.is_some() && transforms {
+            return Err(
+                "`raw` is served byte for byte; `remove`, `add` and `keep_fraction` need `file` or `inline`".into()
+            );
+        }
+        if let Some(f) = self.keep_fraction {
+            if !(0.0..=1.0).contains(&f) {
+                return Err(format!("keep_fraction must be between 0 and 1, got {f}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,8 +338,8 @@ pub struct RequestSpec {
     /// Raw body text (malformed JSON on purpose).
     #[serde(default)]
     pub raw_body: Option<String>,
-    /// Grow the JSON body with a `pad` string field to this many bytes
-    /// (for request size limits).
+    /// Grow the JSON body with a `pad` string field until it is at least
+    /// this many bytes (for request size limits).
     #[serde(default)]
     pub pad_body_to_bytes: Option<usize>,
     /// Send the request N times in a row, with `{i}` in the path and body
@@ -362,9 +394,76 @@ pub struct Expect {
     /// Every `href`/`src` in the HTML body answers 200.
     #[serde(default)]
     pub links_ok: bool,
-    /// For a stream: the SSE ends with `[DONE]` and has no error event.
+    /// For a stream: it carried an OpenAI `[DONE]` or an Anthropic
+    /// `message_stop`, and no error event.
     #[serde(default)]
     pub stream_complete: Option<bool>,
+}
+
+impl Expect {
+    /// Refuses expectations the step's action would not check, so nothing
+    /// in a scenario is silently ignored.
+    fn check_used_by(&self, action: &Action<'_>) -> Result<(), String> {
+        let mut set: Vec<&str> = Vec::new();
+        if self.status.is_some() {
+            set.push("status");
+        }
+        if self.json.is_some() {
+            set.push("json");
+        }
+        if !self.json_path.is_empty() {
+            set.push("json_path");
+        }
+        if !self.headers.is_empty() {
+            set.push("headers");
+        }
+        if !self.headers_present.is_empty() {
+            set.push("headers_present");
+        }
+        if !self.headers_absent.is_empty() {
+            set.push("headers_absent");
+        }
+        if self.error_contains.is_some() {
+            set.push("error_contains");
+        }
+        if !self.body_contains.is_empty() {
+            set.push("body_contains");
+        }
+        if self.links_ok {
+            set.push("links_ok");
+        }
+        if self.stream_complete.is_some() {
+            set.push("stream_complete");
+        }
+        let allowed: &[&str] = match action {
+            Action::Request(_) | Action::Concurrent(_) | Action::Reload(_) => &[
+                "status",
+                "json",
+                "json_path",
+                "headers",
+                "headers_present",
+                "headers_absent",
+                "error_contains",
+                "body_contains",
+                "links_ok",
+                "stream_complete",
+            ],
+            Action::OpenStream(_) => &["status", "headers", "headers_present", "headers_absent"],
+            Action::FinishStream(_) => &["stream_complete", "body_contains"],
+            _ => &[],
+        };
+        let unused: Vec<&str> = set.into_iter().filter(|f| !allowed.contains(f)).collect();
+        if unused.is_empty() {
+            Ok(())
+        } else if allowed.is_empty() {
+            Err(format!(
+                "this step checks nothing with `expect` (found {}); put checks in a request step",
+                unused.join(", ")
+            ))
+        } else {
+            Err(format!("{} cannot be checked on this step (it checks: {})", unused.join(", "), allowed.join(", ")))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -468,10 +567,7 @@ impl Scenario {
             self.validate_steps(bb, "black_box_steps")?;
         }
         for (name, a) in &self.assets {
-            let sources = [a.file.is_some(), a.inline.is_some(), a.raw.is_some()].iter().filter(|b| **b).count();
-            if sources != 1 {
-                return Err(format!("assets.{name}: give exactly one of `file`, `inline`, `raw`"));
-            }
+            a.validate().map_err(|e| format!("assets.{name}: {e}"))?;
         }
         Ok(())
     }
@@ -488,7 +584,9 @@ impl Scenario {
                     Err(format!("{at}: unknown provider `{p}` (defined: {})", defined.join(", ")))
                 }
             };
-            match step.action().map_err(|e| format!("{at} {e}"))? {
+            let action = step.action().map_err(|e| format!("{at} {e}"))?;
+            step.expect.check_used_by(&action).map_err(|e| format!("{at}.expect: {e}"))?;
+            match action {
                 Action::SetAsset(a) if !self.assets.contains_key(&a.asset) => {
                     return Err(format!("{at}.set_asset: unknown asset `{}`", a.asset));
                 }
@@ -503,6 +601,7 @@ impl Scenario {
                         provider_ref(&r.provider)?;
                     }
                 }
+                Action::SetAsset(a) => a.to.validate().map_err(|e| format!("{at}.set_asset.to: {e}"))?,
                 Action::Mock(m) => provider_ref(&m.provider)?,
                 Action::ExpectProvider(p) => provider_ref(&p.provider)?,
                 Action::Concurrent(c) if c.count == 0 => {
