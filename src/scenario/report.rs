@@ -52,8 +52,8 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
     if !proofs.is_empty() {
         out.push_str("\nIncident proofs (passes as is, fails with its bug put back):\n");
         out.push_str(&format!(
-            "{:<24} {:<44} {:<7} {:<7} {}\n",
-            "incident", "scenario", "fixed", "broken", "failing step"
+            "{:<24} {:<48} {:<9} {:<7} {:<7} {}\n",
+            "incident", "scenario", "variant", "fixed", "broken", "failing step"
         ));
         for p in proofs {
             out.push_str(&format!(
