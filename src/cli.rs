@@ -190,6 +190,7 @@ fn load_failure(file: &Path, message: String) -> Outcome {
         incident_verdict: None,
         variant: "steps",
         target_output: None,
+        skipped_steps: Vec::new(),
         verdict: crate::scenario::Verdict::Failed,
         failure: Some(crate::scenario::engine::StepFailure {
             step_index: 0,

@@ -79,6 +79,9 @@ pub struct Outcome {
     pub not_applicable: Option<String>,
     /// The target's last output lines, when a separate process failed.
     pub target_output: Option<String>,
+    /// Steps skipped because the target lacks a capability they need.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_steps: Vec<String>,
     pub duration_ms: u128,
     #[serde(skip)]
     pub transcript: Vec<Value>,
@@ -91,6 +94,8 @@ impl Outcome {
 }
 
 struct Response {
+    /// The final URL, after redirects.
+    url: reqwest::Url,
     status: u16,
     headers: BTreeMap<String, String>,
     body: Vec<u8>,
@@ -132,6 +137,7 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
         failure: None,
         not_applicable: None,
         target_output: None,
+        skipped_steps: Vec::new(),
         duration_ms: 0,
         transcript: Vec::new(),
     };
@@ -149,6 +155,16 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
             let list = if std::ptr::eq(ctx.steps, scenario.steps.as_slice()) { "steps" } else { "black_box_steps" };
             outcome.variant = list;
             for i in 0..ctx.steps.len() {
+                let missing: Vec<&str> =
+                    ctx.steps[i].needs.iter().filter(|c| !ctx.gut.has(**c)).map(|c| c.name()).collect();
+                if !missing.is_empty() {
+                    outcome.skipped_steps.push(format!(
+                        "{} (needs {})",
+                        Scenario::step_label(ctx.steps, list, i),
+                        missing.join(", ")
+                    ));
+                    continue;
+                }
                 let res = tokio::time::timeout(STEP_TIMEOUT * 2, run_step(&mut ctx, i)).await;
                 let res = res.unwrap_or_else(|_| Err(format!("timed out after {}s", (STEP_TIMEOUT * 2).as_secs())));
                 if let Err(message) = res {
@@ -156,7 +172,9 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
                     outcome.failure = Some(StepFailure {
                         step_index: i,
                         step: Scenario::step_label(ctx.steps, list, i),
-                        checks_incident: ctx.steps[i].checks_incident,
+                        checks_incident: ctx.steps[i].checks_incident
+                            && (ctx.steps[i].caught_if.is_empty()
+                                || ctx.steps[i].caught_if.iter().any(|sig| message.contains(sig.as_str()))),
                         message,
                     });
                     let tail = ctx.gut.output_tail(20);
@@ -569,10 +587,11 @@ fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<reqwest::RequestBuilder, Stri
 async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<Response, String> {
     let resp = build(ctx, r)?.send().await.map_err(|e| format!("{} {}: request failed: {e}", r.method, r.path))?;
     let status = resp.status().as_u16();
+    let url = resp.url().clone();
     let headers =
         resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let body = resp.bytes().await.map_err(|e| format!("{} {}: body broke: {e}", r.method, r.path))?.to_vec();
-    Ok(Response { status, headers, body })
+    Ok(Response { url, status, headers, body })
 }
 
 /// Appends a normalized entry to the transcript (for snapshots): the client
@@ -696,11 +715,14 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
     }
     if e.links_ok {
         for link in html_links(&text) {
-            if link.starts_with("http") || link.starts_with('#') {
+            if link.starts_with('#') || link.starts_with("data:") || link.starts_with("javascript:") {
                 continue;
             }
-            let url = format!("{}{}", ctx.gut.base_url(), link);
-            let r = ctx.http.get(&url).send().await.map_err(|e| format!("link {link}: {e}"))?;
+            let url = resp.url.join(&link).map_err(|e| format!("link {link}: {e}"))?;
+            if url.host_str() != resp.url.host_str() || url.port() != resp.url.port() {
+                continue; // another site's link is not the gateway's to serve
+            }
+            let r = ctx.http.get(url).send().await.map_err(|e| format!("link {link}: {e}"))?;
             if r.status().as_u16() != 200 {
                 return Err(format!("link {link} answered {}", r.status().as_u16()));
             }
@@ -758,10 +780,15 @@ fn check_upstream(provider: &str, e: &UpstreamExpect, r: &crate::mocks::Recorded
             return Err(format!("{at}: header {k} should be absent, got {v:?}"));
         }
     }
-    if !e.body.is_empty() || !e.body_absent.is_empty() {
+    if !e.body.is_empty() || !e.body_absent.is_empty() || !e.body_not_null.is_empty() {
         let body = r.json.clone().ok_or_else(|| format!("{at}: body is not JSON"))?;
         for (p, want) in &e.body {
             check_stat(p, want, body.pointer(p)).map_err(|d| format!("{at}: body {d}"))?;
+        }
+        for p in &e.body_not_null {
+            if body.pointer(p).map(Value::is_null).unwrap_or(false) {
+                return Err(format!("{at}: body field {p} is null (full body: {})", short(&body)));
+            }
         }
         for p in &e.body_absent {
             if let Some(v) = body.pointer(p) {

@@ -169,6 +169,18 @@ pub struct Step {
     /// gateway must fail at a step with this mark.
     #[serde(default)]
     pub checks_incident: bool,
+    /// With `checks_incident`: the failure counts as the incident only if its
+    /// message contains one of these (the incident's signature, e.g. "invalid
+    /// beta flag"); any other failure at this step is inconclusive. Keeps a
+    /// target that fails for an unrelated reason from being reported as
+    /// having the incident.
+    #[serde(default)]
+    pub caught_if: Vec<String>,
+    /// Capabilities this one step needs; a target without them skips the
+    /// step (the report counts skipped steps). For checks that only our
+    /// gateway can pass by design, not for the incident's own check.
+    #[serde(default)]
+    pub needs: Vec<Capability>,
     #[serde(default)]
     pub request: Option<RequestSpec>,
     #[serde(default)]
@@ -498,6 +510,9 @@ pub struct UpstreamExpect {
     /// JSON pointers that must not exist (not even as null).
     #[serde(default)]
     pub body_absent: Vec<String>,
+    /// JSON pointers that may be absent but must not be null.
+    #[serde(default)]
+    pub body_not_null: Vec<String>,
 }
 
 fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

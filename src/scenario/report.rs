@@ -13,6 +13,9 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
             Verdict::NotApplicable => ("N/A ", format!(" ({})", o.not_applicable.clone().unwrap_or_default())),
         };
         out.push_str(&format!("{mark}  {:<58} {:>6} ms  {}{extra}\n", o.name, o.duration_ms, o.file));
+        for s in &o.skipped_steps {
+            out.push_str(&format!("      skipped {s}\n"));
+        }
         if let Some(f) = &o.failure {
             out.push_str(&format!("      at {}\n", f.step));
             for line in f.message.lines() {
