@@ -121,3 +121,17 @@ pub fn upstream_message(body: &[u8]) -> (String, Option<String>) {
     let t = if t.len() > 2000 { &t[..t.char_indices().nth(2000).map(|(i, _)| i).unwrap_or(t.len())] } else { t };
     (if t.is_empty() { "(empty body)".to_string() } else { t.to_string() }, None)
 }
+
+/// How a JSON value's type is named in error messages ("must be a string,
+/// got a number").
+pub fn json_type(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

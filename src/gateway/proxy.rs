@@ -7,7 +7,7 @@
 use crate::gateway::auth::{authenticate, Caller};
 use crate::gateway::beta::Placement;
 use crate::gateway::catalog::Usage;
-use crate::gateway::error::{upstream_message, ApiError};
+use crate::gateway::error::{json_type, upstream_message, ApiError};
 use crate::gateway::providers::params::{build_upstream_params, Endpoint};
 use crate::gateway::providers::{anthropic, bedrock, join_url, Provider};
 use crate::gateway::routing::Route;
@@ -45,17 +45,6 @@ fn parse_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
             e.line(),
             e.column()
         ))),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -305,13 +294,13 @@ async fn openai_call(
     path: &str,
 ) -> Result<Response, ApiError> {
     let base = base_url(&route)?;
-    let drop = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
+    let drop_unsupported = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
     let mut body = build_upstream_params(
         &a.body,
         route.provider,
         endpoint,
         &route.upstream_model,
-        drop,
+        drop_unsupported,
         gw.bugs.null_optional_params,
     )?;
     if route.provider == Provider::Azure {
@@ -584,13 +573,13 @@ fn anthropic_events(
 
 async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &HeaderMap) -> Result<Response, ApiError> {
     let base = base_url(&route)?;
-    let drop = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
+    let drop_unsupported = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
     let params = build_upstream_params(
         &a.body,
         route.provider,
         Endpoint::Chat,
         &route.upstream_model,
-        drop,
+        drop_unsupported,
         gw.bugs.null_optional_params,
     )?;
     let translated = anthropic::chat_to_messages(&Value::Object(params), &route.upstream_model)
@@ -626,14 +615,30 @@ async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &Head
         .map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
     let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
     let out = anthropic::messages_to_chat(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
-    drop_lease(client);
+    drop(client);
     Ok(with_cost_headers(axum::Json(out).into_response(), cost, &route))
 }
 
-fn drop_lease<T>(_t: T) {}
+/// The two Anthropic-native calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Native {
+    Messages,
+    CountTokens,
+}
 
 /// `POST /v1/messages`: Anthropic-native in, Anthropic-native out.
 pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    native(gw, headers, raw, Native::Messages).await
+}
+
+/// `POST /v1/messages/count_tokens`: Anthropic and Azure AI serve it next to
+/// messages; Bedrock and Vertex AI have no such endpoint here, which is a
+/// clear 400, not a guess.
+pub async fn count_tokens(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    native(gw, headers, raw, Native::CountTokens).await
+}
+
+async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) -> Response {
     let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
         Ok(a) => a,
         Err(e) => return anthropic_error(e),
@@ -651,13 +656,23 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Respo
                     a.model, route.provider
                 )));
             }
+            if call == Native::CountTokens && !matches!(route.provider, Provider::Anthropic | Provider::AzureAi) {
+                return Err(ApiError::BadRequest(format!(
+                    "model `{}` routes to {}, which has no count_tokens endpoint",
+                    a.model, route.provider
+                )));
+            }
+            let stream = a.stream && call == Native::Messages;
             let base = base_url(&route)?;
             let mut body = a.body.clone();
             body.retain(|_, v| !v.is_null());
             let betas = betas_for(gw, &route, headers);
-            let req = anthropic_request(&route, &base, body, &betas, a.stream, client_version.as_deref())?;
-            let (resp, client) = anthropic_send(gw, &route, &base, req, a.stream).await?;
-            if a.stream {
+            let mut req = anthropic_request(&route, &base, body, &betas, stream, client_version.as_deref())?;
+            if call == Native::CountTokens {
+                req.url = format!("{}/count_tokens", req.url.trim_end_matches('/'));
+            }
+            let (resp, client) = anthropic_send(gw, &route, &base, req, stream).await?;
+            if stream {
                 let events = anthropic_events(&route, resp, client);
                 let s = async_stream::stream! {
                     futures::pin_mut!(events);
@@ -674,10 +689,18 @@ pub async fn messages(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Respo
                 };
                 return Ok(with_cost_headers(sse_response(s), None, &route));
             }
-            let bytes = resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
-            let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
+            drop(client);
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider))
+            })?;
+            if call == Native::CountTokens {
+                return Ok(axum::Json(v).into_response());
+            }
             let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
-            drop_lease(client);
             Ok(with_cost_headers(axum::Json(v).into_response(), cost, &route))
         }
     })
@@ -699,49 +722,4 @@ fn anthropic_error(e: ApiError) -> Response {
         _ => "api_error",
     };
     (status, axum::Json(json!({"type": "error", "error": {"type": kind, "message": e.to_string()}}))).into_response()
-}
-
-/// `POST /v1/messages/count_tokens`: Anthropic and Azure AI serve it at the
-/// same place as messages; Bedrock and Vertex AI have no such endpoint here,
-/// which is a clear 400, not a guess.
-pub async fn count_tokens(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
-    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
-        Ok(a) => a,
-        Err(e) => return anthropic_error(e),
-    };
-    let client_version = headers.get("anthropic-version").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let result = with_fallbacks(&gw, &a.routes, |route| {
-        let gw = &gw;
-        let a = &a;
-        let headers = &headers;
-        let client_version = client_version.clone();
-        async move {
-            if !matches!(route.provider, Provider::Anthropic | Provider::AzureAi)
-                || !route.provider.speaks_messages(&route.upstream_model)
-            {
-                return Err(ApiError::BadRequest(format!(
-                    "model `{}` routes to {}, which has no count_tokens endpoint",
-                    a.model, route.provider
-                )));
-            }
-            let base = base_url(&route)?;
-            let mut body = a.body.clone();
-            body.retain(|_, v| !v.is_null());
-            let betas = betas_for(gw, &route, headers);
-            let mut req = anthropic_request(&route, &base, body, &betas, false, client_version.as_deref())?;
-            req.url = format!("{}/count_tokens", req.url.trim_end_matches('/'));
-            let (resp, client) = anthropic_send(gw, &route, &base, req, false).await?;
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
-            drop_lease(client);
-            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider))
-            })?;
-            Ok(axum::Json(v).into_response())
-        }
-    })
-    .await;
-    result.unwrap_or_else(anthropic_error)
 }
