@@ -188,10 +188,20 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
         }
     }
     if scenario.incident.is_some() {
+        let steps = if outcome.variant == "steps" {
+            &scenario.steps
+        } else {
+            scenario.black_box_steps.as_ref().unwrap_or(&scenario.steps)
+        };
+        let last_incident_check = steps.iter().rposition(|s| s.checks_incident).unwrap_or(0);
         outcome.incident_verdict = Some(match (&outcome.verdict, &outcome.failure) {
             (Verdict::Passed, _) => IncidentVerdict::Clean,
             (Verdict::NotApplicable, _) => IncidentVerdict::NotApplicable,
             (Verdict::Failed, Some(f)) if f.checks_incident => IncidentVerdict::Caught,
+            // Every step that checks the incident passed; something after
+            // them failed. The incident is not there (the failure is still
+            // reported for the scenario).
+            (Verdict::Failed, Some(f)) if f.step_index > last_incident_check => IncidentVerdict::Clean,
             (Verdict::Failed, _) => IncidentVerdict::Inconclusive,
         });
     }
