@@ -315,7 +315,14 @@ impl Catalog {
     /// (`azure/gpt-5.2`), case-insensitively. A name that is not in the map but
     /// whose `prefix/` is a provider of the map resolves to that prefix.
     pub fn provider_of(&self, name: &str) -> Option<&str> {
-        if let Some(p) = self.providers.name_to_provider.get(&name.to_lowercase()) {
+        // Names are usually lowercase already: look them up without the
+        // allocation `to_lowercase` makes (this runs on every request).
+        let hit = if name.bytes().any(|b| b.is_ascii_uppercase()) || !name.is_ascii() {
+            self.providers.name_to_provider.get(&name.to_lowercase())
+        } else {
+            self.providers.name_to_provider.get(name)
+        };
+        if let Some(p) = hit {
             return Some(p.as_str());
         }
         let (prefix, _) = name.split_once('/')?;

@@ -160,15 +160,10 @@ fn client_for(
     route: &Route,
     base: &str,
 ) -> Result<crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>, ApiError> {
-    let p = &route.deployment.params;
-    let creds: Vec<&str> = [p.api_key.as_deref(), p.aws_access_key_id.as_deref(), p.aws_secret_access_key.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
     let key = ClientKey::new(
         route.provider.as_str(),
         base,
-        &creds,
+        &route.deployment.credential_fingerprint,
         route.deployment.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
     );
     gw.client(key)

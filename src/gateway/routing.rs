@@ -32,6 +32,8 @@ pub struct Deployment {
     pub timeout: Option<Duration>,
     pub stream_timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
+    /// Identifies the credentials in client-cache keys without holding them.
+    pub credential_fingerprint: String,
 }
 
 impl Deployment {
@@ -64,6 +66,16 @@ impl Deployment {
             timeout: secs(d.litellm_params.timeout).or(default_timeout),
             stream_timeout: secs(d.litellm_params.stream_timeout),
             connect_timeout: secs(d.litellm_params.connect_timeout),
+            credential_fingerprint: crate::gateway::upstream::ClientKey::fingerprint(
+                &[
+                    d.litellm_params.api_key.as_deref(),
+                    d.litellm_params.aws_access_key_id.as_deref(),
+                    d.litellm_params.aws_secret_access_key.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+            ),
         })
     }
 }

@@ -262,6 +262,10 @@ fn mask(k: &str) -> String {
 /// Binds and serves until the process is stopped.
 pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     spawn_periodic_tasks(gw.clone());
+    // Streamed chunks must not wait for Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(gw)).await
 }
 

@@ -26,19 +26,29 @@ pub struct ClientKey {
 }
 
 impl ClientKey {
-    pub fn new(provider: &'static str, api_base: &str, credentials: &[&str], connect_timeout: Duration) -> Self {
+    pub fn new(
+        provider: &'static str,
+        api_base: &str,
+        credential_fingerprint: &str,
+        connect_timeout: Duration,
+    ) -> Self {
+        ClientKey {
+            provider,
+            api_base: api_base.to_string(),
+            credential_fingerprint: credential_fingerprint.to_string(),
+            connect_timeout_ms: connect_timeout.as_millis() as u64,
+        }
+    }
+
+    /// First 16 hex chars of SHA-256 over the credentials. Computed once per
+    /// deployment, not per request.
+    pub fn fingerprint(credentials: &[&str]) -> String {
         let mut h = Sha256::new();
         for c in credentials {
             h.update(c.as_bytes());
             h.update([0u8]);
         }
-        let digest = h.finalize();
-        ClientKey {
-            provider,
-            api_base: api_base.to_string(),
-            credential_fingerprint: hex::encode(&digest[..8]),
-            connect_timeout_ms: connect_timeout.as_millis() as u64,
-        }
+        hex::encode(&h.finalize()[..8])
     }
 }
 

@@ -224,7 +224,7 @@ impl GatewayUnderTest {
             GatewayUnderTest::InProcess(p) => {
                 for i in 0..count {
                     let key =
-                        ClientKey::new("filler", &format!("http://filler-{i}.invalid"), &[], Duration::from_secs(1));
+                        ClientKey::new("filler", &format!("http://filler-{i}.invalid"), "", Duration::from_secs(1));
                     p.gateway.client(key).map_err(|e| e.to_string())?;
                 }
                 Ok(())
