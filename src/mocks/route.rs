@@ -40,11 +40,18 @@ impl Route {
         }
         let path = req.path.as_str();
         match kind {
-            MockKind::Openai | MockKind::HostedVllm => match path {
-                "/v1/chat/completions" | "/chat/completions" => Route::Chat { deployment: None },
-                "/v1/embeddings" | "/embeddings" => Route::Embeddings { deployment: None },
-                _ => Route::Other,
-            },
+            // Any base path in front (`/tenant-3/v1/chat/completions`): a
+            // gateway may be configured with many distinct api_bases that
+            // all point at one OpenAI-compatible server.
+            MockKind::Openai | MockKind::HostedVllm => {
+                if path.ends_with("/chat/completions") {
+                    Route::Chat { deployment: None }
+                } else if path.ends_with("/embeddings") {
+                    Route::Embeddings { deployment: None }
+                } else {
+                    Route::Other
+                }
+            }
             MockKind::Azure => azure(path),
             MockKind::Anthropic => match path {
                 "/v1/messages" => Route::Messages,
