@@ -15,6 +15,7 @@
 
 pub mod cassette;
 pub mod diff;
+pub mod engine;
 pub mod import_har;
 pub mod import_vcr;
 pub mod import_wiremock;
@@ -23,6 +24,7 @@ pub mod redact;
 use std::path::Path;
 
 pub use cassette::{Api, Body, Cassette, Interaction, Request, Response};
+pub use engine::{replay_cassette, scenario_stubs, ReplayOptions, ReplayReport, Verdict};
 
 /// Errors reading, importing or writing a cassette. Each names the file, and
 /// the line when the parser knows it.
