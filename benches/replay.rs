@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("replay_non_streaming");
     group.throughput(Throughput::Elements(N as u64));
     group.sample_size(10);
-    for (name, concurrency) in [("sequential", 1), ("concurrency_8", 8)] {
+    for (name, concurrency) in [("sequential", 1), ("concurrency_8", 8), ("concurrency_32", 32)] {
         let opts = ReplayOptions { concurrency, ..ReplayOptions::default() };
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {

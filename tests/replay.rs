@@ -212,6 +212,16 @@ async fn concurrent_replay_gives_the_same_verdicts() {
         let r = replay_cassette(&c, name, &ReplayOptions { concurrency: 4, ..ReplayOptions::default() }).await;
         assert_eq!(r.verdict, Verdict::Passed, "{}", r.render());
     }
+    // With a bug, each request is still paired with its own recording.
+    let (c, _) = load_any(&fixture("test_openai_tool_call_roundtrip_wire_stable")).unwrap();
+    let bugs = KnownBugs { null_optional_params: true, ..KnownBugs::default() };
+    let r = replay_cassette(&c, "bug", &ReplayOptions { bugs, concurrency: 4, ..ReplayOptions::default() }).await;
+    assert_eq!(r.verdict, Verdict::Failed);
+    assert!(r.extra_requests.is_empty(), "{}", r.render());
+    for i in &r.interactions {
+        assert_eq!(i.findings.len(), 1, "{}", r.render());
+        assert!(i.findings[0].differences.iter().all(|d| d.path.starts_with("body.") && d.recorded.is_none()));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,4 +437,40 @@ async fn a_changed_response_shows_up_event_by_event() {
     assert_eq!(r.verdict, Verdict::Failed);
     assert!(r.differences().any(|d| d.path == "response.events"), "{}", r.render());
     assert!(r.interactions[0].passed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_cassettes_replay_across_stub_windows() {
+    use postmortem::replay::cassette::{Headers, Interaction, Request, Response};
+    // 150 interactions (more than one window of mounted stubs); the same
+    // request twice with different answers across a window boundary, as a
+    // retry after a 429 would be.
+    let interactions: Vec<Interaction> = (0..150)
+        .map(|i| {
+            let q = if i == 64 { 63 } else { i };
+            let (status, body) = if i == 63 {
+                (429, json!({"error": {"message": "slow down", "type": "rate_limit"}}))
+            } else {
+                (200, json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [i]}], "model": "e"}))
+            };
+            Interaction {
+                provider: None,
+                request: Request {
+                    method: "POST".into(),
+                    url: "https://api.openai.com/v1/embeddings".into(),
+                    headers: Headers::new(),
+                    body: Body::json(json!({"model": "e", "input": format!("text {q}")})),
+                },
+                response: Response { status, headers: Headers::new(), body: Body::json(body) },
+                elapsed_ms: None,
+                client: None,
+            }
+        })
+        .collect();
+    let c = Cassette::new("long", interactions);
+    for concurrency in [1, 8] {
+        let r = replay_cassette(&c, "long", &ReplayOptions { concurrency, ..ReplayOptions::default() }).await;
+        assert_eq!(r.verdict, Verdict::Passed, "concurrency {concurrency}: {}", r.render());
+        assert_eq!(r.replayed(), 150);
+    }
 }

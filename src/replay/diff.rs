@@ -98,11 +98,22 @@ fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
 
 /// Structural JSON diff (see the module doc for the rules).
 pub fn json_diff(recorded: &Value, replayed: &Value, path: &str, out: &mut Vec<Difference>) {
+    diff_with(recorded, replayed, path, &[], out);
+}
+
+/// [`json_diff`] of responses: the values of id and timestamp keys are
+/// ignored (not their presence), at any depth, without copying the values.
+pub fn response_json_diff(recorded: &Value, replayed: &Value, path: &str, out: &mut Vec<Difference>) {
+    diff_with(recorded, replayed, path, IGNORED_VALUE_KEYS, out);
+}
+
+fn diff_with(recorded: &Value, replayed: &Value, path: &str, ignored: &[&str], out: &mut Vec<Difference>) {
     match (recorded, replayed) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, av) in a {
                 match b.get(k) {
-                    Some(bv) => json_diff(av, bv, &child(path, k), out),
+                    Some(bv) if ignored.contains(&k.as_str()) && is_scalar(av) && is_scalar(bv) => {}
+                    Some(bv) => diff_with(av, bv, &child(path, k), ignored, out),
                     None => out.push(Difference::new(child(path, k), Some(av.clone()), None)),
                 }
             }
@@ -114,7 +125,7 @@ pub fn json_diff(recorded: &Value, replayed: &Value, path: &str, out: &mut Vec<D
         }
         (Value::Array(a), Value::Array(b)) => {
             for (i, (av, bv)) in a.iter().zip(b).enumerate() {
-                json_diff(av, bv, &format!("{path}[{i}]"), out);
+                diff_with(av, bv, &format!("{path}[{i}]"), ignored, out);
             }
             for (i, av) in a.iter().enumerate().skip(b.len()) {
                 out.push(Difference::new(format!("{path}[{i}]"), Some(av.clone()), None));
@@ -129,37 +140,62 @@ pub fn json_diff(recorded: &Value, replayed: &Value, path: &str, out: &mut Vec<D
     }
 }
 
+fn is_scalar(v: &Value) -> bool {
+    !v.is_object() && !v.is_array()
+}
+
 /// A canonical text form: equal exactly when [`json_diff`] finds nothing.
 /// Used as a hash key to match requests in O(1).
 pub fn canonical(v: &Value) -> String {
     let mut out = String::new();
-    write_canonical(v, &mut out);
+    write_canonical(v, &mut out, false);
     out
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// The canonical form of a request body as replay matches it: redacted
+/// (every string through `redact_str`) and without a top-level
+/// `"stream": false`, computed without copying the body.
+pub fn request_body_key(v: &Value) -> String {
+    let mut out = String::new();
     match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&m[k], out);
-            }
-            out.push('}');
+        Value::Object(m) if m.get("stream") == Some(&Value::Bool(false)) => {
+            write_object(m.iter().filter(|(k, _)| k.as_str() != "stream"), &mut out, true);
         }
+        other => write_canonical(other, &mut out, true),
+    }
+    out
+}
+
+fn write_object<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut String, redact: bool) {
+    let mut entries: Vec<(&String, &Value)> = entries.collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(k, out);
+        out.push(':');
+        write_canonical(v, out, redact);
+    }
+    out.push('}');
+}
+
+fn write_str(s: &str, out: &mut String) {
+    // JSON string escaping, so that distinct strings stay distinct.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+fn write_canonical(v: &Value, out: &mut String, redact: bool) {
+    match v {
+        Value::Object(m) => write_object(m.iter(), out, redact),
         Value::Array(a) => {
             out.push('[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_canonical(x, out);
+                write_canonical(x, out, redact);
             }
             out.push(']');
         }
@@ -169,6 +205,11 @@ fn write_canonical(v: &Value, out: &mut String) {
             Some(f) => out.push_str(&format!("{f:?}")),
             None => out.push_str(&n.to_string()),
         },
+        Value::String(s) if redact => match super::redact::redact_str(s) {
+            Some((r, _)) => write_str(&r, out),
+            None => write_str(s, out),
+        },
+        Value::String(s) => write_str(s, out),
         other => out.push_str(&other.to_string()),
     }
 }
@@ -184,27 +225,8 @@ pub fn normalize_request_body(v: &Value) -> Value {
     v
 }
 
+/// Keys whose values (not presence) responses may change from run to run.
 const IGNORED_VALUE_KEYS: &[&str] = &["id", "created", "created_at"];
-
-/// Response noise: values of id and timestamp keys, at any depth.
-pub fn normalize_response_json(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| {
-                    let x = if IGNORED_VALUE_KEYS.contains(&k.as_str()) && !x.is_object() && !x.is_array() {
-                        Value::String("<ignored>".into())
-                    } else {
-                        normalize_response_json(x)
-                    };
-                    (k.clone(), x)
-                })
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(normalize_response_json).collect()),
-        other => other.clone(),
-    }
-}
 
 /// Query parameters that are compared: all but the ignored ones, decoded,
 /// sorted.
@@ -302,12 +324,7 @@ pub fn events_diff(recorded: &[ComparedEvent], replayed: &[ComparedEvent], out: 
                 p.event.clone().map(Value::String),
             ));
         }
-        json_diff(
-            &normalize_response_json(&r.data),
-            &normalize_response_json(&p.data),
-            &format!("events[{i}].data"),
-            out,
-        );
+        response_json_diff(&r.data, &p.data, &format!("events[{i}].data"), out);
     }
     if recorded.len() != replayed.len() {
         let mut d = Difference::note(
@@ -342,8 +359,17 @@ mod tests {
     fn noise_rules() {
         assert_eq!(normalize_request_body(&json!({"stream": false, "x": 1})), json!({"x": 1}));
         assert_eq!(normalize_request_body(&json!({"stream": true})), json!({"stream": true}));
-        let n = normalize_response_json(&json!({"id": "a", "choices": [{"created": 5, "x": 1}]}));
-        assert_eq!(n, json!({"id": "<ignored>", "choices": [{"created": "<ignored>", "x": 1}]}));
+        let mut out = Vec::new();
+        let (a, b) = (
+            json!({"id": "a", "choices": [{"created": 5, "x": 1}]}),
+            json!({"id": "b", "choices": [{"created": 6, "x": 1}]}),
+        );
+        response_json_diff(&a, &b, "body", &mut out);
+        assert_eq!(out, vec![]);
+        response_json_diff(&a, &json!({"choices": [{"created": 6, "x": 1}]}), "body", &mut out);
+        assert_eq!(out, vec![Difference::new("body.id", Some(json!("a")), None)], "presence still counts");
+        assert_eq!(request_body_key(&json!({"stream": false, "b": 1, "a": 1.0})), r#"{"a":1,"b":1}"#);
+        assert_eq!(request_body_key(&json!({"stream": false})), "{}");
         let q = normalized_query(Some("beta=true&api-version=2024-10-21&X-Amz-Date=1"));
         assert_eq!(q.len(), 1);
     }

@@ -29,8 +29,8 @@ use super::cassette::{
     Interaction, Request, Response, SseCollector, SseEvent,
 };
 use super::diff::{
-    canonical, events_diff, header_diff, json_diff, normalize_request_body, normalize_response_json, normalized_query,
-    text_diff, ComparedEvent, Difference,
+    canonical, events_diff, header_diff, json_diff, normalize_request_body, normalized_query, request_body_key,
+    response_json_diff, text_diff, ComparedEvent, Difference,
 };
 use super::redact::{self, is_placeholder, RedactionLog};
 use crate::gateway::config::{Config, LitellmParams, ModelDeployment, RouterSettings};
@@ -46,6 +46,8 @@ use crate::scenario::target::GatewayUnderTest;
 const UPSTREAM_KEY: &str = "replay-upstream-credential";
 const AWS_KEY_ID: &str = "TESTACCESSKEYID0000";
 const AWS_SECRET: &str = "test-secret-access-key-0000";
+/// Interactions whose stubs a mock holds at once (see the drive loop).
+const WINDOW: usize = 64;
 /// Marks the catch-all answer.
 const NO_MATCH_HEADER: &str = "x-postmortem-replay";
 /// The catch-all's error message; the gateway passes it on to the client.
@@ -617,18 +619,48 @@ fn observed_request(r: &RecordedRequest) -> Request {
     req
 }
 
-/// Equal keys exactly when `request_diff` (without headers) finds nothing.
-fn request_key(r: &Request) -> String {
-    let body = match r.body.as_json() {
-        Some(v) => canonical(&normalize_request_body(&v)),
-        None => format!("raw:{:?}", r.body.to_bytes().unwrap_or_default()),
+/// Equal keys exactly when `request_diff` (without headers) finds nothing,
+/// both sides redacted. Computed from borrowed parts: it runs for every
+/// request of every replay.
+fn request_key(method: &str, path: &str, query: Option<&str>, json: Option<&Value>, raw: &[u8]) -> String {
+    let body = match json {
+        Some(v) => request_body_key(v),
+        None => {
+            let text = String::from_utf8_lossy(raw);
+            match redact::redact_str(&text) {
+                Some((r, _)) => format!("raw:{r}"),
+                None => format!("raw:{text}"),
+            }
+        }
     };
     format!(
         "{} {} {}\n{body}",
-        r.method.to_ascii_uppercase(),
-        percent_decode(split_url(&r.url).1, false),
-        canonical(&serde_json::to_value(normalized_query(r.query())).unwrap_or_default())
+        method.to_ascii_uppercase(),
+        percent_decode(path, false),
+        canonical(&serde_json::to_value(normalized_query(query)).unwrap_or_default())
     )
+}
+
+fn recorded_key(r: &Request) -> String {
+    let parsed = if r.body.json.is_none() { r.body.as_json() } else { None };
+    let raw =
+        if r.body.json.is_none() && parsed.is_none() { r.body.to_bytes().unwrap_or_default() } else { Vec::new() };
+    request_key(&r.method, r.path(), r.query(), r.body.json.as_ref().or(parsed.as_ref()), &raw)
+}
+
+fn journal_key(r: &RecordedRequest) -> String {
+    request_key(&r.method, &r.path, r.query.as_deref(), r.json.as_ref(), &r.body)
+}
+
+/// The compared headers of a journal entry.
+fn semantic_headers(r: &RecordedRequest) -> Headers {
+    let mut h = Headers::new();
+    for (k, v) in &r.headers {
+        if super::diff::SEMANTIC_HEADERS.contains(&k.as_str()) {
+            push_header(&mut h, k, v.clone());
+        }
+    }
+    h
 }
 
 fn request_diff(recorded: &Request, observed: &Request, complete: bool) -> Vec<Difference> {
@@ -754,10 +786,9 @@ fn response_diff(expected: &Response, got: &ClientResponse) -> Vec<Difference> {
         }));
         return out;
     }
-    match (expected.body.as_json(), got_json) {
-        (Some(e), Some(g)) => {
-            json_diff(&normalize_response_json(&e), &normalize_response_json(&g), "response.body", &mut out)
-        }
+    let parsed = if expected.body.json.is_none() { expected.body.as_json() } else { None };
+    match (expected.body.json.as_ref().or(parsed.as_ref()), got_json) {
+        (Some(e), Some(g)) => response_json_diff(e, &g, "response.body", &mut out),
         (None, _) if expected.body.is_empty() && got.body.is_empty() => {}
         _ => {
             let e = String::from_utf8_lossy(&expected.body.to_bytes().unwrap_or_default()).into_owned();
@@ -889,7 +920,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         p.inc((cassette.interactions.len() - planned.len()) as u64);
     }
 
-    // Serve: one mock per kind, stubs in recording order, then the catch-all.
+    // Serve: one mock per kind.
     let mut mocks: BTreeMap<MockKind, MockProvider> = BTreeMap::new();
     for t in &targets {
         if mocks.contains_key(&t.mock) {
@@ -900,14 +931,6 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
             .await
             .map_err(|e| format!("mock provider did not start: {e}"))?;
         mocks.insert(t.mock, mock);
-    }
-    for p in &planned {
-        let i = &cassette.interactions[p.index];
-        let stub = stub_for(i, Some(1)).map_err(|e| format!("interactions[{}]: {e}", p.index))?;
-        mocks[&targets[p.target].mock].mount(stub).await.map_err(|e| format!("interactions[{}]: {e}", p.index))?;
-    }
-    for m in mocks.values() {
-        m.mount(no_match_stub()).await.map_err(|e| e.to_string())?;
     }
 
     // The gateway.
@@ -926,25 +949,49 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         .map_err(|e| format!("http client: {e}"))?;
     let base = gut.base_url().to_string();
 
-    // Drive. In order, the journal entries each call caused are known.
+    // Drive, window by window. Before each window its recorded responses are
+    // mounted in recording order (each answering once), then the catch-all.
+    // A mock scans its stubs on every request, so holding one window rather
+    // than the whole cassette keeps long replays linear. In order (no
+    // concurrency), the journal entries each call caused are known.
     let mut responses: Vec<Option<Result<ClientResponse, String>>> = (0..planned.len()).map(|_| None).collect();
-    let mut caused_by: HashMap<MockKind, Vec<(usize, usize, usize)>> = HashMap::new();
-    if opts.concurrency <= 1 {
-        for (n, p) in planned.iter().enumerate() {
-            let kind = targets[p.target].mock;
-            let before = mocks[&kind].request_count();
-            responses[n] = Some(send(&http, &base, &p.client).await);
-            let after = mocks[&kind].request_count();
-            caused_by.entry(kind).or_default().push((before, after, n));
-            if let Some(pb) = &opts.progress {
-                pb.inc(1);
+    // Per mock: journal entries [from, to) were caused by these planned calls.
+    let mut caused_by: HashMap<MockKind, Vec<(usize, usize, std::ops::Range<usize>)>> = HashMap::new();
+    for (w, window) in planned.chunks(WINDOW).enumerate() {
+        let first = w * WINDOW;
+        if w > 0 {
+            for m in mocks.values() {
+                m.reset().await;
             }
         }
-    } else {
+        for p in window {
+            let i = &cassette.interactions[p.index];
+            let stub = stub_for(i, Some(1)).map_err(|e| format!("interactions[{}]: {e}", p.index))?;
+            let mock = &mocks[&targets[p.target].mock];
+            mock.mount(stub).await.map_err(|e| format!("interactions[{}]: {e}", p.index))?;
+        }
+        for m in mocks.values() {
+            m.mount(no_match_stub()).await.map_err(|e| e.to_string())?;
+        }
+        if opts.concurrency <= 1 {
+            for (k, p) in window.iter().enumerate() {
+                let n = first + k;
+                let kind = targets[p.target].mock;
+                let before = mocks[&kind].request_count();
+                responses[n] = Some(send(&http, &base, &p.client).await);
+                let after = mocks[&kind].request_count();
+                caused_by.entry(kind).or_default().push((before, after, n..n + 1));
+                if let Some(pb) = &opts.progress {
+                    pb.inc(1);
+                }
+            }
+            continue;
+        }
+        let before: Vec<(MockKind, usize)> = mocks.iter().map(|(k, m)| (*k, m.request_count())).collect();
         // Owned copies per task: the requests run on the runtime's threads.
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(opts.concurrency));
         let mut set = tokio::task::JoinSet::new();
-        for (n, p) in planned.iter().enumerate() {
+        for (k, p) in window.iter().enumerate() {
             let (http, base, req, sem, pb) =
                 (http.clone(), base.clone(), p.client.clone(), sem.clone(), opts.progress.clone());
             set.spawn(async move {
@@ -953,77 +1000,76 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
                 if let Some(pb) = pb {
                     pb.inc(1);
                 }
-                (n, r)
+                (first + k, r)
             });
         }
-        let mut results = Vec::with_capacity(planned.len());
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(x) => results.push(x),
+                Ok((n, r)) => responses[n] = Some(r),
                 Err(e) => return Err(format!("a replay request task failed: {e}")),
             }
         }
-        for (n, r) in results {
-            responses[n] = Some(r);
+        for (kind, b) in before {
+            let after = mocks[&kind].request_count();
+            caused_by.entry(kind).or_default().push((b, after, first..first + window.len()));
         }
     }
     drop(gut);
 
     // Match what the gateway sent upstream with the recording.
     let complete = cassette.metadata.headers_complete;
-    let mut observed_for: Vec<Option<Request>> = (0..planned.len()).map(|_| None).collect();
-    for (kind, mock) in &mocks {
-        let journal = mock.journal();
+    let journals: BTreeMap<MockKind, Vec<RecordedRequest>> = mocks.iter().map(|(k, m)| (*k, m.journal())).collect();
+    let mut observed_for: Vec<Option<&RecordedRequest>> = vec![None; planned.len()];
+    for (kind, journal) in &journals {
         let mine: Vec<usize> = (0..planned.len()).filter(|n| targets[planned[*n].target].mock == *kind).collect();
         let mut by_key: HashMap<String, VecDeque<usize>> = HashMap::new();
         for n in &mine {
-            let mut rec = cassette.interactions[planned[*n].index].request.clone();
-            redact::redact_request(&mut rec, &mut RedactionLog::new());
-            by_key.entry(request_key(&rec)).or_default().push_back(*n);
+            by_key.entry(recorded_key(&cassette.interactions[planned[*n].index].request)).or_default().push_back(*n);
         }
         let ranges = caused_by.remove(kind).unwrap_or_default();
-        let cause = |e: usize| ranges.iter().find(|(b, a, _)| *b <= e && e < *a).map(|(_, _, n)| *n);
+        let cause = |e: usize| ranges.iter().find(|(b, a, _)| *b <= e && e < *a).map(|(_, _, r)| r.clone());
         let mut unmatched = Vec::new();
         for (e, entry) in journal.iter().enumerate() {
-            let obs = observed_request(entry);
-            match by_key.get_mut(&request_key(&obs)).and_then(VecDeque::pop_front) {
-                Some(n) => observed_for[n] = Some(obs),
-                None => unmatched.push((e, obs)),
+            match by_key.get_mut(&journal_key(entry)).and_then(VecDeque::pop_front) {
+                Some(n) => observed_for[n] = Some(entry),
+                None => unmatched.push((e, entry)),
             }
         }
-        for (e, obs) in unmatched {
-            let free = |n: &usize| observed_for[*n].is_none();
-            // Sequential: the call that caused it. Concurrent: the closest
-            // unused recording.
-            let paired = match cause(e) {
-                Some(n) => Some(n).filter(free),
-                None => mine.iter().copied().filter(free).min_by_key(|n| {
-                    request_diff(&cassette.interactions[planned[*n].index].request, &obs, complete).len()
-                }),
+        let rec_for = |n: usize| &cassette.interactions[planned[n].index].request;
+        for (e, entry) in unmatched {
+            let obs = observed_request(entry);
+            // The calls in flight when it came: one in order, a window with
+            // concurrency. It is paired with the closest unused recording
+            // among them (searching a window, not the whole cassette).
+            let candidates: Vec<usize> = match cause(e) {
+                Some(r) => r.filter(|n| targets[planned[*n].target].mock == *kind).collect(),
+                None => mine.clone(),
             };
-            let rec_for = |n: usize| &cassette.interactions[planned[n].index].request;
-            match paired {
-                Some(n) => {
+            let closest = |ns: &mut dyn Iterator<Item = usize>| {
+                ns.map(|n| (request_diff(rec_for(n), &obs, complete), n)).min_by_key(|(d, _)| d.len())
+            };
+            let free = closest(&mut candidates.iter().copied().filter(|n| observed_for[*n].is_none()));
+            match free {
+                Some((differences, n)) => {
                     let what = format!(
                         "no recorded interaction matches {} {}; it differs from this one:",
                         obs.method,
                         obs.path()
                     );
-                    let differences = request_diff(rec_for(n), &obs, complete);
                     report.interactions[planned[n].index].findings.push(Finding { what, differences });
-                    observed_for[n] = Some(obs);
+                    observed_for[n] = Some(entry);
                 }
                 None => {
-                    let (what, differences) = match cause(e) {
-                        Some(n) => (
+                    let (what, differences) = match closest(&mut candidates.iter().copied()) {
+                        Some((differences, n)) => (
                             format!(
-                                "{} {} (sent for interaction #{}) matches no recorded interaction; against #{}:",
+                                "{} {} (sent while replaying interaction #{}) matches no recorded interaction; against #{}:",
                                 obs.method,
                                 obs.path(),
                                 planned[n].index,
                                 planned[n].index
                             ),
-                            request_diff(rec_for(n), &obs, complete),
+                            differences,
                         ),
                         None => (format!("{} {} matches no recorded interaction", obs.method, obs.path()), Vec::new()),
                     };
@@ -1034,16 +1080,17 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
     }
 
     // Per interaction: headers of matched requests, unused ones, responses.
-    let mut updated = cassette.clone();
+    // Only with --update: a copy of the cassette to change.
+    let mut updated = opts.update.then(|| cassette.clone());
     let mut changed = false;
     for (n, p) in planned.iter().enumerate() {
         let rec = &cassette.interactions[p.index];
         let rep = &mut report.interactions[p.index];
-        match &observed_for[n] {
-            Some(obs) => {
+        match observed_for[n] {
+            Some(entry) => {
                 if rep.findings.is_empty() {
                     let mut d = Vec::new();
-                    header_diff(&rec.request.headers, &obs.headers, complete, &mut d);
+                    header_diff(&rec.request.headers, &semantic_headers(entry), complete, &mut d);
                     if !d.is_empty() {
                         rep.findings.push(Finding {
                             what: "request headers differ from the recording:".into(),
@@ -1051,10 +1098,10 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
                         });
                     }
                 }
-                if !rep.findings.is_empty() && opts.update {
-                    let slot = &mut updated.interactions[p.index];
+                if let Some(u) = updated.as_mut().filter(|_| !rep.findings.is_empty()) {
+                    let slot = &mut u.interactions[p.index];
                     slot.client.get_or_insert_with(ClientSide::default).request.get_or_insert_with(|| p.client.clone());
-                    slot.request = merge_observed(&rec.request, obs);
+                    slot.request = merge_observed(&rec.request, &observed_request(entry));
                     changed = true;
                 }
             }
@@ -1079,8 +1126,8 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
                         what: format!("the client's response differs from the recording ({:?} mode):", p.mode),
                         differences: d,
                     });
-                    if opts.update {
-                        let slot = &mut updated.interactions[p.index];
+                    if let Some(u) = updated.as_mut() {
+                        let slot = &mut u.interactions[p.index];
                         slot.client.get_or_insert_with(ClientSide::default).response = Some(got.to_response());
                         changed = true;
                     }
@@ -1092,10 +1139,10 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
     }
     let failed = report.interactions.iter().any(|i| !i.findings.is_empty()) || !report.extra_requests.is_empty();
     report.verdict = if failed { Verdict::Failed } else { Verdict::Passed };
-    if opts.update && changed {
-        updated.metadata.updated_at = Some(super::cassette::now_rfc3339());
-        redact::redact_cassette(&mut updated);
-        report.updated = Some(updated);
+    if let Some(mut u) = updated.filter(|_| changed) {
+        u.metadata.updated_at = Some(super::cassette::now_rfc3339());
+        redact::redact_cassette(&mut u);
+        report.updated = Some(u);
     }
     Ok(())
 }
@@ -1203,9 +1250,16 @@ mod tests {
             body: Body::json(json!({"max_tokens": 1, "model": "m"})),
             ..a.clone()
         };
-        assert_eq!(request_key(&a), request_key(&b));
+        assert_eq!(recorded_key(&a), recorded_key(&b));
         let c = Request { body: Body::json(json!({"max_tokens": 1, "model": "m", "x": null})), ..b.clone() };
-        assert_ne!(request_key(&a), request_key(&c));
+        assert_ne!(recorded_key(&a), recorded_key(&c));
         assert_eq!(request_diff(&a, &c, false)[0].path, "body.x");
+        // A live request carrying a secret matches its redacted recording.
+        let secret = format!("sk-proj-{}", "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ");
+        let live = serde_json::to_vec(&json!({"model": "m", "max_tokens": 1, "user": secret})).unwrap();
+        let live = RecordedRequest::new("POST", "/v1/messages", Some("beta=true"), Vec::new(), live);
+        let rec =
+            Request { body: Body::json(json!({"model": "m", "max_tokens": 1, "user": "[REDACTED:openai-key]"})), ..b };
+        assert_eq!(journal_key(&live), recorded_key(&rec));
     }
 }
