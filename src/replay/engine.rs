@@ -866,8 +866,16 @@ pub async fn replay_cassette(cassette: &Cassette, source: &str, opts: &ReplayOpt
     report
 }
 
-async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayReport) -> Result<(), String> {
-    // Plan.
+/// The deployments the generated config needs (with their client-facing
+/// model names) and the interactions that will be replayed.
+struct Plan {
+    targets: Vec<Target>,
+    names: Vec<String>,
+    planned: Vec<Planned>,
+}
+
+/// Plans every interaction; skipped ones get their reason in `report`.
+fn plan(cassette: &Cassette, report: &mut ReplayReport) -> Plan {
     let mut targets: Vec<Target> = Vec::new();
     let mut target_ids: HashMap<Target, usize> = HashMap::new();
     let mut names: Vec<String> = Vec::new();
@@ -905,6 +913,11 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         };
         planned.push(Planned { index, target: id, mode, client, expected });
     }
+    Plan { targets, names, planned }
+}
+
+async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayReport) -> Result<(), String> {
+    let Plan { targets, names, planned } = plan(cassette, report);
     if planned.is_empty() {
         if let Some(p) = &opts.progress {
             p.inc(cassette.interactions.len() as u64);
@@ -956,7 +969,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
     // concurrency), the journal entries each call caused are known.
     let mut responses: Vec<Option<Result<ClientResponse, String>>> = (0..planned.len()).map(|_| None).collect();
     // Per mock: journal entries [from, to) were caused by these planned calls.
-    let mut caused_by: HashMap<MockKind, Vec<(usize, usize, std::ops::Range<usize>)>> = HashMap::new();
+    let mut caused_by: Causes = HashMap::new();
     for (w, window) in planned.chunks(WINDOW).enumerate() {
         let first = w * WINDOW;
         if w > 0 {
@@ -1019,65 +1032,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
     // Match what the gateway sent upstream with the recording.
     let complete = cassette.metadata.headers_complete;
     let journals: BTreeMap<MockKind, Vec<RecordedRequest>> = mocks.iter().map(|(k, m)| (*k, m.journal())).collect();
-    let mut observed_for: Vec<Option<&RecordedRequest>> = vec![None; planned.len()];
-    for (kind, journal) in &journals {
-        let mine: Vec<usize> = (0..planned.len()).filter(|n| targets[planned[*n].target].mock == *kind).collect();
-        let mut by_key: HashMap<String, VecDeque<usize>> = HashMap::new();
-        for n in &mine {
-            by_key.entry(recorded_key(&cassette.interactions[planned[*n].index].request)).or_default().push_back(*n);
-        }
-        let ranges = caused_by.remove(kind).unwrap_or_default();
-        let cause = |e: usize| ranges.iter().find(|(b, a, _)| *b <= e && e < *a).map(|(_, _, r)| r.clone());
-        let mut unmatched = Vec::new();
-        for (e, entry) in journal.iter().enumerate() {
-            match by_key.get_mut(&journal_key(entry)).and_then(VecDeque::pop_front) {
-                Some(n) => observed_for[n] = Some(entry),
-                None => unmatched.push((e, entry)),
-            }
-        }
-        let rec_for = |n: usize| &cassette.interactions[planned[n].index].request;
-        for (e, entry) in unmatched {
-            let obs = observed_request(entry);
-            // The calls in flight when it came: one in order, a window with
-            // concurrency. It is paired with the closest unused recording
-            // among them (searching a window, not the whole cassette).
-            let candidates: Vec<usize> = match cause(e) {
-                Some(r) => r.filter(|n| targets[planned[*n].target].mock == *kind).collect(),
-                None => mine.clone(),
-            };
-            let closest = |ns: &mut dyn Iterator<Item = usize>| {
-                ns.map(|n| (request_diff(rec_for(n), &obs, complete), n)).min_by_key(|(d, _)| d.len())
-            };
-            let free = closest(&mut candidates.iter().copied().filter(|n| observed_for[*n].is_none()));
-            match free {
-                Some((differences, n)) => {
-                    let what = format!(
-                        "no recorded interaction matches {} {}; it differs from this one:",
-                        obs.method,
-                        obs.path()
-                    );
-                    report.interactions[planned[n].index].findings.push(Finding { what, differences });
-                    observed_for[n] = Some(entry);
-                }
-                None => {
-                    let (what, differences) = match closest(&mut candidates.iter().copied()) {
-                        Some((differences, n)) => (
-                            format!(
-                                "{} {} (sent while replaying interaction #{}) matches no recorded interaction; against #{}:",
-                                obs.method,
-                                obs.path(),
-                                planned[n].index,
-                                planned[n].index
-                            ),
-                            differences,
-                        ),
-                        None => (format!("{} {} matches no recorded interaction", obs.method, obs.path()), Vec::new()),
-                    };
-                    report.extra_requests.push(Finding { what, differences });
-                }
-            }
-        }
-    }
+    let observed_for = match_journals(cassette, (&targets, &planned), &journals, caused_by, report);
 
     // Per interaction: headers of matched requests, unused ones, responses.
     // Only with --update: a copy of the cassette to change.
@@ -1145,6 +1100,87 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         report.updated = Some(u);
     }
     Ok(())
+}
+
+/// Journal entries [from, to) of a mock, and the planned calls in flight
+/// while they came.
+type Causes = HashMap<MockKind, Vec<(usize, usize, std::ops::Range<usize>)>>;
+
+/// Pairs every request the mocks received with a recorded one: exact
+/// matches (after redaction and the noise rules) by key, in recording order;
+/// the rest with the closest unused recording among the calls in flight,
+/// as a finding with the differences, or as an extra request. Returns the
+/// journal entry paired with each planned interaction.
+fn match_journals<'j>(
+    cassette: &Cassette,
+    plan: (&[Target], &[Planned]),
+    journals: &'j BTreeMap<MockKind, Vec<RecordedRequest>>,
+    mut caused_by: Causes,
+    report: &mut ReplayReport,
+) -> Vec<Option<&'j RecordedRequest>> {
+    let (targets, planned) = plan;
+    let complete = cassette.metadata.headers_complete;
+    let mut observed_for: Vec<Option<&RecordedRequest>> = vec![None; planned.len()];
+    for (kind, journal) in journals {
+        let mine: Vec<usize> = (0..planned.len()).filter(|n| targets[planned[*n].target].mock == *kind).collect();
+        let mut by_key: HashMap<String, VecDeque<usize>> = HashMap::new();
+        for n in &mine {
+            by_key.entry(recorded_key(&cassette.interactions[planned[*n].index].request)).or_default().push_back(*n);
+        }
+        let ranges = caused_by.remove(kind).unwrap_or_default();
+        let cause = |e: usize| ranges.iter().find(|(b, a, _)| *b <= e && e < *a).map(|(_, _, r)| r.clone());
+        let mut unmatched = Vec::new();
+        for (e, entry) in journal.iter().enumerate() {
+            match by_key.get_mut(&journal_key(entry)).and_then(VecDeque::pop_front) {
+                Some(n) => observed_for[n] = Some(entry),
+                None => unmatched.push((e, entry)),
+            }
+        }
+        let rec_for = |n: usize| &cassette.interactions[planned[n].index].request;
+        for (e, entry) in unmatched {
+            let obs = observed_request(entry);
+            // The calls in flight when it came: one in order, a window with
+            // concurrency. It is paired with the closest unused recording
+            // among them (searching a window, not the whole cassette).
+            let candidates: Vec<usize> = match cause(e) {
+                Some(r) => r.filter(|n| targets[planned[*n].target].mock == *kind).collect(),
+                None => mine.clone(),
+            };
+            let closest = |ns: &mut dyn Iterator<Item = usize>| {
+                ns.map(|n| (request_diff(rec_for(n), &obs, complete), n)).min_by_key(|(d, _)| d.len())
+            };
+            let free = closest(&mut candidates.iter().copied().filter(|n| observed_for[*n].is_none()));
+            match free {
+                Some((differences, n)) => {
+                    let what = format!(
+                        "no recorded interaction matches {} {}; it differs from this one:",
+                        obs.method,
+                        obs.path()
+                    );
+                    report.interactions[planned[n].index].findings.push(Finding { what, differences });
+                    observed_for[n] = Some(entry);
+                }
+                None => {
+                    let (what, differences) = match closest(&mut candidates.iter().copied()) {
+                        Some((differences, n)) => (
+                            format!(
+                                "{} {} (sent while replaying interaction #{}) matches no recorded interaction; against #{}:",
+                                obs.method,
+                                obs.path(),
+                                planned[n].index,
+                                planned[n].index
+                            ),
+                            differences,
+                        ),
+                        None => (format!("{} {} matches no recorded interaction", obs.method, obs.path()), Vec::new()),
+                    };
+                    report.extra_requests.push(Finding { what, differences });
+                }
+            }
+        }
+    }
+
+    observed_for
 }
 
 /// The recorded request with what the gateway sends now: method, path and
