@@ -87,6 +87,10 @@ struct Shared {
     next_seq: AtomicU64,
     state: Mutex<RecState>,
     changed: tokio::sync::Notify,
+    /// One write at a time, each of the state as it is when the write
+    /// starts: a background write still running when `finish` writes can
+    /// then never replace the final file with an older snapshot.
+    write_lock: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -136,6 +140,7 @@ impl Shared {
     }
 
     fn write(&self) -> Result<Cassette, CassetteError> {
+        let _one_at_a_time = self.write_lock.lock();
         let c = self.cassette();
         let result = c.save(&self.out);
         self.state.lock().write_error = result.as_ref().err().map(|e| e.to_string());
@@ -184,6 +189,7 @@ impl Recorder {
             next_seq: AtomicU64::new(0),
             state: Mutex::new(RecState::default()),
             changed: tokio::sync::Notify::new(),
+            write_lock: Mutex::new(()),
         });
         let app = axum::Router::new().fallback(proxy).with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
