@@ -5,4 +5,5 @@
 pub mod cli;
 pub mod gateway;
 pub mod mocks;
+pub mod replay;
 pub mod scenario;

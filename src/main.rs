@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 //! The `postmortem` command: `serve` runs the gateway, `run` runs the
-//! regression scenarios.
+//! regression scenarios, `record`/`replay`/`import`/`lint` work with
+//! cassettes of real provider traffic.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,6 +30,14 @@ enum Command {
     },
     /// Run scenarios (default: every file under scenarios/) against mock providers.
     Run(postmortem::cli::RunArgs),
+    /// Record real provider traffic through a reverse proxy into a cassette (secrets redacted).
+    Record(postmortem::replay::commands::RecordArgs),
+    /// Replay cassettes through the gateway against mock providers; non-zero exit on any regression.
+    Replay(postmortem::replay::commands::ReplayArgs),
+    /// Convert a VCR.py cassette, a HAR file or WireMock mappings into a postmortem cassette.
+    Import(postmortem::replay::commands::ImportArgs),
+    /// Check files for secrets and scenario/cassette files for errors (default: fixtures/ scenarios/ snapshots/).
+    Lint(postmortem::replay::commands::LintArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,5 +55,12 @@ fn main() -> ExitCode {
             rt.block_on(postmortem::cli::serve(&config, &host, port))
         }
         Command::Run(args) => rt.block_on(postmortem::cli::run(args)),
+        Command::Record(args) => {
+            postmortem::cli::init_tracing();
+            rt.block_on(postmortem::replay::commands::record(args))
+        }
+        Command::Replay(args) => rt.block_on(postmortem::replay::commands::replay(args)),
+        Command::Import(args) => postmortem::replay::commands::import(args),
+        Command::Lint(args) => postmortem::replay::commands::lint(args),
     }
 }

@@ -288,6 +288,13 @@ async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Re
         for (n, stub) in spec.stubs.iter().enumerate() {
             mock.mount(stub.clone()).await.map_err(|e| format!("providers.{name}.stubs[{n}]: {e}"))?;
         }
+        if let Some(path) = &spec.cassette {
+            let stubs = crate::replay::scenario_stubs(&opts.project_root.join(path), spec.kind)
+                .map_err(|e| format!("providers.{name}.cassette: {e}"))?;
+            for stub in stubs {
+                mock.mount(stub).await.map_err(|e| format!("providers.{name}.cassette: {e}"))?;
+            }
+        }
         vars.insert(format!("providers.{name}.url"), mock.url());
         mocks.insert(name.clone(), mock);
     }

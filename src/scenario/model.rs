@@ -92,6 +92,10 @@ pub struct ProviderSpec {
     pub strict: bool,
     #[serde(default)]
     pub stubs: Vec<Stub>,
+    /// A cassette (any format `postmortem replay` reads, path relative to the
+    /// project root) whose recorded responses are mounted as stubs after `stubs`.
+    #[serde(default)]
+    pub cassette: Option<PathBuf>,
 }
 
 fn yes() -> bool {
