@@ -18,7 +18,8 @@
 //! [`CatalogBugs`] re-creates both mechanisms on purpose, for the regression
 //! harness only.
 
-use std::collections::{BTreeSet, HashMap};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -8,7 +8,7 @@
 //! the CURRENT catalog's provider index (incident 2: an index that lagged the
 //! cost map refused `claude-sonnet-4-6` to an `anthropic/*` key).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

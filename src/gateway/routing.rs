@@ -12,7 +12,8 @@
 use crate::gateway::catalog::Catalog;
 use crate::gateway::config::{secs, Config, LitellmParams, ModelDeployment};
 use crate::gateway::providers::Provider;
-use std::collections::{BTreeSet, HashMap};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +115,9 @@ pub struct ModelRouter {
     patterns: HashMap<String, Group>,
     /// Distinct prefix lengths, longest first.
     pattern_lengths: Vec<usize>,
+    /// Provider -> its `provider/*` pattern key, so a bare name's lookup
+    /// through the catalog needs no string building.
+    provider_patterns: HashMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +156,11 @@ impl ModelRouter {
         let mut pattern_lengths: Vec<usize> =
             patterns.keys().map(|k| k.len()).collect::<BTreeSet<_>>().into_iter().collect();
         pattern_lengths.reverse();
-        Ok(ModelRouter { exact, patterns, pattern_lengths })
+        let provider_patterns = patterns
+            .keys()
+            .filter_map(|k| k.strip_suffix('/').filter(|p| !p.contains('/')).map(|p| (p.to_string(), k.clone())))
+            .collect();
+        Ok(ModelRouter { exact, patterns, pattern_lengths, provider_patterns })
     }
 
     /// The deployments that can serve `requested`, in the order to try them.
@@ -179,7 +187,7 @@ impl ModelRouter {
         // A bare name reaches `provider/*` through the catalog's index.
         if !requested.contains('/') {
             if let Some(p) = catalog.provider_of(requested) {
-                if let Some(g) = self.patterns.get(&format!("{p}/")) {
+                if let Some(g) = self.provider_patterns.get(p).and_then(|k| self.patterns.get(k)) {
                     let routes: Vec<Route> =
                         g.rotation().filter_map(|d| route_wildcard(d, requested, requested, catalog)).collect();
                     if !routes.is_empty() {
