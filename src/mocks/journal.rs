@@ -104,7 +104,9 @@ pub(crate) fn query_decode(s: &str) -> String {
     decode(s, true)
 }
 
-fn decode(s: &str, plus_is_space: bool) -> String {
+/// Decodes `%XX` escapes (invalid ones stay as they are); `+` is a space
+/// when `plus_is_space` (query strings). The harness's one URL decoder.
+pub(crate) fn decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -30,6 +30,7 @@ mod http1;
 mod ids;
 mod inner;
 mod journal;
+pub(crate) use journal::decode as percent_decode;
 mod route;
 mod stream;
 mod strict;

@@ -456,27 +456,7 @@ pub fn split_url(url: &str) -> (&str, &str, Option<&str>) {
     (host, if path.is_empty() { "/" } else { path }, query)
 }
 
-/// Decodes `%XX` escapes (invalid ones stay as they are); `+` is a space
-/// when `plus_is_space` (query strings).
-pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(d) = hex {
-                out.push(d);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if plus_is_space && b == b'+' { b' ' } else { b });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub(crate) use crate::mocks::percent_decode;
 
 /// `event:`/`id:`/`retry:`/`data:` lines and a blank line per event;
 /// `: text` for comments.

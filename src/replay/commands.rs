@@ -154,30 +154,7 @@ pub fn lint(args: LintArgs) -> ExitCode {
 
 /// Cassette files under the given paths (directories are walked).
 fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        for e in std::fs::read_dir(dir)? {
-            let p = e?.path();
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json" | "har")) {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            walk(p, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
-        } else if p.is_file() {
-            out.push(p.clone());
-        } else {
-            return Err(format!("{}: no such file or directory", p.display()));
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    crate::scenario::model::discover_files(paths, &["yaml", "yml", "json", "har"])
 }
 
 /// `postmortem replay`.

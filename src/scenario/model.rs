@@ -691,10 +691,16 @@ fn required_capabilities(needs: &[Capability], steps: &[Step]) -> Vec<Capability
 
 /// Every `*.yaml` under the given paths, sorted.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    discover_files(paths, &["yaml", "yml"])
+}
+
+/// Files named directly, and every file with one of `extensions` under the
+/// given directories; sorted, without duplicates.
+pub fn discover_files(paths: &[PathBuf], extensions: &[&str]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
+            walk(p, extensions, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
         } else if p.is_file() {
             out.push(p.clone());
         } else {
@@ -702,15 +708,16 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         }
     }
     out.sort();
+    out.dedup();
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn walk(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
         if p.is_dir() {
-            walk(&p, out)?;
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml") | Some("yml")) {
+            walk(&p, extensions, out)?;
+        } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e)) {
             out.push(p);
         }
     }
