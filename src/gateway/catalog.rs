@@ -640,7 +640,8 @@ pub struct CatalogBugs {
     /// (LiteLLM's reload without `add_known_models()`).
     pub stale_index_on_reload: bool,
     /// A reload that fails validation adopts the bundled copy and reports
-    /// success, not stale (LiteLLM's warning-only fallback).
+    /// success, not stale; a refused start-up map falls back to the bundled
+    /// copy with no log line and no stale flag (LiteLLM's silent fallback).
     pub silent_fallback_to_bundled: bool,
 }
 
@@ -758,60 +759,71 @@ impl CatalogStore {
         limits: &ValidationLimits,
         now: SystemTime,
     ) -> CatalogStore {
-        Self::load_startup_with_timeout(source, bundled, limits, now, DEFAULT_FETCH_TIMEOUT).await
+        Self::load_startup_with(source, bundled, limits, now, DEFAULT_FETCH_TIMEOUT, CatalogBugs::default()).await
     }
 
-    /// [`CatalogStore::load_startup`] with an explicit fetch timeout.
-    pub async fn load_startup_with_timeout(
+    /// [`CatalogStore::load_startup`] with an explicit fetch timeout and the
+    /// known-bad behaviours to put back (regression harness only; with
+    /// `silent_fallback_to_bundled` a refused start-up map falls back to the
+    /// bundled copy without a log line or a stale flag, as LiteLLM did).
+    pub async fn load_startup_with(
         source: Option<&str>,
         bundled: &'static [u8],
         limits: &ValidationLimits,
         now: SystemTime,
         timeout: Duration,
+        bugs: CatalogBugs,
     ) -> CatalogStore {
-        let limits = *limits;
-        let bundled_catalog = parse_catalog(bundled, BUNDLED_SOURCE, None, &limits, now);
-        let Some(src) = source else {
-            return match bundled_catalog {
-                Ok(cat) => Self::with_options(cat, limits, bundled),
-                Err(e) => Self::broken_start(bundled, limits, now, format!("bundled cost map is invalid: {e}")),
+        // The block's `return`s leave the block, so every path gets the bugs.
+        let store = async {
+            let limits = *limits;
+            let bundled_catalog = parse_catalog(bundled, BUNDLED_SOURCE, None, &limits, now);
+            let Some(src) = source else {
+                return match bundled_catalog {
+                    Ok(cat) => Self::with_options(cat, limits, bundled),
+                    Err(e) => Self::broken_start(bundled, limits, now, format!("bundled cost map is invalid: {e}")),
+                };
             };
-        };
-        let fetched = match fetch_source(src, timeout).await {
-            Ok(bytes) => parse_catalog(&bytes, src, bundled_catalog.as_ref().ok(), &limits, now),
-            Err(e) => Err(e),
-        };
-        let source_err = match fetched {
-            Ok(cat) => {
-                tracing::info!(source = %cat.source(), models = cat.len(), "cost map loaded");
-                return Self::with_options(cat, limits, bundled);
-            }
-            Err(e) => e,
-        };
-        let shown = display_source(src);
-        match bundled_catalog {
-            Ok(cat) => {
-                let reason = format!("start-up cost map {shown} refused, using the bundled copy: {source_err}");
-                tracing::error!(source = %shown, error = %source_err, "{reason}");
-                let store = Self::with_options(cat, limits, bundled);
-                {
-                    let mut st = store.state.lock();
-                    st.stale = true;
-                    st.reason = Some(reason);
-                    st.last_attempt_ok = false;
-                    st.using_bundled = true;
+            let fetched = match fetch_source(src, timeout).await {
+                Ok(bytes) => parse_catalog(&bytes, src, bundled_catalog.as_ref().ok(), &limits, now),
+                Err(e) => Err(e),
+            };
+            let source_err = match fetched {
+                Ok(cat) => {
+                    tracing::info!(source = %cat.source(), models = cat.len(), "cost map loaded");
+                    return Self::with_options(cat, limits, bundled);
                 }
-                store
-            }
-            Err(bundled_err) => Self::broken_start(
-                bundled,
-                limits,
-                now,
-                format!(
+                Err(e) => e,
+            };
+            let shown = display_source(src);
+            match bundled_catalog {
+                Ok(cat) if bugs.silent_fallback_to_bundled => Self::with_options(cat, limits, bundled),
+                Ok(cat) => {
+                    let reason = format!("start-up cost map {shown} refused, using the bundled copy: {source_err}");
+                    tracing::error!(source = %shown, error = %source_err, "{reason}");
+                    let store = Self::with_options(cat, limits, bundled);
+                    {
+                        let mut st = store.state.lock();
+                        st.stale = true;
+                        st.reason = Some(reason);
+                        st.last_attempt_ok = false;
+                        st.using_bundled = true;
+                    }
+                    store
+                }
+                Err(bundled_err) => Self::broken_start(
+                    bundled,
+                    limits,
+                    now,
+                    format!(
                     "start-up cost map {shown} refused ({source_err}) and the bundled copy is invalid ({bundled_err})"
                 ),
-            ),
+                ),
+            }
         }
+        .await;
+        store.set_known_bugs(bugs);
+        store
     }
 
     /// Neither the source nor the bundled copy is usable: an empty catalog,

@@ -196,23 +196,23 @@ fn sse_error_event(e: &ApiError) -> Bytes {
     Bytes::from(format!("data: {}\n\n", e.body()))
 }
 
+/// The cost-map names a deployment is priced under, best first:
+/// `provider/model`, `model`, then `model_info.base_model` (for deployments
+/// whose upstream name the map does not know, e.g. an Azure deployment name).
+pub(crate) fn pricing_names(provider: Provider, upstream_model: &str, model_info: Option<&Value>) -> Vec<String> {
+    let base_model = model_info.and_then(|m| m.get("base_model")).and_then(Value::as_str).unwrap_or_default();
+    [format!("{provider}/{upstream_model}"), upstream_model.to_string(), base_model.to_string()]
+        .into_iter()
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
 /// Prices a call and charges the key. Returns the header value, or None when
 /// the model has no price (never a silent 0).
 fn charge(gw: &Gateway, caller: &Caller, route: &Route, usage: &Usage) -> Option<f64> {
     let catalog = gw.catalog.current();
-    let candidates = [
-        format!("{}/{}", route.provider, route.upstream_model),
-        route.upstream_model.clone(),
-        route
-            .deployment
-            .model_info
-            .as_ref()
-            .and_then(|m| m.get("base_model"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-    ];
-    let cost = candidates.iter().filter(|c| !c.is_empty()).find_map(|c| catalog.cost(c, usage))?;
+    let candidates = pricing_names(route.provider, &route.upstream_model, route.deployment.model_info.as_ref());
+    let cost = candidates.iter().find_map(|c| catalog.cost(c, usage))?;
     let total = cost.total();
     if let Caller::Key(k) = caller {
         k.add_spend(total);

@@ -60,6 +60,8 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
         .route("/models", get(models))
+        .route("/v1/model/info", get(model_info))
+        .route("/model/info", get(model_info))
         .route("/health", get(health))
         .route("/health/liveliness", get(liveness))
         .route("/health/readiness", get(health))
@@ -153,6 +155,54 @@ async fn models(State(gw): Gw, headers: HeaderMap) -> Response {
         .map(|m| json!({"id": m, "object": "model", "created": created, "owned_by": "postmortem"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// LiteLLM's `/model/info`: each deployment the caller may use, with what
+/// the cost map in use says about it (prices are `null` when the map has no
+/// entry: unpriced, never a silent 0). Credentials are never shown.
+async fn model_info(State(gw): Gw, headers: HeaderMap) -> Response {
+    let caller = match authenticate(&gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let catalog = gw.catalog.current();
+    let data: Vec<Value> = gw
+        .router
+        .deployments()
+        .into_iter()
+        .filter(|d| match &caller {
+            Caller::Key(k) => d.model_name.contains('*') || k.access().allows(&d.model_name, &catalog),
+            _ => true,
+        })
+        .map(|d| {
+            let priced = d.provider.and_then(|p| {
+                crate::gateway::proxy::pricing_names(p, &d.upstream_model, d.model_info.as_ref())
+                    .into_iter()
+                    .find_map(|name| catalog.canonical_name(&name).map(str::to_string))
+            });
+            let entry = priced.as_deref().and_then(|n| catalog.model(n));
+            let model = match d.provider {
+                Some(p) => format!("{p}/{}", d.upstream_model),
+                None => d.upstream_model.clone(),
+            };
+            json!({
+                "model_name": d.model_name,
+                "litellm_params": {"model": model},
+                "model_info": {
+                    "id": d.id,
+                    "key": priced,
+                    "mode": entry.and_then(|e| e.mode.clone()),
+                    "litellm_provider": entry.and_then(|e| e.litellm_provider.clone()),
+                    "input_cost_per_token": entry.and_then(|e| e.input_cost_per_token),
+                    "output_cost_per_token": entry.and_then(|e| e.output_cost_per_token),
+                    "max_tokens": entry.and_then(|e| e.max_tokens),
+                    "max_input_tokens": entry.and_then(|e| e.max_input_tokens),
+                    "max_output_tokens": entry.and_then(|e| e.max_output_tokens),
+                },
+            })
+        })
+        .collect();
+    Json(json!({"data": data})).into_response()
 }
 
 async fn cost_map_status(State(gw): Gw) -> Json<Value> {

@@ -91,12 +91,19 @@ impl GatewayBuilder {
 
         let limits = cost_map_limits(&config);
         let source = cost_map_source(&config);
-        let catalog =
-            CatalogStore::load_startup(source.as_deref(), catalog::BUNDLED_COST_MAP, &limits, clock.wall()).await;
-        catalog.set_known_bugs(CatalogBugs {
+        let catalog_bugs = CatalogBugs {
             stale_index_on_reload: bugs.stale_wildcard_index,
             silent_fallback_to_bundled: bugs.silent_cost_map_fallback,
-        });
+        };
+        let catalog = CatalogStore::load_startup_with(
+            source.as_deref(),
+            catalog::BUNDLED_COST_MAP,
+            &limits,
+            clock.wall(),
+            catalog::DEFAULT_FETCH_TIMEOUT,
+            catalog_bugs,
+        )
+        .await;
 
         let keys = KeyStore::new(clock.clone());
         for (i, k) in config.keys.iter().enumerate() {

@@ -3,13 +3,17 @@
 //! 2. if the strict profile rejects it, forwards it to wiremock tagged
 //!    `strict`, where the strict-profile `Mock` sends the provider's error;
 //! 3. otherwise picks the first stub that matches and has uses left, and
-//!    serves it (streams, resets and malformed bodies itself; buffered
-//!    answers by forwarding to wiremock tagged with the stub id);
+//!    serves it itself: buffered answers (rendered once, at mount time),
+//!    streams, resets and malformed bodies;
 //! 4. with no stub, serves the default stream for streaming requests, or
 //!    forwards to wiremock's default bodies.
+//!
+//! Stubs used to be wiremock `Mock`s too, reached by forwarding; that hop
+//! cost about half of the mock's CPU time per request and kept replay under
+//! its 5,000 interactions/s target (BENCHMARKS.md), so the front serves the
+//! answers it already holds.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +30,13 @@ use super::route::Route;
 use super::stream::{self, Ended, StreamPlan};
 use super::stub::{Fault, Stub, StubResponse};
 use super::wire::Buffered;
-use super::{defaults, strict, MockKind, MockOptions};
+use super::{defaults, errors, strict, MockKind, MockOptions};
 
 struct Mounted {
-    id: u64,
     stub: Stub,
+    /// The answer of a buffered stub, rendered when it was mounted (so ids
+    /// in it are drawn in mount order, as a recorded body's would be).
+    buffered: Option<Buffered>,
     remaining: Option<u64>,
 }
 
@@ -43,7 +49,6 @@ pub(crate) struct Shared {
     pub gates: Gates,
     journal: Mutex<Vec<RecordedRequest>>,
     stubs: Mutex<Vec<Mounted>>,
-    next_stub: AtomicU64,
     inner_uri: String,
     client: reqwest::Client,
 }
@@ -58,19 +63,15 @@ impl Shared {
             gates: Gates::new(),
             journal: Mutex::new(Vec::new()),
             stubs: Mutex::new(Vec::new()),
-            next_stub: AtomicU64::new(1),
             inner_uri,
             client,
         }
     }
 
-    pub fn next_stub_id(&self) -> u64 {
-        self.next_stub.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn push_stub(&self, id: u64, stub: Stub) {
+    pub fn push_stub(&self, stub: Stub) {
         let remaining = stub.times;
-        self.stubs.lock().push(Mounted { id, stub, remaining });
+        let buffered = stub.response.terminal().buffered(self.kind, &self.ids);
+        self.stubs.lock().push(Mounted { stub, buffered, remaining });
     }
 
     pub fn clear_stubs(&self) {
@@ -96,13 +97,13 @@ impl Shared {
     }
 
     /// First matching stub with uses left; counts the use.
-    fn take_stub(&self, req: &RecordedRequest) -> Option<(u64, StubResponse)> {
+    fn take_stub(&self, req: &RecordedRequest) -> Option<(StubResponse, Option<Buffered>)> {
         let mut stubs = self.stubs.lock();
         let m = stubs.iter_mut().find(|m| m.remaining != Some(0) && m.stub.matcher.matches(req))?;
         if let Some(n) = m.remaining.as_mut() {
             *n -= 1;
         }
-        Some((m.id, m.stub.response.clone()))
+        Some((m.stub.response.clone(), m.buffered.clone()))
     }
 }
 
@@ -119,7 +120,6 @@ enum Action {
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Strict,
-    Stub(u64),
     Default,
 }
 
@@ -187,8 +187,8 @@ async fn dispatch(shared: &Shared, req: &RecordedRequest) -> Action {
     if shared.strict_rejection(req).is_some() {
         return Action::Forward(Target::Strict);
     }
-    if let Some((id, response)) = shared.take_stub(req) {
-        return resolve(shared, req, id, &response).await;
+    if let Some((response, buffered)) = shared.take_stub(req) {
+        return resolve(shared, req, &response, buffered).await;
     }
     let route = Route::classify(shared.kind, req);
     if route.streams(req) {
@@ -200,7 +200,12 @@ async fn dispatch(shared: &Shared, req: &RecordedRequest) -> Action {
 }
 
 /// Serves a stub's response, sleeping through any `Latency` wrappers first.
-async fn resolve(shared: &Shared, req: &RecordedRequest, id: u64, response: &StubResponse) -> Action {
+async fn resolve(
+    shared: &Shared,
+    req: &RecordedRequest,
+    response: &StubResponse,
+    buffered: Option<Buffered>,
+) -> Action {
     let mut current = response;
     loop {
         match current {
@@ -233,7 +238,9 @@ async fn resolve(shared: &Shared, req: &RecordedRequest, id: u64, response: &Stu
             StubResponse::Json { .. }
             | StubResponse::Raw { .. }
             | StubResponse::Fault(Fault::RateLimited { .. } | Fault::Status { .. }) => {
-                return Action::Forward(Target::Stub(id))
+                // Rendered at mount time; `None` cannot happen for these
+                // variants, and a provider 500 is the honest answer if it does.
+                return Action::Respond(buffered.unwrap_or_else(|| errors::status(shared.kind, 500, &shared.ids)));
             }
         }
     }
@@ -284,7 +291,6 @@ async fn forward(shared: &Shared, wire: &WireRequest, target: Target) -> Buffere
     }
     match target {
         Target::Strict => builder = builder.header(TARGET_HEADER, STRICT_TARGET),
-        Target::Stub(id) => builder = builder.header(TARGET_HEADER, id.to_string()),
         Target::Default => {}
     }
     let resp = match builder.body(wire.body.clone()).send().await {

@@ -1,12 +1,12 @@
-//! The inner wiremock server: every buffered answer lives here as a `Mock`.
+//! The inner wiremock server: the provider's own rules live here as `Mock`s
+//! (the scenario's stubs are served by the front, which owns their order
+//! and `times`).
 //!
 //! Priorities (1 wins):
 //! 1. strict profile: requests the front found the provider would reject
 //!    (tagged `x-postmortem-target: strict`); the body is computed here;
-//! 2. scenario stubs: matched by the stub id the front puts in the same
-//!    header after it picked the stub (the front owns ordering and `times`);
-//! 3. default success bodies for the kind's routes;
-//! 4. the kind's 404 for everything else.
+//! 2. default success bodies for the kind's routes;
+//! 3. the kind's 404 for everything else.
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use super::wire::Buffered;
 use super::{defaults, errors, strict};
 
 /// Header the front adds to a forwarded request to name the `Mock` it chose:
-/// a stub id, or [`STRICT_TARGET`].
+/// only [`STRICT_TARGET`] today.
 pub(crate) const TARGET_HEADER: &str = "x-postmortem-target";
 pub(crate) const STRICT_TARGET: &str = "strict";
 
@@ -91,15 +91,6 @@ pub(crate) async fn mount_base(server: &MockServer, shared: &Arc<Shared>) {
         .respond_with(Defaults(shared.clone()))
         .with_priority(200)
         .named("default behaviour")
-        .mount(server)
-        .await;
-}
-
-pub(crate) async fn mount_stub(server: &MockServer, id: u64, buffered: Buffered) {
-    Mock::given(Tagged(id.to_string()))
-        .respond_with(template(&buffered))
-        .with_priority(2)
-        .named(format!("stub {id}"))
         .mount(server)
         .await;
 }

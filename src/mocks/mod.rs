@@ -5,13 +5,14 @@
 //! [`MockProvider::journal`] to check what the provider received.
 //!
 //! Each mock is two servers:
-//! - an inner `wiremock::MockServer` that holds every buffered response: the
-//!   scenario's JSON/raw stubs, the strict-profile error responders and the
-//!   default success bodies (as `Mock`s with our own `Match`/`Respond` impls);
+//! - an inner `wiremock::MockServer` that holds the provider's own rules: the
+//!   strict-profile error responders and the default success bodies and 404s
+//!   (as `Mock`s with our own `Match`/`Respond` impls);
 //! - a small HTTP/1.1 front of our own on 127.0.0.1:0 that the gateway talks
-//!   to. It records the journal, applies the strict profile, serves what
-//!   wiremock cannot (streams with per-event delays and gates, cut streams,
-//!   connection resets, malformed bodies) and forwards the rest to wiremock.
+//!   to. It records the journal, applies the strict profile, serves the
+//!   scenario's stubs (buffered answers, and what wiremock cannot: streams
+//!   with per-event delays and gates, cut streams, connection resets,
+//!   malformed bodies) and forwards the rest to wiremock.
 //!
 //! The front is hand-written on a tokio `TcpListener` (not hyper) because a
 //! reset must drop the socket before any response byte is written, and a cut
@@ -177,7 +178,9 @@ impl MockProvider {
     /// Starts the inner wiremock server and the front on 127.0.0.1:0.
     /// Must be called inside a tokio runtime; the front runs on it.
     pub async fn start(kind: MockKind, name: &str, opts: MockOptions) -> Result<MockProvider, MockError> {
-        let inner = wiremock::MockServer::builder().start().await;
+        // The front keeps the journal; wiremock's own request log would be a
+        // second copy of every body that nobody reads.
+        let inner = wiremock::MockServer::builder().disable_request_recording().start().await;
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -214,11 +217,7 @@ impl MockProvider {
     /// requests and then lets later stubs or the default answer.
     pub async fn mount(&self, stub: Stub) -> Result<(), MockError> {
         stub.validate().map_err(|reason| MockError::InvalidStub { name: self.shared.name.clone(), reason })?;
-        let id = self.shared.next_stub_id();
-        if let Some(buffered) = stub.response.terminal().buffered(self.shared.kind, &self.shared.ids) {
-            inner::mount_stub(&self.inner, id, buffered).await;
-        }
-        self.shared.push_stub(id, stub);
+        self.shared.push_stub(stub);
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! gateway under test, execute the steps, check the expectations.
 
 use super::assets::{materialize, AssetServer};
-use super::expect::{check_stat, html_links, json_contains, short, stream_verdict};
+use super::expect::{check_output, check_stat, html_links, json_contains, short, stream_verdict};
 use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, Step, UpstreamExpect};
 use super::target::{GatewayUnderTest, TargetSpec};
 use crate::gateway::beta::BetaPolicy;
@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 /// How long any single wait in a scenario may take before it is a failure.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long `expect_output` waits for a process's line to be read.
+const OUTPUT_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -231,23 +234,10 @@ fn beta_allowlist(kind: MockKind) -> Option<std::collections::BTreeSet<String>> 
     Some(BetaPolicy::bundled().allowlist(target))
 }
 
-/// Which capabilities a target has, before it is started.
-fn target_has(target: &TargetSpec, cap: super::model::Capability) -> bool {
-    use super::model::Capability;
-    use super::target::TargetKind;
-    match target {
-        TargetSpec::InProcess => true,
-        TargetSpec::Command { kind, .. } | TargetSpec::Url { kind, .. } => match cap {
-            Capability::ManualClock | Capability::InternalStats => false,
-            Capability::PostmortemApi => *kind == TargetKind::Postmortem,
-        },
-    }
-}
-
 /// The steps to run against this target, or why none can.
 fn choose_steps<'a>(scenario: &'a Scenario, target: &TargetSpec) -> Result<&'a [Step], String> {
     let missing = |caps: Vec<super::model::Capability>| -> Vec<String> {
-        caps.into_iter().filter(|c| !target_has(target, *c)).map(|c| c.name().to_string()).collect()
+        caps.into_iter().filter(|c| !target.has(*c)).map(|c| c.name().to_string()).collect()
     };
     let main_missing = missing(scenario.required_capabilities());
     if main_missing.is_empty() {
@@ -362,6 +352,12 @@ fn target_env(
         }
     }
     Ok(env)
+}
+
+/// A header expectation like `>0` or `<=0.01` compares numbers (as in
+/// `expect_stats`); anything else is an exact value.
+fn is_comparison(want: &str) -> bool {
+    [">=", "<=", "==", ">", "<"].iter().any(|op| want.strip_prefix(op).is_some_and(|n| n.trim().parse::<f64>().is_ok()))
 }
 
 /// Substitutes `${...}` placeholders in every string of a JSON value.
@@ -570,6 +566,20 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             }
             Ok(())
         }
+        Action::ExpectOutput(o) => {
+            // A process's lines arrive through a pipe reader; give a line
+            // that was printed before this step a moment to be read.
+            let deadline = Instant::now() + OUTPUT_WAIT;
+            loop {
+                let lines = ctx.gut.output_lines();
+                match check_output(o, &lines) {
+                    Err(_) if ctx.gut.output_is_live() && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
     }
 }
 
@@ -707,6 +717,10 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
     for (k, want) in &e.headers {
         match resp.headers.get(&k.to_ascii_lowercase()) {
             Some(got) if got == want => {}
+            Some(got) if is_comparison(want) => {
+                let number = got.trim().parse::<f64>().map(Value::from).unwrap_or_else(|_| Value::from(got.as_str()));
+                check_stat(&format!("header {k}"), &Value::from(want.as_str()), Some(&number))?;
+            }
             Some(got) => return Err(format!("header {k}: expected {want:?}, got {got:?}")),
             None => return Err(format!("header {k}: missing (expected {want:?})")),
         }

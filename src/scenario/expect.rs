@@ -121,6 +121,38 @@ pub fn stream_verdict(body: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a gateway's output lines against an `expect_output` step. The
+/// regular expressions were validated when the scenario was loaded.
+pub fn check_output(e: &super::model::OutputExpect, lines: &[String]) -> Result<(), String> {
+    let compile = |re: &str| regex::Regex::new(re).map_err(|err| format!("invalid regular expression {re:?}: {err}"));
+    if let Some(re) = &e.line_matches {
+        let r = compile(re)?;
+        if !lines.iter().any(|l| r.is_match(l)) {
+            return Err(format!(
+                "no line of the gateway's output matches /{re}/ ({} lines read{})",
+                lines.len(),
+                last_lines(lines)
+            ));
+        }
+    }
+    if let Some(re) = &e.no_line_matches {
+        let r = compile(re)?;
+        if let Some(l) = lines.iter().find(|l| r.is_match(l)) {
+            return Err(format!("the gateway's output has a line matching /{re}/: {l}"));
+        }
+    }
+    Ok(())
+}
+
+fn last_lines(lines: &[String]) -> String {
+    let tail: Vec<&str> = lines.iter().rev().take(5).rev().map(String::as_str).collect();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; last: {}", tail.join(" | "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +172,23 @@ mod tests {
         assert!(check_stat("/n", &json!(">=4"), Some(&json!(3))).is_err());
         assert!(check_stat("/r", &json!("contains:line 1"), Some(&json!("at line 1 column 2"))).is_ok());
         assert!(check_stat("/b", &json!(true), Some(&json!(false))).is_err());
+    }
+
+    #[test]
+    fn output_checks() {
+        use crate::scenario::model::OutputExpect;
+        let lines: Vec<String> =
+            ["INFO started", "ERROR start-up cost map http://x refused, using the bundled copy: line 1"]
+                .map(String::from)
+                .to_vec();
+        let want = |re: &str| OutputExpect { line_matches: Some(re.into()), no_line_matches: None };
+        let never = |re: &str| OutputExpect { line_matches: None, no_line_matches: Some(re.into()) };
+        assert!(check_output(&want("(?i)cost map.*refus"), &lines).is_ok());
+        let e = check_output(&want("Falling back"), &lines).unwrap_err();
+        assert!(e.contains("2 lines read") && e.contains("last: INFO started"), "{e}");
+        assert!(check_output(&want("x"), &[]).unwrap_err().contains("0 lines read"));
+        assert!(check_output(&never("panicked"), &lines).is_ok());
+        assert!(check_output(&never("refused"), &lines).unwrap_err().contains("ERROR start-up"));
     }
 
     #[test]

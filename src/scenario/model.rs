@@ -71,6 +71,10 @@ pub enum Capability {
     /// `keys:` in its config). Our gateway has it in any mode; another
     /// gateway only when the target is declared `--target-kind postmortem`.
     PostmortemApi,
+    /// The harness reads what the gateway logged: a process target's
+    /// stdout and stderr, or what the in-process gateway logged while it
+    /// started. A gateway already running (`--target-url`) lacks it.
+    GatewayOutput,
 }
 
 impl Capability {
@@ -80,6 +84,7 @@ impl Capability {
             Capability::ManualClock => "manual_clock",
             Capability::InternalStats => "internal_stats",
             Capability::PostmortemApi => "postmortem_api",
+            Capability::GatewayOutput => "gateway_output",
         }
     }
 }
@@ -213,6 +218,9 @@ pub struct Step {
     /// Check what a provider received.
     #[serde(default)]
     pub expect_provider: Option<ProviderExpect>,
+    /// Check what the gateway logged (needs `gateway_output`).
+    #[serde(default)]
+    pub expect_output: Option<OutputExpect>,
     /// Check the gateway's status document: JSON pointer -> expected value.
     /// A string value `>=N`, `<=N`, `==N` compares numbers; `contains:TEXT`
     /// checks a substring.
@@ -238,6 +246,7 @@ pub enum Action<'a> {
     FillClientCache(usize),
     ExpectProvider(&'a ProviderExpect),
     ExpectStats(&'a BTreeMap<String, Value>),
+    ExpectOutput(&'a OutputExpect),
 }
 
 impl Step {
@@ -277,11 +286,42 @@ impl Step {
         if let Some(s) = &self.expect_stats {
             found.push(Action::ExpectStats(s));
         }
+        if let Some(o) = &self.expect_output {
+            found.push(Action::ExpectOutput(o));
+        }
         match found.len() {
             1 => Ok(found[0]),
-            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, mock, fill_client_cache, expect_provider, expect_stats)".into()),
+            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, mock, fill_client_cache, expect_provider, expect_stats, expect_output)".into()),
             _ => Err("has more than one action; split it into several steps".into()),
         }
+    }
+}
+
+/// Checks on the gateway's output (its log lines), with regular expressions
+/// (Rust `regex` syntax; `(?i)` for case-insensitive).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputExpect {
+    /// At least one line matches. Lines a process prints are read as they
+    /// come, so the check waits (bounded) for the line to arrive.
+    #[serde(default)]
+    pub line_matches: Option<String>,
+    /// No line so far matches.
+    #[serde(default)]
+    pub no_line_matches: Option<String>,
+}
+
+impl OutputExpect {
+    fn validate(&self) -> Result<(), String> {
+        if self.line_matches.is_none() && self.no_line_matches.is_none() {
+            return Err("give `line_matches`, `no_line_matches` or both".into());
+        }
+        for (field, re) in [("line_matches", &self.line_matches), ("no_line_matches", &self.no_line_matches)] {
+            if let Some(re) = re {
+                regex::Regex::new(re).map_err(|e| format!("{field}: invalid regular expression: {e}"))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -623,6 +663,7 @@ impl Scenario {
                 Action::SetAsset(a) => a.to.validate().map_err(|e| format!("{at}.set_asset.to: {e}"))?,
                 Action::Mock(m) => provider_ref(&m.provider)?,
                 Action::ExpectProvider(p) => provider_ref(&p.provider)?,
+                Action::ExpectOutput(o) => o.validate().map_err(|e| format!("{at}.expect_output: {e}"))?,
                 Action::Concurrent(c) if c.count == 0 => {
                     return Err(format!("{at}.concurrent: count must be at least 1"))
                 }
@@ -664,6 +705,7 @@ impl Scenario {
             Ok(Action::FillClientCache(n)) => format!("fill_client_cache {n}"),
             Ok(Action::ExpectProvider(p)) => format!("expect_provider {}", p.provider),
             Ok(Action::ExpectStats(_)) => "expect_stats".to_string(),
+            Ok(Action::ExpectOutput(_)) => "expect_output".to_string(),
             Err(e) => e,
         };
         match &s.name {
@@ -682,6 +724,9 @@ fn required_capabilities(needs: &[Capability], steps: &[Step]) -> Vec<Capability
             }
             Ok(Action::FillClientCache(_)) | Ok(Action::ExpectStats(_)) => {
                 caps.insert(Capability::InternalStats);
+            }
+            Ok(Action::ExpectOutput(_)) => {
+                caps.insert(Capability::GatewayOutput);
             }
             _ => {}
         }
@@ -722,4 +767,61 @@ fn walk(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) -> std::io::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "name: t\nproviders: {openai: {kind: openai}}\ngateway: {model_list: []}\n";
+
+    /// Broken scenario files: each is refused at load time with an error
+    /// that names the field (and, for YAML errors, the line).
+    #[test]
+    fn broken_scenarios_are_refused_with_the_field_named() {
+        let cases: &[(&str, &str)] = &[
+            ("steps:\n  - requst: {path: /v1/models}\n", "unknown field `requst`"),
+            ("steps:\n  - name: nothing\n", "steps[0] has no action"),
+            ("steps:\n  - advance: 1s\n    reload: cost_map\n", "more than one action"),
+            ("steps:\n  - advance: 5 parsecs\n", "unknown unit"),
+            ("steps:\n  - expect_output: {}\n", "steps[0].expect_output: give `line_matches`"),
+            ("steps:\n  - expect_output: {line_matches: \"(unclosed\"}\n", "line_matches: invalid regular expression"),
+            ("steps:\n  - advance: 1s\n    expect: {status: 200}\n", "steps[0].expect"),
+            ("steps:\n  - expect_provider: {provider: nope}\n", "unknown provider `nope`"),
+            ("steps:\n  - set_asset: {asset: nope, to: {inline: {}}}\n", "unknown asset `nope`"),
+            ("steps:\n  - finish_stream: {id: s}\n", "no open_stream with id `s`"),
+            ("steps:\n  - concurrent: {count: 0, request: {path: /v1/models}}\n", "count must be at least 1"),
+            (
+                "incident: {id: x, bug: no_such_bug}\nsteps:\n  - request: {path: /v1/models}\n",
+                "unknown bug `no_such_bug`",
+            ),
+            (
+                "incident: {id: x, bug: drop_root_path}\nsteps:\n  - request: {path: /v1/models}\n",
+                "at least one step with `checks_incident: true`",
+            ),
+            (
+                "assets: {m: {file: a.json, raw: x}}\nsteps:\n  - request: {path: /v1/models}\n",
+                "assets.m: give exactly one of",
+            ),
+            ("steps: 3\n", "invalid type"),
+        ];
+        for (tail, want) in cases {
+            let text = format!("{HEAD}{tail}");
+            match Scenario::parse(&text, "case.yaml") {
+                Ok(_) => panic!("accepted:\n{text}"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(msg.starts_with("case.yaml: "), "{msg}");
+                    assert!(msg.contains(want), "expected {want:?} in {msg:?}\n{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn output_steps_need_gateway_output() {
+        let text = format!("{HEAD}steps:\n  - expect_output: {{line_matches: refused}}\n");
+        let s = Scenario::parse(&text, "case.yaml").expect("valid");
+        assert_eq!(s.required_capabilities(), vec![Capability::GatewayOutput]);
+    }
 }

@@ -52,7 +52,14 @@ pub struct InProcess {
     clock: Arc<ManualClock>,
     base_url: String,
     server: tokio::task::JoinHandle<()>,
+    /// What the gateway logged while it was built (start-up). Request-time
+    /// logs come from tasks axum spawns, which a scoped subscriber does not
+    /// reach; start-up is where the output checks look.
+    output: Output,
 }
+
+/// Lines a gateway printed, newest last, at most [`OUTPUT_LINES_KEPT`].
+type Output = Arc<Mutex<VecDeque<String>>>;
 
 impl Drop for InProcess {
     fn drop(&mut self) {
@@ -66,12 +73,12 @@ pub struct TargetProcess {
     root_path: String,
     kind: TargetKind,
     child: Option<tokio::process::Child>,
-    output: Arc<Mutex<VecDeque<String>>>,
+    output: Output,
     command: String,
     _dir: Option<tempfile::TempDir>,
 }
 
-const OUTPUT_LINES_KEPT: usize = 400;
+const OUTPUT_LINES_KEPT: usize = 2000;
 
 impl Drop for TargetProcess {
     fn drop(&mut self) {
@@ -92,15 +99,44 @@ impl Drop for TargetProcess {
     }
 }
 
+impl TargetSpec {
+    /// Whether gateways of this target have `cap`, before one is started.
+    pub fn has(&self, cap: Capability) -> bool {
+        match self {
+            TargetSpec::InProcess => true,
+            TargetSpec::Command { kind, .. } => process_has(*kind, true, cap),
+            TargetSpec::Url { kind, .. } => process_has(*kind, false, cap),
+        }
+    }
+}
+
+/// What a gateway in another process offers the harness.
+fn process_has(kind: TargetKind, output_captured: bool, cap: Capability) -> bool {
+    match cap {
+        Capability::ManualClock | Capability::InternalStats => false,
+        Capability::PostmortemApi => kind == TargetKind::Postmortem,
+        Capability::GatewayOutput => output_captured,
+    }
+}
+
 impl GatewayUnderTest {
     /// Builds our gateway from `config` with a manual clock (and `bugs` put
     /// back, for proofs) and serves it on 127.0.0.1:0.
     pub async fn in_process(config: Config, bugs: KnownBugs) -> Result<GatewayUnderTest, String> {
+        use tracing::instrument::WithSubscriber;
         let clock = ManualClock::shared();
+        let output = Output::default();
+        // Scoped to this build: parallel scenarios each see their own lines.
+        let capture = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(LineSink(output.clone()))
+            .finish();
         let gateway = GatewayBuilder::new(config)
             .clock(clock.clone())
             .known_bugs(bugs)
             .build()
+            .with_subscriber(capture)
             .await
             .map_err(|e| format!("gateway did not start: {e}"))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
@@ -109,7 +145,13 @@ impl GatewayUnderTest {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(GatewayUnderTest::InProcess(InProcess { gateway, clock, base_url: format!("http://{addr}"), server }))
+        Ok(GatewayUnderTest::InProcess(InProcess {
+            gateway,
+            clock,
+            base_url: format!("http://{addr}"),
+            server,
+            output,
+        }))
     }
 
     /// Starts `command` with the scenario's config written to a temporary
@@ -138,7 +180,7 @@ impl GatewayUnderTest {
             .process_group(0)
             .kill_on_drop(true);
         let mut child = c.spawn().map_err(|e| format!("cannot start `{cmd}`: {e}"))?;
-        let output: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        let output = Output::default();
         if let Some(out) = child.stdout.take() {
             tokio::spawn(keep_lines(out, output.clone()));
         }
@@ -188,10 +230,7 @@ impl GatewayUnderTest {
     pub fn has(&self, cap: Capability) -> bool {
         match self {
             GatewayUnderTest::InProcess(_) => true,
-            GatewayUnderTest::Process(p) => match cap {
-                Capability::ManualClock | Capability::InternalStats => false,
-                Capability::PostmortemApi => p.kind == TargetKind::Postmortem,
-            },
+            GatewayUnderTest::Process(p) => process_has(p.kind, p.child.is_some(), cap),
         }
     }
 
@@ -235,28 +274,81 @@ impl GatewayUnderTest {
         }
     }
 
-    /// The last lines the target printed (target mode), for error reports.
+    /// The last lines a separate process printed, for error reports (an
+    /// in-process gateway's start-up lines are not news to anyone).
     pub fn output_tail(&self, n: usize) -> String {
         match self {
             GatewayUnderTest::InProcess(_) => String::new(),
-            GatewayUnderTest::Process(p) => p.tail(n),
+            GatewayUnderTest::Process(p) => tail(&p.output, n),
         }
     }
 
-    /// Whether the target's output so far contains `text`.
-    pub fn output_contains(&self, text: &str) -> Option<bool> {
-        match self {
-            GatewayUnderTest::InProcess(_) => None,
-            GatewayUnderTest::Process(p) => Some(p.output.lock().iter().any(|l| l.contains(text))),
+    /// Whether more output lines may still arrive (a running process).
+    pub fn output_is_live(&self) -> bool {
+        matches!(self, GatewayUnderTest::Process(p) if p.child.is_some())
+    }
+
+    /// The gateway's output lines so far (see [`Capability::GatewayOutput`]).
+    pub fn output_lines(&self) -> Vec<String> {
+        let output = match self {
+            GatewayUnderTest::InProcess(p) => &p.output,
+            GatewayUnderTest::Process(p) => &p.output,
+        };
+        output.lock().iter().cloned().collect()
+    }
+}
+
+fn tail(output: &Output, n: usize) -> String {
+    let o = output.lock();
+    let skip = o.len().saturating_sub(n);
+    o.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+}
+
+fn push_line(output: &Output, line: String) {
+    let mut o = output.lock();
+    if o.len() == OUTPUT_LINES_KEPT {
+        o.pop_front();
+    }
+    o.push_back(line);
+}
+
+/// A `tracing` writer that appends each formatted event to an [`Output`].
+/// The fmt layer makes one writer per event and drops it after the event.
+struct LineSink(Output);
+
+struct LineWriter {
+    output: Output,
+    buf: Vec<u8>,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineSink {
+    type Writer = LineWriter;
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter { output: self.0.clone(), buf: Vec::new() }
+    }
+}
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        for line in String::from_utf8_lossy(&self.buf).lines() {
+            push_line(&self.output, line.to_string());
         }
     }
 }
 
 impl TargetProcess {
     fn tail(&self, n: usize) -> String {
-        let o = self.output.lock();
-        let skip = o.len().saturating_sub(n);
-        o.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+        tail(&self.output, n)
     }
 
     /// Polls until the target answers any HTTP response. Bounded: a target
@@ -301,13 +393,9 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// Keeps the last lines a pipe carries, for error reports and log checks.
-async fn keep_lines(pipe: impl tokio::io::AsyncRead + Unpin, output: Arc<Mutex<VecDeque<String>>>) {
+async fn keep_lines(pipe: impl tokio::io::AsyncRead + Unpin, output: Output) {
     let mut lines = BufReader::new(pipe).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let mut o = output.lock();
-        if o.len() == OUTPUT_LINES_KEPT {
-            o.pop_front();
-        }
-        o.push_back(line);
+        push_line(&output, line);
     }
 }
