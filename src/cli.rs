@@ -3,6 +3,7 @@
 use crate::gateway::{Config, GatewayBuilder, KnownBugs};
 use crate::scenario::prove::{prove, Proof};
 use crate::scenario::target::{TargetKind, TargetSpec};
+use crate::scenario::engine::{run_group, sharing_key};
 use crate::scenario::{model, report, run_scenario, Outcome, RunOptions, Scenario};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
@@ -122,7 +123,9 @@ pub struct RunResult {
 }
 
 /// Loads and runs scenarios in parallel. Load errors become failed outcomes
-/// naming the file and line.
+/// naming the file and line. With `--target-cmd`, scenarios with the same
+/// config share one gateway process (run one after another on it), and the
+/// groups run in parallel; otherwise every scenario is a group of its own.
 pub async fn run_all(
     files: &[PathBuf],
     opts: &RunOptions,
@@ -141,44 +144,82 @@ pub async fn run_all(
     } else {
         None
     };
+    let share = matches!(opts.target, TargetSpec::Command { .. }) && !prove_incidents;
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; files.len()];
+    let mut groups: Vec<Vec<(usize, Scenario, PathBuf)>> = Vec::new();
+    let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, f) in files.iter().enumerate() {
+        match Scenario::load(f) {
+            Err(e) => outcomes[i] = Some(load_failure(f, e.to_string())),
+            Ok(s) => {
+                let key = if share { sharing_key(&s, &opts.project_root) } else { None };
+                match key.and_then(|k| match group_of.get(&k) {
+                    Some(g) => Some(*g),
+                    None => {
+                        group_of.insert(k, groups.len());
+                        None
+                    }
+                }) {
+                    Some(g) => groups[g].push((i, s, f.clone())),
+                    None => groups.push(vec![(i, s, f.clone())]),
+                }
+            }
+        }
+    }
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks = Vec::new();
-    for f in files {
-        let f = f.clone();
+    for group in groups {
         let sem = sem.clone();
         let opts = opts.clone();
         let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let result = match Scenario::load(&f) {
-                Err(e) => (load_failure(&f, e.to_string()), Vec::new()),
-                Ok(s) if prove_incidents && s.incident.is_some() => match prove(&s, &f, &opts).await {
-                    Some((p, o)) => (o, p),
-                    None => (run_scenario(&s, &f, &opts).await, Vec::new()),
-                },
-                Ok(s) => (run_scenario(&s, &f, &opts).await, Vec::new()),
-            };
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(result.0.name.clone());
+            let mut results: Vec<(usize, Outcome, Vec<Proof>)> = Vec::new();
+            if let [(i, s, f)] = group.as_slice() {
+                let (o, p) = match prove_incidents && s.incident.is_some() {
+                    true => match prove(s, f, &opts).await {
+                        Some((p, o)) => (o, p),
+                        None => (run_scenario(s, f, &opts).await, Vec::new()),
+                    },
+                    false => (run_scenario(s, f, &opts).await, Vec::new()),
+                };
+                results.push((*i, o, p));
+            } else {
+                let members: Vec<(Scenario, PathBuf)> = group.iter().map(|(_, s, f)| (s.clone(), f.clone())).collect();
+                for ((i, _, _), o) in group.iter().zip(run_group(&members, &opts).await) {
+                    results.push((*i, o, Vec::new()));
+                }
             }
-            result
+            if let Some(b) = &bar {
+                for (_, o, _) in &results {
+                    b.inc(1);
+                    b.set_message(o.name.clone());
+                }
+            }
+            results
         }));
     }
-    let mut outcomes = Vec::new();
     let mut proofs = Vec::new();
+    let mut lost = String::from("scenario was not run");
     for t in tasks {
         match t.await {
-            Ok((o, p)) => {
-                outcomes.push(o);
-                proofs.extend(p);
+            Ok(results) => {
+                for (i, o, p) in results {
+                    outcomes[i] = Some(o);
+                    proofs.extend(p);
+                }
             }
-            Err(e) => outcomes.push(load_failure(Path::new("?"), format!("scenario task panicked: {e}"))),
+            Err(e) => lost = format!("scenario task panicked: {e}"),
         }
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let outcomes = outcomes
+        .into_iter()
+        .zip(files)
+        .map(|(o, f)| o.unwrap_or_else(|| load_failure(f, lost.clone())))
+        .collect();
     RunResult { outcomes, proofs, wall_ms: started.elapsed().as_millis() }
 }
 
@@ -190,6 +231,7 @@ fn load_failure(file: &Path, message: String) -> Outcome {
         incident_verdict: None,
         variant: "steps",
         target_output: None,
+        reused_target: false,
         skipped_steps: Vec::new(),
         verdict: crate::scenario::Verdict::Failed,
         failure: Some(crate::scenario::engine::StepFailure {

@@ -4,6 +4,7 @@
 //! give a clear error naming the command and its last output, within a
 //! bounded wait.
 
+use postmortem::cli::run_all;
 use postmortem::scenario::engine::IncidentVerdict;
 use postmortem::scenario::target::{TargetKind, TargetSpec};
 use postmortem::scenario::{model, run_scenario, RunOptions, Scenario, Verdict};
@@ -20,15 +21,23 @@ fn opts(command: &str, startup_timeout: Duration) -> RunOptions {
     o
 }
 
+/// Through the CLI's runner, as `postmortem run --target-cmd` does it: every
+/// incident clean, and scenarios with equal configs share one process (the
+/// command appends a line to a file each time it really starts one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_gateway_is_clean_on_every_incident_in_target_mode() {
-    let cmd = format!("{} serve --config {{config}} --port {{port}}", env!("CARGO_BIN_EXE_postmortem"));
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    let cmd = format!(
+        "echo started >> '{}'; exec {} serve --config {{config}} --port {{port}}",
+        starts.display(),
+        env!("CARGO_BIN_EXE_postmortem")
+    );
     let o = opts(&cmd, Duration::from_secs(60));
     let files = model::discover(&[root().join("scenarios/incidents")]).unwrap();
+    let run = run_all(&files, &o, false, 2, false).await;
     let mut clean_incidents = std::collections::BTreeSet::new();
-    for f in files {
-        let s = Scenario::load(&f).unwrap();
-        let out = run_scenario(&s, &f, &o).await;
+    for out in &run.outcomes {
         match out.incident_verdict {
             Some(IncidentVerdict::Clean) => {
                 clean_incidents.insert(out.incident.clone().unwrap());
@@ -39,11 +48,11 @@ async fn our_gateway_is_clean_on_every_incident_in_target_mode() {
                 assert!(
                     out.not_applicable.as_deref().unwrap_or("").contains("manual_clock"),
                     "{}: {:?}",
-                    f.display(),
+                    out.file,
                     out.not_applicable
                 );
             }
-            other => panic!("{}: {other:?}: {:?}\n{:?}", f.display(), out.failure, out.target_output),
+            other => panic!("{}: {other:?}: {:?}\n{:?}", out.file, out.failure, out.target_output),
         }
     }
     let expected: std::collections::BTreeSet<String> = [
@@ -58,6 +67,15 @@ async fn our_gateway_is_clean_on_every_incident_in_target_mode() {
     .map(String::from)
     .collect();
     assert_eq!(clean_incidents, expected);
+
+    // The three beta-header scenarios have one config: one process for them.
+    let beta: Vec<_> = run.outcomes.iter().filter(|o| o.file.contains("/5-beta-headers")).collect();
+    assert_eq!(beta.len(), 3);
+    assert_eq!(beta.iter().filter(|o| o.reused_target).count(), 2, "{beta:#?}");
+    let ran = run.outcomes.iter().filter(|o| o.not_applicable.is_none()).count();
+    let reused = run.outcomes.iter().filter(|o| o.reused_target).count();
+    let started = std::fs::read_to_string(&starts).unwrap().lines().count();
+    assert_eq!(started, ran - reused, "one process per group of equal configs");
 }
 
 async fn setup_error(command: &str, timeout: Duration) -> String {

@@ -82,6 +82,10 @@ pub struct Outcome {
     pub not_applicable: Option<String>,
     /// The target's last output lines, when a separate process failed.
     pub target_output: Option<String>,
+    /// The scenario ran on the gateway process an earlier scenario with the
+    /// same config started (target mode; see [`sharing_key`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reused_target: bool,
     /// Steps skipped because the target lacks a capability they need.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_steps: Vec<String>,
@@ -113,8 +117,11 @@ impl Response {
     }
 }
 
-struct Ctx<'a> {
-    steps: &'a [Step],
+/// What a scenario runs against: its mock providers, its asset server and
+/// the gateway under test started from its config. In target mode,
+/// scenarios with the same config share one rig, one after another (see
+/// [`sharing_key`]); otherwise every scenario has its own.
+pub struct Rig {
     gut: GatewayUnderTest,
     mocks: HashMap<String, MockProvider>,
     assets: AssetServer,
@@ -122,6 +129,11 @@ struct Ctx<'a> {
     master_key: Option<String>,
     /// `LITELLM_MASTER_KEY` from the scenario's env, for targets configured that way.
     env_master_key: Option<String>,
+}
+
+struct Ctx<'a> {
+    steps: &'a [Step],
+    rig: &'a mut Rig,
     streams: HashMap<String, reqwest::Response>,
     journal_seen: HashMap<String, usize>,
     root: PathBuf,
@@ -129,6 +141,52 @@ struct Ctx<'a> {
 }
 
 pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -> Outcome {
+    run_on(scenario, file, opts, &mut None).await
+}
+
+/// Runs scenarios with the same [`sharing_key`] one after another on one
+/// rig: one gateway process for all of them in target mode. Between two
+/// scenarios the mocks are reset (stubs, gates, journals) and the assets
+/// served afresh. After a scenario fails, or the process exits, the next
+/// one gets a new rig, so a failure never leaks into the next verdict.
+pub async fn run_group(group: &[(Scenario, PathBuf)], opts: &RunOptions) -> Vec<Outcome> {
+    let mut rig = None;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for (scenario, file) in group {
+        let outcome = run_on(scenario, file, opts, &mut rig).await;
+        if !outcome.passed() {
+            rig = None;
+        }
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// Scenarios in target mode can share a gateway process when this is equal
+/// (and `Some`): the same gateway config, environment, providers (kinds and
+/// profiles; stubs are mounted per scenario) and assets. Scenarios that
+/// change the gateway's own state (`reload`, `set_asset`) or ask for it
+/// (`isolated: true`) get a process of their own.
+pub fn sharing_key(scenario: &Scenario, root: &Path) -> Option<String> {
+    let changes_gateway = |steps: &[Step]| {
+        steps.iter().any(|s| matches!(s.action(), Ok(Action::Reload(_)) | Ok(Action::SetAsset(_))))
+    };
+    if scenario.isolated
+        || changes_gateway(&scenario.steps)
+        || scenario.black_box_steps.as_deref().is_some_and(changes_gateway)
+    {
+        return None;
+    }
+    let gateway = match &scenario.gateway {
+        GatewaySpec::Inline(v) => v.to_string(),
+        GatewaySpec::Path(p) => std::fs::read_to_string(root.join(p)).ok()?,
+    };
+    let providers: Vec<(&String, MockKind, bool)> =
+        scenario.providers.iter().map(|(name, p)| (name, p.kind, p.strict)).collect();
+    Some(format!("{gateway}\n{:?}\n{providers:?}\n{:?}", scenario.env, scenario.assets))
+}
+
+async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut Option<Rig>) -> Outcome {
     let started = Instant::now();
     let mut outcome = Outcome {
         name: scenario.name.clone(),
@@ -140,11 +198,12 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
         failure: None,
         not_applicable: None,
         target_output: None,
+        reused_target: false,
         skipped_steps: Vec::new(),
         duration_ms: 0,
         transcript: Vec::new(),
     };
-    match setup(scenario, file, opts).await {
+    match prepare(scenario, file, opts, slot).await {
         Err(Setup::NotApplicable(why)) => {
             outcome.verdict = Verdict::NotApplicable;
             outcome.not_applicable = Some(why);
@@ -154,12 +213,22 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
             outcome.failure =
                 Some(StepFailure { step_index: 0, step: "setup".into(), checks_incident: false, message });
         }
-        Ok(mut ctx) => {
+        Ok((steps, reused)) => {
+            outcome.reused_target = reused;
+            let Some(rig) = slot.as_mut() else { unreachable!("prepare leaves a rig in the slot") };
+            let mut ctx = Ctx {
+                steps,
+                rig,
+                streams: HashMap::new(),
+                journal_seen: HashMap::new(),
+                root: opts.project_root.clone(),
+                transcript: Vec::new(),
+            };
             let list = if std::ptr::eq(ctx.steps, scenario.steps.as_slice()) { "steps" } else { "black_box_steps" };
             outcome.variant = list;
             for i in 0..ctx.steps.len() {
                 let missing: Vec<&str> =
-                    ctx.steps[i].needs.iter().filter(|c| !ctx.gut.has(**c)).map(|c| c.name()).collect();
+                    ctx.steps[i].needs.iter().filter(|c| !ctx.rig.gut.has(**c)).map(|c| c.name()).collect();
                 if !missing.is_empty() {
                     outcome.skipped_steps.push(format!(
                         "{} (needs {})",
@@ -180,7 +249,7 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
                                 || ctx.steps[i].caught_if.iter().any(|sig| message.contains(sig.as_str()))),
                         message,
                     });
-                    let tail = ctx.gut.output_tail(20);
+                    let tail = ctx.rig.gut.output_tail(20);
                     if !tail.is_empty() {
                         outcome.target_output = Some(tail);
                     }
@@ -254,7 +323,15 @@ fn choose_steps<'a>(scenario: &'a Scenario, target: &TargetSpec) -> Result<&'a [
     Err(format!("it needs {} which this target lacks, and has no black-box variant{note}", main_missing.join(", ")))
 }
 
-async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Result<Ctx<'a>, Setup> {
+/// Chooses the steps for the target and makes sure `slot` holds a rig
+/// ready for this scenario: a new one, or the shared one reset (then the
+/// second value is true).
+async fn prepare<'a>(
+    scenario: &'a Scenario,
+    file: &Path,
+    opts: &RunOptions,
+    slot: &mut Option<Rig>,
+) -> Result<(&'a [Step], bool), Setup> {
     let steps = match (&scenario.black_box_steps, opts.force_black_box) {
         (Some(bb), true) => bb.as_slice(),
         (None, true) => return Err(Setup::NotApplicable("the scenario has no black-box steps".into())),
@@ -268,62 +345,100 @@ async fn setup<'a>(scenario: &'a Scenario, file: &Path, opts: &RunOptions) -> Re
             ));
         }
     }
-    let mut mocks = HashMap::new();
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    if slot.as_mut().is_some_and(|rig| rig.gut.has_exited()) {
+        *slot = None;
+    }
+    let reused = match slot {
+        Some(rig) => {
+            rig.reset_for(scenario, opts).await?;
+            true
+        }
+        None => {
+            *slot = Some(Rig::start(scenario, file, opts).await?);
+            false
+        }
+    };
+    Ok((steps, reused))
+}
+
+impl Rig {
+    /// Starts the scenario's mocks (with its stubs) and asset server, then
+    /// the gateway under test from its rendered config.
+    async fn start(scenario: &Scenario, file: &Path, opts: &RunOptions) -> Result<Rig, Setup> {
+        let mut mocks = HashMap::new();
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        for (name, spec) in &scenario.providers {
+            let options = MockOptions { strict: spec.strict, beta_allowlist: beta_allowlist(spec.kind) };
+            let mock = MockProvider::start(spec.kind, name, options)
+                .await
+                .map_err(|e| format!("providers.{name}: mock did not start: {e}"))?;
+            vars.insert(format!("providers.{name}.url"), mock.url());
+            mocks.insert(name.clone(), mock);
+        }
+        mount_stubs(scenario, &mocks, &opts.project_root).await?;
+        let assets = AssetServer::start().await.map_err(|e| format!("asset server: {e}"))?;
+        serve_assets(scenario, &assets, &opts.project_root)?;
+        for name in scenario.assets.keys() {
+            vars.insert(format!("assets.{name}.url"), assets.url(name));
+        }
+        let yaml = render_config_yaml(scenario, &opts.project_root, &vars)?;
+        let loaded = Config::parse(&yaml, &format!("{} (gateway)", file.display())).map_err(|e| e.to_string())?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let config = loaded.config;
+        let master_key = config.general_settings.master_key.clone();
+        let gut = match &opts.target {
+            TargetSpec::InProcess => GatewayUnderTest::in_process(config, opts.bugs).await?,
+            TargetSpec::Command { command, startup_timeout, kind } => {
+                let env = target_env(scenario, &config, &vars)?;
+                let root = config.root_path().map_err(|e| e.to_string())?;
+                GatewayUnderTest::start_command(command, &yaml, &env, &root, *kind, *startup_timeout).await?
+            }
+            TargetSpec::Url { url, kind } => GatewayUnderTest::external(url, *kind),
+        };
+        let http =
+            reqwest::Client::builder().tcp_nodelay(true).timeout(STEP_TIMEOUT).build().map_err(|e| e.to_string())?;
+        Ok(Rig { gut, mocks, assets, http, master_key, env_master_key: scenario.env.get("LITELLM_MASTER_KEY").cloned() })
+    }
+
+    /// Makes a shared rig look fresh to the next scenario (which has the
+    /// same sharing key, so the same mocks and assets).
+    async fn reset_for(&mut self, scenario: &Scenario, opts: &RunOptions) -> Result<(), String> {
+        for mock in self.mocks.values() {
+            mock.reset().await;
+            mock.clear_journal();
+        }
+        mount_stubs(scenario, &self.mocks, &opts.project_root).await?;
+        serve_assets(scenario, &self.assets, &opts.project_root)
+    }
+}
+
+/// Mounts each provider's `stubs`, then its cassette's recorded responses.
+async fn mount_stubs(scenario: &Scenario, mocks: &HashMap<String, MockProvider>, root: &Path) -> Result<(), String> {
     for (name, spec) in &scenario.providers {
-        let options = MockOptions { strict: spec.strict, beta_allowlist: beta_allowlist(spec.kind) };
-        let mock = MockProvider::start(spec.kind, name, options)
-            .await
-            .map_err(|e| format!("providers.{name}: mock did not start: {e}"))?;
+        let Some(mock) = mocks.get(name) else { return Err(format!("providers.{name}: no mock started")) };
         for (n, stub) in spec.stubs.iter().enumerate() {
             mock.mount(stub.clone()).await.map_err(|e| format!("providers.{name}.stubs[{n}]: {e}"))?;
         }
         if let Some(path) = &spec.cassette {
-            let stubs = crate::replay::scenario_stubs(&opts.project_root.join(path), spec.kind)
+            let stubs = crate::replay::scenario_stubs(&root.join(path), spec.kind)
                 .map_err(|e| format!("providers.{name}.cassette: {e}"))?;
             for stub in stubs {
                 mock.mount(stub).await.map_err(|e| format!("providers.{name}.cassette: {e}"))?;
             }
         }
-        vars.insert(format!("providers.{name}.url"), mock.url());
-        mocks.insert(name.clone(), mock);
     }
-    let assets = AssetServer::start().await.map_err(|e| format!("asset server: {e}"))?;
+    Ok(())
+}
+
+/// Serves each asset's initial content.
+fn serve_assets(scenario: &Scenario, assets: &AssetServer, root: &Path) -> Result<(), String> {
     for (name, spec) in &scenario.assets {
-        let bytes = materialize(spec, &opts.project_root).map_err(|e| format!("assets.{name}: {e}"))?;
+        let bytes = materialize(spec, root).map_err(|e| format!("assets.{name}: {e}"))?;
         assets.set(name, bytes);
-        vars.insert(format!("assets.{name}.url"), assets.url(name));
     }
-    let yaml = render_config_yaml(scenario, &opts.project_root, &vars)?;
-    let loaded = Config::parse(&yaml, &format!("{} (gateway)", file.display())).map_err(|e| e.to_string())?;
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    let config = loaded.config;
-    let master_key = config.general_settings.master_key.clone();
-    let gut = match &opts.target {
-        TargetSpec::InProcess => GatewayUnderTest::in_process(config, opts.bugs).await?,
-        TargetSpec::Command { command, startup_timeout, kind } => {
-            let env = target_env(scenario, &config, &vars)?;
-            let root = config.root_path().map_err(|e| e.to_string())?;
-            GatewayUnderTest::start_command(command, &yaml, &env, &root, *kind, *startup_timeout).await?
-        }
-        TargetSpec::Url { url, kind } => GatewayUnderTest::external(url, *kind),
-    };
-    let http = reqwest::Client::builder().tcp_nodelay(true).timeout(STEP_TIMEOUT).build().map_err(|e| e.to_string())?;
-    Ok(Ctx {
-        steps,
-        gut,
-        mocks,
-        assets,
-        http,
-        master_key,
-        env_master_key: scenario.env.get("LITELLM_MASTER_KEY").cloned(),
-        streams: HashMap::new(),
-        journal_seen: HashMap::new(),
-        root: opts.project_root.clone(),
-        transcript: Vec::new(),
-    })
+    Ok(())
 }
 
 /// The environment a gateway process gets: the scenario's `env`, plus the
@@ -483,10 +598,10 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 Err(format!("{} of {} concurrent requests failed; first: {}", failures.len(), c.count, failures[0]))
             }
         }
-        Action::Advance(d) => ctx.gut.advance(d).await,
+        Action::Advance(d) => ctx.rig.gut.advance(d).await,
         Action::SetAsset(s) => {
             let bytes = materialize(&s.to, &ctx.root).map_err(|e| format!("set_asset {}: {e}", s.asset))?;
-            ctx.assets.set(&s.asset, bytes);
+            ctx.rig.assets.set(&s.asset, bytes);
             Ok(())
         }
         Action::Reload(what) => {
@@ -494,7 +609,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 super::model::ReloadTarget::CostMap => "/reload/model_cost_map",
                 super::model::ReloadTarget::BetaPolicy => "/reload/anthropic_beta_headers",
             };
-            let path = format!("{}{path}", ctx.gut.root_path());
+            let path = format!("{}{path}", ctx.rig.gut.root_path());
             let r = RequestSpec {
                 method: "POST".into(),
                 path,
@@ -527,7 +642,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
         }
         Action::FinishStream(f) => {
             if let Some(rel) = &f.release {
-                ctx.mocks.get(&rel.provider).ok_or("unknown provider")?.release(&rel.gate);
+                ctx.rig.mocks.get(&rel.provider).ok_or("unknown provider")?.release(&rel.gate);
             }
             let resp = ctx.streams.remove(&f.id).ok_or_else(|| format!("stream `{}` is not open", f.id))?;
             let body = tokio::time::timeout(STEP_TIMEOUT, resp.bytes())
@@ -548,7 +663,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             Ok(())
         }
         Action::Mock(m) => {
-            let mock = ctx.mocks.get(&m.provider).ok_or("unknown provider")?;
+            let mock = ctx.rig.mocks.get(&m.provider).ok_or("unknown provider")?;
             if m.reset {
                 mock.reset().await;
             }
@@ -557,10 +672,10 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             }
             Ok(())
         }
-        Action::FillClientCache(n) => ctx.gut.fill_client_cache(n),
+        Action::FillClientCache(n) => ctx.rig.gut.fill_client_cache(n),
         Action::ExpectProvider(p) => check_provider(ctx, p).await,
         Action::ExpectStats(checks) => {
-            let status = ctx.gut.status().await?;
+            let status = ctx.rig.gut.status().await?;
             for (pointer, want) in checks {
                 check_stat(pointer, want, status.pointer(pointer))?;
             }
@@ -571,9 +686,9 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             // that was printed before this step a moment to be read.
             let deadline = Instant::now() + OUTPUT_WAIT;
             loop {
-                let lines = ctx.gut.output_lines();
+                let lines = ctx.rig.gut.output_lines();
                 match check_output(o, &lines) {
-                    Err(_) if ctx.gut.output_is_live() && Instant::now() < deadline => {
+                    Err(_) if ctx.rig.gut.output_is_live() && Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     other => return other,
@@ -585,11 +700,11 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
 
 fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<reqwest::RequestBuilder, String> {
     let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| format!("bad method `{}`", r.method))?;
-    let url = format!("{}{}", ctx.gut.base_url(), r.path);
-    let mut req = ctx.http.request(method, &url);
+    let url = format!("{}{}", ctx.rig.gut.base_url(), r.path);
+    let mut req = ctx.rig.http.request(method, &url);
     let key = match r.key.as_deref() {
         Some("none") => None,
-        Some("master") | None => ctx.master_key.clone().or_else(|| ctx.env_master_key.clone()),
+        Some("master") | None => ctx.rig.master_key.clone().or_else(|| ctx.rig.env_master_key.clone()),
         Some(k) => Some(k.to_string()),
     };
     if let Some(k) = key {
@@ -642,10 +757,10 @@ fn record(ctx: &mut Ctx<'_>, i: usize, r: &RequestSpec, resp: &Response) {
         resp.json().map(normalize).unwrap_or_else(|| Value::String(resp.text()))
     };
     let mut upstream = Vec::new();
-    let mut names: Vec<&String> = ctx.mocks.keys().collect();
+    let mut names: Vec<&String> = ctx.rig.mocks.keys().collect();
     names.sort();
     for name in names {
-        let journal = ctx.mocks[name].journal();
+        let journal = ctx.rig.mocks[name].journal();
         let seen = ctx.journal_seen.entry(name.clone()).or_insert(0);
         for req in journal.iter().skip(*seen) {
             let kept_headers: BTreeMap<&str, &str> = req
@@ -753,7 +868,7 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
             if url.host_str() != resp.url.host_str() || url.port() != resp.url.port() {
                 continue; // another site's link is not the gateway's to serve
             }
-            let r = ctx.http.get(url).send().await.map_err(|e| format!("link {link}: {e}"))?;
+            let r = ctx.rig.http.get(url).send().await.map_err(|e| format!("link {link}: {e}"))?;
             if r.status().as_u16() != 200 {
                 return Err(format!("link {link} answered {}", r.status().as_u16()));
             }
@@ -763,7 +878,7 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
 }
 
 async fn check_provider(ctx: &Ctx<'_>, p: &ProviderExpect) -> Result<(), String> {
-    let mock = ctx.mocks.get(&p.provider).ok_or("unknown provider")?;
+    let mock = ctx.rig.mocks.get(&p.provider).ok_or("unknown provider")?;
     let journal = mock.journal();
     if let Some(n) = p.requests {
         if journal.len() != n {

@@ -50,6 +50,11 @@ pub struct Scenario {
     pub black_box_note: Option<String>,
     #[serde(default)]
     pub snapshot: bool,
+    /// In target mode, run in a gateway process of its own even when
+    /// another scenario has the same config (for scenarios whose requests
+    /// change the gateway's state, e.g. spend a budget other scenarios see).
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

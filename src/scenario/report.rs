@@ -12,7 +12,8 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
             Verdict::Failed => ("FAIL", String::new()),
             Verdict::NotApplicable => ("N/A ", format!(" ({})", o.not_applicable.clone().unwrap_or_default())),
         };
-        out.push_str(&format!("{mark}  {:<58} {:>6} ms  {}{extra}\n", o.name, o.duration_ms, o.file));
+        let shared = if o.reused_target { " (same gateway process as the scenario before)" } else { "" };
+        out.push_str(&format!("{mark}  {:<58} {:>6} ms  {}{extra}{shared}\n", o.name, o.duration_ms, o.file));
         for s in &o.skipped_steps {
             out.push_str(&format!("      skipped {s}\n"));
         }

@@ -283,6 +283,15 @@ impl GatewayUnderTest {
         }
     }
 
+    /// Whether a process target has exited (an in-process gateway or an
+    /// external URL never has, as far as the harness can tell).
+    pub fn has_exited(&mut self) -> bool {
+        match self {
+            GatewayUnderTest::Process(p) => p.child.as_mut().is_some_and(|c| !matches!(c.try_wait(), Ok(None))),
+            GatewayUnderTest::InProcess(_) => false,
+        }
+    }
+
     /// Whether more output lines may still arrive (a running process).
     pub fn output_is_live(&self) -> bool {
         matches!(self, GatewayUnderTest::Process(p) if p.child.is_some())
