@@ -1,9 +1,9 @@
 //! The command-line front end: `serve` and `run`.
 
 use crate::gateway::{Config, GatewayBuilder, KnownBugs};
+use crate::scenario::engine::{run_group, sharing_key};
 use crate::scenario::prove::{prove, Proof};
 use crate::scenario::target::{TargetKind, TargetSpec};
-use crate::scenario::engine::{run_group, sharing_key};
 use crate::scenario::{model, report, run_scenario, Outcome, RunOptions, Scenario};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
@@ -215,11 +215,8 @@ pub async fn run_all(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let outcomes = outcomes
-        .into_iter()
-        .zip(files)
-        .map(|(o, f)| o.unwrap_or_else(|| load_failure(f, lost.clone())))
-        .collect();
+    let outcomes =
+        outcomes.into_iter().zip(files).map(|(o, f)| o.unwrap_or_else(|| load_failure(f, lost.clone()))).collect();
     RunResult { outcomes, proofs, wall_ms: started.elapsed().as_millis() }
 }
 

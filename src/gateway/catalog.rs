@@ -83,6 +83,10 @@ pub enum CatalogError {
     Fetch { origin: String, message: String },
     #[error("cost map from {origin} is larger than the limit of {limit} bytes")]
     TooLarge { origin: String, limit: usize },
+    /// The blocking task that parses a reload did not finish (it panicked,
+    /// or the runtime is shutting down); the current map stays.
+    #[error("cost map reload did not finish: {0}")]
+    ReloadTask(String),
 }
 
 // ---------------------------------------------------------------------------

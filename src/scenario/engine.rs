@@ -168,9 +168,8 @@ pub async fn run_group(group: &[(Scenario, PathBuf)], opts: &RunOptions) -> Vec<
 /// change the gateway's own state (`reload`, `set_asset`) or ask for it
 /// (`isolated: true`) get a process of their own.
 pub fn sharing_key(scenario: &Scenario, root: &Path) -> Option<String> {
-    let changes_gateway = |steps: &[Step]| {
-        steps.iter().any(|s| matches!(s.action(), Ok(Action::Reload(_)) | Ok(Action::SetAsset(_))))
-    };
+    let changes_gateway =
+        |steps: &[Step]| steps.iter().any(|s| matches!(s.action(), Ok(Action::Reload(_)) | Ok(Action::SetAsset(_))));
     if scenario.isolated
         || changes_gateway(&scenario.steps)
         || scenario.black_box_steps.as_deref().is_some_and(changes_gateway)
@@ -399,7 +398,14 @@ impl Rig {
         };
         let http =
             reqwest::Client::builder().tcp_nodelay(true).timeout(STEP_TIMEOUT).build().map_err(|e| e.to_string())?;
-        Ok(Rig { gut, mocks, assets, http, master_key, env_master_key: scenario.env.get("LITELLM_MASTER_KEY").cloned() })
+        Ok(Rig {
+            gut,
+            mocks,
+            assets,
+            http,
+            master_key,
+            env_master_key: scenario.env.get("LITELLM_MASTER_KEY").cloned(),
+        })
     }
 
     /// Makes a shared rig look fresh to the next scenario (which has the
