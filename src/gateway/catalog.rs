@@ -276,17 +276,27 @@ impl ProviderIndex {
 /// There is deliberately no way to change the models of a `Catalog` without
 /// building a new one, and every public constructor derives the indexes from the
 /// models it is given, so they can never disagree.
+///
+/// Cloning is cheap: the models and indexes are shared, so a catalog can be
+/// stamped with another load time (see [`parse_bundled`]) without copying
+/// thousands of entries.
 #[derive(Debug, Clone)]
 pub struct Catalog {
+    tables: Arc<Tables>,
+    providers: Arc<ProviderIndex>,
+    source: String,
+    loaded_at: SystemTime,
+}
+
+/// The models and their name indexes, built together and never changed.
+#[derive(Debug)]
+struct Tables {
     /// In file order; keys unique.
     models: Vec<(String, ModelEntry)>,
     /// exact key -> position.
     exact: HashMap<String, usize>,
     /// lowercased key or alias -> position (first in file order wins).
     lookup: HashMap<String, usize>,
-    providers: Arc<ProviderIndex>,
-    source: String,
-    loaded_at: SystemTime,
 }
 
 impl Catalog {
@@ -306,7 +316,7 @@ impl Catalog {
     /// KNOWN-BAD: new models with an old provider index. Only reachable through
     /// [`CatalogBugs::stale_index_on_reload`].
     fn with_stale_provider_index(fresh: Catalog, old: &Catalog) -> Catalog {
-        Self::assemble(fresh.models, Arc::clone(&old.providers), &fresh.source, fresh.loaded_at)
+        Catalog { providers: Arc::clone(&old.providers), ..fresh }
     }
 
     fn assemble(
@@ -326,34 +336,34 @@ impl Catalog {
                 lookup.entry(alias.to_lowercase()).or_insert(i);
             }
         }
-        Catalog { models, exact, lookup, providers, source: source.to_string(), loaded_at }
+        Catalog { tables: Arc::new(Tables { models, exact, lookup }), providers, source: source.to_string(), loaded_at }
     }
 
     /// Number of models (reserved keys and aliases not counted).
     pub fn len(&self) -> usize {
-        self.models.len()
+        self.tables.models.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.models.is_empty()
+        self.tables.models.is_empty()
     }
 
     /// The entry for `name`: exact key first, then case-insensitive key or alias.
     pub fn model(&self, name: &str) -> Option<&ModelEntry> {
-        let i = match self.exact.get(name) {
+        let i = match self.tables.exact.get(name) {
             Some(i) => *i,
-            None => *self.lookup.get(&name.to_lowercase())?,
+            None => *self.tables.lookup.get(&name.to_lowercase())?,
         };
-        self.models.get(i).map(|(_, e)| e)
+        self.tables.models.get(i).map(|(_, e)| e)
     }
 
     /// Canonical key of `name` (resolving case and aliases).
     pub fn canonical_name(&self, name: &str) -> Option<&str> {
-        let i = match self.exact.get(name) {
+        let i = match self.tables.exact.get(name) {
             Some(i) => *i,
-            None => *self.lookup.get(&name.to_lowercase())?,
+            None => *self.tables.lookup.get(&name.to_lowercase())?,
         };
-        self.models.get(i).map(|(k, _)| k.as_str())
+        self.tables.models.get(i).map(|(k, _)| k.as_str())
     }
 
     /// The provider of a model name, bare (`claude-sonnet-4-6`) or prefixed
@@ -386,12 +396,12 @@ impl Catalog {
 
     /// Model names in file order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.models.iter().map(|(k, _)| k.as_str())
+        self.tables.models.iter().map(|(k, _)| k.as_str())
     }
 
     /// `(name, entry)` in file order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &ModelEntry)> {
-        self.models.iter().map(|(k, e)| (k.as_str(), e))
+        self.tables.models.iter().map(|(k, e)| (k.as_str(), e))
     }
 
     pub fn loaded_at(&self) -> SystemTime {
@@ -480,6 +490,32 @@ impl Default for ValidationLimits {
 
 /// Parses and validates a cost map. `previous` is the map currently in use (for
 /// the shrink check). Never panics on bad input; every error names where.
+/// [`parse_catalog`] for a map compiled into the binary, memoised per
+/// process: the bundled 3 MB map takes ~40 ms to parse (far more in debug
+/// builds), and every gateway built in the process (each scenario, each
+/// replayed cassette, each test) starts from it. The result is the same
+/// immutable catalog stamped with `loaded_at`. Failures are not memoised.
+pub fn parse_bundled(
+    bytes: &'static [u8],
+    limits: &ValidationLimits,
+    loaded_at: SystemTime,
+) -> Result<Catalog, CatalogError> {
+    type Memo = Vec<(usize, usize, ValidationLimits, Catalog)>;
+    static MEMO: Mutex<Memo> = Mutex::new(Vec::new());
+    let key = (bytes.as_ptr() as usize, bytes.len());
+    let hit = MEMO.lock().iter().find(|(p, n, l, _)| (*p, *n) == key && l == limits).map(|m| m.3.clone());
+    if let Some(cat) = hit {
+        return Ok(Catalog { loaded_at, ..cat });
+    }
+    // Parsed outside the lock: two first callers may both parse; one wins.
+    let cat = parse_catalog(bytes, BUNDLED_SOURCE, None, limits, loaded_at)?;
+    let mut memo = MEMO.lock();
+    if !memo.iter().any(|(p, n, l, _)| (*p, *n) == key && l == limits) {
+        memo.push((key.0, key.1, *limits, cat.clone()));
+    }
+    Ok(cat)
+}
+
 pub fn parse_catalog(
     bytes: &[u8],
     source: &str,
@@ -666,8 +702,8 @@ pub struct ReloadReport {
 
 impl ReloadReport {
     fn between(prev: &Catalog, new: &Catalog) -> ReloadReport {
-        let added = new.names().filter(|n| !prev.exact.contains_key(*n)).count();
-        let removed = prev.names().filter(|n| !new.exact.contains_key(*n)).count();
+        let added = new.names().filter(|n| !prev.tables.exact.contains_key(*n)).count();
+        let removed = prev.names().filter(|n| !new.tables.exact.contains_key(*n)).count();
         ReloadReport {
             source: new.source.clone(),
             model_count: new.len(),
@@ -781,7 +817,7 @@ impl CatalogStore {
         // The block's `return`s leave the block, so every path gets the bugs.
         let store = async {
             let limits = *limits;
-            let bundled_catalog = parse_catalog(bundled, BUNDLED_SOURCE, None, &limits, now);
+            let bundled_catalog = parse_bundled(bundled, &limits, now);
             let Some(src) = source else {
                 return match bundled_catalog {
                     Ok(cat) => Self::with_options(cat, limits, bundled),
@@ -886,7 +922,7 @@ impl CatalogStore {
             }
             Err(err) => {
                 if bugs.silent_fallback_to_bundled {
-                    if let Ok(b) = parse_catalog(self.bundled, BUNDLED_SOURCE, None, &self.limits, now) {
+                    if let Ok(b) = parse_bundled(self.bundled, &self.limits, now) {
                         tracing::warn!(error = %err, "cost map invalid, using bundled copy");
                         let report = ReloadReport::between(&prev, &b);
                         self.adopt(b, now, true);
