@@ -9,16 +9,9 @@
 //! - `sequential`: one client request in flight (recording order), the default;
 //! - `concurrency_8`, `concurrency_32`: that many in flight (`--concurrency N`).
 //!
-//! Measured on the shared 2-core development machine with a load average of
-//! 3 to 4.5 from other jobs: sequential 3.7-3.8k interactions/s (stable),
-//! concurrency 8 and 32 3.5-4.6k/s (noisy). Below the 5k/s target here.
-//! Where the time goes (process CPU time per interaction, which the load
-//! does not skew): 225-275 us in all, of which the client -> gateway -> mock
-//! round trip alone takes ~237 us (the mock ~123 us of it: every buffered stub
-//! answer goes from the mock's front server to its inner wiremock server and
-//! back). The replay engine's own share (stub mounting, matching, diffs) is
-//! ~15% sequentially. On two idle cores that is roughly 8k/s with
-//! concurrency; sequential replay is bound by the round-trip latency.
+//! Latest numbers and their history: BENCHMARKS.md ("Third run"). In short:
+//! 4.0k/s one at a time (bound by the loopback round trip, ~250 us per
+//! interaction), 9-10k/s with 8 or 32 in flight, on two shared cores.
 //!
 //! Run: `cargo bench --bench replay -- --warm-up-time 2 --measurement-time 8`
 
