@@ -534,6 +534,8 @@ async fn bedrock_eventstream_stub_can_fail_mid_stream() {
 
 // ---------------------------------------------------------------- bedrock converse
 
+const INVALID_BETA: &str = "The model returned the following errors: invalid beta flag";
+
 /// What LiteLLM sends for an OpenAI chat request to a `bedrock/` Claude model.
 fn converse_body() -> Value {
     json!({
@@ -542,6 +544,12 @@ fn converse_body() -> Value {
         "inferenceConfig": {"maxTokens": 64},
         "additionalModelRequestFields": {}
     })
+}
+
+fn with_betas(betas: Value) -> Value {
+    let mut body = converse_body();
+    body["additionalModelRequestFields"] = json!({"anthropic_beta": betas});
+    body
 }
 
 #[tokio::test]
@@ -628,6 +636,133 @@ async fn bedrock_converse_requires_the_same_sigv4_as_invoke() {
         let r = post(&url(op), &[("authorization", &wrong_service), ("x-amz-date", AMZ_DATE)], &converse_body()).await;
         assert_eq!((r.status, r.json()), (invoke_s3.status, invoke_s3.json()), "{op} scoped to s3");
     }
+}
+
+#[tokio::test]
+async fn bedrock_converse_rejects_what_bedrock_rejects() {
+    let m = start_with_betas(MockKind::Bedrock, &["computer-use-2025-01-24"]).await;
+    let body = |patch: Value| {
+        let mut b = converse_body();
+        for (k, v) in patch.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        serde_json::to_vec(&b).unwrap()
+    };
+    let user = |content: Value| json!({"role": "user", "content": content});
+    let assistant = json!({"role": "assistant", "content": [{"text": "ok"}]});
+    // (case, `anthropic-beta` header, body, the exact message or the part of it that matters)
+    let cases = vec![
+        ("body not JSON", None, b"{not json".to_vec(), "Malformed input request, please reformat your input and try again."),
+        ("body not an object", None, b"[1]".to_vec(), "Malformed input request, please reformat your input and try again."),
+        (
+            "string content (OpenAI style)",
+            None,
+            body(json!({"messages": [user(json!("hi"))]})),
+            "The format of the value at messages.0.content is invalid. Provide a list for the field and try again.",
+        ),
+        ("string system", None, body(json!({"system": "be brief"})), "The format of the value at system is invalid."),
+        (
+            "maxTokens 0",
+            None,
+            body(json!({"inferenceConfig": {"maxTokens": 0}})),
+            "1 validation error detected: Value '0' at 'inferenceConfig.maxTokens' failed to satisfy constraint: Member must have value greater than or equal to 1",
+        ),
+        (
+            "maxTokens not an integer",
+            None,
+            body(json!({"inferenceConfig": {"maxTokens": 1.5}})),
+            "The format of the value at inferenceConfig.maxTokens is invalid.",
+        ),
+        (
+            "system role and a negative maxTokens",
+            None,
+            body(json!({"messages": [{"role": "system", "content": [{"text": "x"}]}], "inferenceConfig": {"maxTokens": -1}})),
+            "2 validation errors detected: Value 'system' at 'messages.1.member.role' failed to satisfy constraint: Member must satisfy enum value set: [user, assistant]; Value '-1' at",
+        ),
+        ("no messages", None, body(json!({"messages": []})), "A conversation must start with a user message."),
+        ("assistant first", None, body(json!({"messages": [assistant]})), "A conversation must start with a user message."),
+        (
+            "two user turns",
+            None,
+            body(json!({"messages": [user(json!([{"text": "a"}])), user(json!([{"text": "b"}]))]})),
+            "A conversation must alternate between user and assistant roles.",
+        ),
+        ("empty content", None, body(json!({"messages": [user(json!([]))]})), "The content field in the Message object at messages.0 is empty."),
+        (
+            "empty text",
+            None,
+            body(json!({"messages": [user(json!([{"text": "a"}, {"text": ""}]))]})),
+            "The text field in the ContentBlock object at messages.0.content.1 is blank.",
+        ),
+        (
+            "whitespace-only text",
+            None,
+            body(json!({"messages": [user(json!([{"text": " \n"}]))]})),
+            "The model returned the following errors: messages: text content blocks must contain non-whitespace text",
+        ),
+        (
+            "anthropic_beta not a list",
+            None,
+            serde_json::to_vec(&with_betas(json!("computer-use-2025-01-24"))).unwrap(),
+            "Malformed input request: #/anthropic_beta: expected type: JSONArray, found: String, please reformat your input and try again.",
+        ),
+        (
+            "beta flag outside the allowlist in additionalModelRequestFields",
+            None,
+            serde_json::to_vec(&with_betas(json!(["computer-use-2025-01-24", "prompt-caching-scope-2026-01-05"]))).unwrap(),
+            INVALID_BETA,
+        ),
+        (
+            "beta flag outside the allowlist in the header",
+            Some("computer-use-2025-01-24,unknown-header"),
+            serde_json::to_vec(&converse_body()).unwrap(),
+            INVALID_BETA,
+        ),
+    ];
+    for op in ["converse", "converse-stream"] {
+        for (case, beta_header, body, message) in &cases {
+            let auth = sigv4();
+            let mut h =
+                vec![("content-type", "application/json"), ("authorization", auth.as_str()), ("x-amz-date", AMZ_DATE)];
+            h.extend(beta_header.map(|flags| ("anthropic-beta", flags)));
+            let url = format!("{}/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/{op}", m.url());
+            let r = send(&url, &h, body.clone()).await;
+            assert_eq!(r.status, 400, "{op}: {case}: {}", r.text());
+            let errortype = r.header("x-amzn-errortype").unwrap_or_default();
+            assert_eq!(
+                errortype, "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+                "{op}: {case}"
+            );
+            let got = r.json();
+            let got = got["message"].as_str().unwrap_or_default();
+            assert!(got.starts_with(message), "{op}: {case}: {got}");
+            if *message == INVALID_BETA {
+                assert_eq!(r.json(), json!({"message": INVALID_BETA}), "{op}: {case}: the invoke path's exact body");
+            }
+        }
+    }
+
+    // Allowed flags pass, from the body and the header.
+    let r = bedrock_post(
+        &m,
+        "converse",
+        &[("anthropic-beta", "computer-use-2025-01-24")],
+        &with_betas(json!(["computer-use-2025-01-24"])),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = bedrock_post(&m, "converse-stream", &[], &with_betas(json!(["computer-use-2025-01-24"]))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A conversation that alternates, with a null member (absent in AWS's JSON protocol).
+    let mut body = converse_body();
+    body["messages"] = json!([
+        {"role": "user", "content": [{"text": "a"}]},
+        {"role": "assistant", "content": [{"text": "b"}]},
+        {"role": "user", "content": [{"text": "c"}]}
+    ]);
+    body["toolConfig"] = Value::Null;
+    let r = bedrock_post(&m, "converse", &[], &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[tokio::test]
