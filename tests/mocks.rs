@@ -1,7 +1,7 @@
 //! Mock providers against a real HTTP client: strict profiles (good request
 //! accepted, bad one rejected with the provider's exact status and body),
 //! stubs and `times`, the journal, streams (framing, gates, cuts), faults,
-//! and Bedrock's binary event stream.
+//! and Bedrock's binary event streams (InvokeModel and Converse).
 //!
 //! No test depends on timing: held streams are observed through
 //! `wait_until_held`, and the only timeouts are guards against hangs.
@@ -530,6 +530,308 @@ async fn bedrock_eventstream_stub_can_fail_mid_stream() {
     assert_eq!(frames[1].0[":message-type"], "exception");
     assert_eq!(frames[1].0[":exception-type"], "throttlingException");
     assert_eq!(serde_json::from_slice::<Value>(&frames[1].1).unwrap(), json!({"message": "Too many tokens"}));
+}
+
+// ---------------------------------------------------------------- bedrock converse
+
+const INVALID_BETA: &str = "The model returned the following errors: invalid beta flag";
+
+/// What LiteLLM sends for an OpenAI chat request to a `bedrock/` Claude model.
+fn converse_body() -> Value {
+    json!({
+        "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+        "system": [{"text": "be brief"}],
+        "inferenceConfig": {"maxTokens": 64},
+        "additionalModelRequestFields": {}
+    })
+}
+
+fn with_betas(betas: Value) -> Value {
+    let mut body = converse_body();
+    body["additionalModelRequestFields"] = json!({"anthropic_beta": betas});
+    body
+}
+
+#[tokio::test]
+async fn bedrock_converse_default_answer_has_the_real_shape() {
+    let m = start(MockKind::Bedrock).await;
+    let r = bedrock_post(&m, "converse", &[], &converse_body()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(r.header("x-amzn-requestid").map(|id| id.len()), Some(36), "a uuid");
+    assert!(r.header("x-amzn-bedrock-input-token-count").is_none(), "Converse reports usage in the body");
+    let j = r.json();
+    let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["output", "stopReason", "usage", "metrics"]);
+    assert_eq!(
+        j["output"],
+        json!({"message": {"role": "assistant", "content": [{"text": "Hello from the bedrock mock `m1`."}]}})
+    );
+    assert_eq!(j["stopReason"], "end_turn");
+    let (input, output) = (j["usage"]["inputTokens"].as_u64().unwrap(), j["usage"]["outputTokens"].as_u64().unwrap());
+    assert!(input > 0 && output > 0);
+    assert_eq!(j["usage"]["totalTokens"].as_u64(), Some(input + output));
+    assert!(j["metrics"]["latencyMs"].is_u64());
+
+    // The same reply as InvokeModel's, so a scenario does not care which API the gateway picks.
+    let invoke = bedrock_post(&m, "invoke", &[], &bedrock_body()).await.json();
+    assert_eq!(invoke["content"][0]["text"], j["output"]["message"]["content"][0]["text"]);
+}
+
+#[tokio::test]
+async fn bedrock_converse_stream_sends_the_five_event_types_in_order_without_a_bytes_wrapper() {
+    let m = start(MockKind::Bedrock).await;
+    let r = bedrock_post(&m, "converse-stream", &[], &converse_body()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type").as_deref(), Some("application/vnd.amazon.eventstream"));
+    assert!(r.header("x-amzn-requestid").is_some());
+    let mut kinds: Vec<String> = Vec::new();
+    let mut text = String::new();
+    let mut events = BTreeMap::new();
+    for (headers, payload) in decode_frames(&r.body) {
+        assert_eq!(headers[":message-type"], "event");
+        assert_eq!(headers[":content-type"], "application/json");
+        let event: Value = serde_json::from_slice(&payload).unwrap();
+        assert!(event.get("bytes").is_none(), "Converse events are not wrapped: {event}");
+        let kind = headers[":event-type"].clone();
+        if kind == "contentBlockDelta" {
+            assert_eq!(event["contentBlockIndex"], 0);
+            text.push_str(event["delta"]["text"].as_str().unwrap());
+        }
+        if kinds.last() != Some(&kind) {
+            kinds.push(kind.clone());
+        }
+        events.insert(kind, event);
+    }
+    assert_eq!(kinds, ["messageStart", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata"]);
+    assert_eq!(text, "Hello from the bedrock mock `m1`.");
+    assert_eq!(events["messageStart"]["role"], "assistant");
+    assert_eq!(events["contentBlockStop"]["contentBlockIndex"], 0);
+    assert_eq!(events["messageStop"]["stopReason"], "end_turn");
+    let usage = &events["metadata"]["usage"];
+    assert_eq!(
+        usage["totalTokens"].as_u64(),
+        Some(usage["inputTokens"].as_u64().unwrap() + usage["outputTokens"].as_u64().unwrap())
+    );
+    assert!(events["metadata"]["metrics"]["latencyMs"].is_u64());
+
+    // The same usage as the buffered answer.
+    let buffered = bedrock_post(&m, "converse", &[], &converse_body()).await.json();
+    assert_eq!(&buffered["usage"], usage);
+}
+
+#[tokio::test]
+async fn bedrock_converse_requires_the_same_sigv4_as_invoke() {
+    let m = start(MockKind::Bedrock).await;
+    let url = |op: &str| format!("{}/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/{op}", m.url());
+    let invoke = post(&url("invoke"), &[], &bedrock_body()).await;
+    assert_eq!(invoke.status, 403);
+    let wrong_service = sigv4().replace("/bedrock/", "/s3/");
+    let invoke_s3 =
+        post(&url("invoke"), &[("authorization", &wrong_service), ("x-amz-date", AMZ_DATE)], &bedrock_body()).await;
+    for op in ["converse", "converse-stream"] {
+        let r = post(&url(op), &[], &converse_body()).await;
+        assert_eq!((r.status, r.json()), (invoke.status, invoke.json()), "{op} without auth");
+        assert_eq!(r.header("x-amzn-errortype"), invoke.header("x-amzn-errortype"));
+        let r = post(&url(op), &[("authorization", &wrong_service), ("x-amz-date", AMZ_DATE)], &converse_body()).await;
+        assert_eq!((r.status, r.json()), (invoke_s3.status, invoke_s3.json()), "{op} scoped to s3");
+    }
+}
+
+#[tokio::test]
+async fn bedrock_converse_rejects_what_bedrock_rejects() {
+    let m = start_with_betas(MockKind::Bedrock, &["computer-use-2025-01-24"]).await;
+    let body = |patch: Value| {
+        let mut b = converse_body();
+        for (k, v) in patch.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        serde_json::to_vec(&b).unwrap()
+    };
+    let user = |content: Value| json!({"role": "user", "content": content});
+    let assistant = json!({"role": "assistant", "content": [{"text": "ok"}]});
+    // (case, `anthropic-beta` header, body, the exact message or the part of it that matters)
+    let cases = vec![
+        ("body not JSON", None, b"{not json".to_vec(), "Malformed input request, please reformat your input and try again."),
+        ("body not an object", None, b"[1]".to_vec(), "Malformed input request, please reformat your input and try again."),
+        (
+            "string content (OpenAI style)",
+            None,
+            body(json!({"messages": [user(json!("hi"))]})),
+            "The format of the value at messages.0.content is invalid. Provide a list for the field and try again.",
+        ),
+        ("string system", None, body(json!({"system": "be brief"})), "The format of the value at system is invalid."),
+        (
+            "maxTokens 0",
+            None,
+            body(json!({"inferenceConfig": {"maxTokens": 0}})),
+            "1 validation error detected: Value '0' at 'inferenceConfig.maxTokens' failed to satisfy constraint: Member must have value greater than or equal to 1",
+        ),
+        (
+            "maxTokens not an integer",
+            None,
+            body(json!({"inferenceConfig": {"maxTokens": 1.5}})),
+            "The format of the value at inferenceConfig.maxTokens is invalid.",
+        ),
+        (
+            "system role and a negative maxTokens",
+            None,
+            body(json!({"messages": [{"role": "system", "content": [{"text": "x"}]}], "inferenceConfig": {"maxTokens": -1}})),
+            "2 validation errors detected: Value 'system' at 'messages.1.member.role' failed to satisfy constraint: Member must satisfy enum value set: [user, assistant]; Value '-1' at",
+        ),
+        ("no messages", None, body(json!({"messages": []})), "A conversation must start with a user message."),
+        ("assistant first", None, body(json!({"messages": [assistant]})), "A conversation must start with a user message."),
+        (
+            "two user turns",
+            None,
+            body(json!({"messages": [user(json!([{"text": "a"}])), user(json!([{"text": "b"}]))]})),
+            "A conversation must alternate between user and assistant roles.",
+        ),
+        ("empty content", None, body(json!({"messages": [user(json!([]))]})), "The content field in the Message object at messages.0 is empty."),
+        (
+            "empty text",
+            None,
+            body(json!({"messages": [user(json!([{"text": "a"}, {"text": ""}]))]})),
+            "The text field in the ContentBlock object at messages.0.content.1 is blank.",
+        ),
+        (
+            "whitespace-only text",
+            None,
+            body(json!({"messages": [user(json!([{"text": " \n"}]))]})),
+            "The model returned the following errors: messages: text content blocks must contain non-whitespace text",
+        ),
+        (
+            "anthropic_beta not a list",
+            None,
+            serde_json::to_vec(&with_betas(json!("computer-use-2025-01-24"))).unwrap(),
+            "Malformed input request: #/anthropic_beta: expected type: JSONArray, found: String, please reformat your input and try again.",
+        ),
+        (
+            "beta flag outside the allowlist in additionalModelRequestFields",
+            None,
+            serde_json::to_vec(&with_betas(json!(["computer-use-2025-01-24", "prompt-caching-scope-2026-01-05"]))).unwrap(),
+            INVALID_BETA,
+        ),
+        (
+            "beta flag outside the allowlist in the header",
+            Some("computer-use-2025-01-24,unknown-header"),
+            serde_json::to_vec(&converse_body()).unwrap(),
+            INVALID_BETA,
+        ),
+    ];
+    for op in ["converse", "converse-stream"] {
+        for (case, beta_header, body, message) in &cases {
+            let auth = sigv4();
+            let mut h =
+                vec![("content-type", "application/json"), ("authorization", auth.as_str()), ("x-amz-date", AMZ_DATE)];
+            h.extend(beta_header.map(|flags| ("anthropic-beta", flags)));
+            let url = format!("{}/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/{op}", m.url());
+            let r = send(&url, &h, body.clone()).await;
+            assert_eq!(r.status, 400, "{op}: {case}: {}", r.text());
+            let errortype = r.header("x-amzn-errortype").unwrap_or_default();
+            assert_eq!(
+                errortype, "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+                "{op}: {case}"
+            );
+            let got = r.json();
+            let got = got["message"].as_str().unwrap_or_default();
+            assert!(got.starts_with(message), "{op}: {case}: {got}");
+            if *message == INVALID_BETA {
+                assert_eq!(r.json(), json!({"message": INVALID_BETA}), "{op}: {case}: the invoke path's exact body");
+            }
+        }
+    }
+
+    // Allowed flags pass, from the body and the header.
+    let r = bedrock_post(
+        &m,
+        "converse",
+        &[("anthropic-beta", "computer-use-2025-01-24")],
+        &with_betas(json!(["computer-use-2025-01-24"])),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = bedrock_post(&m, "converse-stream", &[], &with_betas(json!(["computer-use-2025-01-24"]))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A conversation that alternates, with a null member (absent in AWS's JSON protocol).
+    let mut body = converse_body();
+    body["messages"] = json!([
+        {"role": "user", "content": [{"text": "a"}]},
+        {"role": "assistant", "content": [{"text": "b"}]},
+        {"role": "user", "content": [{"text": "c"}]}
+    ]);
+    body["toolConfig"] = Value::Null;
+    let r = bedrock_post(&m, "converse", &[], &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn bedrock_unknown_operations_still_get_unknown_operation_404() {
+    let m = start(MockKind::Bedrock).await;
+    for op in ["converse-streams", "conversation", "invoke/converse"] {
+        let r = bedrock_post(&m, op, &[], &converse_body()).await;
+        assert_eq!(r.status, 404, "{op}");
+        assert_eq!(r.json()["Output"]["__type"], "com.amazon.coral.service#UnknownOperationException", "{op}");
+    }
+}
+
+#[tokio::test]
+async fn bedrock_stubs_and_faults_answer_on_converse_routes() {
+    let m = start(MockKind::Bedrock).await;
+    m.mount(Stub::new(
+        StubMatch { path_contains: Some("/converse-stream".into()), ..StubMatch::default() },
+        StubResponse::EventStream {
+            status: 200,
+            events: vec![EventStreamEvent {
+                exception: Some(EventStreamException {
+                    exception_type: "throttlingException".into(),
+                    message: "Too many tokens".into(),
+                }),
+                ..Default::default()
+            }],
+            hold_before: None,
+            cut_after: None,
+            headers: BTreeMap::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    m.mount(Stub {
+        matcher: StubMatch {
+            body_contains_json: Some(json!({"system": [{"text": "stub me"}]})),
+            ..StubMatch::default()
+        },
+        response: StubResponse::Json { status: 200, body: json!({"stubbed": true}), headers: BTreeMap::new() },
+        times: Some(1),
+    })
+    .await
+    .unwrap();
+    m.mount(Stub::new(
+        StubMatch { path_contains: Some("/converse".into()), ..StubMatch::default() },
+        StubResponse::Fault(Fault::Malformed),
+    ))
+    .await
+    .unwrap();
+
+    let r = bedrock_post(&m, "converse-stream", &[], &converse_body()).await;
+    let frames = decode_frames(&r.body);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].0[":exception-type"], "throttlingException");
+
+    let mut body = converse_body();
+    body["system"] = json!([{"text": "stub me"}]);
+    let r = bedrock_post(&m, "converse", &[], &body).await;
+    assert_eq!(r.json(), json!({"stubbed": true}));
+
+    // The malformed fault cuts the route's own default body in half.
+    let r = bedrock_post(&m, "converse", &[], &converse_body()).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("{\"output\":{\"message\":"), "{}", r.text());
+    assert!(serde_json::from_slice::<Value>(&r.body).is_err());
+
+    // The strict profile still answers first.
+    let r = post(&format!("{}/model/m/converse", m.url()), &[], &converse_body()).await;
+    assert_eq!(r.status, 403);
 }
 
 // ---------------------------------------------------------------- vertex_ai

@@ -1,6 +1,9 @@
-//! Bedrock's `application/vnd.amazon.eventstream` framing for
-//! InvokeModelWithResponseStream: each Anthropic event travels as a `chunk`
-//! event whose JSON payload is `{"bytes": base64(event json), "p": padding}`.
+//! Bedrock's `application/vnd.amazon.eventstream` framing. In
+//! InvokeModelWithResponseStream each Anthropic event travels as a `chunk`
+//! event whose JSON payload is `{"bytes": base64(event json), "p": padding}`;
+//! in ConverseStream the `:event-type` header names the event
+//! (`messageStart`, `contentBlockDelta`, ...) and the payload is the event's
+//! own JSON, padded with the same `p` field.
 //! Frames are written with aws-smithy-eventstream's own writer, so the CRCs
 //! and prelude are exactly what AWS SDK decoders expect.
 
@@ -27,19 +30,38 @@ fn string_header(name: &'static str, value: String) -> Header {
     Header::new(name, HeaderValue::String(value.into()))
 }
 
-/// A `chunk` event carrying one Anthropic streaming event.
-pub(crate) fn chunk_frame(event: &Value, seq: usize) -> Vec<u8> {
-    let bytes = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(event).unwrap_or_default());
-    let pad_len = 1 + seq % PADDING.len();
-    let payload = json!({"bytes": bytes, "p": &PADDING[..pad_len]});
+/// The padding of the `seq`th frame of a stream: varies from frame to frame
+/// as the real one does (its length is random upstream).
+fn padding(seq: usize) -> &'static str {
+    &PADDING[..1 + seq % PADDING.len()]
+}
+
+fn event_frame(event_type: &str, payload: &Value) -> Vec<u8> {
     encode(
         vec![
-            string_header(":event-type", "chunk".into()),
+            string_header(":event-type", event_type.to_string()),
             string_header(":content-type", "application/json".into()),
             string_header(":message-type", "event".into()),
         ],
-        serde_json::to_vec(&payload).unwrap_or_default(),
+        serde_json::to_vec(payload).unwrap_or_default(),
     )
+}
+
+/// A `chunk` event carrying one Anthropic streaming event.
+pub(crate) fn chunk_frame(event: &Value, seq: usize) -> Vec<u8> {
+    let bytes = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(event).unwrap_or_default());
+    event_frame("chunk", &json!({"bytes": bytes, "p": padding(seq)}))
+}
+
+/// A ConverseStream event: `event_type` in the header, the event object
+/// itself as the payload (plus `p`; an object is expected, anything else is
+/// sent as it is).
+pub(crate) fn converse_frame(event_type: &str, event: &Value, seq: usize) -> Vec<u8> {
+    let mut payload = event.clone();
+    if let Value::Object(map) = &mut payload {
+        map.insert("p".into(), Value::String(padding(seq).into()));
+    }
+    event_frame(event_type, &payload)
 }
 
 /// An exception frame, which Bedrock sends mid-stream after HTTP 200

@@ -61,7 +61,8 @@ pub enum MockKind {
     HostedVllm,
     /// api.anthropic.com: `/v1/messages`.
     Anthropic,
-    /// Bedrock runtime InvokeModel with Anthropic bodies, SigV4 auth.
+    /// Bedrock runtime with Claude, SigV4 auth: InvokeModel (Anthropic bodies)
+    /// and Converse (Bedrock's own messages format).
     Bedrock,
     /// Vertex AI `publishers/anthropic` rawPredict / streamRawPredict.
     VertexAi,

@@ -22,6 +22,12 @@ pub(crate) enum Route {
         model: String,
         stream: bool,
     },
+    /// Bedrock Converse / ConverseStream (the model-agnostic messages API
+    /// LiteLLM uses for `bedrock/...` chat models); `model` is decoded.
+    BedrockConverse {
+        model: String,
+        stream: bool,
+    },
     /// Vertex `publishers/anthropic/models/{model}:rawPredict|:streamRawPredict`.
     VertexPredict {
         model: String,
@@ -73,7 +79,9 @@ impl Route {
         let stream_flag = req.json_field("stream").and_then(|v| v.as_bool()).unwrap_or(false);
         match self {
             Route::Chat { .. } | Route::Messages => stream_flag,
-            Route::BedrockInvoke { stream, .. } | Route::VertexPredict { stream, .. } => *stream,
+            Route::BedrockInvoke { stream, .. }
+            | Route::BedrockConverse { stream, .. }
+            | Route::VertexPredict { stream, .. } => *stream,
             _ => false,
         }
     }
@@ -116,6 +124,8 @@ fn bedrock(path: &str) -> Route {
     match op {
         "invoke" => Route::BedrockInvoke { model, stream: false },
         "invoke-with-response-stream" => Route::BedrockInvoke { model, stream: true },
+        "converse" => Route::BedrockConverse { model, stream: false },
+        "converse-stream" => Route::BedrockConverse { model, stream: true },
         _ => Route::Other,
     }
 }
@@ -148,5 +158,56 @@ fn vertex(path: &str) -> Route {
         (m, "rawPredict") => Route::VertexPredict { model: m.to_string(), stream: false },
         (m, "streamRawPredict") => Route::VertexPredict { model: m.to_string(), stream: true },
         _ => Route::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(method: &str, path: &str) -> Route {
+        Route::classify(MockKind::Bedrock, &RecordedRequest::new(method, path, None, Vec::new(), Vec::new()))
+    }
+
+    #[test]
+    fn bedrock_operations_take_the_decoded_model_id_from_the_path() {
+        let model = "anthropic.claude-sonnet-4-5-20250929-v1:0".to_string();
+        let cases = [
+            (
+                "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke",
+                Route::BedrockInvoke { model: model.clone(), stream: false },
+            ),
+            (
+                "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke-with-response-stream",
+                Route::BedrockInvoke { model: model.clone(), stream: true },
+            ),
+            (
+                "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse",
+                Route::BedrockConverse { model: model.clone(), stream: false },
+            ),
+            (
+                "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/converse-stream",
+                Route::BedrockConverse { model: model.clone(), stream: true },
+            ),
+            ("/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-streams", Route::Other),
+            ("/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse/x", Route::Other),
+            ("/model//converse", Route::Other),
+            ("/models/m/converse", Route::Other),
+        ];
+        for (path, want) in cases {
+            assert_eq!(classify("POST", path), want, "{path}");
+        }
+        assert_eq!(classify("GET", "/model/m/converse"), Route::Other);
+    }
+
+    #[test]
+    fn converse_streams_by_operation_not_by_a_body_flag() {
+        let req =
+            |path: &str, body: &str| RecordedRequest::new("POST", path, None, Vec::new(), body.as_bytes().to_vec());
+        let stream = req("/model/m/converse-stream", "{}");
+        assert!(Route::classify(MockKind::Bedrock, &stream).streams(&stream));
+        // The operation decides, not a `stream` flag in the body.
+        let buffered = req("/model/m/converse", r#"{"stream": true}"#);
+        assert!(!Route::classify(MockKind::Bedrock, &buffered).streams(&buffered));
     }
 }

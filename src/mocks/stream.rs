@@ -87,9 +87,11 @@ pub(crate) fn sse_headers() -> Vec<(String, String)> {
     ]
 }
 
+pub(crate) const EVENTSTREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+
 pub(crate) fn eventstream_headers() -> Vec<(String, String)> {
     vec![
-        ("content-type".into(), "application/vnd.amazon.eventstream".into()),
+        ("content-type".into(), EVENTSTREAM_CONTENT_TYPE.into()),
         ("x-amzn-bedrock-content-type".into(), "application/json".into()),
     ]
 }

@@ -5,6 +5,7 @@
 //! deployment served a request.
 
 mod anthropic;
+mod converse;
 mod openai;
 
 use serde_json::Value;
@@ -12,7 +13,7 @@ use serde_json::Value;
 use super::ids::IdGen;
 use super::journal::RecordedRequest;
 use super::route::Route;
-use super::stream::{eventstream_headers, sse_frames, sse_headers, Frame, StreamPlan};
+use super::stream::{eventstream_headers, sse_frames, sse_headers, Frame, StreamPlan, EVENTSTREAM_CONTENT_TYPE};
 use super::wire::Buffered;
 use super::{errors, eventstream, MockKind};
 
@@ -57,20 +58,25 @@ pub(crate) fn respond(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedReq
             Some(anthropic::message(kind, name, ids, req, &anthropic::model_of(&route, req)))
         }
         Route::CountTokens | Route::VertexCountTokens => Some(anthropic::count_tokens(req)),
+        Route::BedrockConverse { .. } => Some(converse::response(name, req)),
         Route::Other => None,
     };
     let Some(body) = body else {
         return errors::not_found(kind, &req.method, &req.path, ids);
     };
     let b = Buffered::json(200, &body);
-    with_provider_headers(kind, b, ids, &body)
+    with_provider_headers(kind, &route, b, ids, &body)
 }
 
 /// Headers real providers add to successful responses.
-fn with_provider_headers(kind: MockKind, b: Buffered, ids: &IdGen, body: &Value) -> Buffered {
+fn with_provider_headers(kind: MockKind, route: &Route, b: Buffered, ids: &IdGen, body: &Value) -> Buffered {
     match kind {
         MockKind::Openai | MockKind::Azure => b.with_header("x-request-id", format!("req_{}", ids.hex(32))),
         MockKind::Anthropic | MockKind::AzureAi => b.with_header("request-id", ids.anthropic_request_id()),
+        // Converse reports usage in its body only: no token-count headers.
+        MockKind::Bedrock if matches!(route, Route::BedrockConverse { .. }) => {
+            b.with_header("x-amzn-requestid", ids.uuid())
+        }
         MockKind::Bedrock => {
             let usage = body.get("usage");
             let input = usage.and_then(|u| u.get("input_tokens")).and_then(Value::as_u64).unwrap_or(0);
@@ -119,6 +125,18 @@ pub(crate) fn stream(
                 .collect();
             let mut headers = eventstream_headers();
             headers.push(("x-amzn-requestid".into(), ids.uuid()));
+            Some(StreamPlan { status: 200, headers, frames, hold_before: None, cut_after: None })
+        }
+        Route::BedrockConverse { .. } => {
+            let frames = converse::stream_events(name, req)
+                .iter()
+                .enumerate()
+                .map(|(i, (event_type, e))| Frame { bytes: eventstream::converse_frame(event_type, e, i), delay_ms: 0 })
+                .collect();
+            // No `x-amzn-bedrock-content-type`: that header describes the
+            // model's own body, which only InvokeModel streams carry.
+            let headers =
+                vec![("content-type".into(), EVENTSTREAM_CONTENT_TYPE.into()), ("x-amzn-requestid".into(), ids.uuid())];
             Some(StreamPlan { status: 200, headers, frames, hold_before: None, cut_after: None })
         }
         _ => None,

@@ -1,7 +1,10 @@
-//! Bedrock runtime InvokeModel with Anthropic bodies. AWS checks the SigV4
-//! shape (not the signature: the mock has no secret), Bedrock validates the
-//! body against the model's JSON schema, then Claude rejects beta flags it
-//! does not serve (incident 5).
+//! Bedrock runtime with Claude: InvokeModel with Anthropic bodies, and
+//! Converse (`converse.rs`). AWS checks the SigV4 shape (not the signature:
+//! the mock has no secret) on every path; for InvokeModel Bedrock validates
+//! the body against the model's JSON schema, then Claude rejects beta flags
+//! it does not serve (incident 5).
+
+mod converse;
 
 use std::collections::BTreeSet;
 
@@ -14,6 +17,7 @@ use super::{body_betas, parse_object, unknown_betas};
 
 pub(crate) const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
 pub(crate) const INVALID_BETA: &str = "The model returned the following errors: invalid beta flag";
+const MALFORMED: &str = "Malformed input request, please reformat your input and try again.";
 const REQUIRED: &[&str] = &["anthropic_version", "max_tokens", "messages"];
 /// Keys Bedrock's Claude schema refuses; the model and streaming are chosen by the URL.
 const EXTRANEOUS: &[&str] = &["model", "stream"];
@@ -27,15 +31,15 @@ pub(super) fn check(
     if let Err((exception, message)) = sigv4_shape(req) {
         return Some(errors::bedrock(403, exception, &message, ids));
     }
-    if !matches!(route, Route::BedrockInvoke { .. }) {
-        return None;
+    match route {
+        Route::BedrockInvoke { .. } => {}
+        Route::BedrockConverse { .. } => return converse::check(allow, req, ids),
+        _ => return None,
     }
     let validation = |message: &str| errors::bedrock(400, "ValidationException", message, ids);
     let obj = match parse_object(req) {
         Ok(Some(obj)) => obj,
-        Ok(None) | Err(_) => {
-            return Some(validation("Malformed input request, please reformat your input and try again."))
-        }
+        Ok(None) | Err(_) => return Some(validation(MALFORMED)),
     };
     let mut violations = Vec::new();
     for key in REQUIRED {
