@@ -954,3 +954,35 @@ fn check_upstream(provider: &str, e: &UpstreamExpect, r: &crate::mocks::Recorded
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(providers: &str, gateway: &str, steps: &str, extra: &str) -> Scenario {
+        let text = format!("name: t\nproviders: {providers}\ngateway: {gateway}\n{extra}steps:\n{steps}");
+        Scenario::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn only_equal_setups_without_state_changes_share_a_process() {
+        let root = Path::new(".");
+        let openai = "{o: {kind: openai}}";
+        let config = "{model_list: [{model_name: m, litellm_params: {model: openai/m}}]}";
+        let ask = "  - request: {path: /v1/models}\n";
+        let key = |s: &Scenario| sharing_key(s, root);
+        let base = key(&scenario(openai, config, ask, ""));
+        assert!(base.is_some());
+        // Other steps, other stubs: still the same process.
+        let stubbed = "{o: {kind: openai, stubs: [{match: {path: /v1/models}, response: {json: {body: {}}}}]}}";
+        assert_eq!(key(&scenario(stubbed, config, "  - request: {path: /health}\n", "")), base);
+        // A different config, provider profile or env: a process of its own.
+        let other_config = "{model_list: [{model_name: n, litellm_params: {model: openai/n}}]}";
+        assert_ne!(key(&scenario(openai, other_config, ask, "")), base);
+        assert_ne!(key(&scenario("{o: {kind: openai, strict: false}}", config, ask, "")), base);
+        assert_ne!(key(&scenario(openai, config, ask, "env: {SERVER_ROOT_PATH: /x}\n")), base);
+        // Steps that change the gateway's state, or `isolated`: never shared.
+        assert_eq!(key(&scenario(openai, config, "  - reload: cost_map\n", "")), None);
+        assert_eq!(key(&scenario(openai, config, ask, "isolated: true\n")), None);
+    }
+}
