@@ -381,7 +381,10 @@ impl Rig {
             vars.insert(format!("assets.{name}.url"), assets.url(name));
         }
         let yaml = render_config_yaml(scenario, &opts.project_root, &vars)?;
-        let loaded = Config::parse(&yaml, &format!("{} (gateway)", file.display())).map_err(|e| e.to_string())?;
+        // Field paths are those of the scenario's `gateway:`; line numbers
+        // are the rendered config's (placeholders filled, `repeat` expanded).
+        let label = format!("{} `gateway:` (lines of the rendered config)", file.display());
+        let loaded = Config::parse(&yaml, &label).map_err(|e| e.to_string())?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
