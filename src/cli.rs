@@ -146,57 +146,56 @@ pub async fn run_all(
     };
     let share = matches!(opts.target, TargetSpec::Command { .. }) && !prove_incidents;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; files.len()];
-    let mut groups: Vec<Vec<(usize, Scenario, PathBuf)>> = Vec::new();
+    // Each group: the files' positions, and the scenarios to run in order.
+    let mut groups: Vec<(Vec<usize>, Vec<(Scenario, PathBuf)>)> = Vec::new();
     let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, f) in files.iter().enumerate() {
-        match Scenario::load(f) {
-            Err(e) => outcomes[i] = Some(load_failure(f, e.to_string())),
-            Ok(s) => {
-                let key = if share { sharing_key(&s, &opts.project_root) } else { None };
-                match key.and_then(|k| match group_of.get(&k) {
-                    Some(g) => Some(*g),
-                    None => {
-                        group_of.insert(k, groups.len());
-                        None
-                    }
-                }) {
-                    Some(g) => groups[g].push((i, s, f.clone())),
-                    None => groups.push(vec![(i, s, f.clone())]),
-                }
+        let s = match Scenario::load(f) {
+            Ok(s) => s,
+            Err(e) => {
+                outcomes[i] = Some(load_failure(f, e.to_string()));
+                continue;
             }
-        }
+        };
+        let mut new_group = || {
+            groups.push((Vec::new(), Vec::new()));
+            groups.len() - 1
+        };
+        let g = match share.then(|| sharing_key(&s, &opts.project_root)).flatten() {
+            Some(key) => *group_of.entry(key).or_insert_with(new_group),
+            None => new_group(),
+        };
+        groups[g].0.push(i);
+        groups[g].1.push((s, f.clone()));
     }
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks = Vec::new();
-    for group in groups {
+    for (positions, members) in groups {
         let sem = sem.clone();
         let opts = opts.clone();
         let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let mut results: Vec<(usize, Outcome, Vec<Proof>)> = Vec::new();
-            if let [(i, s, f)] = group.as_slice() {
-                let (o, p) = match prove_incidents && s.incident.is_some() {
-                    true => match prove(s, f, &opts).await {
+            let mut results: Vec<(Outcome, Vec<Proof>)> = Vec::new();
+            if prove_incidents {
+                // Proofs build their own in-process gateways: no sharing.
+                for (s, f) in &members {
+                    let proved = if s.incident.is_some() { prove(s, f, &opts).await } else { None };
+                    results.push(match proved {
                         Some((p, o)) => (o, p),
                         None => (run_scenario(s, f, &opts).await, Vec::new()),
-                    },
-                    false => (run_scenario(s, f, &opts).await, Vec::new()),
-                };
-                results.push((*i, o, p));
-            } else {
-                let members: Vec<(Scenario, PathBuf)> = group.iter().map(|(_, s, f)| (s.clone(), f.clone())).collect();
-                for ((i, _, _), o) in group.iter().zip(run_group(&members, &opts).await) {
-                    results.push((*i, o, Vec::new()));
+                    });
                 }
+            } else {
+                results.extend(run_group(&members, &opts).await.into_iter().map(|o| (o, Vec::new())));
             }
             if let Some(b) = &bar {
-                for (_, o, _) in &results {
+                for (o, _) in &results {
                     b.inc(1);
                     b.set_message(o.name.clone());
                 }
             }
-            results
+            positions.into_iter().zip(results).map(|(i, (o, p))| (i, o, p)).collect::<Vec<_>>()
         }));
     }
     let mut proofs = Vec::new();

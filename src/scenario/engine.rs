@@ -212,9 +212,8 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
             outcome.failure =
                 Some(StepFailure { step_index: 0, step: "setup".into(), checks_incident: false, message });
         }
-        Ok((steps, reused)) => {
+        Ok((steps, reused, rig)) => {
             outcome.reused_target = reused;
-            let Some(rig) = slot.as_mut() else { unreachable!("prepare leaves a rig in the slot") };
             let mut ctx = Ctx {
                 steps,
                 rig,
@@ -322,15 +321,15 @@ fn choose_steps<'a>(scenario: &'a Scenario, target: &TargetSpec) -> Result<&'a [
     Err(format!("it needs {} which this target lacks, and has no black-box variant{note}", main_missing.join(", ")))
 }
 
-/// Chooses the steps for the target and makes sure `slot` holds a rig
-/// ready for this scenario: a new one, or the shared one reset (then the
-/// second value is true).
-async fn prepare<'a>(
+/// Chooses the steps for the target and puts a rig ready for this scenario
+/// in `slot`: the shared one reset (then the second value is true), or a
+/// new one. A rig whose reset fails is dropped.
+async fn prepare<'a, 's>(
     scenario: &'a Scenario,
     file: &Path,
     opts: &RunOptions,
-    slot: &mut Option<Rig>,
-) -> Result<(&'a [Step], bool), Setup> {
+    slot: &'s mut Option<Rig>,
+) -> Result<(&'a [Step], bool, &'s mut Rig), Setup> {
     let steps = match (&scenario.black_box_steps, opts.force_black_box) {
         (Some(bb), true) => bb.as_slice(),
         (None, true) => return Err(Setup::NotApplicable("the scenario has no black-box steps".into())),
@@ -344,20 +343,16 @@ async fn prepare<'a>(
             ));
         }
     }
-    if slot.as_mut().is_some_and(|rig| rig.gut.has_exited()) {
-        *slot = None;
-    }
-    let reused = match slot {
-        Some(rig) => {
+    // A shared process that has exited since the last scenario is replaced.
+    let alive = slot.take().and_then(|mut rig| (!rig.gut.has_exited()).then_some(rig));
+    let (rig, reused) = match alive {
+        Some(mut rig) => {
             rig.reset_for(scenario, opts).await?;
-            true
+            (rig, true)
         }
-        None => {
-            *slot = Some(Rig::start(scenario, file, opts).await?);
-            false
-        }
+        _ => (Rig::start(scenario, file, opts).await?, false),
     };
-    Ok((steps, reused))
+    Ok((steps, reused, slot.insert(rig)))
 }
 
 impl Rig {
