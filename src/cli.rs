@@ -146,8 +146,7 @@ pub async fn run_all(
     };
     let share = matches!(opts.target, TargetSpec::Command { .. }) && !prove_incidents;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; files.len()];
-    // Each group: the files' positions, and the scenarios to run in order.
-    let mut groups: Vec<(Vec<usize>, Vec<(Scenario, PathBuf)>)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, f) in files.iter().enumerate() {
         let s = match Scenario::load(f) {
@@ -158,19 +157,19 @@ pub async fn run_all(
             }
         };
         let mut new_group = || {
-            groups.push((Vec::new(), Vec::new()));
+            groups.push(Group::default());
             groups.len() - 1
         };
         let g = match share.then(|| sharing_key(&s, &opts.project_root)).flatten() {
             Some(key) => *group_of.entry(key).or_insert_with(new_group),
             None => new_group(),
         };
-        groups[g].0.push(i);
-        groups[g].1.push((s, f.clone()));
+        groups[g].positions.push(i);
+        groups[g].members.push((s, f.clone()));
     }
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks = Vec::new();
-    for (positions, members) in groups {
+    for Group { positions, members } in groups {
         let sem = sem.clone();
         let opts = opts.clone();
         let bar = bar.clone();
@@ -217,6 +216,14 @@ pub async fn run_all(
     let outcomes =
         outcomes.into_iter().zip(files).map(|(o, f)| o.unwrap_or_else(|| load_failure(f, lost.clone()))).collect();
     RunResult { outcomes, proofs, wall_ms: started.elapsed().as_millis() }
+}
+
+/// Scenarios that run one after another (on one gateway process in target
+/// mode), with their positions in the file list.
+#[derive(Default)]
+struct Group {
+    positions: Vec<usize>,
+    members: Vec<(Scenario, PathBuf)>,
 }
 
 fn load_failure(file: &Path, message: String) -> Outcome {
