@@ -28,12 +28,14 @@ use super::inner::{STRICT_TARGET, TARGET_HEADER};
 use super::journal::RecordedRequest;
 use super::route::Route;
 use super::stream::{self, Ended, StreamPlan};
-use super::stub::{Fault, Stub, StubResponse};
+use super::stub::{Fault, Stub, StubMatch, StubResponse};
 use super::wire::Buffered;
 use super::{defaults, errors, strict, MockKind, MockOptions};
 
 struct Mounted {
-    stub: Stub,
+    matcher: StubMatch,
+    /// Shared, so taking a stub for a request does not copy its body.
+    response: Arc<StubResponse>,
     /// The answer of a buffered stub, rendered when it was mounted (so ids
     /// in it are drawn in mount order, as a recorded body's would be).
     buffered: Option<Buffered>,
@@ -69,9 +71,9 @@ impl Shared {
     }
 
     pub fn push_stub(&self, stub: Stub) {
-        let remaining = stub.times;
-        let buffered = stub.response.terminal().buffered(self.kind, &self.ids);
-        self.stubs.lock().push(Mounted { stub, buffered, remaining });
+        let Stub { matcher, response, times: remaining } = stub;
+        let buffered = response.terminal().buffered(self.kind, &self.ids);
+        self.stubs.lock().push(Mounted { matcher, response: Arc::new(response), buffered, remaining });
     }
 
     pub fn clear_stubs(&self) {
@@ -97,13 +99,13 @@ impl Shared {
     }
 
     /// First matching stub with uses left; counts the use.
-    fn take_stub(&self, req: &RecordedRequest) -> Option<(StubResponse, Option<Buffered>)> {
+    fn take_stub(&self, req: &RecordedRequest) -> Option<(Arc<StubResponse>, Option<Buffered>)> {
         let mut stubs = self.stubs.lock();
-        let m = stubs.iter_mut().find(|m| m.remaining != Some(0) && m.stub.matcher.matches(req))?;
+        let m = stubs.iter_mut().find(|m| m.remaining != Some(0) && m.matcher.matches(req))?;
         if let Some(n) = m.remaining.as_mut() {
             *n -= 1;
         }
-        Some((m.stub.response.clone(), m.buffered.clone()))
+        Some((Arc::clone(&m.response), m.buffered.clone()))
     }
 }
 

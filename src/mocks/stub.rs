@@ -278,8 +278,9 @@ impl StubResponse {
         current
     }
 
-    /// The buffered form of a terminal response, for wiremock; `None` for
-    /// what only the front can serve (streams, resets, malformed bodies).
+    /// The buffered form of a terminal response, rendered once when the stub
+    /// is mounted; `None` for what is produced per request (streams, resets,
+    /// malformed bodies).
     pub(crate) fn buffered(&self, kind: MockKind, ids: &IdGen) -> Option<Buffered> {
         match self {
             StubResponse::Json { status, body, headers } => {
