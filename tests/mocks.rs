@@ -782,13 +782,20 @@ async fn bedrock_stubs_and_faults_answer_on_converse_routes() {
         StubMatch { path_contains: Some("/converse-stream".into()), ..StubMatch::default() },
         StubResponse::EventStream {
             status: 200,
-            events: vec![EventStreamEvent {
-                exception: Some(EventStreamException {
-                    exception_type: "throttlingException".into(),
-                    message: "Too many tokens".into(),
-                }),
-                ..Default::default()
-            }],
+            events: vec![
+                EventStreamEvent {
+                    event: Some("messageStart".into()),
+                    payload: Some(json!({"role": "assistant"})),
+                    ..Default::default()
+                },
+                EventStreamEvent {
+                    exception: Some(EventStreamException {
+                        exception_type: "throttlingException".into(),
+                        message: "Too many tokens".into(),
+                    }),
+                    ..Default::default()
+                },
+            ],
             hold_before: None,
             cut_after: None,
             headers: BTreeMap::new(),
@@ -815,8 +822,12 @@ async fn bedrock_stubs_and_faults_answer_on_converse_routes() {
 
     let r = bedrock_post(&m, "converse-stream", &[], &converse_body()).await;
     let frames = decode_frames(&r.body);
-    assert_eq!(frames.len(), 1);
-    assert_eq!(frames[0].0[":exception-type"], "throttlingException");
+    assert_eq!(frames.len(), 2);
+    // A named Converse event: its type in the header, its JSON as the payload.
+    assert_eq!(frames[0].0[":event-type"], "messageStart");
+    let payload: Value = serde_json::from_slice(&frames[0].1).unwrap();
+    assert_eq!(payload["role"], "assistant");
+    assert_eq!(frames[1].0[":exception-type"], "throttlingException");
 
     let mut body = converse_body();
     body["system"] = json!([{"text": "stub me"}]);
@@ -1070,6 +1081,31 @@ async fn invalid_stubs_are_refused_with_the_field_named() {
         },
     );
     assert!(m.mount(bad).await.unwrap_err().to_string().contains("cut_after"));
+    // An event-stream frame is one of chunk, named event or exception.
+    for (event, want) in [
+        (EventStreamEvent::default(), "events[0]: set exactly one of"),
+        (
+            EventStreamEvent { chunk: Some(json!({})), event: Some("messageStart".into()), ..Default::default() },
+            "events[0]: set exactly one of",
+        ),
+        (
+            EventStreamEvent { chunk: Some(json!({})), payload: Some(json!({})), ..Default::default() },
+            "`payload` goes with `event`",
+        ),
+    ] {
+        let bad = Stub::new(
+            StubMatch::default(),
+            StubResponse::EventStream {
+                status: 200,
+                events: vec![event],
+                hold_before: None,
+                cut_after: None,
+                headers: BTreeMap::new(),
+            },
+        );
+        let err = m.mount(bad).await.unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
 }
 
 #[test]

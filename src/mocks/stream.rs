@@ -68,11 +68,15 @@ pub(crate) fn eventstream_frames(events: &[EventStreamEvent]) -> Vec<Frame> {
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let bytes = match (&e.chunk, &e.exception) {
-                (Some(chunk), _) => eventstream::chunk_frame(chunk, i),
-                (None, Some(ex)) => eventstream::exception_frame(&ex.exception_type, &ex.message),
+            let bytes = match (&e.chunk, &e.event, &e.exception) {
+                (Some(chunk), _, _) => eventstream::chunk_frame(chunk, i),
+                (None, Some(name), _) => {
+                    let payload = e.payload.clone().unwrap_or_else(|| serde_json::json!({}));
+                    eventstream::converse_frame(name, &payload, i)
+                }
+                (None, None, Some(ex)) => eventstream::exception_frame(&ex.exception_type, &ex.message),
                 // Rejected by `Stub::validate`.
-                (None, None) => Vec::new(),
+                (None, None, None) => Vec::new(),
             };
             Frame { bytes, delay_ms: e.delay_ms }
         })

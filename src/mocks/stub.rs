@@ -247,13 +247,20 @@ impl SseEvent {
     }
 }
 
-/// One Bedrock event-stream frame: either a `chunk` event whose payload is
-/// `{"bytes": base64(json)}` or an exception frame (e.g. `throttlingException`).
+/// One Bedrock event-stream frame: an InvokeModel `chunk` event whose payload
+/// is `{"bytes": base64(json)}`, a named Converse event (`event`, e.g.
+/// `messageStart`, whose payload is `payload` itself), or an exception frame
+/// (e.g. `throttlingException`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventStreamEvent {
     #[serde(default)]
     pub chunk: Option<Value>,
+    /// A Converse event type; its JSON is `payload` (default `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
     #[serde(default)]
     pub exception: Option<EventStreamException>,
     #[serde(default)]
@@ -336,8 +343,12 @@ impl StubResponse {
                 check_status(*status, at)?;
                 check_headers(headers, at)?;
                 for (i, e) in events.iter().enumerate() {
-                    if e.chunk.is_some() == e.exception.is_some() {
-                        return Err(format!("{at}.events[{i}]: set exactly one of `chunk` and `exception`"));
+                    let kinds = [e.chunk.is_some(), e.event.is_some(), e.exception.is_some()];
+                    if kinds.iter().filter(|k| **k).count() != 1 {
+                        return Err(format!("{at}.events[{i}]: set exactly one of `chunk`, `event` and `exception`"));
+                    }
+                    if e.payload.is_some() && e.event.is_none() {
+                        return Err(format!("{at}.events[{i}]: `payload` goes with `event`"));
                     }
                 }
                 check_stream_indexes(events.len(), hold_before, cut_after, at)

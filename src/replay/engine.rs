@@ -488,12 +488,12 @@ fn stub_response(r: &Response) -> Result<StubResponse, String> {
             .iter()
             .map(|f| {
                 if let Some(chunk) = &f.chunk {
-                    Some(EventStreamEvent { chunk: Some(chunk.clone()), exception: None, delay_ms: 0 })
+                    Some(EventStreamEvent { chunk: Some(chunk.clone()), ..EventStreamEvent::default() })
                 } else if f.header(":message-type") == Some("exception") {
                     let message = f.payload.as_ref()?.get("message")?.as_str()?.to_string();
                     let exception_type = f.header(":exception-type")?.to_string();
                     let exception = Some(EventStreamException { exception_type, message });
-                    Some(EventStreamEvent { chunk: None, exception, delay_ms: 0 })
+                    Some(EventStreamEvent { exception, ..EventStreamEvent::default() })
                 } else {
                     None
                 }
