@@ -220,9 +220,13 @@ impl Gateway {
                 // also serving requests.
                 let gw = Arc::clone(self);
                 let (src, now) = (source.clone(), self.clock.wall());
-                tokio::task::spawn_blocking(move || gw.catalog.try_reload(&b, &src, now).map(|_| ()))
-                    .await
-                    .unwrap_or_else(|e| Err(catalog::CatalogError::ReloadTask(e.to_string())))
+                // The reload's log lines go where the caller's would.
+                let log = tracing::dispatcher::get_default(|d| d.clone());
+                tokio::task::spawn_blocking(move || {
+                    tracing::dispatcher::with_default(&log, || gw.catalog.try_reload(&b, &src, now).map(|_| ()))
+                })
+                .await
+                .unwrap_or_else(|e| Err(catalog::CatalogError::ReloadTask(e.to_string())))
             }
             Err(e) => {
                 self.catalog.record_failed_fetch(&e, self.clock.wall());

@@ -11,12 +11,15 @@ use super::model::Capability;
 use crate::gateway::clock::ManualClock;
 use crate::gateway::upstream::ClientKey;
 use crate::gateway::{Config, Gateway, GatewayBuilder, KnownBugs};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tracing::instrument::WithSubscriber;
 
 /// Which gateway the scenarios run against.
 #[derive(Debug, Clone, Default)]
@@ -52,10 +55,11 @@ pub struct InProcess {
     clock: Arc<ManualClock>,
     base_url: String,
     server: tokio::task::JoinHandle<()>,
-    /// What the gateway logged while it was built (start-up). Request-time
-    /// logs come from tasks axum spawns, which a scoped subscriber does not
-    /// reach; start-up is where the output checks look.
+    /// What the gateway logged: while it was built, while it handled each
+    /// request, and in the tasks the harness runs on it (`advance`). A
+    /// scoped subscriber, so parallel scenarios each see their own lines.
     output: Output,
+    log: tracing::Dispatch,
 }
 
 /// Lines a gateway printed, newest last, at most [`OUTPUT_LINES_KEPT`].
@@ -123,25 +127,30 @@ impl GatewayUnderTest {
     /// Builds our gateway from `config` with a manual clock (and `bugs` put
     /// back, for proofs) and serves it on 127.0.0.1:0.
     pub async fn in_process(config: Config, bugs: KnownBugs) -> Result<GatewayUnderTest, String> {
-        use tracing::instrument::WithSubscriber;
         let clock = ManualClock::shared();
         let output = Output::default();
-        // Scoped to this build: parallel scenarios each see their own lines.
-        let capture = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(LineSink(output.clone()))
-            .finish();
+        let log = tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(LineSink(output.clone()))
+                .finish(),
+        );
         let gateway = GatewayBuilder::new(config)
             .clock(clock.clone())
             .known_bugs(bugs)
             .build()
-            .with_subscriber(capture)
+            .with_subscriber(log.clone())
             .await
             .map_err(|e| format!("gateway did not start: {e}"))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let app = crate::gateway::server::app(gateway.clone());
+        // Every request's handler logs into this gateway's output, as a
+        // separate process's would.
+        let app = crate::gateway::server::app(gateway.clone()).layer(axum::middleware::from_fn_with_state(
+            log.clone(),
+            |State(log): State<tracing::Dispatch>, req: Request, next: Next| next.run(req).with_subscriber(log),
+        ));
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -151,6 +160,7 @@ impl GatewayUnderTest {
             base_url: format!("http://{addr}"),
             server,
             output,
+            log,
         }))
     }
 
@@ -241,7 +251,7 @@ impl GatewayUnderTest {
                 // Expired clients leave the cache on the next access in
                 // production; the harness sweeps now so stats are current.
                 p.gateway.clients.evict_expired();
-                p.gateway.run_due_tasks().await;
+                p.gateway.run_due_tasks().with_subscriber(p.log.clone()).await;
                 Ok(())
             }
             GatewayUnderTest::Process(_) => Err("a separate gateway process has no manual clock".into()),
