@@ -9,7 +9,6 @@
 //! cost map refused `claude-sonnet-4-6` to an `anthropic/*` key).
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +21,9 @@ use subtle::ConstantTimeEq;
 
 use crate::gateway::catalog::Catalog;
 use crate::gateway::clock::SharedClock;
+use crate::gateway::rate::RateLimiter;
 
-/// Length of the rate-limit window.
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+pub use crate::gateway::rate::{RateLimitKind, RATE_WINDOW};
 
 /// Random characters after `sk-` in a generated key (6 bits each: 192 bits).
 pub const GENERATED_SECRET_LEN: usize = 32;
@@ -34,23 +33,6 @@ const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 // ---------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------
-
-/// Which rate limit was hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RateLimitKind {
-    Rpm,
-    Tpm,
-}
-
-impl fmt::Display for RateLimitKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RateLimitKind::Rpm => "requests per minute",
-            RateLimitKind::Tpm => "tokens per minute",
-        })
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum KeyError {
@@ -225,52 +207,6 @@ impl AccessList {
 }
 
 // ---------------------------------------------------------------------------
-// Rate window
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    second: u64,
-    requests: u64,
-    tokens: u64,
-}
-
-/// Sixty one-second buckets: a sliding 60 s window with 1 s resolution and
-/// constant memory, driven by the injectable monotonic clock.
-#[derive(Debug)]
-struct RateWindow {
-    buckets: [Bucket; 60],
-}
-
-impl RateWindow {
-    fn new() -> Self {
-        RateWindow { buckets: [Bucket::default(); 60] }
-    }
-
-    fn live(&self, sec: u64) -> impl Iterator<Item = &Bucket> {
-        self.buckets.iter().filter(move |b| b.second <= sec && sec - b.second < RATE_WINDOW.as_secs())
-    }
-
-    fn bucket(&mut self, sec: u64) -> &mut Bucket {
-        let b = &mut self.buckets[(sec % 60) as usize];
-        if b.second != sec {
-            *b = Bucket { second: sec, requests: 0, tokens: 0 };
-        }
-        b
-    }
-
-    /// Time until the oldest bucket with something in it leaves the window.
-    fn retry_after(&self, now: Duration, used: impl Fn(&Bucket) -> bool) -> Duration {
-        let sec = now.as_secs();
-        self.live(sec)
-            .filter(|b| used(b))
-            .map(|b| b.second)
-            .min()
-            .map_or(Duration::ZERO, |oldest| (Duration::from_secs(oldest) + RATE_WINDOW).saturating_sub(now))
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Records
 // ---------------------------------------------------------------------------
 
@@ -316,7 +252,7 @@ pub struct KeyRecord {
     access: AccessList,
     created_at: u64,
     spend: Mutex<f64>,
-    window: Mutex<RateWindow>,
+    limits: RateLimiter,
 }
 
 impl KeyRecord {
@@ -333,10 +269,10 @@ impl KeyRecord {
             hash: hash_secret(secret),
             masked: mask(secret),
             access: AccessList::compile(&spec.models)?,
+            limits: RateLimiter::new(spec.rpm, spec.tpm),
             spec,
             created_at,
             spend: Mutex::new(0.0),
-            window: Mutex::new(RateWindow::new()),
         })
     }
 
@@ -395,40 +331,17 @@ impl KeyRecord {
     /// Counts one request at `now` (pass `clock.now()` of the gateway's
     /// `SharedClock`) unless the key is already at its rpm, or its tpm is used up.
     pub fn check_and_record_request(&self, now: Duration) -> Result<(), KeyError> {
-        let sec = now.as_secs();
-        let mut w = self.window.lock();
-        let (requests, tokens) =
-            w.live(sec).fold((0u64, 0u64), |(r, t), b| (r.saturating_add(b.requests), t.saturating_add(b.tokens)));
-        if let Some(limit) = self.spec.rpm {
-            if requests >= limit {
-                return Err(KeyError::RateLimited {
-                    kind: RateLimitKind::Rpm,
-                    limit,
-                    current: requests,
-                    retry_after: w.retry_after(now, |b| b.requests > 0),
-                });
-            }
-        }
-        if let Some(limit) = self.spec.tpm {
-            if tokens >= limit {
-                return Err(KeyError::RateLimited {
-                    kind: RateLimitKind::Tpm,
-                    limit,
-                    current: tokens,
-                    retry_after: w.retry_after(now, |b| b.tokens > 0),
-                });
-            }
-        }
-        let b = w.bucket(sec);
-        b.requests = b.requests.saturating_add(1);
-        Ok(())
+        self.limits.check_and_record(now).map_err(|e| KeyError::RateLimited {
+            kind: e.kind,
+            limit: e.limit,
+            current: e.current,
+            retry_after: e.retry_after,
+        })
     }
 
     /// Records tokens used by a finished request (they count against tpm).
     pub fn record_tokens(&self, now: Duration, n: u64) {
-        let mut w = self.window.lock();
-        let b = w.bucket(now.as_secs());
-        b.tokens = b.tokens.saturating_add(n);
+        self.limits.record_tokens(now, n);
     }
 
     pub fn info(&self) -> KeyInfo {

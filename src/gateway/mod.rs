@@ -15,6 +15,7 @@ pub mod keys;
 pub mod known_bugs;
 pub mod providers;
 pub mod proxy;
+pub mod rate;
 pub mod routing;
 pub mod server;
 pub mod sse;
