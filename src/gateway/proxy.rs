@@ -8,8 +8,10 @@ use crate::gateway::auth::{authenticate, Caller};
 use crate::gateway::beta::Placement;
 use crate::gateway::catalog::Usage;
 use crate::gateway::error::{json_type, upstream_message, ApiError};
+use crate::gateway::keys::KeyError;
 use crate::gateway::providers::params::{build_upstream_params, Endpoint};
 use crate::gateway::providers::{anthropic, bedrock, join_url, Provider};
+use crate::gateway::rate::{Exceeded, RATE_WINDOW};
 use crate::gateway::routing::Route;
 use crate::gateway::sse::SseParser;
 use crate::gateway::state::Gateway;
@@ -83,8 +85,13 @@ fn admit(gw: &Gateway, headers: &HeaderMap, raw: &Bytes, shape: &[(&str, &str)])
             return Err(ApiError::Forbidden(k.access().denial_message(&model)));
         }
         k.check_budget().map_err(|e| ApiError::BudgetExceeded(e.to_string()))?;
-        k.check_and_record_request(gw.clock.now())
-            .map_err(|e| ApiError::RateLimited { message: e.to_string(), retry_after_secs: Some(60) })?;
+        k.check_and_record_request(gw.clock.now()).map_err(|e| {
+            let retry_after_secs = match &e {
+                KeyError::RateLimited { retry_after, .. } => Some(whole_secs(*retry_after)),
+                _ => Some(RATE_WINDOW.as_secs()),
+            };
+            ApiError::RateLimited { message: e.to_string(), retry_after_secs }
+        })?;
     }
     let routes = gw.router.resolve(&model, &catalog);
     if routes.is_empty() {
@@ -104,16 +111,37 @@ fn is_retryable(e: &ApiError) -> bool {
     }
 }
 
+/// Whole seconds, rounded up, at least 1 (for `Retry-After`).
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
+}
+
 /// Tries the routes in order until one answers; a retryable failure moves on
-/// to the next deployment.
+/// to the next deployment. A deployment at its own rpm/tpm is skipped without
+/// counting as an attempt; when every one is, the client gets a 429 that
+/// says so, with the soonest `Retry-After`.
 async fn with_fallbacks<F, Fut>(gw: &Gateway, routes: &[Route], mut attempt: F) -> Result<Response, ApiError>
 where
     F: FnMut(Route) -> Fut,
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
-    let max_attempts = gw.config.router_settings.num_retries.map(|n| n as usize + 1).unwrap_or(routes.len());
+    let max_attempts = gw.config.router_settings.num_retries.map(|n| n as usize + 1).unwrap_or(routes.len()).max(1);
+    let now = gw.clock.now();
     let mut last = None;
-    for route in routes.iter().take(max_attempts.max(1)) {
+    let mut limited: Option<(&str, Exceeded)> = None;
+    let mut attempts = 0;
+    for route in routes {
+        if attempts == max_attempts {
+            break;
+        }
+        if let Err(e) = route.deployment.limits.check_and_record(now) {
+            tracing::debug!(deployment = %route.deployment.id, limit = %e.kind, "deployment at its limit; skipped");
+            if !limited.is_some_and(|(_, soonest)| soonest.retry_after <= e.retry_after) {
+                limited = Some((&route.deployment.id, e));
+            }
+            continue;
+        }
+        attempts += 1;
         match attempt(route.clone()).await {
             Ok(r) => return Ok(r),
             Err(e) if is_retryable(&e) => {
@@ -123,7 +151,24 @@ where
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or_else(|| ApiError::Internal("no deployment was tried".into())))
+    if let Some(e) = last {
+        return Err(e);
+    }
+    match (limited, routes.first()) {
+        (Some((id, e)), Some(first)) => Err(ApiError::RateLimited {
+            message: format!(
+                "no deployment of `{}` is available: each is at its rate limit (soonest: `{id}`, {} of {} {} in \
+                 the last 60 s); retry after {}s",
+                first.deployment.model_name,
+                e.current,
+                e.limit,
+                e.kind,
+                whole_secs(e.retry_after)
+            ),
+            retry_after_secs: Some(whole_secs(e.retry_after)),
+        }),
+        _ => Err(ApiError::Internal("no deployment was tried".into())),
+    }
 }
 
 fn deployment_api_key(route: &Route) -> Option<String> {
@@ -210,16 +255,19 @@ pub(crate) fn pricing_names(provider: Provider, upstream_model: &str, model_info
 /// Prices a call and charges the key. Returns the header value, or None when
 /// the model has no price (never a silent 0).
 fn charge(gw: &Gateway, caller: &Caller, route: &Route, usage: &Usage) -> Option<f64> {
+    // Tokens count against rate limits whether or not the model is priced.
+    let tokens = usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_creation_tokens;
+    let now = gw.clock.now();
+    route.deployment.limits.record_tokens(now, tokens);
+    if let Caller::Key(k) = caller {
+        k.record_tokens(now, tokens);
+    }
     let catalog = gw.catalog.current();
     let candidates = pricing_names(route.provider, &route.upstream_model, route.deployment.model_info.as_ref());
     let cost = candidates.iter().find_map(|c| catalog.cost(c, usage))?;
     let total = cost.total();
     if let Caller::Key(k) = caller {
         k.add_spend(total);
-        k.record_tokens(
-            gw.clock.now(),
-            usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_creation_tokens,
-        );
     }
     Some(total)
 }

@@ -12,6 +12,7 @@
 use crate::gateway::catalog::Catalog;
 use crate::gateway::config::{secs, Config, LitellmParams, ModelDeployment};
 use crate::gateway::providers::Provider;
+use crate::gateway::rate::RateLimiter;
 use foldhash::{HashMap, HashMapExt};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +36,9 @@ pub struct Deployment {
     pub connect_timeout: Option<Duration>,
     /// Identifies the credentials in client-cache keys without holding them.
     pub credential_fingerprint: String,
+    /// `litellm_params.rpm` / `tpm`: a deployment at its limit is skipped
+    /// for the next one in its group, as LiteLLM's router does.
+    pub limits: RateLimiter,
 }
 
 impl Deployment {
@@ -67,6 +71,7 @@ impl Deployment {
             timeout: secs(d.litellm_params.timeout).or(default_timeout),
             stream_timeout: secs(d.litellm_params.stream_timeout),
             connect_timeout: secs(d.litellm_params.connect_timeout),
+            limits: RateLimiter::new(d.litellm_params.rpm, d.litellm_params.tpm),
             credential_fingerprint: crate::gateway::upstream::ClientKey::fingerprint(
                 &[
                     d.litellm_params.api_key.as_deref(),
