@@ -348,3 +348,42 @@ async fn virtual_key_lifecycle() {
         call(&app, "POST", "/v1/chat/completions", &as_key, json!({"model": "gpt-4o", "messages": []})).await;
     assert_eq!(s, 401, "a deleted key is refused");
 }
+
+#[tokio::test]
+async fn model_info_shows_prices_from_the_map_in_use_and_never_credentials() {
+    let app = app(
+        "model_list:\n\
+         \x20 - model_name: gpt-4o\n\
+         \x20   litellm_params: {model: openai/gpt-4o, api_base: http://127.0.0.1:9/v1, api_key: test-secret-credential-0001}\n\
+         \x20 - model_name: in-house\n\
+         \x20   litellm_params: {model: openai/in-house-model, api_base: http://127.0.0.1:9/v1}\n\
+         \x20 - model_name: azure-prod\n\
+         \x20   litellm_params: {model: azure/prod-deployment, api_base: http://127.0.0.1:9, api_key: k}\n\
+         \x20   model_info: {id: az-1, base_model: gpt-4o-mini}\n\
+         general_settings: {master_key: sk-test-master-0012}\n",
+    )
+    .await;
+    let (status, _, _) = call(&app, "GET", "/v1/model/info", &[], json!(null)).await;
+    assert_eq!(status, 401, "the deployment list is not public");
+    let auth = [("authorization", "Bearer sk-test-master-0012")];
+    let (status, v, _) = call(&app, "GET", "/v1/model/info", &auth, json!(null)).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!v.to_string().contains("test-secret-credential"), "credentials leaked: {v}");
+    let by_name = |name: &str| -> Value {
+        v["data"].as_array().unwrap().iter().find(|d| d["model_name"] == name).cloned().unwrap()
+    };
+    let gpt = by_name("gpt-4o");
+    assert_eq!(gpt["litellm_params"]["model"], "openai/gpt-4o");
+    assert_eq!(gpt["model_info"]["key"], "gpt-4o");
+    assert!(gpt["model_info"]["input_cost_per_token"].as_f64().unwrap() > 0.0, "{gpt}");
+    // Unknown to the map: unpriced (null), never 0.
+    let in_house = by_name("in-house");
+    assert_eq!(in_house["model_info"]["key"], Value::Null);
+    assert_eq!(in_house["model_info"]["input_cost_per_token"], Value::Null);
+    // An Azure deployment name is priced through `base_model`.
+    let azure = by_name("azure-prod");
+    assert_eq!(azure["model_info"]["id"], "az-1");
+    assert_eq!(azure["model_info"]["key"], "gpt-4o-mini");
+    let (_, same, _) = call(&app, "GET", "/model/info", &auth, json!(null)).await;
+    assert_eq!(same, v);
+}
