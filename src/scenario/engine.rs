@@ -225,8 +225,12 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
             let list = if std::ptr::eq(ctx.steps, scenario.steps.as_slice()) { "steps" } else { "black_box_steps" };
             outcome.variant = list;
             for i in 0..ctx.steps.len() {
-                let missing: Vec<&str> =
-                    ctx.steps[i].needs.iter().filter(|c| !ctx.rig.gut.has(**c)).map(|c| c.name()).collect();
+                let missing: Vec<&str> = ctx.steps[i]
+                    .capabilities()
+                    .into_iter()
+                    .filter(|c| !ctx.rig.gut.has(*c))
+                    .map(|c| c.name())
+                    .collect();
                 if !missing.is_empty() {
                     outcome.skipped_steps.push(format!(
                         "{} (needs {})",

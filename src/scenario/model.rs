@@ -722,21 +722,30 @@ impl Scenario {
 
 fn required_capabilities(needs: &[Capability], steps: &[Step]) -> Vec<Capability> {
     let mut caps: std::collections::BTreeSet<Capability> = needs.iter().copied().collect();
-    for s in steps {
-        match s.action() {
-            Ok(Action::Advance(_)) => {
-                caps.insert(Capability::ManualClock);
-            }
-            Ok(Action::FillClientCache(_)) | Ok(Action::ExpectStats(_)) => {
-                caps.insert(Capability::InternalStats);
-            }
-            Ok(Action::ExpectOutput(_)) => {
-                caps.insert(Capability::GatewayOutput);
-            }
-            _ => {}
+    // A step with its own `needs` is skipped where it cannot run, so what it
+    // implies does not make the whole scenario inapplicable.
+    caps.extend(steps.iter().filter(|s| s.needs.is_empty()).filter_map(Step::implied_capability));
+    caps.into_iter().collect()
+}
+
+impl Step {
+    /// The capability the step's action implies, if any.
+    fn implied_capability(&self) -> Option<Capability> {
+        match self.action() {
+            Ok(Action::Advance(_)) => Some(Capability::ManualClock),
+            Ok(Action::FillClientCache(_)) | Ok(Action::ExpectStats(_)) => Some(Capability::InternalStats),
+            Ok(Action::ExpectOutput(_)) => Some(Capability::GatewayOutput),
+            _ => None,
         }
     }
-    caps.into_iter().collect()
+
+    /// Everything this step needs to run: its `needs` and what its action
+    /// implies. A target missing any of it skips a step that has `needs`.
+    pub fn capabilities(&self) -> Vec<Capability> {
+        let mut caps = self.needs.clone();
+        caps.extend(self.implied_capability().filter(|c| !self.needs.contains(c)));
+        caps
+    }
 }
 
 /// Every `*.yaml` under the given paths, sorted.
@@ -828,5 +837,18 @@ mod tests {
         let text = format!("{HEAD}steps:\n  - expect_output: {{line_matches: refused}}\n");
         let s = Scenario::parse(&text, "case.yaml").expect("valid");
         assert_eq!(s.required_capabilities(), vec![Capability::GatewayOutput]);
+    }
+
+    #[test]
+    fn a_step_with_its_own_needs_is_optional_for_the_scenario() {
+        let text =
+            format!("{HEAD}steps:\n  - request: {{path: /v1/models}}\n  - needs: [manual_clock]\n    advance: 61s\n");
+        let s = Scenario::parse(&text, "case.yaml").expect("valid");
+        assert_eq!(s.required_capabilities(), vec![]);
+        assert_eq!(s.steps[1].capabilities(), vec![Capability::ManualClock]);
+        // A step that declares one capability still needs what its action implies.
+        let text = format!("{HEAD}steps:\n  - needs: [postmortem_api]\n    expect_stats: {{/status: ok}}\n");
+        let s = Scenario::parse(&text, "case.yaml").expect("valid");
+        assert_eq!(s.steps[0].capabilities(), vec![Capability::PostmortemApi, Capability::InternalStats]);
     }
 }
