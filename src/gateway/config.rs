@@ -132,9 +132,17 @@ pub struct GeneralSettings {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RouterSettings {
-    /// Only `simple-shuffle` (round robin here) is implemented; others warn.
+    /// Deployments of a model are tried round robin, skipping any at its
+    /// `rpm`/`tpm`. That is LiteLLM's `simple-shuffle` (without rpm weights)
+    /// and `usage-based-routing(-v2)` with pre-call checks; other strategies
+    /// warn and get the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_strategy: Option<String>,
+    /// LiteLLM's switch for skipping deployments over their limits before
+    /// the call. postmortem always does; the setting is accepted so a
+    /// LiteLLM config that sets it loads without a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_pre_call_checks: Option<bool>,
     /// Extra attempts on other deployments of the same model after a
     /// retryable failure (connection error, 429, 5xx). Default: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,9 +255,10 @@ impl Config {
             }
         }
         if let Some(s) = &self.router_settings.routing_strategy {
-            if s != "simple-shuffle" {
+            if !matches!(s.as_str(), "simple-shuffle" | "usage-based-routing" | "usage-based-routing-v2") {
                 warnings.push(format!(
-                    "{file}: router_settings.routing_strategy `{s}` is not implemented; using round robin"
+                    "{file}: router_settings.routing_strategy `{s}` is not implemented; using round robin \
+                     over the deployments under their rpm/tpm"
                 ));
             }
         }
@@ -377,6 +386,18 @@ litellm_settings:
         let w = loaded.warnings.join("\n");
         assert!(w.contains("model_list.0.litellm_params.surprise"), "{w}");
         assert!(w.contains("general_settings.database_url"), "{w}");
+    }
+
+    #[test]
+    fn routing_strategies_that_are_not_round_robin_with_limits_warn() {
+        let config = |strategy: &str| {
+            format!("model_list: []\nrouter_settings: {{routing_strategy: {strategy}, enable_pre_call_checks: true}}\n")
+        };
+        for known in ["simple-shuffle", "usage-based-routing", "usage-based-routing-v2"] {
+            assert!(Config::parse(&config(known), "c.yaml").unwrap().warnings.is_empty(), "{known}");
+        }
+        let w = Config::parse(&config("latency-based-routing"), "c.yaml").unwrap().warnings.join("\n");
+        assert!(w.contains("`latency-based-routing` is not implemented"), "{w}");
     }
 
     #[test]

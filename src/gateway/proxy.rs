@@ -157,9 +157,10 @@ where
     match (limited, routes.first()) {
         (Some((id, e)), Some(first)) => Err(ApiError::RateLimited {
             message: format!(
-                "no deployment of `{}` is available: each is at its rate limit (soonest: `{id}`, {} of {} {} in \
-                 the last 60 s); retry after {}s",
+                "no deployment of `{}` is available: each is over its {} limit (soonest free: `{id}`, {} of {} {} \
+                 used in the last 60 s); retry after {}s",
                 first.deployment.model_name,
+                e.kind.short(),
                 e.current,
                 e.limit,
                 e.kind,

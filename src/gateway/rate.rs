@@ -20,6 +20,16 @@ pub enum RateLimitKind {
     Tpm,
 }
 
+impl RateLimitKind {
+    /// `rpm` or `tpm`, as configs spell the limit.
+    pub fn short(self) -> &'static str {
+        match self {
+            RateLimitKind::Rpm => "rpm",
+            RateLimitKind::Tpm => "tpm",
+        }
+    }
+}
+
 impl fmt::Display for RateLimitKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
