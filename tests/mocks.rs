@@ -501,27 +501,31 @@ async fn bedrock_stream_is_binary_eventstream_with_base64_anthropic_events() {
     assert!(!types.iter().any(|t| t == "ping"), "Bedrock sends no ping");
 }
 
+/// A Bedrock `throttlingException` frame, as a stream's failure mid-way.
+fn throttling() -> EventStreamEvent {
+    EventStreamEvent {
+        exception: Some(EventStreamException {
+            exception_type: "throttlingException".into(),
+            message: "Too many tokens".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An `event_stream` stub response with `events` and no holds or cuts.
+fn event_stream(events: Vec<EventStreamEvent>) -> StubResponse {
+    StubResponse::EventStream { status: 200, events, hold_before: None, cut_after: None, headers: BTreeMap::new() }
+}
+
 #[tokio::test]
 async fn bedrock_eventstream_stub_can_fail_mid_stream() {
     let m = start(MockKind::Bedrock).await;
     let stub = Stub::new(
         StubMatch { path_contains: Some("invoke-with-response-stream".into()), ..StubMatch::default() },
-        StubResponse::EventStream {
-            status: 200,
-            events: vec![
-                EventStreamEvent { chunk: Some(json!({"type": "message_start", "message": {}})), ..Default::default() },
-                EventStreamEvent {
-                    exception: Some(EventStreamException {
-                        exception_type: "throttlingException".into(),
-                        message: "Too many tokens".into(),
-                    }),
-                    ..Default::default()
-                },
-            ],
-            hold_before: None,
-            cut_after: None,
-            headers: BTreeMap::new(),
-        },
+        event_stream(vec![
+            EventStreamEvent { chunk: Some(json!({"type": "message_start", "message": {}})), ..Default::default() },
+            throttling(),
+        ]),
     );
     m.mount(stub).await.unwrap();
     let r = bedrock_post(&m, "invoke-with-response-stream", &[], &bedrock_body()).await;
@@ -780,26 +784,14 @@ async fn bedrock_stubs_and_faults_answer_on_converse_routes() {
     let m = start(MockKind::Bedrock).await;
     m.mount(Stub::new(
         StubMatch { path_contains: Some("/converse-stream".into()), ..StubMatch::default() },
-        StubResponse::EventStream {
-            status: 200,
-            events: vec![
-                EventStreamEvent {
-                    event: Some("messageStart".into()),
-                    payload: Some(json!({"role": "assistant"})),
-                    ..Default::default()
-                },
-                EventStreamEvent {
-                    exception: Some(EventStreamException {
-                        exception_type: "throttlingException".into(),
-                        message: "Too many tokens".into(),
-                    }),
-                    ..Default::default()
-                },
-            ],
-            hold_before: None,
-            cut_after: None,
-            headers: BTreeMap::new(),
-        },
+        event_stream(vec![
+            EventStreamEvent {
+                event: Some("messageStart".into()),
+                payload: Some(json!({"role": "assistant"})),
+                ..Default::default()
+            },
+            throttling(),
+        ]),
     ))
     .await
     .unwrap();
@@ -1093,16 +1085,7 @@ async fn invalid_stubs_are_refused_with_the_field_named() {
             "`payload` goes with `event`",
         ),
     ] {
-        let bad = Stub::new(
-            StubMatch::default(),
-            StubResponse::EventStream {
-                status: 200,
-                events: vec![event],
-                hold_before: None,
-                cut_after: None,
-                headers: BTreeMap::new(),
-            },
-        );
+        let bad = Stub::new(StubMatch::default(), event_stream(vec![event]));
         let err = m.mount(bad).await.unwrap_err().to_string();
         assert!(err.contains(want), "{err}");
     }
