@@ -113,7 +113,7 @@ fn is_retryable(e: &ApiError) -> bool {
 
 /// Whole seconds, rounded up, at least 1 (for `Retry-After`).
 fn whole_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 /// Tries the routes in order until one answers; a retryable failure moves on
