@@ -387,3 +387,34 @@ async fn model_info_shows_prices_from_the_map_in_use_and_never_credentials() {
     let (_, same, _) = call(&app, "GET", "/model/info", &auth, json!(null)).await;
     assert_eq!(same, v);
 }
+
+#[tokio::test]
+async fn an_empty_master_key_is_refused_at_start_up() {
+    // Literally empty, blank, or an environment variable that is empty:
+    // each would make an empty `Authorization:` header the master key.
+    for master in [
+        "master_key: ''",
+        "master_key: '   '",
+        "master_key: os.environ/PM_TEST_EMPTY_MASTER_KEY\nenvironment_variables: {PM_TEST_EMPTY_MASTER_KEY: ''}",
+    ] {
+        let (settings, env) = master.split_once('\n').unwrap_or((master, ""));
+        let yaml = format!("model_list: []\ngeneral_settings:\n  {settings}\n{env}\n");
+        let cfg = Config::parse(&yaml, "test.yaml").expect("config parses").config;
+        let err = GatewayBuilder::new(cfg).build().await.expect_err("an empty master key must not start");
+        let err = err.to_string();
+        assert!(err.contains("general_settings.master_key") && err.contains("empty"), "{master}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn an_empty_authorization_header_is_no_credential() {
+    let app = app("model_list: []\ngeneral_settings: {master_key: sk-test-master-0102}\n").await;
+    for auth in ["", "Bearer ", "Bearer", "   "] {
+        let (status, body, _) = call(&app, "POST", "/key/generate", &[("authorization", auth)], json!({})).await;
+        assert_eq!(status, 401, "Authorization: {auth:?} -> {body}");
+    }
+    for header in ["x-api-key", "api-key"] {
+        let (status, body, _) = call(&app, "GET", "/key/list", &[(header, "")], json!({})).await;
+        assert_eq!(status, 401, "{header}: \"\" -> {body}");
+    }
+}

@@ -43,7 +43,8 @@ pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiErro
     if master.is_none() && gw.keys.is_empty() {
         return Ok(Caller::Open);
     }
-    let Some(presented) = presented_key(headers) else {
+    // An empty credential is no credential, whatever is configured.
+    let Some(presented) = presented_key(headers).filter(|k| !k.is_empty()) else {
         return Err(ApiError::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into()));
     };
     if let Some(m) = master {

@@ -311,6 +311,15 @@ impl Config {
         }
         let g = &mut self.general_settings;
         resolve("general_settings.master_key".into(), &mut g.master_key)?;
+        // An empty master key would match an empty `Authorization:` header
+        // and make every caller an admin: refuse to start instead.
+        if g.master_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err(ConfigError::Field {
+                file: file.to_string(),
+                field: "general_settings.master_key".into(),
+                message: "is empty; set a non-empty key or remove the setting".into(),
+            });
+        }
         resolve("general_settings.model_cost_map".into(), &mut g.model_cost_map)?;
         resolve("general_settings.anthropic_beta_headers".into(), &mut g.anthropic_beta_headers)?;
         for (i, k) in self.keys.iter_mut().enumerate() {
