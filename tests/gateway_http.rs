@@ -418,3 +418,52 @@ async fn an_empty_authorization_header_is_no_credential() {
         assert_eq!(status, 401, "{header}: \"\" -> {body}");
     }
 }
+
+#[tokio::test]
+async fn a_model_name_never_changes_the_upstream_path_or_query() {
+    let up = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_body_json(chat_ok())).mount(&up).await;
+    let app = app(&format!(
+        "model_list:\n  - model_name: 'azure/*'\n    litellm_params: {{model: 'azure/*', api_base: '{0}', api_key: test-azure-key}}\n  - model_name: 'vertex_ai/*'\n    litellm_params: {{model: 'vertex_ai/*', api_base: '{0}', api_key: test-vertex-token, vertex_project: p1, vertex_location: us-east5}}\n  - model_name: 'bedrock/*'\n    litellm_params: {{model: 'bedrock/*', api_base: '{0}', aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: test-secret, aws_region_name: us-east-1}}\n",
+        up.uri()
+    ))
+    .await;
+    let hostile = ["../../../admin?x=1#", "..%2F..%2Fadmin", "a/../../admin", "x?api-version=evil", "x#frag"];
+    for provider in ["azure", "vertex_ai", "bedrock"] {
+        for name in hostile {
+            let model = format!("{provider}/{name}");
+            let body = json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]});
+            let (status, reply, _) = call(&app, "POST", "/v1/chat/completions", &[], body).await;
+            assert!(status < 500 || status == 502, "{model}: {status} {reply}");
+        }
+        for name in ["..", "."] {
+            let model = format!("{provider}/{name}");
+            let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+            let (status, reply, _) = call(&app, "POST", "/v1/chat/completions", &[], body).await;
+            assert_eq!(status, 400, "{model}: {reply}");
+        }
+    }
+    let received = up.received_requests().await.unwrap();
+    assert!(!received.is_empty());
+    for r in &received {
+        let path = r.url.path();
+        let allowed =
+            ["/openai/deployments/", "/v1/projects/p1/locations/us-east5/publishers/anthropic/models/", "/model/"];
+        assert!(allowed.iter().any(|p| path.starts_with(p)), "upstream path escaped its prefix: {}", r.url);
+        assert_eq!(
+            path.matches('/').count(),
+            if path.starts_with("/openai/") {
+                5
+            } else if path.starts_with("/model/") {
+                3
+            } else {
+                9
+            },
+            "{}",
+            r.url
+        );
+        let query = r.url.query().unwrap_or("");
+        assert!(query.is_empty() || query.starts_with("api-version=") && !query.contains("evil"), "{}", r.url);
+        assert!(r.url.fragment().is_none(), "{}", r.url);
+    }
+}

@@ -10,7 +10,7 @@ use crate::gateway::catalog::Usage;
 use crate::gateway::error::{json_type, upstream_message, ApiError};
 use crate::gateway::keys::KeyError;
 use crate::gateway::providers::params::{build_upstream_params, Endpoint};
-use crate::gateway::providers::{anthropic, bedrock, join_url, Provider};
+use crate::gateway::providers::{anthropic, bedrock, join_url, path_segment, Provider};
 use crate::gateway::rate::{Exceeded, RATE_WINDOW};
 use crate::gateway::routing::Route;
 use crate::gateway::sse::SseParser;
@@ -318,16 +318,17 @@ fn anthropic_usage(v: &Value) -> Usage {
 // ---------------------------------------------------------------- OpenAI wire
 
 /// URL and auth headers for an OpenAI-format call.
-fn openai_target(route: &Route, base: &str, path: &str) -> (String, Vec<(&'static str, String)>) {
+fn openai_target(route: &Route, base: &str, path: &str) -> Result<(String, Vec<(&'static str, String)>), ApiError> {
     let key = deployment_api_key(route);
-    match route.provider {
+    Ok(match route.provider {
         Provider::Azure => {
             let version = route.deployment.params.api_version.clone().unwrap_or_else(|| "2024-10-21".into());
-            let url = format!("{}/openai/deployments/{}/{}?api-version={}", base, route.upstream_model, path, version);
+            let deployment = path_segment(&route.upstream_model).map_err(ApiError::BadRequest)?;
+            let url = format!("{}/openai/deployments/{}/{}?api-version={}", base, deployment, path, version);
             (url, key.map(|k| vec![("api-key", k)]).unwrap_or_default())
         }
         _ => (join_url(base, path), key.map(|k| vec![("authorization", format!("Bearer {k}"))]).unwrap_or_default()),
-    }
+    })
 }
 
 async fn openai_call(
@@ -352,7 +353,7 @@ async fn openai_call(
     } else {
         body.insert("model".into(), Value::String(route.upstream_model.clone()));
     }
-    let (url, auth) = openai_target(&route, &base, path);
+    let (url, auth) = openai_target(&route, &base, path)?;
     let client = client_for(gw, &route, &base)?;
     let mut req = client.http.post(&url).json(&body);
     for (k, v) in auth {
@@ -501,10 +502,9 @@ fn anthropic_request(
             body.remove("model");
             body.insert("anthropic_version".into(), json!("vertex-2023-10-16"));
             let verb = if stream { "streamRawPredict" } else { "rawPredict" };
-            url = format!(
-                "{}/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{}:{verb}",
-                base, route.upstream_model
-            );
+            let model = path_segment(&route.upstream_model).map_err(ApiError::BadRequest)?;
+            url =
+                format!("{base}/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:{verb}");
             if let Some(k) = key {
                 headers.push(("authorization".into(), format!("Bearer {k}")));
             }
@@ -515,7 +515,7 @@ fn anthropic_request(
         Provider::Bedrock => {
             let v = bedrock::to_bedrock_body(&Value::Object(body), betas);
             let bytes = serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let url = bedrock::invoke_url(base, &route.upstream_model, stream);
+            let url = bedrock::invoke_url(base, &route.upstream_model, stream).map_err(ApiError::BadRequest)?;
             let p = &route.deployment.params;
             let creds = bedrock::AwsCredentials::resolve(
                 p.aws_access_key_id.as_deref(),

@@ -90,22 +90,9 @@ pub fn default_endpoint(region: &str) -> String {
 /// `{base}/model/{model id}/invoke` or `.../invoke-with-response-stream`.
 /// The model id is percent-encoded: ids contain `:` (`...-v2:0`) and
 /// inference-profile ARNs contain `/`, which must not split the path.
-pub fn invoke_url(endpoint_base: &str, model_id: &str, stream: bool) -> String {
+pub fn invoke_url(endpoint_base: &str, model_id: &str, stream: bool) -> Result<String, String> {
     let action = if stream { "invoke-with-response-stream" } else { "invoke" };
-    format!("{}/model/{}/{action}", endpoint_base.trim_end_matches('/'), encode_path_segment(model_id))
-}
-
-/// RFC 3986 percent-encoding of everything but unreserved characters.
-fn encode_path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    Ok(format!("{}/model/{}/{action}", endpoint_base.trim_end_matches('/'), super::path_segment(model_id)?))
 }
 
 /// Turns an Anthropic Messages body into a Bedrock InvokeModel body.
@@ -471,11 +458,12 @@ mod tests {
     fn urls() {
         assert_eq!(default_endpoint("eu-west-1"), "https://bedrock-runtime.eu-west-1.amazonaws.com");
         assert_eq!(
-            invoke_url("https://bedrock-runtime.us-east-1.amazonaws.com/", "us.anthropic.claude-3-5-sonnet-20241022-v2:0", false),
+            invoke_url("https://bedrock-runtime.us-east-1.amazonaws.com/", "us.anthropic.claude-3-5-sonnet-20241022-v2:0", false)
+                .unwrap(),
             "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/invoke"
         );
         assert_eq!(
-            invoke_url("http://127.0.0.1:9", "arn:aws:bedrock:us-east-1:123:inference-profile/x y", true),
+            invoke_url("http://127.0.0.1:9", "arn:aws:bedrock:us-east-1:123:inference-profile/x y", true).unwrap(),
             "http://127.0.0.1:9/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123%3Ainference-profile%2Fx%20y/invoke-with-response-stream"
         );
     }
@@ -563,7 +551,7 @@ mod tests {
     fn sigv4_for_bedrock_signs_headers_and_token() {
         let mut h = http::HeaderMap::new();
         h.insert("content-type", http::HeaderValue::from_static("application/json"));
-        let url = invoke_url(&default_endpoint("us-east-1"), "anthropic.claude-3-haiku-20240307-v1:0", false);
+        let url = invoke_url(&default_endpoint("us-east-1"), "anthropic.claude-3-haiku-20240307-v1:0", false).unwrap();
         let creds = example_creds(Some("TOKEN"));
         let out = sign("POST", &url, &h, b"{}", &creds, "us-east-1", "bedrock", suite_time()).unwrap();
         let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

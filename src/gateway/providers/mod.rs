@@ -92,3 +92,38 @@ impl std::fmt::Display for Provider {
 pub fn join_url(base: &str, path: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
 }
+
+/// A model or deployment name as one URL path segment: every byte but RFC
+/// 3986's unreserved characters percent-encoded, so a name can never add
+/// segments, a query or a fragment to the upstream URL. `.` and `..` are
+/// refused: URL parsers treat them as dot segments even when encoded.
+pub fn path_segment(name: &str) -> Result<String, String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("`{name}` is not a valid model name"));
+    }
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn a_model_name_stays_one_path_segment() {
+        assert_eq!(path_segment("gpt-4o_mini.v1~x").unwrap(), "gpt-4o_mini.v1~x");
+        assert_eq!(path_segment("claude@20240620").unwrap(), "claude%4020240620");
+        assert_eq!(path_segment("../../../admin?x=1#").unwrap(), "..%2F..%2F..%2Fadmin%3Fx%3D1%23");
+        assert_eq!(path_segment("%2e%2e").unwrap(), "%252e%252e");
+        for bad in ["", ".", ".."] {
+            assert!(path_segment(bad).is_err(), "{bad:?}");
+        }
+    }
+}
