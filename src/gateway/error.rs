@@ -30,7 +30,14 @@ pub enum ApiError {
     BudgetExceeded(String),
     /// The upstream answered with an error: keep its status and message.
     #[error("{message}")]
-    Upstream { status: u16, message: String, provider: String, error_type: Option<String> },
+    Upstream {
+        status: u16,
+        message: String,
+        provider: String,
+        error_type: Option<String>,
+        /// The provider's `Retry-After`, passed on to the client as sent.
+        retry_after: Option<String>,
+    },
     #[error("{0}")]
     BadGateway(String),
     #[error("{0}")]
@@ -86,15 +93,30 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The `Retry-After` the client gets: the gateway's own limit's, or the
+    /// provider's.
+    pub fn retry_after(&self) -> Option<String> {
+        match self {
+            ApiError::RateLimited { retry_after_secs: Some(s), .. } => Some(s.to_string()),
+            ApiError::Upstream { retry_after, .. } => retry_after.clone(),
+            _ => None,
+        }
+    }
+
+    /// Adds the headers that go with this error to a response.
+    pub fn add_headers(&self, resp: &mut Response) {
+        if let Some(v) = self.retry_after().and_then(|v| HeaderValue::from_str(&v).ok()) {
+            resp.headers_mut().insert("retry-after", v);
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut resp = (status, axum::Json(self.body())).into_response();
-        if let ApiError::RateLimited { retry_after_secs: Some(s), .. } = &self {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                resp.headers_mut().insert("retry-after", v);
-            }
-        }
+        self.add_headers(&mut resp);
         resp
     }
 }

@@ -219,6 +219,7 @@ fn client_for(
 /// and message.
 async fn upstream_error(provider: Provider, resp: reqwest::Response) -> ApiError {
     let status = resp.status().as_u16();
+    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
     let body = resp.bytes().await.unwrap_or_default();
     let (message, error_type) = upstream_message(&body);
     ApiError::Upstream {
@@ -226,6 +227,7 @@ async fn upstream_error(provider: Provider, resp: reqwest::Response) -> ApiError
         message: format!("{provider} error ({status}): {message}"),
         provider: provider.to_string(),
         error_type,
+        retry_after,
     }
 }
 
@@ -318,7 +320,10 @@ fn anthropic_usage(v: &Value) -> Usage {
 // ---------------------------------------------------------------- OpenAI wire
 
 /// URL and auth headers for an OpenAI-format call.
-fn openai_target(route: &Route, base: &str, path: &str) -> Result<(String, Vec<(&'static str, String)>), ApiError> {
+/// An upstream URL and the auth headers that go with it.
+type Target = (String, Vec<(&'static str, String)>);
+
+fn openai_target(route: &Route, base: &str, path: &str) -> Result<Target, ApiError> {
     let key = deployment_api_key(route);
     Ok(match route.provider {
         Provider::Azure => {
@@ -765,5 +770,8 @@ fn anthropic_error(e: ApiError) -> Response {
         529 => "overloaded_error",
         _ => "api_error",
     };
-    (status, axum::Json(json!({"type": "error", "error": {"type": kind, "message": e.to_string()}}))).into_response()
+    let mut resp = (status, axum::Json(json!({"type": "error", "error": {"type": kind, "message": e.to_string()}})))
+        .into_response();
+    e.add_headers(&mut resp);
+    resp
 }

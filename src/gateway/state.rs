@@ -240,6 +240,7 @@ impl Gateway {
                 status: 422,
                 message: format!("cost map from {source} was not adopted (the previous map stays in use): {e}"),
                 provider: "cost_map".into(),
+                retry_after: None,
                 error_type: Some("cost_map_invalid".into()),
             }),
         }
@@ -270,6 +271,7 @@ impl Gateway {
                     status: 422,
                     message: format!("beta policy from {src} was not adopted: {e}"),
                     provider: "beta_policy".into(),
+                    retry_after: None,
                     error_type: Some("beta_policy_invalid".into()),
                 })
             }
