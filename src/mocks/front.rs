@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use super::answer::{AnswerEnd, MockAnswer};
 use super::gates::Gates;
 use super::http1::{Conn, ReadError, WireRequest};
 use super::ids::IdGen;
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub ids: IdGen,
     pub gates: Gates,
     journal: Mutex<Vec<RecordedRequest>>,
+    /// `answers[i]` is what the front sent for `journal[i]`.
+    answers: Mutex<Vec<MockAnswer>>,
     stubs: Mutex<Vec<Mounted>>,
     inner_uri: String,
     client: reqwest::Client,
@@ -64,6 +67,7 @@ impl Shared {
             ids: IdGen::new(&format!("{kind}/{name}")),
             gates: Gates::new(),
             journal: Mutex::new(Vec::new()),
+            answers: Mutex::new(Vec::new()),
             stubs: Mutex::new(Vec::new()),
             inner_uri,
             client,
@@ -84,8 +88,45 @@ impl Shared {
         self.journal.lock().clone()
     }
 
+    /// Every request with the answer it got so far, in arrival order.
+    pub fn exchanges(&self) -> Vec<(RecordedRequest, MockAnswer)> {
+        // Lock order: journal, then answers (as in `record`).
+        let journal = self.journal.lock();
+        let answers = self.answers.lock();
+        journal
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), answers.get(i).cloned().unwrap_or_else(MockAnswer::pending)))
+            .collect()
+    }
+
+    pub fn exchange_at(&self, i: usize) -> Option<(RecordedRequest, MockAnswer)> {
+        let journal = self.journal.lock();
+        let answers = self.answers.lock();
+        Some((journal.get(i)?.clone(), answers.get(i).cloned().unwrap_or_else(MockAnswer::pending)))
+    }
+
     pub fn clear_journal(&self) {
-        self.journal.lock().clear();
+        let mut journal = self.journal.lock();
+        journal.clear();
+        self.answers.lock().clear();
+    }
+
+    /// Appends a request and its (pending) answer; returns its index.
+    fn record(&self, req: RecordedRequest) -> usize {
+        let mut journal = self.journal.lock();
+        let mut answers = self.answers.lock();
+        journal.push(req);
+        answers.resize(journal.len() - 1, MockAnswer::pending());
+        answers.push(MockAnswer::arrived());
+        journal.len() - 1
+    }
+
+    /// Updates the answer to request `index` (a no-op after `clear_journal`).
+    pub(crate) fn answer(&self, index: usize, f: impl FnOnce(&mut MockAnswer)) {
+        if let Some(a) = self.answers.lock().get_mut(index) {
+            f(a);
+        }
     }
 
     pub fn request_count(&self) -> usize {
@@ -166,23 +207,42 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream) {
             wire.headers.clone(),
             wire.body.clone(),
         );
-        shared.journal.lock().push(req.clone());
+        let index = shared.record(req.clone());
         let written = match dispatch(&shared, &req).await {
             Action::Reset => {
+                shared.answer(index, |a| a.end = AnswerEnd::Reset);
                 conn.reset();
                 return;
             }
-            Action::Respond(b) => conn.write_full(&b, keep_alive).await.is_ok(),
+            Action::Respond(b) => write_buffered(&shared, index, &mut conn, &b, keep_alive).await,
             Action::Forward(target) => {
                 let b = forward(&shared, &wire, target).await;
-                conn.write_full(&b, keep_alive).await.is_ok()
+                write_buffered(&shared, index, &mut conn, &b, keep_alive).await
             }
-            Action::Stream(plan) => stream::run(&mut conn, &plan, &shared.gates).await == Ended::Complete,
+            Action::Stream(plan) => {
+                stream::run(&mut conn, &plan, &shared.gates, &shared, index).await == Ended::Complete
+            }
         };
         if !written || !keep_alive {
             return;
         }
     }
+}
+
+/// Writes a buffered answer, recorded before the first byte leaves so the
+/// harness never sees a response whose answer is not in the journal yet.
+async fn write_buffered(shared: &Shared, index: usize, conn: &mut Conn, b: &Buffered, keep_alive: bool) -> bool {
+    shared.answer(index, |a| {
+        a.status = Some(b.status);
+        a.headers = b.headers.clone();
+        a.body = b.body.clone();
+        a.end = AnswerEnd::Complete;
+    });
+    let ok = conn.write_full(b, keep_alive).await.is_ok();
+    if !ok {
+        shared.answer(index, |a| a.end = AnswerEnd::PeerClosed);
+    }
+    ok
 }
 
 async fn dispatch(shared: &Shared, req: &RecordedRequest) -> Action {

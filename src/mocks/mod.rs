@@ -22,6 +22,7 @@
 //! with the real status and error body, so a scenario that passes against the
 //! mock would also have passed against the provider.
 
+mod answer;
 mod defaults;
 mod errors;
 mod eventstream;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use answer::{AnswerEnd, MockAnswer};
 pub use journal::RecordedRequest;
 pub use stub::{EventStreamEvent, EventStreamException, Fault, SseEvent, Stub, StubMatch, StubResponse};
 
@@ -236,6 +238,17 @@ impl MockProvider {
     /// not bytes that did not parse as HTTP/1.1, which get a plain 400).
     pub fn journal(&self) -> Vec<RecordedRequest> {
         self.shared.journal()
+    }
+
+    /// The journal with what the mock answered to each request (a stream
+    /// still being written shows what was written so far).
+    pub fn exchanges(&self) -> Vec<(RecordedRequest, MockAnswer)> {
+        self.shared.exchanges()
+    }
+
+    /// The `i`th request and its answer so far.
+    pub fn exchange_at(&self, i: usize) -> Option<(RecordedRequest, MockAnswer)> {
+        self.shared.exchange_at(i)
     }
 
     pub fn clear_journal(&self) {

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use super::answer::AnswerEnd;
 use super::eventstream;
+use super::front::Shared;
 use super::gates::Gates;
 use super::http1::Conn;
 use super::stub::{EventStreamEvent, SseEvent};
@@ -100,34 +102,46 @@ pub(crate) fn eventstream_headers() -> Vec<(String, String)> {
     ]
 }
 
-/// Writes the plan to the connection. A held gate also ends (with `Closed`)
-/// if the client hangs up while it waits.
-pub(crate) async fn run(conn: &mut Conn, plan: &StreamPlan, gates: &Gates) -> Ended {
+/// Writes the plan to the connection, recording each part in the answer to
+/// request `index` just before it is written. A held gate also ends (with
+/// `Closed`) if the client hangs up while it waits.
+pub(crate) async fn run(conn: &mut Conn, plan: &StreamPlan, gates: &Gates, shared: &Shared, index: usize) -> Ended {
+    shared.answer(index, |a| {
+        a.status = Some(plan.status);
+        a.headers = plan.headers.clone();
+    });
+    let closed = |end: AnswerEnd| {
+        shared.answer(index, |a| a.end = end);
+        Ended::Closed
+    };
     if conn.write_stream_head(plan.status, &plan.headers).await.is_err() {
-        return Ended::Closed;
+        return closed(AnswerEnd::PeerClosed);
     }
     for (i, frame) in plan.frames.iter().enumerate() {
         if !hold(conn, plan, i, gates).await {
-            return Ended::Closed;
+            return closed(AnswerEnd::PeerClosed);
         }
         if frame.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(frame.delay_ms)).await;
         }
         if plan.cut_after == Some(i) {
             let half = (frame.bytes.len() / 2).max(1).min(frame.bytes.len());
+            shared.answer(index, |a| a.body.extend_from_slice(&frame.bytes[..half]));
             let _ = conn.write_chunk(&frame.bytes[..half]).await;
-            return Ended::Closed;
+            return closed(AnswerEnd::Cut);
         }
+        shared.answer(index, |a| a.body.extend_from_slice(&frame.bytes));
         if conn.write_chunk(&frame.bytes).await.is_err() {
-            return Ended::Closed;
+            return closed(AnswerEnd::PeerClosed);
         }
     }
     if !hold(conn, plan, plan.frames.len(), gates).await {
-        return Ended::Closed;
+        return closed(AnswerEnd::PeerClosed);
     }
+    shared.answer(index, |a| a.end = AnswerEnd::Complete);
     match conn.write_last_chunk().await {
         Ok(()) => Ended::Complete,
-        Err(_) => Ended::Closed,
+        Err(_) => closed(AnswerEnd::PeerClosed),
     }
 }
 

@@ -406,9 +406,32 @@ impl TargetProcess {
     }
 }
 
+/// A port for a target process to listen on. A target must be told its
+/// port, so there is a gap between choosing it and the target binding it;
+/// a port from the kernel's ephemeral range (where every mock's port 0
+/// lands) could be handed to a mock in that gap, and the target's traffic
+/// would then reach the mock. So the port comes from below the ephemeral
+/// range (Linux's default starts at 32768), checked free when chosen.
 fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+    use rand::Rng;
+    let low = ephemeral_low().unwrap_or(32768).clamp(2048, 65535);
+    let (from, to) = if low > 12000 { (10000u16, low as u16) } else { (60000u16, 65000u16) };
+    let mut rng = rand::thread_rng();
+    let mut last = String::new();
+    for _ in 0..200 {
+        let port = rng.gen_range(from..to);
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(_) => return Ok(port),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("no free port between {from} and {to}: {last}"))
+}
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_low() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Keeps the last lines a pipe carries, for error reports and log checks.
