@@ -245,6 +245,8 @@ fn load_failure(file: &Path, message: String) -> Outcome {
         }),
         not_applicable: None,
         duration_ms: 0,
+        violations: Vec::new(),
+        exchanges_checked: 0,
         transcript: Vec::new(),
     }
 }

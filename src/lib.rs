@@ -3,6 +3,7 @@
 //! it (`mocks`, `scenario`, `cli`). See ARCHITECTURE.md.
 
 pub mod cli;
+pub mod contracts;
 pub mod gateway;
 pub mod mocks;
 pub mod replay;

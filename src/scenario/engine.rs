@@ -5,6 +5,7 @@ use super::assets::{materialize, AssetServer};
 use super::expect::{check_output, check_stat, html_links, json_contains, short, stream_verdict};
 use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, Step, UpstreamExpect};
 use super::target::{GatewayUnderTest, TargetSpec};
+use crate::contracts::{self, Attribution, ClientRequest, ClientResponse, Exchange, UpstreamCall};
 use crate::gateway::beta::BetaPolicy;
 use crate::gateway::{Config, KnownBugs};
 use crate::mocks::{MockKind, MockOptions, MockProvider};
@@ -90,11 +91,27 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_steps: Vec<String>,
     pub duration_ms: u128,
+    /// Contracts the gateway broke, each with the step and the evidence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<ContractViolation>,
+    /// Exchanges checked against the contracts.
+    pub exchanges_checked: usize,
     #[serde(skip)]
     pub transcript: Vec<Value>,
 }
 
+/// A contract broken at one step, with what shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContractViolation {
+    pub contract: &'static str,
+    pub step: String,
+    pub detail: String,
+    /// The client request, the upstream calls and the client response, in short.
+    pub evidence: Vec<String>,
+}
+
 impl Outcome {
+    /// No step failed and no contract was broken.
     pub fn passed(&self) -> bool {
         matches!(self.verdict, Verdict::Passed)
     }
@@ -106,6 +123,8 @@ struct Response {
     status: u16,
     headers: BTreeMap<String, String>,
     body: Vec<u8>,
+    /// The body was read to its end without a transport error.
+    complete: bool,
 }
 
 impl Response {
@@ -129,12 +148,29 @@ pub struct Rig {
     master_key: Option<String>,
     /// `LITELLM_MASTER_KEY` from the scenario's env, for targets configured that way.
     env_master_key: Option<String>,
+    /// What the contract checks know of the config.
+    setup: contracts::Setup,
+}
+
+/// A stream opened by `open_stream`: its response, what was sent, and the
+/// upstream calls that arrived for it before its headers did.
+struct OpenedStream {
+    response: reqwest::Response,
+    request: ClientRequest,
+    upstream: Vec<(String, usize)>,
 }
 
 struct Ctx<'a> {
     steps: &'a [Step],
     rig: &'a mut Rig,
-    streams: HashMap<String, reqwest::Response>,
+    streams: HashMap<String, OpenedStream>,
+    /// Per mock, how many journal entries belong to exchanges already checked.
+    attributed: HashMap<String, usize>,
+    /// The step running now (for violation reports) and its waivers.
+    current_step: String,
+    waived: BTreeMap<String, String>,
+    violations: Vec<ContractViolation>,
+    exchanges_checked: usize,
     journal_seen: HashMap<String, usize>,
     root: PathBuf,
     transcript: Vec<Value>,
@@ -200,6 +236,8 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
         reused_target: false,
         skipped_steps: Vec::new(),
         duration_ms: 0,
+        violations: Vec::new(),
+        exchanges_checked: 0,
         transcript: Vec::new(),
     };
     match prepare(scenario, file, opts, slot).await {
@@ -218,6 +256,11 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                 steps,
                 rig,
                 streams: HashMap::new(),
+                attributed: HashMap::new(),
+                current_step: String::new(),
+                waived: BTreeMap::new(),
+                violations: Vec::new(),
+                exchanges_checked: 0,
                 journal_seen: HashMap::new(),
                 root: opts.project_root.clone(),
                 transcript: Vec::new(),
@@ -239,6 +282,9 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                     ));
                     continue;
                 }
+                ctx.current_step = Scenario::step_label(ctx.steps, list, i);
+                ctx.waived = scenario.waive.clone();
+                ctx.waived.extend(ctx.steps[i].waive.clone());
                 let res = tokio::time::timeout(STEP_TIMEOUT * 2, run_step(&mut ctx, i)).await;
                 let res = res.unwrap_or_else(|_| Err(format!("timed out after {}s", (STEP_TIMEOUT * 2).as_secs())));
                 if let Err(message) = res {
@@ -258,7 +304,25 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                     break;
                 }
             }
+            if ctx.rig.gut.has(super::model::Capability::GatewayOutput) {
+                let lines = ctx.rig.gut.output_lines();
+                for v in contracts::check_output(&lines, &ctx.rig.setup) {
+                    if !scenario.waive.contains_key(v.contract) {
+                        ctx.violations.push(ContractViolation {
+                            contract: v.contract,
+                            step: "the gateway's output".into(),
+                            detail: v.detail,
+                            evidence: Vec::new(),
+                        });
+                    }
+                }
+            }
             outcome.transcript = std::mem::take(&mut ctx.transcript);
+            outcome.exchanges_checked = ctx.exchanges_checked;
+            outcome.violations = std::mem::take(&mut ctx.violations);
+            if !outcome.violations.is_empty() {
+                outcome.verdict = Verdict::Failed;
+            }
         }
     }
     if scenario.incident.is_some() {
@@ -270,6 +334,9 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
         let last_incident_check = steps.iter().rposition(|s| s.checks_incident).unwrap_or(0);
         outcome.incident_verdict = Some(match (&outcome.verdict, &outcome.failure) {
             (Verdict::Passed, _) => IncidentVerdict::Clean,
+            // Every step passed; only contracts were broken. The incident is
+            // not there (the violations are still reported).
+            (Verdict::Failed, None) => IncidentVerdict::Clean,
             (Verdict::NotApplicable, _) => IncidentVerdict::NotApplicable,
             (Verdict::Failed, Some(f)) if f.checks_incident => IncidentVerdict::Caught,
             // Every step that checks the incident passed; something after
@@ -400,6 +467,7 @@ impl Rig {
         };
         let http =
             reqwest::Client::builder().tcp_nodelay(true).timeout(STEP_TIMEOUT).build().map_err(|e| e.to_string())?;
+        let setup = contract_setup(scenario, &yaml, &mocks, &vars)?;
         Ok(Rig {
             gut,
             mocks,
@@ -407,6 +475,7 @@ impl Rig {
             http,
             master_key,
             env_master_key: scenario.env.get("LITELLM_MASTER_KEY").cloned(),
+            setup,
         })
     }
 
@@ -420,6 +489,32 @@ impl Rig {
         mount_stubs(scenario, &self.mocks, &opts.project_root).await?;
         serve_assets(scenario, &self.assets, &opts.project_root)
     }
+}
+
+/// What the contract checks need to know of the scenario's gateway: read
+/// from the rendered LiteLLM-format config, as any gateway would read it.
+fn contract_setup(
+    scenario: &Scenario,
+    yaml: &str,
+    mocks: &HashMap<String, MockProvider>,
+    vars: &BTreeMap<String, String>,
+) -> Result<contracts::Setup, String> {
+    let config: Value = serde_yaml_ng::from_str(yaml).map_err(|e| format!("gateway: {e}"))?;
+    let urls = mocks.iter().map(|(name, m)| (name.clone(), m.url())).collect();
+    let mut env = BTreeMap::new();
+    for (k, v) in &scenario.env {
+        let mut v = Value::String(v.clone());
+        substitute(&mut v, vars)?;
+        env.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+    }
+    if let Some(vars) = config.get("environment_variables").and_then(Value::as_object) {
+        for (k, v) in vars {
+            if let Some(v) = v.as_str() {
+                env.entry(k.clone()).or_insert_with(|| v.to_string());
+            }
+        }
+    }
+    Ok(contracts::Setup::from_config(&config, &urls, &env))
 }
 
 /// Mounts each provider's `stubs`, then its cassette's recorded responses.
@@ -573,14 +668,16 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
     match action {
         Action::Request(r) => match r.repeat {
             None => {
-                let resp = send(ctx, r).await?;
+                let (sent, resp) = send(ctx, r).await?;
                 record(ctx, i, r, &resp);
+                check_contracts(ctx, sent, &resp).await;
                 check_response(ctx, expect, &resp).await
             }
             Some(n) => {
                 for k in 0..n {
                     let one = r.instance(k);
-                    let resp = send(ctx, &one).await?;
+                    let (sent, resp) = send(ctx, &one).await?;
+                    check_contracts(ctx, sent, &resp).await;
                     check_response(ctx, expect, &resp).await.map_err(|e| format!("repeat {k} ({}): {e}", one.path))?;
                 }
                 Ok(())
@@ -590,10 +687,17 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             let requests: Vec<RequestSpec> = (0..c.count).map(|k| c.request.instance(k)).collect();
             let futs: Vec<_> = requests.iter().map(|r| send(ctx, r)).collect();
             let results = futures::future::join_all(futs).await;
+            // The upstream calls of concurrent requests cannot be told
+            // apart: each exchange is checked with all of them, shared.
+            let refs = take_upstream(ctx);
+            let calls = resolve_upstream(ctx, &refs).await;
+            for (sent, resp) in results.iter().flatten() {
+                check_exchange(ctx, sent.clone(), resp, calls.clone(), Attribution::Shared);
+            }
             let mut failures = Vec::new();
             for (n, r) in results.into_iter().enumerate() {
                 let checked = match r {
-                    Ok(resp) => check_response(ctx, expect, &resp).await,
+                    Ok((_, resp)) => check_response(ctx, expect, &resp).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = checked {
@@ -628,12 +732,13 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 pad_body_to_bytes: None,
                 repeat: None,
             };
-            let resp = send(ctx, &r).await?;
+            let (sent, resp) = send(ctx, &r).await?;
             record(ctx, i, &r, &resp);
+            check_contracts(ctx, sent, &resp).await;
             check_response(ctx, expect, &resp).await
         }
         Action::OpenStream(o) => {
-            let req = build(ctx, &o.request)?;
+            let (req, sent) = build(ctx, &o.request)?;
             let resp = tokio::time::timeout(STEP_TIMEOUT, req.send())
                 .await
                 .map_err(|_| "no response headers within the step timeout".to_string())?
@@ -645,21 +750,32 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                     return Err(format!("status: expected {want}, got {status}; body: {body}"));
                 }
             }
-            ctx.streams.insert(o.id.clone(), resp);
+            // The calls that reached the mocks before the headers came
+            // back are this stream's, whatever runs while it is open.
+            let upstream = take_upstream(ctx);
+            ctx.streams.insert(o.id.clone(), OpenedStream { response: resp, request: sent, upstream });
             Ok(())
         }
         Action::FinishStream(f) => {
             if let Some(rel) = &f.release {
                 ctx.rig.mocks.get(&rel.provider).ok_or("unknown provider")?.release(&rel.gate);
             }
-            let resp = ctx.streams.remove(&f.id).ok_or_else(|| format!("stream `{}` is not open", f.id))?;
-            let body = tokio::time::timeout(STEP_TIMEOUT, resp.bytes())
+            let opened = ctx.streams.remove(&f.id).ok_or_else(|| format!("stream `{}` is not open", f.id))?;
+            let url = opened.response.url().clone();
+            let status = opened.response.status().as_u16();
+            let headers = header_map(opened.response.headers());
+            let (body, error) = tokio::time::timeout(STEP_TIMEOUT, read_body(opened.response))
                 .await
                 .map_err(|_| format!("stream `{}` did not finish within the step timeout", f.id))?;
-            let text = match body {
-                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                Err(e) => return Err(format!("stream `{}` broke: {e}", f.id)),
-            };
+            let resp = Response { url, status, headers, body, complete: error.is_none() };
+            let mut calls = resolve_upstream(ctx, &opened.upstream).await;
+            let later = take_upstream(ctx);
+            calls.extend(resolve_upstream(ctx, &later).await);
+            check_exchange(ctx, opened.request, &resp, calls, Attribution::Exact);
+            if let Some(e) = error {
+                return Err(format!("stream `{}` broke: {e}", f.id));
+            }
+            let text = resp.text();
             if let Some(true) = expect.stream_complete {
                 stream_verdict(&text).map_err(|e| format!("stream `{}`: {e}", f.id))?;
             }
@@ -706,42 +822,203 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
     }
 }
 
-fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<reqwest::RequestBuilder, String> {
+/// The request to send, and the same request as the contract checks see it.
+fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(reqwest::RequestBuilder, ClientRequest), String> {
     let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| format!("bad method `{}`", r.method))?;
     let url = format!("{}{}", ctx.rig.gut.base_url(), r.path);
     let mut req = ctx.rig.http.request(method, &url);
+    let mut headers: Vec<(String, String)> = Vec::new();
     let key = match r.key.as_deref() {
         Some("none") => None,
         Some("master") | None => ctx.rig.master_key.clone().or_else(|| ctx.rig.env_master_key.clone()),
         Some(k) => Some(k.to_string()),
     };
     if let Some(k) = key {
-        req = req.bearer_auth(k);
+        headers.push(("authorization".into(), format!("Bearer {k}")));
     }
     for (k, v) in &r.headers {
-        req = req.header(k.as_str(), v.as_str());
+        headers.push((k.to_ascii_lowercase(), v.clone()));
     }
+    let mut body = Vec::new();
     if let Some(raw) = &r.raw_body {
-        req = req.header("content-type", "application/json").body(raw.clone());
+        headers.push(("content-type".into(), "application/json".into()));
+        body = raw.clone().into_bytes();
     } else if let Some(b) = &r.body {
         let mut b = b.clone();
         if let (Some(n), Some(obj)) = (r.pad_body_to_bytes, b.as_object_mut()) {
             let current = Value::Object(obj.clone()).to_string().len();
             obj.insert("pad".into(), Value::String("x".repeat(n.saturating_sub(current))));
         }
-        req = req.json(&b);
+        headers.push(("content-type".into(), "application/json".into()));
+        body = serde_json::to_vec(&b).map_err(|e| format!("request body: {e}"))?;
     }
-    Ok(req)
+    for (k, v) in &headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    if !body.is_empty() {
+        req = req.body(body.clone());
+    }
+    let root = ctx.rig.gut.root_path();
+    let path = r.path.strip_prefix(root.as_str()).filter(|p| !root.is_empty() && p.starts_with('/')).unwrap_or(&r.path);
+    let sent = ClientRequest { method: r.method.to_ascii_uppercase(), path: path.to_string(), headers, body };
+    Ok((req, sent))
 }
 
-async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<Response, String> {
-    let resp = build(ctx, r)?.send().await.map_err(|e| format!("{} {}: request failed: {e}", r.method, r.path))?;
+fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, String> {
+    headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect()
+}
+
+/// Reads a body to its end; on a transport error, what arrived before it
+/// and the error.
+async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, Option<String>) {
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return (body, None),
+            Err(e) => return (body, Some(e.to_string())),
+        }
+    }
+}
+
+async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(ClientRequest, Response), String> {
+    let (req, sent) = build(ctx, r)?;
+    let resp = req.send().await.map_err(|e| format!("{} {}: request failed: {e}", r.method, r.path))?;
     let status = resp.status().as_u16();
     let url = resp.url().clone();
-    let headers =
-        resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
-    let body = resp.bytes().await.map_err(|e| format!("{} {}: body broke: {e}", r.method, r.path))?.to_vec();
-    Ok(Response { url, status, headers, body })
+    let headers = header_map(resp.headers());
+    let (body, error) = read_body(resp).await;
+    if let Some(e) = error {
+        return Err(format!("{} {}: body broke: {e}", r.method, r.path));
+    }
+    Ok((sent, Response { url, status, headers, body, complete: true }))
+}
+
+/// How long the checks wait for a mock to finish writing an answer whose
+/// client response is already complete (the mock records the end of a
+/// stream just after its last byte leaves).
+const ANSWER_WAIT: Duration = Duration::from_millis(300);
+
+/// The journal entries that arrived since the last exchange, per mock; they
+/// now belong to the exchange being checked.
+fn take_upstream(ctx: &mut Ctx<'_>) -> Vec<(String, usize)> {
+    let mut refs = Vec::new();
+    for (name, mock) in &ctx.rig.mocks {
+        let seen = ctx.attributed.entry(name.clone()).or_insert(0);
+        let n = mock.request_count();
+        refs.extend((*seen..n).map(|i| (name.clone(), i)));
+        *seen = n;
+    }
+    refs
+}
+
+/// The upstream calls behind `refs`, in arrival order, once every answer
+/// that has started is written (bounded by [`ANSWER_WAIT`]).
+async fn resolve_upstream(ctx: &Ctx<'_>, refs: &[(String, usize)]) -> Vec<UpstreamCall> {
+    let deadline = Instant::now() + ANSWER_WAIT;
+    loop {
+        let mut calls: Vec<UpstreamCall> = refs
+            .iter()
+            .filter_map(|(name, i)| {
+                let mock = ctx.rig.mocks.get(name)?;
+                let (request, answer) = mock.exchange_at(*i)?;
+                Some(UpstreamCall { provider: name.clone(), kind: mock.kind(), request, answer })
+            })
+            .collect();
+        let writing =
+            calls.iter().any(|c| c.answer.status.is_some() && c.answer.end == crate::mocks::AnswerEnd::InProgress);
+        if !writing || Instant::now() >= deadline {
+            calls.sort_by_key(|c| c.answer.seq);
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Checks one exchange whose upstream calls are those since the last one.
+async fn check_contracts(ctx: &mut Ctx<'_>, sent: ClientRequest, resp: &Response) {
+    let refs = take_upstream(ctx);
+    let calls = resolve_upstream(ctx, &refs).await;
+    check_exchange(ctx, sent, resp, calls, Attribution::Exact);
+}
+
+/// Runs every contract on the exchange and keeps the violations that the
+/// scenario or step does not waive.
+fn check_exchange(
+    ctx: &mut Ctx<'_>,
+    request: ClientRequest,
+    resp: &Response,
+    upstream: Vec<UpstreamCall>,
+    attribution: Attribution,
+) {
+    let response = ClientResponse {
+        status: resp.status,
+        headers: resp.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        body: resp.body.clone(),
+        complete: resp.complete,
+    };
+    let x = Exchange { request, response, upstream, attribution };
+    ctx.exchanges_checked += 1;
+    let found = contracts::check(&x, &ctx.rig.setup);
+    if found.is_empty() {
+        return;
+    }
+    let evidence = evidence(&x, &ctx.rig.setup);
+    for v in found {
+        if ctx.waived.contains_key(v.contract) {
+            continue;
+        }
+        let dup = ctx
+            .violations
+            .iter()
+            .any(|o| o.contract == v.contract && o.step == ctx.current_step && o.detail == v.detail);
+        if !dup {
+            ctx.violations.push(ContractViolation {
+                contract: v.contract,
+                step: ctx.current_step.clone(),
+                detail: mask(&v.detail, &ctx.rig.setup),
+                evidence: evidence.clone(),
+            });
+        }
+    }
+}
+
+/// Replaces configured secrets with their labels.
+fn mask(text: &str, setup: &contracts::Setup) -> String {
+    let mut out = text.to_string();
+    for s in &setup.secrets {
+        if out.contains(&s.value) {
+            out = out.replace(&s.value, &format!("[{}]", s.label));
+        }
+    }
+    out
+}
+
+/// The exchange in a few lines: what the client sent, each upstream call
+/// and its answer, what the client got. Secrets are masked.
+fn evidence(x: &Exchange, setup: &contracts::Setup) -> Vec<String> {
+    let mut lines =
+        vec![format!("client sent: {} {} {}", x.request.method, x.request.path, contracts::snippet(&x.request.body))];
+    for c in &x.upstream {
+        let a = &c.answer;
+        let status = a.status.map(|s| s.to_string()).unwrap_or_else(|| "no answer".into());
+        lines.push(format!(
+            "{} received: {} {} {} -> answered {status} ({:?}) {}",
+            c.provider,
+            c.request.method,
+            c.request.path,
+            contracts::snippet(&c.request.body),
+            a.end,
+            contracts::snippet(&a.body)
+        ));
+    }
+    lines.push(format!(
+        "client got: {} {} {}",
+        x.response.status,
+        x.response.header("content-type").unwrap_or(""),
+        contracts::snippet(&x.response.body)
+    ));
+    lines.into_iter().map(|l| mask(&l, setup)).collect()
 }
 
 /// Appends a normalized entry to the transcript (for snapshots): the client

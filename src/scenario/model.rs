@@ -55,6 +55,11 @@ pub struct Scenario {
     /// change the gateway's state, e.g. spend a budget other scenarios see).
     #[serde(default)]
     pub isolated: bool,
+    /// Contracts this scenario does not hold the gateway to, each with the
+    /// reason (a contract name from `postmortem contracts`, e.g.
+    /// `errors.status-class: the stub answers 500 on purpose`).
+    #[serde(default)]
+    pub waive: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +200,9 @@ pub struct Step {
     /// gateway can pass by design, not for the incident's own check.
     #[serde(default)]
     pub needs: Vec<Capability>,
+    /// Contracts this step's exchanges are not held to, with the reason.
+    #[serde(default)]
+    pub waive: BTreeMap<String, String>,
     #[serde(default)]
     pub request: Option<RequestSpec>,
     #[serde(default)]
@@ -609,6 +617,20 @@ impl Scenario {
 
     /// Checks references between parts of the file.
     fn validate(&self) -> Result<(), String> {
+        let steps = self.steps.iter().chain(self.black_box_steps.iter().flatten());
+        for (at, waive) in std::iter::once(("waive".to_string(), &self.waive))
+            .chain(steps.enumerate().map(|(i, s)| (format!("steps[{i}].waive"), &s.waive)))
+        {
+            for (name, reason) in waive {
+                if crate::contracts::contract(name).is_none() {
+                    let known: Vec<&str> = crate::contracts::CONTRACTS.iter().map(|c| c.name).collect();
+                    return Err(format!("{at}: unknown contract `{name}` (known: {})", known.join(", ")));
+                }
+                if reason.trim().is_empty() {
+                    return Err(format!("{at}.{name}: a waiver needs a written reason"));
+                }
+            }
+        }
         if let Some(i) = &self.incident {
             if !crate::gateway::KnownBugs::NAMES.contains(&i.bug.as_str()) {
                 return Err(format!(

@@ -1,6 +1,6 @@
 //! Reports: readable text, a JSON summary, JUnit XML.
 
-use super::engine::{IncidentVerdict, Outcome, Verdict};
+use super::engine::{ContractViolation, IncidentVerdict, Outcome, Verdict};
 use super::prove::Proof;
 use serde_json::json;
 
@@ -27,6 +27,27 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
                 for line in tail.lines() {
                     out.push_str(&format!("      > {line}\n"));
                 }
+            }
+        }
+        for v in &o.violations {
+            out.push_str(&format!("      contract {} broken at {}\n      | {}\n", v.contract, v.step, v.detail));
+        }
+    }
+    let groups = by_contract(outcomes);
+    if !groups.is_empty() {
+        out.push_str("\nContracts broken:\n");
+        for (name, hits) in &groups {
+            let statement = crate::contracts::contract(name).map(|c| c.statement).unwrap_or("");
+            out.push_str(&format!("{name} ({} exchange(s)): {statement}\n", hits.len()));
+            for (o, v) in hits.iter().take(5) {
+                out.push_str(&format!("  {} at {}: {}\n", o.name, v.step, v.detail));
+                for line in &v.evidence {
+                    let line: String = line.chars().take(300).collect();
+                    out.push_str(&format!("      {line}\n"));
+                }
+            }
+            if hits.len() > 5 {
+                out.push_str(&format!("  … and {} more\n", hits.len() - 5));
             }
         }
     }
@@ -80,6 +101,13 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
     }
     let (passed, failed, na) = counts(outcomes);
     let unproven = proofs.iter().filter(|p| !p.proven).count();
+    let checked: usize = outcomes.iter().map(|o| o.exchanges_checked).sum();
+    let broken: usize = groups.iter().map(|(_, h)| h.len()).sum();
+    out.push_str(&format!(
+        "\n{checked} exchanges checked against {} contracts: {broken} violation(s) of {} contract(s)",
+        crate::contracts::CONTRACTS.len(),
+        groups.len()
+    ));
     out.push_str(&format!(
         "\n{} scenarios: {passed} passed, {failed} failed, {na} not applicable{} in {:.2}s\n",
         outcomes.len(),
@@ -91,6 +119,17 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
         wall_ms as f64 / 1000.0
     ));
     out
+}
+
+/// Violations grouped by contract name, in name order.
+fn by_contract(outcomes: &[Outcome]) -> Vec<(&'static str, Vec<(&Outcome, &ContractViolation)>)> {
+    let mut groups: std::collections::BTreeMap<&'static str, Vec<(&Outcome, &ContractViolation)>> = Default::default();
+    for o in outcomes {
+        for v in &o.violations {
+            groups.entry(v.contract).or_default().push((o, v));
+        }
+    }
+    groups.into_iter().collect()
 }
 
 fn counts(outcomes: &[Outcome]) -> (usize, usize, usize) {
@@ -128,6 +167,14 @@ pub fn json(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> serde_json
         "wall_ms": wall_ms,
         "scenarios": outcomes,
         "incidents": incidents,
+        "contracts": by_contract(outcomes)
+            .into_iter()
+            .map(|(name, hits)| json!({
+                "contract": name,
+                "statement": crate::contracts::contract(name).map(|c| c.statement),
+                "violations": hits.iter().map(|(o, v)| json!({"scenario": o.name, "file": o.file, "step": v.step, "detail": v.detail, "evidence": v.evidence})).collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -162,6 +209,16 @@ pub fn junit(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
                 xml_escape(&f.step),
                 xml_escape(&f.message)
             )),
+            (Verdict::Failed, None) => {
+                let names: Vec<&str> = o.violations.iter().map(|v| v.contract).collect();
+                let text: Vec<String> =
+                    o.violations.iter().map(|v| format!("{} at {}: {}", v.contract, v.step, v.detail)).collect();
+                x.push_str(&format!(
+                    "<failure message=\"contracts broken: {}\">{}</failure>",
+                    xml_escape(&names.join(", ")),
+                    xml_escape(&text.join("\n"))
+                ))
+            }
             (Verdict::NotApplicable, _) => {
                 x.push_str(&format!("<skipped message=\"{}\"/>", xml_escape(o.not_applicable.as_deref().unwrap_or(""))))
             }

@@ -1,0 +1,168 @@
+//! Errors and retries: what a provider refused is not retried, error
+//! statuses keep their class and message, `Retry-After` survives, and a
+//! malformed client request is a client error (OpenAI's "Error codes" guide,
+//! Anthropic's "Errors" page, HTTP semantics for 4xx vs 5xx).
+
+use super::exchange::{Attribution, Endpoint, Exchange};
+use super::{snippet, violation, Violation};
+use serde_json::Value;
+
+fn class(status: u16) -> u16 {
+    status / 100
+}
+
+/// Client errors that a retry cannot fix.
+fn final_client_error(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 409 | 429)
+}
+
+pub(super) fn check(x: &Exchange, out: &mut Vec<Violation>) {
+    invalid_request(x, out);
+    if x.attribution != Attribution::Exact {
+        return;
+    }
+    for (i, first) in x.upstream.iter().enumerate() {
+        let Some(status) = first.answer.status.filter(|s| final_client_error(*s)) else { continue };
+        let again = x.upstream[i + 1..].iter().filter(|c| {
+            c.provider == first.provider
+                && c.request.method == first.request.method
+                && c.request.path == first.request.path
+                && c.request.body == first.request.body
+        });
+        let n = again.count();
+        if n > 0 {
+            out.push(violation(
+                "errors.client-error-not-retried",
+                format!(
+                    "{} answered {status} to {} {}, and got the same request {n} more time(s)",
+                    first.provider, first.request.method, first.request.path
+                ),
+            ));
+        }
+    }
+    let Some(last) = x.upstream.last() else { return };
+    let Some(up) = last.answer.status else { return };
+    let got = x.response.status;
+    if up < 400 || got < 400 {
+        return;
+    }
+    let class_ok = if up == 429 { got == 429 } else { class(up) == class(got) };
+    if !class_ok {
+        out.push(violation(
+            "errors.status-class",
+            format!("{} answered {up}; the client got {got} ({})", last.provider, snippet(&x.response.body)),
+        ));
+    }
+    if (400..500).contains(&up) && (400..500).contains(&got) {
+        if let Some(message) = provider_message(&last.answer.body) {
+            let text = x.response.text();
+            let escaped = serde_json::to_string(&message).unwrap_or_default();
+            let escaped = escaped.trim_matches('"');
+            if message.trim().len() >= 4 && !text.contains(message.trim()) && !text.contains(escaped) {
+                out.push(violation(
+                    "errors.upstream-message",
+                    format!("{} said {message:?}; the client got {}", last.provider, snippet(&x.response.body)),
+                ));
+            }
+        }
+    }
+    if up == 429
+        && got == 429
+        && last.answer.header("retry-after").is_some()
+        && x.response.header("retry-after").is_none()
+    {
+        out.push(violation(
+            "errors.retry-after",
+            format!(
+                "{} sent retry-after: {:?}; the client's 429 has none",
+                last.provider,
+                last.answer.header("retry-after")
+            ),
+        ));
+    }
+}
+
+/// The message of an OpenAI, Anthropic or AWS error body.
+fn provider_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let m = v
+        .pointer("/error/message")
+        .or_else(|| v.get("message"))
+        .or_else(|| v.get("Message"))
+        .and_then(Value::as_str)?;
+    Some(m.to_string())
+}
+
+/// Whether the client's body breaks its endpoint's request schema, and how.
+/// Only structural faults every gateway must refuse: the body is not a JSON
+/// object, or a required field is missing or of the wrong type, or a
+/// well-known optional field has the wrong type (null counts as absent).
+pub fn request_fault(endpoint: Endpoint, body: &[u8]) -> Option<String> {
+    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Embeddings) {
+        return None;
+    }
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => return Some("the body is not JSON".into()),
+    };
+    let Some(m) = v.as_object() else { return Some("the body is not a JSON object".into()) };
+    let field = |k: &str| m.get(k).filter(|v| !v.is_null());
+    let wrong = |k: &str, ok: fn(&Value) -> bool, what: &str| -> Option<String> {
+        field(k).filter(|v| !ok(v)).map(|v| format!("`{k}` is {v}, not {what}"))
+    };
+    let required = |k: &str| -> Option<String> { field(k).is_none().then(|| format!("`{k}` is missing")) };
+    let number = |v: &Value| v.is_number();
+    let integer = |v: &Value| v.is_u64() || v.is_i64();
+    let boolean = |v: &Value| v.is_boolean();
+    let string = |v: &Value| v.is_string();
+    let array = |v: &Value| v.is_array();
+    let messages =
+        |v: &Value| v.as_array().is_some_and(|a| a.iter().all(|m| m.get("role").is_some_and(Value::is_string)));
+    let common = [
+        required("model"),
+        wrong("model", string, "a string"),
+        wrong("stream", boolean, "a boolean"),
+        wrong("temperature", number, "a number"),
+        wrong("top_p", number, "a number"),
+        wrong("max_tokens", integer, "an integer"),
+    ];
+    let specific: Vec<Option<String>> = match endpoint {
+        Endpoint::ChatCompletions => vec![
+            required("messages"),
+            wrong("messages", messages, "an array of messages with roles"),
+            wrong("n", integer, "an integer"),
+            wrong("max_completion_tokens", integer, "an integer"),
+            wrong("tools", array, "an array"),
+        ],
+        Endpoint::Messages => vec![
+            required("messages"),
+            wrong("messages", messages, "an array of messages with roles"),
+            wrong("tools", array, "an array"),
+            wrong("system", |v| v.is_string() || v.is_array(), "a string or an array"),
+        ],
+        Endpoint::Embeddings => {
+            vec![required("input"), wrong("input", |v| v.is_string() || v.is_array(), "a string or an array")]
+        }
+        _ => return None,
+    };
+    common.into_iter().chain(specific).flatten().next()
+}
+
+fn invalid_request(x: &Exchange, out: &mut Vec<Violation>) {
+    let endpoint = Endpoint::of(&x.request.path);
+    if x.request.method != "POST" || x.response.status == 0 {
+        return;
+    }
+    // A request refused before its body was read (auth, size) is not judged
+    // on its body.
+    if matches!(x.response.status, 401 | 403 | 413) {
+        return;
+    }
+    let Some(fault) = request_fault(endpoint, &x.request.body) else { return };
+    if !(400..500).contains(&x.response.status) {
+        out.push(violation(
+            "errors.invalid-request-is-4xx",
+            format!("{fault}, yet the client got {} ({})", x.response.status, snippet(&x.response.body)),
+        ));
+    }
+}

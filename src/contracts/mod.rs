@@ -1,0 +1,301 @@
+//! Contracts: what the public API specifications say every exchange through
+//! a gateway must satisfy, checked on every exchange of every scenario (in
+//! process and in target mode), whatever the scenario itself expects.
+//!
+//! A contract has a stable name (`family.what`), a one-line statement and a
+//! check over an [`Exchange`]: the client's request and response and the
+//! upstream calls the mock providers saw, with their answers. The harness
+//! knows what each mock sent, so it computes what the client must see.
+//!
+//! The statements come from the specifications (OpenAI's API reference and
+//! OpenAPI document, Anthropic's Messages API and streaming events, the SSE
+//! format, HTTP semantics), never from one gateway's behaviour: a check
+//! that fires must point at a defect. Where a specification allows several
+//! answers (which 4xx, absent or null, header parameters, error wording) the
+//! check allows them all.
+//!
+//! Architecture invariant: nothing here imports `crate::gateway`. The
+//! checks judge any gateway; they read its config as LiteLLM-format JSON
+//! (see [`Setup::from_config`]) and never share the gateway's parsers.
+
+mod errors;
+mod exchange;
+mod fidelity;
+pub mod schema;
+mod security;
+pub mod semantic;
+mod shape;
+pub mod sse;
+mod stream;
+
+pub use exchange::{
+    masked, media_type, Attribution, ClientRequest, ClientResponse, Endpoint, Exchange, Secret, Setup, UpstreamCall,
+};
+
+use serde::Serialize;
+
+/// A contract's family, for grouping in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Schema,
+    Streaming,
+    Fidelity,
+    Errors,
+    Security,
+}
+
+/// One contract.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Contract {
+    pub name: &'static str,
+    pub family: Family,
+    pub statement: &'static str,
+}
+
+/// Every contract the checks can report, by name.
+pub const CONTRACTS: &[Contract] = &[
+    Contract {
+        name: "schema.success-body",
+        family: Family::Schema,
+        statement: "A 2xx JSON response is a valid success object of its endpoint (chat.completion, embeddings list, Anthropic Message).",
+    },
+    Contract {
+        name: "schema.error-body",
+        family: Family::Schema,
+        statement: "A 4xx/5xx response from an API route carries an error object with a string message (on /v1/messages, Anthropic's {type: error, error: {type, message}}).",
+    },
+    Contract {
+        name: "schema.media-type",
+        family: Family::Schema,
+        statement: "A non-streaming API response is application/json; a streamed one is text/event-stream.",
+    },
+    Contract {
+        name: "stream.framing",
+        family: Family::Streaming,
+        statement: "Every event of a stream is well-formed SSE whose data is a valid chunk or event of its API (OpenAI chunks end with data: [DONE]; Anthropic events are named after their type).",
+    },
+    Contract {
+        name: "stream.termination",
+        family: Family::Streaming,
+        statement: "A stream the provider completed ends with its API's terminator (data: [DONE] / message_stop) and nothing after it; events come in the order the API defines.",
+    },
+    Contract {
+        name: "stream.no-false-completion",
+        family: Family::Streaming,
+        statement: "When the provider's answer broke off or was malformed, the client never sees a clean end (no [DONE] or message_stop, no 2xx success body).",
+    },
+    Contract {
+        name: "stream.include-usage",
+        family: Family::Streaming,
+        statement: "With stream_options.include_usage, exactly one chunk carries usage, it comes last before [DONE] and has empty choices; every other chunk's usage is null.",
+    },
+    Contract {
+        name: "fidelity.content",
+        family: Family::Fidelity,
+        statement: "The text the provider returned reaches the client byte for byte (per choice, streamed or not, translated or not).",
+    },
+    Contract {
+        name: "fidelity.tool-calls",
+        family: Family::Fidelity,
+        statement: "Tool calls reach the client with the provider's ids, names and arguments (the same string, or the same JSON across a translation).",
+    },
+    Contract {
+        name: "fidelity.finish-reason",
+        family: Family::Fidelity,
+        statement: "The finish/stop reason is the provider's, or its counterpart in the client's API (end_turn→stop, max_tokens→length, tool_use→tool_calls).",
+    },
+    Contract {
+        name: "fidelity.usage",
+        family: Family::Fidelity,
+        statement: "Token usage is the provider's count, cache tokens included, never an estimate.",
+    },
+    Contract {
+        name: "fidelity.identity",
+        family: Family::Fidelity,
+        statement: "Without a translation, id, created, system_fingerprint and model reach the client as the provider sent them (model may be the name the client asked for); a stream's chunks share one id.",
+    },
+    Contract {
+        name: "errors.client-error-not-retried",
+        family: Family::Errors,
+        statement: "A request a provider refused with a client error (4xx other than 408, 409, 429) is not sent to that provider again.",
+    },
+    Contract {
+        name: "errors.status-class",
+        family: Family::Errors,
+        statement: "When the last upstream attempt failed and the client gets an error, it gets the same status class (4xx or 5xx; 429 stays 429).",
+    },
+    Contract {
+        name: "errors.upstream-message",
+        family: Family::Errors,
+        statement: "A provider's client-error message reaches the client.",
+    },
+    Contract {
+        name: "errors.retry-after",
+        family: Family::Errors,
+        statement: "A 429 passed on from a provider keeps the provider's Retry-After.",
+    },
+    Contract {
+        name: "errors.invalid-request-is-4xx",
+        family: Family::Errors,
+        statement: "A request body that is not JSON, not an object, or lacks or mistypes a required field is answered 4xx, never 2xx or 5xx.",
+    },
+    Contract {
+        name: "security.client-key-not-forwarded",
+        family: Family::Security,
+        statement: "The credential the client presented to the gateway never reaches a provider.",
+    },
+    Contract {
+        name: "security.credential-to-its-host",
+        family: Family::Security,
+        statement: "A deployment's credential only ever reaches that deployment's host.",
+    },
+    Contract {
+        name: "security.credential-not-replaced",
+        family: Family::Security,
+        statement: "A provider receives only the credentials configured for it, whatever the client's body or headers say.",
+    },
+    Contract {
+        name: "security.no-redirect",
+        family: Family::Security,
+        statement: "A provider no deployment points at receives nothing: nothing a client sends can redirect a call.",
+    },
+    Contract {
+        name: "security.no-secret-in-response",
+        family: Family::Security,
+        statement: "No configured secret (provider credentials, master key, configured keys) appears in a response's headers or body.",
+    },
+    Contract {
+        name: "security.no-secret-in-output",
+        family: Family::Security,
+        statement: "No configured secret appears in the gateway's log output.",
+    },
+    Contract {
+        name: "security.unauthenticated-refused",
+        family: Family::Security,
+        statement: "When the gateway has a master key, a model or key-admin request without a credential is refused (never 2xx) and reaches no provider.",
+    },
+];
+
+/// Looks a contract up by name.
+pub fn contract(name: &str) -> Option<&'static Contract> {
+    CONTRACTS.iter().find(|c| c.name == name)
+}
+
+/// One broken contract on one exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub contract: &'static str,
+    /// What is wrong, with the values that show it.
+    pub detail: String,
+}
+
+pub(crate) fn violation(contract: &'static str, detail: impl Into<String>) -> Violation {
+    debug_assert!(self::contract(contract).is_some(), "unknown contract {contract}");
+    Violation { contract, detail: detail.into() }
+}
+
+/// Checks every contract that applies to this exchange.
+pub fn check(x: &Exchange, setup: &Setup) -> Vec<Violation> {
+    let mut out = Vec::new();
+    security::check(x, setup, &mut out);
+    errors::check(x, &mut out);
+    let endpoint = Endpoint::of(&x.request.path);
+    if endpoint.calls_a_model() {
+        if x.request.wants_stream() && (200..300).contains(&x.response.status) {
+            stream::check(x, endpoint, &mut out);
+        } else {
+            body_schema(x, endpoint, &mut out);
+        }
+        if x.attribution == Attribution::Exact {
+            fidelity::check(x, endpoint, &mut out);
+        }
+    }
+    out.sort_by(|a, b| a.contract.cmp(b.contract).then_with(|| a.detail.cmp(&b.detail)));
+    out.dedup();
+    out
+}
+
+/// The schema family for a response that is not a stream.
+fn body_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
+    let r = &x.response;
+    // A gateway's own 404/405 for a path it does not serve, and the
+    // transport-level answers, are outside the API's schemas.
+    let api_route = matches!(
+        endpoint,
+        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Messages | Endpoint::CountTokens
+    );
+    if !api_route || r.status == 0 {
+        return;
+    }
+    let json = r.json();
+    if (200..300).contains(&r.status) {
+        if r.media_type().as_deref() != Some("application/json") {
+            out.push(violation(
+                "schema.media-type",
+                format!(
+                    "a {} answer to a non-streaming request has content-type {:?}",
+                    r.status,
+                    r.header("content-type")
+                ),
+            ));
+        }
+        let Some(v) = json else {
+            out.push(violation(
+                "schema.success-body",
+                format!("a {} body that is not JSON: {}", r.status, snippet(&r.body)),
+            ));
+            return;
+        };
+        let problems = match endpoint {
+            Endpoint::ChatCompletions => schema::openai_chat_completion(&v),
+            Endpoint::Embeddings => schema::openai_embeddings(&v),
+            Endpoint::Messages => schema::anthropic_message(&v, false),
+            Endpoint::CountTokens => count_tokens(&v),
+            _ => Vec::new(),
+        };
+        if !problems.is_empty() {
+            out.push(violation("schema.success-body", problems.join("; ")));
+        }
+    } else if r.status >= 400 {
+        let problems = match json {
+            None => vec![format!("not JSON: {}", snippet(&r.body))],
+            Some(v) if endpoint.is_anthropic() => schema::anthropic_error(&v),
+            Some(v) => schema::openai_error(&v),
+        };
+        if !problems.is_empty() {
+            out.push(violation("schema.error-body", format!("{} answer: {}", r.status, problems.join("; "))));
+        }
+    }
+}
+
+fn count_tokens(v: &serde_json::Value) -> Vec<String> {
+    match v.get("input_tokens") {
+        Some(n) if n.is_u64() => Vec::new(),
+        _ => vec!["/input_tokens: missing or not an integer".into()],
+    }
+}
+
+/// The first 200 characters of a body, for evidence.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut s: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
+/// Checks the gateway's output lines (logs) for configured secrets.
+pub fn check_output(lines: &[String], setup: &Setup) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for secret in &setup.secrets {
+        if let Some(n) = lines.iter().position(|l| l.contains(&secret.value)) {
+            out.push(violation(
+                "security.no-secret-in-output",
+                format!("output line {} contains {}", n + 1, masked(secret)),
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,381 @@
+//! What an answer *says*, whatever its wire format: the text and tool calls
+//! of each choice, why it stopped, the token usage and the identity fields.
+//! Extracted from OpenAI and Anthropic bodies and streams, Bedrock
+//! InvokeModel event streams and Converse bodies and streams, so fidelity
+//! checks compare meaning across a translation.
+
+use super::sse;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The wire format of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    OpenAi,
+    Anthropic,
+    /// Bedrock Converse / ConverseStream.
+    Converse,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolCall {
+    pub id: Option<String>,
+    pub name: String,
+    /// As sent: OpenAI's argument string, or Anthropic's `input` serialized.
+    pub arguments: String,
+}
+
+impl ToolCall {
+    pub fn arguments_json(&self) -> Option<Value> {
+        if self.arguments.trim().is_empty() {
+            return Some(json!({}));
+        }
+        serde_json::from_str(&self.arguments).ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Choice {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    /// In the answer's own vocabulary (`stop`, `end_turn`, ...).
+    pub finish: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+    pub total: Option<u64>,
+    pub cache_read: Option<u64>,
+    pub cache_creation: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Answer {
+    pub protocol: Option<Protocol>,
+    pub choices: BTreeMap<u64, Choice>,
+    pub usage: Option<Usage>,
+    pub id: Option<String>,
+    pub model: Option<String>,
+    pub created: Option<i64>,
+    pub system_fingerprint: Option<String>,
+    /// The stream (or body) said it completed: `[DONE]`, `message_stop`,
+    /// `messageStop`, or a whole non-streaming body.
+    pub completed: bool,
+    /// Chunk ids seen in a stream (OpenAI: all must be equal).
+    pub chunk_ids: Vec<String>,
+}
+
+fn u(v: Option<&Value>) -> Option<u64> {
+    v.and_then(Value::as_u64)
+}
+
+fn s(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_string)
+}
+
+fn openai_usage(v: &Value) -> Option<Usage> {
+    let usage = v.get("usage").filter(|u| u.is_object())?;
+    Some(Usage {
+        input: u(usage.get("prompt_tokens")),
+        output: u(usage.get("completion_tokens")),
+        total: u(usage.get("total_tokens")),
+        cache_read: u(usage.pointer("/prompt_tokens_details/cached_tokens")),
+        cache_creation: None,
+    })
+}
+
+fn anthropic_usage(usage: &Value, into: &mut Usage) {
+    if let Some(x) = u(usage.get("input_tokens")) {
+        into.input = Some(x);
+    }
+    if let Some(x) = u(usage.get("output_tokens")) {
+        into.output = Some(x);
+    }
+    if let Some(x) = u(usage.get("cache_read_input_tokens")) {
+        into.cache_read = Some(x);
+    }
+    if let Some(x) = u(usage.get("cache_creation_input_tokens")) {
+        into.cache_creation = Some(x);
+    }
+}
+
+/// A non-streaming OpenAI chat completion.
+pub fn openai_body(v: &Value) -> Answer {
+    let mut a = Answer { protocol: Some(Protocol::OpenAi), completed: true, ..Answer::default() };
+    a.id = s(v.get("id"));
+    a.model = s(v.get("model"));
+    a.created = v.get("created").and_then(Value::as_i64);
+    a.system_fingerprint = s(v.get("system_fingerprint"));
+    a.usage = openai_usage(v);
+    for (i, c) in v.get("choices").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let index = u(c.get("index")).unwrap_or(i as u64);
+        let msg = c.get("message").cloned().unwrap_or(Value::Null);
+        let tool_calls = msg
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|t| ToolCall {
+                id: s(t.get("id")),
+                name: s(t.pointer("/function/name")).unwrap_or_default(),
+                arguments: s(t.pointer("/function/arguments")).unwrap_or_default(),
+            })
+            .collect();
+        a.choices.insert(
+            index,
+            Choice { text: s(msg.get("content")).unwrap_or_default(), tool_calls, finish: s(c.get("finish_reason")) },
+        );
+    }
+    a
+}
+
+/// An OpenAI chat completion stream: deltas concatenated per choice and
+/// per tool call index.
+pub fn openai_stream(body: &[u8]) -> Answer {
+    let mut a = Answer { protocol: Some(Protocol::OpenAi), ..Answer::default() };
+    let mut tools: BTreeMap<(u64, u64), ToolCall> = BTreeMap::new();
+    for e in sse::events(body).events {
+        if e.data.trim() == "[DONE]" {
+            a.completed = true;
+            continue;
+        }
+        let Some(v) = e.json() else { continue };
+        if let Some(id) = s(v.get("id")) {
+            a.chunk_ids.push(id.clone());
+            a.id.get_or_insert(id);
+        }
+        if a.model.is_none() {
+            a.model = s(v.get("model")).filter(|m| !m.is_empty());
+        }
+        if a.created.is_none() {
+            a.created = v.get("created").and_then(Value::as_i64);
+        }
+        if a.system_fingerprint.is_none() {
+            a.system_fingerprint = s(v.get("system_fingerprint"));
+        }
+        if let Some(usage) = openai_usage(&v) {
+            a.usage = Some(usage);
+        }
+        for c in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
+            let index = u(c.get("index")).unwrap_or(0);
+            let choice = a.choices.entry(index).or_default();
+            if let Some(t) = c.pointer("/delta/content").and_then(Value::as_str) {
+                choice.text.push_str(t);
+            }
+            if let Some(f) = s(c.get("finish_reason")) {
+                choice.finish = Some(f);
+            }
+            for (k, t) in c.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let ti = u(t.get("index")).unwrap_or(k as u64);
+                let call = tools.entry((index, ti)).or_default();
+                if let Some(id) = s(t.get("id")) {
+                    call.id = Some(id);
+                }
+                if let Some(n) = s(t.pointer("/function/name")) {
+                    call.name.push_str(&n);
+                }
+                if let Some(args) = s(t.pointer("/function/arguments")) {
+                    call.arguments.push_str(&args);
+                }
+            }
+        }
+    }
+    for ((choice, _), call) in tools {
+        a.choices.entry(choice).or_default().tool_calls.push(call);
+    }
+    a
+}
+
+fn anthropic_block_into(choice: &mut Choice, block: &Value) {
+    match block.get("type").and_then(Value::as_str) {
+        Some("text") => choice.text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+        Some("tool_use") => choice.tool_calls.push(ToolCall {
+            id: s(block.get("id")),
+            name: s(block.get("name")).unwrap_or_default(),
+            arguments: block.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+        }),
+        _ => {}
+    }
+}
+
+/// A non-streaming Anthropic Message (also Bedrock InvokeModel's body).
+pub fn anthropic_body(v: &Value) -> Answer {
+    let mut a = Answer { protocol: Some(Protocol::Anthropic), completed: true, ..Answer::default() };
+    a.id = s(v.get("id"));
+    a.model = s(v.get("model"));
+    let mut choice = Choice { finish: s(v.get("stop_reason")), ..Choice::default() };
+    for b in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+        anthropic_block_into(&mut choice, b);
+    }
+    a.choices.insert(0, choice);
+    if let Some(usage) = v.get("usage") {
+        let mut x = Usage::default();
+        anthropic_usage(usage, &mut x);
+        a.usage = Some(x);
+    }
+    a
+}
+
+/// Folds Anthropic stream events (already parsed) into an answer.
+pub fn anthropic_events(events: impl IntoIterator<Item = Value>) -> Answer {
+    let mut a = Answer { protocol: Some(Protocol::Anthropic), ..Answer::default() };
+    let mut blocks: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut partial: BTreeMap<u64, String> = BTreeMap::new();
+    let mut usage = Usage::default();
+    let mut finish = None;
+    for v in events {
+        match v.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                let m = v.get("message").cloned().unwrap_or(Value::Null);
+                a.id = s(m.get("id"));
+                a.model = s(m.get("model"));
+                if let Some(x) = m.get("usage") {
+                    anthropic_usage(x, &mut usage);
+                }
+            }
+            Some("content_block_start") => {
+                let i = u(v.get("index")).unwrap_or(0);
+                blocks.insert(i, v.get("content_block").cloned().unwrap_or(Value::Null));
+            }
+            Some("content_block_delta") => {
+                let i = u(v.get("index")).unwrap_or(0);
+                let d = v.get("delta").cloned().unwrap_or(Value::Null);
+                let block = blocks.entry(i).or_insert_with(|| json!({"type": "text", "text": ""}));
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = d.get("text").and_then(Value::as_str).unwrap_or("");
+                        let cur = block.get("text").and_then(Value::as_str).unwrap_or("").to_string();
+                        block["text"] = Value::String(cur + t);
+                    }
+                    Some("input_json_delta") => partial
+                        .entry(i)
+                        .or_default()
+                        .push_str(d.get("partial_json").and_then(Value::as_str).unwrap_or("")),
+                    _ => {}
+                }
+            }
+            Some("message_delta") => {
+                if let Some(r) = s(v.pointer("/delta/stop_reason")) {
+                    finish = Some(r);
+                }
+                if let Some(x) = v.get("usage") {
+                    anthropic_usage(x, &mut usage);
+                }
+            }
+            Some("message_stop") => a.completed = true,
+            _ => {}
+        }
+    }
+    let mut choice = Choice { finish, ..Choice::default() };
+    for (i, mut block) in blocks {
+        if let Some(p) = partial.get(&i) {
+            // The streamed input, as one string; parse failures compare as text.
+            let input = if p.trim().is_empty() {
+                json!({})
+            } else {
+                serde_json::from_str(p).unwrap_or(Value::String(p.clone()))
+            };
+            block["input"] = input;
+        }
+        anthropic_block_into(&mut choice, &block);
+    }
+    a.choices.insert(0, choice);
+    a.usage = Some(usage);
+    a
+}
+
+/// An Anthropic SSE stream.
+pub fn anthropic_stream(body: &[u8]) -> Answer {
+    anthropic_events(sse::events(body).events.iter().filter_map(sse::Event::json))
+}
+
+/// Bedrock InvokeModelWithResponseStream: event-stream frames whose
+/// `chunk` payloads carry base64 Anthropic events.
+pub fn bedrock_invoke_stream(body: &[u8]) -> Answer {
+    let (messages, _) = sse::eventstream(body);
+    let events = messages.into_iter().filter_map(|m| {
+        let payload: Value = serde_json::from_slice(&m.payload).ok()?;
+        let b64 = payload.get("bytes")?.as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    });
+    anthropic_events(events)
+}
+
+/// Bedrock Converse's body.
+pub fn converse_body(v: &Value) -> Answer {
+    let mut a = Answer { protocol: Some(Protocol::Converse), completed: true, ..Answer::default() };
+    let mut choice = Choice { finish: s(v.get("stopReason")), ..Choice::default() };
+    for b in v.pointer("/output/message/content").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(t) = b.get("text").and_then(Value::as_str) {
+            choice.text.push_str(t);
+        }
+        if let Some(t) = b.get("toolUse") {
+            choice.tool_calls.push(ToolCall {
+                id: s(t.get("toolUseId")),
+                name: s(t.get("name")).unwrap_or_default(),
+                arguments: t.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+            });
+        }
+    }
+    a.choices.insert(0, choice);
+    a.usage = v.get("usage").map(converse_usage);
+    a
+}
+
+fn converse_usage(x: &Value) -> Usage {
+    Usage {
+        input: u(x.get("inputTokens")),
+        output: u(x.get("outputTokens")),
+        total: u(x.get("totalTokens")),
+        cache_read: u(x.get("cacheReadInputTokens")),
+        cache_creation: u(x.get("cacheWriteInputTokens")),
+    }
+}
+
+/// Bedrock ConverseStream: event-stream frames named by `:event-type`.
+pub fn converse_stream(body: &[u8]) -> Answer {
+    let (messages, _) = sse::eventstream(body);
+    let mut a = Answer { protocol: Some(Protocol::Converse), ..Answer::default() };
+    let mut choice = Choice::default();
+    let mut tools: BTreeMap<u64, ToolCall> = BTreeMap::new();
+    for m in messages {
+        let Ok(p) = serde_json::from_slice::<Value>(&m.payload) else { continue };
+        match m.header(":event-type") {
+            Some("contentBlockStart") => {
+                if let Some(t) = p.pointer("/start/toolUse") {
+                    let i = u(p.get("contentBlockIndex")).unwrap_or(0);
+                    tools.insert(
+                        i,
+                        ToolCall {
+                            id: s(t.get("toolUseId")),
+                            name: s(t.get("name")).unwrap_or_default(),
+                            arguments: String::new(),
+                        },
+                    );
+                }
+            }
+            Some("contentBlockDelta") => {
+                let i = u(p.get("contentBlockIndex")).unwrap_or(0);
+                if let Some(t) = p.pointer("/delta/text").and_then(Value::as_str) {
+                    choice.text.push_str(t);
+                }
+                if let Some(t) = p.pointer("/delta/toolUse/input").and_then(Value::as_str) {
+                    tools.entry(i).or_default().arguments.push_str(t);
+                }
+            }
+            Some("messageStop") => {
+                choice.finish = s(p.get("stopReason"));
+                a.completed = true;
+            }
+            Some("metadata") => a.usage = p.get("usage").map(converse_usage),
+            _ => {}
+        }
+    }
+    choice.tool_calls = tools.into_values().collect();
+    a.choices.insert(0, choice);
+    a
+}

@@ -1,0 +1,234 @@
+//! Streaming contracts: SSE framing, each event's schema, termination and
+//! order, no clean end after a broken upstream, and the `include_usage`
+//! chunk (OpenAI's API reference, "stream_options"; Anthropic's "Streaming
+//! Messages": message_start, content blocks, message_delta, message_stop).
+
+use super::exchange::{Endpoint, Exchange};
+use super::{schema, snippet, sse, violation, Violation};
+use crate::mocks::AnswerEnd;
+use serde_json::Value;
+
+pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
+    let r = &x.response;
+    if r.media_type().as_deref() != Some("text/event-stream") {
+        out.push(violation(
+            "schema.media-type",
+            format!("a {} answer to a streaming request has content-type {:?}", r.status, r.header("content-type")),
+        ));
+        return;
+    }
+    let parsed = sse::events(&r.body);
+    for line in parsed.stray_lines.iter().take(3) {
+        out.push(violation("stream.framing", format!("a line that is not an SSE field: {line:?}")));
+    }
+    let broken_upstream = upstream_broke(x);
+    let clean_end = match endpoint {
+        Endpoint::Messages => anthropic(&parsed, broken_upstream.is_none(), out),
+        Endpoint::ChatCompletions | Endpoint::Completions => openai(x, &parsed, broken_upstream.is_none(), out),
+        _ => return,
+    };
+    if let (Some(why), true) = (broken_upstream, clean_end) {
+        out.push(violation(
+            "stream.no-false-completion",
+            format!("the provider's stream {why}, yet the client's stream ended cleanly"),
+        ));
+    }
+}
+
+/// Why the provider's answer to this exchange did not complete, if it did not.
+/// Looks at the last upstream call (the one the client's stream came from).
+fn upstream_broke(x: &Exchange) -> Option<String> {
+    let last = x.upstream.last()?;
+    let a = &last.answer;
+    match a.end {
+        AnswerEnd::Cut => return Some("was cut mid-event".into()),
+        AnswerEnd::Reset => return Some("was reset".into()),
+        _ => {}
+    }
+    if a.status.is_some_and(|s| (200..300).contains(&s)) {
+        let media = a.header("content-type").map(super::media_type).unwrap_or_default();
+        let wanted = if last.kind == crate::mocks::MockKind::Bedrock {
+            "application/vnd.amazon.eventstream"
+        } else {
+            "text/event-stream"
+        };
+        if media != wanted && !a.body.is_empty() {
+            return Some(format!("was {media:?}, not an event stream ({})", snippet(&a.body)));
+        }
+    }
+    None
+}
+
+/// OpenAI chunks; returns whether the stream ended cleanly (`[DONE]`).
+fn openai(x: &Exchange, parsed: &sse::Parsed, upstream_complete: bool, out: &mut Vec<Violation>) -> bool {
+    let mut done_at = None;
+    let mut chunks: Vec<(usize, Value)> = Vec::new();
+    let mut error_event = false;
+    for (i, e) in parsed.events.iter().enumerate() {
+        if e.data.trim() == "[DONE]" {
+            done_at.get_or_insert(i);
+            continue;
+        }
+        if done_at.is_some() {
+            out.push(violation(
+                "stream.termination",
+                format!("an event after data: [DONE]: {}", snippet(e.data.as_bytes())),
+            ));
+            continue;
+        }
+        match e.json() {
+            Some(v) if v.get("error").is_some() => {
+                error_event = true;
+                let problems = schema::openai_error(&v);
+                if !problems.is_empty() {
+                    out.push(violation("stream.framing", format!("error event {i}: {}", problems.join("; "))));
+                }
+            }
+            Some(v) => {
+                let problems = schema::openai_chat_chunk(&v);
+                if !problems.is_empty() {
+                    out.push(violation("stream.framing", format!("chunk {i}: {}", problems.join("; "))));
+                }
+                chunks.push((i, v));
+            }
+            None => {
+                out.push(violation("stream.framing", format!("event {i} is not JSON: {}", snippet(e.data.as_bytes()))))
+            }
+        }
+    }
+    let clean = done_at.is_some() && !error_event && x.response.complete;
+    if upstream_complete && x.response.complete && done_at.is_none() && !error_event && provider_completed(x) {
+        out.push(violation(
+            "stream.termination",
+            "the provider completed its stream but the client's ended without data: [DONE]",
+        ));
+    }
+    let ids: Vec<&str> = chunks.iter().filter_map(|(_, c)| c.get("id").and_then(Value::as_str)).collect();
+    if let Some(first) = ids.first() {
+        if let Some(other) = ids.iter().find(|id| *id != first) {
+            out.push(violation("fidelity.identity", format!("chunks carry different ids: {first:?} and {other:?}")));
+        }
+    }
+    let wants_usage = x
+        .request
+        .json()
+        .and_then(|b| b.pointer("/stream_options/include_usage").and_then(Value::as_bool))
+        .unwrap_or(false);
+    if wants_usage && clean {
+        include_usage(&chunks, out);
+    }
+    clean
+}
+
+/// The provider's own stream reached its terminator (or, translated, its
+/// `message_stop`); judged from the last upstream answer.
+fn provider_completed(x: &Exchange) -> bool {
+    x.upstream.last().is_some_and(|c| c.answer.end == AnswerEnd::Complete && c.answer.status.is_some_and(|s| s < 300))
+}
+
+fn include_usage(chunks: &[(usize, Value)], out: &mut Vec<Violation>) {
+    let with_usage: Vec<usize> = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, c))| c.get("usage").is_some_and(|u| !u.is_null()))
+        .map(|(k, _)| k)
+        .collect();
+    match with_usage.as_slice() {
+        [] => out.push(violation("stream.include-usage", "include_usage was set but no chunk carries usage")),
+        [k] => {
+            if *k + 1 != chunks.len() {
+                out.push(violation(
+                    "stream.include-usage",
+                    format!("the usage chunk is chunk {} of {}, not the last before [DONE]", k + 1, chunks.len()),
+                ));
+            }
+            let choices = chunks[*k].1.get("choices").and_then(Value::as_array).map(Vec::len);
+            if choices != Some(0) {
+                out.push(violation(
+                    "stream.include-usage",
+                    format!("the usage chunk's choices are not empty ({} choices)", choices.unwrap_or(0)),
+                ));
+            }
+        }
+        many => {
+            out.push(violation("stream.include-usage", format!("{} chunks carry usage; exactly one must", many.len())))
+        }
+    }
+}
+
+/// Anthropic events; returns whether the stream ended cleanly (`message_stop`).
+fn anthropic(parsed: &sse::Parsed, upstream_complete: bool, out: &mut Vec<Violation>) -> bool {
+    let mut started = false;
+    let mut stopped = false;
+    let mut open: Vec<u64> = Vec::new();
+    let mut closed: Vec<u64> = Vec::new();
+    let mut error_event = false;
+    for (i, e) in parsed.events.iter().enumerate() {
+        let Some(v) = e.json() else {
+            out.push(violation("stream.framing", format!("event {i} is not JSON: {}", snippet(e.data.as_bytes()))));
+            continue;
+        };
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+        let problems = schema::anthropic_event(&v);
+        if !problems.is_empty() {
+            out.push(violation("stream.framing", format!("event {i} ({kind}): {}", problems.join("; "))));
+        }
+        if e.event.as_deref() != Some(kind.as_str()) {
+            out.push(violation(
+                "stream.framing",
+                format!("event {i}: the SSE event name {:?} is not its type {kind:?}", e.event),
+            ));
+        }
+        if stopped {
+            out.push(violation("stream.termination", format!("event {i} ({kind}) after message_stop")));
+            continue;
+        }
+        let index = v.get("index").and_then(Value::as_u64);
+        let order = match kind.as_str() {
+            "ping" => None,
+            "error" => {
+                error_event = true;
+                None
+            }
+            "message_start" if started => Some("a second message_start".to_string()),
+            "message_start" => {
+                started = true;
+                None
+            }
+            _ if !started => Some(format!("{kind} before message_start")),
+            "content_block_start" => match index {
+                Some(n) if open.contains(&n) || closed.contains(&n) => Some(format!("content block {n} started twice")),
+                Some(n) => {
+                    open.push(n);
+                    None
+                }
+                None => None,
+            },
+            "content_block_delta" => {
+                index.filter(|n| !open.contains(n)).map(|n| format!("a delta for block {n}, which is not open"))
+            }
+            "content_block_stop" => match index {
+                Some(n) if open.contains(&n) => {
+                    open.retain(|o| *o != n);
+                    closed.push(n);
+                    None
+                }
+                Some(n) => Some(format!("block {n} stopped but not open")),
+                None => None,
+            },
+            "message_delta" if !open.is_empty() => Some(format!("message_delta while block(s) {open:?} are open")),
+            "message_stop" => {
+                stopped = true;
+                None
+            }
+            _ => None,
+        };
+        if let Some(problem) = order {
+            out.push(violation("stream.termination", format!("event {i}: {problem}")));
+        }
+    }
+    if upstream_complete && !stopped && !error_event {
+        out.push(violation("stream.termination", "the client's stream ended without message_stop"));
+    }
+    stopped && !error_event
+}
