@@ -1,0 +1,124 @@
+//! The errors family: retries, status classes, messages, Retry-After,
+//! invalid requests.
+
+use crate::common::*;
+use serde_json::json;
+
+fn openai_error(message: &str) -> serde_json::Value {
+    json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})
+}
+
+pub fn cases() -> Vec<Case> {
+    let bad_temp = "Invalid value for 'temperature'";
+    let upstream_400 = || to_openai(chat_body(), json_answer(400, openai_error(bad_temp)));
+    let mut limited = json_answer(429, openai_error("Rate limit reached"));
+    limited.headers.push(("retry-after".into(), "7".into()));
+    let mut client_429 = json_response(429, openai_error("openai: Rate limit reached"));
+    vec![
+        case(
+            "a 400 retried",
+            Some("errors.client-error-not-retried"),
+            exchange(
+                chat(chat_body()),
+                json_response(400, openai_error(bad_temp)),
+                vec![upstream_400(), upstream_400(), upstream_400()],
+            ),
+        ),
+        case(
+            "a 400 passed on once",
+            None,
+            exchange(chat(chat_body()), json_response(400, openai_error(bad_temp)), vec![upstream_400()]),
+        ),
+        case(
+            "a provider's 400 answered 500",
+            Some("errors.status-class"),
+            exchange(chat(chat_body()), json_response(500, openai_error("internal error")), vec![upstream_400()]),
+        ),
+        case(
+            "a provider's 429 answered 503",
+            Some("errors.status-class"),
+            exchange(
+                chat(chat_body()),
+                json_response(503, openai_error("unavailable")),
+                vec![to_openai(chat_body(), limited.clone())],
+            ),
+        ),
+        case(
+            "a provider's 500 answered 400",
+            Some("errors.status-class"),
+            exchange(
+                chat(chat_body()),
+                json_response(400, openai_error("bad")),
+                vec![to_openai(chat_body(), json_answer(500, openai_error("boom")))],
+            ),
+        ),
+        case(
+            "a provider's message lost",
+            Some("errors.upstream-message"),
+            exchange(chat(chat_body()), json_response(400, openai_error("Bad request")), vec![upstream_400()]),
+        ),
+        case(
+            "a provider's message inside the gateway's own wording",
+            None,
+            exchange(
+                chat(chat_body()),
+                json_response(400, openai_error(&format!("litellm.BadRequestError: OpenAIException - {bad_temp}"))),
+                vec![upstream_400()],
+            ),
+        ),
+        case(
+            "Retry-After dropped",
+            Some("errors.retry-after"),
+            exchange(chat(chat_body()), client_429.clone(), vec![to_openai(chat_body(), limited.clone())]),
+        ),
+        case("Retry-After kept", None, {
+            client_429.headers.push(("retry-after".into(), "7".into()));
+            exchange(chat(chat_body()), client_429, vec![to_openai(chat_body(), limited)])
+        }),
+        case(
+            "a body that is not JSON answered 500",
+            Some("errors.invalid-request-is-4xx"),
+            exchange(
+                {
+                    let mut r = chat(json!({}));
+                    r.body = b"{\"model\": \"gpt-4o\", \"messages\": [}".to_vec();
+                    r
+                },
+                json_response(500, openai_error("Expecting value: line 1 column 35")),
+                vec![],
+            ),
+        ),
+        case(
+            "a numeric model answered 200",
+            Some("errors.invalid-request-is-4xx"),
+            exchange(
+                chat(json!({"model": 42, "messages": [{"role": "user", "content": "hi"}]})),
+                json_response(200, completion("hi")),
+                vec![],
+            ),
+        ),
+        case(
+            "a string temperature answered 500",
+            Some("errors.invalid-request-is-4xx"),
+            exchange(
+                chat(json!({"model": "gpt-4o", "temperature": "hot", "messages": [{"role": "user", "content": "hi"}]})),
+                json_response(500, openai_error("TypeError")),
+                vec![],
+            ),
+        ),
+        case(
+            "missing messages answered 400 in any wording",
+            None,
+            exchange(chat(json!({"model": "gpt-4o"})), json_response(422, openai_error("field required")), vec![]),
+        ),
+        case(
+            "a null temperature is no fault",
+            None,
+            exchange(
+                chat(json!({"model": "gpt-4o", "temperature": null, "messages": [{"role": "user", "content": "hi"}]})),
+                json_response(200, completion("hi")),
+                vec![],
+            ),
+        ),
+    ]
+}

@@ -1,0 +1,234 @@
+//! The fidelity family: content, tool calls, finish reasons, usage and
+//! identity, passed through and across the OpenAI <-> Anthropic translation.
+
+use crate::common::*;
+use postmortem::mocks::{AnswerEnd, MockKind};
+use serde_json::{json, Value};
+
+/// `v` with the field at `pointer` set (its parent must exist).
+fn with(mut v: Value, pointer: &str, x: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
+    match v.pointer_mut(parent).expect("the parent exists") {
+        Value::Object(m) => {
+            m.insert(key.to_string(), x);
+        }
+        Value::Array(a) => a[key.parse::<usize>().expect("an index")] = x,
+        _ => panic!("{parent} is not a container"),
+    }
+    v
+}
+
+fn tool_completion(args: &str) -> Value {
+    json!({"id": "chatcmpl-2", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o",
+           "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": args}}]}}],
+           "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+}
+
+fn tool_message() -> Value {
+    json!({"id": "msg_2", "type": "message", "role": "assistant", "model": "claude-x",
+           "content": [{"type": "text", "text": "Let me check."}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+           "stop_reason": "tool_use", "stop_sequence": null, "usage": {"input_tokens": 20, "output_tokens": 9}})
+}
+
+/// What a correct gateway sends an OpenAI client for `tool_message()`.
+fn translated_tools(id: &str, args: &str) -> Value {
+    json!({"id": "msg_2", "object": "chat.completion", "created": 1700000001, "model": "claude",
+           "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": "Let me check.",
+             "tool_calls": [{"id": id, "type": "function", "function": {"name": "get_weather", "arguments": args}}]}}],
+           "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29}})
+}
+
+fn claude_chat() -> postmortem::contracts::ClientRequest {
+    chat(json!({"model": "claude", "messages": [{"role": "user", "content": "weather?"}]}))
+}
+
+fn translated(client: Value, provider: Value) -> postmortem::contracts::Exchange {
+    exchange(claude_chat(), json_response(200, client), vec![to_anthropic(json!({}), json_answer(200, provider))])
+}
+
+fn passthrough(client: Value, provider: Value) -> postmortem::contracts::Exchange {
+    exchange(chat(chat_body()), json_response(200, client), vec![to_openai(chat_body(), json_answer(200, provider))])
+}
+
+pub fn cases() -> Vec<Case> {
+    let ok = completion("Hello");
+    let stream_req = json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let sse_text = "a\n\ndata: [DONE]\n\nb";
+    let provider_chunks = vec![
+        chunk(json!({"role": "assistant", "content": sse_text}), Value::Null),
+        chunk(json!({}), json!("stop")),
+        json!("[DONE]"),
+    ];
+    let cached = with(
+        with(message("hi"), "/usage/cache_read_input_tokens", json!(100)),
+        "/usage/cache_creation_input_tokens",
+        json!(5),
+    );
+    let to_openai_text = |prompt: u64| {
+        json!({"id": "msg_1", "object": "chat.completion", "created": 1, "model": "claude",
+               "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+               "usage": {"prompt_tokens": prompt, "completion_tokens": 2, "total_tokens": prompt + 2}})
+    };
+    vec![
+        case(
+            "content changed in a pass-through",
+            Some("fidelity.content"),
+            passthrough(completion("Hell0"), ok.clone()),
+        ),
+        case(
+            "streamed text that looks like SSE syntax is cut short",
+            Some("fidelity.content"),
+            exchange(
+                chat(stream_req.clone()),
+                sse_response(openai_sse(&[
+                    chunk(json!({"role": "assistant", "content": "a"}), Value::Null),
+                    chunk(json!({}), json!("stop")),
+                    json!("[DONE]"),
+                ])),
+                vec![to_openai(stream_req.clone(), {
+                    let mut a = answer(200, "text/event-stream", openai_sse(&provider_chunks));
+                    a.end = AnswerEnd::Complete;
+                    a
+                })],
+            ),
+        ),
+        case(
+            "streamed text that looks like SSE syntax arrives intact",
+            None,
+            exchange(
+                chat(stream_req.clone()),
+                sse_response(openai_sse(&provider_chunks)),
+                vec![to_openai(stream_req.clone(), answer(200, "text/event-stream", openai_sse(&provider_chunks)))],
+            ),
+        ),
+        case(
+            "tool arguments re-serialized in a pass-through",
+            Some("fidelity.tool-calls"),
+            passthrough(tool_completion(r#"{"city": "Paris"}"#), tool_completion(r#"{"city":"Paris"}"#)),
+        ),
+        case(
+            "a tool call's id replaced",
+            Some("fidelity.tool-calls"),
+            passthrough(
+                with(tool_completion("{}"), "/choices/0/message/tool_calls/0/id", json!("call_X")),
+                tool_completion("{}"),
+            ),
+        ),
+        case(
+            "tool_use translated to tool_calls faithfully",
+            None,
+            translated(translated_tools("toolu_1", r#"{"city":"Paris"}"#), tool_message()),
+        ),
+        case(
+            "tool_use translated with a new id",
+            Some("fidelity.tool-calls"),
+            translated(translated_tools("call_abc", r#"{"city":"Paris"}"#), tool_message()),
+        ),
+        case(
+            "tool_use input translated to other arguments",
+            Some("fidelity.tool-calls"),
+            translated(translated_tools("toolu_1", r#"{"city":"Lyon"}"#), tool_message()),
+        ),
+        case(
+            "max_tokens becomes stop",
+            Some("fidelity.finish-reason"),
+            translated(to_openai_text(10), with(message("hi"), "/stop_reason", json!("max_tokens"))),
+        ),
+        case("end_turn becomes stop", None, translated(to_openai_text(10), message("hi"))),
+        case(
+            "a finish reason rewritten in a pass-through",
+            Some("fidelity.finish-reason"),
+            passthrough(with(ok.clone(), "/choices/0/finish_reason", json!("length")), ok.clone()),
+        ),
+        case(
+            "prompt tokens replaced by an estimate",
+            Some("fidelity.usage"),
+            passthrough(
+                with(with(ok.clone(), "/usage/prompt_tokens", json!(12)), "/usage/total_tokens", json!(14)),
+                ok.clone(),
+            ),
+        ),
+        case(
+            "usage dropped",
+            Some("fidelity.usage"),
+            passthrough(
+                {
+                    let mut c = ok.clone();
+                    c.as_object_mut().unwrap().remove("usage");
+                    c
+                },
+                ok.clone(),
+            ),
+        ),
+        case("cache tokens added back into prompt_tokens", None, translated(to_openai_text(115), cached.clone())),
+        case("cache tokens left out of prompt_tokens", None, translated(to_openai_text(10), cached.clone())),
+        case(
+            "prompt_tokens that no reading of the cache explains",
+            Some("fidelity.usage"),
+            translated(to_openai_text(7), cached),
+        ),
+        case(
+            "the id replaced in a pass-through",
+            Some("fidelity.identity"),
+            passthrough(with(ok.clone(), "/id", json!("chatcmpl-gw")), ok.clone()),
+        ),
+        case(
+            "the model replaced by another name",
+            Some("fidelity.identity"),
+            passthrough(with(ok.clone(), "/model", json!("gpt-3.5-turbo")), ok.clone()),
+        ),
+        case(
+            "the model reported as the name the client asked for",
+            None,
+            passthrough(with(ok.clone(), "/model", json!("gpt-4o")), ok.clone()),
+        ),
+        case(
+            "system_fingerprint dropped",
+            Some("fidelity.identity"),
+            passthrough(
+                {
+                    let mut c = ok.clone();
+                    c.as_object_mut().unwrap().remove("system_fingerprint");
+                    c
+                },
+                ok.clone(),
+            ),
+        ),
+        case(
+            "stream chunks with different ids",
+            Some("fidelity.identity"),
+            exchange(
+                chat(stream_req.clone()),
+                sse_response(openai_sse(&[
+                    with(provider_chunks[0].clone(), "/id", json!("chatcmpl-A")),
+                    provider_chunks[1].clone(),
+                    json!("[DONE]"),
+                ])),
+                vec![],
+            ),
+        ),
+        case(
+            "an embedding vector altered",
+            Some("fidelity.content"),
+            exchange(
+                request("/v1/embeddings", json!({"model": "text-embedding-3-small", "input": "hi"})),
+                json_response(
+                    200,
+                    json!({"object": "list", "model": "m", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}], "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+                ),
+                vec![upstream(
+                    "openai",
+                    MockKind::Openai,
+                    "/v1/embeddings",
+                    &[("authorization", &format!("Bearer {OPENAI_KEY}"))],
+                    json!({}),
+                    json_answer(
+                        200,
+                        json!({"object": "list", "model": "m", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.125]}], "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+                    ),
+                )],
+            ),
+        ),
+    ]
+}

@@ -1,0 +1,74 @@
+//! Proof that each contract can fail: recorded-style exchanges that break
+//! one contract each are fed to the checker, which must name exactly that
+//! contract; a clean twin of each must pass. One file per contract family;
+//! the last test requires every contract the checker knows to have a
+//! violating case here.
+
+mod common;
+mod errors;
+mod fidelity;
+mod schema;
+mod security;
+mod streaming;
+
+use common::Case;
+use postmortem::contracts::{check, CONTRACTS};
+
+fn all_cases() -> Vec<Case> {
+    [schema::cases(), streaming::cases(), fidelity::cases(), errors::cases(), security::cases()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn each_case_reports_exactly_its_contract() {
+    let mut failures = Vec::new();
+    for case in all_cases() {
+        let found = check(&case.exchange, &case.setup);
+        let names: Vec<&str> = found.iter().map(|v| v.contract).collect();
+        let ok = match case.expect {
+            None => names.is_empty(),
+            Some(want) => names.contains(&want) && names.iter().all(|n| *n == want || case.also.contains(n)),
+        };
+        if !ok {
+            failures.push(format!("{}: expected {:?}, got {:#?}", case.name, case.expect, found));
+        }
+    }
+    assert!(failures.is_empty(), "{} case(s) wrong:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+#[test]
+fn every_contract_has_a_violating_case() {
+    let cases = all_cases();
+    let missing: Vec<&str> = CONTRACTS
+        .iter()
+        .map(|c| c.name)
+        .filter(|name| *name != "security.no-secret-in-output")
+        .filter(|name| !cases.iter().any(|c| c.expect == Some(*name)))
+        .collect();
+    assert!(missing.is_empty(), "contracts without a violating case: {missing:?}");
+}
+
+#[test]
+fn secrets_in_the_gateway_output_are_reported() {
+    let setup = common::setup();
+    let clean = vec!["listening on 127.0.0.1:4000".to_string()];
+    assert!(postmortem::contracts::check_output(&clean, &setup).is_empty());
+    let leaked = vec!["ok".to_string(), format!("calling upstream with key {}", common::OPENAI_KEY)];
+    let found = postmortem::contracts::check_output(&leaked, &setup);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].contract, "security.no-secret-in-output");
+    assert!(found[0].detail.contains("line 2") && !found[0].detail.contains(common::OPENAI_KEY), "{}", found[0].detail);
+}
+
+#[test]
+fn contract_names_are_unique_and_stated() {
+    let mut names: Vec<&str> = CONTRACTS.iter().map(|c| c.name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), CONTRACTS.len());
+    for c in CONTRACTS {
+        assert!(c.name.contains('.') && !c.statement.is_empty(), "{}", c.name);
+    }
+}

@@ -1,0 +1,139 @@
+//! The security family: credentials stay where they belong, nothing
+//! redirects a call, no secret in responses, no access without a key.
+
+use crate::common::*;
+use postmortem::mocks::MockKind;
+use serde_json::json;
+
+pub fn cases() -> Vec<Case> {
+    let ok = completion("hi");
+    let openai_auth = format!("Bearer {OPENAI_KEY}");
+    let master_auth = format!("Bearer {MASTER_KEY}");
+    let anonymous = || {
+        let mut r = chat(chat_body());
+        r.headers.retain(|(k, _)| k != "authorization");
+        r
+    };
+    vec![
+        case(
+            "the client's gateway key forwarded upstream",
+            Some("security.client-key-not-forwarded"),
+            exchange(
+                chat(chat_body()),
+                json_response(200, ok.clone()),
+                vec![upstream(
+                    "openai",
+                    MockKind::Openai,
+                    "/v1/chat/completions",
+                    &[("authorization", &openai_auth), ("x-forwarded-authorization", &master_auth)],
+                    chat_body(),
+                    json_answer(200, ok.clone()),
+                )],
+            ),
+        ),
+        case(
+            "another deployment's key sent to this host",
+            Some("security.credential-to-its-host"),
+            exchange(
+                chat(chat_body()),
+                json_response(200, ok.clone()),
+                vec![upstream(
+                    "openai",
+                    MockKind::Openai,
+                    "/v1/chat/completions",
+                    &[("authorization", &openai_auth), ("x-api-key", ANTHROPIC_KEY)],
+                    chat_body(),
+                    json_answer(200, ok.clone()),
+                )],
+            ),
+        ),
+        case(
+            "a key from the client's body used upstream",
+            Some("security.credential-not-replaced"),
+            exchange(
+                chat(
+                    json!({"model": "gpt-4o", "api_key": "sk-client-chosen-key", "messages": [{"role": "user", "content": "hi"}]}),
+                ),
+                json_response(200, ok.clone()),
+                vec![upstream(
+                    "openai",
+                    MockKind::Openai,
+                    "/v1/chat/completions",
+                    &[("authorization", "Bearer sk-client-chosen-key")],
+                    chat_body(),
+                    json_answer(200, ok.clone()),
+                )],
+            ),
+        ),
+        case(
+            "a call redirected to a host no deployment names",
+            Some("security.no-redirect"),
+            exchange(
+                chat(
+                    json!({"model": "gpt-4o", "api_base": "http://127.0.0.1:1003", "messages": [{"role": "user", "content": "hi"}]}),
+                ),
+                json_response(200, ok.clone()),
+                vec![upstream(
+                    "sentinel",
+                    MockKind::Openai,
+                    "/chat/completions",
+                    &[],
+                    chat_body(),
+                    json_answer(200, ok.clone()),
+                )],
+            ),
+        ),
+        case(
+            "a provider key echoed in an error",
+            Some("security.no-secret-in-response"),
+            exchange(
+                chat(chat_body()),
+                json_response(
+                    401,
+                    json!({"error": {"message": format!("Incorrect API key provided: {OPENAI_KEY}"), "type": "auth"}}),
+                ),
+                vec![],
+            ),
+        ),
+        case(
+            "the master key in a response header",
+            Some("security.no-secret-in-response"),
+            exchange(
+                chat(chat_body()),
+                {
+                    let mut r = json_response(200, ok.clone());
+                    r.headers.push(("x-debug-key".into(), MASTER_KEY.into()));
+                    r
+                },
+                vec![],
+            ),
+        ),
+        case(
+            "no credential, yet an answer",
+            Some("security.unauthenticated-refused"),
+            exchange(
+                anonymous(),
+                json_response(200, ok.clone()),
+                vec![to_openai(chat_body(), json_answer(200, ok.clone()))],
+            ),
+        ),
+        case(
+            "no credential, refused",
+            None,
+            exchange(
+                anonymous(),
+                json_response(401, json!({"error": {"message": "missing key", "type": "auth"}})),
+                vec![],
+            ),
+        ),
+        case(
+            "no credential, refused after calling the provider",
+            Some("security.unauthenticated-refused"),
+            exchange(
+                anonymous(),
+                json_response(401, json!({"error": {"message": "missing key", "type": "auth"}})),
+                vec![to_openai(chat_body(), json_answer(200, ok))],
+            ),
+        ),
+    ]
+}
