@@ -45,13 +45,130 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
         return Some(errors::openai(400, NO_MODEL, "invalid_request_error", None, None));
     }
     if !has(obj, required) {
-        return Some(errors::openai(
-            400,
-            &format!("Missing required parameter: '{required}'."),
-            "invalid_request_error",
-            Some(required),
-            Some("missing_required_parameter"),
-        ));
+        return Some(missing(required));
+    }
+    let fields: &[(&str, Expected)] = match route {
+        Route::Chat { .. } => CHAT_FIELDS,
+        _ => EMBEDDINGS_FIELDS,
+    };
+    for (name, expected) in fields {
+        match obj.get(*name) {
+            Some(v) if !v.is_null() && !expected.accepts(v) => {
+                return Some(errors::openai(
+                    400,
+                    &format!(
+                        "Invalid type for '{name}': expected {}, but got {} instead.",
+                        expected.noun(),
+                        noun_of(v)
+                    ),
+                    "invalid_request_error",
+                    Some(name),
+                    Some("invalid_type"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some(messages) = obj.get("messages").and_then(|m| m.as_array()) {
+        for (i, m) in messages.iter().enumerate() {
+            if !m.is_object() {
+                let field = format!("messages[{i}]");
+                return Some(errors::openai(
+                    400,
+                    &format!("Invalid type for '{field}': expected an object, but got {} instead.", noun_of(m)),
+                    "invalid_request_error",
+                    Some(&field),
+                    Some("invalid_type"),
+                ));
+            }
+            if !m.get("role").is_some_and(|r| r.is_string()) {
+                return Some(missing(&format!("messages[{i}].role")));
+            }
+        }
     }
     None
 }
+
+fn missing(param: &str) -> Buffered {
+    errors::openai(
+        400,
+        &format!("Missing required parameter: '{param}'."),
+        "invalid_request_error",
+        Some(param),
+        Some("missing_required_parameter"),
+    )
+}
+
+/// The JSON types OpenAI's request validation names in its errors.
+#[derive(Debug, Clone, Copy)]
+enum Expected {
+    Decimal,
+    Integer,
+    Boolean,
+    String,
+    ArrayOfObjects,
+    StringOrArray,
+}
+
+impl Expected {
+    fn accepts(self, v: &serde_json::Value) -> bool {
+        match self {
+            Expected::Decimal => v.is_number(),
+            Expected::Integer => v.is_i64() || v.is_u64(),
+            Expected::Boolean => v.is_boolean(),
+            Expected::String => v.is_string(),
+            Expected::ArrayOfObjects => v.as_array().is_some_and(|a| a.iter().all(|x| x.is_object())),
+            Expected::StringOrArray => v.is_string() || v.is_array(),
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Expected::Decimal => "a decimal",
+            Expected::Integer => "an integer",
+            Expected::Boolean => "a boolean",
+            Expected::String => "a string",
+            Expected::ArrayOfObjects => "an array of objects",
+            Expected::StringOrArray => "a string or an array",
+        }
+    }
+}
+
+fn noun_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(n) if n.is_f64() => "a decimal",
+        serde_json::Value::Number(_) => "an integer",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Chat fields whose type OpenAI checks before anything else (null is
+/// accepted for each: it means "not set").
+const CHAT_FIELDS: &[(&str, Expected)] = &[
+    ("model", Expected::String),
+    ("messages", Expected::ArrayOfObjects),
+    ("temperature", Expected::Decimal),
+    ("top_p", Expected::Decimal),
+    ("frequency_penalty", Expected::Decimal),
+    ("presence_penalty", Expected::Decimal),
+    ("n", Expected::Integer),
+    ("max_tokens", Expected::Integer),
+    ("max_completion_tokens", Expected::Integer),
+    ("seed", Expected::Integer),
+    ("stream", Expected::Boolean),
+    ("logprobs", Expected::Boolean),
+    ("tools", Expected::ArrayOfObjects),
+    ("user", Expected::String),
+];
+
+const EMBEDDINGS_FIELDS: &[(&str, Expected)] = &[
+    ("model", Expected::String),
+    ("input", Expected::StringOrArray),
+    ("dimensions", Expected::Integer),
+    ("encoding_format", Expected::String),
+    ("user", Expected::String),
+];
