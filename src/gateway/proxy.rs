@@ -13,7 +13,7 @@ use crate::gateway::providers::params::{build_upstream_params, Endpoint};
 use crate::gateway::providers::{anthropic, bedrock, join_url, path_segment, Provider};
 use crate::gateway::rate::{Exceeded, RATE_WINDOW};
 use crate::gateway::routing::Route;
-use crate::gateway::sse::SseParser;
+use crate::gateway::sse::{self, SseParser};
 use crate::gateway::state::Gateway;
 use crate::gateway::upstream::ClientKey;
 use axum::body::{Body, Bytes};
@@ -370,16 +370,43 @@ async fn openai_call(
         return Err(upstream_error(route.provider, resp).await);
     }
     if a.stream {
-        // Pass the upstream's SSE through chunk by chunk; the lease moves
+        // A stream that is not an event stream (an HTML error page, a JSON
+        // body) is a failed call, found before the client has a byte, so
+        // the next deployment can still be tried.
+        let media = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !media.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("text/event-stream") {
+            return Err(ApiError::BadGateway(format!(
+                "{} answered a streaming request with `{media}`, not an event stream",
+                route.provider
+            )));
+        }
+        // Pass the upstream's SSE through event by event; the lease moves
         // into the stream so the client lives until the stream ends.
         let idle = route.deployment.stream_timeout.or(route.deployment.timeout);
         let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
-            while let Some(item) = inner.next().await {
-                match item {
-                    Ok(b) => yield Ok(b),
-                    Err(e) => { yield Ok(sse_error_event(&e)); break; }
+            // Bytes after the last complete event: held back until the
+            // event completes, so a stream that breaks mid-event never
+            // hands the client half an event glued to the error event.
+            let mut pending: Vec<u8> = Vec::new();
+            loop {
+                match inner.next().await {
+                    Some(Ok(b)) => {
+                        pending.extend_from_slice(&b);
+                        if let Some(end) = sse::last_event_end(&pending) {
+                            let rest = pending.split_off(end);
+                            yield Ok(Bytes::from(std::mem::replace(&mut pending, rest)));
+                        }
+                    }
+                    Some(Err(e)) => { yield Ok(sse_error_event(&e)); break; }
+                    None => {
+                        if !pending.iter().all(u8::is_ascii_whitespace) {
+                            let e = ApiError::BadGateway(format!("{} ended its stream in the middle of an event", route.provider));
+                            yield Ok(sse_error_event(&e));
+                        }
+                        break;
+                    }
                 }
             }
         };

@@ -298,3 +298,38 @@ mod tests {
         assert_eq!(got, vec![ev(None, "\u{fffd}")]);
     }
 }
+
+/// The index just past the last complete event in `buf` (after its blank
+/// line: `\n\n`, `\r\n\r\n` or `\r\r`), if `buf` holds one.
+pub fn last_event_end(buf: &[u8]) -> Option<usize> {
+    let mut end = None;
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        let two = &buf[i..i + 2];
+        if two == b"\n\n" || two == b"\r\r" {
+            end = Some(i + 2);
+            i += 2;
+        } else if buf[i..].starts_with(b"\r\n\r\n") {
+            end = Some(i + 4);
+            i += 4;
+        } else {
+            i += 1;
+        }
+    }
+    end
+}
+
+#[cfg(test)]
+mod boundary_tests {
+    use super::last_event_end;
+
+    #[test]
+    fn the_last_complete_event_ends_after_its_blank_line() {
+        assert_eq!(last_event_end(b"data: a"), None);
+        assert_eq!(last_event_end(b"data: a\n\ndata: b"), Some(9));
+        assert_eq!(last_event_end(b"data: a\n\ndata: b\n\n"), Some(18));
+        assert_eq!(last_event_end(b"data: a\r\n\r\ndata"), Some(11));
+        assert_eq!(last_event_end(b"data: a\r\rx"), Some(9));
+        assert_eq!(last_event_end(b"data: a\n"), None);
+    }
+}
