@@ -240,6 +240,22 @@ fn body_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
                 ),
             ));
         }
+        if let Some(call) = x.upstream.last().filter(|_| x.attribution == Attribution::Exact) {
+            let a = &call.answer;
+            let ok = a.status.is_some_and(|s| (200..300).contains(&s));
+            if ok && a.json().is_none() && endpoint != Endpoint::CountTokens {
+                out.push(violation(
+                    "stream.no-false-completion",
+                    format!(
+                        "{} answered {} with a body that is not JSON ({}), yet the client got {}",
+                        call.provider,
+                        a.status.unwrap_or(0),
+                        snippet(&a.body),
+                        r.status
+                    ),
+                ));
+            }
+        }
         let Some(v) = json else {
             out.push(violation(
                 "schema.success-body",
