@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// How long a target may take to start answering HTTP, in seconds.
     #[arg(long, default_value_t = 120)]
     pub target_startup_timeout: u64,
+    /// Run only the conformance suite (scenarios/conformance/): a quick
+    /// check of a new gateway against every contract.
+    #[arg(long, conflicts_with = "paths")]
+    pub contracts_only: bool,
 }
 
 impl RunArgs {
@@ -251,9 +255,28 @@ fn load_failure(file: &Path, message: String) -> Outcome {
     }
 }
 
+/// `postmortem contracts`: every contract the harness checks, by family.
+pub fn list_contracts() -> ExitCode {
+    let mut family = None;
+    for c in crate::contracts::CONTRACTS {
+        if family != Some(c.family) {
+            family = Some(c.family);
+            println!("\n{:?}", c.family);
+        }
+        println!("  {:<36} {}", c.name, c.statement);
+    }
+    ExitCode::SUCCESS
+}
+
 pub async fn run(args: RunArgs) -> ExitCode {
     let root = args.root.clone().unwrap_or_else(|| PathBuf::from("."));
-    let paths = if args.paths.is_empty() { vec![root.join("scenarios")] } else { args.paths.clone() };
+    let paths = if args.contracts_only {
+        vec![root.join("scenarios").join("conformance")]
+    } else if args.paths.is_empty() {
+        vec![root.join("scenarios")]
+    } else {
+        args.paths.clone()
+    };
     let mut files = match model::discover(&paths) {
         Ok(f) => f,
         Err(e) => {

@@ -38,6 +38,8 @@ enum Command {
     Import(postmortem::replay::commands::ImportArgs),
     /// Check files for secrets and scenario/cassette files for errors (default: fixtures/ scenarios/ snapshots/).
     Lint(postmortem::replay::commands::LintArgs),
+    /// List the contracts every exchange is checked against.
+    Contracts,
 }
 
 fn main() -> ExitCode {
@@ -62,5 +64,6 @@ fn main() -> ExitCode {
         Command::Replay(args) => rt.block_on(postmortem::replay::commands::replay(args)),
         Command::Import(args) => postmortem::replay::commands::import(args),
         Command::Lint(args) => postmortem::replay::commands::lint(args),
+        Command::Contracts => postmortem::cli::list_contracts(),
     }
 }
