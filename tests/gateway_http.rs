@@ -467,3 +467,27 @@ async fn a_model_name_never_changes_the_upstream_path_or_query() {
         assert!(r.url.fragment().is_none(), "{}", r.url);
     }
 }
+
+#[tokio::test]
+async fn configs_built_in_parallel_each_see_their_own_environment_variables() {
+    // Each config names the same variable with its own value; with a
+    // process-wide `set_var` the first build would win for both.
+    let build = |value: &'static str| async move {
+        let yaml = format!(
+            "environment_variables: {{PM_TEST_PARALLEL_MASTER: sk-parallel-{value}}}\nmodel_list: []\ngeneral_settings: {{master_key: os.environ/PM_TEST_PARALLEL_MASTER}}\n"
+        );
+        let cfg = Config::parse(&yaml, "test.yaml").expect("config parses").config;
+        postmortem::gateway::server::app(GatewayBuilder::new(cfg).build().await.expect("builds"))
+    };
+    let (a, b) = tokio::join!(build("aaaaaaaa"), build("bbbbbbbb"));
+    for (app, own, other) in [(&a, "aaaaaaaa", "bbbbbbbb"), (&b, "bbbbbbbb", "aaaaaaaa")] {
+        let (status, body, _) =
+            call(app, "GET", "/key/list", &[("authorization", &format!("Bearer sk-parallel-{own}"))], json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _, _) =
+            call(app, "GET", "/key/list", &[("authorization", &format!("Bearer sk-parallel-{other}"))], json!({}))
+                .await;
+        assert_eq!(status, 401);
+    }
+    assert!(std::env::var("PM_TEST_PARALLEL_MASTER").is_err(), "the process environment was written");
+}

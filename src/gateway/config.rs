@@ -34,7 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub litellm_settings: LitellmSettings,
     /// Set into the process environment before `os.environ/` references
-    /// are resolved (LiteLLM's `environment_variables`).
+    /// are resolved (LiteLLM's `environment_variables`), laid over the
+    /// process environment; see [`Config::env_var`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment_variables: BTreeMap<String, String>,
     /// Virtual keys declared in the file (our extension; LiteLLM keeps keys
@@ -273,17 +274,14 @@ impl Config {
     /// Resolves `os.environ/NAME` references in every secret-bearing field.
     /// A missing variable is an error naming the field and the variable.
     pub fn resolve_env(&mut self, file: &str) -> Result<(), ConfigError> {
-        for (k, v) in &self.environment_variables {
-            if std::env::var_os(k).is_none() {
-                std::env::set_var(k, v);
-            }
-        }
+        let overlay = self.environment_variables.clone();
+        let env = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
         let resolve = |field: String, v: &mut Option<String>| -> Result<(), ConfigError> {
             if let Some(s) = v.as_deref() {
                 if let Some(name) = s.strip_prefix("os.environ/") {
-                    match std::env::var(name) {
-                        Ok(val) => *v = Some(val),
-                        Err(_) => {
+                    match env(name) {
+                        Some(val) => *v = Some(val),
+                        None => {
                             return Err(ConfigError::Field {
                                 file: file.to_string(),
                                 field,
@@ -330,11 +328,20 @@ impl Config {
         Ok(())
     }
 
+    /// An environment variable as this config sees it: its own
+    /// `environment_variables` laid over the process environment (as
+    /// LiteLLM's, which sets them into `os.environ` at start-up). The process
+    /// environment is never written: gateways built in one process (the
+    /// harness runs many in parallel) must not see each other's variables.
+    pub fn env_var(&self, name: &str) -> Option<String> {
+        self.environment_variables.get(name).cloned().or_else(|| std::env::var(name).ok())
+    }
+
     /// The root path in force: the config's, else the env `SERVER_ROOT_PATH`.
     pub fn root_path(&self) -> Result<String, ConfigError> {
         let raw = match &self.general_settings.server_root_path {
             Some(p) => p.clone(),
-            None => std::env::var("SERVER_ROOT_PATH").unwrap_or_default(),
+            None => self.env_var("SERVER_ROOT_PATH").unwrap_or_default(),
         };
         normalize_root_path(&raw).map_err(|message| ConfigError::Field {
             file: "SERVER_ROOT_PATH".into(),
@@ -446,8 +453,7 @@ litellm_settings:
 
     #[test]
     fn env_indirection_resolves_and_reports_missing() {
-        std::env::set_var("PM_TEST_KEY_1", "secret-value");
-        let text = "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n      api_key: os.environ/PM_TEST_KEY_1\n  - model_name: b\n    litellm_params:\n      model: openai/b\n      api_key: os.environ/PM_TEST_MISSING_9\n";
+        let text = "environment_variables: {PM_TEST_KEY_1: secret-value}\nmodel_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n      api_key: os.environ/PM_TEST_KEY_1\n  - model_name: b\n    litellm_params:\n      model: openai/b\n      api_key: os.environ/PM_TEST_MISSING_9\n";
         let mut c = Config::parse(text, "c.yaml").unwrap().config;
         let err = c.resolve_env("c.yaml").unwrap_err().to_string();
         assert!(err.contains("model_list[1].litellm_params.api_key"), "{err}");

@@ -176,7 +176,15 @@ fn deployment_api_key(route: &Route) -> Option<String> {
     route.deployment.params.api_key.clone()
 }
 
-fn base_url(route: &Route) -> Result<String, ApiError> {
+/// A Bedrock deployment's region: the config's, else `AWS_REGION` /
+/// `AWS_DEFAULT_REGION` as the config sees them, else us-east-1 (boto3's
+/// fallback, which LiteLLM inherits).
+fn bedrock_region(config: &crate::gateway::Config, route: &Route) -> String {
+    bedrock::resolve_region_with(route.deployment.params.aws_region_name.as_deref(), |n| config.env_var(n))
+        .unwrap_or_else(|_| bedrock::DEFAULT_REGION.to_string())
+}
+
+fn base_url(config: &crate::gateway::Config, route: &Route) -> Result<String, ApiError> {
     let p = &route.deployment.params;
     if let Some(b) = &p.api_base {
         return Ok(b.trim_end_matches('/').to_string());
@@ -186,7 +194,7 @@ fn base_url(route: &Route) -> Result<String, ApiError> {
         Provider::Anthropic => "https://api.anthropic.com".into(),
         Provider::Bedrock => match &p.aws_bedrock_runtime_endpoint {
             Some(e) => e.trim_end_matches('/').to_string(),
-            None => bedrock::default_endpoint(p.aws_region_name.as_deref().unwrap_or("us-east-1")),
+            None => bedrock::default_endpoint(&bedrock_region(config, route)),
         },
         Provider::VertexAi => {
             let loc = p.vertex_location.as_deref().unwrap_or("us-east5");
@@ -343,7 +351,7 @@ async fn openai_call(
     endpoint: Endpoint,
     path: &str,
 ) -> Result<Response, ApiError> {
-    let base = base_url(&route)?;
+    let base = base_url(&gw.config, &route)?;
     let drop_unsupported = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
     let mut body = build_upstream_params(
         &a.body,
@@ -493,6 +501,7 @@ struct AnthropicRequest {
 /// Builds the upstream call for a Messages-format body on any of the four
 /// Claude platforms.
 fn anthropic_request(
+    config: &crate::gateway::Config,
     route: &Route,
     base: &str,
     mut body: Map<String, Value>,
@@ -549,13 +558,15 @@ fn anthropic_request(
             let bytes = serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))?;
             let url = bedrock::invoke_url(base, &route.upstream_model, stream).map_err(ApiError::BadRequest)?;
             let p = &route.deployment.params;
-            let creds = bedrock::AwsCredentials::resolve(
+            let env = |name: &str| config.env_var(name);
+            let creds = bedrock::AwsCredentials::resolve_with(
                 p.aws_access_key_id.as_deref(),
                 p.aws_secret_access_key.as_deref(),
                 p.aws_session_token.as_deref(),
+                env,
             )
             .map_err(|e| ApiError::BadRequest(format!("deployment `{}`: {e}", route.deployment.id)))?;
-            let region = p.aws_region_name.clone().unwrap_or_else(|| "us-east-1".into());
+            let region = bedrock_region(config, route);
             let mut hm = http::HeaderMap::new();
             hm.insert("content-type", HeaderValue::from_static("application/json"));
             let accept = if stream { "application/vnd.amazon.eventstream" } else { "application/json" };
@@ -648,7 +659,7 @@ fn anthropic_events(
 }
 
 async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &HeaderMap) -> Result<Response, ApiError> {
-    let base = base_url(&route)?;
+    let base = base_url(&gw.config, &route)?;
     let drop_unsupported = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
     let params = build_upstream_params(
         &a.body,
@@ -662,7 +673,7 @@ async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &Head
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let body = translated.as_object().cloned().unwrap_or_default();
     let betas = betas_for(gw, &route, headers);
-    let req = anthropic_request(&route, &base, body, &betas, a.stream, None)?;
+    let req = anthropic_request(&gw.config, &route, &base, body, &betas, a.stream, None)?;
     let (resp, client) = anthropic_send(gw, &route, &base, req, a.stream).await?;
     if a.stream {
         let events = anthropic_events(&route, resp, client);
@@ -739,11 +750,11 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
                 )));
             }
             let stream = a.stream && call == Native::Messages;
-            let base = base_url(&route)?;
+            let base = base_url(&gw.config, &route)?;
             let mut body = a.body.clone();
             body.retain(|_, v| !v.is_null());
             let betas = betas_for(gw, &route, headers);
-            let mut req = anthropic_request(&route, &base, body, &betas, stream, client_version.as_deref())?;
+            let mut req = anthropic_request(&gw.config, &route, &base, body, &betas, stream, client_version.as_deref())?;
             if call == Native::CountTokens {
                 req.url = format!("{}/count_tokens", req.url.trim_end_matches('/'));
             }

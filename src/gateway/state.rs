@@ -184,7 +184,7 @@ fn cost_map_source(config: &Config) -> Option<String> {
         .general_settings
         .model_cost_map
         .clone()
-        .or_else(|| std::env::var("LITELLM_MODEL_COST_MAP_URL").ok().filter(|s| !s.is_empty()))
+        .or_else(|| config.env_var("LITELLM_MODEL_COST_MAP_URL").filter(|s| !s.is_empty()))
 }
 
 fn beta_source(config: &Config) -> Option<String> {
@@ -192,7 +192,7 @@ fn beta_source(config: &Config) -> Option<String> {
         .general_settings
         .anthropic_beta_headers
         .clone()
-        .or_else(|| std::env::var("LITELLM_ANTHROPIC_BETA_HEADERS_URL").ok().filter(|s| !s.is_empty()))
+        .or_else(|| config.env_var("LITELLM_ANTHROPIC_BETA_HEADERS_URL").filter(|s| !s.is_empty()))
 }
 
 impl Gateway {

@@ -138,18 +138,10 @@ fn non_empty(s: Option<&str>) -> Option<String> {
 }
 
 impl AwsCredentials {
-    /// Credentials from the model config, else from the standard environment
-    /// variables. Config and environment are never mixed: a session token
-    /// only belongs to the key it was issued with.
-    pub fn resolve(
-        cfg_key: Option<&str>,
-        cfg_secret: Option<&str>,
-        cfg_token: Option<&str>,
-    ) -> Result<AwsCredentials, BedrockError> {
-        Self::resolve_with(cfg_key, cfg_secret, cfg_token, |k| std::env::var(k).ok())
-    }
-
-    /// [`resolve`](Self::resolve) with an injectable environment (tests).
+    /// Credentials from the model config, else from the environment as `env`
+    /// reads it (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`). Config and environment are never mixed: a
+    /// session token only belongs to the key it was issued with.
     pub fn resolve_with(
         cfg_key: Option<&str>,
         cfg_secret: Option<&str>,
@@ -183,12 +175,11 @@ impl AwsCredentials {
     }
 }
 
-/// The region from config, else `AWS_REGION`, else `AWS_DEFAULT_REGION`.
-pub fn resolve_region(cfg_region: Option<&str>) -> Result<String, BedrockError> {
-    resolve_region_with(cfg_region, |k| std::env::var(k).ok())
-}
+/// Where a deployment with no region anywhere is sent.
+pub const DEFAULT_REGION: &str = "us-east-1";
 
-/// [`resolve_region`] with an injectable environment (tests).
+/// The region from config, else `AWS_REGION`, else `AWS_DEFAULT_REGION`, as
+/// `env` reads them.
 pub fn resolve_region_with(
     cfg_region: Option<&str>,
     env: impl Fn(&str) -> Option<String>,

@@ -1,0 +1,89 @@
+//! Tidy tests: the "Architecture invariant" lines of ARCHITECTURE.md that
+//! can be checked by reading the source, checked on every `cargo test`.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn src(dir: &str) -> Vec<(PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+    rust_files(&root).into_iter().map(|p| (p.clone(), std::fs::read_to_string(&p).expect("readable"))).collect()
+}
+
+/// Lines of code (not comments) that name one of `modules`.
+fn offenders(dir: &str, modules: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, text) in src(dir) {
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if modules.iter().any(|m| code.contains(m)) {
+                out.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_gateway_never_imports_the_harness() {
+    let bad =
+        offenders("gateway", &["crate::scenario", "crate::mocks", "crate::cli", "crate::replay", "crate::contracts"]);
+    assert!(bad.is_empty(), "the gateway core names the harness:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn mocks_and_contracts_never_import_the_gateway() {
+    // An oracle that shares the implementation's code shares its bugs.
+    for dir in ["mocks", "contracts"] {
+        let bad = offenders(dir, &["crate::gateway"]);
+        assert!(bad.is_empty(), "src/{dir} names the gateway:\n{}", bad.join("\n"));
+    }
+}
+
+#[test]
+fn every_module_says_what_it_is_for() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let missing: Vec<String> = rust_files(&root)
+        .into_iter()
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let first = text.lines().find(|l| !l.trim().is_empty() && !l.starts_with("#!")).unwrap_or("");
+            !first.starts_with("//!")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "modules without a `//!` doc: {missing:?}");
+}
+
+#[test]
+fn nothing_writes_the_process_environment() {
+    // Parallel in-process gateways share one process: a config that set a
+    // variable would leak into every other scenario.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut bad = Vec::new();
+    for p in rust_files(&root) {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("env::set_var") || code.contains("env::remove_var") {
+                bad.push(format!("{}:{}", p.display(), n + 1));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "process environment written at {bad:?}");
+}
