@@ -68,6 +68,10 @@ ensure_venv() {  # ensure_venv VERSION -> prints venv path
 # the default points at a closed local port so a scenario that forgets it never reaches GitHub.
 export LITELLM_MODEL_COST_MAP_URL=${LITELLM_MODEL_COST_MAP_URL:-http://127.0.0.1:9/model_cost_map.json}
 export LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS=True LITELLM_LOCAL_BLOG_POSTS=True LITELLM_LOCAL_POLICY_TEMPLATES=True
+# Token counting for some models loads a tokenizer from the Hugging Face hub, retrying for ~25 s
+# without a network: offline, it falls back at once (a network this machine does not have is an
+# environment limit, not the gateway's behaviour).
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset DATABASE_URL LITELLM_MASTER_KEY OPENAI_API_KEY ANTHROPIC_API_KEY AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY \
       AWS_PROFILE SERVER_ROOT_PATH HTTP_PROXY HTTPS_PROXY http_proxy https_proxy 2>/dev/null || true

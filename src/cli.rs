@@ -248,6 +248,7 @@ fn load_failure(file: &Path, message: String) -> Outcome {
             message,
         }),
         not_applicable: None,
+        inconclusive: None,
         duration_ms: 0,
         violations: Vec::new(),
         exchanges_checked: 0,

@@ -278,7 +278,10 @@ fn identity(p: &Answer, c: &Answer, x: &Exchange, out: &mut Vec<Violation>) {
     }
     let asked = x.request.json().and_then(|b| b.get("model").and_then(Value::as_str).map(str::to_string));
     if let (Some(pm), Some(cm)) = (&p.model, &c.model) {
-        if pm != cm && asked.as_deref() != Some(cm.as_str()) {
+        // The provider's name, the name the client asked for, or the
+        // provider's name behind a routing prefix (`hosted_vllm/<name>`).
+        let prefixed = cm.ends_with(pm.as_str()) && cm[..cm.len() - pm.len()].ends_with('/');
+        if pm != cm && asked.as_deref() != Some(cm.as_str()) && !prefixed {
             out.push(violation(
                 "fidelity.identity",
                 format!("model {pm:?} became {cm:?} (the client asked for {asked:?})"),
@@ -293,12 +296,12 @@ fn embeddings(x: &Exchange, out: &mut Vec<Violation>) {
         return;
     };
     let (Some(p), Some(c)) = (call.answer.json(), x.response.json()) else { return };
-    let vectors = |v: &Value| -> Vec<Value> {
+    let vectors = |v: &Value| -> Vec<Option<Vec<f32>>> {
         v.get("data")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .map(|d| d.get("embedding").cloned().unwrap_or(Value::Null))
+            .map(|d| d.get("embedding").and_then(vector))
             .collect()
     };
     if vectors(&p) != vectors(&c) {
@@ -312,5 +315,22 @@ fn embeddings(x: &Exchange, out: &mut Vec<Violation>) {
                 format!("embeddings usage.{k}: the provider counted {pv:?}, the client got {cv:?}"),
             ));
         }
+    }
+}
+
+/// An embedding as float32 values: a JSON array of numbers, or OpenAI's
+/// `encoding_format: base64` (little-endian float32). A gateway may ask the
+/// provider for base64 and answer its client with numbers: the values are
+/// the same float32s.
+fn vector(v: &Value) -> Option<Vec<f32>> {
+    use base64::Engine;
+    match v {
+        Value::Array(xs) => xs.iter().map(|x| x.as_f64().map(|f| f as f32)).collect(),
+        Value::String(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            (bytes.len() % 4 == 0)
+                .then(|| bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        _ => None,
     }
 }

@@ -113,7 +113,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "fidelity.identity",
         family: Family::Fidelity,
-        statement: "Without a translation, id, created, system_fingerprint and model reach the client as the provider sent them (model may be the name the client asked for); a stream's chunks share one id.",
+        statement: "Without a translation, id, created, system_fingerprint and model reach the client as the provider sent them (model may be the name the client asked for, or the provider's behind a routing prefix); a stream's chunks share one id.",
     },
     Contract {
         name: "errors.client-error-not-retried",

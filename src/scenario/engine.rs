@@ -67,6 +67,30 @@ pub enum Verdict {
     Passed,
     Failed,
     NotApplicable,
+    /// A step failed for a limit of the target's environment (a provider
+    /// SDK not installed, credentials it insists on), not for the gateway's
+    /// behaviour: no verdict, with the reason.
+    Inconclusive,
+}
+
+/// Signatures of a target that cannot do a step because of its environment
+/// rather than its behaviour. Only in target mode: our gateway has no
+/// optional dependencies.
+const ENVIRONMENT_LIMITS: &[(&str, &str)] = &[
+    ("No module named", "a Python module the target needs is not installed"),
+    ("ModuleNotFoundError", "a Python module the target needs is not installed"),
+    ("pip install", "the target asks for a package to be installed"),
+    ("DefaultCredentialsError", "the target insists on Google credentials"),
+    ("Could not automatically determine credentials", "the target insists on Google credentials"),
+];
+
+/// Why a failed step says nothing about the target's behaviour, if it does.
+fn environment_limit(target: &TargetSpec, message: &str) -> Option<String> {
+    if matches!(target, TargetSpec::InProcess) {
+        return None;
+    }
+    let (signature, why) = ENVIRONMENT_LIMITS.iter().find(|(sig, _)| message.contains(sig))?;
+    Some(format!("{why} (the target said `{signature}`)"))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +105,9 @@ pub struct Outcome {
     pub verdict: Verdict,
     pub failure: Option<StepFailure>,
     pub not_applicable: Option<String>,
+    /// Why the verdict is inconclusive (an environment limit of the target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<String>,
     /// The target's last output lines, when a separate process failed.
     pub target_output: Option<String>,
     /// The scenario ran on the gateway process an earlier scenario with the
@@ -232,6 +259,7 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
         verdict: Verdict::Passed,
         failure: None,
         not_applicable: None,
+        inconclusive: None,
         target_output: None,
         reused_target: false,
         skipped_steps: Vec::new(),
@@ -288,7 +316,13 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                 let res = tokio::time::timeout(STEP_TIMEOUT * 2, run_step(&mut ctx, i)).await;
                 let res = res.unwrap_or_else(|_| Err(format!("timed out after {}s", (STEP_TIMEOUT * 2).as_secs())));
                 if let Err(message) = res {
-                    outcome.verdict = Verdict::Failed;
+                    outcome.verdict = match environment_limit(&opts.target, &message) {
+                        Some(why) => {
+                            outcome.inconclusive = Some(why);
+                            Verdict::Inconclusive
+                        }
+                        None => Verdict::Failed,
+                    };
                     outcome.failure = Some(StepFailure {
                         step_index: i,
                         step: Scenario::step_label(ctx.steps, list, i),
@@ -320,7 +354,7 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
             outcome.transcript = std::mem::take(&mut ctx.transcript);
             outcome.exchanges_checked = ctx.exchanges_checked;
             outcome.violations = std::mem::take(&mut ctx.violations);
-            if !outcome.violations.is_empty() {
+            if !outcome.violations.is_empty() && !matches!(outcome.verdict, Verdict::Inconclusive) {
                 outcome.verdict = Verdict::Failed;
             }
         }
@@ -342,8 +376,10 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
             // Every step that checks the incident passed; something after
             // them failed. The incident is not there (the failure is still
             // reported for the scenario).
-            (Verdict::Failed, Some(f)) if f.step_index > last_incident_check => IncidentVerdict::Clean,
-            (Verdict::Failed, _) => IncidentVerdict::Inconclusive,
+            (Verdict::Failed | Verdict::Inconclusive, Some(f)) if f.step_index > last_incident_check => {
+                IncidentVerdict::Clean
+            }
+            (Verdict::Failed | Verdict::Inconclusive, _) => IncidentVerdict::Inconclusive,
         });
     }
     outcome.duration_ms = started.elapsed().as_millis();
@@ -602,7 +638,8 @@ fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), Stri
 }
 
 /// The scenario's gateway config with placeholders filled, as the
-/// LiteLLM-format YAML a separate gateway process would read.
+/// LiteLLM-format config a separate gateway process would read (JSON, a
+/// subset of YAML that no YAML version reads differently).
 pub fn render_config_yaml(scenario: &Scenario, root: &Path, vars: &BTreeMap<String, String>) -> Result<String, String> {
     let mut value: Value = match &scenario.gateway {
         GatewaySpec::Inline(v) => v.clone(),
@@ -632,7 +669,11 @@ pub fn render_config_yaml(scenario: &Scenario, root: &Path, vars: &BTreeMap<Stri
             }
         }
     }
-    serde_yaml_ng::to_string(&value).map_err(|e| format!("gateway: {e}"))
+    // Written as JSON, which every YAML reader takes, with every string
+    // quoted: a YAML 1.1 reader (PyYAML, so LiteLLM) reads a bare
+    // `2024-10-21` as a date and `on`/`no` as booleans, which turned an
+    // Azure `api_version` into a date and the deployment into a dead one.
+    serde_json::to_string_pretty(&value).map_err(|e| format!("gateway: {e}"))
 }
 
 /// A harness-side template, not gateway config: a `model_list` entry with
@@ -1241,6 +1282,15 @@ mod tests {
     fn scenario(providers: &str, gateway: &str, steps: &str, extra: &str) -> Scenario {
         let text = format!("name: t\nproviders: {providers}\ngateway: {gateway}\n{extra}steps:\n{steps}");
         Scenario::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn environment_limits_are_inconclusive_only_in_target_mode() {
+        let process = TargetSpec::Url { url: "http://127.0.0.1:1".into(), kind: Default::default() };
+        let vertex = "status: expected 200, got 400; body: vertexai import failed please run `pip install -U google-cloud-aiplatform`. Got error: No module named 'vertexai'";
+        assert!(environment_limit(&process, vertex).is_some_and(|why| why.contains("not installed")));
+        assert_eq!(environment_limit(&TargetSpec::InProcess, vertex), None);
+        assert_eq!(environment_limit(&process, "status: expected 200, got 500"), None);
     }
 
     #[test]

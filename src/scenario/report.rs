@@ -11,6 +11,9 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
             Verdict::Passed => ("PASS", String::new()),
             Verdict::Failed => ("FAIL", String::new()),
             Verdict::NotApplicable => ("N/A ", format!(" ({})", o.not_applicable.clone().unwrap_or_default())),
+            Verdict::Inconclusive => {
+                ("INC ", format!(" (inconclusive: {})", o.inconclusive.clone().unwrap_or_default()))
+            }
         };
         let shared = if o.reused_target { " (same gateway process as the scenario before)" } else { "" };
         out.push_str(&format!("{mark}  {:<58} {:>6} ms  {}{extra}{shared}\n", o.name, o.duration_ms, o.file));
@@ -99,7 +102,7 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
             }
         }
     }
-    let (passed, failed, na) = counts(outcomes);
+    let (passed, failed, na, inconclusive) = counts(outcomes);
     let unproven = proofs.iter().filter(|p| !p.proven).count();
     let checked: usize = outcomes.iter().map(|o| o.exchanges_checked).sum();
     let broken: usize = groups.iter().map(|(_, h)| h.len()).sum();
@@ -109,8 +112,9 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
         groups.len()
     ));
     out.push_str(&format!(
-        "\n{} scenarios: {passed} passed, {failed} failed, {na} not applicable{} in {:.2}s\n",
+        "\n{} scenarios: {passed} passed, {failed} failed, {na} not applicable{}{} in {:.2}s\n",
         outcomes.len(),
+        if inconclusive > 0 { format!(", {inconclusive} inconclusive") } else { String::new() },
         if proofs.is_empty() {
             String::new()
         } else {
@@ -132,14 +136,19 @@ fn by_contract(outcomes: &[Outcome]) -> Vec<(&'static str, Vec<(&Outcome, &Contr
     groups.into_iter().collect()
 }
 
-fn counts(outcomes: &[Outcome]) -> (usize, usize, usize) {
-    let passed = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Passed)).count();
-    let failed = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Failed)).count();
-    (passed, failed, outcomes.len() - passed - failed)
+/// Passed, failed, not applicable, inconclusive.
+fn counts(outcomes: &[Outcome]) -> (usize, usize, usize, usize) {
+    let count = |f: fn(&Verdict) -> bool| outcomes.iter().filter(|o| f(&o.verdict)).count();
+    (
+        count(|v| matches!(v, Verdict::Passed)),
+        count(|v| matches!(v, Verdict::Failed)),
+        count(|v| matches!(v, Verdict::NotApplicable)),
+        count(|v| matches!(v, Verdict::Inconclusive)),
+    )
 }
 
 pub fn json(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> serde_json::Value {
-    let (passed, failed, na) = counts(outcomes);
+    let (passed, failed, na, inconclusive) = counts(outcomes);
     let incidents: Vec<serde_json::Value> = if proofs.is_empty() {
         outcomes
             .iter()
@@ -164,6 +173,7 @@ pub fn json(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> serde_json
         "passed": passed,
         "failed": failed,
         "not_applicable": na,
+        "inconclusive": inconclusive,
         "wall_ms": wall_ms,
         "scenarios": outcomes,
         "incidents": incidents,
@@ -183,7 +193,8 @@ fn xml_escape(s: &str) -> String {
 }
 
 pub fn junit(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
-    let (_, failed, na) = counts(outcomes);
+    let (_, failed, na, inconclusive) = counts(outcomes);
+    let na = na + inconclusive;
     let unproven = proofs.iter().filter(|p| !p.proven).count();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str(&format!(
@@ -219,9 +230,10 @@ pub fn junit(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
                     xml_escape(&text.join("\n"))
                 ))
             }
-            (Verdict::NotApplicable, _) => {
-                x.push_str(&format!("<skipped message=\"{}\"/>", xml_escape(o.not_applicable.as_deref().unwrap_or(""))))
-            }
+            (Verdict::NotApplicable | Verdict::Inconclusive, _) => x.push_str(&format!(
+                "<skipped message=\"{}\"/>",
+                xml_escape(o.not_applicable.as_deref().or(o.inconclusive.as_deref()).unwrap_or(""))
+            )),
             _ => {}
         }
         x.push_str("</testcase>\n");

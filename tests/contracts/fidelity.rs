@@ -209,6 +209,28 @@ pub fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "base64 from the provider, the same float32s to the client",
+            None,
+            exchange(
+                request("/v1/embeddings", json!({"model": "text-embedding-3-small", "input": "hi"})),
+                json_response(
+                    200,
+                    json!({"object": "list", "model": "m", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.125]}], "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+                ),
+                vec![upstream(
+                    "openai",
+                    MockKind::Openai,
+                    "/v1/embeddings",
+                    &[("authorization", &format!("Bearer {OPENAI_KEY}"))],
+                    json!({}),
+                    json_answer(
+                        200,
+                        json!({"object": "list", "model": "m", "data": [{"object": "embedding", "index": 0, "embedding": "AAAAPwAAAD4="}], "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+                    ),
+                )],
+            ),
+        ),
+        case(
             "an embedding vector altered",
             Some("fidelity.content"),
             exchange(
