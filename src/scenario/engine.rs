@@ -1137,7 +1137,11 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
             return Err(format!("status: expected {s}, got {}; {}", resp.status, body_hint()));
         }
     }
-    if e.json.is_some() || !e.json_path.is_empty() || e.error_contains.is_some() {
+    if !e.status_class.is_empty() && !e.status_class.iter().any(|c| c.contains(resp.status)) {
+        let classes: Vec<String> = e.status_class.iter().map(ToString::to_string).collect();
+        return Err(format!("status: expected {}, got {}; {}", classes.join(" or "), resp.status, body_hint()));
+    }
+    if e.json.is_some() || !e.json_path.is_empty() || e.error_contains.is_some() || e.error_present {
         let v = resp.json().ok_or_else(|| format!("expected a JSON body; {}", body_hint()))?;
         if let Some(want) = &e.json {
             json_contains(want, &v, "").map_err(|d| format!("json: {d}"))?;
@@ -1145,13 +1149,13 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
         for (p, want) in &e.json_path {
             check_stat(p, want, v.pointer(p)).map_err(|d| format!("json_path {d}"))?;
         }
-        if let Some(text) = &e.error_contains {
-            let msg = v
-                .pointer("/error/message")
-                .and_then(Value::as_str)
+        if e.error_present || e.error_contains.is_some() {
+            let msg = super::expect::error_message(&v)
                 .ok_or_else(|| format!("expected an error body with error.message; {}", body_hint()))?;
-            if !msg.contains(text.as_str()) {
-                return Err(format!("error message {msg:?} does not contain {text:?}"));
+            if let Some(text) = &e.error_contains {
+                if !msg.contains(text.as_str()) {
+                    return Err(format!("error message {msg:?} does not contain {text:?}"));
+                }
             }
         }
     }
@@ -1165,6 +1169,9 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
             Some(got) => return Err(format!("header {k}: expected {want:?}, got {got:?}")),
             None => return Err(format!("header {k}: missing (expected {want:?})")),
         }
+    }
+    for (k, want) in &e.media_types {
+        super::expect::check_media_type(k, want, resp.headers.get(&k.to_ascii_lowercase()).map(String::as_str))?;
     }
     for k in &e.headers_present {
         if !resp.headers.contains_key(&k.to_ascii_lowercase()) {

@@ -81,6 +81,28 @@ pub fn check_stat(pointer: &str, expected: &Value, actual: Option<&Value>) -> Re
     json_contains(expected, &actual_v, pointer)
 }
 
+/// A header value's media type: what comes before any `;` parameter,
+/// trimmed and lowercased (`Text/Event-Stream; charset=utf-8` is
+/// `text/event-stream`).
+pub fn media_type(value: &str) -> String {
+    value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// Checks a header's media type against the expected one (see [`media_type`]).
+pub fn check_media_type(name: &str, want: &str, got: Option<&str>) -> Result<(), String> {
+    match got {
+        Some(got) if media_type(got) == media_type(want) => Ok(()),
+        Some(got) => Err(format!("header {name}: expected media type {want:?}, got {got:?}")),
+        None => Err(format!("header {name}: missing (expected media type {want:?})")),
+    }
+}
+
+/// The error message of an OpenAI-style (`{"error": {"message": …}}`) or
+/// Anthropic-style (`{"type": "error", "error": {"message": …}}`) error body.
+pub fn error_message(body: &Value) -> Option<&str> {
+    body.pointer("/error/message").and_then(Value::as_str)
+}
+
 /// `href` and `src` attribute values in an HTML document.
 pub fn html_links(html: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -189,6 +211,25 @@ mod tests {
         assert!(check_output(&want("x"), &[]).unwrap_err().contains("0 lines read"));
         assert!(check_output(&never("panicked"), &lines).is_ok());
         assert!(check_output(&never("refused"), &lines).unwrap_err().contains("ERROR start-up"));
+    }
+
+    #[test]
+    fn media_types_ignore_parameters_and_case() {
+        assert_eq!(media_type("Text/Event-Stream; charset=utf-8"), "text/event-stream");
+        assert!(check_media_type("content-type", "text/event-stream", Some("text/event-stream")).is_ok());
+        assert!(check_media_type("content-type", "text/event-stream", Some("text/event-stream;charset=UTF-8")).is_ok());
+        let e = check_media_type("content-type", "text/event-stream", Some("application/json")).unwrap_err();
+        assert!(e.contains("application/json"), "{e}");
+        assert!(check_media_type("content-type", "text/event-stream", None).unwrap_err().contains("missing"));
+    }
+
+    #[test]
+    fn error_messages_of_both_shapes() {
+        assert_eq!(error_message(&json!({"error": {"message": "bad", "type": "x"}})), Some("bad"));
+        assert_eq!(error_message(&json!({"type": "error", "error": {"type": "x", "message": "m"}})), Some("m"));
+        assert_eq!(error_message(&json!({"error": "bad"})), None);
+        assert_eq!(error_message(&json!({"error": {"message": 3}})), None);
+        assert_eq!(error_message(&json!({"detail": "Not Found"})), None);
     }
 
     #[test]

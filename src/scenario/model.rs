@@ -442,6 +442,10 @@ fn post() -> String {
 pub struct Expect {
     #[serde(default)]
     pub status: Option<u16>,
+    /// The status is in one of these classes (`2xx`, `4xx`, `5xx`, ...): for
+    /// where the specifications allow several codes. One class or a list.
+    #[serde(default, deserialize_with = "de_status_classes")]
+    pub status_class: Vec<StatusClass>,
     /// The response JSON contains this value (objects: subset; arrays: equal length, each a subset).
     #[serde(default)]
     pub json: Option<Value>,
@@ -454,9 +458,17 @@ pub struct Expect {
     pub headers_present: Vec<String>,
     #[serde(default)]
     pub headers_absent: Vec<String>,
+    /// Header name -> media type (`text/event-stream`): compares the media
+    /// type only, case-insensitively, ignoring parameters such as `charset`.
+    #[serde(default)]
+    pub media_types: BTreeMap<String, String>,
     /// The error message (`error.message`) contains this text.
     #[serde(default)]
     pub error_contains: Option<String>,
+    /// The body is JSON with an `error` object whose `message` is a string,
+    /// whatever its wording (OpenAI's and Anthropic's error shapes both have it).
+    #[serde(default)]
+    pub error_present: bool,
     /// The raw body contains each of these.
     #[serde(default)]
     pub body_contains: Vec<String>,
@@ -473,9 +485,23 @@ impl Expect {
     /// Refuses expectations the step's action would not check, so nothing
     /// in a scenario is silently ignored.
     fn check_used_by(&self, action: &Action<'_>) -> Result<(), String> {
+        if self.status.is_some() && !self.status_class.is_empty() {
+            return Err("give `status` or `status_class`, not both".into());
+        }
+        for (name, want) in &self.media_types {
+            let (kind, sub) = want.split_once('/').unwrap_or_default();
+            if kind.trim().is_empty() || sub.trim().is_empty() || want.contains(';') {
+                return Err(format!(
+                    "media_types.{name}: `{want}` is not a media type alone (type/subtype, without parameters)"
+                ));
+            }
+        }
         let mut set: Vec<&str> = Vec::new();
         if self.status.is_some() {
             set.push("status");
+        }
+        if !self.status_class.is_empty() {
+            set.push("status_class");
         }
         if self.json.is_some() {
             set.push("json");
@@ -492,8 +518,14 @@ impl Expect {
         if !self.headers_absent.is_empty() {
             set.push("headers_absent");
         }
+        if !self.media_types.is_empty() {
+            set.push("media_types");
+        }
         if self.error_contains.is_some() {
             set.push("error_contains");
+        }
+        if self.error_present {
+            set.push("error_present");
         }
         if !self.body_contains.is_empty() {
             set.push("body_contains");
@@ -507,12 +539,15 @@ impl Expect {
         let allowed: &[&str] = match action {
             Action::Request(_) | Action::Concurrent(_) | Action::Reload(_) => &[
                 "status",
+                "status_class",
                 "json",
                 "json_path",
                 "headers",
+                "media_types",
                 "headers_present",
                 "headers_absent",
                 "error_contains",
+                "error_present",
                 "body_contains",
                 "links_ok",
                 "stream_complete",
@@ -533,6 +568,50 @@ impl Expect {
             Err(format!("{} cannot be checked on this step (it checks: {})", unused.join(", "), allowed.join(", ")))
         }
     }
+}
+
+/// A class of status codes: `4xx` is 400..=499.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusClass(u16);
+
+impl StatusClass {
+    pub fn contains(self, status: u16) -> bool {
+        status / 100 == self.0
+    }
+}
+
+impl std::fmt::Display for StatusClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}xx", self.0)
+    }
+}
+
+impl std::str::FromStr for StatusClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.as_bytes() {
+            [d @ b'1'..=b'5', b'x', b'x'] => Ok(StatusClass(u16::from(d - b'0'))),
+            _ => Err(format!("`{s}` is not a status class (one of 1xx, 2xx, 3xx, 4xx, 5xx)")),
+        }
+    }
+}
+
+/// `status_class: 4xx` or `status_class: [4xx, 5xx]`.
+fn de_status_classes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<StatusClass>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let texts = match OneOrMany::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a status class such as 4xx, or a list of them"))?
+    {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) if v.is_empty() => return Err(serde::de::Error::custom("give at least one status class")),
+        OneOrMany::Many(v) => v,
+    };
+    texts.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -840,6 +919,22 @@ mod tests {
                 "assets.m: give exactly one of",
             ),
             ("steps: 3\n", "invalid type"),
+            ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: 6xx}\n", "`6xx` is not a status class"),
+            ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: []}\n", "at least one status class"),
+            ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: 4}\n", "expected a status class"),
+            ("steps:\n  - request: {path: /v1/models}\n    expect: {status: 404, status_class: 4xx}\n", "not both"),
+            (
+                "steps:\n  - request: {path: /v1/models}\n    expect: {media_types: {content-type: \"text/html; charset=utf-8\"}}\n",
+                "media_types.content-type: `text/html; charset=utf-8` is not a media type alone",
+            ),
+            (
+                "steps:\n  - open_stream: {id: s, request: {path: /v1/models}}\n    expect: {status_class: 2xx}\n",
+                "status_class cannot be checked on this step",
+            ),
+            (
+                "steps:\n  - expect_provider: {provider: openai}\n    expect: {error_present: true}\n",
+                "this step checks nothing with `expect` (found error_present)",
+            ),
         ];
         for (tail, want) in cases {
             let text = format!("{HEAD}{tail}");
@@ -852,6 +947,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn spec_level_expectations_load() {
+        let text = format!(
+            "{HEAD}steps:\n  - request: {{path: /v1/models}}\n    expect: {{status_class: [4xx, 5xx], error_present: true, media_types: {{content-type: application/json}}}}\n  - request: {{path: /v1/models}}\n    expect: {{status_class: 2xx}}\n"
+        );
+        let s = Scenario::parse(&text, "case.yaml").expect("valid");
+        let e = &s.steps[0].expect;
+        assert!(e.status_class.iter().any(|c| c.contains(404)) && e.status_class.iter().any(|c| c.contains(502)));
+        assert!(!e.status_class.iter().any(|c| c.contains(200)));
+        assert_eq!(e.status_class[1].to_string(), "5xx");
+        assert!(e.error_present);
+        assert_eq!(e.media_types["content-type"], "application/json");
+        assert!(s.steps[1].expect.status_class[0].contains(204));
     }
 
     #[test]
