@@ -102,9 +102,28 @@ pub struct RunArgs {
     /// check of a new gateway against every contract.
     #[arg(long, conflicts_with = "paths")]
     pub contracts_only: bool,
+    /// Differential run: also run every scenario against this baseline
+    /// gateway (same placeholders as --target-cmd), compare every exchange
+    /// and report what changed. Only regressions fail the run.
+    #[arg(long, conflicts_with = "baseline_target_url")]
+    pub baseline_target_cmd: Option<String>,
+    /// Differential run against a baseline that is already running.
+    #[arg(long)]
+    pub baseline_target_url: Option<String>,
 }
 
 impl RunArgs {
+    fn baseline(&self) -> Option<TargetSpec> {
+        let startup_timeout = std::time::Duration::from_secs(self.target_startup_timeout);
+        match (&self.baseline_target_cmd, &self.baseline_target_url) {
+            (Some(command), _) => {
+                Some(TargetSpec::Command { command: command.clone(), startup_timeout, kind: self.target_kind })
+            }
+            (None, Some(url)) => Some(TargetSpec::Url { url: url.clone(), kind: self.target_kind }),
+            (None, None) => None,
+        }
+    }
+
     fn target(&self) -> TargetSpec {
         if let Some(command) = &self.target_cmd {
             TargetSpec::Command {
@@ -305,6 +324,13 @@ pub async fn run(args: RunArgs) -> ExitCode {
     // A separate gateway per scenario is heavy (LiteLLM takes seconds to start):
     // run fewer at once.
     let jobs = if matches!(opts.target, TargetSpec::InProcess) { args.jobs } else { args.jobs.min(2) };
+    if let Some(baseline) = args.baseline() {
+        if args.prove {
+            eprintln!("error: --prove and a differential run do not mix; run them separately");
+            return ExitCode::from(2);
+        }
+        return differential(&args, &files, opts, baseline, jobs, progress).await;
+    }
     let r = run_all(&files, &opts, args.prove, jobs, progress).await;
     match args.format {
         Format::Text => print!("{}", report::text(&r.outcomes, &r.proofs, r.wall_ms)),
@@ -320,5 +346,50 @@ pub async fn run(args: RunArgs) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The label of a target in reports.
+fn target_label(t: &TargetSpec) -> String {
+    match t {
+        TargetSpec::InProcess => "postmortem (in-process)".into(),
+        TargetSpec::Command { command, .. } => command.clone(),
+        TargetSpec::Url { url, .. } => url.clone(),
+    }
+}
+
+/// Runs the scenarios against the baseline, then the candidate, and
+/// reports the candidate's results with what changed.
+async fn differential(
+    args: &RunArgs,
+    files: &[PathBuf],
+    candidate: RunOptions,
+    baseline: TargetSpec,
+    jobs: usize,
+    progress: bool,
+) -> ExitCode {
+    let base_opts = RunOptions { target: baseline, ..candidate.clone() };
+    let jobs_for = |o: &RunOptions| if matches!(o.target, TargetSpec::InProcess) { jobs } else { jobs.min(2) };
+    let old = run_all(files, &base_opts, false, jobs_for(&base_opts), progress).await;
+    let new = run_all(files, &candidate, false, jobs_for(&candidate), progress).await;
+    let d = crate::scenario::differential::compare(&old.outcomes, &new.outcomes);
+    let (from, to) = (target_label(&base_opts.target), target_label(&candidate.target));
+    match args.format {
+        Format::Text => {
+            print!("{}", report::text(&new.outcomes, &[], new.wall_ms));
+            print!("{}", crate::scenario::differential::text(&d, &from, &to));
+        }
+        Format::Json => {
+            let mut j = report::json(&new.outcomes, &[], new.wall_ms);
+            j["baseline"] = report::json(&old.outcomes, &[], old.wall_ms);
+            j["differential"] = serde_json::to_value(&d).unwrap_or_default();
+            println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        }
+        Format::Junit => print!("{}", report::junit(&new.outcomes, &[], new.wall_ms)),
+    }
+    if d.regressions.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -3,6 +3,7 @@
 //! the client got and what each provider received.
 
 pub mod assets;
+pub mod differential;
 pub mod engine;
 pub mod expect;
 pub mod model;
