@@ -189,6 +189,10 @@ pub struct Setup {
     pub auth_required: bool,
     /// Mocks no deployment points at (sentinels): they must never be called.
     pub sentinels: BTreeSet<String>,
+    /// Mocks that a deployment without any credential points at: a gateway
+    /// may send such a deployment a placeholder (LiteLLM sends
+    /// `fake-api-key`), so what they receive is not judged.
+    pub keyless: BTreeSet<String>,
 }
 
 /// Shows a secret's label and a short prefix, never the value.
@@ -222,6 +226,11 @@ impl Setup {
                 let owner = mocks.iter().find(|(_, url)| !url.is_empty() && base.starts_with(url.as_str()));
                 if let Some((name, _)) = owner {
                     pointed_at.insert(name.clone());
+                }
+                let has_credential =
+                    ["api_key", "aws_access_key_id"].iter().any(|f| p.get(*f).and_then(resolve).is_some());
+                if let (Some((name, _)), false) = (owner, has_credential) {
+                    setup.keyless.insert(name.clone());
                 }
                 for field in ["api_key", "aws_secret_access_key", "aws_session_token", "aws_access_key_id"] {
                     let Some(value) = p.get(field).and_then(resolve) else { continue };

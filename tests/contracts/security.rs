@@ -2,8 +2,19 @@
 //! redirects a call, no secret in responses, no access without a key.
 
 use crate::common::*;
+use postmortem::contracts::Setup;
 use postmortem::mocks::MockKind;
 use serde_json::json;
+
+/// `openai` is also the host of a deployment without a credential.
+fn with_keyless_deployment() -> Setup {
+    let config = json!({"model_list": [
+        {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:1001/v1", "api_key": OPENAI_KEY}},
+        {"model_name": "local", "litellm_params": {"model": "hosted_vllm/llama", "api_base": "http://127.0.0.1:1001/v1"}},
+    ]});
+    let mocks = [("openai".to_string(), "http://127.0.0.1:1001".to_string())].into_iter().collect();
+    Setup::from_config(&config, &mocks, &Default::default())
+}
 
 pub fn cases() -> Vec<Case> {
     let ok = completion("hi");
@@ -65,6 +76,25 @@ pub fn cases() -> Vec<Case> {
                 )],
             ),
         ),
+        Case {
+            setup: with_keyless_deployment(),
+            ..case(
+                "a placeholder key for a deployment configured without one",
+                None,
+                exchange(
+                    chat(json!({"model": "local", "messages": [{"role": "user", "content": "hi"}]})),
+                    json_response(200, ok.clone()),
+                    vec![upstream(
+                        "openai",
+                        MockKind::Openai,
+                        "/v1/chat/completions",
+                        &[("authorization", "Bearer fake-api-key")],
+                        chat_body(),
+                        json_answer(200, ok.clone()),
+                    )],
+                ),
+            )
+        },
         case(
             "a call redirected to a host no deployment names",
             Some("security.no-redirect"),
