@@ -43,6 +43,7 @@ pub enum Family {
     Fidelity,
     Errors,
     Security,
+    Resources,
 }
 
 /// One contract.
@@ -175,7 +176,35 @@ pub const CONTRACTS: &[Contract] = &[
         family: Family::Security,
         statement: "When the gateway has a master key, a model or key-admin request without a credential is refused (never 2xx) and reaches no provider.",
     },
+    Contract {
+        name: "resources.abandoned-upstream-closed",
+        family: Family::Resources,
+        statement: "When a client abandons a stream, the gateway closes the upstream call within the bound (and later requests are unaffected).",
+    },
 ];
+
+/// How long a gateway may keep an abandoned stream's upstream call open.
+pub const ABANDON_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The resources contract for one abandoned stream: `call` is the upstream
+/// call behind it as the mock saw it once `waited` had passed.
+pub fn check_abandoned(call: &UpstreamCall, waited: std::time::Duration) -> Option<Violation> {
+    use crate::mocks::AnswerEnd;
+    match call.answer.end {
+        AnswerEnd::PeerClosed | AnswerEnd::Reset | AnswerEnd::Cut => None,
+        AnswerEnd::Complete => None, // the stream ended before the client left
+        AnswerEnd::InProgress => Some(violation(
+            "resources.abandoned-upstream-closed",
+            format!(
+                "the client left {} ms ago; {} still has the upstream call {} {} open",
+                waited.as_millis(),
+                call.provider,
+                call.request.method,
+                call.request.path
+            ),
+        )),
+    }
+}
 
 /// Looks a contract up by name.
 pub fn contract(name: &str) -> Option<&'static Contract> {

@@ -827,6 +827,36 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             }
             Ok(())
         }
+        Action::AbandonStream(id) => {
+            let opened = ctx.streams.remove(id).ok_or_else(|| format!("stream `{id}` is not open"))?;
+            // The client goes away: its connection to the gateway closes.
+            drop(opened.response);
+            let left = Instant::now();
+            loop {
+                let calls = resolve_upstream(ctx, &opened.upstream).await;
+                let waited = left.elapsed();
+                let open: Vec<contracts::Violation> =
+                    calls.iter().filter_map(|c| contracts::check_abandoned(c, waited)).collect();
+                if open.is_empty() || waited >= contracts::ABANDON_BOUND {
+                    for v in open {
+                        if !ctx.waived.contains_key(v.contract) {
+                            ctx.violations.push(ContractViolation {
+                                contract: v.contract,
+                                step: ctx.current_step.clone(),
+                                detail: v.detail,
+                                evidence: vec![format!(
+                                    "client sent: {} {} and left",
+                                    opened.request.method, opened.request.path
+                                )],
+                            });
+                        }
+                    }
+                    return Ok(());
+                }
+                // Waiting for the gateway to notice, bounded by ABANDON_BOUND.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         Action::Mock(m) => {
             let mock = ctx.rig.mocks.get(&m.provider).ok_or("unknown provider")?;
             if m.reset {

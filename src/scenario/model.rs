@@ -222,6 +222,11 @@ pub struct Step {
     /// Release the mock's gate (if any) and read the stream to its end.
     #[serde(default)]
     pub finish_stream: Option<FinishStream>,
+    /// Drop an open stream as a client that goes away would; the gateway
+    /// must close its upstream call within the contract's bound
+    /// (`resources.abandoned-upstream-closed`).
+    #[serde(default)]
+    pub abandon_stream: Option<String>,
     /// Change a mock provider's behaviour.
     #[serde(default)]
     pub mock: Option<MockChange>,
@@ -255,6 +260,7 @@ pub enum Action<'a> {
     Reload(ReloadTarget),
     OpenStream(&'a OpenStream),
     FinishStream(&'a FinishStream),
+    AbandonStream(&'a str),
     Mock(&'a MockChange),
     FillClientCache(usize),
     ExpectProvider(&'a ProviderExpect),
@@ -287,6 +293,9 @@ impl Step {
         if let Some(f) = &self.finish_stream {
             found.push(Action::FinishStream(f));
         }
+        if let Some(id) = &self.abandon_stream {
+            found.push(Action::AbandonStream(id));
+        }
         if let Some(m) = &self.mock {
             found.push(Action::Mock(m));
         }
@@ -304,7 +313,7 @@ impl Step {
         }
         match found.len() {
             1 => Ok(found[0]),
-            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, mock, fill_client_cache, expect_provider, expect_stats, expect_output)".into()),
+            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, abandon_stream, mock, fill_client_cache, expect_provider, expect_stats, expect_output)".into()),
             _ => Err("has more than one action; split it into several steps".into()),
         }
     }
@@ -758,6 +767,9 @@ impl Scenario {
                 Action::OpenStream(o) if !streams.insert(o.id.clone()) => {
                     return Err(format!("{at}.open_stream: stream id `{}` is used twice", o.id));
                 }
+                Action::AbandonStream(id) if !streams.remove(id) => {
+                    return Err(format!("{at}.abandon_stream: no open stream with id `{id}` before this step"));
+                }
                 Action::FinishStream(f) => {
                     if !streams.contains(&f.id) {
                         return Err(format!("{at}.finish_stream: no open_stream with id `{}` before this step", f.id));
@@ -807,6 +819,7 @@ impl Scenario {
             Ok(Action::Reload(w)) => format!("reload {w:?}"),
             Ok(Action::OpenStream(o)) => format!("open_stream {}", o.id),
             Ok(Action::FinishStream(f)) => format!("finish_stream {}", f.id),
+            Ok(Action::AbandonStream(id)) => format!("abandon_stream {id}"),
             Ok(Action::Mock(m)) => format!("mock {}", m.provider),
             Ok(Action::FillClientCache(n)) => format!("fill_client_cache {n}"),
             Ok(Action::ExpectProvider(p)) => format!("expect_provider {}", p.provider),

@@ -44,7 +44,8 @@ fn every_contract_has_a_violating_case() {
     let missing: Vec<&str> = CONTRACTS
         .iter()
         .map(|c| c.name)
-        .filter(|name| *name != "security.no-secret-in-output")
+        // Checked outside single exchanges, each by its own test below.
+        .filter(|name| !["security.no-secret-in-output", "resources.abandoned-upstream-closed"].contains(name))
         .filter(|name| !cases.iter().any(|c| c.expect == Some(*name)))
         .collect();
     assert!(missing.is_empty(), "contracts without a violating case: {missing:?}");
@@ -70,5 +71,20 @@ fn contract_names_are_unique_and_stated() {
     assert_eq!(names.len(), CONTRACTS.len());
     for c in CONTRACTS {
         assert!(c.name.contains('.') && !c.statement.is_empty(), "{}", c.name);
+    }
+}
+
+#[test]
+fn an_abandoned_stream_left_open_upstream_is_reported() {
+    use postmortem::mocks::AnswerEnd;
+    let mut call =
+        common::to_openai(common::chat_body(), common::answer(200, "text/event-stream", b"data: {}\n\n".to_vec()));
+    let waited = postmortem::contracts::ABANDON_BOUND;
+    call.answer.end = AnswerEnd::InProgress;
+    let v = postmortem::contracts::check_abandoned(&call, waited).expect("a stream still open is a violation");
+    assert_eq!(v.contract, "resources.abandoned-upstream-closed");
+    for closed in [AnswerEnd::PeerClosed, AnswerEnd::Complete] {
+        call.answer.end = closed;
+        assert_eq!(postmortem::contracts::check_abandoned(&call, waited), None, "{closed:?}");
     }
 }
