@@ -67,6 +67,20 @@ pub fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "a provider's message inside Python quoting",
+            None,
+            exchange(
+                chat(chat_body()),
+                json_response(
+                    400,
+                    openai_error(
+                        "litellm.BadRequestError: Error code: 400 - {'message': 'Invalid value for \\'temperature\\''}",
+                    ),
+                ),
+                vec![upstream_400()],
+            ),
+        ),
+        case(
             "Retry-After dropped",
             Some("errors.retry-after"),
             exchange(chat(chat_body()), client_429.clone(), vec![to_openai(chat_body(), limited.clone())]),
