@@ -231,11 +231,26 @@ pub fn check(x: &Exchange, setup: &Setup) -> Vec<Violation> {
     errors::check(x, &mut out);
     let endpoint = Endpoint::of(&x.request.path);
     if endpoint.calls_a_model() {
-        if x.request.wants_stream() && (200..300).contains(&x.response.status) {
-            stream::check(x, endpoint, &mut out);
-        } else {
-            body_schema(x, endpoint, &mut out);
+        let mut shape = Vec::new();
+        shape_checks(x, endpoint, &mut shape);
+        // A gateway that relays a provider's own departure from the spec
+        // unchanged did not make it: in a pass-through, what the provider's
+        // answer already breaks is not held against the gateway.
+        if let Some(relayed) = provider_as_client(x, endpoint) {
+            let mut theirs = Vec::new();
+            shape_checks(&relayed, endpoint, &mut theirs);
+            // Only what a relay cannot mend without rewriting content: a
+            // wrong media type or a false completion is the gateway's call.
+            const RELAYED: &[&str] = &[
+                "stream.framing",
+                "stream.termination",
+                "stream.include-usage",
+                "schema.success-body",
+                "schema.error-body",
+            ];
+            shape.retain(|v| !(RELAYED.contains(&v.contract) && theirs.iter().any(|t| t.contract == v.contract)));
         }
+        out.extend(shape);
         if x.attribution == Attribution::Exact {
             fidelity::check(x, endpoint, &mut out);
         }
@@ -243,6 +258,53 @@ pub fn check(x: &Exchange, setup: &Setup) -> Vec<Violation> {
     out.sort_by(|a, b| a.contract.cmp(b.contract).then_with(|| a.detail.cmp(&b.detail)));
     out.dedup();
     out
+}
+
+/// The schema and streaming families for one response.
+fn shape_checks(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
+    if x.request.wants_stream() && (200..300).contains(&x.response.status) {
+        stream::check(x, endpoint, out);
+    } else {
+        body_schema(x, endpoint, out);
+    }
+}
+
+/// In a pass-through (the provider speaks the client's API), the exchange
+/// the client would have had if the gateway had relayed the provider's
+/// successful answer byte for byte.
+fn provider_as_client(x: &Exchange, endpoint: Endpoint) -> Option<Exchange> {
+    use crate::mocks::MockKind;
+    // Alone, the last call; among concurrent exchanges, the call whose
+    // answer is (as JSON) what the client got, if there is one.
+    let call = match x.attribution {
+        Attribution::Exact => x.upstream.last()?,
+        Attribution::Shared => {
+            let got = x.response.json()?;
+            x.upstream.iter().find(|c| c.answer.json().as_ref() == Some(&got))?
+        }
+    };
+    let a = &call.answer;
+    let same_api = match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Embeddings => call.kind.is_openai_family(),
+        Endpoint::Messages | Endpoint::CountTokens => {
+            matches!(call.kind, MockKind::Anthropic | MockKind::AzureAi | MockKind::VertexAi)
+        }
+        _ => false,
+    };
+    if !same_api || !a.status.is_some_and(|s| (200..300).contains(&s)) || a.end != crate::mocks::AnswerEnd::Complete {
+        return None;
+    }
+    Some(Exchange {
+        request: x.request.clone(),
+        response: ClientResponse {
+            status: a.status?,
+            headers: a.headers.clone(),
+            body: a.body.clone(),
+            complete: true,
+        },
+        upstream: Vec::new(),
+        attribution: Attribution::Shared,
+    })
 }
 
 /// The schema family for a response that is not a stream.

@@ -953,6 +953,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         router_settings: RouterSettings { num_retries: Some(0), ..RouterSettings::default() },
         ..Config::default()
     };
+    let setup = contract_setup(&config, &mocks);
     let gut = GatewayUnderTest::in_process(config, opts.bugs).await?;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -1028,11 +1029,13 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         }
     }
     drop(gut);
+    let answered: BTreeMap<MockKind, Vec<(RecordedRequest, crate::mocks::MockAnswer)>> =
+        mocks.iter().map(|(k, m)| (*k, m.exchanges())).collect();
 
     // Match what the gateway sent upstream with the recording.
     let complete = cassette.metadata.headers_complete;
     let journals: BTreeMap<MockKind, Vec<RecordedRequest>> = mocks.iter().map(|(k, m)| (*k, m.journal())).collect();
-    let observed_for = match_journals(cassette, (&targets, &planned), &journals, caused_by, report);
+    let observed_for = match_journals(cassette, (&targets, &planned), &journals, caused_by.clone(), report);
 
     // Per interaction: headers of matched requests, unused ones, responses.
     // Only with --update: a copy of the cassette to change.
@@ -1075,6 +1078,13 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
             // response would only add noise.
             Some(Ok(got)) if got.is_no_match() => {}
             Some(Ok(got)) => {
+                let x = exchange(p, &got, n, &caused_by, &answered);
+                for v in crate::contracts::check(&x, &setup) {
+                    rep.findings.push(Finding {
+                        what: format!("contract {} broken: {}", v.contract, v.detail),
+                        differences: Vec::new(),
+                    });
+                }
                 let d = response_diff(&p.expected, &got);
                 if !d.is_empty() {
                     rep.findings.push(Finding {
@@ -1100,6 +1110,67 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         report.updated = Some(u);
     }
     Ok(())
+}
+
+/// What the contract checks know of the generated config.
+fn contract_setup(config: &Config, mocks: &BTreeMap<MockKind, MockProvider>) -> crate::contracts::Setup {
+    let model_list: Vec<Value> = config
+        .model_list
+        .iter()
+        .map(|d| {
+            let p = &d.litellm_params;
+            json!({"model_name": d.model_name, "litellm_params": {
+                "model": p.model, "api_base": p.api_base.clone().or_else(|| p.aws_bedrock_runtime_endpoint.clone()),
+                "api_key": p.api_key, "aws_access_key_id": p.aws_access_key_id,
+                "aws_secret_access_key": p.aws_secret_access_key,
+            }})
+        })
+        .collect();
+    let urls = mocks.values().map(|m| (m.name().to_string(), m.url())).collect();
+    crate::contracts::Setup::from_config(&json!({"model_list": model_list}), &urls, &BTreeMap::new())
+}
+
+/// Planned call `n` as the contract checks see it: the upstream calls it
+/// caused are known exactly when it ran alone, shared within a concurrent
+/// window.
+fn exchange(
+    p: &Planned,
+    got: &ClientResponse,
+    n: usize,
+    caused_by: &Causes,
+    answered: &BTreeMap<MockKind, Vec<(RecordedRequest, crate::mocks::MockAnswer)>>,
+) -> crate::contracts::Exchange {
+    use crate::contracts::{Attribution, ClientRequest, ClientResponse as Got, Exchange, UpstreamCall};
+    let pairs = |h: &Headers| -> Vec<(String, String)> {
+        h.iter().flat_map(|(k, v)| v.iter().map(move |x| (k.to_ascii_lowercase(), x.to_string()))).collect()
+    };
+    let mut attribution = Attribution::Exact;
+    let mut upstream = Vec::new();
+    for (kind, ranges) in caused_by {
+        for (from, to, calls) in ranges.iter().filter(|(_, _, calls)| calls.contains(&n)) {
+            if calls.len() > 1 {
+                attribution = Attribution::Shared;
+            }
+            for (request, answer) in
+                answered.get(kind).map(|a| &a[(*from).min(a.len())..(*to).min(a.len())]).unwrap_or(&[])
+            {
+                let provider = format!("replay-{kind}");
+                upstream.push(UpstreamCall { provider, kind: *kind, request: request.clone(), answer: answer.clone() });
+            }
+        }
+    }
+    upstream.sort_by_key(|c| c.answer.seq);
+    Exchange {
+        request: ClientRequest {
+            method: p.client.method.clone(),
+            path: p.client.url.clone(),
+            headers: pairs(&p.client.headers),
+            body: p.client.body.to_bytes().unwrap_or_default(),
+        },
+        response: Got { status: got.status, headers: pairs(&got.headers), body: got.body.clone(), complete: true },
+        upstream,
+        attribution,
+    }
 }
 
 /// Journal entries [from, to) of a mock, and the planned calls in flight

@@ -131,6 +131,27 @@ pub fn cases() -> Vec<Case> {
                 vec![],
             ),
         ),
+        case("include_usage: the provider's own usage-on-a-content-chunk, relayed unchanged", None, {
+            let events = with_done(vec![chunks()[0].clone(), {
+                let mut c = chunks()[1].clone();
+                c["usage"] = usage_chunk["usage"].clone();
+                c
+            }]);
+            exchange(
+                chat(usage_body.clone()),
+                sse_response(openai_sse(&events)),
+                vec![to_openai(usage_body.clone(), answer(200, "text/event-stream", openai_sse(&events)))],
+            )
+        }),
+        case("an HTML page relayed as the answer to a streaming request", Some("schema.media-type"), {
+            let mut r = sse_response(b"<html>maintenance</html>".to_vec());
+            r.headers = vec![("content-type".into(), "text/html".into())];
+            exchange(
+                chat(stream_body()),
+                r,
+                vec![to_openai(stream_body(), answer(200, "text/html", b"<html>maintenance</html>".to_vec()))],
+            )
+        }),
         case(
             "include_usage: no usage at all",
             Some("stream.include-usage"),
