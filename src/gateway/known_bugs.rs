@@ -1,5 +1,7 @@
-//! The six incidents' original bugs, kept as switches so the regression
-//! harness can prove each of its scenarios catches the bug it is about.
+//! The six incidents' original bugs, and regressions that real gateways
+//! shipped which the harness's contracts must catch, kept as switches so the
+//! regression harness can prove each of its scenarios and contracts catches
+//! the bug it is about.
 //!
 //! Architecture invariant: nothing in a config file, an environment variable
 //! or the `serve` command can turn these on. They are set only through
@@ -25,6 +27,18 @@ pub struct KnownBugs {
     /// Incident 6: a malformed cost map makes the gateway fall back silently
     /// to its bundled copy, reporting nothing.
     pub silent_cost_map_fallback: bool,
+    /// Contract `errors.client-error-not-retried`: a provider's 4xx is
+    /// retried on the same deployment as if it were a 5xx.
+    pub retry_client_errors: bool,
+    /// Contract `errors.retry-after`: a provider's 429 reaches the client
+    /// without its `Retry-After`.
+    pub drop_upstream_retry_after: bool,
+    /// Contract `fidelity.usage`: prompt tokens are counted by the gateway
+    /// (4 characters a token) instead of taken from the provider's usage.
+    pub estimate_prompt_tokens: bool,
+    /// Contract `stream.no-false-completion`: a pass-through stream that
+    /// breaks ends with `data: [DONE]` instead of an error event.
+    pub done_after_broken_stream: bool,
 }
 
 impl KnownBugs {
@@ -41,17 +55,25 @@ impl KnownBugs {
             "null_optional_params" => self.null_optional_params = true,
             "forward_all_betas" => self.forward_all_betas = true,
             "silent_cost_map_fallback" => self.silent_cost_map_fallback = true,
+            "retry_client_errors" => self.retry_client_errors = true,
+            "drop_upstream_retry_after" => self.drop_upstream_retry_after = true,
+            "estimate_prompt_tokens" => self.estimate_prompt_tokens = true,
+            "done_after_broken_stream" => self.done_after_broken_stream = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 10] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
         "null_optional_params",
         "forward_all_betas",
         "silent_cost_map_fallback",
+        "retry_client_errors",
+        "drop_upstream_retry_after",
+        "estimate_prompt_tokens",
+        "done_after_broken_stream",
     ];
 }

@@ -142,7 +142,19 @@ where
             continue;
         }
         attempts += 1;
-        match attempt(route.clone()).await {
+        let mut result = attempt(route.clone()).await;
+        if gw.bugs.retry_client_errors {
+            // The known-bad variant: a client error is retried in place.
+            for _ in 1..max_attempts {
+                match &result {
+                    Err(ApiError::Upstream { status, .. }) if (400..500).contains(status) => {
+                        result = attempt(route.clone()).await
+                    }
+                    _ => break,
+                }
+            }
+        }
+        match result {
             Ok(r) => return Ok(r),
             Err(e) if is_retryable(&e) => {
                 tracing::warn!(deployment = %route.deployment.id, error = %e, "deployment failed; trying the next one");
@@ -223,11 +235,28 @@ fn client_for(
     gw.client(key)
 }
 
+/// The known-bad variant of usage: the prompt counted by the gateway, 4
+/// characters a token, in place of the provider's count.
+fn estimate_prompt_tokens(v: &mut Value, client_body: &Map<String, Value>) {
+    let chars = client_body.get("messages").map(|m| m.to_string().chars().count()).unwrap_or(0) as u64;
+    let estimate = chars.div_ceil(4);
+    if let Some(u) = v.get_mut("usage").and_then(Value::as_object_mut) {
+        let completion = u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
+        u.insert("prompt_tokens".into(), json!(estimate));
+        u.insert("total_tokens".into(), json!(estimate + completion));
+    }
+}
+
 /// Turns a non-2xx upstream response into an error that keeps its status
 /// and message.
-async fn upstream_error(provider: Provider, resp: reqwest::Response) -> ApiError {
+async fn upstream_error(provider: Provider, resp: reqwest::Response, drop_retry_after: bool) -> ApiError {
     let status = resp.status().as_u16();
-    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|_| !drop_retry_after);
     let body = resp.bytes().await.unwrap_or_default();
     let (message, error_type) = upstream_message(&body);
     ApiError::Upstream {
@@ -375,7 +404,7 @@ async fn openai_call(
     let timeout = if a.stream { None } else { route.deployment.timeout };
     let resp = client.send(req, timeout).await?;
     if !resp.status().is_success() {
-        return Err(upstream_error(route.provider, resp).await);
+        return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
     }
     if a.stream {
         // A stream that is not an event stream (an HTML error page, a JSON
@@ -392,6 +421,7 @@ async fn openai_call(
         // into the stream so the client lives until the stream ends.
         let idle = route.deployment.stream_timeout.or(route.deployment.timeout);
         let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
+        let done_after_broken = gw.bugs.done_after_broken_stream;
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
             // Bytes after the last complete event: held back until the
@@ -407,6 +437,7 @@ async fn openai_call(
                             yield Ok(Bytes::from(std::mem::replace(&mut pending, rest)));
                         }
                     }
+                    Some(Err(_)) if done_after_broken => { yield Ok(Bytes::from_static(b"data: [DONE]\n\n")); break; }
                     Some(Err(e)) => { yield Ok(sse_error_event(&e)); break; }
                     None => {
                         if !pending.iter().all(u8::is_ascii_whitespace) {
@@ -423,8 +454,11 @@ async fn openai_call(
     let status = resp.status().as_u16();
     let bytes =
         resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
-    let v: Value = serde_json::from_slice(&bytes)
+    let mut v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
+    if gw.bugs.estimate_prompt_tokens {
+        estimate_prompt_tokens(&mut v, &a.body);
+    }
     let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
     let resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(v)).into_response();
     Ok(with_cost_headers(resp, cost, &route))
@@ -606,7 +640,7 @@ async fn anthropic_send(
     let timeout = if stream { None } else { route.deployment.timeout };
     let resp = client.send(rb, timeout).await?;
     if !resp.status().is_success() {
-        return Err(upstream_error(route.provider, resp).await);
+        return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
     }
     Ok((resp, client))
 }

@@ -7,6 +7,7 @@
 mod common;
 mod errors;
 mod fidelity;
+mod proofs;
 mod schema;
 mod security;
 mod streaming;
