@@ -491,3 +491,27 @@ async fn configs_built_in_parallel_each_see_their_own_environment_variables() {
     }
     assert!(std::env::var("PM_TEST_PARALLEL_MASTER").is_err(), "the process environment was written");
 }
+
+#[tokio::test]
+async fn transport_errors_name_the_provider_never_its_address_or_os_error() {
+    let app = app("model_list:\n  - model_name: dead\n    litellm_params: {model: openai/gpt-4o, api_base: 'http://127.0.0.1:9/v1', api_key: test-key, connect_timeout: 1}\n").await;
+    let body = json!({"model": "dead", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, reply, _) = call(&app, "POST", "/v1/chat/completions", &[], body).await;
+    assert_eq!(status, 502, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("openai") && message.contains("connect"), "{message}");
+    for leak in ["127.0.0.1", ":9", "os error", "http://"] {
+        assert!(!message.contains(leak), "{leak} in {message}");
+    }
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = app("model_list: []\ngeneral_settings: {master_key: sk-test-master-0102}\n").await;
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        let (status, body, _) =
+            call(&app, "GET", "/key/list", &[("authorization", &format!("{scheme} sk-test-master-0102"))], json!({}))
+                .await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+}

@@ -27,7 +27,11 @@ impl Caller {
 pub fn presented_key(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         let v = v.trim();
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v);
+        // The scheme is case-insensitive (RFC 9110 §11.1): `BEARER x` too.
+        let token = match v.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest,
+            _ => v,
+        };
         return Some(token.trim().to_string());
     }
     for h in ["x-api-key", "api-key"] {

@@ -73,7 +73,9 @@ impl UpstreamClient {
             http,
             closed: AtomicBool::new(false),
             closed_tx,
-            label: format!("{}@{}", key.provider, key.api_base),
+            // Client-facing messages name the provider only: an api_base is
+            // the operator's business (it is in the logs, not in answers).
+            label: key.provider.to_string(),
         })
     }
 
@@ -169,18 +171,28 @@ impl Resource for UpstreamClient {
 }
 
 pub fn transport_error(e: &reqwest::Error, label: &str) -> ApiError {
+    // The full error (URL, OS error) goes to the log; the client gets what
+    // happened, in words that reveal nothing of the deployment.
+    tracing::warn!(upstream = %label, error = %error_chain(e), "upstream transport error");
     if e.is_timeout() {
-        ApiError::GatewayTimeout(format!("upstream {label} timed out: {e}"))
+        ApiError::GatewayTimeout(format!("upstream {label} timed out"))
     } else if e.is_connect() {
-        ApiError::BadGateway(format!("cannot connect to upstream {label}: {e}"))
+        ApiError::BadGateway(format!("cannot connect to upstream {label}"))
+    } else if e.is_body() || e.is_decode() {
+        ApiError::BadGateway(format!("upstream {label} failed: its response broke off"))
     } else {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        ApiError::BadGateway(format!("upstream {label} failed: {msg}"))
+        ApiError::BadGateway(format!("upstream {label} failed: the request could not be completed"))
     }
+}
+
+/// An error with its sources, for logs.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
