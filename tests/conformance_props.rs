@@ -235,6 +235,32 @@ proptest! {
     }
 
     #[test]
+    fn conversations_reach_the_provider_as_sent(
+        system in prop::option::of(text()), turns in prop::collection::vec(text(), 1..6),
+        temperature in prop::option::of(0.0f64..2.0), max_tokens in prop::option::of(1u64..4096),
+        to_claude in any::<bool>(), stream in any::<bool>(),
+    ) {
+        let mut messages: Vec<Value> = system.iter().map(|s| json!({"role": "system", "content": s})).collect();
+        for (i, t) in turns.iter().enumerate() {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            // Anthropic refuses empty text turns; a real client would too.
+            let t = if t.trim().is_empty() { format!("turn {i}") } else { t.clone() };
+            messages.push(json!({"role": role, "content": t}));
+        }
+        if messages.last().and_then(|m| m["role"].as_str()) != Some("user") {
+            messages.push(json!({"role": "user", "content": "go on"}));
+        }
+        let mut body = json!({"model": if to_claude { "claude" } else { "gpt-4o" }, "stream": stream, "messages": messages});
+        if let Some(t) = temperature { body["temperature"] = json!(t); }
+        if let Some(m) = max_tokens { body["max_tokens"] = json!(m); }
+        // No stub: the mock's default answer.
+        let stub = json!({"match": {"path": "/nothing-matches"}, "response": {"json": {"body": {}}}});
+        let mock = if to_claude { "anthropic" } else { "openai" };
+        let result = exchange(mock, stub, "/v1/chat/completions", serde_json::to_vec(&body).unwrap(), Some(200));
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
     fn invalid_client_bodies_are_client_errors(
         field in prop::sample::select(vec!["model", "messages", "temperature", "max_tokens", "stream", "top_p", "n", "tools"]),
         value in prop_oneof![Just(json!("text")), Just(json!(42)), Just(json!(-1.5)), Just(json!({"a": 1})), Just(json!([1, "x"])), Just(json!(true))],

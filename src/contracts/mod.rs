@@ -21,6 +21,7 @@
 mod errors;
 mod exchange;
 mod fidelity;
+mod request;
 pub mod schema;
 mod security;
 pub mod semantic;
@@ -115,6 +116,11 @@ pub const CONTRACTS: &[Contract] = &[
         name: "fidelity.identity",
         family: Family::Fidelity,
         statement: "Without a translation, id, created, system_fingerprint and model reach the client as the provider sent them (model may be the name the client asked for, or the provider's behind a routing prefix); a stream's chunks share one id.",
+    },
+    Contract {
+        name: "fidelity.request",
+        family: Family::Fidelity,
+        statement: "What the client asked reaches the provider: its turns in order with their roles and text, its system text, earlier tool calls, and the values of the sampling parameters it set (a dropped parameter is not a changed one).",
     },
     Contract {
         name: "errors.client-error-not-retried",
@@ -253,6 +259,7 @@ pub fn check(x: &Exchange, setup: &Setup) -> Vec<Violation> {
         out.extend(shape);
         if x.attribution == Attribution::Exact {
             fidelity::check(x, endpoint, &mut out);
+            request::check(x, endpoint, &mut out);
         }
     }
     out.sort_by(|a, b| a.contract.cmp(b.contract).then_with(|| a.detail.cmp(&b.detail)));

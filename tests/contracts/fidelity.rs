@@ -44,11 +44,27 @@ fn claude_chat() -> postmortem::contracts::ClientRequest {
 }
 
 fn translated(client: Value, provider: Value) -> postmortem::contracts::Exchange {
-    exchange(claude_chat(), json_response(200, client), vec![to_anthropic(json!({}), json_answer(200, provider))])
+    let sent = json!({"model": "claude-x", "max_tokens": 4096, "messages": [{"role": "user", "content": "weather?"}]});
+    exchange(claude_chat(), json_response(200, client), vec![to_anthropic(sent, json_answer(200, provider))])
 }
 
 fn passthrough(client: Value, provider: Value) -> postmortem::contracts::Exchange {
     exchange(chat(chat_body()), json_response(200, client), vec![to_openai(chat_body(), json_answer(200, provider))])
+}
+
+/// An OpenAI conversation with a system prompt, a tool call and its result,
+/// and what the Anthropic provider received for it.
+fn conversation(upstream_body: Value) -> postmortem::contracts::Exchange {
+    let client = chat(json!({"model": "claude", "max_tokens": 300, "temperature": 0.2, "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+        {"role": "user", "content": "and tomorrow?"}]}));
+    let answer = json!({"id": "msg_1", "object": "chat.completion", "created": 1, "model": "claude",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}});
+    exchange(client, json_response(200, answer), vec![to_anthropic(upstream_body, json_answer(200, message("hi")))])
 }
 
 pub fn cases() -> Vec<Case> {
@@ -136,6 +152,41 @@ pub fn cases() -> Vec<Case> {
             translated(to_openai_text(10), with(message("hi"), "/stop_reason", json!("max_tokens"))),
         ),
         case("end_turn becomes stop", None, translated(to_openai_text(10), message("hi"))),
+        case(
+            "the conversation translated faithfully",
+            None,
+            conversation(
+                json!({"model": "claude-x", "max_tokens": 300, "temperature": 0.2, "system": [{"type": "text", "text": "be\nbrief"}], "messages": [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}, {"type": "text", "text": "and tomorrow?"}]}]}),
+            ),
+        ),
+        case(
+            "a tool result changed on the way up",
+            Some("fidelity.request"),
+            conversation(
+                json!({"model": "claude-x", "max_tokens": 300, "temperature": 0.2, "system": [{"type": "text", "text": "be\nbrief"}], "messages": [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "rainy"}, {"type": "text", "text": "and tomorrow?"}]}]}),
+            ),
+        ),
+        case(
+            "the system prompt dropped on the way up",
+            Some("fidelity.request"),
+            conversation(
+                json!({"model": "claude-x", "max_tokens": 300, "temperature": 0.2, "messages": [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}, {"type": "text", "text": "and tomorrow?"}]}]}),
+            ),
+        ),
+        case(
+            "a temperature changed on the way up",
+            Some("fidelity.request"),
+            conversation(
+                json!({"model": "claude-x", "max_tokens": 300, "temperature": 1.0, "system": [{"type": "text", "text": "be\nbrief"}], "messages": [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}, {"type": "text", "text": "and tomorrow?"}]}]}),
+            ),
+        ),
+        case(
+            "turns reordered on the way up",
+            Some("fidelity.request"),
+            conversation(
+                json!({"model": "claude-x", "max_tokens": 300, "temperature": 0.2, "system": [{"type": "text", "text": "be\nbrief"}], "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}, {"role": "user", "content": "weather?"}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}, {"type": "text", "text": "and tomorrow?"}]}]}),
+            ),
+        ),
         case(
             "a finish reason rewritten in a pass-through",
             Some("fidelity.finish-reason"),

@@ -209,7 +209,7 @@ pub fn cases() -> Vec<Case> {
                 anthropic_stream(),
                 sse_response(anthropic_sse(&anthropic_events("hi", "end_turn"))),
                 vec![to_anthropic(
-                    json!({}),
+                    json!({"model": "claude-x", "max_tokens": 8, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
                     answer(200, "text/event-stream", anthropic_sse(&anthropic_events("hi", "end_turn"))),
                 )],
             ),
