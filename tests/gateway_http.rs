@@ -515,3 +515,19 @@ async fn the_bearer_scheme_is_case_insensitive() {
         assert_eq!(status, 200, "{scheme}: {body}");
     }
 }
+
+#[tokio::test]
+async fn a_wildcard_key_lists_only_the_patterns_it_grants() {
+    let app = app(
+        "model_list:\n  - model_name: 'anthropic/*'\n    litellm_params: {model: 'anthropic/*', api_base: 'http://127.0.0.1:9', api_key: k1}\n  - model_name: 'openai/*'\n    litellm_params: {model: 'openai/*', api_base: 'http://127.0.0.1:9/v1', api_key: k2}\n  - model_name: '*'\n    litellm_params: {model: '*', api_base: 'http://127.0.0.1:9/v1', api_key: k3}\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o, api_base: 'http://127.0.0.1:9/v1', api_key: k2}\ngeneral_settings: {master_key: sk-test-master-0102}\nkeys:\n  - {key: test-key-anthropic-only, models: ['anthropic/*']}\n",
+    )
+    .await;
+    let (status, body, _) =
+        call(&app, "GET", "/v1/models", &[("authorization", "Bearer test-key-anthropic-only")], json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, vec!["anthropic/*"], "{body}");
+    let (_, all, _) =
+        call(&app, "GET", "/v1/models", &[("authorization", "Bearer sk-test-master-0102")], json!({})).await;
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(4), "{all}");
+}

@@ -149,12 +149,27 @@ async fn models(State(gw): Gw, headers: HeaderMap) -> Response {
         .model_names()
         .into_iter()
         .filter(|m| match &caller {
-            Caller::Key(k) => m.contains('*') || k.access().allows(m, &catalog),
+            Caller::Key(k) => allows_name_or_pattern(k, m, &catalog),
             _ => true,
         })
         .map(|m| json!({"id": m, "object": "model", "created": created, "owned_by": "postmortem"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// Whether a key may use a model name, or (for a wildcard deployment such
+/// as `anthropic/*`) some model the pattern routes. A pattern is probed with
+/// a name no real model has, in its place: a key for `anthropic/*` sees
+/// `anthropic/*`, never `openai/*` or `*`.
+fn allows_name_or_pattern(
+    key: &crate::gateway::keys::KeyRecord,
+    name: &str,
+    catalog: &crate::gateway::catalog::Catalog,
+) -> bool {
+    match name.strip_suffix('*') {
+        Some(prefix) => key.access().allows(&format!("{prefix}\u{1}probe"), catalog),
+        None => key.access().allows(name, catalog),
+    }
 }
 
 /// LiteLLM's `/model/info`: each deployment the caller may use, with what
@@ -171,7 +186,7 @@ async fn model_info(State(gw): Gw, headers: HeaderMap) -> Response {
         .deployments()
         .into_iter()
         .filter(|d| match &caller {
-            Caller::Key(k) => d.model_name.contains('*') || k.access().allows(&d.model_name, &catalog),
+            Caller::Key(k) => allows_name_or_pattern(k, &d.model_name, &catalog),
             _ => true,
         })
         .map(|d| {
