@@ -531,3 +531,15 @@ async fn a_wildcard_key_lists_only_the_patterns_it_grants() {
         call(&app, "GET", "/v1/models", &[("authorization", "Bearer sk-test-master-0102")], json!({})).await;
     assert_eq!(all["data"].as_array().map(Vec::len), Some(4), "{all}");
 }
+
+#[tokio::test]
+async fn health_shows_where_deployments_point_only_to_an_admin() {
+    let app = app("model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o, api_base: 'http://10.1.2.3:8000/v1', api_key: k}\ngeneral_settings: {master_key: sk-test-master-0102}\n").await;
+    let (status, anon, _) = call(&app, "GET", "/health", &[], json!({})).await;
+    assert_eq!(status, 200);
+    assert!(!anon.to_string().contains("10.1.2.3"), "{anon}");
+    assert_eq!(anon["deployments"][0]["model_name"], "gpt-4o");
+    let (_, admin, _) =
+        call(&app, "GET", "/health", &[("authorization", "Bearer sk-test-master-0102")], json!({})).await;
+    assert_eq!(admin["deployments"][0]["api_base"], "http://10.1.2.3:8000/v1", "{admin}");
+}

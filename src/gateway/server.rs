@@ -133,8 +133,19 @@ pub fn health_value(gw: &Gateway) -> Value {
     })
 }
 
-async fn health(State(gw): Gw) -> Json<Value> {
-    Json(health_value(&gw))
+/// Liveness and readiness for anyone; where each deployment points only for
+/// an admin (the master key, or a gateway with no auth configured).
+async fn health(State(gw): Gw, headers: HeaderMap) -> Json<Value> {
+    let mut v = health_value(&gw);
+    let admin = authenticate(&gw, &headers).is_ok_and(|c| c.is_admin());
+    if !admin {
+        if let Some(ds) = v.get_mut("deployments").and_then(Value::as_array_mut) {
+            for d in ds.iter_mut().filter_map(Value::as_object_mut) {
+                d.remove("api_base");
+            }
+        }
+    }
+    Json(v)
 }
 
 async fn models(State(gw): Gw, headers: HeaderMap) -> Response {
