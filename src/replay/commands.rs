@@ -18,7 +18,7 @@ type Loaded = Result<(Cassette, SourceFormat), String>;
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// Base URL of the provider to forward to, e.g. https://api.openai.com (a path prefix is kept).
+    /// Base URL of the provider to forward to, e.g. `https://api.openai.com` (a path prefix is kept).
     #[arg(long)]
     pub upstream: String,
     /// Address to listen on; port 0 picks a free port (printed at start).
