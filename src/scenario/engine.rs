@@ -501,8 +501,15 @@ impl Rig {
             }
             TargetSpec::Url { url, kind } => GatewayUnderTest::external(url, *kind),
         };
-        let http =
-            reqwest::Client::builder().tcp_nodelay(true).timeout(STEP_TIMEOUT).build().map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .timeout(STEP_TIMEOUT)
+            // A fresh connection per request: a pooled one the target
+            // closed while idle (uvicorn drops keep-alives after 5 s)
+            // fails the next request with no fault of the gateway's.
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| e.to_string())?;
         let setup = contract_setup(scenario, &yaml, &mocks, &vars)?;
         Ok(Rig {
             gut,
@@ -783,7 +790,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             let resp = tokio::time::timeout(STEP_TIMEOUT, req.send())
                 .await
                 .map_err(|_| "no response headers within the step timeout".to_string())?
-                .map_err(|e| format!("request failed: {e}"))?;
+                .map_err(|e| format!("request failed: {}", chain(&e)))?;
             let status = resp.status().as_u16();
             if let Some(want) = expect.status {
                 if status != want {
@@ -939,6 +946,18 @@ fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, String> 
     headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect()
 }
 
+/// An error with its causes (`error sending request: operation timed out`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Reads a body to its end; on a transport error, what arrived before it
 /// and the error.
 async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, Option<String>) {
@@ -954,7 +973,7 @@ async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, Option<String>) {
 
 async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(ClientRequest, Response), String> {
     let (req, sent) = build(ctx, r)?;
-    let resp = req.send().await.map_err(|e| format!("{} {}: request failed: {e}", r.method, r.path))?;
+    let resp = req.send().await.map_err(|e| format!("{} {}: request failed: {}", r.method, r.path, chain(&e)))?;
     let status = resp.status().as_u16();
     let url = resp.url().clone();
     let headers = header_map(resp.headers());
