@@ -337,7 +337,7 @@ async fn anthropic_default_stream_has_the_real_event_sequence() {
     let mut expected = vec!["message_start", "content_block_start", "ping"];
     let deltas = names.iter().filter(|n| **n == "content_block_delta").count();
     assert!(deltas >= 2);
-    expected.extend(std::iter::repeat("content_block_delta").take(deltas));
+    expected.extend(std::iter::repeat_n("content_block_delta", deltas));
     expected.extend(["content_block_stop", "message_delta", "message_stop"]);
     assert_eq!(names, expected);
     // Every event is `event:` + `data:` + blank line, and data is the same type.

@@ -136,7 +136,7 @@ where
         }
         if let Err(e) = route.deployment.limits.check_and_record(now) {
             tracing::debug!(deployment = %route.deployment.id, limit = %e.kind, "deployment at its limit; skipped");
-            if !limited.is_some_and(|(_, soonest)| soonest.retry_after <= e.retry_after) {
+            if limited.is_none_or(|(_, soonest)| soonest.retry_after > e.retry_after) {
                 limited = Some((&route.deployment.id, e));
             }
             continue;

@@ -196,5 +196,5 @@ fn is_basic_iso8601(s: &str) -> bool {
 }
 
 fn blank(v: Option<&str>) -> bool {
-    v.map_or(true, str::is_empty)
+    v.is_none_or(str::is_empty)
 }
