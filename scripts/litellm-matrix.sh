@@ -39,9 +39,19 @@ mkdir -p "$CACHE" "$OUT"
 OUT=$(cd "$OUT" && pwd)
 [ -n "${PM_CONSTRAINTS:-}" ] && PM_CONSTRAINTS=$(cd "$(dirname "$PM_CONSTRAINTS")" && pwd)/$(basename "$PM_CONSTRAINTS")
 
+# Releases from 1.90 classify every auth failure with `import prisma` (the Python client, which
+# `litellm[proxy]` does not install): without it each rejection is a 500 "Internal server error".
+# The package alone is enough (no generated client, no engines, no database): rejections become the
+# 401s they are. Older releases do not need it and are unaffected by it.
+ensure_prisma() {  # ensure_prisma VENV
+  "$1/bin/python" -c 'import prisma' 2>/dev/null && return 0
+  timeout "$INSTALL_TIMEOUT" "$1/bin/pip" install --disable-pip-version-check -q prisma >>"$1/install.log" 2>&1 \
+    || { echo "litellm-matrix: pip install prisma failed in $1 (see install.log)" >&2; return 1; }
+}
+
 ensure_venv() {  # ensure_venv VERSION -> prints venv path
   local v=$1 dir="$CACHE/$1"
-  if [ -f "$dir/.ok" ] && [ -x "$dir/bin/litellm" ]; then echo "$dir"; return 0; fi
+  if [ -f "$dir/.ok" ] && [ -x "$dir/bin/litellm" ]; then ensure_prisma "$dir" && echo "$dir"; return; fi
   rm -rf "$dir"
   echo "litellm-matrix: installing litellm[proxy]==$v into $dir" >&2
   "$PY" -m venv "$dir" >&2
@@ -59,6 +69,7 @@ ensure_venv() {  # ensure_venv VERSION -> prints venv path
   if find "$dir/lib" -maxdepth 3 -name 'litellm*.pth' | grep -q .; then
     echo "litellm-matrix: unexpected litellm*.pth in $dir, refusing" >&2; return 1
   fi
+  ensure_prisma "$dir" || return 1
   echo "installed in $((SECONDS - t0))s, $(du -sh "$dir" | cut -f1)" >"$dir/.ok"
   echo "$dir"
 }
