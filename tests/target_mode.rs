@@ -113,3 +113,28 @@ async fn a_target_that_answers_garbage_is_an_error_not_a_hang() {
     assert!(msg.contains("did not answer HTTP"), "{msg}");
     assert!(msg.contains("garbage server up"), "{msg}");
 }
+
+/// The conformance suite against `postmortem serve` as a separate process:
+/// every scenario passes and no contract is broken, as in-process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_gateway_keeps_every_contract_as_a_process() {
+    let cmd = format!("exec {} serve --config {{config}} --port {{port}}", env!("CARGO_BIN_EXE_postmortem"));
+    let mut o = opts(&cmd, Duration::from_secs(60));
+    // As an anonymous target: only what any gateway must do.
+    o.target = TargetSpec::Command { command: cmd, startup_timeout: Duration::from_secs(60), kind: TargetKind::Other };
+    let files = model::discover(&[root().join("scenarios/conformance")]).unwrap();
+    assert!(files.len() >= 6, "{files:?}");
+    let run = run_all(&files, &o, false, 2, false).await;
+    for out in &run.outcomes {
+        assert!(
+            matches!(out.verdict, Verdict::Passed),
+            "{}: {:?} {:?}\n{:#?}\n{:?}",
+            out.file,
+            out.verdict,
+            out.failure,
+            out.violations,
+            out.target_output
+        );
+        assert!(out.exchanges_checked > 0, "{}: no exchange was checked", out.file);
+    }
+}
