@@ -11,9 +11,22 @@ fn class(status: u16) -> u16 {
     status / 100
 }
 
-/// Client errors that a retry cannot fix.
+/// Client errors that a retry cannot fix. 401 and 403 are left out: a
+/// gateway may refresh its own credential (an OAuth or Entra ID token) and
+/// try again, which is no retry of the client's mistake.
 fn final_client_error(status: u16) -> bool {
-    (400..500).contains(&status) && !matches!(status, 408 | 409 | 429)
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 409 | 429)
+}
+
+/// Whether the client's status is the provider's status class. A provider's
+/// 401/403/404 may mean the deployment is misconfigured (its key, its model
+/// name): a gateway may report that as its own 5xx, or pass the 4xx on.
+fn same_class(upstream: u16, client: u16) -> bool {
+    match upstream {
+        429 => client == 429,
+        401 | 403 | 404 => client >= 400,
+        _ => class(upstream) == class(client),
+    }
 }
 
 pub(super) fn check(x: &Exchange, out: &mut Vec<Violation>) {
@@ -46,14 +59,15 @@ pub(super) fn check(x: &Exchange, out: &mut Vec<Violation>) {
     if up < 400 || got < 400 {
         return;
     }
-    let class_ok = if up == 429 { got == 429 } else { class(up) == class(got) };
-    if !class_ok {
+    if !same_class(up, got) {
         out.push(violation(
             "errors.status-class",
             format!("{} answered {up}; the client got {got} ({})", last.provider, snippet(&x.response.body)),
         ));
     }
-    if (400..500).contains(&up) && (400..500).contains(&got) {
+    // The provider's words about the request itself (not about the
+    // gateway's credential) are the client's to read.
+    if matches!(up, 400 | 404 | 413 | 422) && (400..500).contains(&got) {
         if let Some(message) = provider_message(&last.answer.body) {
             // Compared on letters and digits only: gateways wrap a message in
             // layers of JSON or Python quoting, which is no loss of content.

@@ -125,17 +125,17 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "errors.client-error-not-retried",
         family: Family::Errors,
-        statement: "A request a provider refused with a client error (4xx other than 408, 409, 429) is not sent to that provider again.",
+        statement: "A request a provider refused with a client error (4xx other than 401, 403, 408, 409, 429) is not sent to that provider again.",
     },
     Contract {
         name: "errors.status-class",
         family: Family::Errors,
-        statement: "When the last upstream attempt failed and the client gets an error, it gets the same status class (4xx or 5xx; 429 stays 429).",
+        statement: "When the last upstream attempt failed and the client gets an error, it gets the same status class (4xx or 5xx; 429 stays 429; a provider's 401/403/404 may become the gateway's 5xx).",
     },
     Contract {
         name: "errors.upstream-message",
         family: Family::Errors,
-        statement: "A provider's client-error message reaches the client.",
+        statement: "A provider's message about the request (its 400, 404, 413 or 422) reaches the client.",
     },
     Contract {
         name: "errors.retry-after",

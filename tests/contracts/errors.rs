@@ -35,6 +35,27 @@ pub fn cases() -> Vec<Case> {
             exchange(chat(chat_body()), json_response(500, openai_error("internal error")), vec![upstream_400()]),
         ),
         case(
+            "a provider's 401 (the deployment's key) answered as the gateway's 502",
+            None,
+            exchange(
+                chat(chat_body()),
+                json_response(502, openai_error("the deployment's credential was refused")),
+                vec![to_openai(chat_body(), json_answer(401, openai_error("Incorrect API key provided")))],
+            ),
+        ),
+        case(
+            "a provider's 401 tried again after a token refresh",
+            None,
+            exchange(
+                chat(chat_body()),
+                json_response(200, completion("hi")),
+                vec![
+                    to_openai(chat_body(), json_answer(401, openai_error("token expired"))),
+                    to_openai(chat_body(), json_answer(200, completion("hi"))),
+                ],
+            ),
+        ),
+        case(
             "a provider's 429 answered 503",
             Some("errors.status-class"),
             exchange(
