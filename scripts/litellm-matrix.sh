@@ -49,9 +49,34 @@ ensure_prisma() {  # ensure_prisma VENV
     || { echo "litellm-matrix: pip install prisma failed in $1 (see install.log)" >&2; return 1; }
 }
 
+# Some releases declare only a lower bound on fastapi and no longer import with the newest one pip
+# picks today (1.96.2: `cannot import name 'get_flat_dependant'`): such a venv gets the lowest
+# fastapi the release declares, which is what it was released against.
+ensure_importable() {  # ensure_importable VENV
+  local check='import litellm.proxy.proxy_server'
+  LITELLM_LOCAL_MODEL_COST_MAP=True timeout 180 "$1/bin/python" -c "$check" >/dev/null 2>&1 && return 0
+  local min
+  min=$("$1/bin/python" - <<'PY'
+import importlib.metadata as m, re
+for r in m.requires("litellm") or []:
+    hit = re.match(r"fastapi\s*\(?\s*(?:>=|==)\s*([0-9][0-9.]*)", r)
+    if hit and "proxy" in r:
+        print(hit.group(1)); break
+PY
+)
+  [ -n "$min" ] || { echo "litellm-matrix: $1 does not import its proxy" >&2; return 1; }
+  echo "litellm-matrix: $1: the proxy does not import with today's fastapi; pinning fastapi==$min" >&2
+  timeout "$INSTALL_TIMEOUT" "$1/bin/pip" install --disable-pip-version-check -q "fastapi==$min" >>"$1/install.log" 2>&1
+  LITELLM_LOCAL_MODEL_COST_MAP=True timeout 180 "$1/bin/python" -c "$check" >/dev/null 2>&1 \
+    || { echo "litellm-matrix: $1 still does not import its proxy" >&2; return 1; }
+}
+
 ensure_venv() {  # ensure_venv VERSION -> prints venv path
   local v=$1 dir="$CACHE/$1"
-  if [ -f "$dir/.ok" ] && [ -x "$dir/bin/litellm" ]; then ensure_prisma "$dir" && echo "$dir"; return; fi
+  if [ -f "$dir/.ok" ] && [ -x "$dir/bin/litellm" ]; then
+    ensure_prisma "$dir" && ensure_importable "$dir" && echo "$dir"
+    return
+  fi
   rm -rf "$dir"
   echo "litellm-matrix: installing litellm[proxy]==$v into $dir" >&2
   "$PY" -m venv "$dir" >&2
@@ -70,6 +95,7 @@ ensure_venv() {  # ensure_venv VERSION -> prints venv path
     echo "litellm-matrix: unexpected litellm*.pth in $dir, refusing" >&2; return 1
   fi
   ensure_prisma "$dir" || return 1
+  ensure_importable "$dir" || return 1
   echo "installed in $((SECONDS - t0))s, $(du -sh "$dir" | cut -f1)" >"$dir/.ok"
   echo "$dir"
 }
