@@ -88,6 +88,11 @@ pub const CONTRACTS: &[Contract] = &[
         statement: "When the provider's answer broke off or was malformed, the client never sees a clean end (no [DONE] or message_stop, no 2xx success body).",
     },
     Contract {
+        name: "stream.incremental",
+        family: Family::Streaming,
+        statement: "Events reach the client as the provider sends them: while the provider holds the rest of a stream, the client already has what was sent before.",
+    },
+    Contract {
         name: "stream.include-usage",
         family: Family::Streaming,
         statement: "With stream_options.include_usage, exactly one chunk carries usage, it comes last before [DONE] and has empty choices; every other chunk's usage is null.",
@@ -188,6 +193,23 @@ pub const CONTRACTS: &[Contract] = &[
         statement: "When a client abandons a stream, the gateway closes the upstream call within the bound (and later requests are unaffected).",
     },
 ];
+
+/// How long a gateway may hold back events the provider has sent.
+pub const INCREMENTAL_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The streaming contract for a partly read stream: `have` events arrived
+/// within the bound while the provider held the rest; `want` were sent.
+pub fn check_incremental(have: usize, want: usize) -> Option<Violation> {
+    (have < want).then(|| {
+        violation(
+            "stream.incremental",
+            format!(
+                "the provider sent its first events and held the rest; after {} s the client had {have} event(s), not {want}",
+                INCREMENTAL_BOUND.as_secs()
+            ),
+        )
+    })
+}
 
 /// How long a gateway may keep an abandoned stream's upstream call open.
 pub const ABANDON_BOUND: std::time::Duration = std::time::Duration::from_secs(5);

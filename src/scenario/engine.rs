@@ -185,6 +185,8 @@ struct OpenedStream {
     response: reqwest::Response,
     request: ClientRequest,
     upstream: Vec<(String, usize)>,
+    /// Bytes a `read_stream` step already read.
+    received: Vec<u8>,
 }
 
 struct Ctx<'a> {
@@ -801,7 +803,8 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             // The calls that reached the mocks before the headers came
             // back are this stream's, whatever runs while it is open.
             let upstream = take_upstream(ctx);
-            ctx.streams.insert(o.id.clone(), OpenedStream { response: resp, request: sent, upstream });
+            ctx.streams
+                .insert(o.id.clone(), OpenedStream { response: resp, request: sent, upstream, received: Vec::new() });
             Ok(())
         }
         Action::FinishStream(f) => {
@@ -812,9 +815,10 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             let url = opened.response.url().clone();
             let status = opened.response.status().as_u16();
             let headers = header_map(opened.response.headers());
-            let (body, error) = tokio::time::timeout(STEP_TIMEOUT, read_body(opened.response))
+            let (rest, error) = tokio::time::timeout(STEP_TIMEOUT, read_body(opened.response))
                 .await
                 .map_err(|_| format!("stream `{}` did not finish within the step timeout", f.id))?;
+            let body = [opened.received, rest].concat();
             let resp = Response { url, status, headers, body, complete: error.is_none() };
             let mut calls = resolve_upstream(ctx, &opened.upstream).await;
             let later = take_upstream(ctx);
@@ -830,6 +834,31 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             for needle in &expect.body_contains {
                 if !text.contains(needle.as_str()) {
                     return Err(format!("stream `{}`: body does not contain {needle:?}", f.id));
+                }
+            }
+            Ok(())
+        }
+        Action::ReadStream(r) => {
+            let opened = ctx.streams.get_mut(&r.id).ok_or_else(|| format!("stream `{}` is not open", r.id))?;
+            let deadline = tokio::time::Instant::now() + contracts::INCREMENTAL_BOUND;
+            let count = |b: &[u8]| contracts::sse::events(b).events.len();
+            while count(&opened.received) < r.events {
+                match tokio::time::timeout_at(deadline, opened.response.chunk()).await {
+                    Ok(Ok(Some(chunk))) => opened.received.extend_from_slice(&chunk),
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => return Err(format!("stream `{}` broke: {}", r.id, chain(&e))),
+                    Err(_) => break, // the bound: judged below
+                }
+            }
+            if let Some(v) = contracts::check_incremental(count(&opened.received), r.events) {
+                if !ctx.waived.contains_key(v.contract) {
+                    let evidence = vec![format!("client got so far: {}", contracts::snippet(&opened.received))];
+                    ctx.violations.push(ContractViolation {
+                        contract: v.contract,
+                        step: ctx.current_step.clone(),
+                        detail: v.detail,
+                        evidence,
+                    });
                 }
             }
             Ok(())

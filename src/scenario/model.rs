@@ -227,6 +227,11 @@ pub struct Step {
     /// (`resources.abandoned-upstream-closed`).
     #[serde(default)]
     pub abandon_stream: Option<String>,
+    /// Read an open stream until it has delivered at least this many
+    /// events, while the provider holds the rest (contract
+    /// `stream.incremental`).
+    #[serde(default)]
+    pub read_stream: Option<ReadStream>,
     /// Change a mock provider's behaviour.
     #[serde(default)]
     pub mock: Option<MockChange>,
@@ -261,6 +266,7 @@ pub enum Action<'a> {
     OpenStream(&'a OpenStream),
     FinishStream(&'a FinishStream),
     AbandonStream(&'a str),
+    ReadStream(&'a ReadStream),
     Mock(&'a MockChange),
     FillClientCache(usize),
     ExpectProvider(&'a ProviderExpect),
@@ -296,6 +302,9 @@ impl Step {
         if let Some(id) = &self.abandon_stream {
             found.push(Action::AbandonStream(id));
         }
+        if let Some(r) = &self.read_stream {
+            found.push(Action::ReadStream(r));
+        }
         if let Some(m) = &self.mock {
             found.push(Action::Mock(m));
         }
@@ -313,7 +322,7 @@ impl Step {
         }
         match found.len() {
             1 => Ok(found[0]),
-            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, abandon_stream, mock, fill_client_cache, expect_provider, expect_stats, expect_output)".into()),
+            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, abandon_stream, read_stream, mock, fill_client_cache, expect_provider, expect_stats, expect_output)".into()),
             _ => Err("has more than one action; split it into several steps".into()),
         }
     }
@@ -366,6 +375,14 @@ pub struct SetAsset {
 pub struct OpenStream {
     pub id: String,
     pub request: RequestSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadStream {
+    pub id: String,
+    /// Events (SSE data events) the client must have by now.
+    pub events: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -767,6 +784,9 @@ impl Scenario {
                 Action::OpenStream(o) if !streams.insert(o.id.clone()) => {
                     return Err(format!("{at}.open_stream: stream id `{}` is used twice", o.id));
                 }
+                Action::ReadStream(r) if !streams.contains(&r.id) => {
+                    return Err(format!("{at}.read_stream: no open stream with id `{}` before this step", r.id));
+                }
                 Action::AbandonStream(id) if !streams.remove(id) => {
                     return Err(format!("{at}.abandon_stream: no open stream with id `{id}` before this step"));
                 }
@@ -820,6 +840,7 @@ impl Scenario {
             Ok(Action::OpenStream(o)) => format!("open_stream {}", o.id),
             Ok(Action::FinishStream(f)) => format!("finish_stream {}", f.id),
             Ok(Action::AbandonStream(id)) => format!("abandon_stream {id}"),
+            Ok(Action::ReadStream(r)) => format!("read_stream {} ({} events)", r.id, r.events),
             Ok(Action::Mock(m)) => format!("mock {}", m.provider),
             Ok(Action::FillClientCache(n)) => format!("fill_client_cache {n}"),
             Ok(Action::ExpectProvider(p)) => format!("expect_provider {}", p.provider),
