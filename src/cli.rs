@@ -3,8 +3,8 @@
 use crate::gateway::{Config, GatewayBuilder, KnownBugs};
 use crate::scenario::engine::{run_group, sharing_key};
 use crate::scenario::prove::{prove, Proof};
-use crate::scenario::target::{TargetKind, TargetSpec};
 use crate::scenario::{model, report, run_scenario, Outcome, RunOptions, Scenario};
+use crate::target::{TargetKind, TargetSpec};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 //! postmortem: an LLM gateway (`gateway`) and the regression harness around
-//! it (`mocks`, `scenario`, `cli`). See ARCHITECTURE.md.
+//! it (`mocks`, `contracts`, `target`, `scenario`, `replay`, `cli`). See
+//! ARCHITECTURE.md.
 
 pub mod cli;
 pub mod contracts;
@@ -8,3 +9,4 @@ pub mod gateway;
 pub mod mocks;
 pub mod replay;
 pub mod scenario;
+pub mod target;

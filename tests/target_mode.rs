@@ -6,8 +6,8 @@
 
 use postmortem::cli::run_all;
 use postmortem::scenario::engine::IncidentVerdict;
-use postmortem::scenario::target::{TargetKind, TargetSpec};
 use postmortem::scenario::{model, run_scenario, RunOptions, Scenario, Verdict};
+use postmortem::target::{TargetKind, TargetSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -39,7 +39,7 @@ use crate::mocks::{
     EventStreamEvent, EventStreamException, MockKind, MockOptions, MockProvider, RecordedRequest, Stub, StubMatch,
     StubResponse,
 };
-use crate::scenario::target::GatewayUnderTest;
+use crate::target::GatewayUnderTest;
 
 /// Credentials the generated config gives the gateway. The mocks do not
 /// check them (replay mocks are not strict: the recording is the truth).

@@ -4,11 +4,11 @@
 use super::assets::{materialize, AssetServer};
 use super::expect::{check_output, check_stat, html_links, json_contains, short, stream_verdict};
 use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, Step, UpstreamExpect};
-use super::target::{GatewayUnderTest, TargetSpec};
 use crate::contracts::{self, Attribution, ClientRequest, ClientResponse, Exchange, UpstreamCall};
 use crate::gateway::beta::BetaPolicy;
 use crate::gateway::{Config, KnownBugs};
 use crate::mocks::{MockKind, MockOptions, MockProvider};
+use crate::target::{GatewayUnderTest, TargetSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};

@@ -9,7 +9,6 @@ pub mod expect;
 pub mod model;
 pub mod prove;
 pub mod report;
-pub mod target;
 
 pub use engine::{run_scenario, Outcome, RunOptions, Verdict};
 pub use model::Scenario;

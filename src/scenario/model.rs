@@ -4,6 +4,7 @@
 //! the field and the line, never a silently ignored expectation.
 
 use crate::mocks::{MockKind, Stub};
+pub use crate::target::Capability;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -68,35 +69,6 @@ pub struct IncidentRef {
     pub id: String,
     /// The known-bad variant that puts this incident's bug back.
     pub bug: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Capability {
-    /// The gateway's clock can be moved by the harness.
-    ManualClock,
-    /// The harness can read the gateway's internal stats and poke its client cache.
-    InternalStats,
-    /// The gateway serves postmortem's own admin API (cost-map status,
-    /// `keys:` in its config). Our gateway has it in any mode; another
-    /// gateway only when the target is declared `--target-kind postmortem`.
-    PostmortemApi,
-    /// The harness reads what the gateway logged: a process target's
-    /// stdout and stderr, or what the in-process gateway logged while it
-    /// started. A gateway already running (`--target-url`) lacks it.
-    GatewayOutput,
-}
-
-impl Capability {
-    /// The name used in scenario files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Capability::ManualClock => "manual_clock",
-            Capability::InternalStats => "internal_stats",
-            Capability::PostmortemApi => "postmortem_api",
-            Capability::GatewayOutput => "gateway_output",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,19 +7,49 @@
 //! engine picks the scenario's black-box steps, or reports it not applicable,
 //! when the target lacks one.
 
-use super::model::Capability;
 use crate::gateway::clock::ManualClock;
 use crate::gateway::upstream::ClientKey;
 use crate::gateway::{Config, Gateway, GatewayBuilder, KnownBugs};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use parking_lot::Mutex;
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing::instrument::WithSubscriber;
+
+/// What a gateway under test offers the harness beyond HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// The gateway's clock can be moved by the harness.
+    ManualClock,
+    /// The harness can read the gateway's internal stats and poke its client cache.
+    InternalStats,
+    /// The gateway serves postmortem's own admin API (cost-map status,
+    /// `keys:` in its config). Our gateway has it in any mode; another
+    /// gateway only when the target is declared `--target-kind postmortem`.
+    PostmortemApi,
+    /// The harness reads what the gateway logged: a process target's
+    /// stdout and stderr, or what the in-process gateway logged while it
+    /// started. A gateway already running (`--target-url`) lacks it.
+    GatewayOutput,
+}
+
+impl Capability {
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::ManualClock => "manual_clock",
+            Capability::InternalStats => "internal_stats",
+            Capability::PostmortemApi => "postmortem_api",
+            Capability::GatewayOutput => "gateway_output",
+        }
+    }
+}
 
 /// Which gateway the scenarios run against.
 #[derive(Debug, Clone, Default)]
