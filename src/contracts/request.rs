@@ -170,6 +170,10 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
         Endpoint::Messages => Api::Anthropic,
         _ => return,
     };
+    // An invalid request has no faithful form; the errors family judges it.
+    if super::errors::request_fault(endpoint, &x.request.body).is_some() {
+        return;
+    }
     let Some(sent) = x.request.json() else { return };
     let read = |api: Api, body: &Value| match api {
         Api::OpenAi => Conversation::openai(body),
