@@ -543,3 +543,33 @@ async fn health_shows_where_deployments_point_only_to_an_admin() {
         call(&app, "GET", "/health", &[("authorization", "Bearer sk-test-master-0102")], json!({})).await;
     assert_eq!(admin["deployments"][0]["api_base"], "http://10.1.2.3:8000/v1", "{admin}");
 }
+
+#[tokio::test]
+async fn a_stream_whose_headers_never_come_is_bounded_and_falls_back() {
+    // The first deployment answers only after 30 s; its stream_timeout is
+    // 0.3 s, so the gateway gives up on it and the second one answers.
+    let stalled = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(30)))
+        .mount(&stalled)
+        .await;
+    let healthy = MockServer::start().await;
+    let sse = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream"))
+        .mount(&healthy)
+        .await;
+    let app = app(&format!(
+        "model_list:\n  - model_name: m\n    litellm_params: {{model: openai/m, api_base: '{}/v1', api_key: k, stream_timeout: 0.3}}\n  - model_name: m\n    litellm_params: {{model: openai/m, api_base: '{}/v1', api_key: k}}\n",
+        stalled.uri(),
+        healthy.uri()
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, reply, _) = call(&app, "POST", "/v1/chat/completions", &[], body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.as_str().unwrap_or_default().contains("[DONE]"), "{reply}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "waited {:?}", started.elapsed());
+    assert_eq!(stalled.received_requests().await.unwrap().len(), 1, "the stalled deployment was tried first");
+}

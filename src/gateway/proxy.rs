@@ -184,6 +184,24 @@ where
     }
 }
 
+/// A stream's bound, to its headers and between its chunks: the
+/// deployment's `stream_timeout`, else its `timeout`, else the default (as
+/// LiteLLM, where `stream_timeout` stands in for `timeout` on streams).
+fn stream_bound(route: &Route) -> Duration {
+    route.deployment.stream_timeout.or(route.deployment.timeout).unwrap_or(crate::gateway::upstream::DEFAULT_TIMEOUT)
+}
+
+/// How long the upstream call may take before it is a 504 (and the next
+/// deployment is tried): never unbounded.
+fn upstream_bound(route: &Route, stream: bool) -> crate::gateway::upstream::Bound {
+    use crate::gateway::upstream::{Bound, DEFAULT_TIMEOUT};
+    if stream {
+        Bound::Headers(stream_bound(route))
+    } else {
+        Bound::Whole(route.deployment.timeout.unwrap_or(DEFAULT_TIMEOUT))
+    }
+}
+
 fn deployment_api_key(route: &Route) -> Option<String> {
     route.deployment.params.api_key.clone()
 }
@@ -401,8 +419,7 @@ async fn openai_call(
     for (k, v) in auth {
         req = req.header(k, v);
     }
-    let timeout = if a.stream { None } else { route.deployment.timeout };
-    let resp = client.send(req, timeout).await?;
+    let resp = client.send(req, upstream_bound(&route, a.stream)).await?;
     if !resp.status().is_success() {
         return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
     }
@@ -419,7 +436,7 @@ async fn openai_call(
         }
         // Pass the upstream's SSE through event by event; the lease moves
         // into the stream so the client lives until the stream ends.
-        let idle = route.deployment.stream_timeout.or(route.deployment.timeout);
+        let idle = Some(stream_bound(&route));
         let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
         let done_after_broken = gw.bugs.done_after_broken_stream;
         let s = async_stream::stream! {
@@ -637,8 +654,7 @@ async fn anthropic_send(
     for (k, v) in &req.headers {
         rb = rb.header(k.as_str(), v.as_str());
     }
-    let timeout = if stream { None } else { route.deployment.timeout };
-    let resp = client.send(rb, timeout).await?;
+    let resp = client.send(rb, upstream_bound(route, stream)).await?;
     if !resp.status().is_success() {
         return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
     }
@@ -653,7 +669,7 @@ fn anthropic_events(
     client: crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>,
 ) -> impl futures::Stream<Item = Result<(String, Value), ApiError>> + Send + 'static {
     let is_bedrock = route.provider == Provider::Bedrock;
-    let idle = route.deployment.stream_timeout.or(route.deployment.timeout);
+    let idle = Some(stream_bound(&route));
     let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
     drop(client);
     async_stream::stream! {

@@ -52,6 +52,18 @@ impl ClientKey {
     }
 }
 
+/// How long an upstream call may take before it is a 504.
+#[derive(Debug, Clone, Copy)]
+pub enum Bound {
+    /// The whole exchange, body included (buffered answers).
+    Whole(Duration),
+    /// Until the response headers (streams).
+    Headers(Duration),
+}
+
+/// The bound when a deployment configures none: no wait is unbounded.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
 #[derive(Debug)]
 pub struct UpstreamClient {
     pub http: reqwest::Client,
@@ -90,23 +102,38 @@ impl UpstreamClient {
         ))
     }
 
-    /// Sends a request, mapping transport failures to 502/504.
-    pub async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        timeout: Option<Duration>,
-    ) -> Result<reqwest::Response, ApiError> {
+    /// Sends a request, mapping transport failures to 502/504. `bound` is
+    /// how long it may take: the whole exchange for a buffered answer, the
+    /// time to the response headers for a stream (whose chunks
+    /// [`guard_stream`](Self::guard_stream) bounds one by one).
+    pub async fn send(&self, req: reqwest::RequestBuilder, bound: Bound) -> Result<reqwest::Response, ApiError> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
-        let req = match timeout {
-            Some(t) => req.timeout(t),
-            None => req,
+        let (req, headers_within) = match bound {
+            Bound::Whole(t) => (req.timeout(t), None),
+            Bound::Headers(t) => (req, Some(t)),
         };
         let mut closed_rx = self.closed_tx.subscribe();
         let closed = async { closed_rx.wait_for(|c| *c).await.map(|_| ()) };
+        let sent = async {
+            match headers_within {
+                Some(t) => match tokio::time::timeout(t, req.send()).await {
+                    Ok(r) => r.map_err(Some),
+                    Err(_) => Err(None),
+                },
+                None => req.send().await.map_err(Some),
+            }
+        };
         tokio::select! {
-            r = req.send() => r.map_err(|e| transport_error(&e, &self.label)),
+            r = sent => r.map_err(|e| match e {
+                Some(e) => transport_error(&e, &self.label),
+                None => ApiError::GatewayTimeout(format!(
+                    "upstream {} sent no response headers within {} s",
+                    self.label,
+                    headers_within.map(|t| t.as_secs_f64()).unwrap_or_default()
+                )),
+            }),
             _ = closed => Err(self.closed_error()),
         }
     }
