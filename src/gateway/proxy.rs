@@ -669,7 +669,7 @@ fn anthropic_events(
     client: crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>,
 ) -> impl futures::Stream<Item = Result<(String, Value), ApiError>> + Send + 'static {
     let is_bedrock = route.provider == Provider::Bedrock;
-    let idle = Some(stream_bound(&route));
+    let idle = Some(stream_bound(route));
     let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
     drop(client);
     async_stream::stream! {
