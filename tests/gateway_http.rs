@@ -573,3 +573,32 @@ async fn a_stream_whose_headers_never_come_is_bounded_and_falls_back() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "waited {:?}", started.elapsed());
     assert_eq!(stalled.received_requests().await.unwrap().len(), 1, "the stalled deployment was tried first");
 }
+
+#[tokio::test]
+async fn a_client_that_sends_the_whole_body_first_gets_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg =
+        Config::parse("model_list: []\ngeneral_settings: {max_request_size_mb: 0.01}\n", "t.yaml").unwrap().config;
+    let gw = GatewayBuilder::new(cfg).build().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(postmortem::gateway::server::serve(gw, listener));
+    // 20 MB (more than the sockets buffer), written in full before anything is read, as Python's http.client does.
+    for declared in [true, false] {
+        let body = format!("{{\"model\": \"m\", \"pad\": \"{}\"}}", "x".repeat(20_000_000));
+        let head = if declared {
+            format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
+        } else {
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+        };
+        let payload = if declared { body.clone() } else { format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()) };
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(payload.as_bytes()).await.expect("the gateway reads the body it refuses");
+        let mut answer = vec![0u8; 4096];
+        let n =
+            tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut answer)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 413"), "declared={declared}: {text}");
+    }
+}

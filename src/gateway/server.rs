@@ -23,14 +23,47 @@ type Gw = State<Arc<Gateway>>;
 
 /// Reads the body up to the configured limit; over it, a 413 in OpenAI's shape.
 async fn read_body(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let limit = gw.max_body_bytes;
-    if let Some(len) = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(ApiError::PayloadTooLarge { size: len, limit });
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let mut body = body;
+    if let Some(len) = declared.filter(|len| *len > limit) {
+        drain(body).await;
+        return Err(ApiError::PayloadTooLarge { size: len, limit });
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Err(ApiError::BadRequest("the request body broke off".into())) };
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > limit {
+                let size = buf.len() + data.len();
+                drain(body).await;
+                return Err(ApiError::PayloadTooLarge { size, limit });
+            }
+            buf.extend_from_slice(data);
         }
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { size: limit + 1, limit })
+    Ok(Bytes::from(buf))
+}
+
+/// Reads what is left of a refused body, bounded in bytes and time, so a
+/// client that sends the whole body before it reads (Python's `http.client`,
+/// `urllib`) gets the 413 instead of a broken pipe.
+async fn drain(body: Body) {
+    use http_body_util::BodyExt;
+    const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+    const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut body = body;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map(|d| d.len()).unwrap_or(0);
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 macro_rules! body_handler {
