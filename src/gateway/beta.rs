@@ -63,17 +63,19 @@ impl BetaTarget {
             BetaTarget::Databricks => "databricks",
         }
     }
-
-    /// Inverse of [`as_config_key`](Self::as_config_key).
-    pub fn from_config_key(key: &str) -> Option<BetaTarget> {
-        BetaTarget::ALL.into_iter().find(|t| t.as_config_key() == key)
-    }
 }
 
 impl fmt::Display for BetaTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_config_key())
     }
+}
+
+/// The `anthropic-beta` header for the flags kept, or `None` when nothing
+/// is left and the header must be removed. The one place the header is
+/// written, for the proxy and the tests alike.
+pub fn header_value(kept: &[String]) -> Option<String> {
+    (!kept.is_empty()).then(|| kept.join(","))
 }
 
 /// Where the flags will travel. Some providers accept a flag only as the
@@ -112,14 +114,9 @@ pub struct FilteredBetas {
 }
 
 impl FilteredBetas {
-    /// The `anthropic-beta` header value, or `None` when nothing is left and
-    /// the header must be removed.
+    /// See [`header_value`].
     pub fn header_value(&self) -> Option<String> {
-        if self.kept.is_empty() {
-            None
-        } else {
-            Some(self.kept.join(","))
-        }
+        header_value(&self.kept)
     }
 }
 
@@ -177,16 +174,6 @@ impl BetaPolicy {
             }
         }
         Ok(BetaPolicy { columns, aliases, source: source.to_string() })
-    }
-
-    /// Where this policy came from (file path, URL or "bundled ...").
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
-    /// `provider_aliases` from the file, if any.
-    pub fn aliases(&self) -> &BTreeMap<String, String> {
-        &self.aliases
     }
 
     fn column(&self, key: &str) -> Option<&Column> {
@@ -408,7 +395,7 @@ mod tests {
             BetaTarget::BedrockConverse,
             &["advanced-tool-use-2025-11-20,computer-use-2025-01-24,unknown-header"],
         );
-        assert_eq!(f.header_value().as_deref(), Some("computer-use-2025-01-24"));
+        assert_eq!(f.kept, vec!["computer-use-2025-01-24"]);
         assert_eq!(f.dropped, vec!["advanced-tool-use-2025-11-20", "unknown-header"]);
     }
 
@@ -441,8 +428,8 @@ mod tests {
     fn nothing_left_removes_header() {
         let p = bundled_ok();
         let f = p.filter(BetaTarget::Bedrock, &["oauth-2025-04-20", " , ,"]);
-        assert_eq!(f.header_value(), None);
-        assert!(p.filter(BetaTarget::Anthropic, &[]).header_value().is_none());
+        assert!(f.kept.is_empty());
+        assert!(p.filter(BetaTarget::Anthropic, &[]).kept.is_empty());
     }
 
     #[test]
@@ -483,12 +470,5 @@ mod tests {
     fn missing_provider_column_is_an_error() {
         let err = BetaPolicy::from_json("{\"anthropic\": {}, \"bedrok\": {}}", "p").expect_err("missing");
         assert!(matches!(err, BetaPolicyError::MissingProvider { provider: "azure_ai", .. }), "{err}");
-    }
-
-    #[test]
-    fn config_keys_round_trip() {
-        for t in BetaTarget::ALL {
-            assert_eq!(BetaTarget::from_config_key(t.as_config_key()), Some(t));
-        }
     }
 }

@@ -561,7 +561,7 @@ fn anthropic_request(
     client_version: Option<&str>,
 ) -> Result<AnthropicRequest, ApiError> {
     let version = client_version.unwrap_or(ANTHROPIC_VERSION).to_string();
-    let beta_header = if betas.is_empty() { None } else { Some(betas.join(",")) };
+    let beta_header = crate::gateway::beta::header_value(betas);
     let key = deployment_api_key(route);
     let mut headers: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
     let url;
