@@ -111,7 +111,9 @@ fn transcript_changes(old: &[Value], new: &[Value]) -> Vec<(String, String)> {
         response_json_diff(&o["response"], &n["response"], "response", &mut diffs);
         json_diff(&o["upstream"], &n["upstream"], "upstream", &mut diffs);
         for diff in diffs.iter().take(5) {
-            out.push((label.clone(), diff.to_string()));
+            // The diff speaks of a recording; here the baseline is one.
+            let text = diff.to_string().replace("in the recording", "in the baseline");
+            out.push((label.clone(), text));
         }
         if diffs.len() > 5 {
             out.push((label.clone(), format!("… and {} more differences", diffs.len() - 5)));
