@@ -602,3 +602,34 @@ async fn a_client_that_sends_the_whole_body_first_gets_the_413() {
         assert!(text.starts_with("HTTP/1.1 413"), "declared={declared}: {text}");
     }
 }
+
+#[tokio::test]
+async fn upstream_answers_are_read_within_a_bound() {
+    // An error body of 5 MB: the client gets a bounded message, at once.
+    let up = MockServer::start().await;
+    let huge = format!("{{\"error\": {{\"message\": \"{}\"}}}}", "x".repeat(5_000_000));
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_raw(huge, "application/json"))
+        .mount(&up)
+        .await;
+    let app = app(&format!(
+        "model_list:\n  - model_name: m\n    litellm_params: {{model: openai/m, api_base: '{}/v1', api_key: k}}\n",
+        up.uri()
+    ))
+    .await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, reply, _) = call(&app, "POST", "/v1/chat/completions", &[], body).await;
+    assert_eq!(status, 400);
+    assert!(reply.to_string().len() < 100_000, "{} bytes", reply.to_string().len());
+    // A success body over the cap is refused, not held.
+    let big = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("y".repeat(2000), "application/json"))
+        .mount(&big)
+        .await;
+    let resp = reqwest::Client::new().post(format!("{}/x", big.uri())).send().await.unwrap();
+    let err = postmortem::gateway::upstream::read_capped(resp, 1000, "test").await.unwrap_err();
+    assert!(err.to_string().contains("more than 1000 bytes"), "{err}");
+    let resp = reqwest::Client::new().post(format!("{}/x", big.uri())).send().await.unwrap();
+    assert_eq!(postmortem::gateway::upstream::read_capped(resp, 4000, "test").await.unwrap().len(), 2000);
+}

@@ -275,7 +275,7 @@ async fn upstream_error(provider: Provider, resp: reqwest::Response, drop_retry_
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_string())
         .filter(|_| !drop_retry_after);
-    let body = resp.bytes().await.unwrap_or_default();
+    let body = crate::gateway::upstream::read_prefix(resp, crate::gateway::upstream::MAX_ERROR_BYTES).await;
     let (message, error_type) = upstream_message(&body);
     ApiError::Upstream {
         status,
@@ -469,8 +469,12 @@ async fn openai_call(
         return Ok(with_cost_headers(sse_response(s), None, &route));
     }
     let status = resp.status().as_u16();
-    let bytes =
-        resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
+    let bytes = crate::gateway::upstream::read_capped(
+        resp,
+        crate::gateway::upstream::MAX_ANSWER_BYTES,
+        route.provider.as_str(),
+    )
+    .await?;
     let mut v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
     if gw.bugs.estimate_prompt_tokens {
@@ -746,8 +750,12 @@ async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &Head
         };
         return Ok(with_cost_headers(sse_response(s), None, &route));
     }
-    let bytes =
-        resp.bytes().await.map_err(|e| crate::gateway::upstream::transport_error(&e, route.provider.as_str()))?;
+    let bytes = crate::gateway::upstream::read_capped(
+        resp,
+        crate::gateway::upstream::MAX_ANSWER_BYTES,
+        route.provider.as_str(),
+    )
+    .await?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
     let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));

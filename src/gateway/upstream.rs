@@ -61,6 +61,45 @@ pub enum Bound {
     Headers(Duration),
 }
 
+/// The most a buffered upstream answer may hold: a provider (or something
+/// pretending to be one) cannot make the gateway hold more in memory.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The most of an upstream error body that is read: its message is all
+/// the client gets of it.
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// Reads a buffered upstream answer, refusing one over `limit` bytes (a 502
+/// that says so) without holding more than the limit.
+pub async fn read_capped(resp: reqwest::Response, limit: usize, label: &str) -> Result<bytes::Bytes, ApiError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BadGateway(format!("upstream {label} answered with more than {limit} bytes")));
+    }
+    let mut resp = resp;
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(&e, label))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::BadGateway(format!("upstream {label} answered with more than {limit} bytes")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(bytes::Bytes::from(buf))
+}
+
+/// Reads up to `limit` bytes of an upstream error body and drops the rest.
+pub async fn read_prefix(resp: reqwest::Response, limit: usize) -> bytes::Bytes {
+    let mut resp = resp;
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = limit.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= limit {
+            break;
+        }
+    }
+    bytes::Bytes::from(buf)
+}
+
 /// The bound when a deployment configures none: no wait is unbounded.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
