@@ -138,3 +138,22 @@ async fn our_gateway_keeps_every_contract_as_a_process() {
         assert!(out.exchanges_checked > 0, "{}: no exchange was checked", out.file);
     }
 }
+
+/// A differential run through the command line: our gateway as a process
+/// is the baseline, the in-process gateway the candidate. Nothing regresses,
+/// so the exit status is 0, and the report says what was compared.
+#[test]
+fn a_differential_run_between_equal_gateways_reports_no_regression() {
+    let bin = env!("CARGO_BIN_EXE_postmortem");
+    let out = std::process::Command::new(bin)
+        .current_dir(root())
+        .args(["run", "--contracts-only", "--format", "json", "--baseline-target-cmd"])
+        .arg(format!("exec {bin} serve --config {{config}} --port {{port}}"))
+        .output()
+        .expect("postmortem runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", text, String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&text).expect("a JSON report");
+    assert_eq!(report["differential"]["regressions"], serde_json::json!([]), "{text}");
+    assert!(report["baseline"]["total"].as_u64().unwrap_or(0) >= 6, "{text}");
+}
