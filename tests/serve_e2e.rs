@@ -102,6 +102,12 @@ general_settings: {{master_key: test-master-key-e2e}}
         std::path::Path::new(venv).exists().then(|| venv.to_string())
     });
     let Some(python) = python else {
+        // In CI the SDK checks must run: a missing interpreter is a failure
+        // there, not a silent pass.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no Python for the SDK checks: set POSTMORTEM_PYTHON (.ci/run does)"
+        );
         eprintln!("SDK checks not run: set POSTMORTEM_PYTHON to a Python with `openai` and `anthropic` (.ci/run does)");
         return;
     };
