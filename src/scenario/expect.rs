@@ -122,20 +122,29 @@ pub fn html_links(html: &str) -> Vec<String> {
 /// Whether an SSE body ended cleanly: an OpenAI `[DONE]` or an Anthropic
 /// `message_stop`, and no error event anywhere.
 pub fn stream_verdict(body: &str) -> Result<(), String> {
-    for line in body.lines() {
-        if let Some(data) = line.strip_prefix("data:") {
-            let data = data.trim();
-            if let Ok(v) = serde_json::from_str::<Value>(data) {
-                if v.get("error").is_some() || v.get("type").and_then(Value::as_str) == Some("error") {
-                    return Err(format!("the stream carried an error event: {}", short(&v)));
-                }
-            }
-        }
-        if line.trim() == "event: error" {
-            return Err("the stream carried an `event: error`".into());
+    // Read as events (the contracts' SSE reader), not searched as text: a
+    // `[DONE]` inside a chunk's content is no terminator.
+    let parsed = crate::contracts::sse::events(body.as_bytes());
+    for e in &parsed.events {
+        let v = e.json();
+        let is_error = e.event.as_deref() == Some("error")
+            || v.as_ref()
+                .is_some_and(|v| v.get("error").is_some() || v.get("type").and_then(Value::as_str) == Some("error"));
+        if is_error {
+            let shown = v.as_ref().map(short).unwrap_or_else(|| e.data.clone());
+            return Err(format!("the stream carried an error event: {shown}"));
         }
     }
-    if body.contains("data: [DONE]") || body.contains("message_stop") {
+    let last = parsed.events.iter().rev().find(|e| {
+        e.json().and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string)).as_deref() != Some("ping")
+    });
+    let terminated = last.is_some_and(|e| {
+        e.data.trim() == "[DONE]"
+            || e.json()
+                .and_then(|v| v.get("type").and_then(Value::as_str).map(|t| t == "message_stop"))
+                .unwrap_or(false)
+    });
+    if terminated && !parsed.unterminated {
         Ok(())
     } else {
         let tail: String = body.chars().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect();
@@ -237,5 +246,22 @@ mod tests {
         assert!(stream_verdict("data: {\"x\":1}\n\ndata: [DONE]\n\n").is_ok());
         assert!(stream_verdict("data: {\"x\":1}\n\n").is_err());
         assert!(stream_verdict("data: {\"error\":{\"message\":\"closed\"}}\n\ndata: [DONE]\n\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod stream_verdict_tests {
+    use super::stream_verdict;
+
+    #[test]
+    fn a_stream_is_complete_only_when_its_last_event_terminates_it() {
+        assert!(stream_verdict("data: {\"choices\":[]}\n\ndata: [DONE]\n\n").is_ok());
+        assert!(stream_verdict("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n").is_ok());
+        // `[DONE]` as a chunk's text is no terminator.
+        let text_only = "data: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"}}]}\n\n";
+        assert!(stream_verdict(text_only).is_err());
+        assert!(stream_verdict("data: [DONE]\n\ndata: {\"choices\":[]}\n\n").is_err());
+        let error = "data: {\"error\":{\"message\":\"x\"}}\n\ndata: [DONE]\n\n";
+        assert!(stream_verdict(error).unwrap_err().contains("error event"));
     }
 }
