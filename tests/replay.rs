@@ -474,3 +474,29 @@ async fn long_cassettes_replay_across_stub_windows() {
         assert_eq!(r.replayed(), 150);
     }
 }
+
+#[test]
+fn importing_nothing_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("empty.json", "[]".to_string()),
+        (
+            "empty.har",
+            r#"{"log": {"version": "1.2", "creator": {"name": "x", "version": "1"}, "entries": []}}"#.to_string(),
+        ),
+    ];
+    for (name, text) in cases {
+        let input = dir.path().join(name);
+        std::fs::write(&input, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_postmortem"))
+            .arg("import")
+            .arg(&input)
+            .arg("--out")
+            .arg(dir.path().join("out.yaml"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no interactions"), "{name}");
+        assert!(!dir.path().join("out.yaml").exists(), "{name}: an empty cassette was written");
+    }
+}

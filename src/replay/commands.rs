@@ -112,6 +112,12 @@ pub fn import(args: ImportArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // An input with nothing to import (`[]`, a HAR without entries) is an
+    // error, not an empty cassette that would replay as a pass.
+    if c.interactions.is_empty() {
+        eprintln!("error: {}: no interactions to import ({format:?})", args.input.display());
+        return ExitCode::from(2);
+    }
     if let Err(e) = c.save(&args.out) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
