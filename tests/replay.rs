@@ -500,3 +500,16 @@ fn importing_nothing_is_an_error() {
         assert!(!dir.path().join("out.yaml").exists(), "{name}: an empty cassette was written");
     }
 }
+
+#[test]
+fn lint_reports_binary_and_non_utf8_files_among_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = dir.path().join("scenarios");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    std::fs::write(scenarios.join("x.bin"), b"a\0b").unwrap();
+    std::fs::write(scenarios.join("y.yaml"), b"name: x\n\xff\xfe\n").unwrap();
+    let bin = postmortem::replay::lint::lint_file(&scenarios.join("x.bin"));
+    assert!(bin.iter().any(|f| f.to_string().contains("binary file")), "{bin:?}");
+    let bad = postmortem::replay::lint::lint_file(&scenarios.join("y.yaml"));
+    assert!(bad.iter().any(|f| f.to_string().contains(":2: not valid UTF-8")), "{bad:?}");
+}

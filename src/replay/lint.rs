@@ -94,9 +94,20 @@ pub fn lint_file(path: &Path) -> Vec<LintFinding> {
         Ok(b) => b,
         Err(e) => return vec![finding(path, None, None, format!("cannot read: {e}"))],
     };
-    // Binary files (images, archives) have no lines to point at.
+    // Binary files (images, archives) have no lines to point at; in
+    // scenarios/ nothing binary belongs, so one there is a finding.
     if bytes.iter().take(8192).any(|b| *b == 0) {
+        if in_dir(path, "scenarios") {
+            out.push(finding(path, None, None, "a binary file among the scenarios (not a scenario, not text)".into()));
+        }
         return out;
+    }
+    // A scenario or cassette that is not UTF-8 would be read with
+    // replacement characters: say where the first bad byte is.
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        out.push(finding(path, Some(line), None, format!("not valid UTF-8 (byte {at})")));
     }
     let text = String::from_utf8_lossy(&bytes);
     scan_secrets(path, &text, &mut out);
