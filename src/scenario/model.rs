@@ -680,14 +680,19 @@ pub struct ScenarioError {
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| ScenarioError { file: file.clone(), message: format!("cannot read: {e}") })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            ScenarioError { file: file.clone(), message: format!("not valid UTF-8 at line {line} (byte {at})") }
+        })?;
         Self::parse(&text, &file)
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         let s: Scenario = serde_yaml_ng::from_str(text)
-            .map_err(|e| ScenarioError { file: file.to_string(), message: e.to_string() })?;
+            .map_err(|e| ScenarioError { file: file.to_string(), message: locate(e.to_string(), text) })?;
         s.validate().map_err(|message| ScenarioError { file: file.to_string(), message })?;
         Ok(s)
     }
@@ -890,6 +895,30 @@ fn walk(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) -> std::io::Res
     Ok(())
 }
 
+/// Adds the line to the two top-level errors serde reports without one: a
+/// duplicate key (the line of its second occurrence) and a missing one.
+fn locate(message: String, text: &str) -> String {
+    if message.contains(" at line ") {
+        return message;
+    }
+    let field = |prefix: &str| message.strip_prefix(prefix).and_then(|r| r.split('`').next()).map(str::to_string);
+    if let Some(key) = field("duplicate field `") {
+        let lines: Vec<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.strip_prefix(key.as_str()).is_some_and(|r| r.trim_start().starts_with(':')))
+            .map(|(n, _)| n + 1)
+            .collect();
+        if let Some(second) = lines.get(1) {
+            return format!("{message} at line {second} (first at line {})", lines[0]);
+        }
+    }
+    if field("missing field `").is_some() {
+        return format!("{message} at the top level of the file (line 1)");
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -925,6 +954,11 @@ mod tests {
                 "assets.m: give exactly one of",
             ),
             ("steps: 3\n", "invalid type"),
+            ("name: again\nsteps: []\n", "duplicate field `name` at line 4 (first at line 1)"),
+            ("waive: {no.such-contract: reason}\nsteps: []\n", "unknown contract `no.such-contract`"),
+            ("waive: {stream.framing: \" \"}\nsteps: []\n", "a waiver needs a written reason"),
+            ("steps:\n  - abandon_stream: nope\n", "no open stream with id `nope`"),
+            ("steps:\n  - read_stream: {id: nope, events: 1}\n", "no open stream with id `nope`"),
             ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: 6xx}\n", "`6xx` is not a status class"),
             ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: []}\n", "at least one status class"),
             ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: 4}\n", "expected a status class"),
