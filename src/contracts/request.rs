@@ -78,33 +78,25 @@ impl Conversation {
     /// Anthropic Messages (also the InvokeModel body): `system` apart,
     /// tool_use blocks on assistant turns.
     fn anthropic(body: &Value) -> Conversation {
-        let mut c = Conversation { system: body.get("system").map(text_of).unwrap_or_default(), ..Default::default() };
-        for m in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-            let content = m.get("content").cloned().unwrap_or(Value::Null);
-            c.push(role, text_of(&content));
-            for b in content.as_array().into_iter().flatten() {
-                if b.get("type").and_then(Value::as_str) == Some("tool_use") {
-                    let name = b.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-                    c.tool_calls.push((name, b.get("input").cloned().unwrap_or(Value::Null)));
-                }
-            }
-        }
-        c
+        Self::blocks(body, |b| (b.get("type").and_then(Value::as_str) == Some("tool_use")).then_some(b))
     }
 
     /// Bedrock Converse: `system` as text blocks, `toolUse` blocks.
     fn converse(body: &Value) -> Conversation {
+        Self::blocks(body, |b| b.get("toolUse"))
+    }
+
+    /// A block-structured conversation; `tool_use` finds the tool call (with
+    /// `name` and `input`) a content block holds, if it holds one.
+    fn blocks(body: &Value, tool_use: impl Fn(&Value) -> Option<&Value>) -> Conversation {
         let mut c = Conversation { system: body.get("system").map(text_of).unwrap_or_default(), ..Default::default() };
         for m in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
             let role = m.get("role").and_then(Value::as_str).unwrap_or("");
             let content = m.get("content").cloned().unwrap_or(Value::Null);
             c.push(role, text_of(&content));
-            for b in content.as_array().into_iter().flatten() {
-                if let Some(t) = b.get("toolUse") {
-                    let name = t.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-                    c.tool_calls.push((name, t.get("input").cloned().unwrap_or(Value::Null)));
-                }
+            for t in content.as_array().into_iter().flatten().filter_map(&tool_use) {
+                let name = t.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                c.tool_calls.push((name, t.get("input").cloned().unwrap_or(Value::Null)));
             }
         }
         c
