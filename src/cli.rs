@@ -250,15 +250,8 @@ struct Group {
 }
 
 fn load_failure(file: &Path, message: String) -> Outcome {
+    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     Outcome {
-        name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-        file: file.display().to_string(),
-        incident: None,
-        incident_verdict: None,
-        variant: "steps",
-        target_output: None,
-        reused_target: false,
-        skipped_steps: Vec::new(),
         verdict: crate::scenario::Verdict::Failed,
         failure: Some(crate::scenario::engine::StepFailure {
             step_index: 0,
@@ -266,12 +259,7 @@ fn load_failure(file: &Path, message: String) -> Outcome {
             checks_incident: false,
             message,
         }),
-        not_applicable: None,
-        inconclusive: None,
-        duration_ms: 0,
-        violations: Vec::new(),
-        exchanges_checked: 0,
-        transcript: Vec::new(),
+        ..Outcome::new(&name, &file.display().to_string())
     }
 }
 

@@ -165,11 +165,6 @@ mod tests {
 
     fn outcome(violations: &[(&'static str, &str)], failure: Option<(usize, &str)>, transcript: Vec<Value>) -> Outcome {
         Outcome {
-            name: "s".into(),
-            file: "s.yaml".into(),
-            incident: None,
-            incident_verdict: None,
-            variant: "steps",
             verdict: if violations.is_empty() && failure.is_none() { Verdict::Passed } else { Verdict::Failed },
             failure: failure.map(|(i, m)| StepFailure {
                 step_index: i,
@@ -177,12 +172,6 @@ mod tests {
                 checks_incident: false,
                 message: m.into(),
             }),
-            not_applicable: None,
-            inconclusive: None,
-            target_output: None,
-            reused_target: false,
-            skipped_steps: Vec::new(),
-            duration_ms: 0,
             violations: violations
                 .iter()
                 .map(|(c, step)| ContractViolation {
@@ -194,6 +183,7 @@ mod tests {
                 .collect(),
             exchanges_checked: 1,
             transcript,
+            ..Outcome::new("s", "s.yaml")
         }
     }
 

@@ -138,6 +138,28 @@ pub struct ContractViolation {
 }
 
 impl Outcome {
+    /// A passed outcome with nothing recorded yet, for `name` in `file`.
+    pub fn new(name: &str, file: &str) -> Outcome {
+        Outcome {
+            name: name.to_string(),
+            file: file.to_string(),
+            incident: None,
+            incident_verdict: None,
+            variant: "steps",
+            verdict: Verdict::Passed,
+            failure: None,
+            not_applicable: None,
+            inconclusive: None,
+            target_output: None,
+            reused_target: false,
+            skipped_steps: Vec::new(),
+            duration_ms: 0,
+            violations: Vec::new(),
+            exchanges_checked: 0,
+            transcript: Vec::new(),
+        }
+    }
+
     /// No step failed and no contract was broken.
     pub fn passed(&self) -> bool {
         matches!(self.verdict, Verdict::Passed)
@@ -253,22 +275,8 @@ pub fn sharing_key(scenario: &Scenario, root: &Path) -> Option<String> {
 async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut Option<Rig>) -> Outcome {
     let started = Instant::now();
     let mut outcome = Outcome {
-        name: scenario.name.clone(),
-        file: file.display().to_string(),
         incident: scenario.incident.as_ref().map(|i| i.id.clone()),
-        incident_verdict: None,
-        variant: "steps",
-        verdict: Verdict::Passed,
-        failure: None,
-        not_applicable: None,
-        inconclusive: None,
-        target_output: None,
-        reused_target: false,
-        skipped_steps: Vec::new(),
-        duration_ms: 0,
-        violations: Vec::new(),
-        exchanges_checked: 0,
-        transcript: Vec::new(),
+        ..Outcome::new(&scenario.name, &file.display().to_string())
     };
     match prepare(scenario, file, opts, slot).await {
         Err(Setup::NotApplicable(why)) => {
