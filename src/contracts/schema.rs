@@ -2,7 +2,7 @@
 //! chat completion, chunk, embeddings and error objects (the OpenAPI
 //! document's `CreateChatCompletionResponse`, `CreateChatCompletionStreamResponse`,
 //! `CreateEmbeddingResponse`, `ErrorResponse`), Anthropic's Message, stream
-//! events and error, and Bedrock Converse's response. Only what the
+//! events and error. Only what the
 //! specification requires is checked: extra fields are always allowed (APIs
 //! grow), and a field the spec marks required *and nullable* may be absent
 //! (every SDK reads an absent nullable field as null).
@@ -211,17 +211,6 @@ pub fn anthropic_error(v: &Value) -> Vec<String> {
     s.problems
 }
 
-pub const ANTHROPIC_EVENTS: &[&str] = &[
-    "message_start",
-    "content_block_start",
-    "content_block_delta",
-    "content_block_stop",
-    "message_delta",
-    "message_stop",
-    "ping",
-    "error",
-];
-
 /// One Anthropic stream event's data.
 pub fn anthropic_event(v: &Value) -> Vec<String> {
     let mut s = Shape::default();
@@ -281,24 +270,6 @@ pub fn anthropic_event(v: &Value) -> Vec<String> {
             }
         }
         other => s.problem("/type", format!("`{other}` is not an event of the Messages stream")),
-    }
-    s.problems
-}
-
-/// Bedrock Converse's response (`output.message`, `stopReason`, `usage`).
-pub fn converse_response(v: &Value) -> Vec<String> {
-    let mut s = Shape::default();
-    let Some(m) = s.object(v, "") else { return s.problems };
-    if let Some(o) = s.required(m, "", "output", &[T::Obj]).and_then(Value::as_object) {
-        if let Some(msg) = s.required(o, "/output", "message", &[T::Obj]).and_then(Value::as_object) {
-            s.required(msg, "/output/message", "role", &[T::Str]);
-            s.required(msg, "/output/message", "content", &[T::Arr]);
-        }
-    }
-    s.required(m, "", "stopReason", &[T::Str]);
-    if let Some(u) = s.required(m, "", "usage", &[T::Obj]).and_then(Value::as_object) {
-        s.required(u, "/usage", "inputTokens", &[T::Int]);
-        s.required(u, "/usage", "outputTokens", &[T::Int]);
     }
     s.problems
 }

@@ -64,8 +64,6 @@ pub struct Answer {
     /// The stream (or body) said it completed: `[DONE]`, `message_stop`,
     /// `messageStop`, or a whole non-streaming body.
     pub completed: bool,
-    /// Chunk ids seen in a stream (OpenAI: all must be equal).
-    pub chunk_ids: Vec<String>,
 }
 
 fn u(v: Option<&Value>) -> Option<u64> {
@@ -143,9 +141,8 @@ pub fn openai_stream(body: &[u8]) -> Answer {
             continue;
         }
         let Some(v) = e.json() else { continue };
-        if let Some(id) = s(v.get("id")) {
-            a.chunk_ids.push(id.clone());
-            a.id.get_or_insert(id);
+        if a.id.is_none() {
+            a.id = s(v.get("id"));
         }
         if a.model.is_none() {
             a.model = s(v.get("model")).filter(|m| !m.is_empty());

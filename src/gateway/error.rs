@@ -144,6 +144,18 @@ pub fn upstream_message(body: &[u8]) -> (String, Option<String>) {
     (if t.is_empty() { "(empty body)".to_string() } else { t.to_string() }, None)
 }
 
+/// An error with its causes, `: `-separated (`error sending request: operation timed out`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// How a JSON value's type is named in error messages ("must be a string,
 /// got a number").
 pub fn json_type(v: &serde_json::Value) -> &'static str {

@@ -239,7 +239,7 @@ impl Resource for UpstreamClient {
 pub fn transport_error(e: &reqwest::Error, label: &str) -> ApiError {
     // The full error (URL, OS error) goes to the log; the client gets what
     // happened, in words that reveal nothing of the deployment.
-    tracing::warn!(upstream = %label, error = %error_chain(e), "upstream transport error");
+    tracing::warn!(upstream = %label, error = %crate::gateway::error::error_chain(e), "upstream transport error");
     if e.is_timeout() {
         ApiError::GatewayTimeout(format!("upstream {label} timed out"))
     } else if e.is_connect() {
@@ -249,16 +249,4 @@ pub fn transport_error(e: &reqwest::Error, label: &str) -> ApiError {
     } else {
         ApiError::BadGateway(format!("upstream {label} failed: the request could not be completed"))
     }
-}
-
-/// An error with its sources, for logs.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }

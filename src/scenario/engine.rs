@@ -6,6 +6,7 @@ use super::expect::{check_output, check_stat, html_links, json_contains, short, 
 use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, Step, UpstreamExpect};
 use crate::contracts::{self, Attribution, ClientRequest, ClientResponse, Exchange, UpstreamCall};
 use crate::gateway::beta::BetaPolicy;
+use crate::gateway::error::error_chain;
 use crate::gateway::{Config, KnownBugs};
 use crate::mocks::{MockKind, MockOptions, MockProvider};
 use crate::target::{GatewayUnderTest, TargetSpec};
@@ -800,7 +801,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             let resp = tokio::time::timeout(STEP_TIMEOUT, req.send())
                 .await
                 .map_err(|_| "no response headers within the step timeout".to_string())?
-                .map_err(|e| format!("request failed: {}", chain(&e)))?;
+                .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
             let status = resp.status().as_u16();
             if let Some(want) = expect.status {
                 if status != want {
@@ -854,7 +855,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 match tokio::time::timeout_at(deadline, opened.response.chunk()).await {
                     Ok(Ok(Some(chunk))) => opened.received.extend_from_slice(&chunk),
                     Ok(Ok(None)) => break,
-                    Ok(Err(e)) => return Err(format!("stream `{}` broke: {}", r.id, chain(&e))),
+                    Ok(Err(e)) => return Err(format!("stream `{}` broke: {}", r.id, error_chain(&e))),
                     Err(_) => break, // the bound: judged below
                 }
             }
@@ -983,18 +984,6 @@ fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, String> 
     headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect()
 }
 
-/// An error with its causes (`error sending request: operation timed out`).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// Reads a body to its end; on a transport error, what arrived before it
 /// and the error.
 async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, Option<String>) {
@@ -1010,7 +999,7 @@ async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, Option<String>) {
 
 async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(ClientRequest, Response), String> {
     let (req, sent) = build(ctx, r)?;
-    let resp = req.send().await.map_err(|e| format!("{} {}: request failed: {}", r.method, r.path, chain(&e)))?;
+    let resp = req.send().await.map_err(|e| format!("{} {}: request failed: {}", r.method, r.path, error_chain(&e)))?;
     let status = resp.status().as_u16();
     let url = resp.url().clone();
     let headers = header_map(resp.headers());
