@@ -374,10 +374,25 @@ fn anthropic_usage(v: &Value) -> Usage {
 
 // ---------------------------------------------------------------- OpenAI wire
 
-/// URL and auth headers for an OpenAI-format call.
+/// A streaming answer that is not the provider's event stream (an HTML
+/// error page, a JSON body) is a failed call, found before the client has a
+/// byte, so the next deployment can still be tried.
+fn expect_event_stream(resp: &reqwest::Response, provider: Provider) -> Result<(), ApiError> {
+    let wanted = if provider == Provider::Bedrock { "application/vnd.amazon.eventstream" } else { "text/event-stream" };
+    let media = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if media.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(wanted) {
+        Ok(())
+    } else {
+        Err(ApiError::BadGateway(format!(
+            "{provider} answered a streaming request with `{media}`, not an event stream"
+        )))
+    }
+}
+
 /// An upstream URL and the auth headers that go with it.
 type Target = (String, Vec<(&'static str, String)>);
 
+/// URL and auth headers for an OpenAI-format call.
 fn openai_target(route: &Route, base: &str, path: &str) -> Result<Target, ApiError> {
     let key = deployment_api_key(route);
     Ok(match route.provider {
@@ -424,16 +439,7 @@ async fn openai_call(
         return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
     }
     if a.stream {
-        // A stream that is not an event stream (an HTML error page, a JSON
-        // body) is a failed call, found before the client has a byte, so
-        // the next deployment can still be tried.
-        let media = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !media.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("text/event-stream") {
-            return Err(ApiError::BadGateway(format!(
-                "{} answered a streaming request with `{media}`, not an event stream",
-                route.provider
-            )));
-        }
+        expect_event_stream(&resp, route.provider)?;
         // Pass the upstream's SSE through event by event; the lease moves
         // into the stream so the client lives until the stream ends.
         let idle = Some(stream_bound(&route));
@@ -661,6 +667,9 @@ async fn anthropic_send(
     let resp = client.send(rb, upstream_bound(route, stream)).await?;
     if !resp.status().is_success() {
         return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
+    }
+    if stream {
+        expect_event_stream(&resp, route.provider)?;
     }
     Ok((resp, client))
 }
