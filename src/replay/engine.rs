@@ -1035,7 +1035,15 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
     // Match what the gateway sent upstream with the recording.
     let complete = cassette.metadata.headers_complete;
     let journals: BTreeMap<MockKind, Vec<RecordedRequest>> = mocks.iter().map(|(k, m)| (*k, m.journal())).collect();
-    let observed_for = match_journals(cassette, (&targets, &planned), &journals, caused_by.clone(), report);
+    let observed_for = match_journals(cassette, (&targets, &planned), &journals, caused_by, report);
+    // Where each matched entry sits in its mock's journal (and so in
+    // `answered`): the upstream call the contract checks attribute to it.
+    let position: HashMap<*const RecordedRequest, (MockKind, usize)> = journals
+        .iter()
+        .flat_map(|(kind, journal)| {
+            journal.iter().enumerate().map(move |(i, r)| (r as *const RecordedRequest, (*kind, i)))
+        })
+        .collect();
 
     // Per interaction: headers of matched requests, unused ones, responses.
     // Only with --update: a copy of the cassette to change.
@@ -1078,7 +1086,8 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
             // response would only add noise.
             Some(Ok(got)) if got.is_no_match() => {}
             Some(Ok(got)) => {
-                let x = exchange(p, &got, n, &caused_by, &answered);
+                let call = observed_for[n].and_then(|entry| position.get(&(entry as *const RecordedRequest)).copied());
+                let x = exchange(p, &got, call, &answered);
                 for v in crate::contracts::check(&x, &setup) {
                     rep.findings.push(Finding {
                         what: format!("contract {} broken: {}", v.contract, v.detail),
@@ -1130,36 +1139,29 @@ fn contract_setup(config: &Config, mocks: &BTreeMap<MockKind, MockProvider>) -> 
     crate::contracts::Setup::from_config(&json!({"model_list": model_list}), &urls, &BTreeMap::new())
 }
 
-/// Planned call `n` as the contract checks see it: the upstream calls it
-/// caused are known exactly when it ran alone, shared within a concurrent
-/// window.
+/// A planned call as the contract checks see it, with the upstream request
+/// the journals matched to it (one at a time or concurrently alike: the
+/// match is by content, not by timing).
 fn exchange(
     p: &Planned,
     got: &ClientResponse,
-    n: usize,
-    caused_by: &Causes,
+    call: Option<(MockKind, usize)>,
     answered: &BTreeMap<MockKind, Vec<(RecordedRequest, crate::mocks::MockAnswer)>>,
 ) -> crate::contracts::Exchange {
     use crate::contracts::{Attribution, ClientRequest, ClientResponse as Got, Exchange, UpstreamCall};
     let pairs = |h: &Headers| -> Vec<(String, String)> {
         h.iter().flat_map(|(k, v)| v.iter().map(move |x| (k.to_ascii_lowercase(), x.to_string()))).collect()
     };
-    let mut attribution = Attribution::Exact;
-    let mut upstream = Vec::new();
-    for (kind, ranges) in caused_by {
-        for (from, to, calls) in ranges.iter().filter(|(_, _, calls)| calls.contains(&n)) {
-            if calls.len() > 1 {
-                attribution = Attribution::Shared;
-            }
-            for (request, answer) in
-                answered.get(kind).map(|a| &a[(*from).min(a.len())..(*to).min(a.len())]).unwrap_or(&[])
-            {
-                let provider = format!("replay-{kind}");
-                upstream.push(UpstreamCall { provider, kind: *kind, request: request.clone(), answer: answer.clone() });
-            }
-        }
-    }
-    upstream.sort_by_key(|c| c.answer.seq);
+    let upstream = call
+        .and_then(|(kind, i)| answered.get(&kind)?.get(i).map(|a| (kind, a)))
+        .map(|(kind, (request, answer))| UpstreamCall {
+            provider: format!("replay-{kind}"),
+            kind,
+            request: request.clone(),
+            answer: answer.clone(),
+        })
+        .into_iter()
+        .collect();
     Exchange {
         request: ClientRequest {
             method: p.client.method.clone(),
@@ -1169,7 +1171,7 @@ fn exchange(
         },
         response: Got { status: got.status, headers: pairs(&got.headers), body: got.body.clone(), complete: true },
         upstream,
-        attribution,
+        attribution: Attribution::Exact,
     }
 }
 
