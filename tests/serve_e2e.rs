@@ -3,7 +3,6 @@
 //! official OpenAI and Anthropic Python SDKs when a Python with them is
 //! available (`POSTMORTEM_PYTHON`, which `.ci/run` sets up).
 
-use postmortem::gateway::beta::{BetaPolicy, BetaTarget};
 use postmortem::mocks::{MockKind, MockOptions, MockProvider};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -46,19 +45,18 @@ fn serve(config: &str) -> Served {
     Served { child, url }
 }
 
-async fn mock(kind: MockKind, name: &str, target: Option<BetaTarget>) -> MockProvider {
-    let opts = MockOptions { strict: true, beta_allowlist: target.map(|t| BetaPolicy::bundled().allowlist(t)) };
-    MockProvider::start(kind, name, opts).await.unwrap()
+async fn mock(kind: MockKind, name: &str) -> MockProvider {
+    MockProvider::start(kind, name, MockOptions::for_kind(kind)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn served_gateway_answers_over_http_and_to_the_official_sdks() {
-    let openai = mock(MockKind::Openai, "openai", None).await;
-    let vllm = mock(MockKind::HostedVllm, "vllm", None).await;
-    let anthropic = mock(MockKind::Anthropic, "anthropic", None).await;
-    let bedrock = mock(MockKind::Bedrock, "bedrock", Some(BetaTarget::Bedrock)).await;
-    let vertex = mock(MockKind::VertexAi, "vertex", Some(BetaTarget::VertexAi)).await;
-    let azure = mock(MockKind::AzureAi, "azure", Some(BetaTarget::AzureAi)).await;
+    let openai = mock(MockKind::Openai, "openai").await;
+    let vllm = mock(MockKind::HostedVllm, "vllm").await;
+    let anthropic = mock(MockKind::Anthropic, "anthropic").await;
+    let bedrock = mock(MockKind::Bedrock, "bedrock").await;
+    let vertex = mock(MockKind::VertexAi, "vertex").await;
+    let azure = mock(MockKind::AzureAi, "azure").await;
     let config = format!(
         r#"model_list:
   - model_name: gpt-4o

@@ -35,7 +35,7 @@ mod journal;
 pub(crate) use journal::decode as percent_decode;
 mod route;
 mod stream;
-mod strict;
+pub mod strict;
 mod stub;
 mod wire;
 
@@ -122,11 +122,20 @@ pub struct MockOptions {
     /// Reject what the real provider rejects (auth, required fields, nulls,
     /// beta flags). On by default: turning it off makes a scenario weaker.
     pub strict: bool,
-    /// Beta flags the provider accepts (bedrock, vertex_ai, azure_ai). The
-    /// caller passes the allowlist from the beta policy. `None` means the
+    /// Beta flags the provider accepts (bedrock, vertex_ai, azure_ai).
+    /// [`MockOptions::for_kind`] fills in the platform's own list
+    /// ([`strict::betas`]); tests may pass another. `None` means the
     /// mock does not check beta flags at all; `Some(empty)` rejects every flag.
     /// Ignored for the other kinds (Anthropic itself accepts unknown betas).
     pub beta_allowlist: Option<BTreeSet<String>>,
+}
+
+impl MockOptions {
+    /// Strict, with the platform's own accepted beta flags
+    /// ([`strict::betas::accepted`]): what a scenario's mock uses.
+    pub fn for_kind(kind: MockKind) -> MockOptions {
+        MockOptions { strict: true, beta_allowlist: strict::betas::accepted(kind) }
+    }
 }
 
 impl Default for MockOptions {

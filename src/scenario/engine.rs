@@ -5,7 +5,6 @@ use super::assets::{materialize, AssetServer};
 use super::expect::{check_output, check_stat, html_links, json_contains, short, stream_verdict};
 use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, Step, UpstreamExpect};
 use crate::contracts::{self, Attribution, ClientRequest, ClientResponse, Exchange, UpstreamCall};
-use crate::gateway::beta::BetaPolicy;
 use crate::gateway::error::error_chain;
 use crate::gateway::{Config, KnownBugs};
 use crate::mocks::{MockKind, MockOptions, MockProvider};
@@ -408,17 +407,6 @@ impl From<String> for Setup {
     }
 }
 
-fn beta_allowlist(kind: MockKind) -> Option<std::collections::BTreeSet<String>> {
-    use crate::gateway::beta::BetaTarget;
-    let target = match kind {
-        MockKind::Bedrock => BetaTarget::Bedrock,
-        MockKind::VertexAi => BetaTarget::VertexAi,
-        MockKind::AzureAi => BetaTarget::AzureAi,
-        _ => return None,
-    };
-    Some(BetaPolicy::bundled().allowlist(target))
-}
-
 /// The steps to run against this target, or why none can.
 fn choose_steps<'a>(scenario: &'a Scenario, target: &TargetSpec) -> Result<&'a [Step], String> {
     let missing = |caps: Vec<super::model::Capability>| -> Vec<String> {
@@ -480,7 +468,7 @@ impl Rig {
         let mut mocks = HashMap::new();
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         for (name, spec) in &scenario.providers {
-            let options = MockOptions { strict: spec.strict, beta_allowlist: beta_allowlist(spec.kind) };
+            let options = MockOptions { strict: spec.strict, ..MockOptions::for_kind(spec.kind) };
             let mock = MockProvider::start(spec.kind, name, options)
                 .await
                 .map_err(|e| format!("providers.{name}: mock did not start: {e}"))?;

@@ -7,6 +7,7 @@
 
 mod anthropic;
 mod bedrock;
+pub mod betas;
 mod openai;
 mod pyrepr;
 mod vertex;

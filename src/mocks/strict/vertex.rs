@@ -9,6 +9,7 @@ use super::super::ids::IdGen;
 use super::super::journal::RecordedRequest;
 use super::super::route::Route;
 use super::super::wire::Buffered;
+use super::super::MockKind;
 use super::anthropic::unexpected_betas_message;
 use super::{body_betas, has, has_bearer, json_error_text, parse_object, unknown_betas};
 
@@ -33,8 +34,13 @@ pub(super) fn check(
         _ => return None,
     };
     if let Some(allow) = allow {
-        let flags = req.beta_header_flags().into_iter().chain(body_betas(req));
-        let unknown = unknown_betas(allow, flags);
+        // A header-only flag in the body is as unknown as an invented one.
+        let header_only = super::betas::header_only(MockKind::VertexAi);
+        let in_body = body_betas(req);
+        let misplaced = in_body.iter().filter(|f| header_only.contains(&f.as_str())).cloned();
+        let mut unknown = unknown_betas(allow, req.beta_header_flags().into_iter().chain(in_body.iter().cloned()));
+        let extra: Vec<String> = misplaced.filter(|f| !unknown.contains(f)).collect();
+        unknown.extend(extra);
         if !unknown.is_empty() {
             return Some(invalid(&unexpected_betas_message(&unknown)));
         }
