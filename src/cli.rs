@@ -29,7 +29,8 @@ pub async fn serve(config: &Path, host: &str, port: u16) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let gw = match GatewayBuilder::new(loaded.config).build().await {
+    let default_db = crate::gateway::store::DatabaseLocation::File(crate::gateway::store::default_path_for(config));
+    let gw = match GatewayBuilder::new(loaded.config).default_database(default_db).build().await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {}: {e}", config.display());
@@ -44,7 +45,7 @@ pub async fn serve(config: &Path, host: &str, port: u16) -> ExitCode {
         }
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(address = %addr, root_path = %gw.root_path, models = gw.router.model_names().len(), "postmortem gateway listening");
+    tracing::info!(address = %addr, root_path = %gw.root_path, models = gw.router.model_names().len(), database = %gw.store.location().describe(), "postmortem gateway listening");
     // A line the harness and scripts can wait for.
     println!("postmortem listening on http://{addr}{}", gw.root_path);
     match crate::gateway::server::serve(gw, listener).await {

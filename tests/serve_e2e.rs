@@ -4,46 +4,10 @@
 //! available (`POSTMORTEM_PYTHON`, which `.ci/run` sets up).
 
 use postmortem::mocks::{MockKind, MockOptions, MockProvider};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(config: &str) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postmortem"))
-        .args(["serve", "--config", path.to_str().unwrap(), "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("postmortem serve starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("postmortem listening on ") {
-                let _ = tx.send(url.to_string());
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(30)).expect("the gateway printed its address");
-    // Keep the temp dir alive for the process's lifetime.
-    std::mem::forget(dir);
-    Served { child, url }
-}
+#[path = "support/served.rs"]
+mod served;
+use served::serve;
 
 async fn mock(kind: MockKind, name: &str) -> MockProvider {
     MockProvider::start(kind, name, MockOptions::for_kind(kind)).await.unwrap()

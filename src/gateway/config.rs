@@ -129,6 +129,15 @@ pub struct GeneralSettings {
     /// `LITELLM_ANTHROPIC_BETA_HEADERS_URL` is used when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anthropic_beta_headers: Option<String>,
+    /// The embedded SQLite database for run-time keys, spend and the spend
+    /// log: a path, or `:memory:`. `serve` defaults to `postmortem.db` beside
+    /// the config file; a gateway built in-process defaults to `:memory:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_path: Option<String>,
+    /// Seconds between spend writes (LiteLLM's name; default 10). A crash
+    /// loses at most this much spend; a graceful shutdown loses none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_batch_write_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -320,6 +329,7 @@ impl Config {
         }
         resolve("general_settings.model_cost_map".into(), &mut g.model_cost_map)?;
         resolve("general_settings.anthropic_beta_headers".into(), &mut g.anthropic_beta_headers)?;
+        resolve("general_settings.database_path".into(), &mut g.database_path)?;
         for (i, k) in self.keys.iter_mut().enumerate() {
             let mut v = Some(k.key.clone());
             resolve(format!("keys[{i}].key"), &mut v)?;

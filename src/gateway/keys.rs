@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq;
 use crate::gateway::catalog::Catalog;
 use crate::gateway::clock::SharedClock;
 use crate::gateway::rate::RateLimiter;
+use crate::gateway::store::StoredKey;
 
 pub use crate::gateway::rate::{RateLimitKind, RATE_WINDOW};
 
@@ -276,6 +277,40 @@ impl KeyRecord {
         })
     }
 
+    /// A key read back from the store: its hash, not its secret.
+    fn from_stored(stored: &StoredKey) -> Result<KeyRecord, KeyError> {
+        let hash = parse_hash(&stored.hash)
+            .ok_or_else(|| KeyError::InvalidSpec(format!("stored key hash {:?} is not 64 hex digits", stored.hash)))?;
+        let spec: KeySpec = serde_json::from_str(&stored.spec_json)
+            .map_err(|e| KeyError::InvalidSpec(format!("stored key {}: {e}", stored.hash)))?;
+        Ok(KeyRecord {
+            hash,
+            masked: stored.masked.clone(),
+            access: AccessList::compile(&spec.models)?,
+            limits: RateLimiter::new(spec.rpm, spec.tpm),
+            spec,
+            created_at: stored.created_at,
+            spend: Mutex::new(0.0),
+        })
+    }
+
+    /// What the store keeps of this key (never the secret).
+    pub fn to_stored(&self) -> StoredKey {
+        StoredKey {
+            hash: self.key_hash(),
+            masked: self.masked.clone(),
+            spec_json: serde_json::to_string(&self.spec).unwrap_or_else(|_| "{}".into()),
+            created_at: self.created_at,
+        }
+    }
+
+    /// Sets the spend read back from the store at start-up.
+    pub fn restore_spend(&self, usd: f64) {
+        if usd.is_finite() && usd >= 0.0 {
+            *self.spend.lock() = usd;
+        }
+    }
+
     pub fn key_hash(&self) -> String {
         hex::encode(self.hash)
     }
@@ -393,6 +428,17 @@ impl KeyStore {
         }
         keys.insert(record.hash, record);
         Ok(info)
+    }
+
+    /// Adds a key read back from the store (a run-time key of an earlier start).
+    pub fn insert_stored(&self, stored: &StoredKey) -> Result<Arc<KeyRecord>, KeyError> {
+        let record = Arc::new(KeyRecord::from_stored(stored)?);
+        let mut keys = self.keys.write();
+        if keys.contains_key(&record.hash) {
+            return Err(KeyError::DuplicateKey);
+        }
+        keys.insert(record.hash, Arc::clone(&record));
+        Ok(record)
     }
 
     /// Creates a key with a fresh `sk-` + 32 URL-safe random characters secret

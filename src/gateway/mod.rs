@@ -20,6 +20,7 @@ pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod store;
 pub mod ui;
 pub mod upstream;
 

@@ -327,6 +327,19 @@ fn charge(gw: &Gateway, caller: &Caller, route: &Route, usage: &Usage) -> Option
     if let Caller::Key(k) = caller {
         k.add_spend(total);
     }
+    let row = crate::gateway::store::SpendRow {
+        at: crate::gateway::state::unix(gw.clock.wall()),
+        key_hash: match caller {
+            Caller::Key(k) => Some(k.key_hash()),
+            _ => None,
+        },
+        model: route.deployment.model_name.clone(),
+        upstream_model: format!("{}/{}", route.provider, route.upstream_model),
+        cost_usd: total,
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+    };
+    gw.record_spend(row);
     Some(total)
 }
 

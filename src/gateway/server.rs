@@ -106,6 +106,7 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/key/info", get(key_info))
         .route("/key/delete", post(key_delete))
         .route("/key/list", get(key_list))
+        .route("/spend/logs", get(spend_logs))
         .route("/openapi.json", get(ui::openapi))
         .route("/docs", get(ui::docs))
         .route("/ui", get(ui::page))
@@ -162,6 +163,12 @@ pub fn health_value(gw: &Gateway) -> Value {
         "model_cost_map": catalog,
         "anthropic_beta_policy": beta,
         "client_cache": gw.clients.stats(),
+        "storage": {
+            "backend": "sqlite",
+            "durable": *gw.store.location() != crate::gateway::store::DatabaseLocation::Memory,
+            "location": gw.store.location().describe(),
+            "spend_rows_queued": gw.spend.len(),
+        },
         "known_bugs_enabled": gw.bugs.any(),
     })
 }
@@ -176,6 +183,10 @@ async fn health(State(gw): Gw, headers: HeaderMap) -> Json<Value> {
             for d in ds.iter_mut().filter_map(Value::as_object_mut) {
                 d.remove("api_base");
             }
+        }
+        // Where the files are is the operator's business.
+        if let Some(st) = v.get_mut("storage").and_then(Value::as_object_mut) {
+            st.remove("location");
         }
     }
     Json(v)
@@ -308,13 +319,13 @@ async fn key_generate(State(gw): Gw, headers: HeaderMap, body: Body) -> Response
         Ok(s) => s,
         Err(e) => return ApiError::BadRequest(format!("invalid key spec: {e}")).into_response(),
     };
-    match gw.keys.generate(spec) {
+    match gw.generate_key(spec).await {
         Ok((secret, info)) => {
             let mut v = serde_json::to_value(info).unwrap_or_default();
             v["key"] = json!(secret);
             Json(v).into_response()
         }
-        Err(e) => ApiError::BadRequest(e.to_string()).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -352,7 +363,14 @@ async fn key_delete(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
         Ok(d) => d,
         Err(e) => return ApiError::BadRequest(format!("expected {{\"keys\": [..]}}: {e}")).into_response(),
     };
-    let deleted: Vec<String> = del.keys.iter().filter(|k| gw.keys.delete(k)).map(|k| mask(k)).collect();
+    let mut deleted = Vec::new();
+    for k in &del.keys {
+        match gw.delete_key(k).await {
+            Ok(true) => deleted.push(mask(k)),
+            Ok(false) => {}
+            Err(e) => return e.into_response(),
+        }
+    }
     Json(json!({"deleted_keys": deleted})).into_response()
 }
 
@@ -363,19 +381,138 @@ async fn key_list(State(gw): Gw, headers: HeaderMap) -> Response {
     Json(json!({"keys": gw.keys.list()})).into_response()
 }
 
+/// `GET /spend/logs?api_key=...&limit=N`: the newest spend-log rows (admin).
+/// Rows still waiting for the next batch write are written first, so the
+/// answer includes every priced request so far.
+async fn spend_logs(State(gw): Gw, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    if let Err(e) = require_admin(&gw, &headers) {
+        return e.into_response();
+    }
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+        Some(_) => return ApiError::BadRequest("limit must be a whole number from 1 to 10000".into()).into_response(),
+    };
+    let hash = match q.get("api_key").or_else(|| q.get("key")) {
+        None => None,
+        Some(k) => match gw.keys.get(k) {
+            Some(r) => Some(r.key_hash()),
+            None => return ApiError::NotFound("key not found".into()).into_response(),
+        },
+    };
+    if let Err(e) = gw.flush_spend().await {
+        tracing::error!(error = %e, "spend flush before /spend/logs failed");
+        return ApiError::Internal("the spend log could not be written".into()).into_response();
+    }
+    let store = Arc::clone(&gw.store);
+    match tokio::task::spawn_blocking(move || store.spend_log(hash.as_deref(), limit)).await {
+        Ok(Ok(rows)) => Json(json!({"data": rows})).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reading the spend log failed");
+            ApiError::Internal("the spend log could not be read".into()).into_response()
+        }
+        Err(e) => ApiError::Internal(format!("reading the spend log failed: {e}")).into_response(),
+    }
+}
+
 fn mask(k: &str) -> String {
     let tail: String = k.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
     format!("sk-...{tail}")
 }
 
-/// Binds and serves until the process is stopped.
+/// How long a graceful shutdown waits for requests in flight (a long stream
+/// included) before it stops anyway and writes the spend.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves until SIGTERM or SIGINT; then stops accepting, lets requests in
+/// flight finish (at most [`SHUTDOWN_GRACE`]) and writes the queued spend.
 pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    serve_until(gw, listener, stop_signal()).await
+}
+
+/// [`serve`] with the stop condition given (tests pass a channel).
+pub async fn serve_until(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     spawn_periodic_tasks(gw.clone());
+    spawn_spend_writer(gw.clone());
     // Streamed chunks must not wait for Nagle's algorithm.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(gw)).await
+    let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stopped_tx.send(true);
+    });
+    let mut drain = stopped_rx.clone();
+    let mut grace = stopped_rx;
+    let server = axum::serve(listener, app(gw.clone())).with_graceful_shutdown(async move {
+        let _ = drain.wait_for(|s| *s).await;
+    });
+    let bounded = async move {
+        let _ = grace.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = server => r,
+        () = bounded => {
+            tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "requests still in flight after the shutdown grace; stopping anyway");
+            Ok(())
+        }
+    };
+    match gw.flush_spend().await {
+        Ok(r) => tracing::info!(written = r.written, "spend written at shutdown"),
+        Err(e) => tracing::error!(error = %e, pending = gw.spend.len(), "spend could not be written at shutdown"),
+    }
+    result
+}
+
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("stop signal received; finishing requests in flight");
+}
+
+/// Writes queued spend every `proxy_batch_write_at` seconds while the
+/// gateway lives.
+fn spawn_spend_writer(gw: Arc<Gateway>) {
+    let every = gw.spend_flush_interval();
+    let weak = Arc::downgrade(&gw);
+    drop(gw);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(gw) = weak.upgrade() else { break };
+            if let Err(e) = gw.flush_spend().await {
+                tracing::error!(error = %e, pending = gw.spend.len(), "spend write failed; the rows stay queued");
+            }
+        }
+    });
 }
 
 /// In production the periodic reload runs on a real ticker; the harness

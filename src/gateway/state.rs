@@ -9,6 +9,7 @@ use crate::gateway::error::ApiError;
 use crate::gateway::keys::{KeySpec, KeyStore};
 use crate::gateway::known_bugs::KnownBugs;
 use crate::gateway::routing::{ModelRouter, RouteError};
+use crate::gateway::store::{DatabaseLocation, SpendQueue, SpendRow, Store, StoreError};
 use crate::gateway::upstream::{ClientKey, UpstreamClient};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -26,6 +27,8 @@ pub enum BuildError {
     Beta(String),
     #[error("config: keys: {0}")]
     Keys(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Where the anthropic-beta policy came from and whether the last reload worked.
@@ -51,6 +54,10 @@ pub struct Gateway {
     pub drop_params: bool,
     pub max_body_bytes: usize,
     pub started_at: SystemTime,
+    /// Run-time keys, spend and the spend log, made durable.
+    pub store: Arc<Store>,
+    /// Spend waiting for the next batch write.
+    pub spend: Arc<SpendQueue>,
     /// Monotonic time of the next periodic cost-map reload.
     next_cost_map_reload: Mutex<Option<Duration>>,
 }
@@ -65,11 +72,24 @@ pub struct GatewayBuilder {
     config: Config,
     clock: SharedClock,
     bugs: KnownBugs,
+    database: Option<DatabaseLocation>,
 }
 
 impl GatewayBuilder {
     pub fn new(config: Config) -> Self {
-        GatewayBuilder { config, clock: CoarseClock::start(Duration::from_millis(1)), bugs: KnownBugs::default() }
+        GatewayBuilder {
+            config,
+            clock: CoarseClock::start(Duration::from_millis(1)),
+            bugs: KnownBugs::default(),
+            database: None,
+        }
+    }
+
+    /// Where the database is when the config does not say
+    /// (`general_settings.database_path` wins). Default `:memory:`.
+    pub fn default_database(mut self, location: DatabaseLocation) -> Self {
+        self.database = Some(location);
+        self
     }
 
     pub fn clock(mut self, clock: SharedClock) -> Self {
@@ -84,7 +104,7 @@ impl GatewayBuilder {
     }
 
     pub async fn build(self) -> Result<Arc<Gateway>, BuildError> {
-        let GatewayBuilder { mut config, clock, bugs } = self;
+        let GatewayBuilder { mut config, clock, bugs, database } = self;
         config.resolve_env("config")?;
         let root_path = config.root_path()?;
         let router = ModelRouter::from_config(&config)?;
@@ -117,6 +137,16 @@ impl GatewayBuilder {
             };
             keys.insert_from_config(&k.key, spec).map_err(|e| BuildError::Keys(format!("keys[{i}]: {e}")))?;
         }
+        let location = match &config.general_settings.database_path {
+            Some(p) => DatabaseLocation::parse(p),
+            None => database.unwrap_or(DatabaseLocation::Memory),
+        };
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || Store::open(location))
+                .await
+                .map_err(|e| BuildError::Keys(format!("opening the database: {e}")))??,
+        );
+        restore_keys(&store, &keys)?;
 
         let cache_config = CacheConfig {
             capacity: config.general_settings.client_cache_capacity.unwrap_or(200),
@@ -156,8 +186,25 @@ impl GatewayBuilder {
             bugs,
             drop_params,
             max_body_bytes,
+            store,
+            spend: Arc::new(SpendQueue::default()),
         }))
     }
+}
+
+/// Puts back the run-time keys and every key's spend from the store.
+fn restore_keys(store: &Store, keys: &KeyStore) -> Result<(), BuildError> {
+    for stored in store.load_keys()? {
+        keys.insert_stored(&stored).map_err(|e| BuildError::Keys(format!("stored key {}: {e}", stored.hash)))?;
+    }
+    for (hash, spend) in store.load_spend()? {
+        // Spend of a config key that has since left the config stays stored
+        // (it is history) but belongs to no key now.
+        if let Some(k) = keys.get(&hash) {
+            k.restore_spend(spend);
+        }
+    }
+    Ok(())
 }
 
 fn status_now(source: &str, clock: &SharedClock) -> BetaStatus {
@@ -196,6 +243,74 @@ fn beta_source(config: &Config) -> Option<String> {
 }
 
 impl Gateway {
+    /// Creates a key and stores it before answering: a key handed out
+    /// survives a crash the next instant.
+    pub async fn generate_key(&self, spec: KeySpec) -> Result<(String, crate::gateway::keys::KeyInfo), ApiError> {
+        let (secret, info) = self.keys.generate(spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let stored = match self.keys.get(&info.key_hash) {
+            Some(r) => r.to_stored(),
+            None => return Err(ApiError::Internal("the new key vanished before it was stored".into())),
+        };
+        let store = Arc::clone(&self.store);
+        let written = tokio::task::spawn_blocking(move || store.insert_key(&stored)).await;
+        match written {
+            Ok(Ok(())) => Ok((secret, info)),
+            Ok(Err(e)) => {
+                self.keys.delete(&info.key_hash);
+                tracing::error!(error = %e, "could not store a new key; it was not created");
+                Err(ApiError::Internal("the key could not be stored; it was not created".into()))
+            }
+            Err(e) => {
+                self.keys.delete(&info.key_hash);
+                Err(ApiError::Internal(format!("storing the key failed: {e}")))
+            }
+        }
+    }
+
+    /// Deletes a key (by secret or hash) from the store, then from memory;
+    /// `Ok(false)` when there is no such key.
+    pub async fn delete_key(&self, secret_or_hash: &str) -> Result<bool, ApiError> {
+        let Some(record) = self.keys.get(secret_or_hash) else {
+            return Ok(false);
+        };
+        let hash = record.key_hash();
+        let store = Arc::clone(&self.store);
+        let h = hash.clone();
+        match tokio::task::spawn_blocking(move || store.delete_key(&h)).await {
+            Ok(Ok(_)) => Ok(self.keys.delete(&hash)),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not delete a key from the database; it stays");
+                Err(ApiError::Internal("the key could not be deleted from the database; it stays".into()))
+            }
+            Err(e) => Err(ApiError::Internal(format!("deleting the key failed: {e}"))),
+        }
+    }
+
+    /// Queues a priced request's spend for the next batch write.
+    pub fn record_spend(&self, row: SpendRow) {
+        if self.spend.push(row) {
+            let (queue, store) = (Arc::clone(&self.spend), Arc::clone(&self.store));
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = queue.flush(&store).await {
+                        tracing::error!(error = %e, "spend write failed; the rows stay queued");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Writes queued spend now. Called by the periodic task, on graceful
+    /// shutdown, and by tests.
+    pub async fn flush_spend(&self) -> Result<crate::gateway::store::FlushReport, StoreError> {
+        self.spend.flush(&self.store).await
+    }
+
+    /// Seconds between spend writes.
+    pub fn spend_flush_interval(&self) -> Duration {
+        Duration::from_secs(self.config.general_settings.proxy_batch_write_at.unwrap_or(10).max(1))
+    }
+
     /// A client for `key` from the cache (or a new one). The returned lease
     /// keeps the client alive for as long as the caller holds it.
     pub fn client(&self, key: ClientKey) -> Result<Lease<UpstreamClient>, ApiError> {

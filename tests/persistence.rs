@@ -1,0 +1,206 @@
+//! Keys and spend survive restarts: through the real router with the embedded
+//! SQLite file, and through the real `postmortem serve` process stopped with
+//! SIGTERM (graceful: no spend lost) and with SIGKILL (keys kept: they are
+//! written before `/key/generate` answers).
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use postmortem::gateway::{Config, Gateway, GatewayBuilder};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use tower::ServiceExt;
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const MASTER: &str = "test-master-key-persist";
+
+fn chat_ok() -> Value {
+    json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+           "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}})
+}
+
+async fn upstream() -> MockServer {
+    let up = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(chat_ok()))
+        .mount(&up)
+        .await;
+    up
+}
+
+fn config_yaml(up: &MockServer, db: &Path) -> String {
+    format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
+         general_settings: {{master_key: {MASTER}, database_path: '{}'}}\n",
+        up.uri(),
+        db.display()
+    )
+}
+
+async fn gateway(yaml: &str) -> Arc<Gateway> {
+    let cfg = Config::parse(yaml, "test.yaml").expect("config parses").config;
+    GatewayBuilder::new(cfg).build().await.expect("gateway builds")
+}
+
+async fn call(gw: &Arc<Gateway>, method: &str, uri: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {bearer}"));
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let resp = postmortem::gateway::server::app(gw.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn chat() -> Option<Value> {
+    Some(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+}
+
+/// One priced call of `chat_ok()` with gpt-4o's price in the bundled map.
+const ONE_CALL_USD: f64 = 4.5e-5;
+
+#[tokio::test]
+async fn a_generated_key_and_its_spend_survive_a_rebuild_on_the_same_file() {
+    let up = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_yaml(&up, &dir.path().join("state.db"));
+
+    let gw = gateway(&yaml).await;
+    let (s, gen) =
+        call(&gw, "POST", "/key/generate", MASTER, Some(json!({"models": ["gpt-4o"], "max_budget": 1.0}))).await;
+    assert_eq!(s, 200, "{gen}");
+    let key = gen["key"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let (s, b) = call(&gw, "POST", "/v1/chat/completions", &key, chat()).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // The log answers with what is queued, too.
+    let (s, log) = call(&gw, "GET", &format!("/spend/logs?api_key={key}"), MASTER, None).await;
+    assert_eq!(s, 200, "{log}");
+    assert_eq!(log["data"].as_array().map(Vec::len), Some(2), "{log}");
+    assert!(!log.to_string().contains(&key), "the spend log never shows a secret: {log}");
+    gw.flush_spend().await.unwrap();
+    drop(gw);
+
+    let gw = gateway(&yaml).await;
+    let (s, info) = call(&gw, "GET", "/key/info", &key, None).await;
+    assert_eq!(s, 200, "the key works after a restart: {info}");
+    let spend = info["info"]["spend"].as_f64().unwrap();
+    assert!((spend - 2.0 * ONE_CALL_USD).abs() < 1e-12, "spend survives: {info}");
+    assert_eq!(info["info"]["models"], json!(["gpt-4o"]), "its limits survive: {info}");
+
+    // Deleted is deleted for good.
+    let (s, _) = call(&gw, "POST", "/key/delete", MASTER, Some(json!({"keys": [key.clone()]}))).await;
+    assert_eq!(s, 200);
+    drop(gw);
+    let gw = gateway(&yaml).await;
+    let (s, _) = call(&gw, "GET", "/key/info", &key, None).await;
+    assert_eq!(s, 401, "a deleted key stays deleted after a restart");
+}
+
+#[tokio::test]
+async fn a_config_key_keeps_its_spend_and_the_budget_holds_across_restarts() {
+    let up = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}keys:\n  - {{key: sk-config-key-persist-0001, max_budget: {}}}\n",
+        config_yaml(&up, &dir.path().join("state.db")),
+        1.5 * ONE_CALL_USD
+    );
+    let gw = gateway(&yaml).await;
+    for _ in 0..2 {
+        let (s, b) = call(&gw, "POST", "/v1/chat/completions", "sk-config-key-persist-0001", chat()).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    gw.flush_spend().await.unwrap();
+    drop(gw);
+    let gw = gateway(&yaml).await;
+    let (s, b) = call(&gw, "POST", "/v1/chat/completions", "sk-config-key-persist-0001", chat()).await;
+    assert!((400..500).contains(&s), "the budget spent before the restart still counts: {s} {b}");
+}
+
+#[tokio::test]
+async fn without_a_database_path_an_in_process_gateway_keeps_nothing() {
+    let up = upstream().await;
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
+         general_settings: {{master_key: {MASTER}}}\n",
+        up.uri()
+    );
+    let gw = gateway(&yaml).await;
+    let (_, gen) = call(&gw, "POST", "/key/generate", MASTER, Some(json!({}))).await;
+    let key = gen["key"].as_str().unwrap().to_string();
+    drop(gw);
+    let gw = gateway(&yaml).await;
+    let (s, _) = call(&gw, "GET", "/key/info", &key, None).await;
+    assert_eq!(s, 401, ":memory: is the in-process default");
+}
+
+#[cfg(unix)]
+#[path = "support/served.rs"]
+mod support;
+
+#[cfg(unix)]
+mod served {
+    use super::support::serve_file as serve;
+    use super::*;
+
+    fn config_file(dir: &Path, up: &MockServer) -> std::path::PathBuf {
+        let yaml = format!(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
+             general_settings: {{master_key: {MASTER}, proxy_batch_write_at: 3600}}\n",
+            up.uri()
+        );
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    async fn post(client: &reqwest::Client, url: &str, bearer: &str, body: Value) -> (u16, Value) {
+        let r = client.post(url).bearer_auth(bearer).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn info(client: &reqwest::Client, base: &str, key: &str) -> (u16, Value) {
+        let r = client.get(format!("{base}/key/info")).bearer_auth(key).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_survives_kill_9_and_spend_survives_sigterm() {
+        let up = upstream().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_file(dir.path(), &up);
+        let client = reqwest::Client::new();
+
+        // kill -9 right after the key is made: the key is already on disk.
+        let g = serve(&config);
+        let (s, gen) = post(&client, &format!("{}/key/generate", g.url), MASTER, json!({"models": ["gpt-4o"]})).await;
+        assert_eq!(s, 200, "{gen}");
+        let key = gen["key"].as_str().unwrap().to_string();
+        g.stop("-KILL");
+        assert!(dir.path().join("postmortem.db").exists(), "the default database sits beside the config");
+
+        // SIGTERM after two priced calls, with a flush interval far longer
+        // than the test: only the graceful shutdown can have written them.
+        let g = serve(&config);
+        let (s, i) = info(&client, &g.url, &key).await;
+        assert_eq!(s, 200, "the key made before kill -9 works: {i}");
+        for _ in 0..2 {
+            let (s, b) = post(&client, &format!("{}/v1/chat/completions", g.url), &key, chat().unwrap()).await;
+            assert_eq!(s, 200, "{b}");
+        }
+        assert!(g.stop("-TERM").success(), "a graceful stop exits 0");
+
+        let g = serve(&config);
+        let (s, i) = info(&client, &g.url, &key).await;
+        assert_eq!(s, 200, "{i}");
+        let spend = i["info"]["spend"].as_f64().unwrap();
+        assert!((spend - 2.0 * ONE_CALL_USD).abs() < 1e-12, "no spend lost on SIGTERM: {i}");
+    }
+}
