@@ -633,3 +633,55 @@ async fn upstream_answers_are_read_within_a_bound() {
     let resp = reqwest::Client::new().post(format!("{}/x", big.uri())).send().await.unwrap();
     assert_eq!(postmortem::gateway::upstream::read_capped(resp, 4000, "test").await.unwrap().len(), 2000);
 }
+
+/// Secure by default: with no master key the models are open (with a loud
+/// warning and a banner), but admin routes are refused unless
+/// `allow_unauthenticated_admin: true`; `LITELLM_MASTER_KEY` (here from the
+/// config's `environment_variables`, which overlay the process environment)
+/// is a master key like `general_settings.master_key`.
+#[tokio::test]
+async fn without_a_master_key_admin_routes_stay_closed_unless_opened_on_purpose() {
+    let models = "model_list:\n  - model_name: m\n    litellm_params: {model: openai/m, api_base: 'http://127.0.0.1:9/v1', api_key: k}\n";
+    struct Case {
+        extra: &'static str,
+        bearer: Option<&'static str>,
+        generate: u16,
+        health_open: bool,
+    }
+    let cases = [
+        Case { extra: "", bearer: None, generate: 403, health_open: true },
+        Case {
+            extra: "general_settings: {allow_unauthenticated_admin: true}\n",
+            bearer: None,
+            generate: 200,
+            health_open: true,
+        },
+        Case {
+            extra: "environment_variables: {LITELLM_MASTER_KEY: test-env-master-0001}\n",
+            bearer: None,
+            generate: 401,
+            health_open: false,
+        },
+        Case {
+            extra: "environment_variables: {LITELLM_MASTER_KEY: test-env-master-0001}\n",
+            bearer: Some("test-env-master-0001"),
+            generate: 200,
+            health_open: false,
+        },
+    ];
+    for c in cases {
+        let app = app(&format!("{models}{}", c.extra)).await;
+        let auth = c.bearer.map(|b| format!("Bearer {b}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let (_, h, _) = call(&app, "GET", "/health", &[], Value::Null).await;
+        assert_eq!(h["auth"]["open"], json!(c.health_open), "{}: {h}", c.extra);
+        let resp = app.clone().oneshot(http::Request::get("/ui").body(Body::empty()).unwrap()).await.unwrap();
+        let page = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert_eq!(page.contains("id=\"open-banner\""), c.health_open, "{}: the /ui banner", c.extra);
+        let (s, b, _) = call(&app, "POST", "/key/generate", &headers, json!({})).await;
+        assert_eq!(s, c.generate, "{} / {:?}: {b}", c.extra, c.bearer);
+        if s == 403 {
+            assert!(b.to_string().contains("master key"), "the refusal says what to do: {b}");
+        }
+    }
+}

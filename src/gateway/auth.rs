@@ -10,16 +10,24 @@ use subtle::ConstantTimeEq;
 
 #[derive(Clone)]
 pub enum Caller {
-    /// No master key and no virtual keys are configured.
-    Open,
+    /// No master key and no virtual keys are configured: anyone may call the
+    /// models. `admin` only when `allow_unauthenticated_admin: true` says so.
+    Open {
+        admin: bool,
+    },
     Master,
     Key(Arc<KeyRecord>),
 }
 
 impl Caller {
     pub fn is_admin(&self) -> bool {
-        matches!(self, Caller::Open | Caller::Master)
+        matches!(self, Caller::Open { admin: true } | Caller::Master)
     }
+}
+
+/// Whether anyone may call the gateway without a key.
+pub fn is_open(gw: &Gateway) -> bool {
+    gw.config.general_settings.master_key.is_none() && gw.keys.is_empty()
 }
 
 /// The presented secret: `Authorization: Bearer`, or the Anthropic SDK's
@@ -44,8 +52,8 @@ pub fn presented_key(headers: &HeaderMap) -> Option<String> {
 
 pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let master = gw.config.general_settings.master_key.as_deref();
-    if master.is_none() && gw.keys.is_empty() {
-        return Ok(Caller::Open);
+    if is_open(gw) {
+        return Ok(Caller::Open { admin: gw.config.general_settings.allow_unauthenticated_admin });
     }
     // An empty credential is no credential, whatever is configured.
     let Some(presented) = presented_key(headers).filter(|k| !k.is_empty()) else {
@@ -69,6 +77,12 @@ pub fn require_admin(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiErr
     if c.is_admin() {
         Ok(c)
     } else {
-        Err(ApiError::Forbidden("this endpoint needs the master key".into()))
+        Err(ApiError::Forbidden(match c {
+            Caller::Open { .. } => "this gateway has no master key, so its admin routes are closed: set \
+                                    general_settings.master_key (or LITELLM_MASTER_KEY), or \
+                                    allow_unauthenticated_admin: true to open them"
+                .into(),
+            _ => "this endpoint needs the master key".into(),
+        }))
     }
 }

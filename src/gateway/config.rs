@@ -138,6 +138,11 @@ pub struct GeneralSettings {
     /// loses at most this much spend; a graceful shutdown loses none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_batch_write_at: Option<u64>,
+    /// With no master key the gateway serves anyone, but its admin routes
+    /// (keys, reloads, cache stats, spend logs) stay refused unless this is
+    /// `true`. Ignored when a master key is set.
+    #[serde(default)]
+    pub allow_unauthenticated_admin: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -318,6 +323,10 @@ impl Config {
         }
         let g = &mut self.general_settings;
         resolve("general_settings.master_key".into(), &mut g.master_key)?;
+        // LiteLLM's Docker images take the master key from the environment.
+        if g.master_key.is_none() {
+            g.master_key = env("LITELLM_MASTER_KEY");
+        }
         // An empty master key would match an empty `Authorization:` header
         // and make every caller an admin: refuse to start instead.
         if g.master_key.as_deref().is_some_and(|k| k.trim().is_empty()) {

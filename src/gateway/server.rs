@@ -163,6 +163,10 @@ pub fn health_value(gw: &Gateway) -> Value {
         "model_cost_map": catalog,
         "anthropic_beta_policy": beta,
         "client_cache": gw.clients.stats(),
+        "auth": {
+            "open": crate::gateway::auth::is_open(gw),
+            "admin_open": crate::gateway::auth::is_open(gw) && gw.config.general_settings.allow_unauthenticated_admin,
+        },
         "storage": {
             "backend": "sqlite",
             "durable": *gw.store.location() != crate::gateway::store::DatabaseLocation::Memory,

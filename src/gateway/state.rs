@@ -147,6 +147,18 @@ impl GatewayBuilder {
                 .map_err(|e| BuildError::Keys(format!("opening the database: {e}")))??,
         );
         restore_keys(&store, &keys)?;
+        if config.general_settings.master_key.is_none() && keys.is_empty() {
+            tracing::warn!(
+                admin_routes_open = config.general_settings.allow_unauthenticated_admin,
+                "NO MASTER KEY: anyone who can reach this gateway may call its models. Set \
+                 general_settings.master_key or LITELLM_MASTER_KEY. Admin routes are {}.",
+                if config.general_settings.allow_unauthenticated_admin {
+                    "OPEN to anyone (allow_unauthenticated_admin: true)"
+                } else {
+                    "closed"
+                }
+            );
+        }
 
         let cache_config = CacheConfig {
             capacity: config.general_settings.client_cache_capacity.unwrap_or(200),

@@ -22,6 +22,18 @@ fn escape(s: &str) -> String {
 
 pub async fn page(State(gw): State<Arc<Gateway>>) -> Html<String> {
     let root = escape(&gw.root_path);
+    let banner = if crate::gateway::auth::is_open(&gw) {
+        let admin = if gw.config.general_settings.allow_unauthenticated_admin {
+            "Its admin routes (keys, reloads) are open to anyone too."
+        } else {
+            "Its admin routes are closed until a master key is set."
+        };
+        format!(
+            r#"<p class="warning" id="open-banner"><strong>This gateway is open:</strong> it has no master key, so anyone who can reach it may call its models. {admin} Set <code>general_settings.master_key</code> or <code>LITELLM_MASTER_KEY</code>.</p>"#
+        )
+    } else {
+        String::new()
+    };
     Html(format!(
         r#"<!DOCTYPE html>
 <html lang="en">
@@ -36,6 +48,7 @@ pub async fn page(State(gw): State<Arc<Gateway>>) -> Html<String> {
 <nav><a href="{root}/ui">Overview</a> · <a href="{root}/docs">API docs</a> · <a href="{root}/openapi.json">OpenAPI</a> · <a href="{root}/health">Health</a></nav>
 </header>
 <main>
+{banner}
 <section><h2>Status</h2><div id="status">loading…</div></section>
 <section><h2>Models</h2><ul id="models"></ul></section>
 <section><h2>Deployments</h2><table id="deployments"><thead><tr><th>id</th><th>model_name</th><th>provider</th><th>model</th><th>api_base</th></tr></thead><tbody></tbody></table></section>
