@@ -57,7 +57,7 @@ fn deployment(model_name: &str, model: &str) -> ModelDeployment {
             api_base: Some("http://127.0.0.1:9/v1".into()),
             ..LitellmParams::default()
         },
-        model_info: None,
+        ..ModelDeployment::default()
     }
 }
 

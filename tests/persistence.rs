@@ -204,3 +204,70 @@ mod served {
         assert!((spend - 2.0 * ONE_CALL_USD).abs() < 1e-12, "no spend lost on SIGTERM: {i}");
     }
 }
+
+/// Streams are charged from the usage the provider streamed (a streamed call
+/// used to cost nothing, so a budget could be streamed past): the OpenAI
+/// usage chunk, Anthropic's `message_start` + `message_delta` counts, on
+/// `/v1/chat/completions` and on `/v1/messages`. Without usage, nothing.
+#[tokio::test]
+async fn streamed_calls_are_charged_from_the_usage_the_provider_streamed() {
+    let openai_sse = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n\
+                      data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"total_tokens\":12}}\n\n\
+                      data: [DONE]\n\n";
+    let openai_no_usage = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    let anthropic_sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n\
+                         event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+                         event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n\
+                         event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+                         event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n\
+                         event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let up = MockServer::start().await;
+    for (p, body) in [
+        ("/openai/v1/chat/completions", openai_sse),
+        ("/bare/v1/chat/completions", openai_no_usage),
+        ("/v1/messages", anthropic_sse),
+    ] {
+        Mock::given(path(p))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("content-type", "text/event-stream")
+                    .set_body_raw(body, "text/event-stream"),
+            )
+            .mount(&up)
+            .await;
+    }
+    let yaml = format!(
+        "model_list:\n\
+         \x20 - {{model_name: gpt-4o, litellm_params: {{model: openai/gpt-4o, api_base: '{u}/openai/v1', api_key: k}}}}\n\
+         \x20 - {{model_name: quiet, litellm_params: {{model: openai/gpt-4o, api_base: '{u}/bare/v1', api_key: k}}}}\n\
+         \x20 - {{model_name: claude, litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: '{u}', api_key: k}}}}\n\
+         general_settings: {{master_key: {MASTER}}}\n",
+        u = up.uri()
+    );
+    let gw = gateway(&yaml).await;
+    let chat = |m: &str| json!({"model": m, "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]});
+    let messages =
+        json!({"model": "claude", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    for (uri, body, charged) in [
+        ("/v1/chat/completions", chat("gpt-4o"), true),
+        ("/v1/chat/completions", chat("quiet"), false),
+        ("/v1/chat/completions", chat("claude"), true),
+        ("/v1/messages", messages, true),
+    ] {
+        let (_, gen) = call(&gw, "POST", "/key/generate", MASTER, Some(json!({}))).await;
+        let key = gen["key"].as_str().unwrap().to_string();
+        let req = http::Request::post(uri)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {key}"))
+            .header("anthropic-version", "2023-06-01")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = postmortem::gateway::server::app(gw.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{uri} {body}");
+        let text = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&text).contains("hi"), "{uri}: the stream went through");
+        let (_, info) = call(&gw, "GET", "/key/info", &key, None).await;
+        let spend = info["info"]["spend"].as_f64().unwrap();
+        assert_eq!(spend > 0.0, charged, "{uri} {body}: spend {spend}");
+    }
+}

@@ -36,27 +36,61 @@ pub struct Config {
     /// Set into the process environment before `os.environ/` references
     /// are resolved (LiteLLM's `environment_variables`), laid over the
     /// process environment; see [`Config::env_var`].
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "yaml11::string_map")]
     pub environment_variables: BTreeMap<String, String>,
+    /// Named credentials deployments refer to with
+    /// `litellm_params.litellm_credential_name` (LiteLLM's `credential_list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_list: Vec<Credential>,
     /// Virtual keys declared in the file (our extension; LiteLLM keeps keys
     /// in its database).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<ConfigKey>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ModelDeployment {
     pub model_name: String,
+    /// Missing in a few real configs: the deployment is then unavailable.
+    #[serde(default)]
     pub litellm_params: LitellmParams,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_info: Option<serde_json::Value>,
+    /// LiteLLM also reads `rpm`/`tpm` written beside `litellm_params`.
+    #[serde(default, skip_serializing, deserialize_with = "yaml11::opt_u64")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing, deserialize_with = "yaml11::opt_u64")]
+    pub tpm: Option<u64>,
+    /// Why this deployment cannot serve (set while loading, never read from
+    /// the file): it is kept, shown in `/health` and `/ui`, and requests to
+    /// it get this reason instead of the whole file being refused.
+    #[serde(skip)]
+    pub unavailable: Option<String>,
+}
+
+/// One `credential_list` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Credential {
+    pub credential_name: String,
+    /// Any `litellm_params` credential field: `api_key`, `api_base`,
+    /// `api_version`, `aws_*`, `vertex_*`. Values may be `os.environ/NAME`.
+    #[serde(default)]
+    pub credential_values: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_info: Option<serde_json::Value>,
 }
 
 /// Per-deployment parameters. Every field is optional except `model`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct LitellmParams {
-    /// `provider/name`, e.g. `openai/gpt-4o`, `anthropic/*`, `*`.
+    /// `provider/name`, e.g. `openai/gpt-4o`, `anthropic/*`, `*`; or a bare
+    /// name the cost map knows (`gpt-4o`), whose provider it says.
+    #[serde(default)]
     pub model: String,
+    /// A `credential_list` entry whose values fill the credential fields
+    /// this deployment leaves unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub litellm_credential_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_base: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,17 +98,17 @@ pub struct LitellmParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Total request timeout, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub timeout: Option<f64>,
     /// Timeout while waiting for stream data, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub stream_timeout: Option<f64>,
     /// TCP connect timeout, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub connect_timeout: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
     pub rpm: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
     pub tpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_access_key_id: Option<String>,
@@ -163,7 +197,7 @@ pub struct RouterSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_retries: Option<u32>,
     /// Default total timeout, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub timeout: Option<f64>,
 }
 
@@ -172,7 +206,7 @@ pub struct LitellmSettings {
     /// Drop params a provider does not support instead of answering 400.
     #[serde(default)]
     pub drop_params: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub request_timeout: Option<f64>,
 }
 
@@ -181,16 +215,137 @@ pub struct ConfigKey {
     pub key: String,
     #[serde(default)]
     pub models: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub max_budget: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
     pub rpm: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
     pub tpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+}
+
+/// Fills the credential fields a deployment leaves unset from the
+/// `credential_list` entry it names.
+fn apply_credential(p: &mut LitellmParams, credentials: &[Credential]) -> Result<(), String> {
+    let Some(name) = p.litellm_credential_name.as_deref() else {
+        return Ok(());
+    };
+    let Some(c) = credentials.iter().find(|c| c.credential_name == name) else {
+        return Err(format!("litellm_credential_name `{name}` is not in credential_list"));
+    };
+    for (k, v) in &c.credential_values {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        let slot = match k.as_str() {
+            "api_key" => &mut p.api_key,
+            "api_base" => &mut p.api_base,
+            "api_version" => &mut p.api_version,
+            "aws_access_key_id" => &mut p.aws_access_key_id,
+            "aws_secret_access_key" => &mut p.aws_secret_access_key,
+            "aws_session_token" => &mut p.aws_session_token,
+            "aws_region_name" => &mut p.aws_region_name,
+            "aws_bedrock_runtime_endpoint" => &mut p.aws_bedrock_runtime_endpoint,
+            "vertex_project" => &mut p.vertex_project,
+            "vertex_location" => &mut p.vertex_location,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(text);
+        }
+    }
+    Ok(())
+}
+
+/// YAML 1.1 forms that LiteLLM's PyYAML reads and a YAML 1.2 parser does
+/// not: `20_000` is a number there, a string here.
+mod yaml11 {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    /// `20_000` → `20000`; `None` unless the text is digits with `_`
+    /// separators and at most one `.` (YAML 1.1's int and float forms).
+    fn digits(s: &str) -> Option<String> {
+        let t = s.trim();
+        let ok = t.bytes().next().is_some_and(|b| b.is_ascii_digit())
+            && t.bytes().all(|b| b.is_ascii_digit() || b == b'_' || b == b'.')
+            && t.bytes().filter(|b| *b == b'.').count() <= 1;
+        ok.then(|| t.replace('_', ""))
+    }
+
+    /// A visitor, not an untagged enum: errors then point at the value itself
+    /// (field path and line), as every other type error in the file does.
+    struct Num {
+        whole: bool,
+    }
+
+    impl<'de> Visitor<'de> for Num {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(if self.whole { "a whole number (e.g. 20000 or 20_000)" } else { "a number" })
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            if self.whole && v < 0 {
+                return Err(E::invalid_value(de::Unexpected::Signed(v), &self));
+            }
+            Ok(Some(v as f64))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if self.whole && (v < 0.0 || v.fract() != 0.0) {
+                return Err(E::invalid_value(de::Unexpected::Float(v), &self));
+            }
+            Ok(Some(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            let parsed = digits(v).and_then(|t| t.parse::<f64>().ok());
+            match parsed {
+                Some(n) if !self.whole || n.fract() == 0.0 => Ok(Some(n)),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Ok(d.deserialize_option(Num { whole: true })?.map(|f| f as u64))
+    }
+
+    pub fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        d.deserialize_option(Num { whole: false })
+    }
+
+    /// `NAME: value` pairs; a `NAME:` with no value is left out (LiteLLM
+    /// would set the text "None").
+    pub fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+        let raw = BTreeMap::<String, Option<serde_json::Value>>::deserialize(d)?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(k, v)| match v? {
+                serde_json::Value::String(s) => Some((k, s)),
+                serde_json::Value::Null => None,
+                other => Some((k, other.to_string())),
+            })
+            .collect())
+    }
 }
 
 /// A parsed config plus the warnings it produced.
@@ -211,10 +366,22 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<LoadedConfig, ConfigError> {
         let mut unknown = Vec::new();
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        let config: Config = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
+        let mut config: Config = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
             .map_err(|e| ConfigError::Invalid { file: file.to_string(), message: e.to_string() })?;
         let mut warnings: Vec<String> =
             unknown.into_iter().map(|k| format!("{file}: unknown key `{k}` is ignored")).collect();
+        for (i, d) in config.model_list.iter_mut().enumerate() {
+            if d.litellm_params.model.trim().is_empty() {
+                d.unavailable = Some("no `litellm_params.model`: nothing says where to send its requests".into());
+                warnings.push(format!(
+                    "{file}: model_list[{i}] ({}): no `litellm_params.model`; the deployment is unavailable",
+                    d.model_name
+                ));
+            }
+            let p = &mut d.litellm_params;
+            p.rpm = p.rpm.or(d.rpm);
+            p.tpm = p.tpm.or(d.tpm);
+        }
         config.validate(file, &mut warnings)?;
         Ok(LoadedConfig { config, warnings })
     }
@@ -224,16 +391,6 @@ impl Config {
         for (i, d) in self.model_list.iter().enumerate() {
             if d.model_name.trim().is_empty() {
                 return Err(field_err(format!("model_list[{i}].model_name"), "must not be empty".into()));
-            }
-            let m = &d.litellm_params.model;
-            if m.trim().is_empty() {
-                return Err(field_err(format!("model_list[{i}].litellm_params.model"), "must not be empty".into()));
-            }
-            if m != "*" && !m.contains('/') {
-                return Err(field_err(
-                    format!("model_list[{i}].litellm_params.model"),
-                    format!("`{m}` must be `provider/name` (e.g. `openai/{m}`) or `*`"),
-                ));
             }
             for (name, v) in [
                 ("timeout", d.litellm_params.timeout),
@@ -307,19 +464,39 @@ impl Config {
             }
             Ok(())
         };
+        let credentials = self.credential_list.clone();
         for (i, d) in self.model_list.iter_mut().enumerate() {
+            if let Err(reason) = apply_credential(&mut d.litellm_params, &credentials) {
+                d.unavailable.get_or_insert(reason);
+            }
             let p = &mut d.litellm_params;
             let f = |n: &str| format!("model_list[{i}].litellm_params.{n}");
-            resolve(f("api_base"), &mut p.api_base)?;
-            resolve(f("api_key"), &mut p.api_key)?;
-            resolve(f("api_version"), &mut p.api_version)?;
-            resolve(f("aws_access_key_id"), &mut p.aws_access_key_id)?;
-            resolve(f("aws_secret_access_key"), &mut p.aws_secret_access_key)?;
-            resolve(f("aws_session_token"), &mut p.aws_session_token)?;
-            resolve(f("aws_region_name"), &mut p.aws_region_name)?;
-            resolve(f("aws_bedrock_runtime_endpoint"), &mut p.aws_bedrock_runtime_endpoint)?;
-            resolve(f("vertex_project"), &mut p.vertex_project)?;
-            resolve(f("vertex_location"), &mut p.vertex_location)?;
+            // A variable missing for one deployment makes that deployment
+            // unavailable (with the reason), not the whole file: LiteLLM
+            // starts too, and fails those calls.
+            let fields: [(&str, &mut Option<String>); 10] = [
+                ("api_base", &mut p.api_base),
+                ("api_key", &mut p.api_key),
+                ("api_version", &mut p.api_version),
+                ("aws_access_key_id", &mut p.aws_access_key_id),
+                ("aws_secret_access_key", &mut p.aws_secret_access_key),
+                ("aws_session_token", &mut p.aws_session_token),
+                ("aws_region_name", &mut p.aws_region_name),
+                ("aws_bedrock_runtime_endpoint", &mut p.aws_bedrock_runtime_endpoint),
+                ("vertex_project", &mut p.vertex_project),
+                ("vertex_location", &mut p.vertex_location),
+            ];
+            for (name, v) in fields {
+                if let Err(e) = resolve(f(name), v) {
+                    let reason = match e {
+                        ConfigError::Field { field, message, .. } => format!("{field}: {message}"),
+                        other => other.to_string(),
+                    };
+                    // Never leave an unresolved reference to be sent as a credential.
+                    *v = None;
+                    d.unavailable.get_or_insert(reason);
+                }
+            }
         }
         let g = &mut self.general_settings;
         resolve("general_settings.master_key".into(), &mut g.master_key)?;
@@ -445,10 +622,30 @@ litellm_settings:
     }
 
     #[test]
-    fn missing_provider_prefix_is_a_field_error() {
-        let text = "model_list:\n  - model_name: a\n    litellm_params:\n      model: gpt-4o\n";
-        let err = Config::parse(text, "c.yaml").unwrap_err().to_string();
-        assert!(err.contains("model_list[0].litellm_params.model"), "{err}");
+    fn a_bare_model_name_parses_and_a_missing_model_is_unavailable() {
+        let text = "model_list:\n  - model_name: a\n    litellm_params:\n      model: gpt-4o\n  - model_name: b\n";
+        let loaded = Config::parse(text, "c.yaml").unwrap();
+        assert_eq!(loaded.config.model_list[0].litellm_params.model, "gpt-4o");
+        assert!(loaded.config.model_list[0].unavailable.is_none());
+        assert!(loaded.config.model_list[1]
+            .unavailable
+            .as_deref()
+            .unwrap_or_default()
+            .contains("litellm_params.model"));
+        assert!(loaded.warnings.iter().any(|w| w.contains("model_list[1]")), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn yaml_1_1_numbers_are_numbers_and_bad_ones_name_their_line() {
+        let text = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a, tpm: 20_000, rpm: '1_000', timeout: 2_5.5}\n";
+        let p = &Config::parse(text, "c.yaml").unwrap().config.model_list[0].litellm_params;
+        assert_eq!((p.tpm, p.rpm, p.timeout), (Some(20_000), Some(1_000), Some(25.5)));
+        for bad in ["tpm: 1.5", "tpm: -3", "tpm: 2_000x", "timeout: soon"] {
+            let text =
+                format!("model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n      {bad}\n");
+            let err = Config::parse(&text, "c.yaml").unwrap_err().to_string();
+            assert!(err.contains("line 5") && err.contains(bad.split(':').next().unwrap()), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -474,9 +671,15 @@ litellm_settings:
     fn env_indirection_resolves_and_reports_missing() {
         let text = "environment_variables: {PM_TEST_KEY_1: secret-value}\nmodel_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n      api_key: os.environ/PM_TEST_KEY_1\n  - model_name: b\n    litellm_params:\n      model: openai/b\n      api_key: os.environ/PM_TEST_MISSING_9\n";
         let mut c = Config::parse(text, "c.yaml").unwrap().config;
-        let err = c.resolve_env("c.yaml").unwrap_err().to_string();
-        assert!(err.contains("model_list[1].litellm_params.api_key"), "{err}");
-        assert!(err.contains("PM_TEST_MISSING_9"), "{err}");
+        c.resolve_env("c.yaml").expect("a deployment's missing variable does not refuse the file");
+        let why = c.model_list[1].unavailable.clone().unwrap_or_default();
+        assert!(why.contains("model_list[1].litellm_params.api_key"), "{why}");
+        assert!(why.contains("PM_TEST_MISSING_9"), "{why}");
+        assert_eq!(c.model_list[1].litellm_params.api_key, None, "never the unresolved reference");
         assert_eq!(c.model_list[0].litellm_params.api_key.as_deref(), Some("secret-value"));
+        // In general_settings it still refuses: a master key must not fail open.
+        let text = "general_settings: {master_key: os.environ/PM_TEST_MISSING_9}\n";
+        let mut c = Config::parse(text, "c.yaml").unwrap().config;
+        assert!(c.resolve_env("c.yaml").unwrap_err().to_string().contains("PM_TEST_MISSING_9"));
     }
 }

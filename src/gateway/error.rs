@@ -44,6 +44,10 @@ pub enum ApiError {
     GatewayTimeout(String),
     #[error("{0}")]
     Internal(String),
+    /// Every deployment of the model is unavailable (unknown provider, a
+    /// missing credential variable…): a configuration problem, 503.
+    #[error("{0}")]
+    DeploymentUnavailable(String),
 }
 
 impl ApiError {
@@ -60,6 +64,7 @@ impl ApiError {
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::DeploymentUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -80,6 +85,7 @@ impl ApiError {
             ApiError::BadGateway(_) => ("upstream_error", "upstream_connection_error"),
             ApiError::GatewayTimeout(_) => ("timeout_error", "upstream_timeout"),
             ApiError::Internal(_) => ("internal_error", "internal_error"),
+            ApiError::DeploymentUnavailable(_) => ("service_unavailable", "deployment_unavailable"),
         }
     }
 

@@ -95,6 +95,17 @@ fn admit(gw: &Gateway, headers: &HeaderMap, raw: &Bytes, shape: &[(&str, &str)])
     }
     let routes = gw.router.resolve(&model, &catalog);
     if routes.is_empty() {
+        let unavailable = gw.router.unavailable_for(&model);
+        if !unavailable.is_empty() {
+            let reasons: Vec<String> = unavailable
+                .iter()
+                .map(|d| format!("{}: {}", d.id, d.unavailable.as_deref().unwrap_or("unavailable")))
+                .collect();
+            return Err(ApiError::DeploymentUnavailable(format!(
+                "model `{model}` has no available deployment ({})",
+                reasons.join("; ")
+            )));
+        }
         return Err(ApiError::ModelNotFound(format!(
             "model `{model}` is not served by this gateway (no model_list entry or wildcard matches it). Served: {}",
             gw.router.model_names().join(", ")
@@ -230,7 +241,8 @@ fn base_url(config: &crate::gateway::Config, route: &Route) -> Result<String, Ap
             let loc = p.vertex_location.as_deref().unwrap_or("us-east5");
             format!("https://{loc}-aiplatform.googleapis.com")
         }
-        Provider::Azure | Provider::HostedVllm | Provider::AzureAi => {
+        Provider::Compat(c) if c.default_base().is_some() => c.default_base().unwrap_or_default().to_string(),
+        Provider::Azure | Provider::HostedVllm | Provider::AzureAi | Provider::Compat(_) => {
             return Err(ApiError::BadRequest(format!(
                 "deployment `{}` ({}) has no api_base",
                 route.deployment.id, route.provider
@@ -343,6 +355,104 @@ fn charge(gw: &Gateway, caller: &Caller, route: &Route, usage: &Usage) -> Option
     Some(total)
 }
 
+/// Prices a stream from the usage the provider streamed: the OpenAI usage
+/// chunk (`stream_options.include_usage`), or Anthropic's `message_start` +
+/// `message_delta` counts. Charged once, when the stream is done with (its
+/// end, an error, or the client leaving): tokens read are spent either way.
+/// A stream whose provider sent no usage is charged nothing and logged.
+struct StreamMeter {
+    gw: Arc<Gateway>,
+    caller: Caller,
+    route: Route,
+    openai: Option<SseParser>,
+    anthropic: anthropic::AnthropicUsage,
+    usage: Option<Usage>,
+}
+
+impl StreamMeter {
+    fn openai(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
+        StreamMeter::new(gw, caller, route, Some(SseParser::new()))
+    }
+
+    fn anthropic(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
+        StreamMeter::new(gw, caller, route, None)
+    }
+
+    fn new(gw: &Arc<Gateway>, caller: &Caller, route: &Route, openai: Option<SseParser>) -> Self {
+        StreamMeter {
+            gw: Arc::clone(gw),
+            caller: caller.clone(),
+            route: route.clone(),
+            openai,
+            anthropic: anthropic::AnthropicUsage::default(),
+            usage: None,
+        }
+    }
+
+    /// OpenAI chunks as forwarded (complete events).
+    fn observe_bytes(&mut self, bytes: &[u8]) {
+        let Some(parser) = self.openai.as_mut() else { return };
+        let Ok(events) = parser.feed(bytes) else { return };
+        for ev in events {
+            // Cheap test first: most chunks carry no usage.
+            if !ev.data.contains("\"usage\"") {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                if v.get("usage").is_some_and(Value::is_object) {
+                    self.usage = Some(openai_usage(&v));
+                }
+            }
+        }
+    }
+
+    /// An Anthropic event (`message_start`, `message_delta` carry usage).
+    fn observe_event(&mut self, ty: &str, data: &Value) {
+        let usage = match ty {
+            "message_start" => data.get("message").and_then(|m| m.get("usage")),
+            "message_delta" => data.get("usage"),
+            _ => None,
+        };
+        if let Some(u) = usage.filter(|u| u.is_object()) {
+            self.anthropic.update(u);
+            let a = &self.anthropic;
+            self.usage = Some(Usage {
+                input_tokens: a.input_tokens,
+                output_tokens: a.output_tokens,
+                cache_read_tokens: a.cache_read_tokens,
+                cache_creation_tokens: a.cache_creation_tokens,
+            });
+        }
+    }
+}
+
+impl Drop for StreamMeter {
+    fn drop(&mut self) {
+        match self.usage.take() {
+            Some(u) => {
+                if charge(&self.gw, &self.caller, &self.route, &u).is_none() {
+                    tracing::debug!(deployment = %self.route.deployment.id, "streamed call is unpriced: the cost map has no price");
+                }
+            }
+            None => tracing::info!(
+                deployment = %self.route.deployment.id,
+                "stream ended without usage from the provider: not charged (ask for stream_options.include_usage)"
+            ),
+        }
+    }
+}
+
+/// Stream headers: the cost is not known until the stream ends, so it goes
+/// to the key's spend and the spend log then, not into a header.
+fn with_stream_headers(mut resp: Response, route: &Route) -> Response {
+    let h = resp.headers_mut();
+    h.insert("x-postmortem-cost-status", HeaderValue::from_static("priced-when-stream-ends"));
+    if let Ok(v) = HeaderValue::from_str(&route.deployment.id) {
+        h.insert("x-postmortem-deployment", v);
+    }
+    resp
+}
+
 fn with_cost_headers(mut resp: Response, cost: Option<f64>, route: &Route) -> Response {
     let h = resp.headers_mut();
     match cost {
@@ -420,7 +530,7 @@ fn openai_target(route: &Route, base: &str, path: &str) -> Result<Target, ApiErr
 }
 
 async fn openai_call(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     a: &Admitted,
     route: Route,
     endpoint: Endpoint,
@@ -458,6 +568,7 @@ async fn openai_call(
         let idle = Some(stream_bound(&route));
         let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
         let done_after_broken = gw.bugs.done_after_broken_stream;
+        let mut meter = StreamMeter::openai(gw, &a.caller, &route);
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
             // Bytes after the last complete event: held back until the
@@ -470,7 +581,9 @@ async fn openai_call(
                         pending.extend_from_slice(&b);
                         if let Some(end) = sse::last_event_end(&pending) {
                             let rest = pending.split_off(end);
-                            yield Ok(Bytes::from(std::mem::replace(&mut pending, rest)));
+                            let ready = std::mem::replace(&mut pending, rest);
+                            meter.observe_bytes(&ready);
+                            yield Ok(Bytes::from(ready));
                         }
                     }
                     Some(Err(_)) if done_after_broken => { yield Ok(Bytes::from_static(b"data: [DONE]\n\n")); break; }
@@ -484,8 +597,9 @@ async fn openai_call(
                     }
                 }
             }
+            drop(meter);
         };
-        return Ok(with_cost_headers(sse_response(s), None, &route));
+        return Ok(with_stream_headers(sse_response(s), &route));
     }
     let status = resp.status().as_u16();
     let bytes = crate::gateway::upstream::read_capped(
@@ -734,7 +848,12 @@ fn anthropic_events(
     }
 }
 
-async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn anthropic_chat(
+    gw: &Arc<Gateway>,
+    a: &Admitted,
+    route: Route,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let base = base_url(&gw.config, &route)?;
     let drop_unsupported = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
     let params = build_upstream_params(
@@ -756,10 +875,14 @@ async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &Head
         let model = a.model.clone();
         let include_usage =
             a.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+        let mut meter = StreamMeter::anthropic(gw, &a.caller, &route);
         let s = async_stream::stream! {
             let mut tr = anthropic::StreamTranslator::new(&model, "").with_usage_chunk(include_usage);
             futures::pin_mut!(events);
             while let Some(ev) = events.next().await {
+                if let Ok((ty, data)) = &ev {
+                    meter.observe_event(ty, data);
+                }
                 match ev {
                     Ok((ty, data)) => match tr.on_event(&ty, &data) {
                         Ok(chunks) => for c in chunks { yield Ok(Bytes::from(format!("data: {c}\n\n"))); },
@@ -769,8 +892,9 @@ async fn anthropic_chat(gw: &Gateway, a: &Admitted, route: Route, headers: &Head
                 }
             }
             yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+            drop(meter);
         };
-        return Ok(with_cost_headers(sse_response(s), None, &route));
+        return Ok(with_stream_headers(sse_response(s), &route));
     }
     let bytes = crate::gateway::upstream::read_capped(
         resp,
@@ -841,9 +965,13 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
             let (resp, client) = anthropic_send(gw, &route, &base, req, stream).await?;
             if stream {
                 let events = anthropic_events(&route, resp, client);
+                let mut meter = StreamMeter::anthropic(gw, &a.caller, &route);
                 let s = async_stream::stream! {
                     futures::pin_mut!(events);
                     while let Some(ev) = events.next().await {
+                        if let Ok((ty, data)) = &ev {
+                            meter.observe_event(ty, data);
+                        }
                         match ev {
                             Ok((ty, data)) => yield Ok(Bytes::from(format!("event: {ty}\ndata: {data}\n\n"))),
                             Err(e) => {
@@ -853,8 +981,9 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
                             }
                         }
                     }
+                    drop(meter);
                 };
-                return Ok(with_cost_headers(sse_response(s), None, &route));
+                return Ok(with_stream_headers(sse_response(s), &route));
             }
             let bytes = resp
                 .bytes()

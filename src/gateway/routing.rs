@@ -39,21 +39,43 @@ pub struct Deployment {
     /// `litellm_params.rpm` / `tpm`: a deployment at its limit is skipped
     /// for the next one in its group, as LiteLLM's router does.
     pub limits: RateLimiter,
+    /// Why it cannot serve (unknown provider, a missing environment
+    /// variable, no api_base…): kept for `/health` and `/ui` and for a clear
+    /// error, never routed to.
+    pub unavailable: Option<String>,
 }
 
 impl Deployment {
-    fn from_config(i: usize, d: &ModelDeployment, default_timeout: Option<Duration>) -> Result<Self, String> {
+    fn from_config(
+        i: usize,
+        d: &ModelDeployment,
+        default_timeout: Option<Duration>,
+        config: &Config,
+        catalog: Option<&Catalog>,
+    ) -> Self {
+        let mut unavailable = d.unavailable.clone();
         let model = d.litellm_params.model.as_str();
-        let (provider, upstream_model) = if model == "*" {
-            (None, "*".to_string())
-        } else {
-            let (p, rest) = model.split_once('/').ok_or_else(|| format!("`{model}` has no provider prefix"))?;
-            let provider = Provider::parse(p).ok_or_else(|| {
-                let known: Vec<_> = Provider::ALL.iter().map(|p| p.as_str()).collect();
-                format!("unknown provider `{p}` in `{model}` (known: {})", known.join(", "))
-            })?;
-            (Some(provider), rest.to_string())
+        let (provider, upstream_model) = match resolve_provider(model, catalog) {
+            Ok(pm) => pm,
+            Err(reason) => {
+                unavailable.get_or_insert(reason);
+                (None, model.to_string())
+            }
         };
+        let mut params = d.litellm_params.clone();
+        if let Some(Provider::Compat(c)) = provider {
+            if params.api_key.is_none() {
+                params.api_key = c.key_env().and_then(|n| config.env_var(n)).filter(|k| !k.is_empty());
+            }
+        }
+        let needs_base = match provider {
+            Some(Provider::Azure | Provider::HostedVllm | Provider::AzureAi) => true,
+            Some(Provider::Compat(c)) => c.default_base().is_none(),
+            _ => false,
+        };
+        if needs_base && params.api_base.is_none() {
+            unavailable.get_or_insert_with(|| format!("`{model}` needs `litellm_params.api_base`"));
+        }
         let id = d
             .model_info
             .as_ref()
@@ -61,14 +83,15 @@ impl Deployment {
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| format!("deployment-{i}"));
-        Ok(Deployment {
+        Deployment {
             id,
             model_name: d.model_name.clone(),
             provider,
             upstream_model,
-            params: d.litellm_params.clone(),
+            unavailable,
             model_info: d.model_info.clone(),
             timeout: secs(d.litellm_params.timeout).or(default_timeout),
+            params,
             stream_timeout: secs(d.litellm_params.stream_timeout),
             connect_timeout: secs(d.litellm_params.connect_timeout),
             limits: RateLimiter::new(d.litellm_params.rpm, d.litellm_params.tpm),
@@ -82,7 +105,38 @@ impl Deployment {
                 .flatten()
                 .collect::<Vec<_>>(),
             ),
-        })
+        }
+    }
+}
+
+/// The provider and upstream model of `litellm_params.model`: `*`,
+/// `provider/name`, or a bare name whose provider the cost map gives (as
+/// LiteLLM does). `Err` says why the deployment cannot serve.
+fn resolve_provider(model: &str, catalog: Option<&Catalog>) -> Result<(Option<Provider>, String), String> {
+    if model == "*" {
+        return Ok((None, "*".to_string()));
+    }
+    if let Some((p, rest)) = model.split_once('/') {
+        if let Some(provider) = Provider::parse(p) {
+            return Ok((Some(provider), rest.to_string()));
+        }
+    }
+    let known = || Provider::known_prefixes().join(", ");
+    let listed = catalog.and_then(|c| c.provider_of(model).map(str::to_string));
+    match listed {
+        Some(lp) => match Provider::from_litellm_provider(&lp, model) {
+            Some(p) => Ok((Some(p), model.to_string())),
+            None => Err(format!(
+                "the cost map says `{model}` is served by `{lp}`, a provider this gateway does not call (it calls: {})",
+                known()
+            )),
+        },
+        None => match model.split_once('/') {
+            Some((p, _)) => Err(format!("unknown provider `{p}` in `{model}` (known: {})", known())),
+            None => Err(format!(
+                "`{model}` has no provider prefix and the cost map does not know it: write `provider/{model}`"
+            )),
+        },
     }
 }
 
@@ -123,6 +177,8 @@ pub struct ModelRouter {
     /// Provider -> its `provider/*` pattern key, so a bare name's lookup
     /// through the catalog needs no string building.
     provider_patterns: HashMap<String, String>,
+    /// Deployments that cannot serve, with their reasons; never routed to.
+    unavailable: Vec<Arc<Deployment>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,18 +188,36 @@ pub enum RouteError {
 }
 
 impl ModelRouter {
+    /// A router for `config` without a cost map: bare model names are
+    /// unavailable (see [`ModelRouter::from_config_with`]).
     pub fn from_config(config: &Config) -> Result<Self, RouteError> {
+        Self::from_config_with(config, None)
+    }
+
+    /// Builds the router; `catalog` tells the provider of bare model names.
+    /// A deployment that cannot serve is kept as unavailable with its
+    /// reason; only a malformed `model_name` refuses the config.
+    pub fn from_config_with(config: &Config, catalog: Option<&Catalog>) -> Result<Self, RouteError> {
         let default_timeout = secs(config.router_settings.timeout.or(config.litellm_settings.request_timeout));
         let mut exact: HashMap<String, Group> = HashMap::new();
         let mut patterns: HashMap<String, Group> = HashMap::new();
+        let mut unavailable = Vec::new();
         for (i, d) in config.model_list.iter().enumerate() {
-            let dep = Deployment::from_config(i, d, default_timeout).map_err(|message| RouteError::BadDeployment {
-                index: i,
-                model_name: d.model_name.clone(),
-                message,
-            })?;
+            let dep = Deployment::from_config(i, d, default_timeout, config, catalog);
             let name = d.model_name.clone();
             let dep = Arc::new(dep);
+            if let Some(reason) = &dep.unavailable {
+                tracing::warn!(index = i, model_name = %name, %reason, "deployment unavailable");
+                if name.find('*').is_some_and(|pos| pos != name.len() - 1) {
+                    return Err(RouteError::BadDeployment {
+                        index: i,
+                        model_name: name.clone(),
+                        message: "a wildcard model_name may only have `*` at its end".into(),
+                    });
+                }
+                unavailable.push(dep);
+                continue;
+            }
             match name.find('*') {
                 Some(pos) => {
                     if pos != name.len() - 1 {
@@ -165,7 +239,7 @@ impl ModelRouter {
             .keys()
             .filter_map(|k| k.strip_suffix('/').filter(|p| !p.contains('/')).map(|p| (p.to_string(), k.clone())))
             .collect();
-        Ok(ModelRouter { exact, patterns, pattern_lengths, provider_patterns })
+        Ok(ModelRouter { exact, patterns, pattern_lengths, provider_patterns, unavailable })
     }
 
     /// The deployments that can serve `requested`, in the order to try them.
@@ -215,9 +289,28 @@ impl ModelRouter {
         names
     }
 
+    /// The unavailable deployments a request for `requested` would have
+    /// reached (same name, or a wildcard it matches), for a clear error.
+    pub fn unavailable_for(&self, requested: &str) -> Vec<Arc<Deployment>> {
+        self.unavailable
+            .iter()
+            .filter(|d| match d.model_name.strip_suffix('*') {
+                Some(prefix) => requested.starts_with(prefix),
+                None => d.model_name == requested,
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Every deployment, available or not.
     pub fn deployments(&self) -> Vec<Arc<Deployment>> {
-        let mut all: Vec<Arc<Deployment>> =
-            self.exact.values().chain(self.patterns.values()).flat_map(|g| g.deployments.iter().cloned()).collect();
+        let mut all: Vec<Arc<Deployment>> = self
+            .exact
+            .values()
+            .chain(self.patterns.values())
+            .flat_map(|g| g.deployments.iter().cloned())
+            .chain(self.unavailable.iter().cloned())
+            .collect();
         all.sort_by(|a, b| a.model_name.cmp(&b.model_name).then(a.id.cmp(&b.id)));
         all
     }
@@ -292,9 +385,9 @@ mod tests {
     fn exact_then_prefix_then_provider_index_then_catch_all() {
         let r = router(
             r#"model_list:
-  - {model_name: gpt-4o, litellm_params: {model: azure/prod}}
+  - {model_name: gpt-4o, litellm_params: {model: azure/prod, api_base: "https://x.example"}}
   - {model_name: "openai/gpt-4*", litellm_params: {model: "openai/gpt-4*"}}
-  - {model_name: "openai/*", litellm_params: {model: "hosted_vllm/*"}}
+  - {model_name: "openai/*", litellm_params: {model: "hosted_vllm/*", api_base: "http://vllm.example"}}
   - {model_name: "anthropic/*", litellm_params: {model: "anthropic/*"}}
   - {model_name: "*", litellm_params: {model: "*"}}
 "#,
@@ -326,11 +419,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_deployments_are_refused_with_their_index() {
+    fn an_unknown_provider_is_unavailable_and_a_bad_name_refused() {
         let cfg =
             Config::parse("model_list:\n  - {model_name: x, litellm_params: {model: nosuch/x}}\n", "t.yaml").unwrap();
-        let err = ModelRouter::from_config(&cfg.config).unwrap_err().to_string();
-        assert!(err.contains("model_list[0]") && err.contains("unknown provider `nosuch`"), "{err}");
+        let r = ModelRouter::from_config(&cfg.config).unwrap();
+        let c = Catalog::new([], "t", std::time::UNIX_EPOCH);
+        assert!(r.resolve("x", &c).is_empty(), "never routed to");
+        let u = r.unavailable_for("x");
+        assert_eq!(u.len(), 1);
+        assert!(u[0].unavailable.as_deref().unwrap_or_default().contains("unknown provider `nosuch`"), "{u:?}");
         let cfg = Config::parse("model_list:\n  - {model_name: 'a*b', litellm_params: {model: openai/x}}\n", "t.yaml")
             .unwrap();
         assert!(ModelRouter::from_config(&cfg.config).is_err());

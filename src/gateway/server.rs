@@ -149,6 +149,8 @@ pub fn health_value(gw: &Gateway) -> Value {
                 "provider": d.provider.map(|p| p.as_str()).unwrap_or("*"),
                 "model": d.params.model,
                 "api_base": d.params.api_base,
+                "available": d.unavailable.is_none(),
+                "unavailable_reason": d.unavailable,
             })
         })
         .collect();

@@ -107,7 +107,6 @@ impl GatewayBuilder {
         let GatewayBuilder { mut config, clock, bugs, database } = self;
         config.resolve_env("config")?;
         let root_path = config.root_path()?;
-        let router = ModelRouter::from_config(&config)?;
 
         let limits = cost_map_limits(&config);
         let source = cost_map_source(&config);
@@ -124,6 +123,9 @@ impl GatewayBuilder {
             catalog_bugs,
         )
         .await;
+
+        // After the cost map: it tells the provider of bare model names.
+        let router = ModelRouter::from_config_with(&config, Some(&catalog.current()))?;
 
         let keys = KeyStore::new(clock.clone());
         for (i, k) in config.keys.iter().enumerate() {

@@ -51,7 +51,7 @@ pub async fn page(State(gw): State<Arc<Gateway>>) -> Html<String> {
 {banner}
 <section><h2>Status</h2><div id="status">loading…</div></section>
 <section><h2>Models</h2><ul id="models"></ul></section>
-<section><h2>Deployments</h2><table id="deployments"><thead><tr><th>id</th><th>model_name</th><th>provider</th><th>model</th><th>api_base</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Deployments</h2><table id="deployments"><thead><tr><th>id</th><th>model_name</th><th>provider</th><th>model</th><th>api_base</th><th>status</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Cost map</h2><pre id="cost-map"></pre></section>
 <section><h2>Client cache</h2><pre id="client-cache"></pre></section>
 <section><h2>Keys and spend</h2>

@@ -1297,7 +1297,7 @@ fn deployment(t: &Target, name: &str, mock_url: &str) -> ModelDeployment {
             p.vertex_location = t.vertex_location.clone();
         }
     }
-    ModelDeployment { model_name: name.to_string(), litellm_params: p, model_info: None }
+    ModelDeployment { model_name: name.to_string(), litellm_params: p, ..ModelDeployment::default() }
 }
 
 #[cfg(test)]

@@ -532,7 +532,7 @@ impl AnthropicUsage {
 
     /// Overwrites the fields present in `usage` (a `message_delta` carries
     /// the final counts for some fields only).
-    fn update(&mut self, usage: &Value) {
+    pub fn update(&mut self, usage: &Value) {
         let set = |key: &str, slot: &mut u64| {
             if let Some(n) = usage.get(key).and_then(Value::as_u64) {
                 *slot = n;

@@ -22,7 +22,7 @@
       $("models").innerHTML = "";
       for (const m of h.models || []) { const li = document.createElement("li"); li.appendChild(text(m)); $("models").appendChild(li); }
       const tb = $("deployments").querySelector("tbody"); tb.innerHTML = "";
-      for (const d of h.deployments || []) tb.appendChild(row([d.id, d.model_name, d.provider, d.model, d.api_base]));
+      for (const d of h.deployments || []) tb.appendChild(row([d.id, d.model_name, d.provider, d.model, d.api_base, d.available === false ? "unavailable: " + d.unavailable_reason : "available"]));
       $("cost-map").textContent = JSON.stringify(h.model_cost_map, null, 2);
       $("client-cache").textContent = JSON.stringify(h.client_cache, null, 2);
     } catch (e) {
