@@ -179,6 +179,52 @@ pub struct GeneralSettings {
     pub allow_unauthenticated_admin: bool,
 }
 
+/// Declares a settings struct with LiteLLM's fallback, alias and cooldown
+/// settings appended: `router_settings` and `litellm_settings` both take them
+/// (real configs use both). A macro and not `#[serde(flatten)]`: flattening
+/// would hide unknown keys from the warnings.
+macro_rules! with_reliability_settings {
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+    /// `[{group: [fallback groups…]}]`, tried in order after the group's own
+    /// deployments fail in a way a retry may fix (connection, timeout, 429,
+    /// 5xx). A flat list of names is taken as `default_fallbacks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<serde_json::Value>,
+    /// Tried when a group's answer is a context-window error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window_fallbacks: Option<serde_json::Value>,
+    /// Tried when a group's answer is a content-policy refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_policy_fallbacks: Option<serde_json::Value>,
+    /// Fallback groups for every group without its own `fallbacks` entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_fallbacks: Option<Vec<String>>,
+    /// `alias: group` or `alias: {model: group, hidden: true}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_group_alias: Option<BTreeMap<String, serde_json::Value>>,
+    /// Failures in a minute a deployment may have before it is cooled down
+    /// (LiteLLM's default 3). Groups of one deployment are never cooled.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
+    pub allowed_fails: Option<u64>,
+    /// Seconds a cooled-down deployment sits out (LiteLLM's default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
+    pub cooldown_time: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_cooldowns: Option<bool>,
+        }
+    };
+}
+
+with_reliability_settings! {
+    /// The fallback, alias and cooldown settings in force ([`Config::reliability`]).
+    #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+    pub struct Reliability {}
+}
+
+with_reliability_settings! {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RouterSettings {
     /// Deployments of a model are tried round robin, skipping any at its
@@ -200,7 +246,9 @@ pub struct RouterSettings {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub timeout: Option<f64>,
 }
+}
 
+with_reliability_settings! {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct LitellmSettings {
     /// Drop params a provider does not support instead of answering 400.
@@ -208,6 +256,10 @@ pub struct LitellmSettings {
     pub drop_params: bool,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub request_timeout: Option<f64>,
+    /// As `router_settings.num_retries` (which wins when both are set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_retries: Option<u32>,
+}
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -533,6 +585,22 @@ impl Config {
         self.environment_variables.get(name).cloned().or_else(|| std::env::var(name).ok())
     }
 
+    /// The fallback, alias and cooldown settings in force: `router_settings`
+    /// where it sets one, else `litellm_settings`.
+    pub fn reliability(&self) -> Reliability {
+        let (r, l) = (&self.router_settings, &self.litellm_settings);
+        Reliability {
+            fallbacks: r.fallbacks.clone().or_else(|| l.fallbacks.clone()),
+            context_window_fallbacks: r.context_window_fallbacks.clone().or_else(|| l.context_window_fallbacks.clone()),
+            content_policy_fallbacks: r.content_policy_fallbacks.clone().or_else(|| l.content_policy_fallbacks.clone()),
+            default_fallbacks: r.default_fallbacks.clone().or_else(|| l.default_fallbacks.clone()),
+            model_group_alias: r.model_group_alias.clone().or_else(|| l.model_group_alias.clone()),
+            allowed_fails: r.allowed_fails.or(l.allowed_fails),
+            cooldown_time: r.cooldown_time.or(l.cooldown_time),
+            disable_cooldowns: r.disable_cooldowns.or(l.disable_cooldowns),
+        }
+    }
+
     /// The root path in force: the config's, else the env `SERVER_ROOT_PATH`.
     pub fn root_path(&self) -> Result<String, ConfigError> {
         let raw = match &self.general_settings.server_root_path {
@@ -633,6 +701,15 @@ litellm_settings:
             .unwrap_or_default()
             .contains("litellm_params.model"));
         assert!(loaded.warnings.iter().any(|w| w.contains("model_list[1]")), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn unknown_keys_beside_the_fallback_settings_still_warn() {
+        let text = "router_settings: {fallbacks: [{a: [b]}], bogus_one: 1}\nlitellm_settings: {bogus_two: 2, cooldown_time: 1}\n";
+        let w = Config::parse(text, "c.yaml").unwrap().warnings;
+        assert!(w.iter().any(|w| w.contains("router_settings.bogus_one")), "{w:?}");
+        assert!(w.iter().any(|w| w.contains("litellm_settings.bogus_two")), "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
     }
 
     #[test]

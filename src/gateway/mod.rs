@@ -16,6 +16,7 @@ pub mod known_bugs;
 pub mod providers;
 pub mod proxy;
 pub mod rate;
+pub mod reliability;
 pub mod routing;
 pub mod server;
 pub mod sse;

@@ -12,6 +12,7 @@ use crate::gateway::keys::KeyError;
 use crate::gateway::providers::params::{build_upstream_params, Endpoint};
 use crate::gateway::providers::{anthropic, bedrock, join_url, path_segment, Provider};
 use crate::gateway::rate::{Exceeded, RATE_WINDOW};
+use crate::gateway::reliability;
 use crate::gateway::routing::Route;
 use crate::gateway::sse::{self, SseParser};
 use crate::gateway::state::Gateway;
@@ -32,6 +33,8 @@ struct Admitted {
     caller: Caller,
     body: Map<String, Value>,
     model: String,
+    /// The model group serving it: `model`, or what its alias stands for.
+    group: String,
     routes: Vec<Route>,
     stream: bool,
 }
@@ -80,8 +83,10 @@ fn admit(gw: &Gateway, headers: &HeaderMap, raw: &Bytes, shape: &[(&str, &str)])
         }
     };
     let catalog = gw.catalog.current();
+    let group = gw.fallbacks.alias(&model).unwrap_or(&model).to_string();
     if let Caller::Key(k) = &caller {
-        if !k.access().allows(&model, &catalog) {
+        // A key granted the alias or the group it stands for may call it.
+        if !k.access().allows(&model, &catalog) && !k.access().allows(&group, &catalog) {
             return Err(ApiError::Forbidden(k.access().denial_message(&model)));
         }
         k.check_budget().map_err(|e| ApiError::BudgetExceeded(e.to_string()))?;
@@ -93,9 +98,9 @@ fn admit(gw: &Gateway, headers: &HeaderMap, raw: &Bytes, shape: &[(&str, &str)])
             ApiError::RateLimited { message: e.to_string(), retry_after_secs }
         })?;
     }
-    let routes = gw.router.resolve(&model, &catalog);
+    let routes = gw.router.resolve(&group, &catalog);
     if routes.is_empty() {
-        let unavailable = gw.router.unavailable_for(&model);
+        let unavailable = gw.router.unavailable_for(&group);
         if !unavailable.is_empty() {
             let reasons: Vec<String> = unavailable
                 .iter()
@@ -111,7 +116,7 @@ fn admit(gw: &Gateway, headers: &HeaderMap, raw: &Bytes, shape: &[(&str, &str)])
             gw.router.model_names().join(", ")
         )));
     }
-    Ok(Admitted { caller, body, model, routes, stream })
+    Ok(Admitted { caller, body, model, group, routes, stream })
 }
 
 fn is_retryable(e: &ApiError) -> bool {
@@ -131,19 +136,31 @@ fn whole_secs(d: Duration) -> u64 {
 /// to the next deployment. A deployment at its own rpm/tpm is skipped without
 /// counting as an attempt; when every one is, the client gets a 429 that
 /// says so, with the soonest `Retry-After`.
-async fn with_fallbacks<F, Fut>(gw: &Gateway, routes: &[Route], mut attempt: F) -> Result<Response, ApiError>
+async fn with_fallbacks<F, Fut>(gw: &Gateway, routes: &[Route], attempt: &mut F) -> Result<Response, ApiError>
 where
     F: FnMut(Route) -> Fut,
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
-    let max_attempts = gw.config.router_settings.num_retries.map(|n| n as usize + 1).unwrap_or(routes.len()).max(1);
+    let num_retries = gw.config.router_settings.num_retries.or(gw.config.litellm_settings.num_retries);
+    let max_attempts = num_retries.map(|n| n as usize + 1).unwrap_or(routes.len()).max(1);
     let now = gw.clock.now();
     let mut last = None;
     let mut limited: Option<(&str, Exceeded)> = None;
+    let mut cooling: Option<Duration> = None;
     let mut attempts = 0;
+    // A group of one deployment is never cooled down (LiteLLM's rule too):
+    // there is nothing to send its requests to instead.
+    let cooldowns = gw.cooldowns.enabled && routes.len() > 1;
     for route in routes {
         if attempts == max_attempts {
             break;
+        }
+        if cooldowns {
+            if let Some(left) = route.deployment.health.cooling(now) {
+                tracing::debug!(deployment = %route.deployment.id, "deployment cooling down; skipped");
+                cooling = Some(cooling.map_or(left, |c| c.min(left)));
+                continue;
+            }
         }
         if let Err(e) = route.deployment.limits.check_and_record(now) {
             tracing::debug!(deployment = %route.deployment.id, limit = %e.kind, "deployment at its limit; skipped");
@@ -169,6 +186,9 @@ where
             Ok(r) => return Ok(r),
             Err(e) if is_retryable(&e) => {
                 tracing::warn!(deployment = %route.deployment.id, error = %e, "deployment failed; trying the next one");
+                if cooldowns && route.deployment.health.record_failure(now, &gw.cooldowns) {
+                    tracing::warn!(deployment = %route.deployment.id, secs = gw.cooldowns.cooldown.as_secs_f64(), "deployment cooled down");
+                }
                 last = Some(e);
             }
             Err(e) => return Err(e),
@@ -176,6 +196,16 @@ where
     }
     if let Some(e) = last {
         return Err(e);
+    }
+    if let (Some(left), None, Some(first)) = (cooling, limited.as_ref(), routes.first()) {
+        return Err(ApiError::RateLimited {
+            message: format!(
+                "no deployment of `{}` is available: each is cooling down after repeated failures; retry after {}s",
+                first.deployment.model_name,
+                whole_secs(left)
+            ),
+            retry_after_secs: Some(whole_secs(left)),
+        });
     }
     match (limited, routes.first()) {
         (Some((id, e)), Some(first)) => Err(ApiError::RateLimited {
@@ -193,6 +223,46 @@ where
         }),
         _ => Err(ApiError::Internal("no deployment was tried".into())),
     }
+}
+
+/// [`with_fallbacks`] over the requested group, then, when its failure is
+/// one a fallback list is for, over each fallback group in order (see
+/// `reliability`). A key reaches only fallback groups it may use.
+async fn with_group_fallbacks<F, Fut>(gw: &Gateway, a: &Admitted, mut attempt: F) -> Result<Response, ApiError>
+where
+    F: FnMut(Route) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let err = match with_fallbacks(gw, &a.routes, &mut attempt).await {
+        Ok(r) => return Ok(r),
+        Err(e) => e,
+    };
+    let Some(kind) = reliability::classify(&err) else { return Err(err) };
+    let chain = gw.fallbacks.chain(&a.group, kind);
+    if chain.is_empty() {
+        return Err(err);
+    }
+    let catalog = gw.catalog.current();
+    let mut last = err;
+    for group in chain {
+        if let Caller::Key(k) = &a.caller {
+            if !k.access().allows(group, &catalog) {
+                tracing::info!(group = %group, "fallback group skipped: the key may not use it");
+                continue;
+            }
+        }
+        let routes = gw.router.resolve(group, &catalog);
+        if routes.is_empty() {
+            tracing::warn!(group = %group, "fallback group has no available deployment");
+            continue;
+        }
+        tracing::info!(from = %a.group, to = %group, ?kind, "falling back");
+        match with_fallbacks(gw, &routes, &mut attempt).await {
+            Ok(r) => return Ok(r),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// A stream's bound, to its headers and between its chunks: the
@@ -623,7 +693,7 @@ pub async fn embeddings(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Res
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let result = with_fallbacks(&gw, &a.routes, |route| {
+    let result = with_group_fallbacks(&gw, &a, |route| {
         let gw = &gw;
         let a = &a;
         async move {
@@ -642,7 +712,7 @@ pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) 
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let result = with_fallbacks(&gw, &a.routes, |route| {
+    let result = with_group_fallbacks(&gw, &a, |route| {
         let gw = &gw;
         let a = &a;
         let headers = &headers;
@@ -935,7 +1005,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
         Err(e) => return anthropic_error(e),
     };
     let client_version = headers.get("anthropic-version").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let result = with_fallbacks(&gw, &a.routes, |route| {
+    let result = with_group_fallbacks(&gw, &a, |route| {
         let gw = &gw;
         let a = &a;
         let headers = &headers;

@@ -43,6 +43,8 @@ pub struct Deployment {
     /// variable, no api_base…): kept for `/health` and `/ui` and for a clear
     /// error, never routed to.
     pub unavailable: Option<String>,
+    /// Recent failures and cooldown (`reliability`).
+    pub health: crate::gateway::reliability::Health,
 }
 
 impl Deployment {
@@ -95,6 +97,7 @@ impl Deployment {
             stream_timeout: secs(d.litellm_params.stream_timeout),
             connect_timeout: secs(d.litellm_params.connect_timeout),
             limits: RateLimiter::new(d.litellm_params.rpm, d.litellm_params.tpm),
+            health: Default::default(),
             credential_fingerprint: crate::gateway::upstream::ClientKey::fingerprint(
                 &[
                     d.litellm_params.api_key.as_deref(),

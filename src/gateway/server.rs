@@ -205,9 +205,11 @@ async fn models(State(gw): Gw, headers: HeaderMap) -> Response {
     };
     let catalog = gw.catalog.current();
     let created = unix(gw.started_at);
-    let data: Vec<Value> = gw
-        .router
-        .model_names()
+    let mut names = gw.router.model_names();
+    names.extend(gw.fallbacks.visible_aliases().map(str::to_string));
+    names.sort();
+    names.dedup();
+    let data: Vec<Value> = names
         .into_iter()
         .filter(|m| match &caller {
             Caller::Key(k) => allows_name_or_pattern(k, m, &catalog),

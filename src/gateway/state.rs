@@ -8,6 +8,7 @@ use crate::gateway::config::{Config, ConfigError};
 use crate::gateway::error::ApiError;
 use crate::gateway::keys::{KeySpec, KeyStore};
 use crate::gateway::known_bugs::KnownBugs;
+use crate::gateway::reliability::{CooldownPolicy, FallbackPolicy};
 use crate::gateway::routing::{ModelRouter, RouteError};
 use crate::gateway::store::{DatabaseLocation, SpendQueue, SpendRow, Store, StoreError};
 use crate::gateway::upstream::{ClientKey, UpstreamClient};
@@ -29,6 +30,8 @@ pub enum BuildError {
     Keys(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("config: {0}")]
+    Reliability(String),
 }
 
 /// Where the anthropic-beta policy came from and whether the last reload worked.
@@ -58,6 +61,9 @@ pub struct Gateway {
     pub store: Arc<Store>,
     /// Spend waiting for the next batch write.
     pub spend: Arc<SpendQueue>,
+    /// Fallbacks between groups and aliases (`router_settings`/`litellm_settings`).
+    pub fallbacks: FallbackPolicy,
+    pub cooldowns: CooldownPolicy,
     /// Monotonic time of the next periodic cost-map reload.
     next_cost_map_reload: Mutex<Option<Duration>>,
 }
@@ -124,6 +130,8 @@ impl GatewayBuilder {
         )
         .await;
 
+        let fallbacks = FallbackPolicy::from_config(&config).map_err(BuildError::Reliability)?;
+        let cooldowns = CooldownPolicy::from_config(&config);
         // After the cost map: it tells the provider of bare model names.
         let router = ModelRouter::from_config_with(&config, Some(&catalog.current()))?;
 
@@ -202,6 +210,8 @@ impl GatewayBuilder {
             max_body_bytes,
             store,
             spend: Arc::new(SpendQueue::default()),
+            fallbacks,
+            cooldowns,
         }))
     }
 }
