@@ -113,13 +113,6 @@ pub struct FilteredBetas {
     pub dropped: Vec<String>,
 }
 
-impl FilteredBetas {
-    /// See [`header_value`].
-    pub fn header_value(&self) -> Option<String> {
-        header_value(&self.kept)
-    }
-}
-
 /// One provider column: incoming flag -> provider flag, `None` = unsupported.
 type Column = BTreeMap<String, Option<String>>;
 

@@ -599,6 +599,33 @@ fn openai_target(route: &Route, base: &str, path: &str) -> Result<Target, ApiErr
     })
 }
 
+/// Sends an OpenAI-wire request: a failed answer is the upstream's error,
+/// and a stream that is not an event stream fails before the client has a byte.
+async fn openai_send(
+    gw: &Gateway,
+    route: &Route,
+    base: &str,
+    path: &str,
+    body: &Map<String, Value>,
+    stream: bool,
+) -> Result<(reqwest::Response, crate::gateway::client_cache::Lease<crate::gateway::upstream::UpstreamClient>), ApiError>
+{
+    let (url, auth) = openai_target(route, base, path)?;
+    let client = client_for(gw, route, base)?;
+    let mut req = client.http.post(&url).json(body);
+    for (k, v) in auth {
+        req = req.header(k, v);
+    }
+    let resp = client.send(req, upstream_bound(route, stream)).await?;
+    if !resp.status().is_success() {
+        return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
+    }
+    if stream {
+        expect_event_stream(&resp, route.provider)?;
+    }
+    Ok((resp, client))
+}
+
 async fn openai_call(
     gw: &Arc<Gateway>,
     a: &Admitted,
@@ -621,18 +648,8 @@ async fn openai_call(
     } else {
         body.insert("model".into(), Value::String(route.upstream_model.clone()));
     }
-    let (url, auth) = openai_target(&route, &base, path)?;
-    let client = client_for(gw, &route, &base)?;
-    let mut req = client.http.post(&url).json(&body);
-    for (k, v) in auth {
-        req = req.header(k, v);
-    }
-    let resp = client.send(req, upstream_bound(&route, a.stream)).await?;
-    if !resp.status().is_success() {
-        return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
-    }
+    let (resp, client) = openai_send(gw, &route, &base, path, &body, a.stream).await?;
     if a.stream {
-        expect_event_stream(&resp, route.provider)?;
         // Pass the upstream's SSE through event by event; the lease moves
         // into the stream so the client lives until the stream ends.
         let idle = Some(stream_bound(&route));
@@ -672,14 +689,7 @@ async fn openai_call(
         return Ok(with_stream_headers(sse_response(s), &route));
     }
     let status = resp.status().as_u16();
-    let bytes = crate::gateway::upstream::read_capped(
-        resp,
-        crate::gateway::upstream::MAX_ANSWER_BYTES,
-        route.provider.as_str(),
-    )
-    .await?;
-    let mut v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
+    let mut v = read_json(resp, route.provider).await?;
     if gw.bugs.estimate_prompt_tokens {
         estimate_prompt_tokens(&mut v, &a.body);
     }
@@ -966,14 +976,7 @@ async fn anthropic_chat(
         };
         return Ok(with_stream_headers(sse_response(s), &route));
     }
-    let bytes = crate::gateway::upstream::read_capped(
-        resp,
-        crate::gateway::upstream::MAX_ANSWER_BYTES,
-        route.provider.as_str(),
-    )
-    .await?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadGateway(format!("{} returned a body that is not JSON: {e}", route.provider)))?;
+    let v = read_json(resp, route.provider).await?;
     let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
     let out = anthropic::messages_to_chat(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
     drop(client);
@@ -1012,10 +1015,13 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
         let client_version = client_version.clone();
         async move {
             if !route.provider.speaks_messages(&route.upstream_model) {
-                return Err(ApiError::BadRequest(format!(
-                    "model `{}` routes to {}, which does not speak the Anthropic Messages API; use /v1/chat/completions",
-                    a.model, route.provider
-                )));
+                if call == Native::CountTokens {
+                    return Err(ApiError::BadRequest(format!(
+                        "model `{}` routes to {}, which has no count_tokens endpoint",
+                        a.model, route.provider
+                    )));
+                }
+                return messages_via_chat(gw, a, route).await;
             }
             if call == Native::CountTokens && !matches!(route.provider, Provider::Anthropic | Provider::AzureAi) {
                 return Err(ApiError::BadRequest(format!(
@@ -1072,6 +1078,86 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
     })
     .await;
     result.unwrap_or_else(anthropic_error)
+}
+
+/// A buffered upstream answer (capped at `MAX_ANSWER_BYTES`) as JSON.
+async fn read_json(resp: reqwest::Response, provider: Provider) -> Result<Value, ApiError> {
+    let bytes =
+        crate::gateway::upstream::read_capped(resp, crate::gateway::upstream::MAX_ANSWER_BYTES, provider.as_str())
+            .await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadGateway(format!("{provider} returned a body that is not JSON: {e}")))
+}
+
+/// `/v1/messages` on an OpenAI-family deployment: the request translated to
+/// Chat Completions, the answer (or stream) back to Messages
+/// (`providers::messages_bridge`).
+async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Result<Response, ApiError> {
+    use crate::gateway::providers::messages_bridge as bridge;
+    let base = base_url(&gw.config, &route)?;
+    let mut body = bridge::messages_to_chat_request(&a.body, &route.upstream_model)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if route.provider == Provider::Azure {
+        body.remove("model");
+    }
+    let (resp, client) = openai_send(gw, &route, &base, "chat/completions", &body, a.stream).await?;
+    if a.stream {
+        let idle = Some(stream_bound(&route));
+        let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
+        let model = a.model.clone();
+        let provider = route.provider;
+        let mut meter = StreamMeter::openai(gw, &a.caller, &route);
+        let s = async_stream::stream! {
+            futures::pin_mut!(inner);
+            let mut sse = SseParser::new();
+            let mut tr = bridge::ChunkTranslator::new(&model);
+            let event = |name: &str, data: &Value| Bytes::from(format!("event: {name}\ndata: {data}\n\n"));
+            let error = |message: String| {
+                let err = json!({"type": "error", "error": {"type": "api_error", "message": message}});
+                Bytes::from(format!("event: error\ndata: {err}\n\n"))
+            };
+            loop {
+                match inner.next().await {
+                    Some(Ok(b)) => {
+                        meter.observe_bytes(&b);
+                        let events = match sse.feed(&b) {
+                            Ok(evs) => evs,
+                            Err(e) => { yield Ok(error(format!("{provider} stream: {e}"))); break; }
+                        };
+                        for ev in events {
+                            let data = ev.data.trim();
+                            if data == "[DONE]" { tr.on_done(); continue; }
+                            if data.is_empty() { continue; }
+                            match serde_json::from_str::<Value>(data) {
+                                Ok(v) if v.get("error").is_some() => {
+                                    yield Ok(error(upstream_message(data.as_bytes()).0));
+                                    return;
+                                }
+                                Ok(v) => for (name, d) in tr.on_chunk(&v) { yield Ok(event(name, &d)); },
+                                Err(e) => { yield Ok(error(format!("{provider}: stream chunk is not JSON: {e}"))); return; }
+                            }
+                        }
+                    }
+                    Some(Err(e)) => { yield Ok(error(e.to_string())); return; }
+                    None => break,
+                }
+            }
+            // A provider stream that ended without saying it was complete
+            // (no finish reason, no `[DONE]`) was cut: say so, never a
+            // clean `message_stop`.
+            if tr.complete() {
+                for (name, d) in tr.finish() { yield Ok(event(name, &d)); }
+            } else {
+                yield Ok(error(format!("{provider} ended its stream before it was complete")));
+            }
+            drop(meter);
+        };
+        return Ok(with_stream_headers(sse_response(s), &route));
+    }
+    let v = read_json(resp, route.provider).await?;
+    let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
+    let out = bridge::chat_to_messages_response(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
+    Ok(with_cost_headers(axum::Json(out).into_response(), cost, &route))
 }
 
 /// Errors on the Anthropic-native route use Anthropic's error shape, so the

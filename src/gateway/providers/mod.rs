@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod messages_bridge;
 pub mod params;
 
 use serde::Serialize;
