@@ -1426,3 +1426,35 @@ async fn front_reads_chunked_bodies_and_refuses_garbage() {
     assert!(resp.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{resp}");
     assert_eq!(m.request_count(), 1, "unparseable requests are not journaled");
 }
+
+/// OpenAI's Responses API: a `response` object, its named-event stream
+/// ending in `response.completed` (which carries the whole response), and
+/// the strict profile's `input` check. vLLM has no such route.
+#[tokio::test]
+async fn openai_serves_the_responses_api_whole_and_streamed() {
+    let m = start(MockKind::Openai).await;
+    let url = format!("{}/v1/responses", m.url());
+    let auth = [("authorization", "Bearer sk-test")];
+    let r = post(&url, &auth, &json!({"model": "gpt-4o", "input": "hi"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["output"][0]["content"][0]["type"], "output_text");
+    assert!(v["usage"]["input_tokens"].as_u64().is_some());
+
+    let r = post(&url, &auth, &json!({"model": "gpt-4o", "input": "hi", "stream": true})).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(names.first(), Some(&"response.created"));
+    assert_eq!(names.last(), Some(&"response.completed"));
+    assert!(names.contains(&"response.output_text.delta"));
+    assert!(!text.contains("[DONE]"), "the Responses API has no [DONE]");
+
+    let r = post(&url, &auth, &json!({"model": "gpt-4o"})).await;
+    assert_eq!(r.status, 400, "input is required: {}", r.text());
+    let vllm = start(MockKind::HostedVllm).await;
+    let r = post(&format!("{}/v1/responses", vllm.url()), &[], &json!({"model": "m", "input": "hi"})).await;
+    assert_eq!(r.status, 404);
+}

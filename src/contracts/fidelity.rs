@@ -51,6 +51,13 @@ fn provider_answer(call: &UpstreamCall) -> Option<Answer> {
             Some(semantic::bedrock_invoke_stream(body))
         }
         MockKind::Bedrock => a.json().map(|v| semantic::anthropic_body(&v)),
+        k if k.is_openai_family() && path.trim_end_matches('/').ends_with("/responses") => {
+            if event_stream == "text/event-stream" {
+                Some(semantic::responses_stream(body))
+            } else {
+                a.json().map(|v| semantic::responses_body(&v))
+            }
+        }
         k if k.is_openai_family() => {
             if event_stream == "text/event-stream" {
                 Some(semantic::openai_stream(body))

@@ -186,6 +186,82 @@ pub fn openai_stream(body: &[u8]) -> Answer {
     a
 }
 
+/// An OpenAI Responses API object (`POST /v1/responses`) read as an OpenAI
+/// answer: its `output_text` parts joined, `function_call` items as tool
+/// calls, and a finish reason in Chat Completions' words (`tool_calls` when
+/// it called a tool, `length` when it stopped at `max_output_tokens`, else
+/// `stop`), so a gateway that bridges a client to the Responses API is
+/// compared by meaning like any other translation.
+pub fn responses_body(v: &Value) -> Answer {
+    let mut a = Answer { protocol: Some(Protocol::OpenAi), ..Answer::default() };
+    a.completed = matches!(v.get("status").and_then(Value::as_str), Some("completed" | "incomplete") | None);
+    a.id = s(v.get("id"));
+    a.model = s(v.get("model"));
+    a.created = v.get("created_at").and_then(Value::as_i64);
+    if let Some(usage) = v.get("usage").filter(|u| u.is_object()) {
+        a.usage = Some(Usage {
+            input: u(usage.get("input_tokens")),
+            output: u(usage.get("output_tokens")),
+            total: u(usage.get("total_tokens")),
+            cache_read: u(usage.pointer("/input_tokens_details/cached_tokens")),
+            cache_creation: None,
+        });
+    }
+    let mut choice = Choice::default();
+    for item in v.get("output").and_then(Value::as_array).into_iter().flatten() {
+        match item.get("type").and_then(Value::as_str) {
+            Some("message") => {
+                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    if part.get("type").and_then(Value::as_str) == Some("output_text") {
+                        choice.text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
+                    }
+                }
+            }
+            Some("function_call") => choice.tool_calls.push(ToolCall {
+                id: s(item.get("call_id")),
+                name: s(item.get("name")).unwrap_or_default(),
+                arguments: s(item.get("arguments")).unwrap_or_default(),
+            }),
+            _ => {}
+        }
+    }
+    let max_tokens = v.pointer("/incomplete_details/reason").and_then(Value::as_str) == Some("max_output_tokens");
+    choice.finish = Some(
+        if !choice.tool_calls.is_empty() {
+            "tool_calls"
+        } else if max_tokens {
+            "length"
+        } else {
+            "stop"
+        }
+        .to_string(),
+    );
+    a.choices.insert(0, choice);
+    a
+}
+
+/// A Responses API event stream: the final `response.completed` (or
+/// `response.incomplete`) event carries the whole response; without one the
+/// text deltas so far, not completed.
+pub fn responses_stream(body: &[u8]) -> Answer {
+    let mut text = String::new();
+    for e in sse::events(body).events {
+        let Some(v) = e.json() else { continue };
+        match v.get("type").and_then(Value::as_str) {
+            Some("response.completed" | "response.incomplete") => {
+                if let Some(r) = v.get("response") {
+                    return responses_body(r);
+                }
+            }
+            Some("response.output_text.delta") => text.push_str(v.get("delta").and_then(Value::as_str).unwrap_or("")),
+            _ => {}
+        }
+    }
+    let mut a = Answer { protocol: Some(Protocol::OpenAi), ..Answer::default() };
+    a.choices.insert(0, Choice { text, ..Choice::default() });
+    a
+}
+
 fn anthropic_block_into(choice: &mut Choice, block: &Value) {
     match block.get("type").and_then(Value::as_str) {
         Some("text") => choice.text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),

@@ -224,7 +224,7 @@ fn anthropic(parsed: &sse::Parsed, upstream_complete: bool, out: &mut Vec<Violat
             _ => None,
         };
         if let Some(problem) = order {
-            out.push(violation("stream.termination", format!("event {i}: {problem}")));
+            out.push(violation("stream.termination", format!("event {i}: {problem}: {}", snippet(e.data.as_bytes()))));
         }
     }
     if upstream_complete && !stopped && !error_event {

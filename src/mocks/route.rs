@@ -14,6 +14,8 @@ pub(crate) enum Route {
     Embeddings {
         deployment: Option<String>,
     },
+    /// OpenAI's Responses API (`/v1/responses`; Azure's `/openai/v1/responses`).
+    Responses,
     /// Anthropic Messages API (anthropic, azure_ai).
     Messages,
     CountTokens,
@@ -54,6 +56,9 @@ impl Route {
                     Route::Chat { deployment: None }
                 } else if path.ends_with("/embeddings") {
                     Route::Embeddings { deployment: None }
+                } else if kind == MockKind::Openai && path.ends_with("/responses") {
+                    // vLLM's OpenAI server has no Responses API.
+                    Route::Responses
                 } else {
                     Route::Other
                 }
@@ -78,7 +83,7 @@ impl Route {
     pub fn streams(&self, req: &RecordedRequest) -> bool {
         let stream_flag = req.json_field("stream").and_then(|v| v.as_bool()).unwrap_or(false);
         match self {
-            Route::Chat { .. } | Route::Messages => stream_flag,
+            Route::Chat { .. } | Route::Messages | Route::Responses => stream_flag,
             Route::BedrockInvoke { stream, .. }
             | Route::BedrockConverse { stream, .. }
             | Route::VertexPredict { stream, .. } => *stream,
@@ -91,6 +96,7 @@ fn azure(path: &str) -> Route {
     match path {
         "/openai/v1/chat/completions" => return Route::Chat { deployment: None },
         "/openai/v1/embeddings" => return Route::Embeddings { deployment: None },
+        "/openai/v1/responses" | "/openai/responses" => return Route::Responses,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/openai/deployments/") else {

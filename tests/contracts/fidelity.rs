@@ -39,6 +39,34 @@ fn translated_tools(id: &str, args: &str) -> Value {
            "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29}})
 }
 
+/// A Messages answer with one tool call, as a gateway would give a Messages client.
+fn anthropic_tool_answer(name: &str, input: Value, stop: &str) -> Value {
+    json!({"id": "msg_x", "type": "message", "role": "assistant", "model": "gpt-4o",
+           "content": [{"type": "tool_use", "id": "call_1", "name": name, "input": input}],
+           "stop_reason": stop, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 5}})
+}
+
+/// `/v1/messages` on an OpenAI model, bridged by the gateway to OpenAI's
+/// Responses API, whose answer is a `get_weather({"city": "Paris"})` call.
+fn via_responses(client: Value) -> postmortem::contracts::Exchange {
+    let sent = json!({"model": "gpt-4o", "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "weather?"}]}]});
+    let provider = json!({"id": "resp_1", "object": "response", "created_at": 1700000000, "status": "completed", "model": "gpt-4o",
+        "output": [{"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\": \"Paris\"}", "status": "completed"}],
+        "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}});
+    let auth = format!("Bearer {OPENAI_KEY}");
+    let call = upstream(
+        "openai",
+        MockKind::Openai,
+        "/v1/responses",
+        &[("authorization", &auth)],
+        sent,
+        json_answer(200, provider),
+    );
+    let req =
+        messages(json!({"model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "user", "content": "weather?"}]}));
+    exchange(req, json_response(200, client), vec![call])
+}
+
 fn claude_chat() -> postmortem::contracts::ClientRequest {
     chat(json!({"model": "claude", "messages": [{"role": "user", "content": "weather?"}]}))
 }
@@ -211,6 +239,21 @@ pub fn cases() -> Vec<Case> {
                 },
                 ok.clone(),
             ),
+        ),
+        case(
+            "a Messages client bridged to the Responses API gets the provider's tool call",
+            None,
+            via_responses(anthropic_tool_answer("get_weather", json!({"city": "Paris"}), "tool_use")),
+        ),
+        case(
+            "a Messages client bridged to the Responses API gets another tool's arguments",
+            Some("fidelity.tool-calls"),
+            via_responses(anthropic_tool_answer("get_weather", json!({"city": "Lyon"}), "tool_use")),
+        ),
+        case(
+            "a Messages client bridged to the Responses API is told it ended its turn",
+            Some("fidelity.finish-reason"),
+            via_responses(anthropic_tool_answer("get_weather", json!({"city": "Paris"}), "end_turn")),
         ),
         case("cache tokens added back into prompt_tokens", None, translated(to_openai_text(115), cached.clone())),
         case("cache tokens left out of prompt_tokens", None, translated(to_openai_text(10), cached.clone())),

@@ -53,6 +53,7 @@ pub(crate) fn respond(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedReq
     let body = match &route {
         Route::Chat { deployment } => Some(openai::chat_completion(kind, name, ids, req, deployment.as_deref())),
         Route::Embeddings { deployment } => Some(openai::embeddings(kind, ids, req, deployment.as_deref())),
+        Route::Responses => Some(openai::response(kind, name, ids, req)),
         Route::Messages => Some(anthropic::message(kind, name, ids, req, &anthropic::model_of(&route, req))),
         Route::BedrockInvoke { .. } | Route::VertexPredict { .. } => {
             Some(anthropic::message(kind, name, ids, req, &anthropic::model_of(&route, req)))
@@ -103,6 +104,13 @@ pub(crate) fn stream(
             status: 200,
             headers: sse_headers(),
             frames: sse_frames(&openai::chat_chunks(kind, name, ids, req, deployment.as_deref())),
+            hold_before: None,
+            cut_after: None,
+        }),
+        Route::Responses => Some(StreamPlan {
+            status: 200,
+            headers: sse_headers(),
+            frames: sse_frames(&openai::response_events(kind, name, ids, req)),
             hold_before: None,
             cut_after: None,
         }),

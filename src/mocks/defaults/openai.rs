@@ -156,6 +156,89 @@ pub(super) fn chat_chunks(
     events
 }
 
+/// A Responses API object (`/v1/responses`): one assistant message with the
+/// reply as `output_text`, usage in the Responses API's names.
+pub(super) fn response(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest) -> Value {
+    let text = reply_text(kind, name);
+    let (input, output) = (prompt_tokens(req), completion_tokens(&text));
+    json!({
+        "id": format!("resp_{}", ids.hex(48)),
+        "object": "response",
+        "created_at": CREATED,
+        "status": "completed",
+        "error": null,
+        "incomplete_details": null,
+        "model": model(req, None),
+        "output": [{
+            "type": "message",
+            "id": format!("msg_{}", ids.hex(48)),
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]
+        }],
+        "parallel_tool_calls": true,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": input,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input + output
+        }
+    })
+}
+
+/// The Responses API's stream of the same answer: named events with a
+/// `sequence_number`, text deltas, and `response.completed` carrying the
+/// whole response (there is no `[DONE]` in this API).
+pub(super) fn response_events(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest) -> Vec<SseEvent> {
+    let done = response(kind, name, ids, req);
+    let text = reply_text(kind, name);
+    let item = done["output"][0].clone();
+    let item_id = item["id"].clone();
+    let mut in_progress = done.clone();
+    in_progress["status"] = json!("in_progress");
+    in_progress["output"] = json!([]);
+    in_progress["usage"] = Value::Null;
+    let mut seq = 0u64;
+    let mut ev = |ty: &str, mut data: Value| {
+        data["type"] = json!(ty);
+        data["sequence_number"] = json!(seq);
+        seq += 1;
+        SseEvent { event: Some(ty.to_string()), data: data.to_string(), ..SseEvent::data("") }
+    };
+    let mut empty_item = item.clone();
+    empty_item["status"] = json!("in_progress");
+    empty_item["content"] = json!([]);
+    let mut events = vec![
+        ev("response.created", json!({"response": in_progress})),
+        ev("response.in_progress", json!({"response": in_progress})),
+        ev("response.output_item.added", json!({"output_index": 0, "item": empty_item})),
+        ev(
+            "response.content_part.added",
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+    ];
+    for piece in deltas(&text) {
+        events.push(ev(
+            "response.output_text.delta",
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece}),
+        ));
+    }
+    events.push(ev(
+        "response.output_text.done",
+        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text}),
+    ));
+    events.push(ev(
+        "response.content_part.done",
+        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}),
+    ));
+    events.push(ev("response.output_item.done", json!({"output_index": 0, "item": item})));
+    events.push(ev("response.completed", json!({"response": done})));
+    events
+}
+
 /// The texts to embed: `input` as a string, a list of strings, or token
 /// arrays (rendered as their JSON text for hashing).
 fn inputs(req: &RecordedRequest) -> Vec<String> {

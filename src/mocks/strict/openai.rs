@@ -27,6 +27,7 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
     let (deployment, required) = match route {
         Route::Chat { deployment } => (deployment, "messages"),
         Route::Embeddings { deployment } => (deployment, "input"),
+        Route::Responses => (&None, "input"),
         _ => return None,
     };
     // Azure's data-plane routes under /openai/deployments need api-version;
@@ -49,6 +50,7 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
     }
     let fields: &[(&str, Expected)] = match route {
         Route::Chat { .. } => CHAT_FIELDS,
+        Route::Responses => &[],
         _ => EMBEDDINGS_FIELDS,
     };
     for (name, expected) in fields {
