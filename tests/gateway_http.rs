@@ -685,3 +685,38 @@ async fn without_a_master_key_admin_routes_stay_closed_unless_opened_on_purpose(
         }
     }
 }
+
+/// LiteLLM's answer headers (a call id, the deployment, the key's spend so
+/// far, the cost) and the provider's rate-limit headers, passed on as sent.
+#[tokio::test]
+async fn answers_carry_litellm_headers_and_the_providers_rate_limit_headers() {
+    let up = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(chat_ok())
+                .insert_header("x-ratelimit-remaining-requests", "99")
+                .insert_header("x-ratelimit-reset-tokens", "6ms"),
+        )
+        .mount(&up)
+        .await;
+    let app = app(&format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n    model_info: {{id: dep-east}}\n\
+         keys:\n  - {{key: sk-test-headers-0001}}\n",
+        up.uri()
+    ))
+    .await;
+    let auth = [("authorization", "Bearer sk-test-headers-0001")];
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let (s, _, h1) = call(&app, "POST", "/v1/chat/completions", &auth, body.clone()).await;
+    assert_eq!(s, 200);
+    let (_, _, h2) = call(&app, "POST", "/v1/chat/completions", &auth, body).await;
+    let get = |h: &http::HeaderMap, k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert_eq!(get(&h1, "x-ratelimit-remaining-requests"), "99");
+    assert_eq!(get(&h1, "x-ratelimit-reset-tokens"), "6ms");
+    assert_eq!(get(&h1, "x-litellm-model-id"), "dep-east");
+    assert_eq!(get(&h1, "x-litellm-call-id").len(), 32);
+    assert_ne!(get(&h1, "x-litellm-call-id"), get(&h2, "x-litellm-call-id"), "one id per call");
+    let spend = |h: &http::HeaderMap| get(h, "x-litellm-key-spend").parse::<f64>().unwrap();
+    assert!((spend(&h2) - 2.0 * spend(&h1)).abs() < 1e-12 && spend(&h1) > 0.0, "the key's spend so far");
+}

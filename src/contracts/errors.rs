@@ -112,10 +112,17 @@ fn provider_message(body: &[u8]) -> Option<String> {
 /// Only structural faults every gateway must refuse: the body is not a JSON
 /// object, or a required field is missing or of the wrong type, or a
 /// well-known optional field has the wrong type (null counts as absent).
-pub fn request_fault(endpoint: Endpoint, body: &[u8]) -> Option<String> {
-    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Embeddings) {
+/// On Azure OpenAI's own paths (`/openai/deployments/{name}/…`) the model is
+/// the path's deployment, so the body need not name one.
+pub fn request_fault(path: &str, body: &[u8]) -> Option<String> {
+    let endpoint = Endpoint::of(path);
+    if !matches!(
+        endpoint,
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Embeddings | Endpoint::Completions
+    ) {
         return None;
     }
+    let model_in_path = path.contains("/openai/deployments/");
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) => return Some("the body is not JSON".into()),
@@ -134,7 +141,7 @@ pub fn request_fault(endpoint: Endpoint, body: &[u8]) -> Option<String> {
     let messages =
         |v: &Value| v.as_array().is_some_and(|a| a.iter().all(|m| m.get("role").is_some_and(Value::is_string)));
     let common = [
-        required("model"),
+        if model_in_path { None } else { required("model") },
         wrong("model", string, "a string"),
         wrong("stream", boolean, "a boolean"),
         wrong("temperature", number, "a number"),
@@ -158,13 +165,15 @@ pub fn request_fault(endpoint: Endpoint, body: &[u8]) -> Option<String> {
         Endpoint::Embeddings => {
             vec![required("input"), wrong("input", |v| v.is_string() || v.is_array(), "a string or an array")]
         }
+        Endpoint::Completions => {
+            vec![required("prompt"), wrong("prompt", |v| v.is_string() || v.is_array(), "a string or an array")]
+        }
         _ => return None,
     };
     common.into_iter().chain(specific).flatten().next()
 }
 
 fn invalid_request(x: &Exchange, out: &mut Vec<Violation>) {
-    let endpoint = Endpoint::of(&x.request.path);
     if x.request.method != "POST" || x.response.status == 0 {
         return;
     }
@@ -173,7 +182,7 @@ fn invalid_request(x: &Exchange, out: &mut Vec<Violation>) {
     if matches!(x.response.status, 401 | 403 | 413) {
         return;
     }
-    let Some(fault) = request_fault(endpoint, &x.request.body) else { return };
+    let Some(fault) = request_fault(&x.request.path, &x.request.body) else { return };
     if !(400..500).contains(&x.response.status) {
         out.push(violation(
             "errors.invalid-request-is-4xx",

@@ -343,7 +343,11 @@ fn body_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
     // transport-level answers, are outside the API's schemas.
     let api_route = matches!(
         endpoint,
-        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Messages | Endpoint::CountTokens
+        Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Messages
+            | Endpoint::CountTokens
     );
     if !api_route || r.status == 0 {
         return;
@@ -385,6 +389,7 @@ fn body_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
         };
         let problems = match endpoint {
             Endpoint::ChatCompletions => schema::openai_chat_completion(&v),
+            Endpoint::Completions => schema::openai_text_completion(&v, false),
             Endpoint::Embeddings => schema::openai_embeddings(&v),
             Endpoint::Messages => schema::anthropic_message(&v, false),
             Endpoint::CountTokens => count_tokens(&v),

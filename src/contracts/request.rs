@@ -163,7 +163,7 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
         _ => return,
     };
     // An invalid request has no faithful form; the errors family judges it.
-    if super::errors::request_fault(endpoint, &x.request.body).is_some() {
+    if super::errors::request_fault(&x.request.path, &x.request.body).is_some() {
         return;
     }
     let Some(sent) = x.request.json() else { return };

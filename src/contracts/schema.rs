@@ -99,6 +99,28 @@ pub fn openai_chat_chunk(v: &Value) -> Vec<String> {
     s.problems
 }
 
+/// `CreateCompletionResponse` (legacy text completions), whole or one
+/// streamed chunk: both are `text_completion` objects whose choices carry
+/// `text` (a chunk's `finish_reason` may be null).
+pub fn openai_text_completion(v: &Value, streamed: bool) -> Vec<String> {
+    let mut s = Shape::default();
+    let Some(m) = s.object(v, "") else { return s.problems };
+    completion_envelope(&mut s, m, "text_completion");
+    for (at, c) in s.each(m, "", "choices") {
+        let Some(c) = s.object(c, &at) else { continue };
+        s.required(c, &at, "index", &[T::Int]);
+        s.required(c, &at, "text", &[T::Str]);
+        if streamed {
+            s.nullable_one_of(c, &at, "finish_reason", OPENAI_FINISH_REASONS);
+        } else {
+            s.one_of(c, &at, "finish_reason", OPENAI_FINISH_REASONS);
+        }
+        s.optional(c, &at, "logprobs", &[T::Obj, T::Null]);
+    }
+    usage_openai(&mut s, m, "", false);
+    s.problems
+}
+
 /// `CreateEmbeddingResponse`.
 pub fn openai_embeddings(v: &Value) -> Vec<String> {
     let mut s = Shape::default();

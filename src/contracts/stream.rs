@@ -85,7 +85,11 @@ fn openai(x: &Exchange, parsed: &sse::Parsed, upstream_complete: bool, out: &mut
                 }
             }
             Some(v) => {
-                let problems = schema::openai_chat_chunk(&v);
+                let problems = if Endpoint::of(&x.request.path) == Endpoint::Completions {
+                    schema::openai_text_completion(&v, true)
+                } else {
+                    schema::openai_chat_chunk(&v)
+                };
                 if !problems.is_empty() {
                     out.push(violation("stream.framing", format!("chunk {i}: {}", problems.join("; "))));
                 }

@@ -18,7 +18,7 @@ use crate::gateway::sse::{self, SseParser};
 use crate::gateway::state::Gateway;
 use crate::gateway::upstream::ClientKey;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
@@ -225,6 +225,26 @@ where
     }
 }
 
+/// The headers LiteLLM puts on every answer, which clients and dashboards
+/// read: a call id, the deployment that answered, and the key's spend so far.
+fn with_call_headers(mut resp: Response, caller: &Caller) -> Response {
+    let mut id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&hex::encode(id)) {
+        h.insert("x-litellm-call-id", v);
+    }
+    if let Some(dep) = h.get("x-postmortem-deployment").cloned() {
+        h.insert("x-litellm-model-id", dep);
+    }
+    if let Caller::Key(k) = caller {
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.10}", k.spend())) {
+            h.insert("x-litellm-key-spend", v);
+        }
+    }
+    resp
+}
+
 /// [`with_fallbacks`] over the requested group, then, when its failure is
 /// one a fallback list is for, over each fallback group in order (see
 /// `reliability`). A key reaches only fallback groups it may use.
@@ -234,7 +254,7 @@ where
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
     let err = match with_fallbacks(gw, &a.routes, &mut attempt).await {
-        Ok(r) => return Ok(r),
+        Ok(r) => return Ok(with_call_headers(r, &a.caller)),
         Err(e) => e,
     };
     let Some(kind) = reliability::classify(&err) else { return Err(err) };
@@ -258,7 +278,7 @@ where
         }
         tracing::info!(from = %a.group, to = %group, ?kind, "falling back");
         match with_fallbacks(gw, &routes, &mut attempt).await {
-            Ok(r) => return Ok(r),
+            Ok(r) => return Ok(with_call_headers(r, &a.caller)),
             Err(e) => last = e,
         }
     }
@@ -512,10 +532,29 @@ impl Drop for StreamMeter {
     }
 }
 
+/// The provider's rate-limit headers, passed on to the client as sent
+/// (OpenAI's `x-ratelimit-*`, Anthropic's `anthropic-ratelimit-*`), so a
+/// client can pace itself as it would against the provider.
+fn passed_on(headers: &reqwest::header::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-")
+        })
+        .filter_map(|(k, v)| {
+            Some((HeaderName::from_bytes(k.as_str().as_bytes()).ok()?, HeaderValue::from_bytes(v.as_bytes()).ok()?))
+        })
+        .collect()
+}
+
 /// Stream headers: the cost is not known until the stream ends, so it goes
 /// to the key's spend and the spend log then, not into a header.
-fn with_stream_headers(mut resp: Response, route: &Route) -> Response {
+fn with_stream_headers(mut resp: Response, route: &Route, upstream: &[(HeaderName, HeaderValue)]) -> Response {
     let h = resp.headers_mut();
+    for (k, v) in upstream {
+        h.insert(k.clone(), v.clone());
+    }
     h.insert("x-postmortem-cost-status", HeaderValue::from_static("priced-when-stream-ends"));
     if let Ok(v) = HeaderValue::from_str(&route.deployment.id) {
         h.insert("x-postmortem-deployment", v);
@@ -523,8 +562,16 @@ fn with_stream_headers(mut resp: Response, route: &Route) -> Response {
     resp
 }
 
-fn with_cost_headers(mut resp: Response, cost: Option<f64>, route: &Route) -> Response {
+fn with_cost_headers(
+    mut resp: Response,
+    cost: Option<f64>,
+    route: &Route,
+    upstream: &[(HeaderName, HeaderValue)],
+) -> Response {
     let h = resp.headers_mut();
+    for (k, v) in upstream {
+        h.insert(k.clone(), v.clone());
+    }
     match cost {
         Some(c) => {
             if let Ok(v) = HeaderValue::from_str(&format!("{c:.10}")) {
@@ -649,6 +696,7 @@ async fn openai_call(
         body.insert("model".into(), Value::String(route.upstream_model.clone()));
     }
     let (resp, client) = openai_send(gw, &route, &base, path, &body, a.stream).await?;
+    let limits = passed_on(resp.headers());
     if a.stream {
         // Pass the upstream's SSE through event by event; the lease moves
         // into the stream so the client lives until the stream ends.
@@ -686,7 +734,7 @@ async fn openai_call(
             }
             drop(meter);
         };
-        return Ok(with_stream_headers(sse_response(s), &route));
+        return Ok(with_stream_headers(sse_response(s), &route, &limits));
     }
     let status = resp.status().as_u16();
     let mut v = read_json(resp, route.provider).await?;
@@ -695,11 +743,27 @@ async fn openai_call(
     }
     let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
     let resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(v)).into_response();
-    Ok(with_cost_headers(resp, cost, &route))
+    Ok(with_cost_headers(resp, cost, &route, &limits))
 }
 
 pub async fn embeddings(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
-    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("input", "a string or an array")]) {
+    openai_only(gw, headers, raw, ("input", Endpoint::Embeddings, "embeddings")).await
+}
+
+/// Legacy text completions: passed through to OpenAI-family deployments.
+pub async fn completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    openai_only(gw, headers, raw, ("prompt", Endpoint::Completions, "completions")).await
+}
+
+/// An endpoint only the OpenAI family serves: `(the required input field,
+/// the endpoint, its path)`. Anthropic-family deployments get a 400 naming it.
+async fn openai_only(
+    gw: Arc<Gateway>,
+    headers: HeaderMap,
+    raw: Bytes,
+    (input, endpoint, path): (&str, Endpoint, &'static str),
+) -> Response {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), (input, "a string or an array")]) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -708,9 +772,9 @@ pub async fn embeddings(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Res
         let a = &a;
         async move {
             if route.provider.speaks_messages(&route.upstream_model) {
-                return Err(ApiError::BadRequest(format!("{} does not serve embeddings", route.provider)));
+                return Err(ApiError::BadRequest(format!("{} does not serve /v1/{path}", route.provider)));
             }
-            openai_call(gw, a, route, Endpoint::Embeddings, "embeddings").await
+            openai_call(gw, a, route, endpoint, path).await
         }
     })
     .await;
@@ -950,6 +1014,7 @@ async fn anthropic_chat(
     let betas = betas_for(gw, &route, headers);
     let req = anthropic_request(&gw.config, &route, &base, body, &betas, a.stream, None)?;
     let (resp, client) = anthropic_send(gw, &route, &base, req, a.stream).await?;
+    let limits = passed_on(resp.headers());
     if a.stream {
         let events = anthropic_events(&route, resp, client);
         let model = a.model.clone();
@@ -974,13 +1039,13 @@ async fn anthropic_chat(
             yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
             drop(meter);
         };
-        return Ok(with_stream_headers(sse_response(s), &route));
+        return Ok(with_stream_headers(sse_response(s), &route, &limits));
     }
     let v = read_json(resp, route.provider).await?;
     let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
     let out = anthropic::messages_to_chat(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
     drop(client);
-    Ok(with_cost_headers(axum::Json(out).into_response(), cost, &route))
+    Ok(with_cost_headers(axum::Json(out).into_response(), cost, &route, &limits))
 }
 
 /// The two Anthropic-native calls.
@@ -1039,6 +1104,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
                 req.url = format!("{}/count_tokens", req.url.trim_end_matches('/'));
             }
             let (resp, client) = anthropic_send(gw, &route, &base, req, stream).await?;
+            let limits = passed_on(resp.headers());
             if stream {
                 let events = anthropic_events(&route, resp, client);
                 let mut meter = StreamMeter::anthropic(gw, &a.caller, &route);
@@ -1059,7 +1125,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
                     }
                     drop(meter);
                 };
-                return Ok(with_stream_headers(sse_response(s), &route));
+                return Ok(with_stream_headers(sse_response(s), &route, &limits));
             }
             let bytes = resp
                 .bytes()
@@ -1073,7 +1139,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
                 return Ok(axum::Json(v).into_response());
             }
             let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
-            Ok(with_cost_headers(axum::Json(v).into_response(), cost, &route))
+            Ok(with_cost_headers(axum::Json(v).into_response(), cost, &route, &limits))
         }
     })
     .await;
@@ -1101,6 +1167,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
         body.remove("model");
     }
     let (resp, client) = openai_send(gw, &route, &base, "chat/completions", &body, a.stream).await?;
+    let limits = passed_on(resp.headers());
     if a.stream {
         let idle = Some(stream_bound(&route));
         let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
@@ -1152,12 +1219,12 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
             }
             drop(meter);
         };
-        return Ok(with_stream_headers(sse_response(s), &route));
+        return Ok(with_stream_headers(sse_response(s), &route, &limits));
     }
     let v = read_json(resp, route.provider).await?;
     let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
     let out = bridge::chat_to_messages_response(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
-    Ok(with_cost_headers(axum::Json(out).into_response(), cost, &route))
+    Ok(with_cost_headers(axum::Json(out).into_response(), cost, &route, &limits))
 }
 
 /// Errors on the Anthropic-native route use Anthropic's error shape, so the

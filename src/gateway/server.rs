@@ -78,9 +78,45 @@ macro_rules! body_handler {
 }
 
 body_handler!(chat, proxy::chat_completions);
+body_handler!(completions, proxy::completions);
 body_handler!(embeddings, proxy::embeddings);
 body_handler!(messages, proxy::messages);
 body_handler!(count_tokens, proxy::count_tokens);
+
+/// An Azure-style call: the body's `model` becomes the path's deployment
+/// (what the `AzureOpenAI` client addresses), then the usual handler runs.
+/// `api-version` is accepted and not needed: the gateway speaks one API.
+macro_rules! azure_handler {
+    ($name:ident, $target:path) => {
+        async fn $name(
+            State(gw): Gw,
+            axum::extract::Path(deployment): axum::extract::Path<String>,
+            headers: HeaderMap,
+            body: Body,
+        ) -> Response {
+            match read_body(&gw, &headers, body).await {
+                Ok(raw) => $target(gw, headers, with_model(raw, &deployment)).await,
+                Err(e) => e.into_response(),
+            }
+        }
+    };
+}
+
+azure_handler!(azure_chat, proxy::chat_completions);
+azure_handler!(azure_embeddings, proxy::embeddings);
+azure_handler!(azure_completions, proxy::completions);
+
+/// The JSON object `raw` with `model` set; anything else unchanged, for the
+/// handler to refuse with its usual error.
+fn with_model(raw: Bytes, model: &str) -> Bytes {
+    match serde_json::from_slice::<Value>(&raw) {
+        Ok(Value::Object(mut m)) => {
+            m.insert("model".into(), Value::String(model.to_string()));
+            Bytes::from(Value::Object(m).to_string())
+        }
+        _ => raw,
+    }
+}
 
 /// The route table without any prefix.
 fn routes(gw: Arc<Gateway>) -> Router {
@@ -89,10 +125,19 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
         .route("/embeddings", post(embeddings))
+        .route("/v1/completions", post(completions))
+        .route("/completions", post(completions))
+        // Azure OpenAI's own paths, so the `AzureOpenAI` SDK client works:
+        // the deployment in the path is the model group.
+        .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
+        .route("/openai/deployments/{deployment}/embeddings", post(azure_embeddings))
+        .route("/openai/deployments/{deployment}/completions", post(azure_completions))
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
         .route("/models", get(models))
+        .route("/v1/models/{*id}", get(model_retrieve))
+        .route("/models/{*id}", get(model_retrieve))
         .route("/v1/model/info", get(model_info))
         .route("/model/info", get(model_info))
         .route("/health", get(health))
@@ -196,6 +241,33 @@ async fn health(State(gw): Gw, headers: HeaderMap) -> Json<Value> {
         }
     }
     Json(v)
+}
+
+/// `GET /v1/models/{id}`: one model the caller may use, in OpenAI's shape,
+/// or OpenAI's 404 (also for a model the caller's key may not use: its
+/// existence is not the caller's business).
+async fn model_retrieve(
+    State(gw): Gw,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match authenticate(&gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let catalog = gw.catalog.current();
+    let known = gw.router.model_names().contains(&id)
+        || gw.fallbacks.visible_aliases().any(|a| a == id)
+        || !gw.router.resolve(&id, &catalog).is_empty();
+    let allowed = match &caller {
+        Caller::Key(k) => allows_name_or_pattern(k, &id, &catalog),
+        _ => true,
+    };
+    if !known || !allowed {
+        return ApiError::ModelNotFound(format!("The model `{id}` does not exist or you do not have access to it."))
+            .into_response();
+    }
+    Json(json!({"id": id, "object": "model", "created": unix(gw.started_at), "owned_by": "postmortem"})).into_response()
 }
 
 async fn models(State(gw): Gw, headers: HeaderMap) -> Response {

@@ -14,6 +14,10 @@ pub(crate) enum Route {
     Embeddings {
         deployment: Option<String>,
     },
+    /// Legacy text completions (`/v1/completions`).
+    Completions {
+        deployment: Option<String>,
+    },
     /// OpenAI's Responses API (`/v1/responses`; Azure's `/openai/v1/responses`).
     Responses,
     /// Anthropic Messages API (anthropic, azure_ai).
@@ -56,6 +60,8 @@ impl Route {
                     Route::Chat { deployment: None }
                 } else if path.ends_with("/embeddings") {
                     Route::Embeddings { deployment: None }
+                } else if path.ends_with("/completions") {
+                    Route::Completions { deployment: None }
                 } else if kind == MockKind::Openai && path.ends_with("/responses") {
                     // vLLM's OpenAI server has no Responses API.
                     Route::Responses
@@ -83,7 +89,7 @@ impl Route {
     pub fn streams(&self, req: &RecordedRequest) -> bool {
         let stream_flag = req.json_field("stream").and_then(|v| v.as_bool()).unwrap_or(false);
         match self {
-            Route::Chat { .. } | Route::Messages | Route::Responses => stream_flag,
+            Route::Chat { .. } | Route::Completions { .. } | Route::Messages | Route::Responses => stream_flag,
             Route::BedrockInvoke { stream, .. }
             | Route::BedrockConverse { stream, .. }
             | Route::VertexPredict { stream, .. } => *stream,
@@ -112,6 +118,7 @@ fn azure(path: &str) -> Route {
     match op {
         "chat/completions" => Route::Chat { deployment },
         "embeddings" => Route::Embeddings { deployment },
+        "completions" => Route::Completions { deployment },
         _ => Route::Other,
     }
 }

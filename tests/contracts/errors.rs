@@ -14,7 +14,35 @@ pub fn cases() -> Vec<Case> {
     let mut limited = json_answer(429, openai_error("Rate limit reached"));
     limited.headers.push(("retry-after".into(), "7".into()));
     let mut client_429 = json_response(429, openai_error("openai: Rate limit reached"));
+    let no_model = json!({"messages": [{"role": "user", "content": "hi"}]});
     vec![
+        case(
+            "a body without `model` answered 200 on /v1/chat/completions",
+            Some("errors.invalid-request-is-4xx"),
+            exchange(chat(no_model.clone()), json_response(200, completion("hi")), vec![]),
+        ),
+        case(
+            "a body without `model` on Azure's deployment path, where the path names it",
+            None,
+            exchange(
+                request("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", no_model),
+                json_response(200, completion("hi")),
+                vec![],
+            ),
+        ),
+        case(
+            "a completion without `prompt` answered 200",
+            Some("errors.invalid-request-is-4xx"),
+            exchange(
+                request("/v1/completions", json!({"model": "gpt-4o"})),
+                json_response(
+                    200,
+                    json!({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "gpt-4o",
+                           "choices": [{"text": "hi", "index": 0, "logprobs": null, "finish_reason": "stop"}]}),
+                ),
+                vec![],
+            ),
+        ),
         case(
             "a 400 retried",
             Some("errors.client-error-not-retried"),

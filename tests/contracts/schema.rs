@@ -1,11 +1,53 @@
 //! The schema family: success bodies, error bodies, media types.
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 pub fn cases() -> Vec<Case> {
     let ok = completion("hi");
+    let text_completion = json!({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "gpt-4o",
+        "choices": [{"text": "hi", "index": 0, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}});
     vec![
+        case(
+            "a text completion, whole",
+            None,
+            exchange(
+                request("/v1/completions", json!({"model": "gpt-4o", "prompt": "x"})),
+                json_response(200, text_completion.clone()),
+                vec![],
+            ),
+        ),
+        case(
+            "a text completion answered with a chat completion",
+            Some("schema.success-body"),
+            exchange(
+                request("/v1/completions", json!({"model": "gpt-4o", "prompt": "x"})),
+                json_response(200, ok.clone()),
+                vec![],
+            ),
+        ),
+        case(
+            "a text completion streamed as text_completion chunks",
+            None,
+            exchange(
+                request("/v1/completions", json!({"model": "gpt-4o", "prompt": "x", "stream": true})),
+                sse_response(openai_sse(&[
+                    json!({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "gpt-4o", "choices": [{"text": "hi", "index": 0, "logprobs": null, "finish_reason": null}]}),
+                    json!("[DONE]"),
+                ])),
+                vec![],
+            ),
+        ),
+        case(
+            "a text completion streamed as chat chunks",
+            Some("stream.framing"),
+            exchange(
+                request("/v1/completions", json!({"model": "gpt-4o", "prompt": "x", "stream": true})),
+                sse_response(openai_sse(&[chunk(json!({"content": "hi"}), Value::Null), json!("[DONE]")])),
+                vec![],
+            ),
+        ),
         case(
             "a chat completion passed through unchanged",
             None,

@@ -23,3 +23,11 @@ for model in ["claude-direct", "claude-bedrock", "claude-vertex", "claude-azure"
     )
     assert r.content, (model, r)
     print(f"anthropic sdk -> {model}: ok")
+
+# /v1/messages on an OpenAI model: translated to Chat Completions and back.
+r = client.messages.create(model="gpt-4o", max_tokens=32, messages=messages)
+assert r.content and r.content[0].text and r.stop_reason == "end_turn", r
+with client.messages.stream(model="gpt-4o", max_tokens=32, messages=messages) as stream:
+    final = stream.get_final_message()
+assert final.content and final.content[0].text and final.usage.output_tokens > 0, final
+print("anthropic sdk -> gpt-4o (openai, translated): ok")

@@ -28,6 +28,30 @@ try:
 except openai.NotFoundError as err:
     assert "no-such-model" in str(err), err
 
+# Legacy text completions, whole and streamed.
+c = client.completions.create(model="gpt-4o", prompt="Say hi", max_tokens=16)
+assert c.choices[0].text, c
+streamed = "".join(ch.choices[0].text for ch in client.completions.create(model="gpt-4o", prompt="Say hi", stream=True) if ch.choices)
+assert streamed, "the completions stream carried no text"
+
+# One model by id; an unknown one is OpenAI's NotFoundError.
+m = client.models.retrieve("gpt-4o")
+assert m.id == "gpt-4o" and m.object == "model", m
+try:
+    client.models.retrieve("no-such-model")
+    raise SystemExit("an unknown model id should be a NotFoundError")
+except openai.NotFoundError:
+    pass
+
+# The AzureOpenAI client addresses /openai/deployments/{name}/... with api-version and api-key.
+azure = openai.AzureOpenAI(
+    azure_endpoint=os.environ["GATEWAY_URL"], api_key=os.environ["GATEWAY_KEY"], api_version="2024-10-21", max_retries=0
+)
+r = azure.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+assert r.choices[0].message.content, r
+e = azure.embeddings.create(model="bge", input="hello", encoding_format="float")
+assert len(e.data[0].embedding) > 0, e
+
 bad = OpenAI(base_url=os.environ["GATEWAY_URL"] + "/v1", api_key="wrong-key-123", max_retries=0)
 try:
     bad.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])

@@ -11,14 +11,37 @@ use super::Provider;
 use crate::gateway::error::ApiError;
 use serde_json::{Map, Value};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Chat,
     Embeddings,
+    /// Legacy text completions (`/v1/completions`), OpenAI-family only.
+    Completions,
 }
 
 /// Fields that are part of the request's shape, not optional params.
 const CHAT_REQUIRED: &[&str] = &["model", "messages"];
 const EMBED_REQUIRED: &[&str] = &["model", "input"];
+const COMPLETIONS_REQUIRED: &[&str] = &["model", "prompt"];
+/// OpenAI's `/v1/completions` parameters (vLLM accepts them too).
+const COMPLETIONS_OPENAI: &[&str] = &[
+    "best_of",
+    "echo",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "max_tokens",
+    "n",
+    "presence_penalty",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "suffix",
+    "temperature",
+    "top_p",
+    "user",
+];
 
 const CHAT_OPENAI: &[&str] = &[
     "frequency_penalty",
@@ -100,6 +123,7 @@ pub fn supported(provider: Provider, endpoint: &Endpoint, upstream_model: &str) 
             Provider::HostedVllm => EMBED_VLLM.to_vec(),
             _ => EMBED_OPENAI.to_vec(),
         },
+        Endpoint::Completions => COMPLETIONS_OPENAI.to_vec(),
     }
 }
 
@@ -121,6 +145,7 @@ pub fn build_upstream_params(
     let required = match endpoint {
         Endpoint::Chat => CHAT_REQUIRED,
         Endpoint::Embeddings => EMBED_REQUIRED,
+        Endpoint::Completions => COMPLETIONS_REQUIRED,
     };
     let allowed = supported(provider, &endpoint, upstream_model);
     let mut out = Map::new();
@@ -149,7 +174,7 @@ pub fn build_upstream_params(
     if null_absent_params {
         let bug_params: &[&str] = match endpoint {
             Endpoint::Embeddings => &["encoding_format"],
-            Endpoint::Chat => &["temperature", "top_p", "max_tokens", "stop", "seed", "n"],
+            Endpoint::Chat | Endpoint::Completions => &["temperature", "top_p", "max_tokens", "stop", "seed", "n"],
         };
         for p in bug_params {
             out.entry(p.to_string()).or_insert(Value::Null);

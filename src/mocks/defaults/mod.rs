@@ -54,6 +54,7 @@ pub(crate) fn respond(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedReq
         Route::Chat { deployment } => Some(openai::chat_completion(kind, name, ids, req, deployment.as_deref())),
         Route::Embeddings { deployment } => Some(openai::embeddings(kind, ids, req, deployment.as_deref())),
         Route::Responses => Some(openai::response(kind, name, ids, req)),
+        Route::Completions { deployment } => Some(openai::text_completion(kind, name, ids, req, deployment.as_deref())),
         Route::Messages => Some(anthropic::message(kind, name, ids, req, &anthropic::model_of(&route, req))),
         Route::BedrockInvoke { .. } | Route::VertexPredict { .. } => {
             Some(anthropic::message(kind, name, ids, req, &anthropic::model_of(&route, req)))
@@ -104,6 +105,13 @@ pub(crate) fn stream(
             status: 200,
             headers: sse_headers(),
             frames: sse_frames(&openai::chat_chunks(kind, name, ids, req, deployment.as_deref())),
+            hold_before: None,
+            cut_after: None,
+        }),
+        Route::Completions { deployment } => Some(StreamPlan {
+            status: 200,
+            headers: sse_headers(),
+            frames: sse_frames(&openai::text_completion_chunks(kind, name, ids, req, deployment.as_deref())),
             hold_before: None,
             cut_after: None,
         }),

@@ -156,6 +156,60 @@ pub(super) fn chat_chunks(
     events
 }
 
+/// A legacy text completion (`/v1/completions`).
+pub(super) fn text_completion(
+    kind: MockKind,
+    name: &str,
+    ids: &IdGen,
+    req: &RecordedRequest,
+    deployment: Option<&str>,
+) -> Value {
+    let text = reply_text(kind, name);
+    let (prompt, completion) = (prompt_tokens(req), completion_tokens(&text));
+    json!({
+        "id": format!("cmpl-{}", ids.hex(29)),
+        "object": "text_completion",
+        "created": CREATED,
+        "model": model(req, deployment),
+        "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    })
+}
+
+/// The same completion streamed: `text_completion` chunks, then `[DONE]`
+/// (with `stream_options.include_usage`, a last chunk with the usage).
+pub(super) fn text_completion_chunks(
+    kind: MockKind,
+    name: &str,
+    ids: &IdGen,
+    req: &RecordedRequest,
+    deployment: Option<&str>,
+) -> Vec<SseEvent> {
+    let whole = text_completion(kind, name, ids, req, deployment);
+    let text = reply_text(kind, name);
+    let include_usage =
+        req.json_field("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    let chunk = |choices: Value| json!({"id": whole["id"], "object": "text_completion", "created": CREATED, "model": whole["model"], "choices": choices});
+    let mut events: Vec<SseEvent> = deltas(&text)
+        .into_iter()
+        .map(|piece| {
+            SseEvent::data(
+                chunk(json!([{"text": piece, "index": 0, "logprobs": null, "finish_reason": null}])).to_string(),
+            )
+        })
+        .collect();
+    events.push(SseEvent::data(
+        chunk(json!([{"text": "", "index": 0, "logprobs": null, "finish_reason": "stop"}])).to_string(),
+    ));
+    if include_usage {
+        let mut last = chunk(json!([]));
+        last["usage"] = whole["usage"].clone();
+        events.push(SseEvent::data(last.to_string()));
+    }
+    events.push(SseEvent::data("[DONE]"));
+    events
+}
+
 /// A Responses API object (`/v1/responses`): one assistant message with the
 /// reply as `output_text`, usage in the Responses API's names.
 pub(super) fn response(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest) -> Value {

@@ -28,6 +28,7 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
         Route::Chat { deployment } => (deployment, "messages"),
         Route::Embeddings { deployment } => (deployment, "input"),
         Route::Responses => (&None, "input"),
+        Route::Completions { deployment } => (deployment, "prompt"),
         _ => return None,
     };
     // Azure's data-plane routes under /openai/deployments need api-version;
@@ -50,7 +51,7 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
     }
     let fields: &[(&str, Expected)] = match route {
         Route::Chat { .. } => CHAT_FIELDS,
-        Route::Responses => &[],
+        Route::Responses | Route::Completions { .. } => &[],
         _ => EMBEDDINGS_FIELDS,
     };
     for (name, expected) in fields {
