@@ -265,7 +265,7 @@ fn incident2(bugs: CatalogBugs) -> Result<(), KeyError> {
     store.set_known_bugs(bugs);
     let keys = KeyStore::new(SystemClock::shared());
     let spec = KeySpec { models: vec!["anthropic/*".into()], ..KeySpec::default() };
-    let (secret, _) = keys.generate(spec).expect("generated");
+    let (secret, _) = keys.generate(spec, None).expect("generated");
     let key = keys.authenticate(&secret).expect("authenticated");
     // Before the reload the old map does not know the model: refused.
     assert!(key.check_model("claude-sonnet-4-6", &store.current()).is_err());

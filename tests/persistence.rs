@@ -271,3 +271,86 @@ async fn streamed_calls_are_charged_from_the_usage_the_provider_streamed() {
         assert_eq!(spend > 0.0, charged, "{uri} {body}: spend {spend}");
     }
 }
+
+/// LiteLLM's key admin, durable: `/key/generate` with LiteLLM's field names
+/// and a chosen secret, `/key/update`, `/key/block`/`unblock`,
+/// `/key/regenerate` (the old secret stops working, the spend stays), a
+/// `duration` that expires on the gateway's clock, all after a restart too.
+#[tokio::test]
+async fn key_admin_with_litellm_field_names_survives_restarts() {
+    use postmortem::gateway::clock::ManualClock;
+    let up = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_yaml(&up, &dir.path().join("state.db"));
+    let clock = ManualClock::shared();
+    let build = |clock: std::sync::Arc<ManualClock>| {
+        let cfg = Config::parse(&yaml, "test.yaml").unwrap().config;
+        GatewayBuilder::new(cfg).clock(clock).build()
+    };
+    let gw = build(clock.clone()).await.unwrap();
+    let (s, gen) = call(
+        &gw,
+        "POST",
+        "/key/generate",
+        MASTER,
+        Some(json!({"key": "sk-chosen-secret-0001", "models": ["gpt-4o"], "rpm_limit": 50, "tpm_limit": 9000,
+                    "key_alias": "ci-bot", "user_id": "u-7", "team_id": "t-2", "metadata": {"env": "ci"}, "duration": "1h"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{gen}");
+    assert_eq!(gen["key"], "sk-chosen-secret-0001");
+    assert_eq!(
+        (gen["rpm"].clone(), gen["tpm"].clone(), gen["alias"].clone()),
+        (json!(50), json!(9000), json!("ci-bot"))
+    );
+    assert_eq!((gen["user_id"].clone(), gen["team_id"].clone()), (json!("u-7"), json!("t-2")));
+    let (s, _) = call(&gw, "POST", "/v1/chat/completions", "sk-chosen-secret-0001", chat()).await;
+    assert_eq!(s, 200);
+
+    let (s, u) = call(
+        &gw,
+        "POST",
+        "/key/update",
+        MASTER,
+        Some(json!({"key": "sk-chosen-secret-0001", "models": ["other"], "rpm_limit": 5})),
+    )
+    .await;
+    assert_eq!(s, 200, "{u}");
+    let (s, _) = call(&gw, "POST", "/v1/chat/completions", "sk-chosen-secret-0001", chat()).await;
+    assert_eq!(s, 403, "the updated key may no longer use gpt-4o");
+    call(&gw, "POST", "/key/update", MASTER, Some(json!({"key": "sk-chosen-secret-0001", "models": ["gpt-4o"]}))).await;
+
+    let (s, _) = call(&gw, "POST", "/key/block", MASTER, Some(json!({"key": "sk-chosen-secret-0001"}))).await;
+    assert_eq!(s, 200);
+    let (s, b) = call(&gw, "POST", "/v1/chat/completions", "sk-chosen-secret-0001", chat()).await;
+    assert_eq!(s, 401, "blocked: {b}");
+    assert!(b.to_string().contains("blocked"), "{b}");
+    drop(gw);
+    let gw = build(clock.clone()).await.unwrap();
+    let (s, _) = call(&gw, "POST", "/v1/chat/completions", "sk-chosen-secret-0001", chat()).await;
+    assert_eq!(s, 401, "still blocked after a restart");
+    let (s, _) = call(&gw, "POST", "/key/unblock", MASTER, Some(json!({"key": "sk-chosen-secret-0001"}))).await;
+    assert_eq!(s, 200);
+
+    let (s, r) = call(&gw, "POST", "/key/sk-chosen-secret-0001/regenerate", MASTER, Some(json!({}))).await;
+    assert_eq!(s, 200, "{r}");
+    let new_key = r["key"].as_str().unwrap().to_string();
+    let (s, _) = call(&gw, "GET", "/key/info", "sk-chosen-secret-0001", None).await;
+    assert_eq!(s, 401, "the old secret stops working");
+    drop(gw);
+    let gw = build(clock.clone()).await.unwrap();
+    let (s, info) = call(&gw, "GET", "/key/info", &new_key, None).await;
+    assert_eq!(s, 200, "the new secret works after a restart: {info}");
+    assert!((info["info"]["spend"].as_f64().unwrap() - ONE_CALL_USD).abs() < 1e-12, "the spend moved with it: {info}");
+    assert_eq!(info["info"]["alias"], "ci-bot");
+
+    clock.advance(std::time::Duration::from_secs(3601));
+    let (s, e) = call(&gw, "POST", "/v1/chat/completions", &new_key, chat()).await;
+    assert_eq!(s, 401, "an hour later the key has expired: {e}");
+
+    let (s, e) = call(&gw, "POST", "/key/generate", MASTER, Some(json!({"budget_duration": "30d"}))).await;
+    assert_eq!(s, 400, "said, not ignored: {e}");
+    let (s, _) =
+        call(&gw, "POST", "/key/update", MASTER, Some(json!({"key": "sk-nope-nope-nope", "rpm_limit": 1}))).await;
+    assert_eq!(s, 404);
+}

@@ -67,7 +67,10 @@ pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiErro
         }
     }
     match gw.keys.authenticate(&presented) {
-        Some(rec) => Ok(Caller::Key(rec)),
+        Some(rec) => match rec.refusal(crate::gateway::state::unix(gw.clock.wall())) {
+            Some(why) => Err(ApiError::Unauthorized(why)),
+            None => Ok(Caller::Key(rec)),
+        },
         None => Err(ApiError::Unauthorized("invalid API key".into())),
     }
 }

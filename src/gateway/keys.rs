@@ -83,15 +83,48 @@ pub struct KeySpec {
     /// USD; requests are refused once spend reaches it.
     #[serde(default)]
     pub max_budget: Option<f64>,
-    #[serde(default)]
+    /// Also accepted as `rpm_limit` (LiteLLM's name).
+    #[serde(default, alias = "rpm_limit")]
     pub rpm: Option<u64>,
-    #[serde(default)]
+    /// Also accepted as `tpm_limit` (LiteLLM's name).
+    #[serde(default, alias = "tpm_limit")]
     pub tpm: Option<u64>,
     #[serde(default)]
     pub metadata: Value,
     /// Also accepted as `key_alias` (LiteLLM's name).
     #[serde(default, alias = "key_alias")]
     pub alias: Option<String>,
+    /// Who the key is for (LiteLLM's fields; recorded, shown, not enforced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    /// Unix seconds after which the key is refused (from `duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// A blocked key is refused until unblocked (`/key/block`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
+}
+
+/// LiteLLM's key `duration`: `30s`, `30m`, `30h`, `30d` (a bare number is
+/// seconds), as seconds.
+pub fn parse_duration(s: &str) -> Result<u64, KeyError> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 =
+        num.parse().map_err(|_| KeyError::InvalidSpec(format!("duration {s:?}: expected e.g. 30s, 30m, 30h, 30d")))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(KeyError::InvalidSpec(format!("duration {s:?}: the unit must be s, m, h or d"))),
+    };
+    n.checked_mul(unit).ok_or_else(|| KeyError::InvalidSpec(format!("duration {s:?} is too long")))
 }
 
 /// A key's model patterns compiled for constant-cost checks.
@@ -242,6 +275,10 @@ pub struct KeyInfo {
     pub metadata: Value,
     /// Unix seconds, from the store's clock.
     pub created_at: u64,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub expires_at: Option<u64>,
+    pub blocked: bool,
 }
 
 /// One authenticated key with its live counters.
@@ -254,6 +291,8 @@ pub struct KeyRecord {
     created_at: u64,
     spend: Mutex<f64>,
     limits: RateLimiter,
+    /// Made at run time (stored), not from the config file.
+    runtime: bool,
 }
 
 impl KeyRecord {
@@ -274,6 +313,7 @@ impl KeyRecord {
             spec,
             created_at,
             spend: Mutex::new(0.0),
+            runtime: false,
         })
     }
 
@@ -291,6 +331,7 @@ impl KeyRecord {
             spec,
             created_at: stored.created_at,
             spend: Mutex::new(0.0),
+            runtime: true,
         })
     }
 
@@ -301,6 +342,22 @@ impl KeyRecord {
             masked: self.masked.clone(),
             spec_json: serde_json::to_string(&self.spec).unwrap_or_else(|_| "{}".into()),
             created_at: self.created_at,
+        }
+    }
+
+    /// Made at run time (`/key/generate`), as opposed to the config file.
+    pub fn is_runtime(&self) -> bool {
+        self.runtime
+    }
+
+    /// Why the key may not be used at `now_unix`, if it may not.
+    pub fn refusal(&self, now_unix: u64) -> Option<String> {
+        if self.spec.blocked {
+            return Some("this key is blocked".into());
+        }
+        match self.spec.expires_at {
+            Some(t) if now_unix >= t => Some(format!("this key expired at {t} (unix seconds)")),
+            _ => None,
         }
     }
 
@@ -391,6 +448,10 @@ impl KeyRecord {
             tpm: self.spec.tpm,
             metadata: self.spec.metadata.clone(),
             created_at: self.created_at,
+            user_id: self.spec.user_id.clone(),
+            team_id: self.spec.team_id.clone(),
+            expires_at: self.spec.expires_at,
+            blocked: self.spec.blocked,
         }
     }
 }
@@ -441,15 +502,50 @@ impl KeyStore {
         Ok(record)
     }
 
-    /// Creates a key with a fresh `sk-` + 32 URL-safe random characters secret
-    /// (from the OS RNG). The secret is returned once and never stored.
-    pub fn generate(&self, spec: KeySpec) -> Result<(String, KeyInfo), KeyError> {
-        let mut bytes = [0u8; GENERATED_SECRET_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let random: String = bytes.iter().map(|b| char::from(URL_SAFE[usize::from(b & 63)])).collect();
-        let secret = format!("sk-{random}");
-        let info = self.insert_from_config(&secret, spec)?;
-        Ok((secret, info))
+    /// Creates a run-time key: the given secret (LiteLLM's `key` field), or
+    /// a fresh `sk-` + 32 URL-safe random characters (from the OS RNG). The
+    /// secret is returned once and never stored.
+    pub fn generate(&self, spec: KeySpec, secret: Option<String>) -> Result<(String, Arc<KeyRecord>), KeyError> {
+        let secret = match secret {
+            Some(s) if s.len() < 8 => return Err(KeyError::InvalidSpec("a key must be at least 8 characters".into())),
+            Some(s) => s,
+            None => new_secret(),
+        };
+        let created_at = self.clock.wall().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut record = KeyRecord::new(&secret, spec, created_at)?;
+        record.runtime = true;
+        let record = Arc::new(record);
+        let mut keys = self.keys.write();
+        if keys.contains_key(&record.hash) {
+            return Err(KeyError::DuplicateKey);
+        }
+        keys.insert(record.hash, Arc::clone(&record));
+        Ok((secret, record))
+    }
+
+    /// A run-time key with a new spec (or, with `secret`, a new secret too),
+    /// keeping its spend and creation time; the old record stops working.
+    pub fn replace(&self, old: &KeyRecord, spec: KeySpec, secret: Option<&str>) -> Result<Arc<KeyRecord>, KeyError> {
+        let mut record = match secret {
+            Some(s) => KeyRecord::new(s, spec, old.created_at)?,
+            None => KeyRecord {
+                hash: old.hash,
+                masked: old.masked.clone(),
+                access: AccessList::compile(&spec.models)?,
+                limits: RateLimiter::new(spec.rpm, spec.tpm),
+                spec,
+                created_at: old.created_at,
+                spend: Mutex::new(0.0),
+                runtime: true,
+            },
+        };
+        record.runtime = true;
+        *record.spend.lock() = old.spend();
+        let record = Arc::new(record);
+        let mut keys = self.keys.write();
+        keys.remove(&old.hash);
+        keys.insert(record.hash, Arc::clone(&record));
+        Ok(record)
     }
 
     /// The key for a presented secret. Looked up by hash, then the hashes are
@@ -507,6 +603,14 @@ impl KeyStore {
     pub fn is_empty(&self) -> bool {
         self.keys.read().is_empty()
     }
+}
+
+/// `sk-` + 32 URL-safe random characters from the OS RNG (192 bits).
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; GENERATED_SECRET_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let random: String = bytes.iter().map(|b| char::from(URL_SAFE[usize::from(b & 63)])).collect();
+    format!("sk-{random}")
 }
 
 fn parse_hash(s: &str) -> Option<KeyHash> {
@@ -610,7 +714,8 @@ mod tests {
     #[test]
     fn keys_are_stored_hashed_and_listed_masked() {
         let store = KeyStore::new(SystemClock::shared());
-        let (secret, info) = store.generate(spec(&["gpt-4o"])).expect("generated");
+        let (secret, record) = store.generate(spec(&["gpt-4o"]), None).expect("generated");
+        let info = record.info();
         assert_eq!(secret.len(), 3 + GENERATED_SECRET_LEN);
         assert!(secret.starts_with("sk-"));
         assert!(secret[3..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));

@@ -6,7 +6,6 @@
 
 use crate::gateway::auth::{authenticate, require_admin, Caller};
 use crate::gateway::error::ApiError;
-use crate::gateway::keys::KeySpec;
 use crate::gateway::state::{unix, Gateway};
 use crate::gateway::{proxy, ui};
 use axum::body::{Body, Bytes};
@@ -151,6 +150,11 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/key/info", get(key_info))
         .route("/key/delete", post(key_delete))
         .route("/key/list", get(key_list))
+        .route("/key/update", post(key_update))
+        .route("/key/block", post(key_block))
+        .route("/key/unblock", post(key_unblock))
+        .route("/key/regenerate", post(key_regenerate))
+        .route("/key/{key}/regenerate", post(key_regenerate_path))
         .route("/spend/logs", get(spend_logs))
         .route("/openapi.json", get(ui::openapi))
         .route("/docs", get(ui::docs))
@@ -386,20 +390,29 @@ async fn cache_stats(State(gw): Gw, headers: HeaderMap) -> Response {
     Json(serde_json::to_value(gw.clients.stats()).unwrap_or_default()).into_response()
 }
 
-async fn key_generate(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
-    if let Err(e) = require_admin(&gw, &headers) {
-        return e.into_response();
-    }
-    let raw = match read_body(&gw, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+/// An admin call's JSON object body (an empty body is `{}`), or the answer
+/// that refuses it.
+async fn admin_object(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Map<String, Value>, Response> {
+    require_admin(gw, headers).map_err(IntoResponse::into_response)?;
+    let raw = read_body(gw, headers, body).await.map_err(IntoResponse::into_response)?;
     let raw = if raw.is_empty() { Bytes::from_static(b"{}") } else { raw };
-    let spec: KeySpec = match serde_json::from_slice(&raw) {
-        Ok(s) => s,
-        Err(e) => return ApiError::BadRequest(format!("invalid key spec: {e}")).into_response(),
+    match serde_json::from_slice::<Value>(&raw) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(ApiError::BadRequest(format!("expected a JSON object, got {other}")).into_response()),
+        Err(e) => Err(ApiError::BadRequest(format!("the body is not JSON: {e}")).into_response()),
+    }
+}
+
+async fn key_generate(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    let body = match admin_object(&gw, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
-    match gw.generate_key(spec).await {
+    match gw.generate_key(body).await {
         Ok((secret, info)) => {
             let mut v = serde_json::to_value(info).unwrap_or_default();
             v["key"] = json!(secret);
@@ -407,6 +420,78 @@ async fn key_generate(State(gw): Gw, headers: HeaderMap, body: Body) -> Response
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// What `/key/update`, `/key/block`, `/key/unblock` and `/key/regenerate`
+/// do to the key their body names (`{"key": "sk-…" or its hash, …}`).
+enum KeyChange {
+    /// Set the other fields of the body.
+    Update,
+    Block(bool),
+    /// A new secret: the body's `new_key`, or a generated one.
+    Regenerate,
+}
+
+async fn key_change(
+    gw: Arc<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+    change: KeyChange,
+    path_key: Option<String>,
+) -> Response {
+    let mut body = match admin_object(&gw, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let key = match path_key.or_else(|| body.remove("key").and_then(|k| k.as_str().map(str::to_string))) {
+        Some(k) => k,
+        None => return ApiError::BadRequest("missing `key`: the key (or its hash) to change".into()).into_response(),
+    };
+    let (patch, new_secret) = match change {
+        KeyChange::Update => (body, None),
+        KeyChange::Block(b) => (serde_json::Map::from_iter([("blocked".to_string(), json!(b))]), None),
+        KeyChange::Regenerate => {
+            let secret = body.remove("new_key").and_then(|k| k.as_str().map(str::to_string));
+            (body, Some(secret.unwrap_or_else(crate::gateway::keys::new_secret)))
+        }
+    };
+    let regenerated = new_secret.clone();
+    match gw.change_key(&key, patch, new_secret).await {
+        Ok(info) => {
+            let mut v = serde_json::to_value(info).unwrap_or_default();
+            if let Some(secret) = regenerated {
+                v["key"] = json!(secret);
+            }
+            Json(v).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn key_update(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    key_change(gw, headers, body, KeyChange::Update, None).await
+}
+
+async fn key_block(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    key_change(gw, headers, body, KeyChange::Block(true), None).await
+}
+
+async fn key_unblock(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    key_change(gw, headers, body, KeyChange::Block(false), None).await
+}
+
+async fn key_regenerate(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    key_change(gw, headers, body, KeyChange::Regenerate, None).await
+}
+
+/// LiteLLM's `/key/{key}/regenerate`.
+async fn key_regenerate_path(
+    State(gw): Gw,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    key_change(gw, headers, body, KeyChange::Regenerate, Some(key)).await
 }
 
 async fn key_info(State(gw): Gw, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {

@@ -68,6 +68,20 @@ pub struct Gateway {
     next_cost_map_reload: Mutex<Option<Duration>>,
 }
 
+/// A gateway dropped without a graceful shutdown (embedded, in tests) still
+/// writes its queued spend: nothing is lost because nobody called `flush`.
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let rows = self.spend.take_all();
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_spend(&rows) {
+            tracing::error!(error = %e, rows = rows.len(), "spend could not be written when the gateway was dropped");
+        }
+    }
+}
+
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway").field("root_path", &self.root_path).finish_non_exhaustive()
@@ -144,6 +158,7 @@ impl GatewayBuilder {
                 tpm: k.tpm,
                 metadata: k.metadata.clone().unwrap_or(serde_json::Value::Null),
                 alias: k.alias.clone(),
+                ..KeySpec::default()
             };
             keys.insert_from_config(&k.key, spec).map_err(|e| BuildError::Keys(format!("keys[{i}]: {e}")))?;
         }
@@ -216,6 +231,42 @@ impl GatewayBuilder {
     }
 }
 
+/// `spec` with `patch` laid over it (LiteLLM's field names accepted;
+/// `duration` sets `expires_at` from `now`; unknown fields refused).
+fn patched_spec(
+    spec: &KeySpec,
+    mut patch: serde_json::Map<String, serde_json::Value>,
+    now: u64,
+) -> Result<KeySpec, ApiError> {
+    let bad = |m: String| ApiError::BadRequest(format!("invalid key spec: {m}"));
+    if let Some(d) = patch.remove("duration") {
+        let expires = match d {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => {
+                Some(now.saturating_add(crate::gateway::keys::parse_duration(&s).map_err(|e| bad(e.to_string()))?))
+            }
+            other => return Err(bad(format!("duration must be a string such as \"30d\", got {other}"))),
+        };
+        patch.insert("expires_at".into(), serde_json::json!(expires));
+    }
+    if patch.contains_key("budget_duration") {
+        return Err(bad("budget_duration (periodic budget resets) is not supported yet".into()));
+    }
+    let mut v = serde_json::to_value(spec).map_err(|e| bad(e.to_string()))?;
+    if let Some(obj) = v.as_object_mut() {
+        for (k, val) in patch {
+            let k = match k.as_str() {
+                "rpm_limit" => "rpm".to_string(),
+                "tpm_limit" => "tpm".to_string(),
+                "key_alias" => "alias".to_string(),
+                _ => k,
+            };
+            obj.insert(k, val);
+        }
+    }
+    serde_json::from_value(v).map_err(|e| bad(e.to_string()))
+}
+
 /// Puts back the run-time keys and every key's spend from the store.
 fn restore_keys(store: &Store, keys: &KeyStore) -> Result<(), BuildError> {
     for stored in store.load_keys()? {
@@ -269,24 +320,81 @@ fn beta_source(config: &Config) -> Option<String> {
 impl Gateway {
     /// Creates a key and stores it before answering: a key handed out
     /// survives a crash the next instant.
-    pub async fn generate_key(&self, spec: KeySpec) -> Result<(String, crate::gateway::keys::KeyInfo), ApiError> {
-        let (secret, info) = self.keys.generate(spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let stored = match self.keys.get(&info.key_hash) {
-            Some(r) => r.to_stored(),
-            None => return Err(ApiError::Internal("the new key vanished before it was stored".into())),
+    /// `body` is `/key/generate`'s: the spec's fields (LiteLLM's names too),
+    /// `duration`, and an optional `key` (the secret to use).
+    pub async fn generate_key(
+        &self,
+        mut body: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(String, crate::gateway::keys::KeyInfo), ApiError> {
+        let secret = match body.remove("key") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!("invalid key spec: `key` must be a string, got {other}")))
+            }
         };
+        let spec = patched_spec(&KeySpec::default(), body, unix(self.clock.wall()))?;
+        let (secret, record) = self.keys.generate(spec, secret).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let stored = record.to_stored();
         let store = Arc::clone(&self.store);
-        let written = tokio::task::spawn_blocking(move || store.insert_key(&stored)).await;
-        match written {
-            Ok(Ok(())) => Ok((secret, info)),
-            Ok(Err(e)) => {
-                self.keys.delete(&info.key_hash);
-                tracing::error!(error = %e, "could not store a new key; it was not created");
+        match tokio::task::spawn_blocking(move || store.insert_key(&stored)).await {
+            Ok(Ok(())) => Ok((secret, record.info())),
+            failed => {
+                self.keys.delete(&record.key_hash());
+                tracing::error!(error = ?failed.map(|r| r.err()), "could not store a new key; it was not created");
                 Err(ApiError::Internal("the key could not be stored; it was not created".into()))
             }
-            Err(e) => {
-                self.keys.delete(&info.key_hash);
-                Err(ApiError::Internal(format!("storing the key failed: {e}")))
+        }
+    }
+
+    /// Changes a run-time key: `patch` holds the spec fields to set (LiteLLM's
+    /// names too: `rpm_limit`, `key_alias`, `duration`…); with `new_secret`
+    /// the key gets that secret and the old one stops working. Written to the
+    /// store first, then swapped in memory; spend and creation time stay.
+    pub async fn change_key(
+        &self,
+        secret_or_hash: &str,
+        patch: serde_json::Map<String, serde_json::Value>,
+        new_secret: Option<String>,
+    ) -> Result<crate::gateway::keys::KeyInfo, ApiError> {
+        let Some(old) = self.keys.get(secret_or_hash) else {
+            return Err(ApiError::NotFound("key not found".into()));
+        };
+        if !old.is_runtime() {
+            return Err(ApiError::BadRequest(
+                "this key comes from the config file: change it there (keys made with /key/generate can be changed here)"
+                    .into(),
+            ));
+        }
+        let now = unix(self.clock.wall());
+        let spec = patched_spec(old.spec(), patch, now)?;
+        if new_secret.is_some() {
+            // Queued spend names the old hash: write it before the hash moves.
+            self.flush_spend().await.map_err(|e| {
+                tracing::error!(error = %e, "spend write before a key regeneration failed");
+                ApiError::Internal("the key's spend could not be written; it was not regenerated".into())
+            })?;
+        }
+        let record =
+            self.keys.replace(&old, spec, new_secret.as_deref()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let (old_hash, stored) = (old.key_hash(), record.to_stored());
+        let store = Arc::clone(&self.store);
+        let renamed = new_secret.is_some();
+        let written = tokio::task::spawn_blocking(move || {
+            if renamed {
+                store.replace_key(&old_hash, &stored)
+            } else {
+                store.update_key(&old_hash, &stored.spec_json).map(drop)
+            }
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(record.info()),
+            failed => {
+                // Put the old record back: memory must match the store.
+                let _ = self.keys.replace(&record, old.spec().clone(), None);
+                tracing::error!(error = ?failed.map(|r| r.err()), "could not store a key change; it was not made");
+                Err(ApiError::Internal("the change could not be stored; the key is unchanged".into()))
             }
         }
     }

@@ -230,6 +230,31 @@ impl Store {
             .map_err(self.err())
     }
 
+    /// A run-time key's new spec; `false` if no such key is stored.
+    pub fn update_key(&self, hash: &str, spec_json: &str) -> Result<bool, StoreError> {
+        self.conn
+            .lock()
+            .execute("UPDATE keys SET spec = ?2 WHERE hash = ?1", params![hash, spec_json])
+            .map(|n| n > 0)
+            .map_err(self.err())
+    }
+
+    /// A key's new secret: the new row in, its spend moved over, the old row
+    /// out, in one transaction.
+    pub fn replace_key(&self, old_hash: &str, new: &StoredKey) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction().map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO keys (hash, masked, spec, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![new.hash, new.masked, new.spec_json, new.created_at as i64],
+        )
+        .map_err(self.err())?;
+        tx.execute("UPDATE key_spend SET hash = ?2 WHERE hash = ?1", params![old_hash, new.hash])
+            .map_err(self.err())?;
+        tx.execute("DELETE FROM keys WHERE hash = ?1", [old_hash]).map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
     /// Removes a key and its spend; `true` if a run-time key was stored.
     pub fn delete_key(&self, hash: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn.lock();
@@ -349,6 +374,11 @@ impl SpendQueue {
 
     pub fn len(&self) -> usize {
         self.pending.lock().len()
+    }
+
+    /// Everything queued, taken out (for a last synchronous write).
+    pub fn take_all(&self) -> Vec<SpendRow> {
+        std::mem::take(&mut *self.pending.lock())
     }
 
     pub fn is_empty(&self) -> bool {
