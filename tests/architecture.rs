@@ -87,3 +87,35 @@ fn nothing_writes_the_process_environment() {
     }
     assert!(bad.is_empty(), "process environment written at {bad:?}");
 }
+
+/// The "Adding a provider" recipe in ARCHITECTURE.md, kept honest: every
+/// provider the gateway can call has a strict mock of its own kind and is
+/// exercised by the conformance suite; the OpenAI-compatible family speaks
+/// the OpenAI wire, so the OpenAI mock stands in for it and one of its
+/// prefixes must be in the suite.
+#[test]
+fn every_provider_has_a_strict_mock_and_a_conformance_scenario() {
+    use postmortem::gateway::providers::Provider;
+    use postmortem::mocks::MockKind;
+    let mut suite = String::new();
+    for entry in std::fs::read_dir("scenarios/conformance").unwrap().flatten() {
+        suite.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    let in_suite = |prefix: &str| suite.contains(&format!("model: {prefix}/"));
+    let mut missing = Vec::new();
+    for p in Provider::ALL {
+        if p.as_str().parse::<MockKind>().is_err() {
+            missing.push(format!("{p}: no mock kind of that name"));
+        }
+        if !in_suite(p.as_str()) {
+            missing.push(format!("{p}: no conformance scenario routes to it"));
+        }
+    }
+    let compat: Vec<&str> =
+        Provider::known_prefixes().into_iter().filter(|p| Provider::ALL.iter().all(|q| q.as_str() != *p)).collect();
+    assert!(!compat.is_empty());
+    if !compat.iter().any(|p| in_suite(p)) {
+        missing.push(format!("none of the OpenAI-compatible providers ({}) is in the suite", compat.join(", ")));
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
