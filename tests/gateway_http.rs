@@ -720,3 +720,19 @@ async fn answers_carry_litellm_headers_and_the_providers_rate_limit_headers() {
     let spend = |h: &http::HeaderMap| get(h, "x-litellm-key-spend").parse::<f64>().unwrap();
     assert!((spend(&h2) - 2.0 * spend(&h1)).abs() < 1e-12 && spend(&h1) > 0.0, "the key's spend so far");
 }
+
+/// A body over the limit on Anthropic's routes is refused in Anthropic's
+/// error shape (the Anthropic SDK raises its typed error), on OpenAI's in
+/// OpenAI's.
+#[tokio::test]
+async fn a_413_speaks_the_routes_own_error_shape() {
+    let app = app("model_list: []\ngeneral_settings: {max_request_size_mb: 0.001}\n").await;
+    let big = json!({"model": "m", "pad": "x".repeat(5_000)});
+    let (s, b, _) = call(&app, "POST", "/v1/messages", &[("anthropic-version", "2023-06-01")], big.clone()).await;
+    assert_eq!(s, 413, "{b}");
+    assert_eq!(b["type"], "error", "{b}");
+    assert_eq!(b["error"]["type"], "request_too_large", "{b}");
+    let (s, b, _) = call(&app, "POST", "/v1/chat/completions", &[], big).await;
+    assert_eq!(s, 413, "{b}");
+    assert!(b["error"]["message"].is_string() && b.get("type").is_none(), "{b}");
+}

@@ -1229,14 +1229,18 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
 
 /// Errors on the Anthropic-native route use Anthropic's error shape, so the
 /// Anthropic SDK raises its typed exceptions.
-fn anthropic_error(e: ApiError) -> Response {
+pub fn anthropic_error(e: ApiError) -> Response {
     let status = e.status();
+    // Anthropic's error types by status (its "Errors" page).
     let kind = match status.as_u16() {
-        400 | 413 => "invalid_request_error",
+        400 => "invalid_request_error",
         401 => "authentication_error",
+        402 => "billing_error",
         403 => "permission_error",
         404 => "not_found_error",
+        413 => "request_too_large",
         429 => "rate_limit_error",
+        504 => "timeout_error",
         529 => "overloaded_error",
         _ => "api_error",
     };

@@ -65,22 +65,25 @@ async fn drain(body: Body) {
     .await;
 }
 
+/// A model route's handler: the body read within the limit (a refusal in
+/// the route's own error shape: `$error`), then the proxy.
 macro_rules! body_handler {
-    ($name:ident, $target:path) => {
+    ($name:ident, $target:path, $error:path) => {
         async fn $name(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
             match read_body(&gw, &headers, body).await {
                 Ok(raw) => $target(gw, headers, raw).await,
-                Err(e) => e.into_response(),
+                Err(e) => $error(e),
             }
         }
     };
 }
 
-body_handler!(chat, proxy::chat_completions);
-body_handler!(completions, proxy::completions);
-body_handler!(embeddings, proxy::embeddings);
-body_handler!(messages, proxy::messages);
-body_handler!(count_tokens, proxy::count_tokens);
+body_handler!(chat, proxy::chat_completions, IntoResponse::into_response);
+body_handler!(completions, proxy::completions, IntoResponse::into_response);
+body_handler!(embeddings, proxy::embeddings, IntoResponse::into_response);
+// Anthropic's clients get Anthropic's error shape, a 413 included.
+body_handler!(messages, proxy::messages, proxy::anthropic_error);
+body_handler!(count_tokens, proxy::count_tokens, proxy::anthropic_error);
 
 /// An Azure-style call: the body's `model` becomes the path's deployment
 /// (what the `AzureOpenAI` client addresses), then the usual handler runs.
