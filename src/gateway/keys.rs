@@ -186,15 +186,6 @@ impl AccessList {
         Ok(list)
     }
 
-    /// The patterns as configured.
-    pub fn patterns(&self) -> &[String] {
-        &self.patterns
-    }
-
-    pub fn allows_all(&self) -> bool {
-        self.all
-    }
-
     /// Whether `model` may be called. `provider/rest` needs a pattern whose
     /// literal text is a prefix of it (so `anthropic/*` grants neither
     /// `openai/x` nor `anthropic-evil/x`); a bare name needs `P/*` where `P` is
