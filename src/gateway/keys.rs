@@ -291,21 +291,7 @@ impl KeyRecord {
         if secret.is_empty() {
             return Err(KeyError::InvalidSpec("the secret is empty".into()));
         }
-        if let Some(b) = spec.max_budget {
-            if !b.is_finite() || b < 0.0 {
-                return Err(KeyError::InvalidSpec(format!("max_budget must be a non-negative number, got {b}")));
-            }
-        }
-        Ok(KeyRecord {
-            hash: hash_secret(secret),
-            masked: mask(secret),
-            access: AccessList::compile(&spec.models)?,
-            limits: RateLimiter::new(spec.rpm, spec.tpm),
-            spec,
-            created_at,
-            spend: Mutex::new(0.0),
-            runtime: false,
-        })
+        KeyRecord::assemble(hash_secret(secret), mask(secret), spec, created_at)
     }
 
     /// A key read back from the store: its hash, not its secret.
@@ -314,15 +300,29 @@ impl KeyRecord {
             .ok_or_else(|| KeyError::InvalidSpec(format!("stored key hash {:?} is not 64 hex digits", stored.hash)))?;
         let spec: KeySpec = serde_json::from_str(&stored.spec_json)
             .map_err(|e| KeyError::InvalidSpec(format!("stored key {}: {e}", stored.hash)))?;
+        let mut record = KeyRecord::assemble(hash, stored.masked.clone(), spec, stored.created_at)?;
+        record.runtime = true;
+        Ok(record)
+    }
+
+    /// The one place a record is built: the spec is checked and compiled
+    /// here, whatever the key came from (config, `/key/generate`, the store,
+    /// `/key/update`).
+    fn assemble(hash: KeyHash, masked: String, spec: KeySpec, created_at: u64) -> Result<KeyRecord, KeyError> {
+        if let Some(b) = spec.max_budget {
+            if !b.is_finite() || b < 0.0 {
+                return Err(KeyError::InvalidSpec(format!("max_budget must be a non-negative number, got {b}")));
+            }
+        }
         Ok(KeyRecord {
             hash,
-            masked: stored.masked.clone(),
+            masked,
             access: AccessList::compile(&spec.models)?,
             limits: RateLimiter::new(spec.rpm, spec.tpm),
             spec,
-            created_at: stored.created_at,
+            created_at,
             spend: Mutex::new(0.0),
-            runtime: true,
+            runtime: false,
         })
     }
 
@@ -471,26 +471,28 @@ impl KeyStore {
 
     /// Adds a key whose secret comes from configuration.
     pub fn insert_from_config(&self, secret: &str, spec: KeySpec) -> Result<KeyInfo, KeyError> {
-        let created_at = self.clock.wall().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let record = Arc::new(KeyRecord::new(secret, spec, created_at)?);
-        let info = record.info();
-        let mut keys = self.keys.write();
-        if keys.contains_key(&record.hash) {
-            return Err(KeyError::DuplicateKey);
-        }
-        keys.insert(record.hash, record);
-        Ok(info)
+        let record = KeyRecord::new(secret, spec, self.now_unix())?;
+        Ok(self.insert(record)?.info())
     }
 
-    /// Adds a key read back from the store (a run-time key of an earlier start).
-    pub fn insert_stored(&self, stored: &StoredKey) -> Result<Arc<KeyRecord>, KeyError> {
-        let record = Arc::new(KeyRecord::from_stored(stored)?);
+    /// Adds a record unless a key with its secret exists.
+    fn insert(&self, record: KeyRecord) -> Result<Arc<KeyRecord>, KeyError> {
+        let record = Arc::new(record);
         let mut keys = self.keys.write();
         if keys.contains_key(&record.hash) {
             return Err(KeyError::DuplicateKey);
         }
         keys.insert(record.hash, Arc::clone(&record));
         Ok(record)
+    }
+
+    fn now_unix(&self) -> u64 {
+        self.clock.wall().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    /// Adds a key read back from the store (a run-time key of an earlier start).
+    pub fn insert_stored(&self, stored: &StoredKey) -> Result<Arc<KeyRecord>, KeyError> {
+        self.insert(KeyRecord::from_stored(stored)?)
     }
 
     /// Creates a run-time key: the given secret (LiteLLM's `key` field), or
@@ -502,16 +504,9 @@ impl KeyStore {
             Some(s) => s,
             None => new_secret(),
         };
-        let created_at = self.clock.wall().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut record = KeyRecord::new(&secret, spec, created_at)?;
+        let mut record = KeyRecord::new(&secret, spec, self.now_unix())?;
         record.runtime = true;
-        let record = Arc::new(record);
-        let mut keys = self.keys.write();
-        if keys.contains_key(&record.hash) {
-            return Err(KeyError::DuplicateKey);
-        }
-        keys.insert(record.hash, Arc::clone(&record));
-        Ok((secret, record))
+        Ok((secret, self.insert(record)?))
     }
 
     /// A run-time key with a new spec (or, with `secret`, a new secret too),
@@ -519,16 +514,7 @@ impl KeyStore {
     pub fn replace(&self, old: &KeyRecord, spec: KeySpec, secret: Option<&str>) -> Result<Arc<KeyRecord>, KeyError> {
         let mut record = match secret {
             Some(s) => KeyRecord::new(s, spec, old.created_at)?,
-            None => KeyRecord {
-                hash: old.hash,
-                masked: old.masked.clone(),
-                access: AccessList::compile(&spec.models)?,
-                limits: RateLimiter::new(spec.rpm, spec.tpm),
-                spec,
-                created_at: old.created_at,
-                spend: Mutex::new(0.0),
-                runtime: true,
-            },
+            None => KeyRecord::assemble(old.hash, old.masked.clone(), spec, old.created_at)?,
         };
         record.runtime = true;
         *record.spend.lock() = old.spend();

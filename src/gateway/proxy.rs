@@ -460,11 +460,13 @@ struct StreamMeter {
 }
 
 impl StreamMeter {
-    fn openai(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
+    /// For a stream passed through as bytes: the meter parses them itself.
+    fn reading_bytes(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
         StreamMeter::new(gw, caller, route, Some(SseParser::new()))
     }
 
-    fn anthropic(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
+    /// For a stream the gateway parses anyway: it hands the meter each event.
+    fn fed(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
         StreamMeter::new(gw, caller, route, None)
     }
 
@@ -489,10 +491,15 @@ impl StreamMeter {
                 continue;
             }
             if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                if v.get("usage").is_some_and(Value::is_object) {
-                    self.usage = Some(openai_usage(&v));
-                }
+                self.observe_chunk(&v);
             }
+        }
+    }
+
+    /// An OpenAI chunk someone already parsed (the usage chunk has `usage`).
+    fn observe_chunk(&mut self, chunk: &Value) {
+        if chunk.get("usage").is_some_and(Value::is_object) {
+            self.usage = Some(openai_usage(chunk));
         }
     }
 
@@ -703,7 +710,7 @@ async fn openai_call(
         let idle = Some(stream_bound(&route));
         let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
         let done_after_broken = gw.bugs.done_after_broken_stream;
-        let mut meter = StreamMeter::openai(gw, &a.caller, &route);
+        let mut meter = StreamMeter::reading_bytes(gw, &a.caller, &route);
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
             // Bytes after the last complete event: held back until the
@@ -1020,7 +1027,7 @@ async fn anthropic_chat(
         let model = a.model.clone();
         let include_usage =
             a.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
-        let mut meter = StreamMeter::anthropic(gw, &a.caller, &route);
+        let mut meter = StreamMeter::fed(gw, &a.caller, &route);
         let s = async_stream::stream! {
             let mut tr = anthropic::StreamTranslator::new(&model, "").with_usage_chunk(include_usage);
             futures::pin_mut!(events);
@@ -1107,7 +1114,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
             let limits = passed_on(resp.headers());
             if stream {
                 let events = anthropic_events(&route, resp, client);
-                let mut meter = StreamMeter::anthropic(gw, &a.caller, &route);
+                let mut meter = StreamMeter::fed(gw, &a.caller, &route);
                 let s = async_stream::stream! {
                     futures::pin_mut!(events);
                     while let Some(ev) = events.next().await {
@@ -1173,7 +1180,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
         let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
         let model = a.model.clone();
         let provider = route.provider;
-        let mut meter = StreamMeter::openai(gw, &a.caller, &route);
+        let mut meter = StreamMeter::fed(gw, &a.caller, &route);
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
             let mut sse = SseParser::new();
@@ -1186,7 +1193,6 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
             loop {
                 match inner.next().await {
                     Some(Ok(b)) => {
-                        meter.observe_bytes(&b);
                         let events = match sse.feed(&b) {
                             Ok(evs) => evs,
                             Err(e) => { yield Ok(error(format!("{provider} stream: {e}"))); break; }
@@ -1200,7 +1206,10 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
                                     yield Ok(error(upstream_message(data.as_bytes()).0));
                                     return;
                                 }
-                                Ok(v) => for (name, d) in tr.on_chunk(&v) { yield Ok(event(name, &d)); },
+                                Ok(v) => {
+                                    meter.observe_chunk(&v);
+                                    for (name, d) in tr.on_chunk(&v) { yield Ok(event(name, &d)); }
+                                }
                                 Err(e) => { yield Ok(error(format!("{provider}: stream chunk is not JSON: {e}"))); return; }
                             }
                         }
