@@ -34,9 +34,10 @@ pub(super) fn check(x: &Exchange, out: &mut Vec<Violation>) {
     if x.attribution != Attribution::Exact {
         return;
     }
-    for (i, first) in x.upstream.iter().enumerate() {
+    let calls: Vec<_> = x.model_calls().collect();
+    for (i, first) in calls.iter().enumerate() {
         let Some(status) = first.answer.status.filter(|s| final_client_error(*s)) else { continue };
-        let again = x.upstream[i + 1..].iter().filter(|c| {
+        let again = calls[i + 1..].iter().filter(|c| {
             c.provider == first.provider
                 && c.request.method == first.request.method
                 && c.request.path == first.request.path
@@ -53,7 +54,7 @@ pub(super) fn check(x: &Exchange, out: &mut Vec<Violation>) {
             ));
         }
     }
-    let Some(last) = x.upstream.last() else { return };
+    let Some(last) = x.last_model_call() else { return };
     let Some(up) = last.answer.status else { return };
     let got = x.response.status;
     if up < 400 || got < 400 {
@@ -118,7 +119,11 @@ pub fn request_fault(path: &str, body: &[u8]) -> Option<String> {
     let endpoint = Endpoint::of(path);
     if !matches!(
         endpoint,
-        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Embeddings | Endpoint::Completions
+        Endpoint::ChatCompletions
+            | Endpoint::Messages
+            | Endpoint::Embeddings
+            | Endpoint::Completions
+            | Endpoint::Responses
     ) {
         return None;
     }
@@ -168,6 +173,12 @@ pub fn request_fault(path: &str, body: &[u8]) -> Option<String> {
         Endpoint::Completions => {
             vec![required("prompt"), wrong("prompt", |v| v.is_string() || v.is_array(), "a string or an array")]
         }
+        // `input` may be left out (a stored prompt, `previous_response_id`).
+        Endpoint::Responses => vec![
+            wrong("input", |v| v.is_string() || v.is_array(), "a string or an array"),
+            wrong("max_output_tokens", integer, "an integer"),
+            wrong("tools", array, "an array"),
+        ],
         _ => return None,
     };
     common.into_iter().chain(specific).flatten().next()

@@ -110,6 +110,21 @@ pub struct Exchange {
     pub attribution: Attribution,
 }
 
+impl Exchange {
+    /// The upstream calls that carry the client's request: every model API
+    /// call is a POST. A gateway's own lookups on the side (LiteLLM asks a
+    /// provider's `GET /v1/models` while it serves) are seen by the security
+    /// checks, but are no attempt at the client's request.
+    pub fn model_calls(&self) -> impl DoubleEndedIterator<Item = &UpstreamCall> {
+        self.upstream.iter().filter(|c| c.request.method.eq_ignore_ascii_case("POST"))
+    }
+
+    /// The last attempt at the client's request: the one its answer came from.
+    pub fn last_model_call(&self) -> Option<&UpstreamCall> {
+        self.model_calls().next_back()
+    }
+}
+
 /// The entry point a client request used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

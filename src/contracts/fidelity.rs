@@ -34,6 +34,8 @@ fn client_answer(x: &Exchange, endpoint: Endpoint) -> Option<Answer> {
         (Endpoint::ChatCompletions, true) => Some(semantic::openai_stream(&x.response.body)),
         (Endpoint::Messages, false) => x.response.json().map(|v| semantic::anthropic_body(&v)),
         (Endpoint::Messages, true) => Some(semantic::anthropic_stream(&x.response.body)),
+        (Endpoint::Responses, false) => x.response.json().map(|v| semantic::responses_body(&v)),
+        (Endpoint::Responses, true) => Some(semantic::responses_stream(&x.response.body)),
         _ => None,
     }
 }
@@ -100,7 +102,9 @@ fn finish_counterparts(provider: Protocol, client: Protocol, reason: &str) -> Op
 }
 
 pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
-    if !(200..300).contains(&x.response.status) || !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
+    if !(200..300).contains(&x.response.status)
+        || !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses)
+    {
         if endpoint == Endpoint::Embeddings && (200..300).contains(&x.response.status) {
             embeddings(x, out);
         }
@@ -115,7 +119,10 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
     }
     let (Some(p), Some(c)) = (provider_answer(call), client_answer(x, endpoint)) else { return };
     let (Some(pp), Some(cp)) = (p.protocol, c.protocol) else { return };
-    let translated = pp != cp;
+    // Chat Completions and the Responses API are both "OpenAI": a gateway
+    // that bridges one to the other translates as much as one to Anthropic.
+    let responses = |path: &str| path.split('?').next().unwrap_or("").trim_end_matches('/').ends_with("/responses");
+    let translated = pp != cp || responses(&call.request.path) != (endpoint == Endpoint::Responses);
     for (index, pc) in &p.choices {
         let Some(cc) = c.choices.get(index) else {
             out.push(violation(
@@ -271,7 +278,12 @@ fn usage(p: &Answer, c: &Answer, client: Protocol, x: &Exchange, out: &mut Vec<V
 }
 
 fn identity(p: &Answer, c: &Answer, x: &Exchange, out: &mut Vec<Violation>) {
-    if p.id.is_some() && p.id != c.id {
+    // A Response's id is a handle the client sends back
+    // (`previous_response_id`, `GET /v1/responses/{id}`): a gateway may hand
+    // out its own (LiteLLM encodes the deployment into it) as long as it
+    // resolves it, so only Chat Completions' ids must stay the provider's.
+    let handle = Endpoint::of(&x.request.path) == Endpoint::Responses;
+    if p.id.is_some() && p.id != c.id && !handle {
         out.push(violation("fidelity.identity", format!("id {:?} became {:?}", p.id, c.id)));
     }
     if p.created.is_some() && c.created.is_some() && p.created != c.created {

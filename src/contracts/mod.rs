@@ -60,7 +60,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "schema.success-body",
         family: Family::Schema,
-        statement: "A 2xx JSON response is a valid success object of its endpoint (chat.completion, embeddings list, Anthropic Message).",
+        statement: "A 2xx JSON response is a valid success object of its endpoint (chat.completion, text_completion, embeddings list, Response, Anthropic Message).",
     },
     Contract {
         name: "schema.error-body",
@@ -80,7 +80,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "stream.termination",
         family: Family::Streaming,
-        statement: "A stream the provider completed ends with its API's terminator (data: [DONE] / message_stop) and nothing after it; events come in the order the API defines.",
+        statement: "A stream the provider completed ends with its API's terminator (data: [DONE] / message_stop / response.completed) and nothing after it; events come in the order the API defines.",
     },
     Contract {
         name: "stream.no-false-completion",
@@ -125,7 +125,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "fidelity.request",
         family: Family::Fidelity,
-        statement: "What the client asked reaches the provider: its turns in order with their roles and text, its system text, earlier tool calls, and the values of the sampling parameters it set (a dropped parameter is not a changed one).",
+        statement: "What the client asked reaches the provider: its turns in order with their roles and text, its system text, earlier tool calls, the tools it declared (name, description, schema), its tool choice and stop sequences, and the values of the other parameters it set (a dropped parameter is not a changed one).",
     },
     Contract {
         name: "errors.client-error-not-retried",
@@ -306,7 +306,7 @@ fn provider_as_client(x: &Exchange, endpoint: Endpoint) -> Option<Exchange> {
     // Alone, the last call; among concurrent exchanges, the call whose
     // answer is (as JSON) what the client got, if there is one.
     let call = match x.attribution {
-        Attribution::Exact => x.upstream.last()?,
+        Attribution::Exact => x.last_model_call()?,
         Attribution::Shared => {
             let got = x.response.json()?;
             x.upstream.iter().find(|c| c.answer.json().as_ref() == Some(&got))?
@@ -315,6 +315,9 @@ fn provider_as_client(x: &Exchange, endpoint: Endpoint) -> Option<Exchange> {
     let a = &call.answer;
     let same_api = match endpoint {
         Endpoint::ChatCompletions | Endpoint::Embeddings => call.kind.is_openai_family(),
+        Endpoint::Responses => {
+            call.kind.is_openai_family() && call.request.path.trim_end_matches('/').ends_with("/responses")
+        }
         Endpoint::Messages | Endpoint::CountTokens => {
             matches!(call.kind, MockKind::Anthropic | MockKind::AzureAi | MockKind::VertexAi)
         }
@@ -346,6 +349,7 @@ fn body_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
         Endpoint::ChatCompletions
             | Endpoint::Completions
             | Endpoint::Embeddings
+            | Endpoint::Responses
             | Endpoint::Messages
             | Endpoint::CountTokens
     );
@@ -364,7 +368,7 @@ fn body_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
                 ),
             ));
         }
-        if let Some(call) = x.upstream.last().filter(|_| x.attribution == Attribution::Exact) {
+        if let Some(call) = x.last_model_call().filter(|_| x.attribution == Attribution::Exact) {
             let a = &call.answer;
             let ok = a.status.is_some_and(|s| (200..300).contains(&s));
             if ok && a.json().is_none() && endpoint != Endpoint::CountTokens {
@@ -391,6 +395,7 @@ fn body_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
             Endpoint::ChatCompletions => schema::openai_chat_completion(&v),
             Endpoint::Completions => schema::openai_text_completion(&v, false),
             Endpoint::Embeddings => schema::openai_embeddings(&v),
+            Endpoint::Responses => schema::openai_response(&v),
             Endpoint::Messages => schema::anthropic_message(&v, false),
             Endpoint::CountTokens => count_tokens(&v),
             _ => Vec::new(),

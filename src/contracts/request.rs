@@ -9,6 +9,12 @@
 //! whitespace layout, and non-text parts (images, documents) are not read.
 //! Parameters are compared only when both sides carry them: a parameter a
 //! gateway drops (`drop_params`) is not a changed one.
+//!
+//! Beyond the conversation: the tools the client declared (name,
+//! description, parameter schema as the same JSON value), its `tool_choice`
+//! and `parallel_tool_calls` (mapped per the table in docs/contracts.md), its
+//! stop sequences (less the whitespace-only ones Anthropic refuses), and, on
+//! a path without translation, the value of every other parameter it set.
 
 use super::exchange::{Endpoint, Exchange, UpstreamCall};
 use super::{violation, Violation};
@@ -156,7 +162,47 @@ fn same_number(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// The Responses API passed through: every field the client set (its
+/// `input` and `instructions` included) reaches the provider with the same
+/// value, or not at all.
+fn responses_passthrough(x: &Exchange, out: &mut Vec<Violation>) {
+    let Some(sent) = x.request.json() else { return };
+    let Some(fields) = sent.as_object() else { return };
+    for call in &x.upstream {
+        let path = call.request.path.split('?').next().unwrap_or("");
+        if !call.kind.is_openai_family() || !path.trim_end_matches('/').ends_with("/responses") {
+            continue;
+        }
+        let Some(body) = call.request.json.as_ref() else { continue };
+        for (k, v) in fields {
+            if v.is_null() || matches!(k.as_str(), "model" | "stream" | "stream_options" | "metadata") {
+                continue;
+            }
+            if let Some(g) = body.get(k).filter(|g| !g.is_null()) {
+                if !same_value(v, g) {
+                    out.push(violation(
+                        "fidelity.request",
+                        format!(
+                            "{} {}: `{k}` {} became {}",
+                            call.provider,
+                            call.request.path,
+                            clip(&v.to_string()),
+                            clip(&g.to_string())
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
+    if endpoint == Endpoint::Responses {
+        if super::errors::request_fault(&x.request.path, &x.request.body).is_none() {
+            responses_passthrough(x, out);
+        }
+        return;
+    }
     let client_api = match endpoint {
         Endpoint::ChatCompletions => Api::OpenAi,
         Endpoint::Messages => Api::Anthropic,
@@ -212,6 +258,228 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
                 }
             }
         }
+        check_parameters(&at, &sent, client_api, body, api, out);
+    }
+}
+
+/// A tool the client declared, in any API's spelling.
+#[derive(Debug)]
+struct ToolDef {
+    name: String,
+    description: Option<String>,
+    schema: Option<Value>,
+}
+
+/// The function tools a body declares (`None`: no `tools` at all). Server
+/// tools (Anthropic's typed tools, OpenAI's built-in ones) are not read.
+fn tools(body: &Value, api: Api) -> Option<Vec<ToolDef>> {
+    let list = match api {
+        Api::Converse => body.pointer("/toolConfig/tools"),
+        _ => body.get("tools"),
+    }?
+    .as_array()?;
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let o = |v: Option<&Value>| v.filter(|v| !v.is_null()).cloned();
+    Some(
+        list.iter()
+            .filter_map(|t| match api {
+                Api::OpenAi => {
+                    let f = t.get("function").filter(|_| t.get("type").and_then(Value::as_str) == Some("function"))?;
+                    Some(ToolDef {
+                        name: s(f.get("name"))?,
+                        description: s(f.get("description")),
+                        schema: o(f.get("parameters")),
+                    })
+                }
+                Api::Anthropic => {
+                    let custom = matches!(t.get("type").and_then(Value::as_str), None | Some("custom"));
+                    custom.then_some(())?;
+                    Some(ToolDef {
+                        name: s(t.get("name"))?,
+                        description: s(t.get("description")),
+                        schema: o(t.get("input_schema")),
+                    })
+                }
+                Api::Converse => {
+                    let spec = t.get("toolSpec")?;
+                    Some(ToolDef {
+                        name: s(spec.get("name"))?,
+                        description: s(spec.get("description")),
+                        schema: o(spec.pointer("/inputSchema/json")),
+                    })
+                }
+            })
+            .collect(),
+    )
+}
+
+/// `tool_choice` in one vocabulary.
+#[derive(Debug, PartialEq)]
+enum Choice {
+    None,
+    Auto,
+    Required,
+    Named(String),
+}
+
+fn tool_choice(body: &Value, api: Api) -> Option<Choice> {
+    let c = match api {
+        Api::Converse => body.pointer("/toolConfig/toolChoice"),
+        _ => body.get("tool_choice"),
+    }?;
+    let name = |v: Option<&Value>| v.and_then(Value::as_str).map(|n| Choice::Named(n.to_string()));
+    match api {
+        Api::OpenAi => match c {
+            Value::String(s) => match s.as_str() {
+                "none" => Some(Choice::None),
+                "auto" => Some(Choice::Auto),
+                "required" => Some(Choice::Required),
+                _ => None,
+            },
+            _ => name(c.pointer("/function/name")),
+        },
+        Api::Anthropic => match c.get("type").and_then(Value::as_str)? {
+            "none" => Some(Choice::None),
+            "auto" => Some(Choice::Auto),
+            "any" => Some(Choice::Required),
+            "tool" => name(c.get("name")),
+            _ => None,
+        },
+        Api::Converse => {
+            if c.get("auto").is_some() {
+                Some(Choice::Auto)
+            } else if c.get("any").is_some() {
+                Some(Choice::Required)
+            } else {
+                name(c.pointer("/tool/name"))
+            }
+        }
+    }
+}
+
+/// Whether the model may call several tools at once, when the body says.
+fn parallel_calls(body: &Value, api: Api) -> Option<bool> {
+    match api {
+        Api::OpenAi => body.get("parallel_tool_calls")?.as_bool(),
+        Api::Anthropic => body.pointer("/tool_choice/disable_parallel_tool_use")?.as_bool().map(|d| !d),
+        Api::Converse => None,
+    }
+}
+
+/// The stop sequences a body sets. Anthropic refuses whitespace-only ones,
+/// so they are not counted on either side.
+fn stops(body: &Value, api: Api) -> Option<Vec<String>> {
+    let v = match api {
+        Api::OpenAi => body.get("stop"),
+        Api::Anthropic => body.get("stop_sequences"),
+        Api::Converse => body.pointer("/inferenceConfig/stopSequences"),
+    }?;
+    let all: Vec<String> = match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => return None,
+    };
+    Some(all.into_iter().filter(|s| !s.trim().is_empty()).collect())
+}
+
+/// JSON values equal, numbers by value (`1` and `1.0` are one number).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(_), Value::Number(_)) => same_number(a, b),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Top-level fields a pass-through is not held to: routing and transport
+/// (`model`, `stream`, `stream_options`), what is compared above in its own
+/// terms, and `metadata`, which LiteLLM-style gateways also read as their
+/// own field.
+const NOT_PASSED_AS_IS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "stream",
+    "stream_options",
+    "metadata",
+    "stop",
+    "stop_sequences",
+    "tools",
+    "tool_choice",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+];
+
+/// Tools, tool choice, stop sequences and, without a translation, every
+/// other parameter the client set.
+fn check_parameters(at: &str, sent: &Value, client: Api, body: &Value, api: Api, out: &mut Vec<Violation>) {
+    let mut bad = |what: String| out.push(violation("fidelity.request", format!("{at}: {what}")));
+    let declared = tools(sent, client).unwrap_or_default();
+    match tools(body, api) {
+        None if !declared.is_empty() && tool_choice(sent, client) != Some(Choice::None) => {
+            bad(format!("the client declared {} tool(s); the provider got none", declared.len()))
+        }
+        None => {}
+        Some(got) => {
+            for d in &declared {
+                let Some(g) = got.iter().find(|g| g.name == d.name) else {
+                    bad(format!("the client's tool `{}` did not reach the provider", d.name));
+                    continue;
+                };
+                if let (Some(a), Some(b)) = (&d.description, &g.description) {
+                    if a != b {
+                        bad(format!("tool `{}`: description {:?} became {:?}", d.name, clip(a), clip(b)));
+                    }
+                }
+                if let (Some(a), Some(b)) = (&d.schema, &g.schema) {
+                    if !same_value(a, b) {
+                        bad(format!("tool `{}`: parameter schema {a} became {b}", d.name));
+                    }
+                }
+            }
+        }
+    }
+    if let (Some(a), Some(g)) = (tool_choice(sent, client), tool_choice(body, api)) {
+        if a != g {
+            bad(format!("tool_choice {a:?} became {g:?}"));
+        }
+    }
+    if let (Some(a), Some(g)) = (parallel_calls(sent, client), parallel_calls(body, api)) {
+        if a != g {
+            bad(format!("parallel tool calls {} became {}", allowed(a), allowed(g)));
+        }
+    }
+    if let (Some(a), Some(g)) = (stops(sent, client), stops(body, api)) {
+        if a != g {
+            bad(format!("stop sequences {a:?} became {g:?}"));
+        }
+    }
+    if client != api {
+        return;
+    }
+    let Some(fields) = sent.as_object() else { return };
+    for (k, v) in fields {
+        if v.is_null() || NOT_PASSED_AS_IS.contains(&k.as_str()) {
+            continue;
+        }
+        if let Some(g) = body.get(k).filter(|g| !g.is_null()) {
+            if !same_value(v, g) {
+                bad(format!("`{k}` {} became {}", clip(&v.to_string()), clip(&g.to_string())));
+            }
+        }
+    }
+}
+
+fn allowed(yes: bool) -> &'static str {
+    if yes {
+        "allowed"
+    } else {
+        "refused"
     }
 }
 

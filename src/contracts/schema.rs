@@ -146,6 +146,82 @@ pub fn openai_embeddings(v: &Value) -> Vec<String> {
     s.problems
 }
 
+/// The Responses API's `Response` object (`POST /v1/responses`, and the
+/// `response` of its stream's lifecycle events). Output items are checked
+/// for the kinds a client reads (messages with `output_text`, function
+/// calls); other item kinds only need a `type`.
+pub fn openai_response(v: &Value) -> Vec<String> {
+    let mut s = Shape::default();
+    let Some(m) = s.object(v, "") else { return s.problems };
+    s.required(m, "", "id", &[T::Str]);
+    s.one_of(m, "", "object", &["response"]);
+    if !m.get("created_at").is_some_and(Value::is_number) {
+        s.problem("/created_at", "missing or not a number");
+    }
+    s.required(m, "", "model", &[T::Str]);
+    s.optional(m, "", "status", &[T::Str]);
+    for (at, item) in s.each(m, "", "output") {
+        let Some(item) = s.object(item, &at) else { continue };
+        match s.required(item, &at, "type", &[T::Str]).and_then(Value::as_str) {
+            Some("message") => {
+                s.one_of(item, &at, "role", &["assistant"]);
+                for (at, part) in s.each(item, &at, "content") {
+                    let Some(part) = s.object(part, &at) else { continue };
+                    if s.required(part, &at, "type", &[T::Str]).and_then(Value::as_str) == Some("output_text") {
+                        s.required(part, &at, "text", &[T::Str]);
+                    }
+                }
+            }
+            Some("function_call") => {
+                for k in ["call_id", "name", "arguments"] {
+                    s.required(item, &at, k, &[T::Str]);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(u) = s.optional(m, "", "usage", &[T::Obj, T::Null]).and_then(Value::as_object) {
+        for k in ["input_tokens", "output_tokens", "total_tokens"] {
+            s.required(u, "/usage", k, &[T::Int]);
+        }
+    }
+    s.problems
+}
+
+/// One event of a Responses API stream: a `type`; the lifecycle events
+/// carry a whole `response`; deltas carry their text.
+pub fn openai_response_event(v: &Value) -> Vec<String> {
+    let mut s = Shape::default();
+    let Some(m) = s.object(v, "") else { return s.problems };
+    let Some(kind) = s.required(m, "", "type", &[T::Str]).and_then(Value::as_str) else { return s.problems };
+    match kind {
+        // A failure report need only say it failed: how much of the
+        // Response a gateway can fill in after a broken upstream varies.
+        "response.failed" => {
+            s.required(m, "", "response", &[T::Obj]);
+        }
+        "response.created"
+        | "response.in_progress"
+        | "response.completed"
+        | "response.incomplete"
+        | "response.queued" => {
+            if let Some(r) = s.required(m, "", "response", &[T::Obj]) {
+                for p in openai_response(r) {
+                    s.problem("/response", p);
+                }
+            }
+        }
+        "response.output_text.delta" | "response.function_call_arguments.delta" => {
+            s.required(m, "", "delta", &[T::Str]);
+        }
+        "error" => {
+            s.required(m, "", "message", &[T::Str]);
+        }
+        _ => {}
+    }
+    s.problems
+}
+
 /// `ErrorResponse`: `{"error": {"message": ...}}`. `type`, `param` and
 /// `code` are checked for type only: gateways fill them differently and
 /// every SDK reads the message.

@@ -25,6 +25,7 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
     let clean_end = match endpoint {
         Endpoint::Messages => anthropic(&parsed, broken_upstream.is_none(), out),
         Endpoint::ChatCompletions | Endpoint::Completions => openai(x, &parsed, broken_upstream.is_none(), out),
+        Endpoint::Responses => responses(x, &parsed, broken_upstream.is_none(), out),
         _ => return,
     };
     if let (Some(why), true) = (broken_upstream, clean_end) {
@@ -38,7 +39,7 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
 /// Why the provider's answer to this exchange did not complete, if it did not.
 /// Looks at the last upstream call (the one the client's stream came from).
 fn upstream_broke(x: &Exchange) -> Option<String> {
-    let last = x.upstream.last()?;
+    let last = x.last_model_call()?;
     let a = &last.answer;
     match a.end {
         AnswerEnd::Cut => return Some("was cut mid-event".into()),
@@ -127,7 +128,7 @@ fn openai(x: &Exchange, parsed: &sse::Parsed, upstream_complete: bool, out: &mut
 /// The provider's own stream reached its terminator (or, translated, its
 /// `message_stop`); judged from the last upstream answer.
 fn provider_completed(x: &Exchange) -> bool {
-    x.upstream.last().is_some_and(|c| c.answer.end == AnswerEnd::Complete && c.answer.status.is_some_and(|s| s < 300))
+    x.last_model_call().is_some_and(|c| c.answer.end == AnswerEnd::Complete && c.answer.status.is_some_and(|s| s < 300))
 }
 
 fn include_usage(chunks: &[(usize, Value)], out: &mut Vec<Violation>) {
@@ -158,6 +159,64 @@ fn include_usage(chunks: &[(usize, Value)], out: &mut Vec<Violation>) {
             out.push(violation("stream.include-usage", format!("{} chunks carry usage; exactly one must", many.len())))
         }
     }
+}
+
+/// A Responses API stream (OpenAI's "Streaming responses"): named events
+/// whose data has a `type` (the SSE name, when given, is that type), opened
+/// by `response.created` and closed by one terminal event
+/// (`response.completed`, `.incomplete` or `.failed`) with nothing after it
+/// but a `[DONE]` some relays add. Returns whether the stream ended cleanly.
+fn responses(x: &Exchange, parsed: &sse::Parsed, upstream_complete: bool, out: &mut Vec<Violation>) -> bool {
+    const TERMINAL: &[&str] = &["response.completed", "response.incomplete", "response.failed"];
+    let mut terminal: Option<String> = None;
+    let mut error_event = false;
+    let mut seen = 0usize;
+    for (i, e) in parsed.events.iter().enumerate() {
+        if e.data.trim() == "[DONE]" {
+            continue;
+        }
+        let Some(v) = e.json() else {
+            out.push(violation("stream.framing", format!("event {i} is not JSON: {}", snippet(e.data.as_bytes()))));
+            continue;
+        };
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+        let problems = schema::openai_response_event(&v);
+        if !problems.is_empty() {
+            out.push(violation("stream.framing", format!("event {i} ({kind}): {}", problems.join("; "))));
+        }
+        if e.event.as_deref().is_some_and(|name| name != kind) {
+            out.push(violation(
+                "stream.framing",
+                format!("event {i}: the SSE event name {:?} is not its type {kind:?}", e.event),
+            ));
+        }
+        if let Some(t) = &terminal {
+            out.push(violation("stream.termination", format!("event {i} ({kind}) after {t}")));
+            continue;
+        }
+        // A failure may be reported at once (an `error` or `response.failed`
+        // event); anything else opens with `response.created`.
+        if seen == 0 && !matches!(kind.as_str(), "response.created" | "error" | "response.failed") {
+            out.push(violation("stream.termination", format!("the stream opens with {kind}, not response.created")));
+        }
+        if kind == "response.created" && seen > 0 {
+            out.push(violation("stream.termination", format!("event {i}: a second response.created")));
+        }
+        seen += 1;
+        if kind == "error" {
+            error_event = true;
+        } else if TERMINAL.contains(&kind.as_str()) {
+            terminal = Some(kind);
+        }
+    }
+    let completed = terminal.as_deref().is_some_and(|t| t != "response.failed");
+    if upstream_complete && x.response.complete && !completed && !error_event && provider_completed(x) {
+        out.push(violation(
+            "stream.termination",
+            "the provider completed its stream but the client's ended without response.completed",
+        ));
+    }
+    completed && !error_event && x.response.complete
 }
 
 /// Anthropic events; returns whether the stream ended cleanly (`message_stop`).

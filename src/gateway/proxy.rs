@@ -402,6 +402,20 @@ fn sse_error_event(e: &ApiError) -> Bytes {
     Bytes::from(format!("data: {}\n\n", e.body()))
 }
 
+/// The error event of a pass-through stream in its API's own form: the
+/// Responses API names its events and puts `type: error` in the data
+/// ("Streaming responses", `error` event); Chat Completions and text
+/// completions carry an `error` object.
+fn stream_error_event(endpoint: Endpoint, e: &ApiError) -> Bytes {
+    if endpoint != Endpoint::Responses {
+        return sse_error_event(e);
+    }
+    let body = e.body();
+    let error = &body["error"];
+    let data = json!({"type": "error", "code": error["code"], "message": error["message"], "param": error["param"]});
+    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+}
+
 /// The cost-map names a deployment is priced under, best first:
 /// `provider/model`, `model`, then `model_info.base_model` (for deployments
 /// whose upstream name the map does not know, e.g. an Azure deployment name).
@@ -499,7 +513,8 @@ impl StreamMeter {
 
     /// An OpenAI chunk someone already parsed (the usage chunk has `usage`).
     fn observe_chunk(&mut self, chunk: &Value) {
-        if chunk.get("usage").is_some_and(Value::is_object) {
+        let responses_final = chunk.pointer("/response/usage").is_some_and(Value::is_object);
+        if chunk.get("usage").is_some_and(Value::is_object) || responses_final {
             self.usage = Some(openai_usage(chunk));
         }
     }
@@ -597,14 +612,18 @@ fn with_cost_headers(
     resp
 }
 
+/// Usage in OpenAI's spellings: Chat Completions' (`prompt_tokens`), or the
+/// Responses API's (`input_tokens`), at the top or, in a Responses stream's
+/// final event, inside its `response`.
 fn openai_usage(v: &Value) -> Usage {
-    let u = v.get("usage");
-    let g = |p: &str| u.and_then(|u| u.pointer(p)).and_then(Value::as_u64).unwrap_or(0);
-    let prompt = g("/prompt_tokens");
-    let cached = g("/prompt_tokens_details/cached_tokens");
+    let u = v.get("usage").filter(|u| u.is_object()).or_else(|| v.pointer("/response/usage"));
+    let g = |p: &str| u.and_then(|u| u.pointer(p)).and_then(Value::as_u64);
+    let prompt = g("/prompt_tokens").or_else(|| g("/input_tokens")).unwrap_or(0);
+    let cached =
+        g("/prompt_tokens_details/cached_tokens").or_else(|| g("/input_tokens_details/cached_tokens")).unwrap_or(0);
     Usage {
         input_tokens: prompt.saturating_sub(cached),
-        output_tokens: g("/completion_tokens"),
+        output_tokens: g("/completion_tokens").or_else(|| g("/output_tokens")).unwrap_or(0),
         cache_read_tokens: cached,
         cache_creation_tokens: 0,
     }
@@ -730,11 +749,11 @@ async fn openai_call(
                         }
                     }
                     Some(Err(_)) if done_after_broken => { yield Ok(Bytes::from_static(b"data: [DONE]\n\n")); break; }
-                    Some(Err(e)) => { yield Ok(sse_error_event(&e)); break; }
+                    Some(Err(e)) => { yield Ok(stream_error_event(endpoint, &e)); break; }
                     None => {
                         if !pending.iter().all(u8::is_ascii_whitespace) {
                             let e = ApiError::BadGateway(format!("{} ended its stream in the middle of an event", route.provider));
-                            yield Ok(sse_error_event(&e));
+                            yield Ok(stream_error_event(endpoint, &e));
                         }
                         break;
                     }
@@ -761,6 +780,39 @@ pub async fn embeddings(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Res
 /// Legacy text completions: passed through to OpenAI-family deployments.
 pub async fn completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
     openai_only(gw, headers, raw, ("prompt", Endpoint::Completions, "completions")).await
+}
+
+/// OpenAI's Responses API: passed through to deployments that speak it
+/// (OpenAI, vLLM, the OpenAI-compatible providers). Azure serves it under
+/// another path and Anthropic-family models do not speak it: both get a 400
+/// naming the provider. `input` is optional (a stored prompt or
+/// `previous_response_id` may stand for it) but typed when present.
+pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string")]) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(input) = a.body.get("input").filter(|v| !v.is_null()) {
+        if !(input.is_string() || input.is_array()) {
+            let e = format!("field `input` must be a string or an array, got {}", json_type(input));
+            return ApiError::BadRequest(e).into_response();
+        }
+    }
+    let result = with_group_fallbacks(&gw, &a, |route| {
+        let gw = &gw;
+        let a = &a;
+        async move {
+            if route.provider.speaks_messages(&route.upstream_model) || route.provider == Provider::Azure {
+                return Err(ApiError::BadRequest(format!(
+                    "{} deployments are not served on /v1/responses",
+                    route.provider
+                )));
+            }
+            openai_call(gw, a, route, Endpoint::Responses, "responses").await
+        }
+    })
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// An endpoint only the OpenAI family serves: `(the required input field,

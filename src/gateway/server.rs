@@ -80,6 +80,7 @@ macro_rules! body_handler {
 
 body_handler!(chat, proxy::chat_completions, IntoResponse::into_response);
 body_handler!(completions, proxy::completions, IntoResponse::into_response);
+body_handler!(responses, proxy::responses, IntoResponse::into_response);
 body_handler!(embeddings, proxy::embeddings, IntoResponse::into_response);
 // Anthropic's clients get Anthropic's error shape, a 413 included.
 body_handler!(messages, proxy::messages, proxy::anthropic_error);
@@ -129,6 +130,8 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/embeddings", post(embeddings))
         .route("/v1/completions", post(completions))
         .route("/completions", post(completions))
+        .route("/v1/responses", post(responses))
+        .route("/responses", post(responses))
         // Azure OpenAI's own paths, so the `AzureOpenAI` SDK client works:
         // the deployment in the path is the model group.
         .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))

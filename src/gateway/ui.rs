@@ -107,6 +107,8 @@ pub fn openapi_document(root_path: &str) -> Value {
         "paths": {
             "/v1/chat/completions": {"post": op("Chat completion (OpenAI format), streaming with `stream: true`", true)},
             "/chat/completions": {"post": op("Alias of /v1/chat/completions", true)},
+            "/v1/completions": {"post": op("Legacy text completions (OpenAI-family deployments)", true)},
+            "/v1/responses": {"post": op("OpenAI Responses API (OpenAI-family deployments), streaming with `stream: true`", true)},
             "/v1/embeddings": {"post": op("Embeddings (OpenAI format)", true)},
             "/embeddings": {"post": op("Alias of /v1/embeddings", true)},
             "/v1/messages": {"post": op("Anthropic Messages API", true)},

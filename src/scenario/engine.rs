@@ -611,6 +611,13 @@ fn target_env(
             env.entry(name.to_string()).or_insert_with(|| v.clone());
         }
     }
+    // A scenario without a master key runs an open gateway on purpose
+    // (127.0.0.1, mocks only). LiteLLM from 1.105 refuses to start that way
+    // unless told it is deliberate; without this every such scenario would
+    // "fail" on a start-up policy, not on the gateway's behaviour.
+    if !env.contains_key("LITELLM_MASTER_KEY") {
+        env.entry("LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY".into()).or_insert_with(|| "true".into());
+    }
     Ok(env)
 }
 

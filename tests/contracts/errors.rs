@@ -52,6 +52,27 @@ pub fn cases() -> Vec<Case> {
                 vec![upstream_400(), upstream_400(), upstream_400()],
             ),
         ),
+        case("a gateway's own model lookups beside the client's call are no retries", None, {
+            let auth = format!("Bearer {OPENAI_KEY}");
+            let lookup = || {
+                let mut call = upstream(
+                    "openai",
+                    postmortem::mocks::MockKind::Openai,
+                    "/v1/models",
+                    &[("authorization", &auth)],
+                    serde_json::Value::Null,
+                    json_answer(404, openai_error("Not found")),
+                );
+                call.request.method = "GET".into();
+                call.request.body.clear();
+                call
+            };
+            exchange(
+                chat(chat_body()),
+                json_response(200, completion("Hello")),
+                vec![lookup(), lookup(), to_openai(chat_body(), json_answer(200, completion("Hello")))],
+            )
+        }),
         case(
             "a 400 passed on once",
             None,

@@ -95,6 +95,41 @@ fn conversation(upstream_body: Value) -> postmortem::contracts::Exchange {
     exchange(client, json_response(200, answer), vec![to_anthropic(upstream_body, json_answer(200, message("hi")))])
 }
 
+/// An OpenAI client declaring a tool, forcing it, refusing parallel calls
+/// and setting stop sequences (one whitespace-only), translated for Anthropic
+/// into `upstream_body` (the faithful form: `tools_up()`).
+fn tool_setup(upstream_body: Value) -> postmortem::contracts::Exchange {
+    let client = chat(json!({"model": "claude", "max_tokens": 300, "stop": ["END", " "], "parallel_tool_calls": false,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+        "messages": [{"role": "user", "content": "weather?"}]}));
+    let answer = json!({"id": "msg_1", "object": "chat.completion", "created": 1, "model": "claude",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}});
+    exchange(client, json_response(200, answer), vec![to_anthropic(upstream_body, json_answer(200, message("hi")))])
+}
+
+fn tools_up() -> Value {
+    json!({"model": "claude-x", "max_tokens": 300, "stop_sequences": ["END"],
+        "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true},
+        "tools": [{"name": "get_weather", "description": "Weather by city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}],
+        "messages": [{"role": "user", "content": "weather?"}]})
+}
+
+/// An OpenAI pass-through whose client set `seed`, `n` and a
+/// `response_format`, and whose provider got `upstream_body`.
+fn params_passthrough(upstream_body: Value) -> postmortem::contracts::Exchange {
+    let client = json!({"model": "gpt-4o", "seed": 7, "n": 1, "response_format": {"type": "json_object"},
+        "messages": [{"role": "user", "content": "hi"}]});
+    exchange(
+        chat(client),
+        json_response(200, completion("Hello")),
+        vec![to_openai(upstream_body, json_answer(200, completion("Hello")))],
+    )
+}
+
 pub fn cases() -> Vec<Case> {
     let ok = completion("Hello");
     let stream_req = json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
@@ -213,6 +248,57 @@ pub fn cases() -> Vec<Case> {
             Some("fidelity.request"),
             conversation(
                 json!({"model": "claude-x", "max_tokens": 300, "temperature": 0.2, "system": [{"type": "text", "text": "be\nbrief"}], "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}, {"role": "user", "content": "weather?"}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}, {"type": "text", "text": "and tomorrow?"}]}]}),
+            ),
+        ),
+        case("tools, tool_choice and stop sequences translated faithfully", None, tool_setup(tools_up())),
+        case(
+            "a tool's parameter schema changed on the way up",
+            Some("fidelity.request"),
+            tool_setup(with(tools_up(), "/tools/0/input_schema/required", json!([]))),
+        ),
+        case(
+            "a tool's description changed on the way up",
+            Some("fidelity.request"),
+            tool_setup(with(tools_up(), "/tools/0/description", json!("Weather"))),
+        ),
+        case(
+            "the client's tools dropped on the way up",
+            Some("fidelity.request"),
+            tool_setup({
+                let mut b = tools_up();
+                let m = b.as_object_mut().unwrap();
+                m.remove("tools");
+                m.remove("tool_choice");
+                b
+            }),
+        ),
+        case(
+            "a forced tool turned into any tool",
+            Some("fidelity.request"),
+            tool_setup(with(tools_up(), "/tool_choice", json!({"type": "any", "disable_parallel_tool_use": true}))),
+        ),
+        case(
+            "parallel tool calls allowed against the client's wish",
+            Some("fidelity.request"),
+            tool_setup(with(tools_up(), "/tool_choice/disable_parallel_tool_use", json!(false))),
+        ),
+        case(
+            "a stop sequence changed on the way up",
+            Some("fidelity.request"),
+            tool_setup(with(tools_up(), "/stop_sequences", json!(["STOP"]))),
+        ),
+        case(
+            "pass-through parameters arrive as set (and a dropped one is not changed)",
+            None,
+            params_passthrough(json!({"model": "gpt-4o", "seed": 7, "response_format": {"type": "json_object"},
+                "messages": [{"role": "user", "content": "hi"}]})),
+        ),
+        case(
+            "a pass-through parameter changed on the way up",
+            Some("fidelity.request"),
+            params_passthrough(
+                json!({"model": "gpt-4o", "seed": 8, "n": 1, "response_format": {"type": "json_object"},
+                "messages": [{"role": "user", "content": "hi"}]}),
             ),
         ),
         case(

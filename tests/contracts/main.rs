@@ -8,6 +8,7 @@ mod common;
 mod errors;
 mod fidelity;
 mod proofs;
+mod responses;
 mod schema;
 mod security;
 mod streaming;
@@ -16,7 +17,7 @@ use common::Case;
 use postmortem::contracts::{check, CONTRACTS};
 
 fn all_cases() -> Vec<Case> {
-    [schema::cases(), streaming::cases(), fidelity::cases(), errors::cases(), security::cases()]
+    [schema::cases(), streaming::cases(), fidelity::cases(), errors::cases(), security::cases(), responses::cases()]
         .into_iter()
         .flatten()
         .collect()

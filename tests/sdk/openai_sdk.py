@@ -34,6 +34,14 @@ assert c.choices[0].text, c
 streamed = "".join(ch.choices[0].text for ch in client.completions.create(model="gpt-4o", prompt="Say hi", stream=True) if ch.choices)
 assert streamed, "the completions stream carried no text"
 
+# The Responses API, whole and streamed (the SDK's own event types).
+resp = client.responses.create(model="gpt-4o", input="Say hi", instructions="be brief")
+assert resp.output_text, resp
+assert resp.usage.total_tokens > 0, resp
+events = [ev.type for ev in client.responses.create(model="gpt-4o", input="Say hi", stream=True)]
+assert events[0] == "response.created" and events[-1] == "response.completed", events
+assert "response.output_text.delta" in events, events
+
 # One model by id; an unknown one is OpenAI's NotFoundError.
 m = client.models.retrieve("gpt-4o")
 assert m.id == "gpt-4o" and m.object == "model", m

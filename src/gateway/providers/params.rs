@@ -17,12 +17,45 @@ pub enum Endpoint {
     Embeddings,
     /// Legacy text completions (`/v1/completions`), OpenAI-family only.
     Completions,
+    /// The Responses API (`/v1/responses`), OpenAI-family only.
+    Responses,
 }
 
 /// Fields that are part of the request's shape, not optional params.
 const CHAT_REQUIRED: &[&str] = &["model", "messages"];
 const EMBED_REQUIRED: &[&str] = &["model", "input"];
 const COMPLETIONS_REQUIRED: &[&str] = &["model", "prompt"];
+/// `input` may be absent (a stored prompt, `previous_response_id`).
+const RESPONSES_REQUIRED: &[&str] = &["model", "input"];
+/// The Responses API's request parameters (OpenAI API reference,
+/// "Create a model response").
+const RESPONSES_OPENAI: &[&str] = &[
+    "background",
+    "conversation",
+    "include",
+    "instructions",
+    "max_output_tokens",
+    "max_tool_calls",
+    "metadata",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "prompt",
+    "prompt_cache_key",
+    "reasoning",
+    "safety_identifier",
+    "service_tier",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "truncation",
+    "user",
+];
 /// OpenAI's `/v1/completions` parameters (vLLM accepts them too).
 const COMPLETIONS_OPENAI: &[&str] = &[
     "best_of",
@@ -124,6 +157,7 @@ pub fn supported(provider: Provider, endpoint: &Endpoint, upstream_model: &str) 
             _ => EMBED_OPENAI.to_vec(),
         },
         Endpoint::Completions => COMPLETIONS_OPENAI.to_vec(),
+        Endpoint::Responses => RESPONSES_OPENAI.to_vec(),
     }
 }
 
@@ -146,6 +180,7 @@ pub fn build_upstream_params(
         Endpoint::Chat => CHAT_REQUIRED,
         Endpoint::Embeddings => EMBED_REQUIRED,
         Endpoint::Completions => COMPLETIONS_REQUIRED,
+        Endpoint::Responses => RESPONSES_REQUIRED,
     };
     let allowed = supported(provider, &endpoint, upstream_model);
     let mut out = Map::new();
@@ -175,6 +210,7 @@ pub fn build_upstream_params(
         let bug_params: &[&str] = match endpoint {
             Endpoint::Embeddings => &["encoding_format"],
             Endpoint::Chat | Endpoint::Completions => &["temperature", "top_p", "max_tokens", "stop", "seed", "n"],
+            Endpoint::Responses => &["temperature", "top_p", "max_output_tokens"],
         };
         for p in bug_params {
             out.entry(p.to_string()).or_insert(Value::Null);

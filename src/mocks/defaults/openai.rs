@@ -211,7 +211,10 @@ pub(super) fn text_completion_chunks(
 }
 
 /// A Responses API object (`/v1/responses`): one assistant message with the
-/// reply as `output_text`, usage in the Responses API's names.
+/// reply as `output_text`, usage in the Responses API's names. Text parts and
+/// deltas carry `logprobs: []` as the live API's do (recorded in
+/// fixtures/cassettes/pydantic-ai/.../test_background_mode_streaming_vcr.yaml);
+/// SDK versions that model the field as required refuse parts without it.
 pub(super) fn response(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest) -> Value {
     let text = reply_text(kind, name);
     let (input, output) = (prompt_tokens(req), completion_tokens(&text));
@@ -228,7 +231,7 @@ pub(super) fn response(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRe
             "id": format!("msg_{}", ids.hex(48)),
             "status": "completed",
             "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
         }],
         "parallel_tool_calls": true,
         "tool_choice": "auto",
@@ -271,22 +274,22 @@ pub(super) fn response_events(kind: MockKind, name: &str, ids: &IdGen, req: &Rec
         ev("response.output_item.added", json!({"output_index": 0, "item": empty_item})),
         ev(
             "response.content_part.added",
-            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
         ),
     ];
     for piece in deltas(&text) {
         events.push(ev(
             "response.output_text.delta",
-            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece}),
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}),
         ));
     }
     events.push(ev(
         "response.output_text.done",
-        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text}),
+        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
     ));
     events.push(ev(
         "response.content_part.done",
-        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}),
+        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}}),
     ));
     events.push(ev("response.output_item.done", json!({"output_index": 0, "item": item})));
     events.push(ev("response.completed", json!({"response": done})));

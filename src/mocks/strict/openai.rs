@@ -51,7 +51,8 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
     }
     let fields: &[(&str, Expected)] = match route {
         Route::Chat { .. } => CHAT_FIELDS,
-        Route::Responses | Route::Completions { .. } => &[],
+        Route::Responses => RESPONSES_FIELDS,
+        Route::Completions { .. } => COMPLETIONS_FIELDS,
         _ => EMBEDDINGS_FIELDS,
     };
     for (name, expected) in fields {
@@ -157,6 +158,38 @@ const CHAT_FIELDS: &[(&str, Expected)] = &[
     ("stream", Expected::Boolean),
     ("logprobs", Expected::Boolean),
     ("tools", Expected::ArrayOfObjects),
+    ("user", Expected::String),
+];
+
+/// The Responses API's typed fields ("Create a model response").
+const RESPONSES_FIELDS: &[(&str, Expected)] = &[
+    ("model", Expected::String),
+    ("input", Expected::StringOrArray),
+    ("instructions", Expected::String),
+    ("max_output_tokens", Expected::Integer),
+    ("temperature", Expected::Decimal),
+    ("top_p", Expected::Decimal),
+    ("stream", Expected::Boolean),
+    ("parallel_tool_calls", Expected::Boolean),
+    ("store", Expected::Boolean),
+    ("tools", Expected::ArrayOfObjects),
+    ("previous_response_id", Expected::String),
+    ("user", Expected::String),
+];
+
+/// Legacy completions' typed fields.
+const COMPLETIONS_FIELDS: &[(&str, Expected)] = &[
+    ("model", Expected::String),
+    ("prompt", Expected::StringOrArray),
+    ("max_tokens", Expected::Integer),
+    ("temperature", Expected::Decimal),
+    ("top_p", Expected::Decimal),
+    ("n", Expected::Integer),
+    ("seed", Expected::Integer),
+    ("best_of", Expected::Integer),
+    ("logprobs", Expected::Integer),
+    ("stream", Expected::Boolean),
+    ("echo", Expected::Boolean),
     ("user", Expected::String),
 ];
 
