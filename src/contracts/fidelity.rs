@@ -159,6 +159,33 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
     usage(&p, &c, cp, x, out);
     if !translated && !x.request.wants_stream() {
         identity(&p, &c, x, out);
+        if endpoint == Endpoint::ChatCompletions {
+            logprobs(call, x, out);
+        }
+    }
+}
+
+/// A pass-through's log probabilities: each choice's `logprobs` as the
+/// provider sent them (tokens, their log probabilities, the alternatives).
+fn logprobs(call: &UpstreamCall, x: &Exchange, out: &mut Vec<Violation>) {
+    let (Some(p), Some(c)) = (call.answer.json(), x.response.json()) else { return };
+    let choices = |v: &Value| v.get("choices").and_then(Value::as_array).cloned().unwrap_or_default();
+    for pc in choices(&p) {
+        let Some(lp) = pc.get("logprobs").filter(|l| !l.is_null()) else { continue };
+        let index = pc.get("index").and_then(Value::as_u64);
+        let cc = choices(&c).into_iter().find(|cc| cc.get("index").and_then(Value::as_u64) == index);
+        let got = cc.as_ref().and_then(|cc| cc.get("logprobs")).cloned().unwrap_or(Value::Null);
+        if &got != lp {
+            out.push(violation(
+                "fidelity.content",
+                format!(
+                    "choice {}: the provider's logprobs {} became {}",
+                    index.unwrap_or(0),
+                    clip(&lp.to_string()),
+                    clip(&got.to_string())
+                ),
+            ));
+        }
     }
 }
 

@@ -162,44 +162,61 @@ fn same_number(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// The Responses API passed through: every field the client set (its
-/// `input` and `instructions` included) reaches the provider with the same
-/// value, or not at all.
-fn responses_passthrough(x: &Exchange, out: &mut Vec<Violation>) {
+/// An OpenAI endpoint passed through to the same endpoint (the Responses
+/// API, embeddings, text completions): every field the client set (its
+/// `input`, `prompt`, `instructions`, `dimensions` included) reaches the
+/// provider with the same value, or not at all. A lone string and a list
+/// holding just it are one input; `encoding_format` is the gateway's to
+/// choose upstream (the vectors are compared as float32 values).
+fn openai_passthrough(x: &Exchange, endpoint_path: &str, out: &mut Vec<Violation>) {
     let Some(sent) = x.request.json() else { return };
     let Some(fields) = sent.as_object() else { return };
-    for call in &x.upstream {
-        let path = call.request.path.split('?').next().unwrap_or("");
-        if !call.kind.is_openai_family() || !path.trim_end_matches('/').ends_with("/responses") {
+    for call in x.model_calls() {
+        let path = call.request.path.split('?').next().unwrap_or("").trim_end_matches('/');
+        // `/completions` is also the tail of `/chat/completions`, another API.
+        let same = path.ends_with(endpoint_path) && !path.ends_with("/chat/completions");
+        if !call.kind.is_openai_family() || !same {
             continue;
         }
         let Some(body) = call.request.json.as_ref() else { continue };
         for (k, v) in fields {
-            if v.is_null() || matches!(k.as_str(), "model" | "stream" | "stream_options" | "metadata") {
+            if v.is_null()
+                || matches!(k.as_str(), "model" | "stream" | "stream_options" | "metadata" | "encoding_format")
+            {
                 continue;
             }
-            if let Some(g) = body.get(k).filter(|g| !g.is_null()) {
-                if !same_value(v, g) {
-                    out.push(violation(
-                        "fidelity.request",
-                        format!(
-                            "{} {}: `{k}` {} became {}",
-                            call.provider,
-                            call.request.path,
-                            clip(&v.to_string()),
-                            clip(&g.to_string())
-                        ),
-                    ));
-                }
+            let Some(g) = body.get(k).filter(|g| !g.is_null()) else { continue };
+            let one = |a: &Value, b: &Value| match (a, b) {
+                (Value::String(_), Value::Array(xs)) => xs.len() == 1 && same_value(a, &xs[0]),
+                _ => false,
+            };
+            let same = same_value(v, g) || (matches!(k.as_str(), "input" | "prompt") && (one(v, g) || one(g, v)));
+            if !same {
+                out.push(violation(
+                    "fidelity.request",
+                    format!(
+                        "{} {}: `{k}` {} became {}",
+                        call.provider,
+                        call.request.path,
+                        clip(&v.to_string()),
+                        clip(&g.to_string())
+                    ),
+                ));
             }
         }
     }
 }
 
 pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
-    if endpoint == Endpoint::Responses {
+    let same_endpoint = match endpoint {
+        Endpoint::Responses => Some("/responses"),
+        Endpoint::Embeddings => Some("/embeddings"),
+        Endpoint::Completions => Some("/completions"),
+        _ => None,
+    };
+    if let Some(path) = same_endpoint {
         if super::errors::request_fault(&x.request.path, &x.request.body).is_none() {
-            responses_passthrough(x, out);
+            openai_passthrough(x, path, out);
         }
         return;
     }

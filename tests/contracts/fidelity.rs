@@ -301,6 +301,15 @@ pub fn cases() -> Vec<Case> {
                 "messages": [{"role": "user", "content": "hi"}]}),
             ),
         ),
+        case("log probabilities passed through", None, {
+            let lp = json!({"content": [{"token": "Hello", "logprob": -0.0001, "bytes": [72, 101, 108, 108, 111], "top_logprobs": []}], "refusal": null});
+            let with_lp = with(ok.clone(), "/choices/0/logprobs", lp);
+            passthrough(with_lp.clone(), with_lp)
+        }),
+        case("log probabilities dropped in a pass-through", Some("fidelity.content"), {
+            let lp = json!({"content": [{"token": "Hello", "logprob": -0.0001, "bytes": [72, 101, 108, 108, 111], "top_logprobs": []}], "refusal": null});
+            passthrough(ok.clone(), with(ok.clone(), "/choices/0/logprobs", lp))
+        }),
         case(
             "a finish reason rewritten in a pass-through",
             Some("fidelity.finish-reason"),

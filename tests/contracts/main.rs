@@ -17,10 +17,18 @@ use common::Case;
 use postmortem::contracts::{check, CONTRACTS};
 
 fn all_cases() -> Vec<Case> {
-    [schema::cases(), streaming::cases(), fidelity::cases(), errors::cases(), security::cases(), responses::cases()]
-        .into_iter()
-        .flatten()
-        .collect()
+    [
+        schema::cases(),
+        streaming::cases(),
+        fidelity::cases(),
+        errors::cases(),
+        security::cases(),
+        responses::cases(),
+        responses::passthrough_cases(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[test]

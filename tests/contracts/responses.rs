@@ -125,3 +125,43 @@ pub fn cases() -> Vec<Case> {
         ),
     ]
 }
+
+/// Embeddings and text completions passed through: the client's input and
+/// parameters reach the provider as set.
+pub fn passthrough_cases() -> Vec<Case> {
+    let embed = |sent: Value| {
+        let client = json!({"model": "text-embedding-3-small", "input": "hello", "dimensions": 8});
+        let vectors = json!({"object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1}});
+        let auth = format!("Bearer {OPENAI_KEY}");
+        let call = upstream(
+            "openai",
+            MockKind::Openai,
+            "/v1/embeddings",
+            &[("authorization", &auth)],
+            sent,
+            json_answer(200, vectors.clone()),
+        );
+        exchange(request("/v1/embeddings", client), json_response(200, vectors), vec![call])
+    };
+    vec![
+        case(
+            "an embeddings input sent as a list of itself, base64 asked upstream",
+            None,
+            embed(
+                json!({"model": "text-embedding-3-small", "input": ["hello"], "dimensions": 8, "encoding_format": "base64"}),
+            ),
+        ),
+        case(
+            "an embeddings input changed on the way up",
+            Some("fidelity.request"),
+            embed(json!({"model": "text-embedding-3-small", "input": "hello world", "dimensions": 8})),
+        ),
+        case(
+            "embedding dimensions changed on the way up",
+            Some("fidelity.request"),
+            embed(json!({"model": "text-embedding-3-small", "input": "hello", "dimensions": 1536})),
+        ),
+    ]
+}
