@@ -278,6 +278,14 @@ pub fn list_contracts() -> ExitCode {
 }
 
 pub async fn run(args: RunArgs) -> ExitCode {
+    // Interrupted (Ctrl-C, a CI timeout's SIGTERM): stop the target
+    // gateways this run started before going, or they outlive it.
+    tokio::spawn(async {
+        let code = interrupted().await;
+        crate::target::stop_all_targets();
+        eprintln!("postmortem: interrupted; stopped the target gateways");
+        std::process::exit(code);
+    });
     let root = args.root.clone().unwrap_or_else(|| PathBuf::from("."));
     let paths = if args.contracts_only {
         vec![root.join("scenarios").join("conformance")]
@@ -380,5 +388,18 @@ async fn differential(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Waits for SIGINT or SIGTERM; returns the shell's exit status for it.
+async fn interrupted() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        },
+        // No handler could be installed: never fire.
+        _ => std::future::pending().await,
     }
 }

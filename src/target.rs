@@ -114,19 +114,40 @@ pub struct TargetProcess {
 
 const OUTPUT_LINES_KEPT: usize = 2000;
 
+/// The process groups of the targets running now. A harness stopped by a
+/// signal runs no destructors, so `stop_all_targets` (called from the
+/// signal handler of `postmortem run`) stops what `Drop` would have.
+static RUNNING: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Sends SIGTERM to a target's whole process group (gateways fork workers).
+fn stop_group(pid: u32) {
+    // `--` matters: without it `kill` may read `-PID` as an option, and a
+    // pid that parses as -1 would signal every process.
+    if pid > 1 {
+        let _ = std::process::Command::new("kill")
+            .args(["-s", "TERM", "--", &format!("-{pid}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Stops every target process still running (for a harness that is being
+/// interrupted): none outlives the run that started it.
+pub fn stop_all_targets() {
+    let groups = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    for pid in groups {
+        stop_group(pid);
+    }
+}
+
 impl Drop for TargetProcess {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
-            // The command runs in its own process group (gateways fork
-            // workers); stop the whole group.
-            // `--` matters: without it `kill` may read `-PID` as an option,
-            // and a pid that parses as -1 would signal every process.
-            if let Some(pid) = child.id().filter(|p| *p > 1) {
-                let _ = std::process::Command::new("kill")
-                    .args(["-s", "TERM", "--", &format!("-{pid}")])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
+            if let Some(pid) = child.id() {
+                RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&pid);
+                stop_group(pid);
             }
             let _ = child.start_kill();
         }
@@ -220,6 +241,9 @@ impl GatewayUnderTest {
             .process_group(0)
             .kill_on_drop(true);
         let mut child = c.spawn().map_err(|e| format!("cannot start `{cmd}`: {e}"))?;
+        if let Some(pid) = child.id() {
+            RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(pid);
+        }
         let output = Output::default();
         if let Some(out) = child.stdout.take() {
             tokio::spawn(keep_lines(out, output.clone()));

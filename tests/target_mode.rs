@@ -157,3 +157,50 @@ fn a_differential_run_between_equal_gateways_reports_no_regression() {
     assert_eq!(report["differential"]["regressions"], serde_json::json!([]), "{text}");
     assert!(report["baseline"]["total"].as_u64().unwrap_or(0) >= 6, "{text}");
 }
+
+/// A harness stopped by SIGTERM (a CI timeout, Ctrl-C) stops the target
+/// gateways it started: none outlives it. The target here never answers;
+/// its command writes its pid to a file first, so the test knows which
+/// process must be gone. Every wait is bounded.
+#[test]
+fn an_interrupted_run_leaves_no_target_running() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("target.pid");
+    let cmd = format!("echo $$ > '{}'; exec sleep 600 # {{config}} {{port}}", pid_file.display());
+    let mut harness = Command::new(env!("CARGO_BIN_EXE_postmortem"))
+        .args(["run", "--root"])
+        .arg(root())
+        .args(["--target-cmd", &cmd, "--target-startup-timeout", "120"])
+        .arg(root().join("scenarios/conformance/security.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let target_pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the target never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let alive = |pid: u32| Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success());
+    assert!(alive(target_pid));
+    Command::new("kill").args(["-TERM", &harness.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = harness.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the harness did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(target_pid) {
+        assert!(Instant::now() < deadline, "target pid {target_pid} outlived the interrupted harness");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
