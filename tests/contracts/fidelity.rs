@@ -306,6 +306,16 @@ pub fn cases() -> Vec<Case> {
             let with_lp = with(ok.clone(), "/choices/0/logprobs", lp);
             passthrough(with_lp.clone(), with_lp)
         }),
+        case("log probabilities passed through without their null fields", None, {
+            let lp = json!({"content": [{"token": "Hello", "logprob": -0.0001, "bytes": [72, 101, 108, 108, 111], "top_logprobs": []}], "refusal": null});
+            let relayed = json!({"content": [{"token": "Hello", "logprob": -1e-4, "bytes": [72, 101, 108, 108, 111], "top_logprobs": []}]});
+            passthrough(with(ok.clone(), "/choices/0/logprobs", relayed), with(ok.clone(), "/choices/0/logprobs", lp))
+        }),
+        case("a token's log probability changed in a pass-through", Some("fidelity.content"), {
+            let lp = json!({"content": [{"token": "Hello", "logprob": -0.0001, "bytes": [72, 101, 108, 108, 111], "top_logprobs": []}]});
+            let changed = json!({"content": [{"token": "Hello", "logprob": -0.5, "bytes": [72, 101, 108, 108, 111], "top_logprobs": []}]});
+            passthrough(with(ok.clone(), "/choices/0/logprobs", changed), with(ok.clone(), "/choices/0/logprobs", lp))
+        }),
         case("log probabilities dropped in a pass-through", Some("fidelity.content"), {
             let lp = json!({"content": [{"token": "Hello", "logprob": -0.0001, "bytes": [72, 101, 108, 108, 111], "top_logprobs": []}], "refusal": null});
             passthrough(ok.clone(), with(ok.clone(), "/choices/0/logprobs", lp))
