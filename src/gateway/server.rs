@@ -595,10 +595,38 @@ fn mask(k: &str) -> String {
 /// included) before it stops anyway and writes the spend.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a client may take to send a request's headers, and how long a
+/// kept-alive connection may wait for its next request (hyper applies the
+/// header-read timeout to both).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connections served at once; more are closed as they arrive, so a flood
+/// of idle connections cannot exhaust the process's file descriptors.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// The pause after a failed `accept` (out of file descriptors).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Serves until SIGTERM or SIGINT; then stops accepting, lets requests in
 /// flight finish (at most [`SHUTDOWN_GRACE`]) and writes the queued spend.
 pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     serve_until(gw, listener, stop_signal()).await
+}
+
+/// Limits on the connections a served gateway accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// How long a client may take to send a request's headers, and a
+    /// kept-alive connection may idle before its next request.
+    pub header_read_timeout: std::time::Duration,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits { header_read_timeout: HEADER_READ_TIMEOUT, max_connections: MAX_CONNECTIONS }
+    }
 }
 
 /// [`serve`] with the stop condition given (tests pass a channel).
@@ -607,29 +635,65 @@ pub async fn serve_until(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(gw, listener, stop, ServeLimits::default()).await
+}
+
+/// [`serve_until`] with the connection limits given.
+pub async fn serve_with(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
     spawn_periodic_tasks(gw.clone());
     spawn_spend_writer(gw.clone());
-    // Streamed chunks must not wait for Nagle's algorithm.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
+    let (stopped_tx, mut stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         stop.await;
         let _ = stopped_tx.send(true);
     });
-    let mut drain = stopped_rx.clone();
-    let mut grace = stopped_rx;
-    let server = axum::serve(listener, app(gw.clone())).with_graceful_shutdown(async move {
-        let _ = drain.wait_for(|s| *s).await;
-    });
-    let bounded = async move {
-        let _ = grace.wait_for(|s| *s).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
+    // Our own accept loop rather than `axum::serve`: that sets hyper no
+    // timer, so a client that trickles its headers (or idles between
+    // requests) holds its connection and a file descriptor forever.
+    let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    http.http2().timer(hyper_util::rt::TokioTimer::new());
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let router = app(gw.clone());
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait a moment for
+                // connections to close instead of spinning on accept.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(limit = limits.max_connections, "connection limit reached; closing a new connection");
+            continue;
+        };
+        // Streamed chunks must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = http.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
     let result = tokio::select! {
-        r = server => r,
-        () = bounded => {
+        () = graceful.shutdown() => Ok(()),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "requests still in flight after the shutdown grace; stopping anyway");
             Ok(())
         }
