@@ -616,7 +616,8 @@ fn de_status_classes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Statu
 #[serde(deny_unknown_fields)]
 pub struct ProviderExpect {
     pub provider: String,
-    /// Total requests the provider has received so far.
+    /// Total model calls (POSTs) the provider has received so far; a
+    /// gateway's side lookups (`GET /v1/models`) are not counted.
     #[serde(default)]
     pub requests: Option<usize>,
     /// Checks on the most recent request.
