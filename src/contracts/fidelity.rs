@@ -111,7 +111,7 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
         return;
     }
     // The answer the client's came from: the last successful upstream call.
-    let Some(call) = x.upstream.iter().rev().find(|c| c.answer.status.is_some_and(|s| (200..300).contains(&s))) else {
+    let Some(call) = x.model_calls().rev().find(|c| c.answer.status.is_some_and(|s| (200..300).contains(&s))) else {
         return;
     };
     if call.answer.end != AnswerEnd::Complete {
@@ -359,7 +359,7 @@ fn identity(p: &Answer, c: &Answer, x: &Exchange, out: &mut Vec<Violation>) {
 
 /// Embeddings: each vector as the provider sent it, and its usage.
 fn embeddings(x: &Exchange, out: &mut Vec<Violation>) {
-    let Some(call) = x.upstream.iter().rev().find(|c| c.answer.status.is_some_and(|s| (200..300).contains(&s))) else {
+    let Some(call) = x.model_calls().rev().find(|c| c.answer.status.is_some_and(|s| (200..300).contains(&s))) else {
         return;
     };
     let (Some(p), Some(c)) = (call.answer.json(), x.response.json()) else { return };

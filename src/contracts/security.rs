@@ -65,13 +65,13 @@ pub(super) fn check(x: &Exchange, setup: &Setup, out: &mut Vec<Violation>) {
                 format!("{} {} without a credential got {}", x.request.method, x.request.path, x.response.status),
             ));
         }
-        if x.attribution == Attribution::Exact && !x.upstream.is_empty() {
+        // The client's request reaching a provider: a model call. A
+        // gateway's own side lookup (`GET /v1/models`) while it refuses the
+        // client is not the client's request getting through.
+        if let Some(call) = x.model_calls().next().filter(|_| x.attribution == Attribution::Exact) {
             out.push(violation(
                 "security.unauthenticated-refused",
-                format!(
-                    "{} {} without a credential reached {}",
-                    x.request.method, x.request.path, x.upstream[0].provider
-                ),
+                format!("{} {} without a credential reached {}", x.request.method, x.request.path, call.provider),
             ));
         }
     }

@@ -156,6 +156,23 @@ pub fn cases() -> Vec<Case> {
                 vec![],
             ),
         ),
+        case("no credential, refused while the gateway looked up a provider's models", None, {
+            let mut lookup = upstream(
+                "openai",
+                MockKind::Openai,
+                "/v1/models",
+                &[("authorization", &openai_auth)],
+                serde_json::Value::Null,
+                json_answer(200, json!({"object": "list", "data": []})),
+            );
+            lookup.request.method = "GET".into();
+            lookup.request.body.clear();
+            exchange(
+                anonymous(),
+                json_response(401, json!({"error": {"message": "missing key", "type": "auth"}})),
+                vec![lookup],
+            )
+        }),
         case(
             "no credential, refused after calling the provider",
             Some("security.unauthenticated-refused"),
