@@ -138,6 +138,16 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
             ));
         }
         tool_calls(index, pc, cc, !translated && pp == Protocol::OpenAi, out);
+        if pp == Protocol::Anthropic && cp == Protocol::Anthropic && pc.thinking != cc.thinking {
+            out.push(violation(
+                "fidelity.content",
+                format!(
+                    "choice {index}: the provider's thinking blocks {} reached the client as {}",
+                    clip(&Value::Array(pc.thinking.clone()).to_string()),
+                    clip(&Value::Array(cc.thinking.clone()).to_string())
+                ),
+            ));
+        }
         if let (Some(pf), Some(cf)) = (&pc.finish, &cc.finish) {
             let ok = match finish_counterparts(pp, cp, pf) {
                 None => pf == cf,

@@ -479,6 +479,17 @@ fn check_parameters(at: &str, sent: &Value, client: Api, body: &Value, api: Api,
     if client != api {
         return;
     }
+    if api == Api::Anthropic {
+        let (asked, got) = (cache_marks(sent), cache_marks(body));
+        let mut rest = got.iter();
+        if !asked.iter().all(|m| rest.any(|g| same_value(m, g))) {
+            bad(format!(
+                "the client's cache_control breakpoints {} reached the provider as {}",
+                clip(&Value::Array(asked).to_string()),
+                clip(&Value::Array(got).to_string())
+            ));
+        }
+    }
     let Some(fields) = sent.as_object() else { return };
     for (k, v) in fields {
         if v.is_null() || NOT_PASSED_AS_IS.contains(&k.as_str()) {
@@ -490,6 +501,26 @@ fn check_parameters(at: &str, sent: &Value, client: Api, body: &Value, api: Api,
             }
         }
     }
+}
+
+/// The `cache_control` breakpoints of a Messages body, in the order the
+/// API reads them (tools, system, messages): prompt caching is paid for by
+/// where they stand, so a pass-through keeps every one (a gateway may add
+/// its own where its config says so).
+fn cache_marks(body: &Value) -> Vec<Value> {
+    let blocks = |v: Option<&Value>| -> Vec<Value> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b.get("cache_control").filter(|c| !c.is_null()).cloned())
+            .collect()
+    };
+    let mut marks = blocks(body.get("tools"));
+    marks.extend(blocks(body.get("system")));
+    for m in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        marks.extend(blocks(m.get("content")));
+    }
+    marks
 }
 
 fn allowed(yes: bool) -> &'static str {

@@ -39,6 +39,10 @@ impl ToolCall {
 pub struct Choice {
     pub text: String,
     pub tool_calls: Vec<ToolCall>,
+    /// Anthropic's `thinking` (text and signature) and `redacted_thinking`
+    /// (data) blocks, in order: a client sends them back verbatim on its
+    /// next turn, so a pass-through must keep them whole.
+    pub thinking: Vec<Value>,
     /// In the answer's own vocabulary (`stop`, `end_turn`, ...).
     pub finish: Option<String>,
 }
@@ -124,7 +128,12 @@ pub fn openai_body(v: &Value) -> Answer {
             .collect();
         a.choices.insert(
             index,
-            Choice { text: s(msg.get("content")).unwrap_or_default(), tool_calls, finish: s(c.get("finish_reason")) },
+            Choice {
+                text: s(msg.get("content")).unwrap_or_default(),
+                tool_calls,
+                finish: s(c.get("finish_reason")),
+                ..Choice::default()
+            },
         );
     }
     a
@@ -264,6 +273,15 @@ pub fn responses_stream(body: &[u8]) -> Answer {
 
 fn anthropic_block_into(choice: &mut Choice, block: &Value) {
     match block.get("type").and_then(Value::as_str) {
+        Some("thinking") => choice.thinking.push(json!({
+            "type": "thinking",
+            "thinking": block.get("thinking").and_then(Value::as_str).unwrap_or(""),
+            "signature": block.get("signature").and_then(Value::as_str).unwrap_or(""),
+        })),
+        Some("redacted_thinking") => choice.thinking.push(json!({
+            "type": "redacted_thinking",
+            "data": block.get("data").and_then(Value::as_str).unwrap_or(""),
+        })),
         Some("text") => choice.text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
         Some("tool_use") => choice.tool_calls.push(ToolCall {
             id: s(block.get("id")),
@@ -327,6 +345,12 @@ pub fn anthropic_events(events: impl IntoIterator<Item = Value>) -> Answer {
                         .entry(i)
                         .or_default()
                         .push_str(d.get("partial_json").and_then(Value::as_str).unwrap_or("")),
+                    Some(kind @ ("thinking_delta" | "signature_delta")) => {
+                        let field = if kind == "thinking_delta" { "thinking" } else { "signature" };
+                        let t = d.get(field).and_then(Value::as_str).unwrap_or("");
+                        let cur = block.get(field).and_then(Value::as_str).unwrap_or("").to_string();
+                        block[field] = Value::String(cur + t);
+                    }
                     _ => {}
                 }
             }

@@ -130,6 +130,30 @@ fn params_passthrough(upstream_body: Value) -> postmortem::contracts::Exchange {
     )
 }
 
+/// `/v1/messages` passed through to Anthropic: the client's body with
+/// cache breakpoints, what the provider received, what it answered, what
+/// the client got.
+fn messages_passthrough(upstream_body: Value, provider: Value, client: Value) -> postmortem::contracts::Exchange {
+    exchange(
+        messages(cached_body()),
+        json_response(200, client),
+        vec![to_anthropic(upstream_body, json_answer(200, provider))],
+    )
+}
+
+fn cached_body() -> Value {
+    json!({"model": "claude-x", "max_tokens": 300,
+        "system": [{"type": "text", "text": "a long manual", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "question", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}]})
+}
+
+/// A Message that thought first (a signed thinking block), then answered.
+fn thought(signature: &str) -> Value {
+    json!({"id": "msg_t", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "thinking", "thinking": "Let me see.", "signature": signature}, {"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn", "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 2}})
+}
+
 pub fn cases() -> Vec<Case> {
     let ok = completion("Hello");
     let stream_req = json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
@@ -300,6 +324,21 @@ pub fn cases() -> Vec<Case> {
                 json!({"model": "gpt-4o", "seed": 8, "n": 1, "response_format": {"type": "json_object"},
                 "messages": [{"role": "user", "content": "hi"}]}),
             ),
+        ),
+        case(
+            "cache breakpoints and a signed thinking block passed through",
+            None,
+            messages_passthrough(cached_body(), thought("sig-abc"), thought("sig-abc")),
+        ),
+        case("a cache breakpoint dropped on the way up", Some("fidelity.request"), {
+            let mut up = cached_body();
+            up["messages"][0]["content"][0].as_object_mut().unwrap().remove("cache_control");
+            messages_passthrough(up, message("hi"), message("hi"))
+        }),
+        case(
+            "a thinking block's signature lost on the way down",
+            Some("fidelity.content"),
+            messages_passthrough(cached_body(), thought("sig-abc"), thought("")),
         ),
         case("log probabilities passed through", None, {
             let lp = json!({"content": [{"token": "Hello", "logprob": -0.0001, "bytes": [72, 101, 108, 108, 111], "top_logprobs": []}], "refusal": null});
