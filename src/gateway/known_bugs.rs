@@ -39,6 +39,10 @@ pub struct KnownBugs {
     /// Contract `stream.no-false-completion`: a pass-through stream that
     /// breaks ends with `data: [DONE]` instead of an error event.
     pub done_after_broken_stream: bool,
+    /// Contract `fidelity.request`: a forced tool (`tool_choice` naming a
+    /// function) reaches Anthropic as `{type: any}`, so the model may call
+    /// whichever tool it likes.
+    pub loosen_forced_tool_choice: bool,
 }
 
 impl KnownBugs {
@@ -59,12 +63,13 @@ impl KnownBugs {
             "drop_upstream_retry_after" => self.drop_upstream_retry_after = true,
             "estimate_prompt_tokens" => self.estimate_prompt_tokens = true,
             "done_after_broken_stream" => self.done_after_broken_stream = true,
+            "loosen_forced_tool_choice" => self.loosen_forced_tool_choice = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -75,5 +80,6 @@ impl KnownBugs {
         "drop_upstream_retry_after",
         "estimate_prompt_tokens",
         "done_after_broken_stream",
+        "loosen_forced_tool_choice",
     ];
 }

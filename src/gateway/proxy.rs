@@ -416,6 +416,18 @@ fn stream_error_event(endpoint: Endpoint, e: &ApiError) -> Bytes {
     Bytes::from(format!("event: error\ndata: {data}\n\n"))
 }
 
+/// The `loosen_forced_tool_choice` known bug (harness proofs only): a
+/// forced tool becomes "any tool", as a translation that maps every
+/// non-string `tool_choice` to `any` would.
+fn loosen_forced_tool_choice(body: &mut Map<String, Value>) {
+    if let Some(tc) = body.get_mut("tool_choice").and_then(Value::as_object_mut) {
+        if tc.get("type").and_then(Value::as_str) == Some("tool") {
+            tc.insert("type".into(), json!("any"));
+            tc.remove("name");
+        }
+    }
+}
+
 /// The cost-map names a deployment is priced under, best first:
 /// `provider/model`, `model`, then `model_info.base_model` (for deployments
 /// whose upstream name the map does not know, e.g. an Azure deployment name).
@@ -1070,7 +1082,10 @@ async fn anthropic_chat(
     )?;
     let translated = anthropic::chat_to_messages(&Value::Object(params), &route.upstream_model)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let body = translated.as_object().cloned().unwrap_or_default();
+    let mut body = translated.as_object().cloned().unwrap_or_default();
+    if gw.bugs.loosen_forced_tool_choice {
+        loosen_forced_tool_choice(&mut body);
+    }
     let betas = betas_for(gw, &route, headers);
     let req = anthropic_request(&gw.config, &route, &base, body, &betas, a.stream, None)?;
     let (resp, client) = anthropic_send(gw, &route, &base, req, a.stream).await?;

@@ -11,6 +11,7 @@ const PROOFS: &[(&str, &str, &str)] = &[
     ("drop_upstream_retry_after", "errors-and-retries.yaml", "errors.retry-after"),
     ("estimate_prompt_tokens", "openai-family.yaml", "fidelity.usage"),
     ("done_after_broken_stream", "broken-upstreams.yaml", "stream.no-false-completion"),
+    ("loosen_forced_tool_choice", "anthropic-family.yaml", "fidelity.request"),
 ];
 
 #[tokio::test]
