@@ -25,14 +25,16 @@ pub enum Endpoint {
 const CHAT_REQUIRED: &[&str] = &["model", "messages"];
 const EMBED_REQUIRED: &[&str] = &["model", "input"];
 const COMPLETIONS_REQUIRED: &[&str] = &["model", "prompt"];
-/// `input` may be absent (a stored prompt, `previous_response_id`).
-const RESPONSES_REQUIRED: &[&str] = &["model", "input"];
+/// `input` may be absent (a stored prompt, `previous_response_id`), so it is
+/// an optional parameter: a `null` one is not sent.
+const RESPONSES_REQUIRED: &[&str] = &["model"];
 /// The Responses API's request parameters (OpenAI API reference,
 /// "Create a model response").
 const RESPONSES_OPENAI: &[&str] = &[
     "background",
     "conversation",
     "include",
+    "input",
     "instructions",
     "max_output_tokens",
     "max_tool_calls",
@@ -243,6 +245,16 @@ mod tests {
         let client = obj(json!({"model": "m", "input": ["a"]}));
         let out = build_upstream_params(&client, Provider::HostedVllm, Endpoint::Embeddings, "m", false, true).unwrap();
         assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"model":"m","input":["a"],"encoding_format":null}"#);
+    }
+
+    #[test]
+    fn a_responses_input_of_null_is_not_sent() {
+        let client = obj(json!({"model": "m", "input": null, "instructions": "be brief"}));
+        let out = build_upstream_params(&client, Provider::Openai, Endpoint::Responses, "m", false, false).unwrap();
+        assert!(!out.contains_key("input"), "{out:?}");
+        let client = obj(json!({"model": "m", "input": "hi"}));
+        let out = build_upstream_params(&client, Provider::Openai, Endpoint::Responses, "m", false, false).unwrap();
+        assert_eq!(out["input"], json!("hi"));
     }
 
     #[test]
