@@ -116,7 +116,7 @@ impl Exchange {
     /// provider's `GET /v1/models` while it serves) are seen by the security
     /// checks, but are no attempt at the client's request.
     pub fn model_calls(&self) -> impl DoubleEndedIterator<Item = &UpstreamCall> {
-        self.upstream.iter().filter(|c| c.request.method.eq_ignore_ascii_case("POST"))
+        self.upstream.iter().filter(|c| c.request.is_model_call())
     }
 
     /// The last attempt at the client's request: the one its answer came from.

@@ -185,38 +185,14 @@ fn logprobs(call: &UpstreamCall, x: &Exchange, out: &mut Vec<Violation>) {
         let index = pc.get("index").and_then(Value::as_u64);
         let cc = choices(&c).into_iter().find(|cc| cc.get("index").and_then(Value::as_u64) == index);
         let got = cc.as_ref().and_then(|cc| cc.get("logprobs")).cloned().unwrap_or(Value::Null);
-        if let Some((at, want, have)) = first_difference(lp, &got, String::new()) {
+        if let Some((at, want, have)) = super::json_difference(lp, &got, String::new()) {
+            let show = |v: Option<&Value>| v.map_or("nothing".to_string(), |v| clip(&v.to_string()));
+            let (want, have) = (show(want), show(have));
             out.push(violation(
                 "fidelity.content",
                 format!("choice {}: logprobs{at}: the provider sent {want}, the client got {have}", index.unwrap_or(0)),
             ));
         }
-    }
-}
-
-/// Where two JSON values first differ, as (pointer, provider's, client's).
-/// A field that is null on one side and absent on the other is no
-/// difference (the specifications make these fields nullable), and numbers
-/// are compared by value.
-fn first_difference(p: &Value, c: &Value, at: String) -> Option<(String, String, String)> {
-    let show = |v: Option<&Value>| v.map_or("nothing".to_string(), |v| clip(&v.to_string()));
-    match (p, c) {
-        (Value::Object(a), Value::Object(b)) => {
-            a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).find_map(|k| {
-                let (x, y) = (a.get(k).filter(|v| !v.is_null()), b.get(k).filter(|v| !v.is_null()));
-                match (x, y) {
-                    (None, None) => None,
-                    (Some(x), Some(y)) => first_difference(x, y, format!("{at}/{k}")),
-                    _ => Some((format!("{at}/{k}"), show(x), show(y))),
-                }
-            })
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            a.iter().zip(b).enumerate().find_map(|(i, (x, y))| first_difference(x, y, format!("{at}/{i}")))
-        }
-        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
-        _ if p == c => None,
-        _ => Some((at, show(Some(p)), show(Some(c)))),
     }
 }
 

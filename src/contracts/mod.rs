@@ -422,6 +422,45 @@ fn count_tokens(v: &serde_json::Value) -> Vec<String> {
     }
 }
 
+/// Two numbers are one value when they agree to nine significant digits
+/// (`1` and `1.0`, a float written back in another notation).
+pub(crate) fn same_number(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+        _ => a == b,
+    }
+}
+
+/// Where two JSON values first differ, as (pointer, first's, second's), by
+/// the one rule every contract compares data with: numbers by value, and a
+/// field that is null on one side and absent on the other is no difference
+/// (the specifications make such fields nullable, and relays drop nulls).
+pub(crate) fn json_difference<'v>(
+    p: &'v serde_json::Value,
+    c: &'v serde_json::Value,
+    at: String,
+) -> Option<(String, Option<&'v serde_json::Value>, Option<&'v serde_json::Value>)> {
+    use serde_json::Value;
+    match (p, c) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).find_map(|k| {
+                let (x, y) = (a.get(k).filter(|v| !v.is_null()), b.get(k).filter(|v| !v.is_null()));
+                match (x, y) {
+                    (None, None) => None,
+                    (Some(x), Some(y)) => json_difference(x, y, format!("{at}/{k}")),
+                    _ => Some((format!("{at}/{k}"), x, y)),
+                }
+            })
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            a.iter().zip(b).enumerate().find_map(|(i, (x, y))| json_difference(x, y, format!("{at}/{i}")))
+        }
+        (Value::Number(_), Value::Number(_)) if same_number(p, c) => None,
+        _ if p == c => None,
+        _ => Some((at, Some(p), Some(c))),
+    }
+}
+
 /// The first 200 characters of a body, for evidence.
 pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);

@@ -17,7 +17,7 @@
 //! a path without translation, the value of every other parameter it set.
 
 use super::exchange::{Endpoint, Exchange, UpstreamCall};
-use super::{violation, Violation};
+use super::{same_number, violation, Violation};
 use crate::mocks::MockKind;
 use serde_json::Value;
 
@@ -153,13 +153,6 @@ fn param<'v>(body: &'v Value, api: Api, names: (&str, &str, &str)) -> Option<&'v
         Api::Converse => body.pointer(names.2),
     };
     v.filter(|v| !v.is_null())
-}
-
-fn same_number(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
-        _ => a == b,
-    }
 }
 
 /// An OpenAI endpoint passed through to the same endpoint (the Responses
@@ -399,16 +392,9 @@ fn stops(body: &Value, api: Api) -> Option<Vec<String>> {
     Some(all.into_iter().filter(|s| !s.trim().is_empty()).collect())
 }
 
-/// JSON values equal, numbers by value (`1` and `1.0` are one number).
+/// JSON values equal by the contracts' one rule ([`super::json_difference`]).
 fn same_value(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(_), Value::Number(_)) => same_number(a, b),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
-        }
-        _ => a == b,
-    }
+    super::json_difference(a, b, String::new()).is_none()
 }
 
 /// Top-level fields a pass-through is not held to: routing and transport

@@ -26,6 +26,14 @@ fn lossy_text<S: Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl RecordedRequest {
+    /// Whether this is a model call (every model API call is a POST), not a
+    /// gateway's own lookup on the side (LiteLLM 1.105+ sends a provider
+    /// `GET /v1/models` while it serves). The contracts and the scenarios'
+    /// `expect_provider` count only model calls.
+    pub fn is_model_call(&self) -> bool {
+        self.method.eq_ignore_ascii_case("POST")
+    }
+
     pub fn new(
         method: &str,
         path: &str,

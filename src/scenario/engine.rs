@@ -1282,10 +1282,9 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
 
 async fn check_provider(ctx: &Ctx<'_>, p: &ProviderExpect) -> Result<(), String> {
     let mock = ctx.rig.mocks.get(&p.provider).ok_or("unknown provider")?;
-    // The provider's model calls: a gateway's own lookups on the side
-    // (LiteLLM from 1.105 asks `GET /v1/models` while it serves) are no
+    // The provider's model calls only: a gateway's side lookups are no
     // request of the scenario's, and must not change a count or `last`.
-    let journal: Vec<_> = mock.journal().into_iter().filter(|r| r.method != "GET").collect();
+    let journal: Vec<_> = mock.journal().into_iter().filter(|r| r.is_model_call()).collect();
     if let Some(n) = p.requests {
         if journal.len() != n {
             let paths: Vec<String> = journal.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
