@@ -7,7 +7,7 @@
 //!   (JSON Schema parameters), `tool_choice`, `temperature` and `max_tokens`.
 //! - `request_from_bytes`: the same from the raw body to the bytes sent
 //!   upstream (parse, translate, serialize), as the proxy does it.
-//! - `response`: `messages_to_chat_at` on a reply with text, a tool call and
+//! - `response`: `messages_to_chat` on a reply with text, a tool call and
 //!   cache usage.
 //!
 //! Run: `cargo bench --bench translate -- --warm-up-time 1 --measurement-time 3`
@@ -15,7 +15,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use postmortem::gateway::providers::anthropic::{chat_to_messages, messages_to_chat_at};
+use postmortem::gateway::providers::anthropic::{chat_to_messages, messages_to_chat};
 use serde_json::{json, Value};
 
 const MODEL: &str = "claude-sonnet-4-5";
@@ -107,7 +107,7 @@ fn translate(c: &mut Criterion) {
     let resp = response();
     let translated = chat_to_messages(&req, MODEL).expect("the request translates");
     assert_eq!(translated["messages"].as_array().map(Vec::len), Some(5), "{translated}");
-    let back = messages_to_chat_at(&resp, MODEL, 1).expect("the response translates");
+    let back = messages_to_chat(&resp, MODEL, 1).expect("the response translates");
     assert_eq!(back["choices"][0]["finish_reason"], "tool_calls");
 
     let mut group = c.benchmark_group("translate");
@@ -121,7 +121,7 @@ fn translate(c: &mut Criterion) {
         })
     });
     group.throughput(Throughput::Elements(1));
-    group.bench_function("response", |b| b.iter(|| messages_to_chat_at(black_box(&resp), MODEL, 1)));
+    group.bench_function("response", |b| b.iter(|| messages_to_chat(black_box(&resp), MODEL, 1)));
     group.finish();
 }
 

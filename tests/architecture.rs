@@ -74,18 +74,26 @@ fn every_module_says_what_it_is_for() {
 fn nothing_writes_the_process_environment() {
     // Parallel in-process gateways share one process: a config that set a
     // variable would leak into every other scenario.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut bad = Vec::new();
-    for p in rust_files(&root) {
-        let text = std::fs::read_to_string(&p).unwrap_or_default();
-        for (n, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
-            if code.contains("env::set_var") || code.contains("env::remove_var") {
-                bad.push(format!("{}:{}", p.display(), n + 1));
-            }
-        }
-    }
-    assert!(bad.is_empty(), "process environment written at {bad:?}");
+    let bad = offenders("", &["env::set_var", "env::remove_var"]);
+    assert!(bad.is_empty(), "process environment written at {bad:#?}");
+}
+
+/// Wall time in the gateway comes from its injectable clock (`Clock::wall`),
+/// so SigV4 dates, `created` stamps and the spend log follow a scenario's
+/// manual clock; only `clock.rs` reads the system's.
+#[test]
+fn the_gateway_reads_wall_time_only_from_its_clock() {
+    let bad: Vec<String> =
+        offenders("gateway", &["SystemTime::now"]).into_iter().filter(|l| !l.contains("clock.rs:")).collect();
+    assert!(bad.is_empty(), "SystemTime::now outside the clock at {bad:#?}");
+}
+
+/// The proxy's stages never branch on a provider: what differs per provider
+/// is its module's (`ProviderApi`), so adding one never touches them.
+#[test]
+fn the_proxy_never_matches_on_a_provider() {
+    let bad = offenders("gateway/proxy", &["Provider::"]);
+    assert!(bad.is_empty(), "provider-specific code in the proxy at {bad:#?}");
 }
 
 /// The "Adding a provider" recipe in ARCHITECTURE.md, kept honest: every

@@ -11,8 +11,9 @@
 
 use crate::gateway::catalog::Catalog;
 use crate::gateway::config::{secs, Config, LitellmParams, ModelDeployment};
-use crate::gateway::providers::Provider;
+use crate::gateway::providers::{Endpoint, EndpointInput, Provider};
 use crate::gateway::rate::RateLimiter;
+use crate::gateway::upstream::ClientKey;
 use foldhash::{HashMap, HashMapExt};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,8 +35,6 @@ pub struct Deployment {
     pub timeout: Option<Duration>,
     pub stream_timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
-    /// Identifies the credentials in client-cache keys without holding them.
-    pub credential_fingerprint: String,
     /// `litellm_params.rpm` / `tpm`: a deployment at its limit is skipped
     /// for the next one in its group, as LiteLLM's router does.
     pub limits: RateLimiter,
@@ -45,6 +44,32 @@ pub struct Deployment {
     pub unavailable: Option<String>,
     /// Recent failures and cooldown (`reliability`).
     pub health: crate::gateway::reliability::Health,
+    /// Its endpoint for its provider (for a catch-all, for each provider),
+    /// resolved at load, or why it could not be.
+    reach: Vec<(Provider, Result<Arc<Reach>, String>)>,
+}
+
+/// Where and how a deployment's calls go for one provider, and the key its
+/// HTTP client is cached under: both computed once, when the config loads.
+#[derive(Debug)]
+pub struct Reach {
+    pub endpoint: Endpoint,
+    pub client_key: ClientKey,
+}
+
+/// The connect timeout when a deployment sets none.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Deployment {
+    /// Its endpoint for `provider`, or why it has none (a catch-all asked
+    /// for a provider that needs settings it lacks).
+    pub fn reach(&self, provider: Provider) -> Result<&Arc<Reach>, String> {
+        match self.reach.iter().find(|(p, _)| *p == provider) {
+            Some((_, Ok(r))) => Ok(r),
+            Some((_, Err(reason))) => Err(format!("deployment `{}` ({provider}): {reason}", self.id)),
+            None => Err(format!("deployment `{}` does not serve {provider}", self.id)),
+        }
+    }
 }
 
 impl Deployment {
@@ -64,19 +89,42 @@ impl Deployment {
                 (None, model.to_string())
             }
         };
-        let mut params = d.litellm_params.clone();
-        if let Some(Provider::Compat(c)) = provider {
-            if params.api_key.is_none() {
-                params.api_key = c.key_env().and_then(|n| config.env_var(n)).filter(|k| !k.is_empty());
-            }
-        }
-        let needs_base = match provider {
-            Some(Provider::Azure | Provider::HostedVllm | Provider::AzureAi) => true,
-            Some(Provider::Compat(c)) => c.default_base().is_none(),
-            _ => false,
+        let params = d.litellm_params.clone();
+        let connect_timeout = secs(d.litellm_params.connect_timeout).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let credential_fingerprint = crate::gateway::upstream::ClientKey::fingerprint(
+            &[
+                d.litellm_params.api_key.as_deref(),
+                d.litellm_params.aws_access_key_id.as_deref(),
+                d.litellm_params.aws_secret_access_key.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        );
+        // Endpoints are resolved here, once: for a catch-all, one per
+        // provider the requested model may name.
+        let env = |n: &str| config.env_var(n);
+        let providers: Vec<Provider> = match provider {
+            Some(p) => vec![p],
+            None if unavailable.is_none() => Provider::every(),
+            None => Vec::new(),
         };
-        if needs_base && params.api_base.is_none() {
-            unavailable.get_or_insert_with(|| format!("`{model}` needs `litellm_params.api_base`"));
+        let reach: Vec<(Provider, Result<Arc<Reach>, String>)> = providers
+            .into_iter()
+            .map(|p| {
+                let input = EndpointInput { provider: p, params: &params, env: &env };
+                let r = p.api().endpoint(&input).map(|endpoint| {
+                    let client_key =
+                        ClientKey::new(p.as_str(), &endpoint.base, &credential_fingerprint, connect_timeout);
+                    Arc::new(Reach { endpoint, client_key })
+                });
+                (p, r)
+            })
+            .collect();
+        if provider.is_some() {
+            if let Some((_, Err(reason))) = reach.first() {
+                unavailable.get_or_insert_with(|| reason.clone());
+            }
         }
         let id = d
             .model_info
@@ -98,16 +146,7 @@ impl Deployment {
             connect_timeout: secs(d.litellm_params.connect_timeout),
             limits: RateLimiter::new(d.litellm_params.rpm, d.litellm_params.tpm),
             health: Default::default(),
-            credential_fingerprint: crate::gateway::upstream::ClientKey::fingerprint(
-                &[
-                    d.litellm_params.api_key.as_deref(),
-                    d.litellm_params.aws_access_key_id.as_deref(),
-                    d.litellm_params.aws_secret_access_key.as_deref(),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
-            ),
+            reach,
         }
     }
 }
@@ -370,7 +409,7 @@ mod tests {
         let map = r#"{"claude-sonnet-4-6": {"litellm_provider": "anthropic", "mode": "chat"},
                       "gpt-4o": {"litellm_provider": "openai", "mode": "chat"}}"#;
         let limits = ValidationLimits { min_models: 0, max_shrink_ratio: 0.0 };
-        parse_catalog(map.as_bytes(), "test", None, &limits, std::time::SystemTime::now()).unwrap()
+        parse_catalog(map.as_bytes(), "test", None, &limits, std::time::UNIX_EPOCH).unwrap()
     }
 
     fn router(yaml: &str) -> ModelRouter {

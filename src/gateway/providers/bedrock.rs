@@ -17,6 +17,8 @@ use base64::Engine as _;
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
+use crate::gateway::error::ApiError;
+
 /// The `anthropic_version` Bedrock requires in the body.
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
@@ -438,6 +440,108 @@ pub fn encode_exception_frame(kind: &str, message: &str) -> Result<Vec<u8>, Bedr
         ],
         json!({ "message": message }).to_string().into_bytes(),
     )
+}
+
+// ---------------------------------------------------------------------------
+// The provider
+// ---------------------------------------------------------------------------
+
+/// How a Bedrock deployment signs its calls: resolved once, at config load.
+#[derive(Clone)]
+pub struct Signing {
+    pub creds: AwsCredentials,
+    pub region: String,
+}
+
+/// Claude on Bedrock (InvokeModel).
+pub struct Bedrock;
+
+impl super::ProviderApi for Bedrock {
+    fn endpoint(&self, input: &super::EndpointInput<'_>) -> Result<super::Endpoint, String> {
+        let p = input.params;
+        // The config's region, else `AWS_REGION` / `AWS_DEFAULT_REGION`, else
+        // us-east-1 (boto3's fallback, which LiteLLM inherits).
+        let region =
+            resolve_region_with(p.aws_region_name.as_deref(), input.env).unwrap_or_else(|_| DEFAULT_REGION.to_string());
+        let base = input
+            .api_base()
+            .or_else(|| p.aws_bedrock_runtime_endpoint.as_deref().map(|e| e.trim_end_matches('/').to_string()))
+            .unwrap_or_else(|| default_endpoint(&region));
+        let creds = AwsCredentials::resolve_with(
+            p.aws_access_key_id.as_deref(),
+            p.aws_secret_access_key.as_deref(),
+            p.aws_session_token.as_deref(),
+            input.env,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut ep = super::Endpoint::new(input.provider, base);
+        ep.signing = Some(Signing { creds, region });
+        Ok(ep)
+    }
+
+    fn request(&self, ep: &super::Endpoint, call: super::Call<'_>) -> Result<super::UpstreamRequest, ApiError> {
+        use axum::http::HeaderValue as Hv;
+        if call.op != super::Operation::Messages {
+            return Err(ApiError::Internal("bedrock is called with Messages only".into()));
+        }
+        let Some(signing) = &ep.signing else {
+            return Err(ApiError::Internal("a bedrock endpoint without credentials".into()));
+        };
+        let v = to_bedrock_body(&Value::Object(call.body), call.betas);
+        let body = serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let url = invoke_url(&ep.url, call.upstream_model, call.stream).map_err(ApiError::BadRequest)?;
+        let accept = if call.stream { STREAM_MEDIA_TYPE } else { "application/json" };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, Hv::from_static("application/json"));
+        headers.insert(http::header::ACCEPT, Hv::from_static(accept));
+        let signed = sign("POST", &url, &headers, &body, &signing.creds, &signing.region, "bedrock", call.now)
+            .map_err(|e| ApiError::Internal(format!("SigV4 signing failed: {e}")))?;
+        let mut out: Vec<(http::HeaderName, Hv)> = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
+        for (k, v) in signed {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| ApiError::Internal(format!("SigV4 header `{k}`: {e}")))?;
+            let mut value = Hv::from_str(&v).map_err(|e| ApiError::Internal(format!("SigV4 header `{k}`: {e}")))?;
+            value.set_sensitive(true);
+            out.push((name, value));
+        }
+        Ok(super::UpstreamRequest { url, headers: out, body })
+    }
+
+    fn speaks_messages(&self, _upstream_model: &str) -> bool {
+        true
+    }
+
+    fn stream_media_type(&self) -> &'static str {
+        STREAM_MEDIA_TYPE
+    }
+
+    fn betas(&self) -> Option<(crate::gateway::beta::BetaTarget, crate::gateway::beta::Placement)> {
+        // InvokeModel takes the flags in the body (`anthropic_beta`).
+        Some((crate::gateway::beta::BetaTarget::Bedrock, crate::gateway::beta::Placement::Body))
+    }
+
+    fn events(&self) -> Box<dyn super::EventDecoder> {
+        Box::new(AnthropicEvents(EventStreamDecoder::new()))
+    }
+}
+
+/// The media type of InvokeModelWithResponseStream's answer.
+pub const STREAM_MEDIA_TYPE: &str = "application/vnd.amazon.eventstream";
+
+/// The Anthropic events inside a Bedrock stream's `chunk` frames.
+struct AnthropicEvents(EventStreamDecoder);
+
+impl super::EventDecoder for AnthropicEvents {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<(String, Value)>) -> Result<(), ApiError> {
+        let events = self.0.feed(chunk).map_err(|e| ApiError::BadGateway(format!("bedrock event stream: {e}")))?;
+        for ev in events {
+            if let BedrockStreamEvent::Anthropic(ev) = ev {
+                let ty = ev.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+                out.push((ty, ev));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

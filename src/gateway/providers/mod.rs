@@ -1,16 +1,37 @@
-//! Upstream providers: what each one is called, how its URL and auth are
-//! built, and which OpenAI parameters it accepts.
+//! Upstream providers: one module each, behind one trait ([`ProviderApi`]).
 //!
-//! openai, azure, hosted_vllm and the OpenAI-compatible family ([`Compat`]:
-//! groq, together_ai, mistral, ollama, …) speak the OpenAI wire format;
-//! `anthropic`, `bedrock` (and Vertex AI, Azure AI) carry the Anthropic family.
+//! A provider module owns everything specific to its service: where a
+//! deployment's calls go and with which credentials (resolved once, when the
+//! config is loaded, into an [`Endpoint`]), how a call's URL, headers and
+//! body are shaped, what media type its streams have and how its
+//! Anthropic-family events are decoded. The proxy never matches on a
+//! provider: it asks the registry ([`api`]) for the module.
+//!
+//! - [`openai_compat`]: openai, hosted_vllm and the OpenAI-compatible family
+//!   ([`Compat`]: groq, together_ai, mistral, ollama, …), and azure (its own
+//!   URL layout and `api-key` header).
+//! - [`anthropic`]: Anthropic's API, and the Chat Completions ⇄ Messages
+//!   translation every Claude platform shares.
+//! - [`bedrock`], [`vertex`], [`azure_ai`]: Claude on AWS, Google and Azure.
+//! - [`params`]: which OpenAI parameters each provider accepts;
+//!   [`messages_bridge`]: `/v1/messages` clients on OpenAI-wire deployments.
+//!
+//! Adding a provider: see ARCHITECTURE.md, "Adding a provider".
 
 pub mod anthropic;
+pub mod azure_ai;
 pub mod bedrock;
 pub mod messages_bridge;
+pub mod openai_compat;
 pub mod params;
+pub mod vertex;
 
+use crate::gateway::beta::{BetaTarget, Placement};
+use crate::gateway::error::ApiError;
+use axum::http::{HeaderName, HeaderValue};
 use serde::Serialize;
+use serde_json::{Map, Value};
+use std::time::SystemTime;
 
 /// The providers this gateway can call. Parsed from the `provider/` prefix of
 /// a deployment's `litellm_params.model`.
@@ -133,6 +154,11 @@ impl Provider {
         }
     }
 
+    /// Every provider, the OpenAI-compatible family included.
+    pub fn every() -> Vec<Provider> {
+        Provider::ALL.iter().copied().chain(COMPAT.iter().map(|r| Provider::Compat(r.0))).collect()
+    }
+
     /// Every prefix this gateway knows, for messages.
     pub fn known_prefixes() -> Vec<&'static str> {
         Provider::ALL.iter().map(|p| p.as_str()).chain(COMPAT.iter().map(|r| r.1)).collect()
@@ -153,31 +179,237 @@ impl Provider {
         }
     }
 
-    /// Whether chat requests go out in Anthropic's Messages format.
-    /// `azure_ai` hosts many families; only Claude models speak Messages there.
+    /// Whether chat requests go out in Anthropic's Messages format (the
+    /// provider module says).
     pub fn speaks_messages(self, upstream_model: &str) -> bool {
-        match self {
-            Provider::Anthropic | Provider::Bedrock | Provider::VertexAi => true,
-            Provider::AzureAi => upstream_model.to_ascii_lowercase().contains("claude"),
-            _ => false,
-        }
+        api(self).speaks_messages(upstream_model)
     }
 
-    pub fn beta_target(self) -> Option<crate::gateway::beta::BetaTarget> {
-        use crate::gateway::beta::BetaTarget;
-        Some(match self {
-            Provider::Anthropic => BetaTarget::Anthropic,
-            Provider::Bedrock => BetaTarget::Bedrock,
-            Provider::VertexAi => BetaTarget::VertexAi,
-            Provider::AzureAi => BetaTarget::AzureAi,
-            _ => return None,
-        })
+    /// The module that calls this provider.
+    pub fn api(self) -> &'static dyn ProviderApi {
+        api(self)
     }
 }
 
 impl std::fmt::Display for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+// ------------------------------------------------------------ the trait
+
+/// The registry: the module for each provider. Adding a provider adds one
+/// line here (and its module, its strict mock and its conformance steps).
+pub fn api(p: Provider) -> &'static dyn ProviderApi {
+    match p {
+        Provider::Openai | Provider::HostedVllm | Provider::Compat(_) => &openai_compat::OpenAiCompat,
+        Provider::Azure => &openai_compat::Azure,
+        Provider::Anthropic => &anthropic::Anthropic,
+        Provider::Bedrock => &bedrock::Bedrock,
+        Provider::VertexAi => &vertex::VertexAi,
+        Provider::AzureAi => &azure_ai::AzureAi,
+    }
+}
+
+/// What a deployment's endpoint is resolved from, once, at config load.
+pub struct EndpointInput<'a> {
+    pub provider: Provider,
+    pub params: &'a crate::gateway::config::LitellmParams,
+    /// The deployment's view of the environment (`Config::env_var`: the
+    /// config's `environment_variables` over the process environment).
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl EndpointInput<'_> {
+    /// `api_base` without its trailing slash, if set.
+    pub fn api_base(&self) -> Option<String> {
+        self.params.api_base.as_deref().map(|b| b.trim_end_matches('/').to_string()).filter(|b| !b.is_empty())
+    }
+
+    /// `api_base`, or an error naming the deployment's model.
+    pub fn require_api_base(&self) -> Result<String, String> {
+        self.api_base().ok_or_else(|| format!("`{}` needs `litellm_params.api_base`", self.params.model))
+    }
+
+    /// The configured `api_key`, if not empty.
+    pub fn api_key(&self) -> Option<String> {
+        self.params.api_key.clone().filter(|k| !k.is_empty())
+    }
+}
+
+/// Where and how one deployment is called, resolved once when the config is
+/// loaded (URLs, regions, credentials, api versions), never per request.
+/// `Debug` does not print credentials.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub provider: Provider,
+    /// What every call's URL starts with; the provider module knows what
+    /// follows (a path, a model segment and a verb…).
+    pub url: String,
+    /// Appended after the rest of the URL (Azure's `?api-version=…`).
+    pub suffix: String,
+    /// Sent with every call: the credential header, marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Request signing (Bedrock's SigV4), when the credential is not a header.
+    pub signing: Option<bedrock::Signing>,
+    /// The base URL the client cache keys its pools by.
+    pub base: String,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("provider", &self.provider)
+            .field("url", &self.url)
+            .field("suffix", &self.suffix)
+            .field("headers", &self.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field("signing", &self.signing.as_ref().map(|s| &s.region))
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint whose calls start at `url` (also the pool's base).
+    pub fn new(provider: Provider, url: String) -> Self {
+        Endpoint { provider, base: url.clone(), url, suffix: String::new(), headers: Vec::new(), signing: None }
+    }
+
+    /// Adds a header every call carries; a credential is marked sensitive
+    /// (never logged by the HTTP stack). A value that is not a valid header
+    /// is a configuration error.
+    pub fn with_header(mut self, name: &'static str, value: String, what: &str) -> Result<Self, String> {
+        let mut v = HeaderValue::from_str(&value)
+            .map_err(|_| format!("{what} contains characters an HTTP header cannot carry"))?;
+        v.set_sensitive(true);
+        self.headers.push((HeaderName::from_static(name), v));
+        Ok(self)
+    }
+}
+
+/// What one upstream call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// An OpenAI-wire call to `path` (`chat/completions`, `embeddings`,
+    /// `completions`, `responses`).
+    OpenAi(&'static str),
+    /// Anthropic Messages (create).
+    Messages,
+    /// Anthropic's `messages/count_tokens`.
+    CountTokens,
+}
+
+/// One upstream call, as the proxy hands it to a provider module.
+pub struct Call<'a> {
+    pub op: Operation,
+    /// The model name upstream (wildcard substituted).
+    pub upstream_model: &'a str,
+    /// The body in the operation's wire format (OpenAI or Messages); the
+    /// module adds, moves or removes what its service wants (the model, the
+    /// stream flag, its API version).
+    pub body: Map<String, Value>,
+    pub stream: bool,
+    /// `anthropic-beta` flags already filtered for this provider.
+    pub betas: &'a [String],
+    /// The client's `anthropic-version`, passed on where the service takes one.
+    pub anthropic_version: Option<&'a str>,
+    /// The injectable clock's wall time (request signing).
+    pub now: SystemTime,
+}
+
+/// An upstream HTTP request, ready to send (always a POST).
+pub struct UpstreamRequest {
+    pub url: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Vec<u8>,
+}
+
+impl UpstreamRequest {
+    /// A JSON request to `url` with the endpoint's headers.
+    pub fn json(ep: &Endpoint, url: String, body: &Map<String, Value>) -> Result<Self, ApiError> {
+        let body = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut headers = Vec::with_capacity(ep.headers.len() + 3);
+        headers.push((http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        headers.extend(ep.headers.iter().cloned());
+        Ok(UpstreamRequest { url, headers, body })
+    }
+
+    pub fn header(&mut self, name: &'static str, value: &str) -> Result<(), ApiError> {
+        let v = HeaderValue::from_str(value)
+            .map_err(|_| ApiError::BadRequest(format!("`{name}` contains characters an HTTP header cannot carry")))?;
+        self.headers.push((HeaderName::from_static(name), v));
+        Ok(())
+    }
+}
+
+/// Decodes an Anthropic-family provider's stream body into Anthropic events
+/// `(type, data)`: SSE for most, AWS event-stream frames for Bedrock.
+pub trait EventDecoder: Send {
+    /// Appends the events `chunk` completes to `out`; on an error, the
+    /// events decoded before it are in `out` (the client gets them first).
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<(String, Value)>) -> Result<(), ApiError>;
+}
+
+/// Anthropic events carried as SSE (Anthropic, Vertex AI, Azure AI).
+#[derive(Default)]
+pub struct SseEvents(crate::gateway::sse::SseParser);
+
+impl EventDecoder for SseEvents {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<(String, Value)>) -> Result<(), ApiError> {
+        let events = self.0.feed(chunk).map_err(|e| ApiError::BadGateway(format!("upstream stream: {e}")))?;
+        for ev in events {
+            if ev.data.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&ev.data)
+                .map_err(|e| ApiError::BadGateway(format!("anthropic: stream event is not JSON: {e}")))?;
+            let ty = ev.event.or_else(|| v.get("type").and_then(Value::as_str).map(str::to_string)).unwrap_or_default();
+            out.push((ty, v));
+        }
+        Ok(())
+    }
+}
+
+/// One provider's module: everything the proxy needs to call it.
+pub trait ProviderApi: Send + Sync {
+    /// Resolves a deployment's endpoint once, at config load. `Err` says why
+    /// the deployment cannot serve (it is loaded as unavailable with that
+    /// reason).
+    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String>;
+
+    /// Shapes one call: URL, headers, body.
+    fn request(&self, ep: &Endpoint, call: Call<'_>) -> Result<UpstreamRequest, ApiError>;
+
+    /// Whether chat requests to `upstream_model` go out in Anthropic's
+    /// Messages format rather than OpenAI's.
+    fn speaks_messages(&self, _upstream_model: &str) -> bool {
+        false
+    }
+
+    /// Whether this provider serves `op` for `upstream_model` (an entry
+    /// point it lacks is a clear 400, never a guess).
+    fn serves(&self, op: Operation, upstream_model: &str) -> bool {
+        match op {
+            Operation::OpenAi(_) => !self.speaks_messages(upstream_model),
+            Operation::Messages => self.speaks_messages(upstream_model),
+            Operation::CountTokens => false,
+        }
+    }
+
+    /// The media type of its streams.
+    fn stream_media_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+
+    /// Its column in the beta policy and where the flags go, if it takes
+    /// `anthropic-beta` flags at all.
+    fn betas(&self) -> Option<(BetaTarget, Placement)> {
+        None
+    }
+
+    /// The decoder for its Anthropic-family streams.
+    fn events(&self) -> Box<dyn EventDecoder> {
+        Box::new(SseEvents::default())
     }
 }
 
@@ -194,15 +426,176 @@ pub fn path_segment(name: &str) -> Result<String, String> {
     if name.is_empty() || name == "." || name == ".." {
         return Err(format!("`{name}` is not a valid model name"));
     }
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
+    Ok(percent_encode(name))
+}
+
+/// Every byte but RFC 3986's unreserved characters percent-encoded: the
+/// result can add no segment, query parameter or fragment to a URL.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    Ok(out)
+    out
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    //! Each module's endpoint (resolved once) and the calls it shapes on it.
+    use super::*;
+    use crate::gateway::config::LitellmParams;
+    use serde_json::json;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn params(yaml: &str) -> LitellmParams {
+        serde_yaml_ng::from_str(yaml).expect("params parse")
+    }
+
+    fn endpoint(provider: Provider, yaml: &str, env: &[(&str, &str)]) -> Result<Endpoint, String> {
+        let p = params(yaml);
+        let env = |n: &str| env.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string());
+        api(provider).endpoint(&EndpointInput { provider, params: &p, env: &env })
+    }
+
+    fn call<'a>(op: Operation, model: &'a str, stream: bool, betas: &'a [String]) -> Call<'a> {
+        let body = json!({"model": "client-name", "messages": [], "max_tokens": 5});
+        Call {
+            op,
+            upstream_model: model,
+            body: body.as_object().cloned().unwrap_or_default(),
+            stream,
+            betas,
+            anthropic_version: None,
+            now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    fn header<'a>(r: &'a UpstreamRequest, name: &str) -> Option<&'a str> {
+        r.headers.iter().find(|(k, _)| k.as_str() == name).and_then(|(_, v)| v.to_str().ok())
+    }
+
+    fn body(r: &UpstreamRequest) -> Value {
+        serde_json::from_slice(&r.body).expect("json body")
+    }
+
+    #[test]
+    fn openai_wire_providers_put_the_model_in_the_body_and_the_key_in_a_bearer_header() {
+        let ep = endpoint(Provider::Openai, "model: openai/gpt-4o\napi_key: sk-cfg", &[]).unwrap();
+        let r = api(Provider::Openai)
+            .request(&ep, call(Operation::OpenAi("chat/completions"), "gpt-4o", false, &[]))
+            .unwrap();
+        assert_eq!(r.url, "https://api.openai.com/v1/chat/completions");
+        assert_eq!(header(&r, "authorization"), Some("Bearer sk-cfg"));
+        assert_eq!(body(&r)["model"], "gpt-4o");
+        assert!(r.headers.iter().find(|(k, _)| k == "authorization").is_some_and(|(_, v)| v.is_sensitive()));
+
+        // An OpenAI-compatible provider: its default base, its key variable.
+        let groq = Provider::Compat(Compat::Groq);
+        let ep = endpoint(groq, "model: groq/llama3", &[("GROQ_API_KEY", "gsk-env")]).unwrap();
+        let r = api(groq).request(&ep, call(Operation::OpenAi("embeddings"), "llama3", false, &[])).unwrap();
+        assert_eq!(r.url, "https://api.groq.com/openai/v1/embeddings");
+        assert_eq!(header(&r, "authorization"), Some("Bearer gsk-env"));
+
+        for (p, yaml) in [
+            (Provider::HostedVllm, "model: hosted_vllm/m"),
+            (Provider::Azure, "model: azure/m"),
+            (Provider::AzureAi, "model: azure_ai/m"),
+            (Provider::Compat(Compat::CustomOpenai), "model: custom_openai/m"),
+        ] {
+            let err = endpoint(p, yaml, &[]).unwrap_err();
+            assert!(err.contains("api_base"), "{p}: {err}");
+        }
+    }
+
+    #[test]
+    fn azure_takes_the_deployment_in_the_path_and_the_version_in_the_query() {
+        let yaml = "model: azure/prod\napi_base: https://r.openai.azure.com/\napi_key: az-key\napi_version: 2025-01-01-preview";
+        let ep = endpoint(Provider::Azure, yaml, &[]).unwrap();
+        let r =
+            api(Provider::Azure).request(&ep, call(Operation::OpenAi("embeddings"), "prod/../x", false, &[])).unwrap();
+        assert_eq!(
+            r.url,
+            "https://r.openai.azure.com/openai/deployments/prod%2F..%2Fx/embeddings?api-version=2025-01-01-preview"
+        );
+        assert_eq!(header(&r, "api-key"), Some("az-key"));
+        assert!(body(&r).get("model").is_none());
+        assert!(!api(Provider::Azure).serves(Operation::OpenAi("responses"), "prod"));
+        assert!(api(Provider::Azure).serves(Operation::OpenAi("chat/completions"), "prod"));
+    }
+
+    #[test]
+    fn anthropic_and_azure_ai_take_messages_with_version_and_betas_in_headers() {
+        let ep = endpoint(Provider::Anthropic, "model: anthropic/claude\napi_key: ak", &[]).unwrap();
+        let betas = vec!["a-1".to_string(), "b-2".to_string()];
+        let r = api(Provider::Anthropic).request(&ep, call(Operation::CountTokens, "claude-x", false, &betas)).unwrap();
+        assert_eq!(r.url, "https://api.anthropic.com/v1/messages/count_tokens");
+        assert_eq!(header(&r, "x-api-key"), Some("ak"));
+        assert_eq!(header(&r, "anthropic-version"), Some("2023-06-01"));
+        assert_eq!(header(&r, "anthropic-beta"), Some("a-1,b-2"));
+        assert_eq!(body(&r)["model"], "claude-x");
+
+        let yaml = "model: azure_ai/claude-sonnet\napi_base: https://x.services.ai.azure.com\napi_key: zk";
+        let ep = endpoint(Provider::AzureAi, yaml, &[]).unwrap();
+        let az = api(Provider::AzureAi);
+        assert!(az.speaks_messages("claude-sonnet") && !az.speaks_messages("mistral-large"));
+        let r = az.request(&ep, call(Operation::Messages, "claude-sonnet", true, &[])).unwrap();
+        assert_eq!(r.url, "https://x.services.ai.azure.com/anthropic/v1/messages");
+        assert_eq!(body(&r)["stream"], true);
+        let r = az.request(&ep, call(Operation::OpenAi("chat/completions"), "mistral-large", false, &[])).unwrap();
+        assert_eq!(r.url, "https://x.services.ai.azure.com/chat/completions");
+        assert_eq!(header(&r, "authorization"), Some("Bearer zk"));
+        assert_eq!(header(&r, "x-api-key"), None, "one credential header, in the family's form");
+    }
+
+    #[test]
+    fn vertex_needs_a_project_and_puts_model_and_verb_in_the_path() {
+        let err = endpoint(Provider::VertexAi, "model: vertex_ai/claude", &[]).unwrap_err();
+        assert!(err.contains("vertex_project"), "{err}");
+        let ep =
+            endpoint(Provider::VertexAi, "model: vertex_ai/claude\nvertex_project: p1\napi_key: tok", &[]).unwrap();
+        let r = api(Provider::VertexAi).request(&ep, call(Operation::Messages, "claude@2024", true, &[])).unwrap();
+        assert_eq!(
+            r.url,
+            "https://us-east5-aiplatform.googleapis.com/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude%402024:streamRawPredict"
+        );
+        let b = body(&r);
+        assert_eq!(b["anthropic_version"], "vertex-2023-10-16");
+        assert!(b.get("model").is_none());
+        assert_eq!(header(&r, "authorization"), Some("Bearer tok"));
+        assert!(!api(Provider::VertexAi).serves(Operation::CountTokens, "claude"));
+    }
+
+    #[test]
+    fn bedrock_resolves_region_and_credentials_at_load_and_signs_at_the_clocks_time() {
+        let err = endpoint(Provider::Bedrock, "model: bedrock/anthropic.claude", &[]).unwrap_err();
+        assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+        let env =
+            [("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "secret"), ("AWS_REGION", "eu-west-3")];
+        let ep = endpoint(Provider::Bedrock, "model: bedrock/anthropic.claude", &env).unwrap();
+        assert_eq!(ep.url, "https://bedrock-runtime.eu-west-3.amazonaws.com");
+        assert!(!format!("{ep:?}").contains("secret"), "Debug never prints a credential");
+        let betas = vec!["flag-1".to_string()];
+        let r = api(Provider::Bedrock)
+            .request(&ep, call(Operation::Messages, "anthropic.claude-v2:0", false, &betas))
+            .unwrap();
+        assert_eq!(r.url, "https://bedrock-runtime.eu-west-3.amazonaws.com/model/anthropic.claude-v2%3A0/invoke");
+        assert_eq!(header(&r, "x-amz-date"), Some("20231114T221320Z"), "the call's time, not the system's");
+        assert!(header(&r, "authorization").is_some_and(|a| a.contains("/eu-west-3/bedrock/")));
+        let b = body(&r);
+        assert_eq!(b["anthropic_beta"], json!(["flag-1"]));
+        assert!(b.get("model").is_none());
+        assert_eq!(api(Provider::Bedrock).stream_media_type(), "application/vnd.amazon.eventstream");
+    }
+
+    #[test]
+    fn a_credential_a_header_cannot_carry_is_a_configuration_error() {
+        let err = endpoint(Provider::Openai, "model: openai/gpt-4o\napi_key: \"sk\\nx\"", &[]).unwrap_err();
+        assert!(err.contains("api_key") && !err.contains("sk"), "{err}");
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@
 //!   reported, and the parts are kept so cost can be computed exactly.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
@@ -86,10 +85,6 @@ fn get_str<'a>(obj: &'a Value, key: &str, field: &str) -> Result<Option<&'a str>
         None => Ok(None),
         Some(v) => v.as_str().map(Some).ok_or_else(|| TranslateError::invalid(field, "must be a string")),
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 // ---------------------------------------------------------------------------
@@ -591,14 +586,9 @@ fn upstream_error(body: &Value) -> TranslateError {
     }
 }
 
-/// Translates a Messages response into an OpenAI chat completion reported as
-/// `model` (the name the client asked for).
-pub fn messages_to_chat(resp: &Value, model: &str) -> Result<Value> {
-    messages_to_chat_at(resp, model, now_unix())
-}
-
-/// [`messages_to_chat`] with an explicit `created` timestamp (deterministic tests).
-pub fn messages_to_chat_at(resp: &Value, model: &str, created: u64) -> Result<Value> {
+/// An Anthropic Message as a `chat.completion`; `created` comes from the
+/// caller's clock.
+pub fn messages_to_chat(resp: &Value, model: &str, created: u64) -> Result<Value> {
     if get_str(resp, "type", "type")? == Some("error") {
         return Err(upstream_error(resp));
     }
@@ -691,11 +681,12 @@ pub struct StreamTranslator {
 impl StreamTranslator {
     /// `model` is reported to the client; `id_hint` is the chunk id unless
     /// the upstream's `message_start` provides one.
-    pub fn new(model: &str, id_hint: &str) -> Self {
+    /// `created` (unix seconds) is stamped on every chunk.
+    pub fn new(model: &str, id_hint: &str, created: u64) -> Self {
         StreamTranslator {
             model: model.to_string(),
             id: id_hint.to_string(),
-            created: now_unix(),
+            created,
             usage: AnthropicUsage::default(),
             blocks: BTreeMap::new(),
             next_tool_index: 0,
@@ -704,12 +695,6 @@ impl StreamTranslator {
             finished: false,
             usage_chunk: true,
         }
-    }
-
-    /// Fixes the `created` timestamp (deterministic tests and replays).
-    pub fn with_created(mut self, unix_secs: u64) -> Self {
-        self.created = unix_secs;
-        self
     }
 
     /// Whether to emit the final usage-only chunk (`choices: []`), as OpenAI
@@ -1113,7 +1098,7 @@ mod tests {
             }
         }
         let first_resp = yaml_to_json(&c["interactions"][0]["response"]["parsed_body"]);
-        let chat_resp = messages_to_chat_at(&first_resp, "haiku", 1).unwrap();
+        let chat_resp = messages_to_chat(&first_resp, "haiku", 1).unwrap();
         let assistant = chat_resp["choices"][0]["message"].clone();
         let mut messages = vec![
             json!({"role": "system", "content": recorded["system"]}),
@@ -1141,7 +1126,7 @@ mod tests {
     fn recorded_responses_translate() {
         let c = cassette("test_multiple_parallel_tool_calls.yaml");
         let first = yaml_to_json(&c["interactions"][0]["response"]["parsed_body"]);
-        let out = messages_to_chat_at(&first, "my-alias", 42).unwrap();
+        let out = messages_to_chat(&first, "my-alias", 42).unwrap();
         assert_eq!(out["object"], "chat.completion");
         assert_eq!(out["model"], "my-alias");
         assert_eq!(out["created"], 42);
@@ -1167,7 +1152,7 @@ mod tests {
         assert_eq!(out["usage"]["total_tokens"], 625);
 
         let second = yaml_to_json(&c["interactions"][1]["response"]["parsed_body"]);
-        let out = messages_to_chat_at(&second, "m", 0).unwrap();
+        let out = messages_to_chat(&second, "m", 0).unwrap();
         assert_eq!(out["choices"][0]["finish_reason"], "stop");
         assert!(out["choices"][0]["message"].get("tool_calls").is_none());
         assert!(out["choices"][0]["message"]["content"].as_str().unwrap().contains("Daisy is the youngest"));
@@ -1183,7 +1168,7 @@ mod tests {
             "usage": {"input_tokens": 10, "output_tokens": 5,
                       "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20}
         });
-        let out = messages_to_chat_at(&resp, "m", 0).unwrap();
+        let out = messages_to_chat(&resp, "m", 0).unwrap();
         assert_eq!(out["choices"][0]["message"]["content"], "ab");
         assert_eq!(out["choices"][0]["message"]["reasoning_content"], "hmm");
         assert_eq!(out["choices"][0]["finish_reason"], "length");
@@ -1204,7 +1189,7 @@ mod tests {
         }
         let only_tools = json!({"content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}],
                                 "stop_reason": "tool_use"});
-        let out = messages_to_chat_at(&only_tools, "m", 0).unwrap();
+        let out = messages_to_chat(&only_tools, "m", 0).unwrap();
         assert_eq!(out["choices"][0]["message"]["content"], Value::Null);
         assert_eq!(out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{}");
         assert_eq!(out["usage"]["total_tokens"], 0);
@@ -1215,6 +1200,7 @@ mod tests {
         let err = messages_to_chat(
             &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
             "m",
+            0,
         )
         .unwrap_err();
         assert_eq!(
@@ -1222,9 +1208,9 @@ mod tests {
             TranslateError::Upstream { error_type: "overloaded_error".into(), message: "Overloaded".into() }
         );
         assert_eq!(err.to_openai_error()["error"]["type"], "overloaded_error");
-        assert_eq!(messages_to_chat(&json!({"id": "x"}), "m").unwrap_err().field(), Some("content"));
+        assert_eq!(messages_to_chat(&json!({"id": "x"}), "m", 0).unwrap_err().field(), Some("content"));
         assert_eq!(
-            messages_to_chat(&json!({"content": [{"type": "tool_use", "name": "f"}]}), "m").unwrap_err().field(),
+            messages_to_chat(&json!({"content": [{"type": "tool_use", "name": "f"}]}), "m", 0).unwrap_err().field(),
             Some("content[0].id")
         );
     }
@@ -1233,7 +1219,7 @@ mod tests {
     /// feeding it in `chunk`-byte pieces.
     fn run_stream(body: &str, chunk: usize) -> (Vec<Value>, StreamTranslator) {
         let mut parser = SseParser::new();
-        let mut tr = StreamTranslator::new("alias", "chatcmpl-hint").with_created(7);
+        let mut tr = StreamTranslator::new("alias", "chatcmpl-hint", 7);
         let mut chunks = Vec::new();
         let mut events = Vec::new();
         for piece in body.as_bytes().chunks(chunk) {
@@ -1299,7 +1285,7 @@ mod tests {
 
     #[test]
     fn stream_tool_calls_and_errors() {
-        let mut tr = StreamTranslator::new("m", "hint").with_created(1).with_usage_chunk(false);
+        let mut tr = StreamTranslator::new("m", "hint", 1).with_usage_chunk(false);
         let events = [
             json!({"type": "message_start", "message": {"usage": {"input_tokens": 3, "cache_read_input_tokens": 4}}}),
             json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),

@@ -1,0 +1,66 @@
+//! Claude on Google Vertex AI (`rawPredict` / `streamRawPredict`).
+//!
+//! The Messages body goes out without `model` (it is in the URL) and with
+//! `anthropic_version: "vertex-2023-10-16"` in the body; the project and
+//! location are in the URL; the credential is a bearer token.
+
+use super::{path_segment, Call, Endpoint, EndpointInput, Operation, ProviderApi, UpstreamRequest};
+use crate::gateway::beta::{BetaTarget, Placement};
+use crate::gateway::error::ApiError;
+use serde_json::{json, Value};
+
+/// The `anthropic_version` Vertex AI requires in the body.
+pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+
+/// Where a deployment with no `vertex_location` is served (LiteLLM's default
+/// for Claude).
+pub const DEFAULT_LOCATION: &str = "us-east5";
+
+/// Vertex AI.
+pub struct VertexAi;
+
+impl ProviderApi for VertexAi {
+    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String> {
+        let p = input.params;
+        let project = p.vertex_project.as_deref().filter(|s| !s.is_empty());
+        let project = project.ok_or_else(|| format!("`{}` (vertex_ai) needs `vertex_project`", p.model))?;
+        let location = p.vertex_location.as_deref().filter(|s| !s.is_empty()).unwrap_or(DEFAULT_LOCATION);
+        let (project, location) = (path_segment(project)?, path_segment(location)?);
+        let base = input.api_base().unwrap_or_else(|| format!("https://{location}-aiplatform.googleapis.com"));
+        let mut ep = Endpoint::new(input.provider, base.clone());
+        ep.url = format!("{base}/v1/projects/{project}/locations/{location}/publishers/anthropic/models/");
+        match input.api_key() {
+            Some(k) => ep.with_header("authorization", format!("Bearer {k}"), "api_key"),
+            None => Ok(ep),
+        }
+    }
+
+    fn request(&self, ep: &Endpoint, call: Call<'_>) -> Result<UpstreamRequest, ApiError> {
+        if call.op != Operation::Messages {
+            return Err(ApiError::Internal("vertex_ai is called with Messages only".into()));
+        }
+        let model = path_segment(call.upstream_model).map_err(ApiError::BadRequest)?;
+        let verb = if call.stream { "streamRawPredict" } else { "rawPredict" };
+        let mut body = call.body;
+        body.remove("model");
+        body.insert("anthropic_version".into(), json!(VERTEX_ANTHROPIC_VERSION));
+        if call.stream {
+            body.insert("stream".into(), Value::Bool(true));
+        } else {
+            body.remove("stream");
+        }
+        let mut req = UpstreamRequest::json(ep, format!("{}{model}:{verb}", ep.url), &body)?;
+        if let Some(b) = crate::gateway::beta::header_value(call.betas) {
+            req.header("anthropic-beta", &b)?;
+        }
+        Ok(req)
+    }
+
+    fn speaks_messages(&self, _upstream_model: &str) -> bool {
+        true
+    }
+
+    fn betas(&self) -> Option<(BetaTarget, Placement)> {
+        Some((BetaTarget::VertexAi, Placement::Header))
+    }
+}

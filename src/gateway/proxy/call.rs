@@ -1,0 +1,176 @@
+//! The upstream call, through the provider's module: the request shaped by
+//! `ProviderApi::request` on the deployment's endpoint (resolved at load),
+//! sent on the deployment's cached client within its bound; a failed answer
+//! becomes the upstream's error, and a stream that is not the provider's
+//! event stream fails before the client has a byte.
+
+use crate::gateway::client_cache::Lease;
+use crate::gateway::error::{upstream_message, ApiError};
+use crate::gateway::providers::{Call, EventDecoder, Operation, Provider};
+use crate::gateway::routing::Route;
+use crate::gateway::state::Gateway;
+use crate::gateway::upstream::{Bound, UpstreamClient, DEFAULT_TIMEOUT, MAX_ANSWER_BYTES, MAX_ERROR_BYTES};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// A stream's bound, to its headers and between its chunks: the
+/// deployment's `stream_timeout`, else its `timeout`, else the default (as
+/// LiteLLM, where `stream_timeout` stands in for `timeout` on streams).
+pub(super) fn stream_bound(route: &Route) -> Duration {
+    route.deployment.stream_timeout.or(route.deployment.timeout).unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// How long the upstream call may take before it is a 504 (and the next
+/// deployment is tried): never unbounded.
+fn upstream_bound(route: &Route, stream: bool) -> Bound {
+    if stream {
+        Bound::Headers(stream_bound(route))
+    } else {
+        Bound::Whole(route.deployment.timeout.unwrap_or(DEFAULT_TIMEOUT))
+    }
+}
+
+/// What the proxy hands the provider module for one call.
+pub(super) struct Outgoing<'a> {
+    pub op: Operation,
+    pub body: Map<String, Value>,
+    pub stream: bool,
+    pub betas: &'a [String],
+    pub anthropic_version: Option<&'a str>,
+}
+
+/// Shapes the call with the provider's module and sends it. Returns the
+/// (2xx) response and the client lease, which a stream must hold until it
+/// ends.
+pub(super) async fn send(
+    gw: &Gateway,
+    route: &Route,
+    out: Outgoing<'_>,
+) -> Result<(reqwest::Response, Lease<UpstreamClient>), ApiError> {
+    let reach = route.deployment.reach(route.provider).map_err(ApiError::BadRequest)?;
+    let api = route.provider.api();
+    let call = Call {
+        op: out.op,
+        upstream_model: &route.upstream_model,
+        body: out.body,
+        stream: out.stream,
+        betas: out.betas,
+        anthropic_version: out.anthropic_version,
+        now: gw.clock.wall(),
+    };
+    let req = api.request(&reach.endpoint, call)?;
+    let client = gw.client(reach.client_key.clone())?;
+    let mut rb = client.http.post(req.url).body(req.body);
+    for (k, v) in req.headers {
+        rb = rb.header(k, v);
+    }
+    let resp = client.send(rb, upstream_bound(route, out.stream)).await?;
+    if !resp.status().is_success() {
+        return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
+    }
+    if out.stream {
+        expect_event_stream(&resp, route.provider, api.stream_media_type())?;
+    }
+    Ok((resp, client))
+}
+
+/// Turns a non-2xx upstream response into an error that keeps its status
+/// and message.
+async fn upstream_error(provider: Provider, resp: reqwest::Response, drop_retry_after: bool) -> ApiError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|_| !drop_retry_after);
+    let body = crate::gateway::upstream::read_prefix(resp, MAX_ERROR_BYTES).await;
+    let (message, error_type) = upstream_message(&body);
+    ApiError::Upstream {
+        status,
+        message: format!("{provider} error ({status}): {message}"),
+        provider: provider.to_string(),
+        error_type,
+        retry_after,
+    }
+}
+
+/// A streaming answer that is not the provider's event stream (an HTML
+/// error page, a JSON body) is a failed call, found before the client has a
+/// byte, so the next deployment can still be tried.
+fn expect_event_stream(resp: &reqwest::Response, provider: Provider, wanted: &str) -> Result<(), ApiError> {
+    let media = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if media.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(wanted) {
+        Ok(())
+    } else {
+        Err(ApiError::BadGateway(format!(
+            "{provider} answered a streaming request with `{media}`, not an event stream"
+        )))
+    }
+}
+
+/// The incoming `anthropic-beta` header values, filtered by the policy for
+/// this provider (or, with the incident's bug put back, all of them).
+pub(super) fn betas_for(gw: &Gateway, route: &Route, headers: &HeaderMap) -> Vec<String> {
+    let incoming: Vec<&str> = headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()).collect();
+    if gw.bugs.forward_all_betas {
+        let mut all: Vec<String> = incoming
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        all.dedup();
+        return all;
+    }
+    let Some((target, placement)) = route.provider.api().betas() else { return Vec::new() };
+    gw.beta.load().filter_for(target, placement, &incoming).kept
+}
+
+/// A stream of Anthropic events (type, data) decoded from the provider's
+/// stream format by its module (SSE for most, AWS event stream for Bedrock).
+pub(super) fn anthropic_events(
+    route: &Route,
+    resp: reqwest::Response,
+    client: Lease<UpstreamClient>,
+) -> impl futures::Stream<Item = Result<(String, Value), ApiError>> + Send + 'static {
+    let mut decoder: Box<dyn EventDecoder> = route.provider.api().events();
+    let idle = Some(stream_bound(route));
+    let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
+    drop(client);
+    async_stream::stream! {
+        futures::pin_mut!(inner);
+        while let Some(chunk) = inner.next().await {
+            let chunk = match chunk { Ok(c) => c, Err(e) => { yield Err(e); return; } };
+            let mut events = Vec::new();
+            let result = decoder.feed(&chunk, &mut events);
+            for ev in events { yield Ok(ev); }
+            if let Err(e) = result { yield Err(e); return; }
+        }
+    }
+}
+
+/// A buffered upstream answer (capped at `MAX_ANSWER_BYTES`) as JSON.
+pub(super) async fn read_json(resp: reqwest::Response, provider: Provider) -> Result<Value, ApiError> {
+    let bytes = crate::gateway::upstream::read_capped(resp, MAX_ANSWER_BYTES, provider.as_str()).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadGateway(format!("{provider} returned a body that is not JSON: {e}")))
+}
+
+/// The provider's rate-limit headers, passed on to the client as sent
+/// (OpenAI's `x-ratelimit-*`, Anthropic's `anthropic-ratelimit-*`), so a
+/// client can pace itself as it would against the provider.
+pub(super) fn passed_on(headers: &reqwest::header::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-")
+        })
+        .filter_map(|(k, v)| {
+            Some((HeaderName::from_bytes(k.as_str().as_bytes()).ok()?, HeaderValue::from_bytes(v.as_bytes()).ok()?))
+        })
+        .collect()
+}

@@ -1,0 +1,179 @@
+//! The OpenAI entry points: chat completions (to any provider: OpenAI-wire
+//! deployments get the body passed through, Claude gets it translated),
+//! embeddings, text completions and the Responses API (OpenAI-wire
+//! deployments only).
+
+use super::admit::{admit, Admitted};
+use super::anthropic::anthropic_chat;
+use super::call::{passed_on, read_json, send, stream_bound, Outgoing};
+use super::fallback::with_group_fallbacks;
+use super::pricing::{charge, estimate_prompt_tokens, openai_usage, with_cost_headers, Price};
+use super::stream::{sse_response, stream_error_event, StreamMeter};
+use crate::gateway::error::{json_type, ApiError};
+use crate::gateway::providers::params::{build_upstream_params, Endpoint};
+use crate::gateway::providers::Operation;
+use crate::gateway::routing::Route;
+use crate::gateway::sse;
+use crate::gateway::state::Gateway;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use std::sync::Arc;
+
+pub(super) async fn openai_call(
+    gw: &Arc<Gateway>,
+    a: &Admitted,
+    route: Route,
+    endpoint: Endpoint,
+    path: &'static str,
+) -> Result<Response, ApiError> {
+    let drop_unsupported = route.deployment.params.drop_params.unwrap_or(gw.drop_params);
+    let body = build_upstream_params(
+        &a.body,
+        route.provider,
+        endpoint,
+        &route.upstream_model,
+        drop_unsupported,
+        gw.bugs.null_optional_params,
+    )?;
+    let out = Outgoing { op: Operation::OpenAi(path), body, stream: a.stream, betas: &[], anthropic_version: None };
+    let (resp, client) = send(gw, &route, out).await?;
+    let limits = passed_on(resp.headers());
+    if a.stream {
+        // Pass the upstream's SSE through event by event; the lease moves
+        // into the stream so the client lives until the stream ends.
+        let idle = Some(stream_bound(&route));
+        let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
+        let done_after_broken = gw.bugs.done_after_broken_stream;
+        let mut meter = StreamMeter::reading_bytes(gw, &a.caller, &route);
+        let s = async_stream::stream! {
+            futures::pin_mut!(inner);
+            // Bytes after the last complete event: held back until the
+            // event completes, so a stream that breaks mid-event never
+            // hands the client half an event glued to the error event.
+            let mut pending: Vec<u8> = Vec::new();
+            loop {
+                match inner.next().await {
+                    Some(Ok(b)) => {
+                        pending.extend_from_slice(&b);
+                        if let Some(end) = sse::last_event_end(&pending) {
+                            let rest = pending.split_off(end);
+                            let ready = std::mem::replace(&mut pending, rest);
+                            meter.observe_bytes(&ready);
+                            yield Ok(Bytes::from(ready));
+                        }
+                    }
+                    Some(Err(_)) if done_after_broken => { yield Ok(Bytes::from_static(b"data: [DONE]\n\n")); break; }
+                    Some(Err(e)) => { yield Ok(stream_error_event(endpoint, &e)); break; }
+                    None => {
+                        if !pending.iter().all(u8::is_ascii_whitespace) {
+                            let e = ApiError::BadGateway(format!("{} ended its stream in the middle of an event", route.provider));
+                            yield Ok(stream_error_event(endpoint, &e));
+                        }
+                        break;
+                    }
+                }
+            }
+            drop(meter);
+        };
+        return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
+    }
+    let status = resp.status().as_u16();
+    let mut v = read_json(resp, route.provider).await?;
+    if gw.bugs.estimate_prompt_tokens {
+        estimate_prompt_tokens(&mut v, &a.body);
+    }
+    let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
+    let resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(v)).into_response();
+    Ok(with_cost_headers(resp, cost.into(), &route, &limits))
+}
+
+pub async fn embeddings(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    openai_only(gw, headers, raw, ("input", Endpoint::Embeddings, "embeddings")).await
+}
+
+/// Legacy text completions: passed through to OpenAI-family deployments.
+pub async fn completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    openai_only(gw, headers, raw, ("prompt", Endpoint::Completions, "completions")).await
+}
+
+/// OpenAI's Responses API: passed through to deployments that speak it
+/// (OpenAI, vLLM, the OpenAI-compatible providers). Azure serves it under
+/// another path and Anthropic-family models do not speak it: both get a 400
+/// naming the provider. `input` is optional (a stored prompt or
+/// `previous_response_id` may stand for it) but typed when present.
+pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string")]) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(input) = a.body.get("input").filter(|v| !v.is_null()) {
+        if !(input.is_string() || input.is_array()) {
+            let e = format!("field `input` must be a string or an array, got {}", json_type(input));
+            return ApiError::BadRequest(e).into_response();
+        }
+    }
+    let result = with_group_fallbacks(&gw, &a, |route| {
+        let gw = &gw;
+        let a = &a;
+        async move {
+            if !route.provider.api().serves(Operation::OpenAi("responses"), &route.upstream_model) {
+                return Err(ApiError::BadRequest(format!(
+                    "{} deployments are not served on /v1/responses",
+                    route.provider
+                )));
+            }
+            openai_call(gw, a, route, Endpoint::Responses, "responses").await
+        }
+    })
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// An endpoint only the OpenAI family serves: `(the required input field,
+/// the endpoint, its path)`. Anthropic-family deployments get a 400 naming it.
+async fn openai_only(
+    gw: Arc<Gateway>,
+    headers: HeaderMap,
+    raw: Bytes,
+    (input, endpoint, path): (&str, Endpoint, &'static str),
+) -> Response {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), (input, "a string or an array")]) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let result = with_group_fallbacks(&gw, &a, |route| {
+        let gw = &gw;
+        let a = &a;
+        async move {
+            if !route.provider.api().serves(Operation::OpenAi(path), &route.upstream_model) {
+                return Err(ApiError::BadRequest(format!("{} does not serve /v1/{path}", route.provider)));
+            }
+            openai_call(gw, a, route, endpoint, path).await
+        }
+    })
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let result = with_group_fallbacks(&gw, &a, |route| {
+        let gw = &gw;
+        let a = &a;
+        let headers = &headers;
+        async move {
+            if route.provider.speaks_messages(&route.upstream_model) {
+                anthropic_chat(gw, a, route, headers).await
+            } else {
+                openai_call(gw, a, route, Endpoint::Chat, "chat/completions").await
+            }
+        }
+    })
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

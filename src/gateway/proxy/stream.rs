@@ -1,0 +1,140 @@
+//! Streamed answers: the SSE response, error events in each API's own form,
+//! and the meter that prices a stream from the usage it carried.
+
+use super::pricing::{charge, openai_usage};
+use crate::gateway::auth::Caller;
+use crate::gateway::catalog::Usage;
+use crate::gateway::error::ApiError;
+use crate::gateway::providers::anthropic;
+use crate::gateway::providers::params::Endpoint;
+use crate::gateway::routing::Route;
+use crate::gateway::sse::SseParser;
+use crate::gateway::state::Gateway;
+use axum::body::{Body, Bytes};
+use axum::http::HeaderValue;
+use axum::response::Response;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub(super) fn sse_response(stream: impl futures::Stream<Item = Result<Bytes, ApiError>> + Send + 'static) -> Response {
+    let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("text/event-stream"));
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp
+}
+
+pub(super) fn sse_error_event(e: &ApiError) -> Bytes {
+    Bytes::from(format!("data: {}\n\n", e.body()))
+}
+
+/// The error event of a pass-through stream in its API's own form: the
+/// Responses API names its events and puts `type: error` in the data
+/// ("Streaming responses", `error` event); Chat Completions and text
+/// completions carry an `error` object.
+pub(super) fn stream_error_event(endpoint: Endpoint, e: &ApiError) -> Bytes {
+    if endpoint != Endpoint::Responses {
+        return sse_error_event(e);
+    }
+    let body = e.body();
+    let error = &body["error"];
+    let data = json!({"type": "error", "code": error["code"], "message": error["message"], "param": error["param"]});
+    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+}
+
+/// Prices a stream from the usage the provider streamed: the OpenAI usage
+/// chunk (`stream_options.include_usage`), or Anthropic's `message_start` +
+/// `message_delta` counts. Charged once, when the stream is done with (its
+/// end, an error, or the client leaving): tokens read are spent either way.
+/// A stream whose provider sent no usage is charged nothing and logged.
+pub(super) struct StreamMeter {
+    gw: Arc<Gateway>,
+    caller: Caller,
+    route: Route,
+    openai: Option<SseParser>,
+    anthropic: anthropic::AnthropicUsage,
+    usage: Option<Usage>,
+}
+
+impl StreamMeter {
+    /// For a stream passed through as bytes: the meter parses them itself.
+    pub(super) fn reading_bytes(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
+        StreamMeter::new(gw, caller, route, Some(SseParser::new()))
+    }
+
+    /// For a stream the gateway parses anyway: it hands the meter each event.
+    pub(super) fn fed(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
+        StreamMeter::new(gw, caller, route, None)
+    }
+
+    fn new(gw: &Arc<Gateway>, caller: &Caller, route: &Route, openai: Option<SseParser>) -> Self {
+        StreamMeter {
+            gw: Arc::clone(gw),
+            caller: caller.clone(),
+            route: route.clone(),
+            openai,
+            anthropic: anthropic::AnthropicUsage::default(),
+            usage: None,
+        }
+    }
+
+    /// OpenAI chunks as forwarded (complete events).
+    pub(super) fn observe_bytes(&mut self, bytes: &[u8]) {
+        let Some(parser) = self.openai.as_mut() else { return };
+        let Ok(events) = parser.feed(bytes) else { return };
+        for ev in events {
+            // Cheap test first: most chunks carry no usage.
+            if !ev.data.contains("\"usage\"") {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                self.observe_chunk(&v);
+            }
+        }
+    }
+
+    /// An OpenAI chunk someone already parsed (the usage chunk has `usage`).
+    pub(super) fn observe_chunk(&mut self, chunk: &Value) {
+        let responses_final = chunk.pointer("/response/usage").is_some_and(Value::is_object);
+        if chunk.get("usage").is_some_and(Value::is_object) || responses_final {
+            self.usage = Some(openai_usage(chunk));
+        }
+    }
+
+    /// An Anthropic event (`message_start`, `message_delta` carry usage).
+    pub(super) fn observe_event(&mut self, ty: &str, data: &Value) {
+        let usage = match ty {
+            "message_start" => data.get("message").and_then(|m| m.get("usage")),
+            "message_delta" => data.get("usage"),
+            _ => None,
+        };
+        if let Some(u) = usage.filter(|u| u.is_object()) {
+            self.anthropic.update(u);
+            let a = &self.anthropic;
+            self.usage = Some(Usage {
+                input_tokens: a.input_tokens,
+                output_tokens: a.output_tokens,
+                cache_read_tokens: a.cache_read_tokens,
+                cache_creation_tokens: a.cache_creation_tokens,
+            });
+        }
+    }
+}
+
+impl Drop for StreamMeter {
+    fn drop(&mut self) {
+        match self.usage.take() {
+            Some(u) => {
+                if charge(&self.gw, &self.caller, &self.route, &u).is_none() {
+                    tracing::debug!(deployment = %self.route.deployment.id, "streamed call is unpriced: the cost map has no price");
+                }
+            }
+            None => tracing::info!(
+                deployment = %self.route.deployment.id,
+                "stream ended without usage from the provider: not charged (ask for stream_options.include_usage)"
+            ),
+        }
+    }
+}

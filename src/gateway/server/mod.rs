@@ -1,0 +1,197 @@
+//! The HTTP surface: the route table, mounted under the server root path.
+//!
+//! The root path is applied in exactly one place (`app`), by nesting the
+//! whole route table under it; pages build their links from the same value,
+//! so no route or link can "drop out" of the prefix on its own. The model
+//! routes read their body within the limit here and hand it to `proxy`; the
+//! admin routes are in [`admin`], the accept loop in [`listen`].
+
+mod admin;
+mod listen;
+
+pub use admin::health_value;
+pub use listen::{
+    serve, serve_until, serve_with, spawn_periodic_tasks, ServeLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS,
+    SHUTDOWN_GRACE,
+};
+
+use crate::gateway::error::ApiError;
+use crate::gateway::state::Gateway;
+use crate::gateway::{proxy, ui};
+use admin::*;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+use std::sync::Arc;
+
+type Gw = State<Arc<Gateway>>;
+
+/// Reads the body up to the configured limit; over it, a 413 in OpenAI's shape.
+pub(super) async fn read_body(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limit = gw.max_body_bytes;
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let mut body = body;
+    if let Some(len) = declared.filter(|len| *len > limit) {
+        drain(body).await;
+        return Err(ApiError::PayloadTooLarge { size: len, limit });
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Err(ApiError::BadRequest("the request body broke off".into())) };
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > limit {
+                let size = buf.len() + data.len();
+                drain(body).await;
+                return Err(ApiError::PayloadTooLarge { size, limit });
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads what is left of a refused body, bounded in bytes and time, so a
+/// client that sends the whole body before it reads (Python's `http.client`,
+/// `urllib`) gets the 413 instead of a broken pipe.
+async fn drain(body: Body) {
+    use http_body_util::BodyExt;
+    const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+    const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut body = body;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map(|d| d.len()).unwrap_or(0);
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// A model route's handler: the body read within the limit (a refusal in
+/// the route's own error shape: `$error`), then the proxy.
+macro_rules! body_handler {
+    ($name:ident, $target:path, $error:path) => {
+        async fn $name(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+            match read_body(&gw, &headers, body).await {
+                Ok(raw) => $target(gw, headers, raw).await,
+                Err(e) => $error(e),
+            }
+        }
+    };
+}
+
+body_handler!(chat, proxy::chat_completions, IntoResponse::into_response);
+body_handler!(completions, proxy::completions, IntoResponse::into_response);
+body_handler!(responses, proxy::responses, IntoResponse::into_response);
+body_handler!(embeddings, proxy::embeddings, IntoResponse::into_response);
+// Anthropic's clients get Anthropic's error shape, a 413 included.
+body_handler!(messages, proxy::messages, proxy::anthropic_error);
+body_handler!(count_tokens, proxy::count_tokens, proxy::anthropic_error);
+
+/// An Azure-style call: the body's `model` becomes the path's deployment
+/// (what the `AzureOpenAI` client addresses), then the usual handler runs.
+/// `api-version` is accepted and not needed: the gateway speaks one API.
+macro_rules! azure_handler {
+    ($name:ident, $target:path) => {
+        async fn $name(
+            State(gw): Gw,
+            axum::extract::Path(deployment): axum::extract::Path<String>,
+            headers: HeaderMap,
+            body: Body,
+        ) -> Response {
+            match read_body(&gw, &headers, body).await {
+                Ok(raw) => $target(gw, headers, with_model(raw, &deployment)).await,
+                Err(e) => e.into_response(),
+            }
+        }
+    };
+}
+
+azure_handler!(azure_chat, proxy::chat_completions);
+azure_handler!(azure_embeddings, proxy::embeddings);
+azure_handler!(azure_completions, proxy::completions);
+
+/// The JSON object `raw` with `model` set; anything else unchanged, for the
+/// handler to refuse with its usual error.
+fn with_model(raw: Bytes, model: &str) -> Bytes {
+    match serde_json::from_slice::<Value>(&raw) {
+        Ok(Value::Object(mut m)) => {
+            m.insert("model".into(), Value::String(model.to_string()));
+            Bytes::from(Value::Object(m).to_string())
+        }
+        _ => raw,
+    }
+}
+
+/// The route table without any prefix.
+fn routes(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/embeddings", post(embeddings))
+        .route("/v1/completions", post(completions))
+        .route("/completions", post(completions))
+        .route("/v1/responses", post(responses))
+        .route("/responses", post(responses))
+        // Azure OpenAI's own paths, so the `AzureOpenAI` SDK client works:
+        // the deployment in the path is the model group.
+        .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
+        .route("/openai/deployments/{deployment}/embeddings", post(azure_embeddings))
+        .route("/openai/deployments/{deployment}/completions", post(azure_completions))
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/models", get(models))
+        .route("/models", get(models))
+        .route("/v1/models/{*id}", get(model_retrieve))
+        .route("/models/{*id}", get(model_retrieve))
+        .route("/v1/model/info", get(model_info))
+        .route("/model/info", get(model_info))
+        .route("/health", get(health))
+        .route("/health/liveliness", get(liveness))
+        .route("/health/readiness", get(health))
+        .route("/model_cost_map/status", get(cost_map_status))
+        .route("/reload/model_cost_map", post(reload_cost_map))
+        .route("/reload/anthropic_beta_headers", post(reload_beta))
+        .route("/client_cache/stats", get(cache_stats))
+        .route("/key/generate", post(key_generate))
+        .route("/key/info", get(key_info))
+        .route("/key/delete", post(key_delete))
+        .route("/key/list", get(key_list))
+        .route("/key/update", post(key_update))
+        .route("/key/block", post(key_block))
+        .route("/key/unblock", post(key_unblock))
+        .route("/key/regenerate", post(key_regenerate))
+        .route("/key/{key}/regenerate", post(key_regenerate_path))
+        .route("/spend/logs", get(spend_logs))
+        .route("/openapi.json", get(ui::openapi))
+        .route("/docs", get(ui::docs))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
+        .route("/ui/assets/{file}", get(ui::asset))
+        .fallback(not_found)
+        .with_state(gw)
+}
+
+/// The application: routes under the root path.
+pub fn app(gw: Arc<Gateway>) -> Router {
+    let root = gw.root_path.clone();
+    if root.is_empty() || gw.bugs.drop_root_path {
+        // With the incident's bug put back, the routes are mounted at `/`
+        // even though pages and the OpenAPI document still carry the prefix.
+        return routes(gw);
+    }
+    Router::new().nest(&root, routes(gw)).fallback(not_found)
+}
+
+pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
+    ApiError::NotFound(format!("no route for {}", uri.path())).into_response()
+}
