@@ -1,6 +1,6 @@
 //! `anthropic-beta` filtering for a realistic Claude Code request, per
 //! target: what the proxy does for every Anthropic-family request
-//! (`proxy::betas_for` -> `BetaPolicy::filter_for`).
+//! (`proxy::call::betas_for` -> `BetaPolicy::filter_for`).
 //!
 //! The header has 10 flags over two header lines, as Claude Code sends
 //! them: known ones the targets treat differently, one the policy maps to

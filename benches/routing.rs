@@ -123,7 +123,7 @@ fn pairs(keys: &[Arc<KeyRecord>], catalog: &Catalog) -> Vec<(Arc<KeyRecord>, &'s
         .collect()
 }
 
-/// The proxy's work for one request (see `proxy::admit`).
+/// The proxy's work for one request (see `proxy::admit::admit`).
 #[inline]
 fn route_and_authorize(router: &ModelRouter, catalog: &Catalog, key: &KeyRecord, model: &str) -> usize {
     let allowed = key.access().allows(model, catalog);

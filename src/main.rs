@@ -31,13 +31,13 @@ enum Command {
     /// Run scenarios (default: every file under scenarios/) against mock providers.
     Run(postmortem::cli::RunArgs),
     /// Record real provider traffic through a reverse proxy into a cassette (secrets redacted).
-    Record(postmortem::replay::commands::RecordArgs),
+    Record(postmortem::cli::replay::RecordArgs),
     /// Replay cassettes through the gateway against mock providers; non-zero exit on any regression.
-    Replay(postmortem::replay::commands::ReplayArgs),
+    Replay(postmortem::cli::replay::ReplayArgs),
     /// Convert a VCR.py cassette, a HAR file or WireMock mappings into a postmortem cassette.
-    Import(postmortem::replay::commands::ImportArgs),
+    Import(postmortem::cli::replay::ImportArgs),
     /// Check files for secrets and scenario/cassette files for errors (default: fixtures/ scenarios/ snapshots/).
-    Lint(postmortem::replay::commands::LintArgs),
+    Lint(postmortem::cli::replay::LintArgs),
     /// List the contracts every exchange is checked against.
     Contracts,
 }
@@ -59,11 +59,11 @@ fn main() -> ExitCode {
         Command::Run(args) => rt.block_on(postmortem::cli::run(args)),
         Command::Record(args) => {
             postmortem::cli::init_tracing();
-            rt.block_on(postmortem::replay::commands::record(args))
+            rt.block_on(postmortem::cli::replay::record(args))
         }
-        Command::Replay(args) => rt.block_on(postmortem::replay::commands::replay(args)),
-        Command::Import(args) => postmortem::replay::commands::import(args),
-        Command::Lint(args) => postmortem::replay::commands::lint(args),
+        Command::Replay(args) => rt.block_on(postmortem::cli::replay::replay(args)),
+        Command::Import(args) => postmortem::cli::replay::import(args),
+        Command::Lint(args) => postmortem::cli::replay::lint(args),
         Command::Contracts => postmortem::cli::list_contracts(),
     }
 }

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    if dir.is_file() {
+        return vec![dir.to_path_buf()];
+    }
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -52,6 +55,22 @@ fn mocks_and_contracts_never_import_the_gateway() {
     for dir in ["mocks", "contracts"] {
         let bad = offenders(dir, &["crate::gateway"]);
         assert!(bad.is_empty(), "src/{dir} names the gateway:\n{}", bad.join("\n"));
+    }
+}
+
+/// The harness in layers, imports running only downward: the commands
+/// (`cli`) over the scenario engine, over the replay engine, over the seam
+/// to the gateway under test (`target`).
+#[test]
+fn the_harness_layers_import_only_downward() {
+    let above: &[(&str, &[&str])] = &[
+        ("scenario", &["crate::cli"]),
+        ("replay", &["crate::cli", "crate::scenario"]),
+        ("target.rs", &["crate::cli", "crate::scenario", "crate::replay"]),
+    ];
+    for (dir, upward) in above {
+        let bad = offenders(dir, upward);
+        assert!(bad.is_empty(), "src/{dir} imports a layer above it:\n{}", bad.join("\n"));
     }
 }
 

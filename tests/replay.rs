@@ -364,7 +364,7 @@ async fn recording_redacts_secrets_and_still_replays() {
         assert!(!written.contains(s.as_str()), "a secret reached the cassette file");
     }
     assert!(written.contains("Bearer [REDACTED]"));
-    assert_eq!(postmortem::replay::lint::lint_file(&out), vec![], "the recording lints clean");
+    assert_eq!(postmortem::cli::lint::lint_file(&out), vec![], "the recording lints clean");
     assert_eq!(cassette.interactions.len(), 2);
     assert!(cassette.metadata.headers_complete);
     for rule in [
@@ -508,8 +508,8 @@ fn lint_reports_binary_and_non_utf8_files_among_scenarios() {
     std::fs::create_dir_all(&scenarios).unwrap();
     std::fs::write(scenarios.join("x.bin"), b"a\0b").unwrap();
     std::fs::write(scenarios.join("y.yaml"), b"name: x\n\xff\xfe\n").unwrap();
-    let bin = postmortem::replay::lint::lint_file(&scenarios.join("x.bin"));
+    let bin = postmortem::cli::lint::lint_file(&scenarios.join("x.bin"));
     assert!(bin.iter().any(|f| f.to_string().contains("binary file")), "{bin:?}");
-    let bad = postmortem::replay::lint::lint_file(&scenarios.join("y.yaml"));
+    let bad = postmortem::cli::lint::lint_file(&scenarios.join("y.yaml"));
     assert!(bad.iter().any(|f| f.to_string().contains(":2: not valid UTF-8")), "{bad:?}");
 }

@@ -4,8 +4,8 @@
 //! give a clear error naming the command and its last output, within a
 //! bounded wait.
 
-use postmortem::cli::run_all;
 use postmortem::scenario::engine::IncidentVerdict;
+use postmortem::scenario::runner::run_all;
 use postmortem::scenario::{model, run_scenario, RunOptions, Scenario, Verdict};
 use postmortem::target::{TargetKind, TargetSpec};
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! group aliases, and cooldowns of deployments that keep failing.
 //!
 //! The order of events for one request: the group's deployments are tried in
-//! rotation (`proxy::with_fallbacks`, skipping any at its rpm/tpm or cooling
+//! rotation (`proxy::fallback::with_fallbacks`, skipping any at its rpm/tpm or cooling
 //! down); if the last failure is one a fallback is for, the fallback groups
 //! are tried in order, each with its own deployments. Fallbacks are not
 //! followed from a fallback group (no chains of chains, no loops), and a

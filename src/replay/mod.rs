@@ -14,13 +14,11 @@
 //! mocks; the gateway never depends on it.
 
 pub mod cassette;
-pub mod commands;
 pub mod diff;
 pub mod engine;
 pub mod import_har;
 pub mod import_vcr;
 pub mod import_wiremock;
-pub mod lint;
 pub mod record;
 pub mod redact;
 

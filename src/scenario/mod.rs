@@ -9,6 +9,7 @@ pub mod expect;
 pub mod model;
 pub mod prove;
 pub mod report;
+pub mod runner;
 
 pub use engine::{run_scenario, Outcome, RunOptions, Verdict};
 pub use model::Scenario;

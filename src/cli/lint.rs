@@ -2,7 +2,7 @@
 //! load.
 //!
 //! Every text file is scanned line by line with the precise patterns of
-//! [`super::redact::find_secrets`]; YAML `!!binary` values are decoded and
+//! [`crate::replay::redact::find_secrets`]; YAML `!!binary` values are decoded and
 //! scanned too (a base64 blob hides a key from a plain regex). Scenario files
 //! must pass `Scenario::load`, and cassettes (ours, VCR.py, HAR, WireMock)
 //! must load. Findings print as `file:line[:column]: message`; secrets are
@@ -11,8 +11,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::cassette::decode_b64;
-use super::redact::{find_secrets, mask};
+use crate::replay::cassette::decode_b64;
+use crate::replay::redact::{find_secrets, mask};
 
 /// Files larger than this are not scanned (no committed text file is).
 const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
@@ -173,7 +173,7 @@ fn line_in(message: &str) -> Option<usize> {
 }
 
 fn check_yaml(path: &Path, text: &str, out: &mut Vec<LintFinding>) {
-    let untagged = super::import_vcr::untag_binary(text);
+    let untagged = crate::replay::import_vcr::untag_binary(text);
     let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(&untagged) {
         Ok(v) => v,
         Err(e) => {
@@ -191,22 +191,22 @@ fn check_yaml(path: &Path, text: &str, out: &mut Vec<LintFinding>) {
         return;
     }
     if value.get("format").is_some() || value.get("interactions").is_some() {
-        if let Err(e) = super::parse_any(text, &path.display().to_string()) {
+        if let Err(e) = crate::replay::parse_any(text, &path.display().to_string()) {
             out.push(cassette_finding(path, e));
         }
     }
 }
 
 fn check_json_cassette(path: &Path, text: &str, out: &mut Vec<LintFinding>) {
-    if let Err(e) = super::parse_any(text, &path.display().to_string()) {
+    if let Err(e) = crate::replay::parse_any(text, &path.display().to_string()) {
         out.push(cassette_finding(path, e));
     }
 }
 
-fn cassette_finding(path: &Path, e: super::CassetteError) -> LintFinding {
+fn cassette_finding(path: &Path, e: crate::replay::CassetteError) -> LintFinding {
     let file = path.display().to_string();
     match e {
-        super::CassetteError::AtLine { line, message, .. } => {
+        crate::replay::CassetteError::AtLine { line, message, .. } => {
             finding(path, Some(line), None, format!("cassette does not load: {message}"))
         }
         other => {

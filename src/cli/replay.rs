@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::engine::{replay_cassette, ReplayOptions, ReplayReport, Verdict};
-use super::record::{RecordOptions, Recorder};
-use super::{load_any, Cassette, SourceFormat};
+use crate::replay::engine::{replay_cassette, ReplayOptions, ReplayReport, Verdict};
+use crate::replay::record::{RecordOptions, Recorder};
+use crate::replay::{load_any, Cassette, SourceFormat};
 
 /// A cassette file as loaded (or why it did not load).
 type Loaded = Result<(Cassette, SourceFormat), String>;
