@@ -13,7 +13,7 @@ use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use base64::Engine;
 use futures::FutureExt;
 use postmortem::mocks::{
-    EventStreamEvent, EventStreamException, Fault, MockError, MockKind, MockOptions, MockProvider, SseEvent, Stub,
+    EventStreamEvent, EventStreamException, Fault, MockError, MockKind, MockOptions, MockProvider, Stub, StubEvent,
     StubMatch, StubResponse,
 };
 use serde_json::{json, Value};
@@ -1066,7 +1066,7 @@ async fn invalid_stubs_are_refused_with_the_field_named() {
         StubMatch::default(),
         StubResponse::Sse {
             status: 200,
-            events: vec![SseEvent::data("x")],
+            events: vec![StubEvent::data("x")],
             hold_before: None,
             cut_after: Some(1),
             headers: BTreeMap::new(),
@@ -1108,7 +1108,7 @@ times: 3
     let stub: Stub = serde_yaml_ng::from_str(yaml).unwrap();
     assert_eq!(stub.times, Some(3));
     let StubResponse::Sse { events, hold_before, cut_after, .. } = &stub.response else { panic!("sse") };
-    assert_eq!(events[1], SseEvent::comment("keep-alive").delay(5));
+    assert_eq!(events[1], StubEvent::comment("keep-alive").delay(5));
     assert_eq!(hold_before, &Some((1, "g1".to_string())));
     assert_eq!(*cut_after, Some(2));
 
@@ -1171,11 +1171,11 @@ async fn read_blocks(resp: &mut reqwest::Response, buf: &mut String, n: usize) {
 async fn held_stream_sends_event_zero_then_waits_for_the_gate() {
     let m = start(MockKind::Openai).await;
     let events = vec![
-        SseEvent::data(r#"{"n":0}"#),
-        SseEvent::comment("OPENROUTER PROCESSING").delay(1),
-        SseEvent::data(r#"{"n":1}"#),
-        SseEvent::named("error", r#"{"error":{"message":"boom"}}"#),
-        SseEvent::data("[DONE]"),
+        StubEvent::data(r#"{"n":0}"#),
+        StubEvent::comment("OPENROUTER PROCESSING").delay(1),
+        StubEvent::data(r#"{"n":1}"#),
+        StubEvent::named("error", r#"{"error":{"message":"boom"}}"#),
+        StubEvent::data("[DONE]"),
     ];
     m.mount(Stub::new(
         StubMatch::post("/v1/chat/completions"),
@@ -1226,7 +1226,7 @@ async fn dropping_the_mock_ends_a_held_stream() {
         StubMatch::default(),
         StubResponse::Sse {
             status: 200,
-            events: vec![SseEvent::named("ping", r#"{"type":"ping"}"#)],
+            events: vec![StubEvent::named("ping", r#"{"type":"ping"}"#)],
             hold_before: Some((1, "never".into())),
             cut_after: None,
             headers: BTreeMap::new(),
@@ -1255,7 +1255,7 @@ async fn dropping_the_mock_ends_a_held_stream() {
 #[tokio::test]
 async fn cut_stream_delivers_whole_events_then_half_an_event_then_fails() {
     let m = start(MockKind::Openai).await;
-    let events = vec![SseEvent::data(r#"{"n":0}"#), SseEvent::data(r#"{"n":1,"long":"xxxxxxxxxxxxxxxx"}"#)];
+    let events = vec![StubEvent::data(r#"{"n":0}"#), StubEvent::data(r#"{"n":1,"long":"xxxxxxxxxxxxxxxx"}"#)];
     m.mount(Stub::new(
         StubMatch::default(),
         StubResponse::Sse { status: 200, events, hold_before: None, cut_after: Some(1), headers: BTreeMap::new() },

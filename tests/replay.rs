@@ -12,7 +12,7 @@ use postmortem::mocks::{MockKind, MockOptions, MockProvider};
 use postmortem::replay::cassette::{Api, Body, ClientSide};
 use postmortem::replay::record::{RecordOptions, Recorder};
 use postmortem::replay::{
-    load_any, parse_any, replay_cassette, scenario_stubs, Cassette, ReplayOptions, SourceFormat, Verdict,
+    load_any, parse_any, replay_cassette, scenario_stubs, Cassette, ReplayOptions, ReplayVerdict, SourceFormat,
 };
 use serde_json::{json, Value};
 
@@ -113,11 +113,11 @@ async fn every_replayable_fixture_replays_green() {
         let report = replay_cassette(&c, &rel(&f), &ReplayOptions::default()).await;
         let name = rel(&f);
         if NOT_REPLAYABLE.iter().any(|n| name.contains(n)) {
-            assert_eq!(report.verdict, Verdict::NotReplayable, "{}", report.render());
+            assert_eq!(report.verdict, ReplayVerdict::NotReplayable, "{}", report.render());
             assert!(report.reason.as_deref().is_some_and(|r| !r.is_empty()));
             continue;
         }
-        assert_eq!(report.verdict, Verdict::Passed, "{}", report.render());
+        assert_eq!(report.verdict, ReplayVerdict::Passed, "{}", report.render());
         replayed += report.replayed();
         passed.push(name);
     }
@@ -130,7 +130,7 @@ async fn mixed_cassettes_replay_what_the_gateway_serves() {
     let (c, _) = load_any(&fixture("test_live_fallback_failover_capability_load_and_recovery")).unwrap();
     assert_eq!(c.metadata.provider, "mixed");
     let report = replay_cassette(&c, "mixed", &ReplayOptions::default()).await;
-    assert_eq!(report.verdict, Verdict::Passed, "{}", report.render());
+    assert_eq!(report.verdict, ReplayVerdict::Passed, "{}", report.render());
     assert!(report.interactions[0].skipped.as_deref().is_some_and(|r| r.contains("Responses API")));
     assert!(report.interactions[1].passed() && report.interactions[2].passed());
 }
@@ -148,12 +148,12 @@ fn embeddings_without_encoding_format() -> Cassette {
 async fn a_gateway_bug_shows_up_as_a_request_diff() {
     let c = embeddings_without_encoding_format();
     let clean = replay_cassette(&c, "embeddings", &ReplayOptions::default()).await;
-    assert_eq!(clean.verdict, Verdict::Passed, "{}", clean.render());
+    assert_eq!(clean.verdict, ReplayVerdict::Passed, "{}", clean.render());
 
     let bugs = KnownBugs { null_optional_params: true, ..KnownBugs::default() };
     let opts = ReplayOptions { bugs, update: true, ..ReplayOptions::default() };
     let broken = replay_cassette(&c, "embeddings", &opts).await;
-    assert_eq!(broken.verdict, Verdict::Failed, "{}", broken.render());
+    assert_eq!(broken.verdict, ReplayVerdict::Failed, "{}", broken.render());
     let diffs: Vec<_> = broken.differences().collect();
     assert_eq!(diffs.len(), 1, "{}", broken.render());
     assert_eq!(diffs[0].path, "body.encoding_format");
@@ -171,9 +171,9 @@ async fn a_gateway_bug_shows_up_as_a_request_diff() {
     assert_eq!(i.request.body.json.as_ref().and_then(|b| b.get("encoding_format")), Some(&Value::Null));
     assert!(i.client.as_ref().and_then(|c| c.request.as_ref()).is_some(), "the client request is kept");
     let again = replay_cassette(&updated, "updated", &ReplayOptions { bugs, ..ReplayOptions::default() }).await;
-    assert_eq!(again.verdict, Verdict::Passed, "{}", again.render());
+    assert_eq!(again.verdict, ReplayVerdict::Passed, "{}", again.render());
     let fixed = replay_cassette(&updated, "updated", &ReplayOptions::default()).await;
-    assert_eq!(fixed.verdict, Verdict::Failed);
+    assert_eq!(fixed.verdict, ReplayVerdict::Failed);
     assert!(fixed.differences().any(|d| d.path == "body.encoding_format" && d.replayed.is_none()));
 }
 
@@ -183,7 +183,7 @@ async fn chat_bug_and_strictness_are_loud() {
     let (c, _) = load_any(&fixture("test_openai_tool_call_roundtrip_wire_stable")).unwrap();
     let bugs = KnownBugs { null_optional_params: true, ..KnownBugs::default() };
     let r = replay_cassette(&c, "chat", &ReplayOptions { bugs, ..ReplayOptions::default() }).await;
-    assert_eq!(r.verdict, Verdict::Failed);
+    assert_eq!(r.verdict, ReplayVerdict::Failed);
     for p in ["temperature", "top_p", "max_tokens", "stop", "seed", "n"] {
         assert!(r.differences().any(|d| d.path == format!("body.{p}")), "{p}: {}", r.render());
     }
@@ -196,7 +196,7 @@ async fn chat_bug_and_strictness_are_loud() {
     client.body = Body::json(json!({"model": "text-embedding-3-small"}));
     c.interactions[0].client = Some(ClientSide { request: Some(client), response: None });
     let r = replay_cassette(&c, "unused", &ReplayOptions::default()).await;
-    assert_eq!(r.verdict, Verdict::Failed);
+    assert_eq!(r.verdict, ReplayVerdict::Failed);
     let text = r.render();
     assert!(text.contains("unused: the gateway never sent this recorded request upstream"), "{text}");
     assert!(text.contains("response.status"), "{text}");
@@ -210,13 +210,13 @@ async fn concurrent_replay_gives_the_same_verdicts() {
     for name in ["test_openai_tool_call_roundtrip_wire_stable", "test_multiple_parallel_tool_calls"] {
         let (c, _) = load_any(&fixture(name)).unwrap();
         let r = replay_cassette(&c, name, &ReplayOptions { concurrency: 4, ..ReplayOptions::default() }).await;
-        assert_eq!(r.verdict, Verdict::Passed, "{}", r.render());
+        assert_eq!(r.verdict, ReplayVerdict::Passed, "{}", r.render());
     }
     // With a bug, each request is still paired with its own recording.
     let (c, _) = load_any(&fixture("test_openai_tool_call_roundtrip_wire_stable")).unwrap();
     let bugs = KnownBugs { null_optional_params: true, ..KnownBugs::default() };
     let r = replay_cassette(&c, "bug", &ReplayOptions { bugs, concurrency: 4, ..ReplayOptions::default() }).await;
-    assert_eq!(r.verdict, Verdict::Failed);
+    assert_eq!(r.verdict, ReplayVerdict::Failed);
     assert!(r.extra_requests.is_empty(), "{}", r.render());
     for i in &r.interactions {
         assert_eq!(i.findings.len(), 1, "{}", r.render());
@@ -240,7 +240,7 @@ async fn har_and_bedrock_invoke_model_replay() {
     let (c, format) = parse_any(&har.to_string(), "t.har").unwrap();
     assert_eq!(format, SourceFormat::Har);
     let r = replay_cassette(&c, "har", &ReplayOptions::default()).await;
-    assert_eq!(r.verdict, Verdict::Passed, "{}", r.render());
+    assert_eq!(r.verdict, ReplayVerdict::Passed, "{}", r.render());
 
     // InvokeModel (buffered and streamed) through /v1/messages with a bedrock/ deployment.
     let model = "anthropic.claude-3-haiku-20240307-v1%3A0";
@@ -294,11 +294,11 @@ async fn har_and_bedrock_invoke_model_replay() {
     let c = Cassette::parse(&yaml, "bedrock.yaml").unwrap();
     let r = replay_cassette(&c, "bedrock", &ReplayOptions::default()).await;
     // The bundled beta policy keeps context-1m for Bedrock and drops files-api.
-    assert_eq!(r.verdict, Verdict::Passed, "{}", r.render());
+    assert_eq!(r.verdict, ReplayVerdict::Passed, "{}", r.render());
     assert_eq!(r.replayed(), 2);
     let bugs = KnownBugs { forward_all_betas: true, ..KnownBugs::default() };
     let r = replay_cassette(&c, "bedrock", &ReplayOptions { bugs, ..ReplayOptions::default() }).await;
-    assert_eq!(r.verdict, Verdict::Failed);
+    assert_eq!(r.verdict, ReplayVerdict::Failed);
     assert!(r.differences().any(|d| d.path == "body.anthropic_beta[1]"), "{}", r.render());
 }
 
@@ -388,7 +388,7 @@ async fn recording_redacts_secrets_and_still_replays() {
     // Replay: the redacted cassette still matches the gateway's traffic.
     let reloaded = Cassette::load(&out).unwrap();
     let r = replay_cassette(&reloaded, "recorded", &ReplayOptions::default()).await;
-    assert_eq!(r.verdict, Verdict::Passed, "{}", r.render());
+    assert_eq!(r.verdict, ReplayVerdict::Passed, "{}", r.render());
 
     // As scenario stubs, the recording answers the original, secret-bearing
     // request: matching leaves out what redaction replaced.
@@ -421,7 +421,7 @@ async fn a_changed_response_shows_up_event_by_event() {
     events[0].event = Some("message_begin".into());
     c.interactions[0].client = Some(ClientSide { request: None, response: Some(expected) });
     let r = replay_cassette(&c, "tampered", &ReplayOptions::default()).await;
-    assert_eq!(r.verdict, Verdict::Failed);
+    assert_eq!(r.verdict, ReplayVerdict::Failed);
     let paths: Vec<&str> = r.differences().map(|d| d.path.as_str()).collect();
     assert_eq!(paths, vec!["response.events[0].event", "response.events[3].data.delta.text"], "{}", r.render());
 
@@ -430,11 +430,11 @@ async fn a_changed_response_shows_up_event_by_event() {
     let mut expected = c.interactions[1].response.clone();
     expected.body.sse.as_mut().expect("sse").insert(
         1,
-        postmortem::replay::cassette::SseEvent { data: Some(r#"{"choices":[]}"#.into()), ..Default::default() },
+        postmortem::replay::cassette::RecordedEvent { data: Some(r#"{"choices":[]}"#.into()), ..Default::default() },
     );
     c.interactions[1].client = Some(ClientSide { request: None, response: Some(expected) });
     let r = replay_cassette(&c, "extra event", &ReplayOptions::default()).await;
-    assert_eq!(r.verdict, Verdict::Failed);
+    assert_eq!(r.verdict, ReplayVerdict::Failed);
     assert!(r.differences().any(|d| d.path == "response.events"), "{}", r.render());
     assert!(r.interactions[0].passed());
 }
@@ -470,7 +470,7 @@ async fn long_cassettes_replay_across_stub_windows() {
     let c = Cassette::new("long", interactions);
     for concurrency in [1, 8] {
         let r = replay_cassette(&c, "long", &ReplayOptions { concurrency, ..ReplayOptions::default() }).await;
-        assert_eq!(r.verdict, Verdict::Passed, "concurrency {concurrency}: {}", r.render());
+        assert_eq!(r.verdict, ReplayVerdict::Passed, "concurrency {concurrency}: {}", r.render());
         assert_eq!(r.replayed(), 150);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::replay::engine::{replay_cassette, ReplayOptions, ReplayReport, Verdict};
+use crate::replay::engine::{replay_cassette, ReplayOptions, ReplayReport, ReplayVerdict};
 use crate::replay::record::{RecordOptions, Recorder};
 use crate::replay::{load_any, Cassette, SourceFormat};
 
@@ -232,9 +232,9 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
             Ok((report, note)) => {
                 replayed += report.replayed();
                 match report.verdict {
-                    Verdict::Passed => passed += 1,
-                    Verdict::Failed => failed += 1,
-                    Verdict::NotReplayable => not_replayable += 1,
+                    ReplayVerdict::Passed => passed += 1,
+                    ReplayVerdict::Failed => failed += 1,
+                    ReplayVerdict::NotReplayable => not_replayable += 1,
                 }
                 if !args.quiet || report.failed() {
                     print_line(&bar, report.render().trim_end());

@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 pub use answer::{AnswerEnd, MockAnswer};
 pub use journal::RecordedRequest;
-pub use stub::{EventStreamEvent, EventStreamException, Fault, SseEvent, Stub, StubMatch, StubResponse};
+pub use stub::{EventStreamEvent, EventStreamException, Fault, Stub, StubEvent, StubMatch, StubResponse};
 
 /// The upstream API a mock imitates. The names are the ones scenario files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

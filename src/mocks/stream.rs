@@ -9,7 +9,7 @@ use super::eventstream;
 use super::front::Shared;
 use super::gates::Gates;
 use super::http1::Conn;
-use super::stub::{EventStreamEvent, SseEvent};
+use super::stub::{EventStreamEvent, StubEvent};
 
 /// One event already rendered to bytes.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub(crate) enum Ended {
 }
 
 /// `event: x\ndata: line\n...\n\n`, or `: comment\n\n`.
-pub(crate) fn render_sse(e: &SseEvent) -> Vec<u8> {
+pub(crate) fn render_sse(e: &StubEvent) -> Vec<u8> {
     let mut out = String::new();
     if e.comment {
         for line in e.data.split('\n') {
@@ -61,7 +61,7 @@ pub(crate) fn render_sse(e: &SseEvent) -> Vec<u8> {
     out.into_bytes()
 }
 
-pub(crate) fn sse_frames(events: &[SseEvent]) -> Vec<Frame> {
+pub(crate) fn sse_frames(events: &[StubEvent]) -> Vec<Frame> {
     events.iter().map(|e| Frame { bytes: render_sse(e), delay_ms: e.delay_ms }).collect()
 }
 

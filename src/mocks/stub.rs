@@ -164,7 +164,7 @@ pub enum StubResponse {
     Sse {
         #[serde(default = "ok")]
         status: u16,
-        events: Vec<SseEvent>,
+        events: Vec<StubEvent>,
         /// `(i, gate)`: before sending event `i` (0-based; `i == events.len()`
         /// holds the end of the stream) wait until the gate is released.
         #[serde(default)]
@@ -213,7 +213,7 @@ pub enum Fault {
 /// One SSE event. `comment: true` sends `: data` (a keep-alive line).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SseEvent {
+pub struct StubEvent {
     #[serde(default)]
     pub event: Option<String>,
     #[serde(default)]
@@ -225,23 +225,23 @@ pub struct SseEvent {
     pub comment: bool,
 }
 
-impl SseEvent {
+impl StubEvent {
     /// `data: <data>` with no event name (OpenAI framing).
-    pub fn data(data: impl Into<String>) -> SseEvent {
-        SseEvent { data: data.into(), ..SseEvent::default() }
+    pub fn data(data: impl Into<String>) -> StubEvent {
+        StubEvent { data: data.into(), ..StubEvent::default() }
     }
 
     /// `event: <name>` + `data: <data>` (Anthropic framing, or an `error` event).
-    pub fn named(event: &str, data: impl Into<String>) -> SseEvent {
-        SseEvent { event: Some(event.into()), data: data.into(), ..SseEvent::default() }
+    pub fn named(event: &str, data: impl Into<String>) -> StubEvent {
+        StubEvent { event: Some(event.into()), data: data.into(), ..StubEvent::default() }
     }
 
     /// `: <text>`, a comment line proxies and providers send as keep-alive.
-    pub fn comment(text: impl Into<String>) -> SseEvent {
-        SseEvent { data: text.into(), comment: true, ..SseEvent::default() }
+    pub fn comment(text: impl Into<String>) -> StubEvent {
+        StubEvent { data: text.into(), comment: true, ..StubEvent::default() }
     }
 
-    pub fn delay(mut self, ms: u64) -> SseEvent {
+    pub fn delay(mut self, ms: u64) -> StubEvent {
         self.delay_ms = ms;
         self
     }

@@ -275,7 +275,7 @@ pub struct Body {
     pub base64: Option<String>,
     /// A `text/event-stream` response, event by event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sse: Option<Vec<SseEvent>>,
+    pub sse: Option<Vec<RecordedEvent>>,
     /// An `application/vnd.amazon.eventstream` response, frame by frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eventstream: Option<Vec<Frame>>,
@@ -284,7 +284,7 @@ pub struct Body {
 /// One server-sent event, or one comment line (`: keep-alive`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SseEvent {
+pub struct RecordedEvent {
     /// Milliseconds from the request until the event was complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<u64>,
@@ -460,7 +460,7 @@ pub(crate) use crate::mocks::percent_decode;
 
 /// `event:`/`id:`/`retry:`/`data:` lines and a blank line per event;
 /// `: text` for comments.
-pub fn render_sse(events: &[SseEvent]) -> String {
+pub fn render_sse(events: &[RecordedEvent]) -> String {
     let mut out = String::new();
     for e in events {
         if let Some(c) = &e.comment {
@@ -505,9 +505,9 @@ pub fn render_sse(events: &[SseEvent]) -> String {
 pub struct SseCollector {
     pending: String,
     bytes: Vec<u8>,
-    current: SseEvent,
+    current: RecordedEvent,
     has_fields: bool,
-    events: Vec<SseEvent>,
+    events: Vec<RecordedEvent>,
 }
 
 impl SseCollector {
@@ -545,7 +545,7 @@ impl SseCollector {
         if let Some(c) = line.strip_prefix(':') {
             // Comments are kept as entries of their own, in arrival order; the
             // blank line after a comment then dispatches nothing.
-            self.events.push(SseEvent { at_ms, comment: Some(c.to_string()), ..SseEvent::default() });
+            self.events.push(RecordedEvent { at_ms, comment: Some(c.to_string()), ..RecordedEvent::default() });
             return;
         }
         let (field, value) = match line.split_once(':') {
@@ -571,7 +571,7 @@ impl SseCollector {
     }
 
     /// Ends the stream; an event without its closing blank line is kept.
-    pub fn finish(mut self) -> Vec<SseEvent> {
+    pub fn finish(mut self) -> Vec<RecordedEvent> {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
             self.line(rest.trim_end_matches('\r'), None);

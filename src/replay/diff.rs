@@ -20,7 +20,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::cassette::{percent_decode, Headers, SseEvent};
+use super::cassette::{percent_decode, Headers, RecordedEvent};
 
 /// One difference at a path like `body.messages[0].content`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -304,7 +304,7 @@ pub struct ComparedEvent {
 }
 
 impl ComparedEvent {
-    pub fn from_sse(e: &SseEvent) -> Option<ComparedEvent> {
+    pub fn from_sse(e: &RecordedEvent) -> Option<ComparedEvent> {
         if e.comment.is_some() {
             return None;
         }

@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value};
 
 use super::cassette::{
     header, percent_decode, push_header, split_url, Api, Body, Cassette, ClientSide, HeaderValues, Headers,
-    Interaction, Request, Response, SseCollector, SseEvent,
+    Interaction, RecordedEvent, Request, Response, SseCollector,
 };
 use super::diff::{
     canonical, events_diff, header_diff, json_diff, normalize_request_body, normalized_query, request_body_key,
@@ -85,7 +85,7 @@ impl Default for ReplayOptions {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum ReplayVerdict {
     Passed,
     Failed,
     NotReplayable,
@@ -119,7 +119,7 @@ impl InteractionReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayReport {
     pub source: String,
-    pub verdict: Verdict,
+    pub verdict: ReplayVerdict,
     /// Why nothing was replayed, or why the replay could not run.
     pub reason: Option<String>,
     pub interactions: Vec<InteractionReport>,
@@ -133,7 +133,7 @@ pub struct ReplayReport {
 
 impl ReplayReport {
     pub fn failed(&self) -> bool {
-        self.verdict == Verdict::Failed
+        self.verdict == ReplayVerdict::Failed
     }
 
     pub fn replayed(&self) -> usize {
@@ -153,16 +153,16 @@ impl ReplayReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let head = match self.verdict {
-            Verdict::Passed => "ok",
-            Verdict::Failed => "FAILED",
-            Verdict::NotReplayable => "not replayable",
+            ReplayVerdict::Passed => "ok",
+            ReplayVerdict::Failed => "FAILED",
+            ReplayVerdict::NotReplayable => "not replayable",
         };
         out.push_str(&format!("== {} ({head}", self.source));
         if let Some(r) = &self.reason {
             out.push_str(&format!(": {r}"));
         }
         out.push_str(")\n");
-        if self.verdict == Verdict::NotReplayable {
+        if self.verdict == ReplayVerdict::NotReplayable {
             return out;
         }
         for i in &self.interactions {
@@ -430,14 +430,14 @@ fn derive_expected(i: &Interaction) -> Response {
         for f in frames {
             if let Some(chunk) = &f.chunk {
                 let ty = chunk.get("type").and_then(Value::as_str).map(str::to_string);
-                events.push(SseEvent { event: ty, data: Some(chunk.to_string()), ..SseEvent::default() });
+                events.push(RecordedEvent { event: ty, data: Some(chunk.to_string()), ..RecordedEvent::default() });
             } else if f.header(":message-type") == Some("exception") {
                 let msg = f.payload.as_ref().and_then(|p| p.get("message")).and_then(Value::as_str).unwrap_or("");
                 let err = json!({"type": "error", "error": {"type": "api_error", "message": msg}});
-                events.push(SseEvent {
+                events.push(RecordedEvent {
                     event: Some("error".into()),
                     data: Some(err.to_string()),
-                    ..SseEvent::default()
+                    ..RecordedEvent::default()
                 });
             }
         }
@@ -472,8 +472,8 @@ fn stub_response(r: &Response) -> Result<StubResponse, String> {
         let events = events
             .iter()
             .map(|e| match &e.comment {
-                Some(c) => crate::mocks::SseEvent::comment(c.strip_prefix(' ').unwrap_or(c)),
-                None => crate::mocks::SseEvent {
+                Some(c) => crate::mocks::StubEvent::comment(c.strip_prefix(' ').unwrap_or(c)),
+                None => crate::mocks::StubEvent {
                     event: e.event.clone(),
                     data: e.data.clone().unwrap_or_default(),
                     delay_ms: 0,
@@ -840,7 +840,7 @@ pub async fn replay_cassette(cassette: &Cassette, source: &str, opts: &ReplayOpt
     let started = Instant::now();
     let mut report = ReplayReport {
         source: source.to_string(),
-        verdict: Verdict::Passed,
+        verdict: ReplayVerdict::Passed,
         reason: None,
         interactions: cassette
             .interactions
@@ -859,7 +859,7 @@ pub async fn replay_cassette(cassette: &Cassette, source: &str, opts: &ReplayOpt
         updated: None,
     };
     if let Err(reason) = run(cassette, opts, &mut report).await {
-        report.verdict = Verdict::Failed;
+        report.verdict = ReplayVerdict::Failed;
         report.reason = Some(reason);
     }
     report.duration_ms = started.elapsed().as_millis();
@@ -924,7 +924,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         }
         let mut reasons: Vec<String> = report.interactions.iter().filter_map(|i| i.skipped.clone()).collect();
         reasons.dedup();
-        report.verdict = Verdict::NotReplayable;
+        report.verdict = ReplayVerdict::NotReplayable;
         report.reason =
             Some(if reasons.is_empty() { "the cassette has no interactions".into() } else { reasons.join("; ") });
         return Ok(());
@@ -1112,7 +1112,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         }
     }
     let failed = report.interactions.iter().any(|i| !i.findings.is_empty()) || !report.extra_requests.is_empty();
-    report.verdict = if failed { Verdict::Failed } else { Verdict::Passed };
+    report.verdict = if failed { ReplayVerdict::Failed } else { ReplayVerdict::Passed };
     if let Some(mut u) = updated.filter(|_| changed) {
         u.metadata.updated_at = Some(super::cassette::now_rfc3339());
         redact::redact_cassette(&mut u);

@@ -25,7 +25,7 @@ pub mod redact;
 use std::path::Path;
 
 pub use cassette::{Api, Body, Cassette, Interaction, Request, Response};
-pub use engine::{replay_cassette, scenario_stubs, ReplayOptions, ReplayReport, Verdict};
+pub use engine::{replay_cassette, scenario_stubs, ReplayOptions, ReplayReport, ReplayVerdict};
 
 /// Errors reading, importing or writing a cassette. Each names the file, and
 /// the line when the parser knows it.

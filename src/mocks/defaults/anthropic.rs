@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::super::ids::IdGen;
 use super::super::journal::RecordedRequest;
 use super::super::route::Route;
-use super::super::stub::SseEvent;
+use super::super::stub::StubEvent;
 use super::super::MockKind;
 use super::{completion_tokens, deltas, prompt_tokens, reply_text};
 
@@ -122,10 +122,16 @@ fn events(
     out
 }
 
-pub(super) fn sse_events(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest, model: &str) -> Vec<SseEvent> {
+pub(super) fn sse_events(
+    kind: MockKind,
+    name: &str,
+    ids: &IdGen,
+    req: &RecordedRequest,
+    model: &str,
+) -> Vec<StubEvent> {
     events(kind, name, ids, req, model, true)
         .into_iter()
-        .map(|(event, data)| SseEvent::named(&event, data.to_string()))
+        .map(|(event, data)| StubEvent::named(&event, data.to_string()))
         .collect()
 }
 

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::super::ids::{IdGen, CREATED};
 use super::super::journal::RecordedRequest;
-use super::super::stub::SseEvent;
+use super::super::stub::StubEvent;
 use super::super::MockKind;
 use super::{completion_tokens, deltas, prompt_tokens, reply_text};
 
@@ -117,13 +117,13 @@ pub(super) fn chat_chunks(
     ids: &IdGen,
     req: &RecordedRequest,
     deployment: Option<&str>,
-) -> Vec<SseEvent> {
+) -> Vec<StubEvent> {
     let text = reply_text(kind, name);
     let include_usage =
         req.json_field("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     let id = id(kind, ids);
     let model = model(req, deployment);
-    let chunk = |choices: Value, usage: Option<Value>| -> SseEvent {
+    let chunk = |choices: Value, usage: Option<Value>| -> StubEvent {
         let mut obj = Map::new();
         obj.insert("id".into(), json!(id));
         obj.insert("object".into(), json!("chat.completion.chunk"));
@@ -139,7 +139,7 @@ pub(super) fn chat_chunks(
         if include_usage {
             obj.insert("usage".into(), usage.unwrap_or(Value::Null));
         }
-        SseEvent::data(Value::Object(obj).to_string())
+        StubEvent::data(Value::Object(obj).to_string())
     };
     let choice =
         |delta: Value, finish: Value| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
@@ -152,7 +152,7 @@ pub(super) fn chat_chunks(
     if include_usage {
         events.push(chunk(json!([]), Some(usage(kind, prompt_tokens(req), completion_tokens(&text)))));
     }
-    events.push(SseEvent::data("[DONE]"));
+    events.push(StubEvent::data("[DONE]"));
     events
 }
 
@@ -184,29 +184,29 @@ pub(super) fn text_completion_chunks(
     ids: &IdGen,
     req: &RecordedRequest,
     deployment: Option<&str>,
-) -> Vec<SseEvent> {
+) -> Vec<StubEvent> {
     let whole = text_completion(kind, name, ids, req, deployment);
     let text = reply_text(kind, name);
     let include_usage =
         req.json_field("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     let chunk = |choices: Value| json!({"id": whole["id"], "object": "text_completion", "created": CREATED, "model": whole["model"], "choices": choices});
-    let mut events: Vec<SseEvent> = deltas(&text)
+    let mut events: Vec<StubEvent> = deltas(&text)
         .into_iter()
         .map(|piece| {
-            SseEvent::data(
+            StubEvent::data(
                 chunk(json!([{"text": piece, "index": 0, "logprobs": null, "finish_reason": null}])).to_string(),
             )
         })
         .collect();
-    events.push(SseEvent::data(
+    events.push(StubEvent::data(
         chunk(json!([{"text": "", "index": 0, "logprobs": null, "finish_reason": "stop"}])).to_string(),
     ));
     if include_usage {
         let mut last = chunk(json!([]));
         last["usage"] = whole["usage"].clone();
-        events.push(SseEvent::data(last.to_string()));
+        events.push(StubEvent::data(last.to_string()));
     }
-    events.push(SseEvent::data("[DONE]"));
+    events.push(StubEvent::data("[DONE]"));
     events
 }
 
@@ -249,7 +249,7 @@ pub(super) fn response(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRe
 /// The Responses API's stream of the same answer: named events with a
 /// `sequence_number`, text deltas, and `response.completed` carrying the
 /// whole response (there is no `[DONE]` in this API).
-pub(super) fn response_events(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest) -> Vec<SseEvent> {
+pub(super) fn response_events(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedRequest) -> Vec<StubEvent> {
     let done = response(kind, name, ids, req);
     let text = reply_text(kind, name);
     let item = done["output"][0].clone();
@@ -263,7 +263,7 @@ pub(super) fn response_events(kind: MockKind, name: &str, ids: &IdGen, req: &Rec
         data["type"] = json!(ty);
         data["sequence_number"] = json!(seq);
         seq += 1;
-        SseEvent { event: Some(ty.to_string()), data: data.to_string(), ..SseEvent::data("") }
+        StubEvent { event: Some(ty.to_string()), data: data.to_string(), ..StubEvent::data("") }
     };
     let mut empty_item = item.clone();
     empty_item["status"] = json!("in_progress");
