@@ -208,6 +208,10 @@ pub struct Setup {
     /// may send such a deployment a placeholder (LiteLLM sends
     /// `fake-api-key`), so what they receive is not judged.
     pub keyless: BTreeSet<String>,
+    /// Model names every deployment of which is on Anthropic's own API
+    /// (`anthropic/…`) at a mock: their provider counts tokens exactly
+    /// (`count_tokens`), so a count for them must be the provider's.
+    pub exact_counts: BTreeSet<String>,
 }
 
 /// Shows a secret's label and a short prefix, never the value.
@@ -230,6 +234,8 @@ impl Setup {
         };
         let mut setup = Setup::default();
         let mut pointed_at = BTreeSet::new();
+        // model name -> whether each of its deployments is Anthropic's API at a mock
+        let mut counts: BTreeMap<String, bool> = BTreeMap::new();
         if let Some(list) = config.get("model_list").and_then(Value::as_array) {
             for (i, entry) in list.iter().enumerate() {
                 let Some(p) = entry.get("litellm_params") else { continue };
@@ -241,6 +247,11 @@ impl Setup {
                 let owner = mocks.iter().find(|(_, url)| !url.is_empty() && base.starts_with(url.as_str()));
                 if let Some((name, _)) = owner {
                     pointed_at.insert(name.clone());
+                }
+                if let Some(group) = entry.get("model_name").and_then(Value::as_str) {
+                    let anthropic = p.get("model").and_then(Value::as_str).is_some_and(|m| m.starts_with("anthropic/"));
+                    let exact = anthropic && owner.is_some() && !group.contains('*');
+                    *counts.entry(group.to_string()).or_insert(true) &= exact;
                 }
                 let has_credential =
                     ["api_key", "aws_access_key_id"].iter().any(|f| p.get(*f).and_then(resolve).is_some());
@@ -284,6 +295,7 @@ impl Setup {
         setup.secrets.sort();
         setup.secrets.dedup();
         setup.sentinels = mocks.keys().filter(|m| !pointed_at.contains(*m)).cloned().collect();
+        setup.exact_counts = counts.into_iter().filter(|(_, exact)| *exact).map(|(m, _)| m).collect();
         setup
     }
 }

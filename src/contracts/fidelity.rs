@@ -20,7 +20,7 @@
 //! the cache counts back, so `prompt_tokens` may be the input alone, input +
 //! cache read, or input + both; anything else is an estimate.
 
-use super::exchange::{Endpoint, Exchange, UpstreamCall};
+use super::exchange::{Endpoint, Exchange, Setup, UpstreamCall};
 use super::semantic::{self, Answer, Protocol};
 use super::{violation, Violation};
 use crate::mocks::{AnswerEnd, MockKind};
@@ -99,6 +99,46 @@ fn finish_counterparts(provider: Protocol, client: Protocol, reason: &str) -> Op
         },
         (_, Converse) => return Some(&[]),
     })
+}
+
+/// `count_tokens` is a usage answer too: where the model is served by
+/// Anthropic's own API, which counts exactly (tools, images and system
+/// included), the client's `input_tokens` is the provider's. An answer the
+/// gateway made up without asking is an estimate, whatever it is labelled.
+pub(super) fn count_tokens(x: &Exchange, setup: &Setup, out: &mut Vec<Violation>) {
+    if !(200..300).contains(&x.response.status) {
+        return;
+    }
+    let Some(client) = x.response.json().and_then(|v| v.get("input_tokens").and_then(Value::as_u64)) else {
+        return; // not a count: the schema checks' business
+    };
+    let counted_upstream = x.model_calls().rev().find_map(|c| {
+        let path = c.request.path.split('?').next().unwrap_or("");
+        if !(path.contains("count_tokens") || path.contains("count-tokens")) {
+            return None;
+        }
+        c.answer.status.filter(|s| (200..300).contains(s))?;
+        c.answer.json().and_then(|v| v.get("input_tokens").and_then(Value::as_u64))
+    });
+    match counted_upstream {
+        Some(p) if p != client => out.push(violation(
+            "fidelity.usage",
+            format!("count_tokens: the provider counted {p} input tokens, the client got {client}"),
+        )),
+        Some(_) => {}
+        None => {
+            let model = x.request.json().and_then(|b| b.get("model").and_then(Value::as_str).map(str::to_string));
+            if let Some(model) = model.filter(|m| setup.exact_counts.contains(m)) {
+                out.push(violation(
+                    "fidelity.usage",
+                    format!(
+                        "count_tokens for `{model}`: the client got {client} input tokens, but the gateway never asked \
+                         the provider, whose API counts them exactly (an estimate in place of the provider's count)"
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {

@@ -115,7 +115,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "fidelity.usage",
         family: Family::Fidelity,
-        statement: "Token usage is the provider's count, cache tokens included, never an estimate.",
+        statement: "Token usage is the provider's count, cache tokens included, never an estimate; a count_tokens answer is the provider's count where its API has one (Anthropic's).",
     },
     Contract {
         name: "fidelity.identity",
@@ -281,6 +281,9 @@ pub fn check(x: &Exchange, setup: &Setup) -> Vec<Violation> {
         out.extend(shape);
         if x.attribution == Attribution::Exact {
             fidelity::check(x, endpoint, &mut out);
+            if endpoint == Endpoint::CountTokens {
+                fidelity::count_tokens(x, setup, &mut out);
+            }
             request::check(x, endpoint, &mut out);
         }
     }

@@ -43,6 +43,10 @@ pub struct KnownBugs {
     /// function) reaches Anthropic as `{type: any}`, so the model may call
     /// whichever tool it likes.
     pub loosen_forced_tool_choice: bool,
+    /// Contract `fidelity.usage`: `count_tokens` is answered with the
+    /// gateway's own estimate (4 characters a token, labelled as such)
+    /// instead of the provider's count.
+    pub estimate_count_tokens: bool,
 }
 
 impl KnownBugs {
@@ -64,12 +68,13 @@ impl KnownBugs {
             "estimate_prompt_tokens" => self.estimate_prompt_tokens = true,
             "done_after_broken_stream" => self.done_after_broken_stream = true,
             "loosen_forced_tool_choice" => self.loosen_forced_tool_choice = true,
+            "estimate_count_tokens" => self.estimate_count_tokens = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -81,5 +86,6 @@ impl KnownBugs {
         "estimate_prompt_tokens",
         "done_after_broken_stream",
         "loosen_forced_tool_choice",
+        "estimate_count_tokens",
     ];
 }

@@ -155,6 +155,17 @@ fn thought(signature: &str) -> Value {
 }
 
 pub fn cases() -> Vec<Case> {
+    let count_request = json!({"model": "claude", "messages": [{"role": "user", "content": "count me"}]});
+    let count_call = |n: u64| {
+        upstream(
+            "anthropic",
+            MockKind::Anthropic,
+            "/v1/messages/count_tokens",
+            &[("x-api-key", ANTHROPIC_KEY)],
+            json!({"model": "claude-x", "messages": [{"role": "user", "content": "count me"}]}),
+            json_answer(200, json!({"input_tokens": n})),
+        )
+    };
     let ok = completion("Hello");
     let stream_req = json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let sse_text = "a\n\ndata: [DONE]\n\nb";
@@ -488,6 +499,45 @@ pub fn cases() -> Vec<Case> {
                         json!({"object": "list", "model": "m", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.125]}], "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
                     ),
                 )],
+            ),
+        ),
+        case(
+            "count_tokens answered with the provider's count",
+            None,
+            exchange(
+                request("/v1/messages/count_tokens", count_request.clone()),
+                json_response(200, json!({"input_tokens": 4321})),
+                vec![count_call(4321)],
+            ),
+        ),
+        case(
+            "count_tokens answered with another number than the provider counted",
+            Some("fidelity.usage"),
+            exchange(
+                request("/v1/messages/count_tokens", count_request.clone()),
+                json_response(200, json!({"input_tokens": 3})),
+                vec![count_call(4321)],
+            ),
+        ),
+        case(
+            "count_tokens for a model on Anthropic's API answered without asking it (a local estimate)",
+            Some("fidelity.usage"),
+            exchange(
+                request("/v1/messages/count_tokens", count_request.clone()),
+                json_response(200, json!({"input_tokens": 3, "litellm_count_source": "local_estimate"})),
+                Vec::new(),
+            ),
+        ),
+        case(
+            "count_tokens for a model whose provider has no count endpoint may be estimated",
+            None,
+            exchange(
+                request(
+                    "/v1/messages/count_tokens",
+                    json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "count me"}]}),
+                ),
+                json_response(200, json!({"input_tokens": 3})),
+                Vec::new(),
             ),
         ),
     ]

@@ -12,6 +12,7 @@ const PROOFS: &[(&str, &str, &str)] = &[
     ("estimate_prompt_tokens", "openai-family.yaml", "fidelity.usage"),
     ("done_after_broken_stream", "broken-upstreams.yaml", "stream.no-false-completion"),
     ("loosen_forced_tool_choice", "anthropic-family.yaml", "fidelity.request"),
+    ("estimate_count_tokens", "anthropic-family.yaml", "fidelity.usage"),
 ];
 
 #[tokio::test]
