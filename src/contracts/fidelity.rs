@@ -154,8 +154,8 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
     let Some(call) = x.model_calls().rev().find(|c| c.answer.status.is_some_and(|s| (200..300).contains(&s))) else {
         return;
     };
-    if call.answer.end != AnswerEnd::Complete {
-        return; // a broken answer is the streaming contracts' business
+    if call.answer.end != AnswerEnd::Complete || super::stream::reported_failure(call).is_some() {
+        return; // a broken or failed answer is the streaming contracts' business
     }
     let (Some(p), Some(c)) = (provider_answer(call), client_answer(x, endpoint)) else { return };
     let (Some(pp), Some(cp)) = (p.protocol, c.protocol) else { return };

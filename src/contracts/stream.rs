@@ -3,7 +3,7 @@
 //! chunk (OpenAI's API reference, "stream_options"; Anthropic's "Streaming
 //! Messages": message_start, content blocks, message_delta, message_stop).
 
-use super::exchange::{Endpoint, Exchange};
+use super::exchange::{Endpoint, Exchange, UpstreamCall};
 use super::{schema, snippet, sse, violation, Violation};
 use crate::mocks::AnswerEnd;
 use serde_json::Value;
@@ -57,7 +57,37 @@ fn upstream_broke(x: &Exchange) -> Option<String> {
             return Some(format!("was {media:?}, not an event stream ({})", snippet(&a.body)));
         }
     }
-    None
+    reported_failure(last)
+}
+
+/// A failure the provider reported inside a stream it otherwise ended
+/// properly: Anthropic's `error` event (an `overloaded_error` after
+/// `message_start`), an OpenAI chunk that is an `error` object, the
+/// Responses API's `error` or `response.failed`, a Bedrock exception frame.
+/// The answer did not complete, whatever the transport says.
+pub(super) fn reported_failure(call: &UpstreamCall) -> Option<String> {
+    let a = &call.answer;
+    if !a.status.is_some_and(|s| (200..300).contains(&s)) {
+        return None;
+    }
+    let media = a.header("content-type").map(super::media_type).unwrap_or_default();
+    if media == "application/vnd.amazon.eventstream" {
+        let (frames, _) = sse::eventstream(&a.body);
+        return frames
+            .iter()
+            .find(|f| f.header(":message-type") == Some("exception"))
+            .map(|f| format!("reported {} mid-stream", f.header(":exception-type").unwrap_or("an exception")));
+    }
+    if media != "text/event-stream" {
+        return None;
+    }
+    sse::events(&a.body).events.iter().find_map(|ev| {
+        let v = ev.json()?;
+        let ty = v.get("type").and_then(Value::as_str);
+        let openai_error = ty.is_none() && v.get("error").is_some_and(|e| e.is_object());
+        let failed = ev.event.as_deref() == Some("error") || matches!(ty, Some("error" | "response.failed"));
+        (failed || openai_error).then(|| format!("reported a failure mid-stream ({})", snippet(ev.data.as_bytes())))
+    })
 }
 
 /// OpenAI chunks; returns whether the stream ended cleanly (`[DONE]`).

@@ -28,6 +28,7 @@ fn provider_stream(events: &[Value], end: AnswerEnd) -> postmortem::mocks::MockA
 }
 
 pub fn cases() -> Vec<Case> {
+    let mid_stream_error = json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": null, "code": null}});
     let full = with_done(chunks());
     let usage_chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}});
     let usage_body = json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]});
@@ -98,6 +99,49 @@ pub fn cases() -> Vec<Case> {
                     r
                 },
                 vec![to_openai(stream_body(), provider_stream(&chunks()[..1], AnswerEnd::Cut))],
+            ),
+        ),
+        case(
+            "an error the provider reported mid-stream becomes a clean end",
+            Some("stream.no-false-completion"),
+            exchange(
+                chat(stream_body()),
+                sse_response(openai_sse(&with_done(vec![chunks()[0].clone()]))),
+                vec![to_openai(
+                    stream_body(),
+                    provider_stream(&[chunks()[0].clone(), mid_stream_error.clone()], AnswerEnd::Complete),
+                )],
+            ),
+        ),
+        case(
+            "an error the provider reported mid-stream reaches the client",
+            None,
+            exchange(
+                chat(stream_body()),
+                sse_response(openai_sse(&[chunks()[0].clone(), mid_stream_error.clone()])),
+                vec![to_openai(
+                    stream_body(),
+                    provider_stream(&[chunks()[0].clone(), mid_stream_error.clone()], AnswerEnd::Complete),
+                )],
+            ),
+        ),
+        case(
+            "Anthropic's overloaded_error mid-stream, translated into a clean end",
+            Some("stream.no-false-completion"),
+            exchange(
+                chat(stream_body()),
+                sse_response(openai_sse(&with_done(vec![chunks()[0].clone()]))),
+                vec![to_anthropic(
+                    json!({"model": "claude-x", "max_tokens": 4096, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+                    {
+                        let mut events = anthropic_events("Hel", "end_turn");
+                        events.truncate(3);
+                        events.push(
+                            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                        );
+                        answer(200, "text/event-stream", anthropic_sse(&events))
+                    },
+                )],
             ),
         ),
         case(
