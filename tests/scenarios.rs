@@ -31,6 +31,13 @@ fn run_one(file: PathBuf) -> Result<(), Failed> {
     if let Some(f) = &outcome.failure {
         return Err(format!("{}: {}\n{}", file.display(), f.step, f.message).into());
     }
+    // A contract broken on any exchange fails the scenario as it does in
+    // `postmortem run`, whatever its own expectations said.
+    if !outcome.violations.is_empty() || !outcome.passed() {
+        let broken: Vec<String> =
+            outcome.violations.iter().map(|v| format!("{} at {}: {}", v.contract, v.step, v.detail)).collect();
+        return Err(format!("{}: {:?}\n{}", file.display(), outcome.verdict, broken.join("\n")).into());
+    }
     if scenario.snapshot {
         let transcript = serde_json::Value::Array(outcome.transcript.clone());
         let mut settings = insta::Settings::clone_current();

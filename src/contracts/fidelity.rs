@@ -41,7 +41,7 @@ fn client_answer(x: &Exchange, endpoint: Endpoint) -> Option<Answer> {
 }
 
 /// The provider's answer, in its own protocol.
-fn provider_answer(call: &UpstreamCall) -> Option<Answer> {
+pub(super) fn provider_answer(call: &UpstreamCall) -> Option<Answer> {
     let a = &call.answer;
     let body = &a.body;
     let path = &call.request.path;

@@ -85,7 +85,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "stream.no-false-completion",
         family: Family::Streaming,
-        statement: "When the provider's answer broke off, was malformed or reported a failure mid-stream, the client never sees a clean end (no [DONE] or message_stop, no 2xx success body).",
+        statement: "When the provider's answer broke off (or stopped without its terminator), was malformed or reported a failure mid-stream, the client never sees a clean end (no [DONE] or message_stop, no 2xx success body).",
     },
     Contract {
         name: "stream.incremental",

@@ -57,7 +57,23 @@ fn upstream_broke(x: &Exchange) -> Option<String> {
             return Some(format!("was {media:?}, not an event stream ({})", snippet(&a.body)));
         }
     }
-    reported_failure(last)
+    reported_failure(last).or_else(|| unterminated(last))
+}
+
+/// A stream the provider ended without saying it was complete (no
+/// `[DONE]`, no `message_stop`, no terminal Responses event), although the
+/// transport closed cleanly: the answer is as broken as a cut one.
+fn unterminated(call: &UpstreamCall) -> Option<String> {
+    let a = &call.answer;
+    if !a.status.is_some_and(|s| (200..300).contains(&s)) || a.end != AnswerEnd::Complete {
+        return None;
+    }
+    let media = a.header("content-type").map(super::media_type).unwrap_or_default();
+    if !matches!(media.as_str(), "text/event-stream" | "application/vnd.amazon.eventstream") {
+        return None;
+    }
+    let answer = super::fidelity::provider_answer(call)?;
+    (!answer.completed).then(|| "ended without its terminator ([DONE], message_stop or a terminal event)".to_string())
 }
 
 /// A failure the provider reported inside a stream it otherwise ended

@@ -174,6 +174,8 @@ struct Response {
     body: Vec<u8>,
     /// The body was read to its end without a transport error.
     complete: bool,
+    /// From sending the request to the body's end.
+    elapsed: Duration,
 }
 
 impl Response {
@@ -823,7 +825,8 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 .await
                 .map_err(|_| format!("stream `{}` did not finish within the step timeout", f.id))?;
             let body = [opened.received, rest].concat();
-            let resp = Response { url, status, headers, body, complete: error.is_none() };
+            // `within_ms` is not a finish_stream check: the time is the scenario's.
+            let resp = Response { url, status, headers, body, complete: error.is_none(), elapsed: Duration::ZERO };
             let mut calls = resolve_upstream(ctx, &opened.upstream).await;
             let later = take_upstream(ctx);
             calls.extend(resolve_upstream(ctx, &later).await);
@@ -994,6 +997,7 @@ async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, Option<String>) {
 
 async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(ClientRequest, Response), String> {
     let (req, sent) = build(ctx, r)?;
+    let started = Instant::now();
     let resp = req.send().await.map_err(|e| format!("{} {}: request failed: {}", r.method, r.path, error_chain(&e)))?;
     let status = resp.status().as_u16();
     let url = resp.url().clone();
@@ -1002,7 +1006,7 @@ async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(ClientRequest, Response
     if let Some(e) = error {
         return Err(format!("{} {}: body broke: {e}", r.method, r.path));
     }
-    Ok((sent, Response { url, status, headers, body, complete: true }))
+    Ok((sent, Response { url, status, headers, body, complete: true, elapsed: started.elapsed() }))
 }
 
 /// How long the checks wait for a mock to finish writing an answer whose
@@ -1202,6 +1206,12 @@ fn normalize(mut v: Value) -> Value {
 
 async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<(), String> {
     let body_hint = || format!("body: {}", short(&resp.json().unwrap_or_else(|| Value::String(resp.text()))));
+    if let Some(bound) = e.within_ms {
+        let took = resp.elapsed.as_millis();
+        if took > u128::from(bound) {
+            return Err(format!("the exchange took {took} ms, more than its bound of {bound} ms; {}", body_hint()));
+        }
+    }
     if let Some(s) = e.status {
         if resp.status != s {
             return Err(format!("status: expected {s}, got {}; {}", resp.status, body_hint()));

@@ -477,6 +477,11 @@ pub struct Expect {
     /// `message_stop`, and no error event.
     #[serde(default)]
     pub stream_complete: Option<bool>,
+    /// The whole exchange, from sending the request to the body's end, took
+    /// at most this many milliseconds: the bound a fault must be answered
+    /// within (a provider that never answers, a slow first byte).
+    #[serde(default)]
+    pub within_ms: Option<u64>,
 }
 
 impl Expect {
@@ -534,6 +539,9 @@ impl Expect {
         if self.stream_complete.is_some() {
             set.push("stream_complete");
         }
+        if self.within_ms.is_some() {
+            set.push("within_ms");
+        }
         let allowed: &[&str] = match action {
             Action::Request(_) | Action::Concurrent(_) | Action::Reload(_) => &[
                 "status",
@@ -549,6 +557,7 @@ impl Expect {
                 "body_contains",
                 "links_ok",
                 "stream_complete",
+                "within_ms",
             ],
             Action::OpenStream(_) => &["status", "headers", "headers_present", "headers_absent"],
             Action::FinishStream(_) => &["stream_complete", "body_contains"],

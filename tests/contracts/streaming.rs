@@ -145,6 +145,38 @@ pub fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "an Anthropic stream that stopped before message_stop, translated into a clean end",
+            Some("stream.no-false-completion"),
+            exchange(
+                chat(stream_body()),
+                sse_response(openai_sse(&with_done(vec![chunks()[0].clone()]))),
+                vec![to_anthropic(
+                    json!({"model": "claude-x", "max_tokens": 4096, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+                    {
+                        let mut events = anthropic_events("Hel", "end_turn");
+                        events.truncate(3);
+                        answer(200, "text/event-stream", anthropic_sse(&events))
+                    },
+                )],
+            ),
+        ),
+        case(
+            "an Anthropic stream that stopped before message_stop, reported to the client",
+            None,
+            exchange(
+                chat(stream_body()),
+                sse_response(openai_sse(&[chunks()[0].clone(), mid_stream_error.clone()])),
+                vec![to_anthropic(
+                    json!({"model": "claude-x", "max_tokens": 4096, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+                    {
+                        let mut events = anthropic_events("Hel", "end_turn");
+                        events.truncate(3);
+                        answer(200, "text/event-stream", anthropic_sse(&events))
+                    },
+                )],
+            ),
+        ),
+        case(
             "an HTML page from the provider becomes a clean empty stream",
             Some("stream.no-false-completion"),
             exchange(

@@ -542,6 +542,10 @@ impl super::EventDecoder for AnthropicEvents {
         }
         Ok(())
     }
+
+    fn finish(&mut self) -> Result<(), ApiError> {
+        self.0.finish().map_err(|e| ApiError::BadGateway(format!("bedrock event stream: {e}")))
+    }
 }
 
 #[cfg(test)]

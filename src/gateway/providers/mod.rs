@@ -348,6 +348,12 @@ pub trait EventDecoder: Send {
     /// Appends the events `chunk` completes to `out`; on an error, the
     /// events decoded before it are in `out` (the client gets them first).
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<(String, Value)>) -> Result<(), ApiError>;
+
+    /// At the end of the body: an error still pending (a failure in the
+    /// last frame), or a body that stopped inside a frame.
+    fn finish(&mut self) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// Anthropic events carried as SSE (Anthropic, Vertex AI, Azure AI).

@@ -65,6 +65,7 @@ pub(super) async fn anthropic_chat(
             a.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
         let mut meter = StreamMeter::fed(gw, &a.caller, &route);
         let created = unix(gw.clock.wall());
+        let provider = route.provider;
         let s = async_stream::stream! {
             let mut tr = anthropic::StreamTranslator::new(&model, "", created).with_usage_chunk(include_usage);
             futures::pin_mut!(events);
@@ -80,7 +81,14 @@ pub(super) async fn anthropic_chat(
                     Err(e) => { yield Ok(sse_error_event(&e)); return; }
                 }
             }
-            yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+            // Only a stream the provider said was complete (`message_stop`)
+            // ends cleanly; one that just stopped is an error, never `[DONE]`.
+            if tr.is_finished() {
+                yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+            } else {
+                let e = ApiError::BadGateway(format!("{provider} ended its stream before message_stop"));
+                yield Ok(sse_error_event(&e));
+            }
             drop(meter);
         };
         return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));

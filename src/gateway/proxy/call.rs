@@ -149,6 +149,7 @@ pub(super) fn anthropic_events(
             for ev in events { yield Ok(ev); }
             if let Err(e) = result { yield Err(e); return; }
         }
+        if let Err(e) = decoder.finish() { yield Err(e); }
     }
 }
 
