@@ -27,6 +27,15 @@ fn provider_stream(events: &[Value], end: AnswerEnd) -> postmortem::mocks::MockA
     a
 }
 
+/// Claude's stream that stops after its first text delta: no
+/// `content_block_stop`, no `message_delta`, no `message_stop`.
+fn unterminated_claude() -> postmortem::contracts::UpstreamCall {
+    let mut events = anthropic_events("Hel", "end_turn");
+    events.truncate(3);
+    let sent = json!({"model": "claude-x", "max_tokens": 4096, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    to_anthropic(sent, answer(200, "text/event-stream", anthropic_sse(&events)))
+}
+
 pub fn cases() -> Vec<Case> {
     let mid_stream_error = json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": null, "code": null}});
     let full = with_done(chunks());
@@ -150,14 +159,7 @@ pub fn cases() -> Vec<Case> {
             exchange(
                 chat(stream_body()),
                 sse_response(openai_sse(&with_done(vec![chunks()[0].clone()]))),
-                vec![to_anthropic(
-                    json!({"model": "claude-x", "max_tokens": 4096, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
-                    {
-                        let mut events = anthropic_events("Hel", "end_turn");
-                        events.truncate(3);
-                        answer(200, "text/event-stream", anthropic_sse(&events))
-                    },
-                )],
+                vec![unterminated_claude()],
             ),
         ),
         case(
@@ -166,14 +168,7 @@ pub fn cases() -> Vec<Case> {
             exchange(
                 chat(stream_body()),
                 sse_response(openai_sse(&[chunks()[0].clone(), mid_stream_error.clone()])),
-                vec![to_anthropic(
-                    json!({"model": "claude-x", "max_tokens": 4096, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
-                    {
-                        let mut events = anthropic_events("Hel", "end_turn");
-                        events.truncate(3);
-                        answer(200, "text/event-stream", anthropic_sse(&events))
-                    },
-                )],
+                vec![unterminated_claude()],
             ),
         ),
         case(
