@@ -835,8 +835,8 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 return Err(format!("stream `{}` broke: {e}", f.id));
             }
             let text = resp.text();
-            if let Some(true) = expect.stream_complete {
-                stream_verdict(&text).map_err(|e| format!("stream `{}`: {e}", f.id))?;
+            if let Some(want) = expect.stream_complete {
+                stream_expectation(&text, want).map_err(|e| format!("stream `{}`: {e}", f.id))?;
             }
             for needle in &expect.body_contains {
                 if !text.contains(needle.as_str()) {
@@ -1204,6 +1204,19 @@ fn normalize(mut v: Value) -> Value {
     v
 }
 
+/// `stream_complete: true`: the stream ended cleanly; `false`: it did not
+/// (an error event, or no terminator): a failure was not dressed up as a
+/// finished answer.
+fn stream_expectation(text: &str, complete: bool) -> Result<(), String> {
+    match (complete, stream_verdict(text)) {
+        (true, r) => r,
+        (false, Ok(())) => Err("expected a stream that does not end cleanly (an error event or no terminator), \
+                                but it ended with [DONE] or message_stop and no error"
+            .into()),
+        (false, Err(_)) => Ok(()),
+    }
+}
+
 async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<(), String> {
     let body_hint = || format!("body: {}", short(&resp.json().unwrap_or_else(|| Value::String(resp.text()))));
     if let Some(bound) = e.within_ms {
@@ -1269,8 +1282,8 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
             return Err(format!("body does not contain {needle:?}; {}", body_hint()));
         }
     }
-    if let Some(true) = e.stream_complete {
-        stream_verdict(&text)?;
+    if let Some(want) = e.stream_complete {
+        stream_expectation(&text, want)?;
     }
     if e.links_ok {
         for link in html_links(&text) {
