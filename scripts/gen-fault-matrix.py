@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Writes scenarios/faults/: the fault matrix (issue #16), one scenario per upstream behaviour.
+
+Every behaviour in the table `B` below (reset, no answer, slow first byte, slow body, a stream cut or
+that just stops, half a JSON body, HTML, 429, 500, 503) is put on every entry point and stream mode
+(chat to OpenAI and to Claude, Anthropic's messages, embeddings; plain and streamed), each with what
+the client must get and the bound it must get it within. One scenario per behaviour, so that in
+target mode a gateway that fails one behaviour is still judged on the others.
+
+Run from anywhere: `python3 scripts/gen-fault-matrix.py`; commit the YAML it writes.
+"""
+import json, os
+
+os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+def q(s): return "'"+s.replace("'","''")+"'"
+def oa_chunk(c, first=False):
+    return json.dumps({"id":"chatcmpl-f","object":"chat.completion.chunk","created":1764000009,"model":"gpt-4o","choices":[{"index":0,"delta":({"role":"assistant","content":c} if first else {"content":c}),"finish_reason":None}]},separators=(',',':'))
+oa_stop=json.dumps({"id":"chatcmpl-f","object":"chat.completion.chunk","created":1764000009,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]},separators=(',',':'))
+an_events=[
+ ("message_start",'{"type":"message_start","message":{"id":"msg_f","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":8,"output_tokens":1}}}'),
+ ("content_block_start",'{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'),
+ ("content_block_delta",'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Once upon"}}'),
+ ("content_block_delta",'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" a time"}}'),
+ ("content_block_stop",'{"type":"content_block_stop","index":0}'),
+ ("message_delta",'{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":4}}'),
+ ("message_stop",'{"type":"message_stop"}'),
+]
+def latency(ms): return '{fault: {latency: {ms: %d, then: {json: {body: {}}}}}}'%ms
+def oa_sse(events, cut=None):
+    out='\n          sse:\n'
+    if cut is not None: out+='            cut_after: %d\n'%cut
+    out+='            events:\n'
+    for d,delay in events:
+        out+=('              - {data: %s, delay_ms: %d}\n'%(q(d),delay)) if delay else ('              - data: %s\n'%q(d))
+    return out.rstrip()
+def an_sse(evs, delay_at=None, cut=None):
+    out='\n          sse:\n'
+    if cut is not None: out+='            cut_after: %d\n'%cut
+    out+='            events:\n'
+    for i,(e,d) in enumerate(evs):
+        out+=('              - {event: %s, data: %s, delay_ms: 2000}\n'%(e,q(d))) if delay_at==i else ('              - {event: %s, data: %s}\n'%(e,q(d)))
+    return out.rstrip()
+ERR5='{status_class: 5xx, error_present: true, within_ms: 3000}'
+ERRT='{status_class: [4xx, 5xx], error_present: true, within_ms: 3000}'
+BROKEN='{stream_complete: false, within_ms: 3000}'
+# name: (title, description, openai nonstream, openai stream, anthropic nonstream, anthropic stream, expect nonstream, expect stream)
+B=[
+ ('reset','connection reset','The provider resets the connection before answering: every entry point gets a 5xx error (before a stream starts, so no stream at all), within the bound.', '{fault: reset}','{fault: reset}','{fault: reset}','{fault: reset}', ERR5, ERR5),
+ ('never-answers','no answer','The provider never answers (it would after 30 s; the deployment times out after 0.3 s): every entry point gets a timeout error (504; 408 is a timeout too), within the bound.', latency(30000), latency(30000), latency(30000), latency(30000), ERRT, ERRT),
+ ('slow-first-byte','slow first byte','The provider answers after 2 s, past the 0.3 s timeout (and stream_timeout): a timeout error on every entry point, within the bound, and never the late answer.', latency(2000), latency(2000), latency(2000), latency(2000), ERRT, ERRT),
+ ('slow-body','slow body','A stream whose second event comes 2 s late, past the 0.3 s stream_timeout: the client has the first events and then an error, never a clean end, within the bound.', None, oa_sse([(oa_chunk("Once",True),0),(oa_chunk(" upon"),2000),(oa_stop,0),('[DONE]',0)]), None, an_sse(an_events, delay_at=3), None, BROKEN),
+ ('cut-stream','stream cut mid-event','A stream cut in the middle of an event (the connection closed): the client never sees a clean end.', None, oa_sse([(oa_chunk("Once",True),0),(oa_chunk(" upon"),0),('[DONE]',0)], cut=1), None, an_sse(an_events, cut=3), None, BROKEN),
+ ('no-terminator','stream without terminator','A stream that just stops, the connection closed cleanly, with no [DONE] or message_stop: the client never sees a clean end.', None, oa_sse([(oa_chunk("Once",True),0)]), None, an_sse(an_events[:3]), None, BROKEN),
+ ('malformed-json','half a JSON body','A 200 whose JSON body is cut in half: a 5xx error (the upstream failed, not the request).', '{fault: malformed}', None, '{fault: malformed}', None, ERR5, None),
+ ('html','HTML instead of JSON or a stream','A 200 HTML page (a load balancer''s maintenance page) instead of JSON or an event stream: a 5xx error for plain calls; a stream never ends cleanly (the contracts judge it).', "{raw: {status: 200, body: '<html><body>maintenance</body></html>', content_type: text/html}}", "{raw: {status: 200, body: '<html><body>maintenance</body></html>', content_type: text/html}}", "{raw: {status: 200, body: '<html><body>maintenance</body></html>', content_type: text/html}}", "{raw: {status: 200, body: '<html><body>maintenance</body></html>', content_type: text/html}}", ERR5, '{within_ms: 3000}'),
+ ('rate-limited','429 with Retry-After','The provider answers 429 with Retry-After: the client gets a 429 with a Retry-After (errors.retry-after checks it is the provider''s), within the bound.', '{fault: {rate_limited: {retry_after_secs: 7}}}','{fault: {rate_limited: {retry_after_secs: 7}}}','{fault: {rate_limited: {retry_after_secs: 7}}}','{fault: {rate_limited: {retry_after_secs: 7}}}', '{status: 429, error_present: true, headers_present: [retry-after], within_ms: 3000}', '{status: 429, error_present: true, headers_present: [retry-after], within_ms: 3000}'),
+ ('server-error','500','The provider answers 500 (its own error body): a 5xx error on every entry point, within the bound.', '{fault: {status: {code: 500}}}','{fault: {status: {code: 500}}}','{fault: {status: {code: 500}}}','{fault: {status: {code: 500}}}', ERR5, ERR5),
+ ('unavailable','503','The provider answers 503 (its own error body): a 5xx error on every entry point, within the bound.', '{fault: {status: {code: 503}}}','{fault: {status: {code: 503}}}','{fault: {status: {code: 503}}}','{fault: {status: {code: 503}}}', ERR5, ERR5),
+]
+GATEWAY='''gateway:
+  model_list:
+    - model_name: gpt-4o
+      litellm_params: {model: openai/gpt-4o, api_base: "${providers.openai.url}/v1", api_key: test-openai-credential, timeout: 0.3, stream_timeout: 0.3}
+    - model_name: text-embedding-3-small
+      litellm_params: {model: openai/text-embedding-3-small, api_base: "${providers.openai.url}/v1", api_key: test-openai-credential, timeout: 0.3}
+    - model_name: claude
+      litellm_params: {model: anthropic/claude-sonnet-4-5, api_base: "${providers.claude.url}", api_key: test-anthropic-credential, timeout: 0.3, stream_timeout: 0.3}
+  # One attempt per request, and no deployment taken out of rotation by the previous step's fault.
+  router_settings: {num_retries: 0, disable_cooldowns: true}
+'''
+def chat(model,stream): return '{path: /v1/chat/completions, body: {model: %s, stream: %s, messages: [{role: user, content: tell a story}]}}'%(model,'true' if stream else 'false')
+def msgs(stream): return '{path: /v1/messages, headers: {anthropic-version: "2023-06-01"}, body: {model: claude, max_tokens: 64, stream: %s, messages: [{role: user, content: tell a story}]}}'%('true' if stream else 'false')
+EMB='{path: /v1/embeddings, body: {model: text-embedding-3-small, input: hello}}'
+os.makedirs('scenarios/faults', exist_ok=True)
+for f in os.listdir('scenarios/faults'): os.remove(os.path.join('scenarios/faults',f))
+for (name,title,desc,ons,ost,ans,ast,ens,est) in B:
+    L=['# Written by scripts/gen-fault-matrix.py from its table: change the table, then run it.','name: fault-%s'%name,'tags: [faults, openai, anthropic%s]'%(', streaming' if ost else ''),'description: >']
+    L.append('  Fault matrix, %s. %s Deployments time out after 0.3 s, so the bound of 3 s leaves room for a gateway\'s own work and none for an unbounded wait; the contracts judge the rest.'%(title,desc))
+    L.append('providers:\n  openai:\n    kind: openai\n    stubs:')
+    if ons and ons==ost:
+        L.append('      - response: %s'%ons)
+    else:
+        # The first stub that matches answers: streams first, then the rest.
+        if ost: L.append('      - match: {body_contains_json: {stream: true}}\n        response:%s'%(ost if ost.startswith('\n') else ' '+ost))
+        if ons: L.append('      - response: %s'%ons)
+    if ons and not ost:
+        pass
+    L.append('  claude:\n    kind: anthropic\n    stubs:')
+    if ans and ans==ast:
+        L.append('      - response: %s'%ans)
+    else:
+        # The first stub that matches answers: streams first, then the rest.
+        if ast: L.append('      - match: {body_contains_json: {stream: true}}\n        response:%s'%(ast if ast.startswith('\n') else ' '+ast))
+        if ans: L.append('      - response: %s'%ans)
+    L.append(GATEWAY.rstrip('\n'))
+    L.append('steps:')
+    steps=[]
+    if ens:
+        steps.append(('chat to OpenAI', chat('gpt-4o',False), ens))
+        steps.append(('chat to Claude (translated)', chat('claude',False), ens))
+        steps.append(('messages to Claude', msgs(False), ens))
+        steps.append(('embeddings', EMB, ens))
+    if est:
+        steps.append(('chat to OpenAI, streamed', chat('gpt-4o',True), est))
+        steps.append(('chat to Claude (translated), streamed', chat('claude',True), est))
+        steps.append(('messages to Claude, streamed', msgs(True), est))
+    for (n,r,e) in steps:
+        L.append('  - name: %s\n    request: %s\n    expect: %s'%(n,r,e))
+    open('scenarios/faults/%s.yaml'%name,'w').write('\n'.join(L)+'\n')
+print('\n'.join(sorted(os.listdir('scenarios/faults'))))
