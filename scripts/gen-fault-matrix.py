@@ -76,22 +76,17 @@ for f in os.listdir('scenarios/faults'): os.remove(os.path.join('scenarios/fault
 for (name,title,desc,ons,ost,ans,ast,ens,est) in B:
     L=['# Written by scripts/gen-fault-matrix.py from its table: change the table, then run it.','name: fault-%s'%name,'tags: [faults, openai, anthropic%s]'%(', streaming' if ost else ''),'description: >']
     L.append('  Fault matrix, %s. %s Deployments time out after 0.3 s, so the bound of 3 s leaves room for a gateway\'s own work and none for an unbounded wait; the contracts judge the rest.'%(title,desc))
-    L.append('providers:\n  openai:\n    kind: openai\n    stubs:')
-    if ons and ons==ost:
-        L.append('      - response: %s'%ons)
-    else:
+    L.append('providers:')
+    for (mock, kind, plain, streamed) in [('openai', 'openai', ons, ost), ('claude', 'anthropic', ans, ast)]:
+        L.append('  %s:\n    kind: %s\n    stubs:' % (mock, kind))
+        if plain and plain == streamed:
+            L.append('      - response: %s' % plain)
+            continue
         # The first stub that matches answers: streams first, then the rest.
-        if ost: L.append('      - match: {body_contains_json: {stream: true}}\n        response:%s'%(ost if ost.startswith('\n') else ' '+ost))
-        if ons: L.append('      - response: %s'%ons)
-    if ons and not ost:
-        pass
-    L.append('  claude:\n    kind: anthropic\n    stubs:')
-    if ans and ans==ast:
-        L.append('      - response: %s'%ans)
-    else:
-        # The first stub that matches answers: streams first, then the rest.
-        if ast: L.append('      - match: {body_contains_json: {stream: true}}\n        response:%s'%(ast if ast.startswith('\n') else ' '+ast))
-        if ans: L.append('      - response: %s'%ans)
+        if streamed:
+            L.append('      - match: {body_contains_json: {stream: true}}\n        response:%s' % (streamed if streamed.startswith('\n') else ' ' + streamed))
+        if plain:
+            L.append('      - response: %s' % plain)
     L.append(GATEWAY.rstrip('\n'))
     L.append('steps:')
     steps=[]
