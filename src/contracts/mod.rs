@@ -125,7 +125,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "fidelity.request",
         family: Family::Fidelity,
-        statement: "What the client asked reaches the provider: its turns in order with their roles and text, its system text, earlier tool calls, the tools it declared (name, description, schema), its tool choice and stop sequences, and the values of the other parameters it set (a dropped parameter is not a changed one).",
+        statement: "What the client asked reaches the provider: its turns in order with their roles and text, its system text, earlier tool calls (each result answering the same call), its images, the tools it declared (name, description, schema), its tool choice and stop sequences, and the values of the other parameters it set (a dropped parameter is not a changed one).",
     },
     Contract {
         name: "errors.client-error-not-retried",

@@ -6,7 +6,10 @@
 //! role are merged on both sides (Anthropic requires alternation, so
 //! gateways merge), a tool result counts as the user's turn (that is where
 //! Anthropic and Converse put it), system text is compared without its
-//! whitespace layout, and non-text parts (images, documents) are not read.
+//! whitespace layout. Images are compared as a sequence (their turn, their
+//! media type and base64 data, or their URL); documents are not read. Tool
+//! results must answer the same calls: ids may be renamed, but each result
+//! points at the call in the same position.
 //! Parameters are compared only when both sides carry them: a parameter a
 //! gateway drops (`drop_params`) is not a changed one.
 //!
@@ -27,6 +30,62 @@ struct Conversation {
     system: String,
     turns: Vec<(String, String)>,
     tool_calls: Vec<(String, Value)>,
+    /// The ids of `tool_calls`, in the same order.
+    call_ids: Vec<String>,
+    /// The call id each tool result answers, in order.
+    results: Vec<String>,
+    /// Each image: the turn it is in (after merging) and what it is.
+    images: Vec<(usize, Image)>,
+}
+
+/// An image in a request, in any API's spelling.
+#[derive(Debug, Clone, PartialEq)]
+enum Image {
+    /// Inline bytes: media type and base64 data (whitespace removed).
+    Inline(String, String),
+    /// By reference: a URL (a gateway may fetch it and send it inline).
+    Url(String),
+}
+
+impl Image {
+    /// OpenAI `image_url` (a `data:` URL or a link), Anthropic `image`
+    /// (base64 or url source), Converse `image` (format and bytes).
+    fn of(part: &Value) -> Option<Image> {
+        let inline = |media: &str, data: &str| {
+            Image::Inline(media.to_ascii_lowercase(), data.chars().filter(|c| !c.is_whitespace()).collect())
+        };
+        if part.get("type").and_then(Value::as_str) == Some("image_url") {
+            let url = part.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str)?;
+            return Some(match url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
+                Some((media, data)) => inline(media, data),
+                None => Image::Url(url.to_string()),
+            });
+        }
+        if part.get("type").and_then(Value::as_str) == Some("image") {
+            let source = part.get("source")?;
+            return match source.get("type").and_then(Value::as_str) {
+                Some("base64") => Some(inline(
+                    source.get("media_type").and_then(Value::as_str).unwrap_or(""),
+                    source.get("data").and_then(Value::as_str).unwrap_or(""),
+                )),
+                Some("url") => source.get("url").and_then(Value::as_str).map(|u| Image::Url(u.to_string())),
+                _ => None,
+            };
+        }
+        let converse = part.get("image")?;
+        let format = converse.get("format").and_then(Value::as_str).unwrap_or("");
+        let bytes = converse.pointer("/source/bytes").and_then(Value::as_str)?;
+        Some(inline(&format!("image/{format}"), bytes))
+    }
+
+    /// Whether `got` is a faithful form of `self`: the same bytes, or, for a
+    /// URL, the same URL or bytes the gateway fetched (not checkable here).
+    fn kept_as(&self, got: &Image) -> bool {
+        match (self, got) {
+            (Image::Url(_), Image::Inline(..)) => true,
+            (a, b) => a == b,
+        }
+    }
 }
 
 fn text_of(content: &Value) -> String {
@@ -51,6 +110,22 @@ fn squash(s: &str) -> String {
 }
 
 impl Conversation {
+    /// The images among `content`'s parts, in the current last turn.
+    fn images_in(&mut self, content: &Value) {
+        let turn = self.turns.len().saturating_sub(1);
+        for part in content.as_array().into_iter().flatten() {
+            if let Some(image) = Image::of(part) {
+                self.images.push((turn, image));
+            }
+        }
+    }
+
+    /// For each tool result, the position of the call it answers (`None`:
+    /// no call in the conversation has its id).
+    fn answered(&self) -> Vec<Option<usize>> {
+        self.results.iter().map(|id| self.call_ids.iter().position(|c| c == id)).collect()
+    }
+
     fn push(&mut self, role: &str, text: String) {
         let role = if role == "tool" { "user" } else { role }.to_string();
         match self.turns.last_mut() {
@@ -71,11 +146,18 @@ impl Conversation {
                 continue;
             }
             c.push(role, text);
+            if let Some(content) = m.get("content") {
+                c.images_in(content);
+            }
+            if role == "tool" {
+                c.results.push(m.get("tool_call_id").and_then(Value::as_str).unwrap_or("").to_string());
+            }
             for t in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 let args = t.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
                 let args = serde_json::from_str(args).unwrap_or(Value::String(args.to_string()));
                 let name = t.pointer("/function/name").and_then(Value::as_str).unwrap_or("").to_string();
                 c.tool_calls.push((name, args));
+                c.call_ids.push(t.get("id").and_then(Value::as_str).unwrap_or("").to_string());
             }
         }
         c
@@ -84,25 +166,44 @@ impl Conversation {
     /// Anthropic Messages (also the InvokeModel body): `system` apart,
     /// tool_use blocks on assistant turns.
     fn anthropic(body: &Value) -> Conversation {
-        Self::blocks(body, |b| (b.get("type").and_then(Value::as_str) == Some("tool_use")).then_some(b))
+        let of_type = |b: &Value, t: &str| b.get("type").and_then(Value::as_str) == Some(t);
+        Self::blocks(
+            body,
+            |b| of_type(b, "tool_use").then_some(b),
+            |b| of_type(b, "tool_result").then(|| b.get("tool_use_id")).flatten(),
+            "id",
+        )
     }
 
     /// Bedrock Converse: `system` as text blocks, `toolUse` blocks.
     fn converse(body: &Value) -> Conversation {
-        Self::blocks(body, |b| b.get("toolUse"))
+        Self::blocks(body, |b| b.get("toolUse"), |b| b.pointer("/toolResult/toolUseId"), "toolUseId")
     }
 
     /// A block-structured conversation; `tool_use` finds the tool call (with
-    /// `name` and `input`) a content block holds, if it holds one.
-    fn blocks(body: &Value, tool_use: impl Fn(&Value) -> Option<&Value>) -> Conversation {
+    /// `name`, `input` and its id under `id_field`) a content block holds, if
+    /// it holds one; `result_of` the call id a tool result block answers.
+    fn blocks(
+        body: &Value,
+        tool_use: impl Fn(&Value) -> Option<&Value>,
+        result_of: impl Fn(&Value) -> Option<&Value>,
+        id_field: &str,
+    ) -> Conversation {
         let mut c = Conversation { system: body.get("system").map(text_of).unwrap_or_default(), ..Default::default() };
         for m in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
             let role = m.get("role").and_then(Value::as_str).unwrap_or("");
             let content = m.get("content").cloned().unwrap_or(Value::Null);
             c.push(role, text_of(&content));
-            for t in content.as_array().into_iter().flatten().filter_map(&tool_use) {
-                let name = t.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-                c.tool_calls.push((name, t.get("input").cloned().unwrap_or(Value::Null)));
+            c.images_in(&content);
+            for block in content.as_array().into_iter().flatten() {
+                if let Some(t) = tool_use(block) {
+                    let name = t.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                    c.tool_calls.push((name, t.get("input").cloned().unwrap_or(Value::Null)));
+                    c.call_ids.push(t.get(id_field).and_then(Value::as_str).unwrap_or("").to_string());
+                }
+                if let Some(id) = result_of(block) {
+                    c.results.push(id.as_str().unwrap_or("").to_string());
+                }
             }
         }
         c
@@ -259,6 +360,32 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
             out.push(violation(
                 "fidelity.request",
                 format!("{at}: earlier tool calls {:?} reached the provider as {:?}", asked.tool_calls, got.tool_calls),
+            ));
+        } else if asked.answered() != got.answered() {
+            out.push(violation(
+                "fidelity.request",
+                format!(
+                    "{at}: the tool results answered calls {:?} (by position), the provider's answer calls {:?}",
+                    asked.answered(),
+                    got.answered()
+                ),
+            ));
+        }
+        let kept = asked.images.len() == got.images.len()
+            && asked.images.iter().zip(&got.images).all(|((ta, a), (tg, g))| ta == tg && a.kept_as(g));
+        if !kept {
+            let show = |c: &Conversation| {
+                c.images
+                    .iter()
+                    .map(|(t, i)| match i {
+                        Image::Inline(m, d) => format!("turn {t}: {m}, {} base64 chars", d.len()),
+                        Image::Url(u) => format!("turn {t}: {}", clip(u)),
+                    })
+                    .collect::<Vec<_>>()
+            };
+            out.push(violation(
+                "fidelity.request",
+                format!("{at}: the client's images {:?} reached the provider as {:?}", show(&asked), show(&got)),
             ));
         }
         for names in PARAMS {

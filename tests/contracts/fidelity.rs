@@ -95,6 +95,38 @@ fn conversation(upstream_body: Value) -> postmortem::contracts::Exchange {
     exchange(client, json_response(200, answer), vec![to_anthropic(upstream_body, json_answer(200, message("hi")))])
 }
 
+/// An OpenAI client sending an image, then two tool calls whose results come
+/// back in the other order, translated for Anthropic into `upstream_body`
+/// (the faithful form: `vision_up()`).
+fn vision_and_results(upstream_body: Value) -> postmortem::contracts::Exchange {
+    let client = chat(json!({"model": "claude", "max_tokens": 300, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "what is this, and the weather?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+            {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_b", "content": "Rome: 21"},
+        {"role": "tool", "tool_call_id": "call_a", "content": "Paris: 18"}]}));
+    let answer = json!({"id": "msg_1", "object": "chat.completion", "created": 1, "model": "claude",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}});
+    exchange(client, json_response(200, answer), vec![to_anthropic(upstream_body, json_answer(200, message("hi")))])
+}
+
+/// `vision_and_results` faithfully in Messages, the call ids renamed
+/// consistently (a gateway may: Bedrock restricts their characters).
+fn vision_up() -> Value {
+    json!({"model": "claude-x", "max_tokens": 300, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "what is this, and the weather?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "Rome: 21"},
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Paris: 18"}]}]})
+}
+
 /// An OpenAI client declaring a tool, forcing it, refusing parallel calls
 /// and setting stop sequences (one whitespace-only), translated for Anthropic
 /// into `upstream_body` (the faithful form: `tools_up()`).
@@ -284,6 +316,26 @@ pub fn cases() -> Vec<Case> {
             conversation(
                 json!({"model": "claude-x", "max_tokens": 300, "temperature": 0.2, "system": [{"type": "text", "text": "be\nbrief"}], "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}, {"role": "user", "content": "weather?"}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}, {"type": "text", "text": "and tomorrow?"}]}]}),
             ),
+        ),
+        case("an image and tool results translated faithfully (ids renamed)", None, vision_and_results(vision_up())),
+        case(
+            "tool results made to answer the wrong calls on the way up",
+            Some("fidelity.request"),
+            vision_and_results(with(vision_up(), "/messages/2/content/0/tool_use_id", json!("toolu_1"))),
+        ),
+        case(
+            "an image dropped on the way up",
+            Some("fidelity.request"),
+            vision_and_results(with(
+                vision_up(),
+                "/messages/0/content",
+                json!([{"type": "text", "text": "what is this, and the weather?"}]),
+            )),
+        ),
+        case(
+            "an image's bytes changed on the way up",
+            Some("fidelity.request"),
+            vision_and_results(with(vision_up(), "/messages/0/content/1/source/data", json!("AAAA"))),
         ),
         case("tools, tool_choice and stop sequences translated faithfully", None, tool_setup(tools_up())),
         case(
