@@ -98,7 +98,7 @@ fn exchange(mock: &str, stub: Value, path: &str, body: Vec<u8>, want: Option<u16
         upstream.sort_by_key(|c| c.answer.seq);
         let x = Exchange {
             request: ClientRequest { method: "POST".into(), path: path.into(), headers: vec![], body },
-            response: ClientResponse { status, headers, body: body_in, complete },
+            response: ClientResponse { status, headers, body: body_in, complete, elapsed: None },
             upstream,
             attribution: Attribution::Exact,
         };

@@ -53,6 +53,8 @@ pub struct ClientResponse {
     pub body: Vec<u8>,
     /// The body was read to its end without a transport error.
     pub complete: bool,
+    /// From sending the request to the body's end, where it was measured.
+    pub elapsed: Option<std::time::Duration>,
 }
 
 impl ClientResponse {
@@ -208,6 +210,10 @@ pub struct Setup {
     /// may send such a deployment a placeholder (LiteLLM sends
     /// `fake-api-key`), so what they receive is not judged.
     pub keyless: BTreeSet<String>,
+    /// Per model name, the `timeout` (seconds) every one of its deployments
+    /// sets (the largest), for the timeout contract; absent when any
+    /// deployment of it sets none.
+    pub timeouts: BTreeMap<String, f64>,
     /// Model names every deployment of which is on Anthropic's own API
     /// (`anthropic/…`) at a mock: their provider counts tokens exactly
     /// (`count_tokens`), so a count for them must be the provider's.
@@ -236,6 +242,8 @@ impl Setup {
         let mut pointed_at = BTreeSet::new();
         // model name -> whether each of its deployments is Anthropic's API at a mock
         let mut counts: BTreeMap<String, bool> = BTreeMap::new();
+        // model name -> the largest timeout of its deployments, None once one has none
+        let mut timeouts: BTreeMap<String, Option<f64>> = BTreeMap::new();
         if let Some(list) = config.get("model_list").and_then(Value::as_array) {
             for (i, entry) in list.iter().enumerate() {
                 let Some(p) = entry.get("litellm_params") else { continue };
@@ -252,6 +260,12 @@ impl Setup {
                     let anthropic = p.get("model").and_then(Value::as_str).is_some_and(|m| m.starts_with("anthropic/"));
                     let exact = anthropic && owner.is_some() && !group.contains('*');
                     *counts.entry(group.to_string()).or_insert(true) &= exact;
+                    let timeout = p.get("timeout").and_then(Value::as_f64).filter(|t| *t > 0.0);
+                    let slot = timeouts.entry(group.to_string()).or_insert(timeout);
+                    *slot = match (*slot, timeout) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
                 }
                 let has_credential =
                     ["api_key", "aws_access_key_id"].iter().any(|f| p.get(*f).and_then(resolve).is_some());
@@ -296,6 +310,7 @@ impl Setup {
         setup.secrets.dedup();
         setup.sentinels = mocks.keys().filter(|m| !pointed_at.contains(*m)).cloned().collect();
         setup.exact_counts = counts.into_iter().filter(|(_, exact)| *exact).map(|(m, _)| m).collect();
+        setup.timeouts = timeouts.into_iter().filter_map(|(m, t)| Some((m, t?))).collect();
         setup
     }
 }

@@ -188,11 +188,46 @@ pub const CONTRACTS: &[Contract] = &[
         statement: "When the gateway has a master key, a model or key-admin request without a credential is refused (never 2xx) and reaches no provider.",
     },
     Contract {
+        name: "resources.timeout-honoured",
+        family: Family::Resources,
+        statement: "A deployment's configured timeout bounds each call to it: a non-streaming request to a model whose deployments all set one is answered within the attempts made times that timeout (plus slack), whatever the provider does.",
+    },
+    Contract {
         name: "resources.abandoned-upstream-closed",
         family: Family::Resources,
         statement: "When a client abandons a stream, the gateway closes the upstream call within the bound (and later requests are unaffected).",
     },
 ];
+
+/// What a gateway may add to its deployments' timeouts before the client
+/// has its answer: its own work, a slow machine, a retry's backoff.
+pub const TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `resources.timeout-honoured`: a non-streaming call to a model whose
+/// deployments all set `timeout` takes at most attempts x timeout x 1.5 +
+/// [`TIMEOUT_SLACK`]. Streams are not bounded as a whole (their
+/// `stream_timeout` bounds the gaps), nor exchanges nobody timed.
+fn timeout_honoured(x: &Exchange, setup: &Setup, out: &mut Vec<Violation>) {
+    let Some(elapsed) = x.response.elapsed else { return };
+    if x.request.wants_stream() {
+        return;
+    }
+    let model = x.request.json().and_then(|b| b.get("model").and_then(serde_json::Value::as_str).map(str::to_string));
+    let Some(timeout) = model.as_ref().and_then(|m| setup.timeouts.get(m)) else { return };
+    let attempts = x.model_calls().count().max(1) as f64;
+    let bound = std::time::Duration::from_secs_f64(attempts * timeout * 1.5) + TIMEOUT_SLACK;
+    if elapsed > bound {
+        out.push(violation(
+            "resources.timeout-honoured",
+            format!(
+                "`{}` has a timeout of {timeout} s and the gateway made {attempts} attempt(s), yet the client waited {} ms (bound {} ms)",
+                model.unwrap_or_default(),
+                elapsed.as_millis(),
+                bound.as_millis()
+            ),
+        ));
+    }
+}
 
 /// How long a gateway may hold back events the provider has sent.
 pub const INCREMENTAL_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
@@ -284,6 +319,7 @@ pub fn check(x: &Exchange, setup: &Setup) -> Vec<Violation> {
             if endpoint == Endpoint::CountTokens {
                 fidelity::count_tokens(x, setup, &mut out);
             }
+            timeout_honoured(x, setup, &mut out);
             request::check(x, endpoint, &mut out);
         }
     }
@@ -336,6 +372,7 @@ fn provider_as_client(x: &Exchange, endpoint: Endpoint) -> Option<Exchange> {
             headers: a.headers.clone(),
             body: a.body.clone(),
             complete: true,
+            elapsed: None,
         },
         upstream: Vec::new(),
         attribution: Attribution::Shared,

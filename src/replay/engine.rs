@@ -1172,7 +1172,13 @@ fn exchange(
             headers: pairs(&p.client.headers),
             body: p.client.body.to_bytes().unwrap_or_default(),
         },
-        response: Got { status: got.status, headers: pairs(&got.headers), body: got.body.clone(), complete: true },
+        response: Got {
+            status: got.status,
+            headers: pairs(&got.headers),
+            body: got.body.clone(),
+            complete: true,
+            elapsed: None,
+        },
         upstream,
         attribution: if concurrent { Attribution::Shared } else { Attribution::Exact },
     }

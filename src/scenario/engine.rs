@@ -1071,6 +1071,8 @@ fn check_exchange(
         headers: resp.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         body: resp.body.clone(),
         complete: resp.complete,
+        // A finished stream's time is the scenario's (it held the stream), not the gateway's.
+        elapsed: (!resp.elapsed.is_zero()).then_some(resp.elapsed),
     };
     let x = Exchange { request, response, upstream, attribution };
     ctx.exchanges_checked += 1;

@@ -69,6 +69,7 @@ pub fn json_response(status: u16, body: Value) -> ClientResponse {
         headers: vec![("content-type".into(), "application/json".into())],
         body: serde_json::to_vec(&body).unwrap(),
         complete: true,
+        elapsed: None,
     }
 }
 
@@ -78,6 +79,7 @@ pub fn sse_response(body: Vec<u8>) -> ClientResponse {
         headers: vec![("content-type".into(), "text/event-stream; charset=utf-8".into())],
         body,
         complete: true,
+        elapsed: None,
     }
 }
 

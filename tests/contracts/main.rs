@@ -8,6 +8,7 @@ mod common;
 mod errors;
 mod fidelity;
 mod proofs;
+mod resources;
 mod responses;
 mod schema;
 mod security;
@@ -25,6 +26,7 @@ fn all_cases() -> Vec<Case> {
         security::cases(),
         responses::cases(),
         responses::passthrough_cases(),
+        resources::cases(),
     ]
     .into_iter()
     .flatten()
