@@ -736,3 +736,49 @@ async fn a_413_speaks_the_routes_own_error_shape() {
     assert_eq!(s, 413, "{b}");
     assert!(b["error"]["message"].is_string() && b.get("type").is_none(), "{b}");
 }
+
+/// `GET /metrics`: requests by model, route and status (failures apart),
+/// their latency, the tokens the provider reported and the spend, under
+/// LiteLLM's names; the state of the cost map and the deployments; no key.
+#[tokio::test]
+async fn metrics_count_requests_tokens_and_spend_under_litellms_names() {
+    let up = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(chat_ok()))
+        .mount(&up)
+        .await;
+    let app = app(&format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: test-upstream-key}}\n  - model_name: broken\n    litellm_params: {{model: unknownprovider/x}}\n",
+        up.uri()
+    ))
+    .await;
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..2 {
+        assert_eq!(call(&app, "POST", "/v1/chat/completions", &[], body.clone()).await.0, 200);
+    }
+    let (status, _, _) =
+        call(&app, "POST", "/v1/chat/completions", &[], json!({"model": "nope", "messages": []})).await;
+    assert_eq!(status, 404);
+    let req = http::Request::builder().uri("/metrics").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let line = |prefix: &str| {
+        text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in\n{text}")).to_string()
+    };
+    let ok = r#"{requested_model="gpt-4o",route="chat_completions",status_code="200"}"#;
+    assert!(line(&format!("litellm_proxy_total_requests_metric_total{ok}")).ends_with(" 2"));
+    let missing = r#"{requested_model="nope",route="chat_completions",status_code="404"}"#;
+    assert!(line(&format!("litellm_proxy_failed_requests_metric_total{missing}")).ends_with(" 1"));
+    assert!(!text.contains(&format!("litellm_proxy_failed_requests_metric_total{ok}")), "a 200 is no failure");
+    assert!(line(&format!("litellm_request_total_latency_metric_count{ok}")).ends_with(" 2"));
+    assert!(line(r#"litellm_input_tokens_metric_total{model="gpt-4o"}"#).ends_with(" 20"));
+    assert!(line(r#"litellm_output_tokens_metric_total{model="gpt-4o"}"#).ends_with(" 4"));
+    let spend: f64 = line(r#"litellm_spend_metric_total{model="gpt-4o"}"#).rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(spend > 0.0, "gpt-4o is priced in the bundled cost map");
+    assert!(line(r#"postmortem_deployments{state="unavailable"}"#).ends_with(" 1"));
+    assert!(line("postmortem_cost_map_stale").ends_with(" 0"));
+    assert!(!text.contains("test-upstream-key") && !text.contains("sk-"), "no credential or key on the page");
+}

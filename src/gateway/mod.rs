@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod known_bugs;
+pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod rate;

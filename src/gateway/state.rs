@@ -64,6 +64,8 @@ pub struct Gateway {
     /// Fallbacks between groups and aliases (`router_settings`/`litellm_settings`).
     pub fallbacks: FallbackPolicy,
     pub cooldowns: CooldownPolicy,
+    /// What `GET /metrics` shows.
+    pub metrics: crate::gateway::metrics::Metrics,
     /// Monotonic time of the next periodic cost-map reload.
     next_cost_map_reload: Mutex<Option<Duration>>,
 }
@@ -227,6 +229,7 @@ impl GatewayBuilder {
             spend: Arc::new(SpendQueue::default()),
             fallbacks,
             cooldowns,
+            metrics: crate::gateway::metrics::Metrics::new(),
         }))
     }
 }

@@ -116,6 +116,7 @@ pub fn openapi_document(root_path: &str) -> Value {
             "/v1/models": {"get": op("Models this key can use", true)},
             "/v1/model/info": {"get": op("Deployments this key can use, with their cost-map prices", true)},
             "/health": {"get": op("Liveness and readiness details", false)},
+            "/metrics": {"get": op("Prometheus metrics (LiteLLM's names): requests, latency, tokens, spend, state", false)},
             "/model_cost_map/status": {"get": op("Cost map status: source, loaded at, stale and why", false)},
             "/reload/model_cost_map": {"post": op("Re-fetch and validate the cost map (master key)", true)},
             "/reload/anthropic_beta_headers": {"post": op("Re-fetch the anthropic-beta policy (master key)", true)},

@@ -123,7 +123,7 @@ pub async fn count_tokens(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> R
 async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) -> Response {
     let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
         Ok(a) => a,
-        Err(e) => return anthropic_error(e),
+        Err(e) => return super::labelled(anthropic_error(e), &super::model_of(&raw)),
     };
     let client_version = headers.get("anthropic-version").and_then(|v| v.to_str().ok()).map(str::to_string);
     let result = with_group_fallbacks(&gw, &a, |route| {
@@ -192,7 +192,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
         }
     })
     .await;
-    result.unwrap_or_else(anthropic_error)
+    super::labelled(result.unwrap_or_else(anthropic_error), &a.model)
 }
 
 /// `/v1/messages` on an OpenAI-family deployment: the request translated to

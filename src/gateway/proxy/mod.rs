@@ -24,4 +24,21 @@ pub(crate) mod pricing;
 mod stream;
 
 pub use anthropic::{anthropic_error, count_tokens, messages};
+
+/// The `model` a body names, for labelling an answer the front half refused
+/// (only on that path: admitted requests carry it already).
+fn model_of(raw: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Named>(raw).ok().and_then(|n| n.model?.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// The answer, labelled with the model the client asked for (the request
+/// metrics' `requested_model`, recorded by `metrics::track`).
+fn labelled(mut resp: axum::response::Response, model: &str) -> axum::response::Response {
+    resp.extensions_mut().insert(crate::gateway::metrics::RequestedModel(model.to_string()));
+    resp
+}
 pub use openai::{chat_completions, completions, embeddings, responses};

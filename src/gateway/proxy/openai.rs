@@ -106,12 +106,12 @@ pub async fn completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Re
 pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
     let a = match admit(&gw, &headers, &raw, &[("model", "a string")]) {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => return super::labelled(e.into_response(), &super::model_of(&raw)),
     };
     if let Some(input) = a.body.get("input").filter(|v| !v.is_null()) {
         if !(input.is_string() || input.is_array()) {
             let e = format!("field `input` must be a string or an array, got {}", json_type(input));
-            return ApiError::BadRequest(e).into_response();
+            return super::labelled(ApiError::BadRequest(e).into_response(), &a.model);
         }
     }
     let result = with_group_fallbacks(&gw, &a, |route| {
@@ -128,7 +128,7 @@ pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Resp
         }
     })
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    super::labelled(result.unwrap_or_else(IntoResponse::into_response), &a.model)
 }
 
 /// An endpoint only the OpenAI family serves: `(the required input field,
@@ -141,7 +141,7 @@ async fn openai_only(
 ) -> Response {
     let a = match admit(&gw, &headers, &raw, &[("model", "a string"), (input, "a string or an array")]) {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => return super::labelled(e.into_response(), &super::model_of(&raw)),
     };
     let result = with_group_fallbacks(&gw, &a, |route| {
         let gw = &gw;
@@ -154,13 +154,13 @@ async fn openai_only(
         }
     })
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    super::labelled(result.unwrap_or_else(IntoResponse::into_response), &a.model)
 }
 
 pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
     let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => return super::labelled(e.into_response(), &super::model_of(&raw)),
     };
     let result = with_group_fallbacks(&gw, &a, |route| {
         let gw = &gw;
@@ -175,5 +175,5 @@ pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) 
         }
     })
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    super::labelled(result.unwrap_or_else(IntoResponse::into_response), &a.model)
 }

@@ -34,8 +34,10 @@ pub(super) fn charge(gw: &Gateway, caller: &Caller, route: &Route, usage: &Usage
     }
     let catalog = gw.catalog.current();
     let candidates = pricing_names(route.provider, &route.upstream_model, route.deployment.model_info.as_ref());
-    let cost = candidates.iter().find_map(|c| catalog.cost(c, usage))?;
-    let total = cost.total();
+    let cost = candidates.iter().find_map(|c| catalog.cost(c, usage));
+    let input = usage.input_tokens + usage.cache_read_tokens + usage.cache_creation_tokens;
+    gw.metrics.usage(&route.deployment.model_name, input, usage.output_tokens, cost.as_ref().map(|c| c.total()));
+    let total = cost?.total();
     if let Caller::Key(k) = caller {
         k.add_spend(total);
     }

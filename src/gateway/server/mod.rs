@@ -172,12 +172,14 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/key/regenerate", post(key_regenerate))
         .route("/key/{key}/regenerate", post(key_regenerate_path))
         .route("/spend/logs", get(spend_logs))
+        .route("/metrics", get(crate::gateway::metrics::page))
         .route("/openapi.json", get(ui::openapi))
         .route("/docs", get(ui::docs))
         .route("/ui", get(ui::page))
         .route("/ui/", get(ui::page))
         .route("/ui/assets/{file}", get(ui::asset))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), crate::gateway::metrics::track))
         .with_state(gw)
 }
 
