@@ -107,24 +107,28 @@ impl Metrics {
             "Seconds from the request to the start of the answer (a stream's first byte)",
             m.latency.clone(),
         );
-        r.register("litellm_input_tokens_metric", "Input tokens the providers reported", m.input_tokens.clone());
-        r.register("litellm_output_tokens_metric", "Output tokens the providers reported", m.output_tokens.clone());
-        r.register("litellm_total_tokens_metric", "Input and output tokens", m.total_tokens.clone());
+        for (name, help, family) in [
+            ("litellm_input_tokens_metric", "Input tokens the providers reported", &m.input_tokens),
+            ("litellm_output_tokens_metric", "Output tokens the providers reported", &m.output_tokens),
+            ("litellm_total_tokens_metric", "Input and output tokens", &m.total_tokens),
+        ] {
+            r.register(name, help, family.clone());
+        }
         r.register("litellm_spend_metric", "Spend in USD, priced from the cost map", m.spend.clone());
-        r.register(
-            "postmortem_cost_map_stale",
-            "1 when the cost map in use is not the configured one",
-            m.cost_map_stale.clone(),
-        );
-        r.register("postmortem_cost_map_models", "Models in the cost map in use", m.cost_map_models.clone());
-        r.register("postmortem_client_cache_entries", "Provider clients cached", m.client_cache_entries.clone());
-        r.register("postmortem_client_cache_hits", "Client cache hits so far", m.client_cache_hits.clone());
-        r.register("postmortem_client_cache_misses", "Client cache misses so far", m.client_cache_misses.clone());
-        r.register(
-            "postmortem_client_cache_evictions",
-            "Client cache evictions so far (capacity, expiry, explicit)",
-            m.client_cache_evictions.clone(),
-        );
+        for (name, help, gauge) in [
+            ("postmortem_cost_map_stale", "1 when the cost map in use is not the configured one", &m.cost_map_stale),
+            ("postmortem_cost_map_models", "Models in the cost map in use", &m.cost_map_models),
+            ("postmortem_client_cache_entries", "Provider clients cached", &m.client_cache_entries),
+            ("postmortem_client_cache_hits", "Client cache hits so far", &m.client_cache_hits),
+            ("postmortem_client_cache_misses", "Client cache misses so far", &m.client_cache_misses),
+            (
+                "postmortem_client_cache_evictions",
+                "Client cache evictions so far (capacity, expiry, explicit)",
+                &m.client_cache_evictions,
+            ),
+        ] {
+            r.register(name, help, gauge.clone());
+        }
         r.register("postmortem_deployments", "Deployments by state", m.deployments.clone());
         Metrics { registry, ..m }
     }
