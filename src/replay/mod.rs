@@ -6,9 +6,10 @@
 //! - [`record`]: a recording reverse proxy;
 //! - [`engine`] and [`diff`]: drive our gateway with the recorded
 //!   client requests against mock providers serving the recorded responses,
-//!   and compare both sides with the recording;
-//! - [`lint`]: secrets and invalid scenarios in the repository;
-//! - [`commands`]: the `record`, `replay`, `import` and `lint` commands.
+//!   and compare both sides with the recording.
+//!
+//! The `record`, `replay`, `import` and `lint` commands are in
+//! [`crate::cli::replay`] and [`crate::cli::lint`].
 //!
 //! Like the rest of the harness, this module depends on the gateway and the
 //! mocks; the gateway never depends on it.

@@ -1,5 +1,5 @@
 //! The OpenAI wire format: OpenAI itself, vLLM (`hosted_vllm`), the
-//! OpenAI-compatible providers LiteLLM knows by prefix ([`Compat`]), and
+//! OpenAI-compatible providers LiteLLM knows by prefix ([`Compat`](super::Compat)), and
 //! Azure OpenAI, which speaks the same bodies under its own URL layout
 //! (`/openai/deployments/{deployment}/{path}?api-version=…`) and `api-key`
 //! header.

@@ -3,14 +3,14 @@
 //! through the provider's module, the answer (whole or streamed) and its
 //! price.
 //!
-//! - [`admit`]: the front half every entry point shares, ending in
-//!   [`admit::Admitted`] (the caller, the parsed body, the routes).
-//! - [`fallback`]: tries routes in order, then the fallback groups.
-//! - [`call`]: one upstream call via `providers::ProviderApi`.
-//! - [`stream`]: SSE answers, their error events and the stream meter.
-//! - [`pricing`]: usage, cost, the spend log and the cost headers.
-//! - [`openai`]: the OpenAI entry points (chat, embeddings, completions,
-//!   Responses); [`anthropic`]: `/v1/messages` and `count_tokens`, and chat
+//! - `admit`: the front half every entry point shares, ending in
+//!   `admit::Admitted` (the caller, the parsed body, the routes).
+//! - `fallback`: tries routes in order, then the fallback groups.
+//! - `call`: one upstream call via `providers::ProviderApi`.
+//! - `stream`: SSE answers, their error events and the stream meter.
+//! - `pricing`: usage, cost, the spend log and the cost headers.
+//! - `openai`: the OpenAI entry points (chat, embeddings, completions,
+//!   Responses); `anthropic`: `/v1/messages` and `count_tokens`, and chat
 //!   on Claude.
 //!
 //! No stage matches on a provider: what differs per provider is its module's.

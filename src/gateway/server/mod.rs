@@ -4,7 +4,7 @@
 //! whole route table under it; pages build their links from the same value,
 //! so no route or link can "drop out" of the prefix on its own. The model
 //! routes read their body within the limit here and hand it to `proxy`; the
-//! admin routes are in [`admin`], the accept loop in [`listen`].
+//! admin routes are in `admin`, the accept loop in `listen`.
 
 mod admin;
 mod listen;
