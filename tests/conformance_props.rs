@@ -101,6 +101,7 @@ fn exchange(mock: &str, stub: Value, path: &str, body: Vec<u8>, want: Option<u16
             response: ClientResponse { status, headers, body: body_in, complete, elapsed: None },
             upstream,
             attribution: Attribution::Exact,
+            egress: Vec::new(),
         };
         if want.is_some_and(|w| w != status) || x.upstream.is_empty() && want.is_some() {
             return Err(format!(

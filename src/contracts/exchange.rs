@@ -110,6 +110,9 @@ pub struct Exchange {
     pub response: ClientResponse,
     pub upstream: Vec<UpstreamCall>,
     pub attribution: Attribution,
+    /// Where the gateway tried to go other than the mocks while the request
+    /// was in flight (target mode's egress sentinel; empty in-process).
+    pub egress: Vec<crate::mocks::egress::EgressAttempt>,
 }
 
 impl Exchange {
@@ -214,10 +217,26 @@ pub struct Setup {
     /// sets (the largest), for the timeout contract; absent when any
     /// deployment of it sets none.
     pub timeouts: BTreeMap<String, f64>,
+    /// The hosts the config's deployments name (`api_base`, the Bedrock
+    /// runtime endpoint), lower-case.
+    pub configured_hosts: BTreeSet<String>,
     /// Model names every deployment of which is on Anthropic's own API
     /// (`anthropic/…`) at a mock: their provider counts tokens exactly
     /// (`count_tokens`), so a count for them must be the provider's.
     pub exact_counts: BTreeSet<String>,
+}
+
+/// The host of a URL, lower-case (`https://x.example.com:8443/v1` -> `x.example.com`).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = if authority.starts_with('[') {
+        authority.split(']').next()?.trim_start_matches('[')
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// Shows a secret's label and a short prefix, never the value.
@@ -252,6 +271,9 @@ impl Setup {
                     .or_else(|| p.get("aws_bedrock_runtime_endpoint"))
                     .and_then(resolve)
                     .unwrap_or_default();
+                if let Some(host) = url_host(&base) {
+                    setup.configured_hosts.insert(host);
+                }
                 let owner = mocks.iter().find(|(_, url)| !url.is_empty() && base.starts_with(url.as_str()));
                 if let Some((name, _)) = owner {
                     pointed_at.insert(name.clone());

@@ -376,6 +376,7 @@ fn provider_as_client(x: &Exchange, endpoint: Endpoint) -> Option<Exchange> {
         },
         upstream: Vec::new(),
         attribution: Attribution::Shared,
+        egress: Vec::new(),
     })
 }
 

@@ -44,7 +44,62 @@ fn presented_credential(call: &UpstreamCall) -> Option<(String, String)> {
     None
 }
 
+/// The public API hosts of the providers a gateway calls (their own
+/// documentation's endpoints). A connection to one that no deployment names
+/// is a model call sent away from its configured `api_base`, and a model
+/// call carries the deployment's credential.
+const PROVIDER_API_HOSTS: &[&str] = &[
+    "api.openai.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "aiplatform.googleapis.com",
+    "api.groq.com",
+    "api.together.xyz",
+    "api.fireworks.ai",
+    "api.deepseek.com",
+    "api.mistral.ai",
+    "openrouter.ai",
+    "api.x.ai",
+    "api.perplexity.ai",
+    "api.cerebras.ai",
+    "integrate.api.nvidia.com",
+    "api.cohere.com",
+    "api.cohere.ai",
+];
+
+/// Host suffixes of per-account or per-region provider endpoints.
+const PROVIDER_API_SUFFIXES: &[&str] = &[
+    ".openai.azure.com",
+    ".services.ai.azure.com",
+    ".inference.ai.azure.com",
+    "-aiplatform.googleapis.com",
+    ".amazonaws.com",
+];
+
+fn is_provider_api(host: &str) -> bool {
+    PROVIDER_API_HOSTS.contains(&host)
+        || PROVIDER_API_SUFFIXES.iter().any(|s| host.ends_with(s))
+            && (!host.ends_with(".amazonaws.com") || host.starts_with("bedrock"))
+}
+
+/// Egress to a provider's public API that the config does not name.
+fn egress(x: &Exchange, setup: &Setup, out: &mut Vec<Violation>) {
+    for a in &x.egress {
+        if is_provider_api(&a.host) && !setup.configured_hosts.contains(&a.host) {
+            out.push(violation(
+                "security.credential-to-its-host",
+                format!(
+                    "while serving this request the gateway connected to {}:{} ({}), a provider's public API that no \
+                     deployment points at: a call sent away from its configured api_base, with that deployment's credential",
+                    a.host, a.port, a.method
+                ),
+            ));
+        }
+    }
+}
+
 pub(super) fn check(x: &Exchange, setup: &Setup, out: &mut Vec<Violation>) {
+    egress(x, setup, out);
     // Secrets in what the client got.
     for secret in &setup.secrets {
         let in_header = x.response.headers.iter().find(|(_, v)| v.contains(&secret.value)).map(|(n, _)| n.clone());

@@ -24,6 +24,7 @@
 
 mod answer;
 mod defaults;
+pub mod egress;
 mod errors;
 mod eventstream;
 mod front;

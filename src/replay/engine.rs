@@ -1181,6 +1181,7 @@ fn exchange(
         },
         upstream,
         attribution: if concurrent { Attribution::Shared } else { Attribution::Exact },
+        egress: Vec::new(),
     }
 }
 

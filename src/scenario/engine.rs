@@ -201,6 +201,9 @@ pub struct Rig {
     env_master_key: Option<String>,
     /// What the contract checks know of the config.
     setup: contracts::Setup,
+    /// Target mode: the proxy the gateway process is told to use, which lets
+    /// nothing out and notes where it tried to go.
+    egress: Option<crate::mocks::egress::EgressSentinel>,
 }
 
 /// A stream opened by `open_stream`: its response, what was sent, and the
@@ -227,6 +230,8 @@ struct Ctx<'a> {
     journal_seen: HashMap<String, usize>,
     root: PathBuf,
     transcript: Vec<Value>,
+    /// Egress attempts that belong to exchanges already checked.
+    egress_seen: usize,
 }
 
 pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -> Outcome {
@@ -304,7 +309,9 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                 journal_seen: HashMap::new(),
                 root: opts.project_root.clone(),
                 transcript: Vec::new(),
+                egress_seen: 0,
             };
+            ctx.egress_seen = ctx.rig.egress.as_ref().map_or(0, |e| e.count());
             let list = if std::ptr::eq(ctx.steps, scenario.steps.as_slice()) { "steps" } else { "black_box_steps" };
             outcome.variant = list;
             for i in 0..ctx.steps.len() {
@@ -493,10 +500,23 @@ impl Rig {
         }
         let config = loaded.config;
         let master_key = config.general_settings.master_key.clone();
+        let mut egress = None;
         let gut = match &opts.target {
             TargetSpec::InProcess => GatewayUnderTest::in_process(config, opts.bugs).await?,
             TargetSpec::Command { command, startup_timeout, kind } => {
-                let env = target_env(scenario, &config, &vars)?;
+                let mut env = target_env(scenario, &config, &vars)?;
+                let sentinel = crate::mocks::egress::EgressSentinel::start()
+                    .await
+                    .map_err(|e| format!("egress sentinel did not start: {e}"))?;
+                // Everything but the mocks (127.0.0.1) goes to the sentinel,
+                // which refuses it and notes the host.
+                for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+                    env.entry(name.into()).or_insert_with(|| sentinel.url().to_string());
+                }
+                for name in ["NO_PROXY", "no_proxy"] {
+                    env.entry(name.into()).or_insert_with(|| "127.0.0.1,localhost,::1".into());
+                }
+                egress = Some(sentinel);
                 let root = config.root_path().map_err(|e| e.to_string())?;
                 GatewayUnderTest::start_command(command, &yaml, &env, &root, *kind, *startup_timeout).await?
             }
@@ -520,6 +540,7 @@ impl Rig {
             master_key,
             env_master_key: scenario.env.get("LITELLM_MASTER_KEY").cloned(),
             setup,
+            egress,
         })
     }
 
@@ -1074,7 +1095,15 @@ fn check_exchange(
         // A finished stream's time is the scenario's (it held the stream), not the gateway's.
         elapsed: (!resp.elapsed.is_zero()).then_some(resp.elapsed),
     };
-    let x = Exchange { request, response, upstream, attribution };
+    let egress = match &ctx.rig.egress {
+        Some(e) => {
+            let new = e.since(ctx.egress_seen);
+            ctx.egress_seen += new.len();
+            new
+        }
+        None => Vec::new(),
+    };
+    let x = Exchange { request, response, upstream, attribution, egress };
     ctx.exchanges_checked += 1;
     let found = contracts::check(&x, &ctx.rig.setup);
     if found.is_empty() {

@@ -148,7 +148,7 @@ pub fn to_anthropic(body: Value, a: MockAnswer) -> UpstreamCall {
 }
 
 pub fn exchange(request: ClientRequest, response: ClientResponse, upstream: Vec<UpstreamCall>) -> Exchange {
-    Exchange { request, response, upstream, attribution: Default::default() }
+    Exchange { request, response, upstream, attribution: Default::default(), egress: Vec::new() }
 }
 
 pub fn completion(content: &str) -> Value {

@@ -3,6 +3,7 @@
 
 use crate::common::*;
 use postmortem::contracts::Setup;
+use postmortem::mocks::egress::EgressAttempt;
 use postmortem::mocks::MockKind;
 use serde_json::json;
 
@@ -16,6 +17,21 @@ fn with_keyless_deployment() -> Setup {
     Setup::from_config(&config, &mocks, &Default::default())
 }
 
+/// A pass-through chat call during which the gateway also tried to reach
+/// `host` through the egress sentinel.
+fn with_egress(host: &str) -> postmortem::contracts::Exchange {
+    let mut x = exchange(
+        request(
+            "/v1/messages/count_tokens",
+            json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        json_response(200, json!({"input_tokens": 3})),
+        Vec::new(),
+    );
+    x.egress.push(EgressAttempt { method: "CONNECT".into(), host: host.into(), port: 443 });
+    x
+}
+
 pub fn cases() -> Vec<Case> {
     let ok = completion("hi");
     let openai_auth = format!("Bearer {OPENAI_KEY}");
@@ -25,6 +41,23 @@ pub fn cases() -> Vec<Case> {
         r.headers.retain(|(k, _)| k != "authorization");
         r
     };
+    let mut egress_cases = vec![
+        case(
+            "a call sent to Anthropic's public API though the deployment points elsewhere",
+            Some("security.credential-to-its-host"),
+            with_egress("api.anthropic.com"),
+        ),
+        case(
+            "a call sent to a Bedrock region no deployment names",
+            Some("security.credential-to-its-host"),
+            with_egress("bedrock-runtime.us-east-1.amazonaws.com"),
+        ),
+        case("a tokenizer download is no provider call", None, with_egress("openaipublic.blob.core.windows.net")),
+    ];
+    // Counting is the provider's job too; these cases judge only the egress.
+    for c in &mut egress_cases {
+        c.setup.exact_counts.clear();
+    }
     vec![
         case(
             "the client's gateway key forwarded upstream",
@@ -183,4 +216,7 @@ pub fn cases() -> Vec<Case> {
             ),
         ),
     ]
+    .into_iter()
+    .chain(egress_cases)
+    .collect()
 }
