@@ -89,3 +89,22 @@ async fn connections_beyond_the_limit_are_closed_and_the_rest_served() {
         tokio::task::yield_now().await;
     }
 }
+
+#[test]
+fn the_limits_are_set_in_general_settings_and_checked_when_the_config_loads() {
+    let yaml = "model_list: []\ngeneral_settings: {header_read_timeout_secs: 0.3, max_connections: 2}\n";
+    let cfg = Config::parse(yaml, "test.yaml").expect("config parses").config;
+    let limits = ServeLimits::from_config(&cfg);
+    assert_eq!(limits.header_read_timeout, Duration::from_millis(300));
+    assert_eq!(limits.max_connections, 2);
+    let defaults = ServeLimits::from_config(&Config::parse("model_list: []\n", "t.yaml").unwrap().config);
+    assert_eq!(defaults.max_connections, ServeLimits::default().max_connections);
+    for (bad, field) in [
+        ("header_read_timeout_secs: 0", "header_read_timeout_secs"),
+        ("header_read_timeout_secs: -1", "header_read_timeout_secs"),
+        ("max_connections: 0", "max_connections"),
+    ] {
+        let e = Config::parse(&format!("model_list: []\ngeneral_settings: {{{bad}}}\n"), "t.yaml").unwrap_err();
+        assert!(e.to_string().contains(field), "{e}");
+    }
+}

@@ -177,6 +177,14 @@ pub struct GeneralSettings {
     /// `true`. Ignored when a master key is set.
     #[serde(default)]
     pub allow_unauthenticated_admin: bool,
+    /// Seconds a client may take to send a request's headers, and a
+    /// kept-alive connection may wait for its next request (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_secs: Option<f64>,
+    /// Connections served at once (default 10,000); more are closed as
+    /// they arrive, so idle ones cannot exhaust the file descriptors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// Declares a settings struct with LiteLLM's fallback, alias and cooldown
@@ -461,6 +469,17 @@ impl Config {
         }
         if let Some(p) = &self.general_settings.server_root_path {
             normalize_root_path(p).map_err(|m| field_err("general_settings.server_root_path".into(), m))?;
+        }
+        if let Some(t) = self.general_settings.header_read_timeout_secs {
+            if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
+                return Err(field_err(
+                    "general_settings.header_read_timeout_secs".into(),
+                    format!("must be a number of seconds above 0 and at most 3600, got {t}"),
+                ));
+            }
+        }
+        if self.general_settings.max_connections == Some(0) {
+            return Err(field_err("general_settings.max_connections".into(), "must be at least 1".into()));
         }
         if let Some(mb) = self.general_settings.max_request_size_mb {
             if !(mb.is_finite() && mb > 0.0) {

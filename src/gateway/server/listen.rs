@@ -28,6 +28,22 @@ pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::
     serve_until(gw, listener, stop_signal()).await
 }
 
+impl ServeLimits {
+    /// The config's `general_settings.header_read_timeout_secs` and
+    /// `max_connections`, else the defaults.
+    pub fn from_config(config: &crate::gateway::Config) -> ServeLimits {
+        let g = &config.general_settings;
+        let d = ServeLimits::default();
+        ServeLimits {
+            header_read_timeout: g
+                .header_read_timeout_secs
+                .map(std::time::Duration::from_secs_f64)
+                .unwrap_or(d.header_read_timeout),
+            max_connections: g.max_connections.unwrap_or(d.max_connections),
+        }
+    }
+}
+
 /// Limits on the connections a served gateway accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
@@ -50,7 +66,8 @@ pub async fn serve_until(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(gw, listener, stop, ServeLimits::default()).await
+    let limits = ServeLimits::from_config(&gw.config);
+    serve_with(gw, listener, stop, limits).await
 }
 
 /// [`serve_until`] with the connection limits given.
