@@ -96,7 +96,12 @@ fn text_of(content: &Value) -> String {
             .filter_map(|p| match p.get("type").and_then(Value::as_str) {
                 Some("text") | Some("input_text") => p.get("text").and_then(Value::as_str).map(str::to_string),
                 Some("tool_result") => p.get("content").map(text_of),
-                None => p.get("text").and_then(Value::as_str).map(str::to_string), // Converse
+                // Converse: a text block, or a toolResult holding text blocks.
+                None => p
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .or_else(|| p.get("toolResult").and_then(|r| r.get("content")).map(text_of)),
                 _ => p.get("toolResult").and_then(|r| r.get("content")).map(text_of),
             })
             .collect::<Vec<_>>()

@@ -113,6 +113,34 @@ fn vision_and_results(upstream_body: Value) -> postmortem::contracts::Exchange {
     exchange(client, json_response(200, answer), vec![to_anthropic(upstream_body, json_answer(200, message("hi")))])
 }
 
+/// An OpenAI client's tool call and its result ("Paris: 18"), translated for
+/// Bedrock Converse with the result text `sent`.
+fn converse_result(sent: &str) -> postmortem::contracts::Exchange {
+    let client = chat(json!({"model": "claude", "max_tokens": 300, "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_a", "content": "Paris: 18"}]}));
+    let converse = json!({"inferenceConfig": {"maxTokens": 300}, "messages": [
+        {"role": "user", "content": [{"text": "weather?"}]},
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Paris"}}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": "tooluse_1", "content": [{"text": sent}]}}]}]});
+    let provider = json!({"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}}, "stopReason": "end_turn",
+        "usage": {"inputTokens": 10, "outputTokens": 2, "totalTokens": 12}});
+    let answer = json!({"id": "msg_1", "object": "chat.completion", "created": 1, "model": "claude",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}});
+    let call = upstream(
+        "bedrock",
+        MockKind::Bedrock,
+        "/model/anthropic.claude-x/converse",
+        &[],
+        converse,
+        json_answer(200, provider),
+    );
+    exchange(client, json_response(200, answer), vec![call])
+}
+
 /// `vision_and_results` faithfully in Messages, the call ids renamed
 /// consistently (a gateway may: Bedrock restricts their characters).
 fn vision_up() -> Value {
@@ -316,6 +344,12 @@ pub fn cases() -> Vec<Case> {
             conversation(
                 json!({"model": "claude-x", "max_tokens": 300, "temperature": 0.2, "system": [{"type": "text", "text": "be\nbrief"}], "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]}, {"role": "user", "content": "weather?"}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}, {"type": "text", "text": "and tomorrow?"}]}]}),
             ),
+        ),
+        case("a tool result translated for Bedrock Converse faithfully", None, converse_result("Paris: 18")),
+        case(
+            "a tool result changed on the way to Bedrock Converse",
+            Some("fidelity.request"),
+            converse_result("Paris: 25"),
         ),
         case("an image and tool results translated faithfully (ids renamed)", None, vision_and_results(vision_up())),
         case(
