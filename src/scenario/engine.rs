@@ -516,6 +516,10 @@ impl Rig {
                 for name in ["NO_PROXY", "no_proxy"] {
                     env.entry(name.into()).or_insert_with(|| "127.0.0.1,localhost,::1".into());
                 }
+                // aiohttp reads the proxy variables only when told to (LiteLLM's
+                // aiohttp transport before 1.9x): without this its calls would
+                // fail in DNS, unseen.
+                env.entry("AIOHTTP_TRUST_ENV".into()).or_insert_with(|| "True".into());
                 egress = Some(sentinel);
                 let root = config.root_path().map_err(|e| e.to_string())?;
                 GatewayUnderTest::start_command(command, &yaml, &env, &root, *kind, *startup_timeout).await?
