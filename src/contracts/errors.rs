@@ -5,6 +5,7 @@
 
 use super::exchange::{Attribution, Endpoint, Exchange};
 use super::{snippet, violation, Violation};
+use crate::mocks::AnswerEnd;
 use serde_json::Value;
 
 fn class(status: u16) -> u16 {
@@ -55,8 +56,23 @@ pub(super) fn check(x: &Exchange, out: &mut Vec<Violation>) {
         }
     }
     let Some(last) = x.last_model_call() else { return };
-    let Some(up) = last.answer.status else { return };
     let got = x.response.status;
+    // A provider that reset the connection or answered a broken success
+    // failed; a 4xx tells the client its own request was at fault. (408 and
+    // 429 say "try again", which stays true.)
+    if (400..500).contains(&got) && !matches!(got, 408 | 429) {
+        if let Some(why) = upstream_failure(last) {
+            out.push(violation(
+                "errors.status-class",
+                format!(
+                    "{} {why}: a failure upstream, yet the client got {got}, as if its request were at fault ({})",
+                    last.provider,
+                    snippet(&x.response.body)
+                ),
+            ));
+        }
+    }
+    let Some(up) = last.answer.status else { return };
     if up < 400 || got < 400 {
         return;
     }
@@ -95,6 +111,28 @@ pub(super) fn check(x: &Exchange, out: &mut Vec<Violation>) {
                 last.answer.header("retry-after")
             ),
         ));
+    }
+}
+
+/// Why a provider's answer is a failure although it carries no error
+/// status: a reset, a success that broke off, or one that is not what its
+/// API answers (HTML, half a JSON body).
+fn upstream_failure(call: &super::exchange::UpstreamCall) -> Option<String> {
+    let a = &call.answer;
+    match (a.status, a.end) {
+        (None, AnswerEnd::Reset) => return Some("reset the connection without answering".into()),
+        (Some(s), _) if !(200..300).contains(&s) => return None,
+        (Some(_), AnswerEnd::Cut | AnswerEnd::Reset) => return Some("broke off its answer".into()),
+        (Some(_), AnswerEnd::Complete) => {}
+        _ => return None,
+    }
+    let media = a.header("content-type").map(super::media_type).unwrap_or_default();
+    match media.as_str() {
+        "text/event-stream" | "application/vnd.amazon.eventstream" => None,
+        m if m == "application/json" || m.ends_with("+json") => serde_json::from_slice::<Value>(&a.body)
+            .err()
+            .map(|_| format!("answered {} with a body that is not JSON", a.status.unwrap_or(200))),
+        other => Some(format!("answered {} with `{other}`, not JSON", a.status.unwrap_or(200))),
     }
 }
 

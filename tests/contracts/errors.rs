@@ -204,5 +204,37 @@ pub fn cases() -> Vec<Case> {
                 vec![],
             ),
         ),
+        case(
+            "an HTML page answered with 200 upstream becomes the client's 400",
+            Some("errors.status-class"),
+            exchange(
+                chat(chat_body()),
+                json_response(400, json!({"error": {"message": "Invalid request format: <html>maintenance</html>"}})),
+                vec![to_openai(chat_body(), answer(200, "text/html", b"<html>maintenance</html>".to_vec()))],
+            ),
+        ),
+        case(
+            "an HTML page answered with 200 upstream becomes a 502",
+            None,
+            exchange(
+                chat(chat_body()),
+                json_response(502, json!({"error": {"message": "openai returned a body that is not JSON"}})),
+                vec![to_openai(chat_body(), answer(200, "text/html", b"<html>maintenance</html>".to_vec()))],
+            ),
+        ),
+        case(
+            "a connection reset upstream becomes the client's 400",
+            Some("errors.status-class"),
+            exchange(
+                chat(chat_body()),
+                json_response(400, json!({"error": {"message": "Connection error."}})),
+                vec![to_openai(chat_body(), {
+                    let mut a = answer(200, "application/json", Vec::new());
+                    a.status = None;
+                    a.end = postmortem::mocks::AnswerEnd::Reset;
+                    a
+                })],
+            ),
+        ),
     ]
 }
