@@ -250,6 +250,9 @@ pub struct RouterSettings {
     /// retryable failure (connection error, 429, 5xx). Default: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_retries: Option<u32>,
+    /// Retries per kind of failure, in place of `num_retries` for that kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicy>,
     /// Default total timeout, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub timeout: Option<f64>,
@@ -268,6 +271,26 @@ pub struct LitellmSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_retries: Option<u32>,
 }
+}
+
+/// LiteLLM's `router_settings.retry_policy`: how many more deployments to
+/// try after each kind of failure. Client errors (bad request,
+/// authentication, content policy) are never retried, whatever it says: the
+/// provider would refuse the same request again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct RetryPolicy {
+    #[serde(rename = "TimeoutErrorRetries", default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+    #[serde(rename = "RateLimitErrorRetries", default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
+    #[serde(rename = "InternalServerErrorRetries", default, skip_serializing_if = "Option::is_none")]
+    pub internal_server: Option<u32>,
+    #[serde(rename = "BadRequestErrorRetries", default, skip_serializing_if = "Option::is_none")]
+    pub bad_request: Option<u32>,
+    #[serde(rename = "AuthenticationErrorRetries", default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<u32>,
+    #[serde(rename = "ContentPolicyViolationErrorRetries", default, skip_serializing_if = "Option::is_none")]
+    pub content_policy: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -448,6 +471,20 @@ impl Config {
 
     fn validate(&self, file: &str, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
         let field_err = |field: String, message: String| ConfigError::Field { file: file.to_string(), field, message };
+        if let Some(p) = &self.router_settings.retry_policy {
+            for (name, n) in [
+                ("BadRequestErrorRetries", p.bad_request),
+                ("AuthenticationErrorRetries", p.authentication),
+                ("ContentPolicyViolationErrorRetries", p.content_policy),
+            ] {
+                if n.is_some_and(|n| n > 0) {
+                    warnings.push(format!(
+                        "{file}: router_settings.retry_policy.{name} is ignored: a request the provider refused is \
+                         never sent again (it would be refused again)"
+                    ));
+                }
+            }
+        }
         for (i, d) in self.model_list.iter().enumerate() {
             if d.model_name.trim().is_empty() {
                 return Err(field_err(format!("model_list[{i}].model_name"), "must not be empty".into()));
@@ -729,6 +766,16 @@ litellm_settings:
         assert!(w.iter().any(|w| w.contains("router_settings.bogus_one")), "{w:?}");
         assert!(w.iter().any(|w| w.contains("litellm_settings.bogus_two")), "{w:?}");
         assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    #[test]
+    fn retry_policy_reads_litellms_names_and_says_which_kinds_never_retry() {
+        let text = "router_settings:\n  retry_policy: {RateLimitErrorRetries: 3, InternalServerErrorRetries: 1, BadRequestErrorRetries: 2}\n";
+        let loaded = Config::parse(text, "c.yaml").unwrap();
+        let p = loaded.config.router_settings.retry_policy.unwrap();
+        assert_eq!((p.rate_limit, p.internal_server, p.timeout), (Some(3), Some(1), None));
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].contains("BadRequestErrorRetries is ignored"), "{:?}", loaded.warnings);
     }
 
     #[test]

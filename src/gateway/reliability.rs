@@ -31,6 +31,18 @@ pub enum FallbackKind {
 
 /// Which fallback list an error calls for, if any. Other client errors
 /// (a malformed body, a bad parameter) are the client's to fix: no fallback.
+/// How many more deployments `policy` allows after failure `e` (None: the
+/// policy says nothing about its kind; `num_retries` applies).
+pub fn retries_allowed(policy: &crate::gateway::config::RetryPolicy, e: &ApiError) -> Option<u32> {
+    match e {
+        ApiError::GatewayTimeout(_) => policy.timeout,
+        ApiError::RateLimited { .. } | ApiError::Upstream { status: 429, .. } => policy.rate_limit,
+        ApiError::BadGateway(_) => policy.internal_server,
+        ApiError::Upstream { status, .. } if *status >= 500 => policy.internal_server,
+        _ => None,
+    }
+}
+
 pub fn classify(e: &ApiError) -> Option<FallbackKind> {
     match e {
         ApiError::BadGateway(_) | ApiError::GatewayTimeout(_) | ApiError::RateLimited { .. } => {

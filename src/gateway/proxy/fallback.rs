@@ -74,6 +74,14 @@ where
         match result {
             Ok(r) => return Ok(r),
             Err(e) if is_retryable(&e) => {
+                let policy = gw.config.router_settings.retry_policy.as_ref();
+                if let Some(allowed) = policy.and_then(|p| reliability::retries_allowed(p, &e)) {
+                    // `attempts` so far, so `attempts - 1` retries made.
+                    if attempts > allowed as usize {
+                        tracing::warn!(deployment = %route.deployment.id, error = %e, retries = allowed, "retry_policy allows no more retries for this failure");
+                        return Err(e);
+                    }
+                }
                 tracing::warn!(deployment = %route.deployment.id, error = %e, "deployment failed; trying the next one");
                 if cooldowns && route.deployment.health.record_failure(now, &gw.cooldowns) {
                     tracing::warn!(deployment = %route.deployment.id, secs = gw.cooldowns.cooldown.as_secs_f64(), "deployment cooled down");
