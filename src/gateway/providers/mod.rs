@@ -417,6 +417,18 @@ pub trait ProviderApi: Send + Sync {
     fn events(&self) -> Box<dyn EventDecoder> {
         Box::new(SseEvents::default())
     }
+
+    /// The OpenAI request parameters it accepts on `endpoint` (the others
+    /// are refused, or dropped with `drop_params`): OpenAI's own, or what the
+    /// Messages translation carries, unless the module knows better.
+    fn supported_params(
+        &self,
+        _provider: Provider,
+        endpoint: params::Endpoint,
+        upstream_model: &str,
+    ) -> Vec<&'static str> {
+        params::standard(endpoint, self.speaks_messages(upstream_model))
+    }
 }
 
 /// Joins a base URL and a path without doubling or dropping slashes.

@@ -47,6 +47,18 @@ impl ProviderApi for OpenAiCompat {
         }
     }
 
+    fn supported_params(
+        &self,
+        provider: Provider,
+        endpoint: super::params::Endpoint,
+        _upstream_model: &str,
+    ) -> Vec<&'static str> {
+        match provider {
+            Provider::HostedVllm => super::params::vllm(endpoint),
+            _ => super::params::standard(endpoint, false),
+        }
+    }
+
     fn request(&self, ep: &Endpoint, call: Call<'_>) -> Result<UpstreamRequest, ApiError> {
         let Operation::OpenAi(path) = call.op else {
             return Err(ApiError::Internal(format!("{} speaks only the OpenAI wire format", ep.provider)));

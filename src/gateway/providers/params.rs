@@ -143,23 +143,32 @@ const CHAT_ANTHROPIC: &[&str] = &[
 const EMBED_OPENAI: &[&str] = &["encoding_format", "dimensions", "user"];
 const EMBED_VLLM: &[&str] = &["encoding_format", "dimensions", "user", "truncate_prompt_tokens"];
 
+/// The parameters `provider` accepts on `endpoint`: its module says
+/// (`ProviderApi::supported_params`), from the tables here.
 pub fn supported(provider: Provider, endpoint: &Endpoint, upstream_model: &str) -> Vec<&'static str> {
+    provider.api().supported_params(provider, *endpoint, upstream_model)
+}
+
+/// The parameters of OpenAI's own API on `endpoint`, or, for chat to a
+/// model that speaks Messages, what the translation carries: what every
+/// provider accepts unless its module says otherwise.
+pub fn standard(endpoint: Endpoint, speaks_messages: bool) -> Vec<&'static str> {
     match endpoint {
-        Endpoint::Chat => {
-            if provider.speaks_messages(upstream_model) {
-                CHAT_ANTHROPIC.to_vec()
-            } else if provider == Provider::HostedVllm {
-                CHAT_OPENAI.iter().chain(CHAT_VLLM_EXTRA).copied().collect()
-            } else {
-                CHAT_OPENAI.to_vec()
-            }
-        }
-        Endpoint::Embeddings => match provider {
-            Provider::HostedVllm => EMBED_VLLM.to_vec(),
-            _ => EMBED_OPENAI.to_vec(),
-        },
+        Endpoint::Chat if speaks_messages => CHAT_ANTHROPIC.to_vec(),
+        Endpoint::Chat => CHAT_OPENAI.to_vec(),
+        Endpoint::Embeddings => EMBED_OPENAI.to_vec(),
         Endpoint::Completions => COMPLETIONS_OPENAI.to_vec(),
         Endpoint::Responses => RESPONSES_OPENAI.to_vec(),
+    }
+}
+
+/// vLLM's OpenAI server: the OpenAI sets plus its sampling extras for chat
+/// and `truncate_prompt_tokens` for embeddings.
+pub fn vllm(endpoint: Endpoint) -> Vec<&'static str> {
+    match endpoint {
+        Endpoint::Chat => CHAT_OPENAI.iter().chain(CHAT_VLLM_EXTRA).copied().collect(),
+        Endpoint::Embeddings => EMBED_VLLM.to_vec(),
+        other => standard(other, false),
     }
 }
 
