@@ -279,6 +279,15 @@ async fn resolve(
             StubResponse::Fault(Fault::Malformed) => {
                 return Action::Respond(defaults::malformed(shared.kind, &shared.name, &shared.ids, req))
             }
+            StubResponse::Fault(Fault::Huge { bytes, status }) => {
+                return Action::Stream(StreamPlan {
+                    status: *status,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    frames: stream::huge_json(*bytes),
+                    hold_before: None,
+                    cut_after: None,
+                })
+            }
             StubResponse::Sse { status, events, hold_before, cut_after, headers } => {
                 return Action::Stream(StreamPlan {
                     status: *status,

@@ -158,3 +158,19 @@ async fn hold(conn: &mut Conn, plan: &StreamPlan, i: usize, gates: &Gates) -> bo
         _ => true,
     }
 }
+
+/// A JSON object `bytes` long, `{"padding":"xxx…"}`, in pieces of 1 MiB.
+pub(crate) fn huge_json(bytes: u64) -> Vec<Frame> {
+    const PIECE: usize = 1024 * 1024;
+    let total = bytes.max(16) as usize;
+    let (head, tail) = (b"{\"padding\":\"".as_slice(), b"\"}".as_slice());
+    let mut left = total - head.len() - tail.len();
+    let mut frames = vec![Frame { bytes: head.to_vec(), delay_ms: 0 }];
+    while left > 0 {
+        let n = left.min(PIECE);
+        frames.push(Frame { bytes: vec![b'x'; n], delay_ms: 0 });
+        left -= n;
+    }
+    frames.push(Frame { bytes: tail.to_vec(), delay_ms: 0 });
+    frames
+}

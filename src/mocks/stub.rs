@@ -208,6 +208,14 @@ pub enum Fault {
     /// Any status with the provider's own error body for it (e.g. 529 for
     /// Anthropic overload, 503 for Bedrock).
     Status { code: u16 },
+    /// A `status` answer with a JSON body `bytes` long (`{"padding":
+    /// "xxx…"}`), sent in 1 MiB pieces: for a gateway's limit on what it
+    /// reads from a provider. At most 512 MiB.
+    Huge {
+        bytes: u64,
+        #[serde(default = "ok")]
+        status: u16,
+    },
 }
 
 /// One SSE event. `comment: true` sends `: data` (a keep-alive line).
@@ -355,6 +363,12 @@ impl StubResponse {
             }
             StubResponse::Fault(Fault::Latency { then, .. }) => then.validate(&format!("{at}.fault.latency.then")),
             StubResponse::Fault(Fault::Status { code }) => check_status(*code, &format!("{at}.fault.status")),
+            StubResponse::Fault(Fault::Huge { bytes, status }) => {
+                if *bytes < 32 || *bytes > 512 * 1024 * 1024 {
+                    return Err(format!("{at}.fault.huge.bytes: must be from 32 to 536870912, got {bytes}"));
+                }
+                check_status(*status, &format!("{at}.fault.huge.status"))
+            }
             StubResponse::Fault(Fault::Reset | Fault::Malformed | Fault::RateLimited { .. }) => Ok(()),
         }
     }
