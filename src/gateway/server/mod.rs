@@ -75,26 +75,65 @@ async fn drain(body: Body) {
     .await;
 }
 
-/// A model route's handler: the body read within the limit (a refusal in
-/// the route's own error shape: `$error`), then the proxy.
-macro_rules! body_handler {
-    ($name:ident, $target:path, $error:path) => {
-        async fn $name(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
-            match read_body(&gw, &headers, body).await {
-                Ok(raw) => $target(gw, headers, raw).await,
-                Err(e) => $error(e),
-            }
+/// A model route's body, read within the limit before the proxy sees it;
+/// a refusal (413, a body that broke off) in the error shape of the API the
+/// route speaks (`S`), so each SDK raises its own typed error.
+pub(super) struct LimitedBody<S>(Bytes, std::marker::PhantomData<S>);
+
+/// The error shape of a route's API.
+pub(super) trait ErrorShape {
+    fn render(e: ApiError) -> Response;
+}
+
+/// OpenAI's `{"error": {...}}`.
+pub(super) struct OpenAiShape;
+
+impl ErrorShape for OpenAiShape {
+    fn render(e: ApiError) -> Response {
+        e.into_response()
+    }
+}
+
+/// Anthropic's `{"type": "error", "error": {...}}`.
+pub(super) struct AnthropicShape;
+
+impl ErrorShape for AnthropicShape {
+    fn render(e: ApiError) -> Response {
+        proxy::anthropic_error(e)
+    }
+}
+
+impl<S: ErrorShape> axum::extract::FromRequest<Arc<Gateway>> for LimitedBody<S> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, gw: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        match read_body(gw, &parts.headers, body).await {
+            Ok(raw) => Ok(LimitedBody(raw, std::marker::PhantomData)),
+            Err(e) => Err(S::render(e)),
+        }
+    }
+}
+
+type OpenAiBody = LimitedBody<OpenAiShape>;
+type MessagesBody = LimitedBody<AnthropicShape>;
+
+/// A model route's handler: the body its extractor read within the limit,
+/// then the proxy's entry point.
+macro_rules! model_route {
+    ($name:ident, $target:path, $body:ty) => {
+        async fn $name(State(gw): Gw, headers: HeaderMap, body: $body) -> Response {
+            $target(gw, headers, body.0).await
         }
     };
 }
 
-body_handler!(chat, proxy::chat_completions, IntoResponse::into_response);
-body_handler!(completions, proxy::completions, IntoResponse::into_response);
-body_handler!(responses, proxy::responses, IntoResponse::into_response);
-body_handler!(embeddings, proxy::embeddings, IntoResponse::into_response);
-// Anthropic's clients get Anthropic's error shape, a 413 included.
-body_handler!(messages, proxy::messages, proxy::anthropic_error);
-body_handler!(count_tokens, proxy::count_tokens, proxy::anthropic_error);
+model_route!(chat, proxy::chat_completions, OpenAiBody);
+model_route!(completions, proxy::completions, OpenAiBody);
+model_route!(responses, proxy::responses, OpenAiBody);
+model_route!(embeddings, proxy::embeddings, OpenAiBody);
+model_route!(messages, proxy::messages, MessagesBody);
+model_route!(count_tokens, proxy::count_tokens, MessagesBody);
 
 /// An Azure-style call: the body's `model` becomes the path's deployment
 /// (what the `AzureOpenAI` client addresses), then the usual handler runs.
@@ -105,12 +144,9 @@ macro_rules! azure_handler {
             State(gw): Gw,
             axum::extract::Path(deployment): axum::extract::Path<String>,
             headers: HeaderMap,
-            body: Body,
+            body: OpenAiBody,
         ) -> Response {
-            match read_body(&gw, &headers, body).await {
-                Ok(raw) => $target(gw, headers, with_model(raw, &deployment)).await,
-                Err(e) => e.into_response(),
-            }
+            $target(gw, headers, with_model(body.0, &deployment)).await
         }
     };
 }
