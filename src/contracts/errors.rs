@@ -129,9 +129,9 @@ fn upstream_failure(call: &super::exchange::UpstreamCall) -> Option<String> {
     let media = a.header("content-type").map(super::media_type).unwrap_or_default();
     match media.as_str() {
         "text/event-stream" | "application/vnd.amazon.eventstream" => None,
-        m if m == "application/json" || m.ends_with("+json") => serde_json::from_slice::<Value>(&a.body)
-            .err()
-            .map(|_| format!("answered {} with a body that is not JSON", a.status.unwrap_or(200))),
+        m if m == "application/json" || m.ends_with("+json") => {
+            a.json().is_none().then(|| format!("answered {} with a body that is not JSON", a.status.unwrap_or(200)))
+        }
         other => Some(format!("answered {} with `{other}`, not JSON", a.status.unwrap_or(200))),
     }
 }

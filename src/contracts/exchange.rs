@@ -228,15 +228,8 @@ pub struct Setup {
 
 /// The host of a URL, lower-case (`https://x.example.com:8443/v1` -> `x.example.com`).
 fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = if authority.starts_with('[') {
-        authority.split(']').next()?.trim_start_matches('[')
-    } else {
-        authority.split(':').next()?
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    let host = reqwest::Url::parse(url).ok()?.host_str()?.trim_matches(['[', ']']).to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
 }
 
 /// Shows a secret's label and a short prefix, never the value.

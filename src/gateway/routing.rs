@@ -34,7 +34,6 @@ pub struct Deployment {
     pub model_info: Option<serde_json::Value>,
     pub timeout: Option<Duration>,
     pub stream_timeout: Option<Duration>,
-    pub connect_timeout: Option<Duration>,
     /// `litellm_params.rpm` / `tpm`: a deployment at its limit is skipped
     /// for the next one in its group, as LiteLLM's router does.
     pub limits: RateLimiter,
@@ -70,9 +69,7 @@ impl Deployment {
             None => Err(format!("deployment `{}` does not serve {provider}", self.id)),
         }
     }
-}
 
-impl Deployment {
     fn from_config(
         i: usize,
         d: &ModelDeployment,
@@ -143,7 +140,6 @@ impl Deployment {
             timeout: secs(d.litellm_params.timeout).or(default_timeout),
             params,
             stream_timeout: secs(d.litellm_params.stream_timeout),
-            connect_timeout: secs(d.litellm_params.connect_timeout),
             limits: RateLimiter::new(d.litellm_params.rpm, d.litellm_params.tpm),
             health: Default::default(),
             reach,

@@ -7,7 +7,7 @@
 use super::{path_segment, Call, Endpoint, EndpointInput, Operation, ProviderApi, UpstreamRequest};
 use crate::gateway::beta::{BetaTarget, Placement};
 use crate::gateway::error::ApiError;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The `anthropic_version` Vertex AI requires in the body.
 pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
@@ -44,11 +44,7 @@ impl ProviderApi for VertexAi {
         let mut body = call.body;
         body.remove("model");
         body.insert("anthropic_version".into(), json!(VERTEX_ANTHROPIC_VERSION));
-        if call.stream {
-            body.insert("stream".into(), Value::Bool(true));
-        } else {
-            body.remove("stream");
-        }
+        super::anthropic::set_stream(&mut body, call.stream);
         let mut req = UpstreamRequest::json(ep, format!("{}{model}:{verb}", ep.url), &body)?;
         if let Some(b) = crate::gateway::beta::header_value(call.betas) {
             req.header("anthropic-beta", &b)?;

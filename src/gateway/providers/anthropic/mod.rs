@@ -35,6 +35,16 @@ pub(super) fn messages_url(base: &str) -> String {
     }
 }
 
+/// `"stream": true` for a stream, and no `stream` key otherwise (absent is
+/// the API's default).
+pub(super) fn set_stream(body: &mut serde_json::Map<String, Value>, stream: bool) {
+    if stream {
+        body.insert("stream".into(), Value::Bool(true));
+    } else {
+        body.remove("stream");
+    }
+}
+
 /// A Messages-API call on an endpoint that takes Anthropic's own request
 /// (Anthropic, Azure AI): the model in the body, the version and the beta
 /// flags in headers, `count_tokens` next to `messages`.
@@ -48,11 +58,7 @@ pub(super) fn messages_request(ep: &Endpoint, call: Call<'_>) -> Result<Upstream
     };
     let mut body = call.body;
     body.insert("model".into(), Value::String(call.upstream_model.to_string()));
-    if call.stream {
-        body.insert("stream".into(), Value::Bool(true));
-    } else {
-        body.remove("stream");
-    }
+    set_stream(&mut body, call.stream);
     let mut req = UpstreamRequest::json(ep, url, &body)?;
     req.header("anthropic-version", call.anthropic_version.unwrap_or(ANTHROPIC_VERSION))?;
     if let Some(b) = crate::gateway::beta::header_value(call.betas) {
