@@ -21,6 +21,7 @@
 mod errors;
 mod exchange;
 mod fidelity;
+mod handles;
 mod request;
 pub mod schema;
 mod security;
@@ -32,6 +33,7 @@ mod stream;
 pub use exchange::{
     masked, media_type, Attribution, ClientRequest, ClientResponse, Endpoint, Exchange, Secret, Setup, UpstreamCall,
 };
+pub use handles::{response_ids, Handles};
 
 use serde::Serialize;
 
@@ -111,6 +113,11 @@ pub const CONTRACTS: &[Contract] = &[
         name: "fidelity.finish-reason",
         family: Family::Fidelity,
         statement: "The finish/stop reason is the provider's, or its counterpart in the client's API (end_turn→stop, max_tokens→length, tool_use→tool_calls).",
+    },
+    Contract {
+        name: "fidelity.response-handle",
+        family: Family::Fidelity,
+        statement: "A Response id the client got, sent back as previous_response_id, reaches the provider that stored that Response, as the id it issued; a Response the client did not opt out of storing is stored.",
     },
     Contract {
         name: "fidelity.usage",

@@ -266,7 +266,9 @@ fn param<'v>(body: &'v Value, api: Api, names: (&str, &str, &str)) -> Option<&'v
 /// `input`, `prompt`, `instructions`, `dimensions` included) reaches the
 /// provider with the same value, or not at all. A lone string and a list
 /// holding just it are one input; `encoding_format` is the gateway's to
-/// choose upstream (the vectors are compared as float32 values).
+/// choose upstream (the vectors are compared as float32 values);
+/// `previous_response_id` is a handle the gateway may have issued itself,
+/// judged by `fidelity.response-handle`.
 fn openai_passthrough(x: &Exchange, endpoint_path: &str, out: &mut Vec<Violation>) {
     let Some(sent) = x.request.json() else { return };
     let Some(fields) = sent.as_object() else { return };
@@ -280,7 +282,10 @@ fn openai_passthrough(x: &Exchange, endpoint_path: &str, out: &mut Vec<Violation
         let Some(body) = call.request.json.as_ref() else { continue };
         for (k, v) in fields {
             if v.is_null()
-                || matches!(k.as_str(), "model" | "stream" | "stream_options" | "metadata" | "encoding_format")
+                || matches!(
+                    k.as_str(),
+                    "model" | "stream" | "stream_options" | "metadata" | "encoding_format" | "previous_response_id"
+                )
             {
                 continue;
             }

@@ -246,6 +246,12 @@ pub struct RouterSettings {
     /// LiteLLM config that sets it loads without a warning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_pre_call_checks: Option<bool>,
+    /// LiteLLM's opt-in routing checks. `responses_api_deployment_check`
+    /// (a Responses follow-up goes to the deployment that stored the
+    /// Response) is always on here: the id a client gets names its
+    /// deployment. The affinity checks are not implemented and warn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional_pre_call_checks: Option<Vec<String>>,
     /// Extra attempts on other deployments of the same model after a
     /// retryable failure (connection error, 429, 5xx). Default: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -471,6 +477,14 @@ impl Config {
 
     fn validate(&self, file: &str, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
         let field_err = |field: String, message: String| ConfigError::Field { file: file.to_string(), field, message };
+        for check in self.router_settings.optional_pre_call_checks.iter().flatten() {
+            if check != "responses_api_deployment_check" {
+                warnings.push(format!(
+                    "{file}: router_settings.optional_pre_call_checks: `{check}` is not implemented and is ignored \
+                     (responses_api_deployment_check is always on)"
+                ));
+            }
+        }
         if let Some(p) = &self.router_settings.retry_policy {
             for (name, n) in [
                 ("BadRequestErrorRetries", p.bad_request),

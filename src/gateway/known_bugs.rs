@@ -47,6 +47,10 @@ pub struct KnownBugs {
     /// gateway's own estimate (4 characters a token, labelled as such)
     /// instead of the provider's count.
     pub estimate_count_tokens: bool,
+    /// Contract `fidelity.response-handle`: a Responses follow-up is routed
+    /// like any request, whichever deployment stored the Response it
+    /// continues (its handle is still resolved to the provider's id).
+    pub unpinned_response_handles: bool,
 }
 
 impl KnownBugs {
@@ -69,12 +73,13 @@ impl KnownBugs {
             "done_after_broken_stream" => self.done_after_broken_stream = true,
             "loosen_forced_tool_choice" => self.loosen_forced_tool_choice = true,
             "estimate_count_tokens" => self.estimate_count_tokens = true,
+            "unpinned_response_handles" => self.unpinned_response_handles = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -87,5 +92,6 @@ impl KnownBugs {
         "done_after_broken_stream",
         "loosen_forced_tool_choice",
         "estimate_count_tokens",
+        "unpinned_response_handles",
     ];
 }

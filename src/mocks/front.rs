@@ -136,7 +136,43 @@ impl Shared {
     /// The strict profile's verdict, without spending ids of the real
     /// sequence (the front only needs to know whether to forward).
     pub fn strict_rejection(&self, req: &RecordedRequest) -> Option<Buffered> {
-        strict::check(self.kind, &self.opts, req, &IdGen::new("probe"))
+        self.rejection(req, &IdGen::new("probe"))
+    }
+
+    /// The strict profile's verdict: the stateless checks, then the ones
+    /// that depend on what this provider answered before.
+    pub(crate) fn rejection(&self, req: &RecordedRequest, ids: &IdGen) -> Option<Buffered> {
+        strict::check(self.kind, &self.opts, req, ids).or_else(|| self.unknown_previous_response(req))
+    }
+
+    /// OpenAI's Responses API resolves `previous_response_id` against the
+    /// Responses it stored for this account (`store` defaults to true); any
+    /// other id is a 400 `previous_response_not_found`. A gateway that sends
+    /// a follow-up to another deployment, or forwards an id it made up
+    /// itself, meets this answer, as it would in production.
+    fn unknown_previous_response(&self, req: &RecordedRequest) -> Option<Buffered> {
+        if !self.opts.strict
+            || !matches!(self.kind, MockKind::Openai | MockKind::Azure)
+            || Route::classify(self.kind, req) != Route::Responses
+        {
+            return None;
+        }
+        let wanted = req.json_field("previous_response_id")?.as_str()?;
+        let known = self.exchanges().into_iter().any(|(r, a)| {
+            Route::classify(self.kind, &r) == Route::Responses
+                && r.json_field("store") != Some(&serde_json::Value::Bool(false))
+                && a.status.is_some_and(|s| (200..300).contains(&s))
+                && stored_response_ids(&a.body).iter().any(|id| id == wanted)
+        });
+        (!known).then(|| {
+            errors::openai(
+                400,
+                &format!("Previous response with id '{wanted}' not found."),
+                "invalid_request_error",
+                Some("previous_response_id"),
+                Some("previous_response_not_found"),
+            )
+        })
     }
 
     /// First matching stub with uses left; counts the use.
@@ -243,6 +279,27 @@ async fn write_buffered(shared: &Shared, index: usize, conn: &mut Conn, b: &Buff
         shared.answer(index, |a| a.end = AnswerEnd::PeerClosed);
     }
     ok
+}
+
+/// The ids of the Responses an answer carried: a `Response` body, or the
+/// `response` of a stream's lifecycle events.
+fn stored_response_ids(body: &[u8]) -> Vec<String> {
+    let id_of = |v: &serde_json::Value| {
+        let r = if v.get("object").and_then(|o| o.as_str()) == Some("response") { Some(v) } else { v.get("response") };
+        r.and_then(|r| r.get("id")).and_then(|i| i.as_str()).map(str::to_string)
+    };
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        return id_of(&v).into_iter().collect();
+    }
+    let text = String::from_utf8_lossy(body);
+    let mut ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
+        .filter_map(|v| id_of(&v))
+        .collect();
+    ids.dedup();
+    ids
 }
 
 async fn dispatch(shared: &Shared, req: &RecordedRequest) -> Action {

@@ -15,7 +15,7 @@ use wiremock::{Match, Mock, MockServer, Request, Respond, ResponseTemplate};
 use super::front::Shared;
 use super::journal::RecordedRequest;
 use super::wire::Buffered;
-use super::{defaults, errors, strict};
+use super::{defaults, errors};
 
 /// Header the front adds to a forwarded request to name the `Mock` it chose:
 /// only [`STRICT_TARGET`] today.
@@ -44,8 +44,7 @@ impl Respond for StrictProfile {
         let req = RecordedRequest::from_wiremock(request);
         // The front and this check see the same request, so `None` cannot
         // happen; answer a provider 500 rather than a wrong success if it does.
-        let b = strict::check(self.0.kind, &self.0.opts, &req, &self.0.ids)
-            .unwrap_or_else(|| errors::status(self.0.kind, 500, &self.0.ids));
+        let b = self.0.rejection(&req, &self.0.ids).unwrap_or_else(|| errors::status(self.0.kind, 500, &self.0.ids));
         template(&b)
     }
 }

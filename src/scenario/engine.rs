@@ -232,6 +232,10 @@ struct Ctx<'a> {
     transcript: Vec<Value>,
     /// Egress attempts that belong to exchanges already checked.
     egress_seen: usize,
+    /// The Response ids clients got, for `fidelity.response-handle`.
+    handles: contracts::Handles,
+    /// Values kept by `save`, as `saved.NAME`.
+    saved: BTreeMap<String, String>,
 }
 
 pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -> Outcome {
@@ -310,6 +314,8 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                 root: opts.project_root.clone(),
                 transcript: Vec::new(),
                 egress_seen: 0,
+                handles: contracts::Handles::default(),
+                saved: BTreeMap::new(),
             };
             ctx.egress_seen = ctx.rig.egress.as_ref().map_or(0, |e| e.count());
             let list = if std::ptr::eq(ctx.steps, scenario.steps.as_slice()) { "steps" } else { "black_box_steps" };
@@ -752,7 +758,8 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 let (sent, resp) = send(ctx, r).await?;
                 record(ctx, i, r, &resp);
                 check_contracts(ctx, sent, &resp).await;
-                check_response(ctx, expect, &resp).await
+                check_response(ctx, expect, &resp).await?;
+                save_values(ctx, r, &resp)
             }
             Some(n) => {
                 for k in 0..n {
@@ -812,6 +819,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 raw_body: None,
                 pad_body_to_bytes: None,
                 repeat: None,
+                save: BTreeMap::new(),
             };
             let (sent, resp) = send(ctx, &r).await?;
             record(ctx, i, &r, &resp);
@@ -961,8 +969,53 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
     }
 }
 
+/// Keeps the values a request's `save` names, for `${saved.NAME}` later.
+fn save_values(ctx: &mut Ctx<'_>, r: &RequestSpec, resp: &Response) -> Result<(), String> {
+    if r.save.is_empty() {
+        return Ok(());
+    }
+    let docs: Vec<Value> = match serde_json::from_slice::<Value>(&resp.body) {
+        Ok(v) => vec![v],
+        Err(_) => String::from_utf8_lossy(&resp.body)
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+            .collect(),
+    };
+    for (name, pointer) in &r.save {
+        let found = docs.iter().find_map(|d| d.pointer(pointer)).ok_or_else(|| {
+            format!(
+                "save.{name}: the response has nothing at {pointer}: {}",
+                String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()
+            )
+        })?;
+        let text = match found {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        ctx.saved.insert(format!("saved.{name}"), text);
+    }
+    Ok(())
+}
+
+/// `${saved.NAME}` in a request's strings, from earlier `save`s.
+fn with_saved(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<RequestSpec, String> {
+    let mut r = r.clone();
+    if !r.path.contains("${saved.") && !r.body.as_ref().is_some_and(|b| b.to_string().contains("${saved.")) {
+        return Ok(r);
+    }
+    let mut path = Value::String(r.path.clone());
+    substitute(&mut path, &ctx.saved)?;
+    r.path = path.as_str().unwrap_or_default().to_string();
+    if let Some(b) = r.body.as_mut() {
+        substitute(b, &ctx.saved)?;
+    }
+    Ok(r)
+}
+
 /// The request to send, and the same request as the contract checks see it.
 fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(reqwest::RequestBuilder, ClientRequest), String> {
+    let r = &with_saved(ctx, r)?;
     let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| format!("bad method `{}`", r.method))?;
     let url = format!("{}{}", ctx.rig.gut.base_url(), r.path);
     let mut req = ctx.rig.http.request(method, &url);
@@ -1109,7 +1162,8 @@ fn check_exchange(
     };
     let x = Exchange { request, response, upstream, attribution, egress };
     ctx.exchanges_checked += 1;
-    let found = contracts::check(&x, &ctx.rig.setup);
+    let mut found = contracts::check(&x, &ctx.rig.setup);
+    found.extend(ctx.handles.check(&x));
     if found.is_empty() {
         return;
     }

@@ -413,6 +413,11 @@ pub struct RequestSpec {
     /// strings replaced by 0..N; each response must meet `expect`.
     #[serde(default)]
     pub repeat: Option<usize>,
+    /// Keep values of the response for later steps: name -> JSON pointer
+    /// into the body (for a stream, into the first event whose data has
+    /// it). A later request's path and body strings take `${saved.NAME}`.
+    #[serde(default)]
+    pub save: BTreeMap<String, String>,
 }
 
 impl RequestSpec {

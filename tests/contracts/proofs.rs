@@ -13,6 +13,7 @@ const PROOFS: &[(&str, &str, &str)] = &[
     ("done_after_broken_stream", "broken-upstreams.yaml", "stream.no-false-completion"),
     ("loosen_forced_tool_choice", "anthropic-family.yaml", "fidelity.request"),
     ("estimate_count_tokens", "anthropic-family.yaml", "fidelity.usage"),
+    ("unpinned_response_handles", "responses-conversations.yaml", "fidelity.response-handle"),
 ];
 
 #[tokio::test]

@@ -165,3 +165,90 @@ pub fn passthrough_cases() -> Vec<Case> {
         ),
     ]
 }
+
+/// A turn of a conversation: the client sends `previous` (if any), the call
+/// reaches `mock` with `sent_previous` (and `store`), the mock answers
+/// Response `provider_id` and the client gets `client_id`.
+fn turn(
+    previous: Option<&str>,
+    mock: &str,
+    sent_previous: Option<&str>,
+    provider_id: &str,
+    client_id: &str,
+) -> postmortem::contracts::Exchange {
+    let mut client = body(false);
+    let mut sent = body(false);
+    if let Some(p) = previous {
+        client["previous_response_id"] = json!(p);
+    }
+    if let Some(p) = sent_previous {
+        sent["previous_response_id"] = json!(p);
+    }
+    let (mut answer, mut got) = (response("Hello"), response("Hello"));
+    answer["id"] = json!(provider_id);
+    got["id"] = json!(client_id);
+    let auth = format!("Bearer {OPENAI_KEY}");
+    let call =
+        upstream(mock, MockKind::Openai, "/v1/responses", &[("authorization", &auth)], sent, json_answer(200, answer));
+    exchange(request("/v1/responses", client), json_response(200, got), vec![call])
+}
+
+fn handle_violations(turns: &[postmortem::contracts::Exchange]) -> Vec<String> {
+    let mut handles = postmortem::contracts::Handles::default();
+    turns.iter().flat_map(|x| handles.check(x)).map(|v| format!("{}: {}", v.contract, v.detail)).collect()
+}
+
+#[test]
+fn handles_a_follow_up_resolved_at_the_deployment_that_stored_it_passes() {
+    let turns = [
+        turn(None, "east", None, "resp_1", "gw_1"),
+        turn(Some("gw_1"), "east", Some("resp_1"), "resp_2", "gw_2"),
+        // A branch, and a gateway that rebuilt the context itself (no id upstream).
+        turn(Some("gw_1"), "west", None, "resp_3", "gw_3"),
+        // An id the gateway never gave is not this contract's business.
+        turn(Some("resp_elsewhere"), "west", Some("resp_elsewhere"), "resp_4", "gw_4"),
+    ];
+    assert_eq!(handle_violations(&turns), Vec::<String>::new());
+}
+
+#[test]
+fn handles_a_follow_up_sent_to_another_deployment_is_reported() {
+    let turns =
+        [turn(None, "east", None, "resp_1", "gw_1"), turn(Some("gw_1"), "west", Some("resp_1"), "resp_2", "gw_2")];
+    let found = handle_violations(&turns);
+    assert!(
+        found.len() == 1 && found[0].starts_with("fidelity.response-handle") && found[0].contains("went to west"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn handles_the_gateways_own_id_forwarded_upstream_is_reported() {
+    let turns =
+        [turn(None, "east", None, "resp_1", "gw_1"), turn(Some("gw_1"), "east", Some("gw_1"), "resp_2", "gw_2")];
+    let found = handle_violations(&turns);
+    assert!(found.len() == 1 && found[0].contains("issued it as \"resp_1\""), "{found:?}");
+}
+
+#[test]
+fn handles_a_response_stored_against_the_clients_wish_or_not_stored_against_it() {
+    let mut unstored = turn(None, "east", None, "resp_1", "gw_1");
+    let mut sent = unstored.upstream[0].request.json.clone().unwrap();
+    sent["store"] = json!(false);
+    unstored.upstream[0].request.body = serde_json::to_vec(&sent).unwrap();
+    unstored.upstream[0].request.json = Some(sent);
+    let found = handle_violations(&[unstored.clone()]);
+    assert!(found.len() == 1 && found[0].contains("store: false"), "{found:?}");
+    // The client's own `store: false` passed on is what it asked for.
+    let mut asked = unstored;
+    let mut client = asked.request.json().unwrap();
+    client["store"] = json!(false);
+    asked.request.body = serde_json::to_vec(&client).unwrap();
+    assert_eq!(handle_violations(&[asked]), Vec::<String>::new());
+}
+
+#[test]
+fn handles_are_learnt_from_streams_too() {
+    let ids = postmortem::contracts::response_ids(&anthropic_sse(&events()));
+    assert_eq!(ids, vec!["resp_1".to_string()]);
+}

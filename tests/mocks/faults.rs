@@ -143,6 +143,31 @@ async fn openai_serves_the_responses_api_whole_and_streamed() {
 
     let r = post(&url, &auth, &json!({"model": "gpt-4o"})).await;
     assert_eq!(r.status, 400, "input is required: {}", r.text());
+
+    // `previous_response_id` resolves against this mock's stored Responses
+    // only (whole or streamed); not stored (`store: false`) or unknown ids
+    // get OpenAI's 400.
+    let first = v["id"].as_str().unwrap().to_string();
+    let streamed_id = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .find_map(|d| {
+            serde_json::from_str::<serde_json::Value>(d).ok()?.pointer("/response/id")?.as_str().map(str::to_string)
+        })
+        .unwrap();
+    for id in [&first, &streamed_id] {
+        let r = post(&url, &auth, &json!({"model": "gpt-4o", "input": "more", "previous_response_id": id})).await;
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+    }
+    let unstored = post(&url, &auth, &json!({"model": "gpt-4o", "input": "hi", "store": false})).await.json();
+    let other = start(MockKind::Openai).await;
+    let other_url = format!("{}/v1/responses", other.url());
+    for (url, id) in [(&url, unstored["id"].as_str().unwrap()), (&url, "resp_made_up"), (&other_url, first.as_str())] {
+        let r = post(url, &auth, &json!({"model": "gpt-4o", "input": "more", "previous_response_id": id})).await;
+        assert_eq!(r.status, 400, "{id}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "previous_response_not_found");
+        assert_eq!(r.json()["error"]["message"], format!("Previous response with id '{id}' not found."));
+    }
     let vllm = start(MockKind::HostedVllm).await;
     let r = post(&format!("{}/v1/responses", vllm.url()), &[], &json!({"model": "m", "input": "hi"})).await;
     assert_eq!(r.status, 404);

@@ -8,6 +8,7 @@
 //! - `fallback`: tries routes in order, then the fallback groups.
 //! - `call`: one upstream call via `providers::ProviderApi`.
 //! - `stream`: SSE answers, their error events and the stream meter.
+//! - `handles`: Responses API ids that name the deployment that stored them.
 //! - `pricing`: usage, cost, the spend log and the cost headers.
 //! - `openai`: the OpenAI entry points (chat, embeddings, completions,
 //!   Responses); `anthropic`: `/v1/messages` and `count_tokens`, and chat
@@ -19,6 +20,7 @@ mod admit;
 mod anthropic;
 mod call;
 mod fallback;
+mod handles;
 mod openai;
 pub(crate) mod pricing;
 mod stream;

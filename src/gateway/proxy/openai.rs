@@ -7,6 +7,7 @@ use super::admit::{admit, Admitted};
 use super::anthropic::anthropic_chat;
 use super::call::{passed_on, read_json, send, stream_bound, Outgoing};
 use super::fallback::with_group_fallbacks;
+use super::handles::{self, StreamHandles};
 use super::pricing::{charge, estimate_prompt_tokens, openai_usage, with_cost_headers, Price};
 use super::stream::{sse_response, stream_error_event, StreamMeter};
 use crate::gateway::error::{json_type, ApiError};
@@ -19,6 +20,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use serde_json::Value;
 use std::sync::Arc;
 
 pub(super) async fn openai_call(
@@ -47,6 +49,7 @@ pub(super) async fn openai_call(
         let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
         let done_after_broken = gw.bugs.done_after_broken_stream;
         let mut meter = StreamMeter::reading_bytes(gw, &a.caller, &route);
+        let mut handles = (endpoint == Endpoint::Responses).then(|| StreamHandles::new(&route));
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
             // Bytes after the last complete event: held back until the
@@ -61,6 +64,7 @@ pub(super) async fn openai_call(
                             let rest = pending.split_off(end);
                             let ready = std::mem::replace(&mut pending, rest);
                             meter.observe_bytes(&ready);
+                            let ready = match handles.as_mut() { Some(h) => h.rewrite(ready), None => ready };
                             yield Ok(Bytes::from(ready));
                         }
                     }
@@ -84,6 +88,9 @@ pub(super) async fn openai_call(
     if gw.bugs.estimate_prompt_tokens {
         estimate_prompt_tokens(&mut v, &a.body);
     }
+    if endpoint == Endpoint::Responses && (200..300).contains(&status) {
+        handles::rewrite_body(&route, &mut v);
+    }
     let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
     let resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(v)).into_response();
     Ok(with_cost_headers(resp, cost.into(), &route, &limits))
@@ -104,7 +111,7 @@ pub async fn completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Re
 /// naming the provider. `input` is optional (a stored prompt or
 /// `previous_response_id` may stand for it) but typed when present.
 pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
-    let a = match admit(&gw, &headers, &raw, &[("model", "a string")]) {
+    let mut a = match admit(&gw, &headers, &raw, &[("model", "a string")]) {
         Ok(a) => a,
         Err(e) => return super::labelled(e.into_response(), &super::model_of(&raw)),
     };
@@ -112,6 +119,18 @@ pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Resp
         if !(input.is_string() || input.is_array()) {
             let e = format!("field `input` must be a string or an array, got {}", json_type(input));
             return super::labelled(ApiError::BadRequest(e).into_response(), &a.model);
+        }
+    }
+    // A follow-up to a Response this gateway issued goes to the deployment
+    // that stored it, with the provider's own id (`handles`).
+    let pinned = a.body.get("previous_response_id").and_then(Value::as_str).and_then(handles::resolve);
+    if let Some((tag, id)) = pinned.map(|(t, i)| (t.to_string(), i.to_string())) {
+        a.body.insert("previous_response_id".into(), Value::String(id));
+        let same: Vec<_> = a.routes.iter().filter(|r| handles::deployment_tag(r) == tag).cloned().collect();
+        if same.is_empty() || gw.bugs.unpinned_response_handles {
+            tracing::info!(group = %a.group, "previous_response_id names a deployment not in the group; routing as usual");
+        } else {
+            a.routes = same;
         }
     }
     let result = with_group_fallbacks(&gw, &a, |route| {
