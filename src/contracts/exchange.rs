@@ -140,6 +140,8 @@ pub enum Endpoint {
     Messages,
     CountTokens,
     Models,
+    /// `GET /v1/models/{model}`.
+    Model,
     /// Key administration (`/key/...`).
     KeyAdmin,
     Other,
@@ -159,6 +161,7 @@ impl Endpoint {
             "/messages" => Endpoint::Messages,
             "/messages/count_tokens" => Endpoint::CountTokens,
             "/models" => Endpoint::Models,
+            p if p.starts_with("/models/") && p.len() > "/models/".len() => Endpoint::Model,
             p if p.starts_with("/openai/deployments/") && p.ends_with("/chat/completions") => Endpoint::ChatCompletions,
             p if p.starts_with("/openai/deployments/") && p.ends_with("/embeddings") => Endpoint::Embeddings,
             p if p.starts_with("/key/") => Endpoint::KeyAdmin,

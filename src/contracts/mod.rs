@@ -62,7 +62,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "schema.success-body",
         family: Family::Schema,
-        statement: "A 2xx JSON response is a valid success object of its endpoint (chat.completion, text_completion, embeddings list, Response, Anthropic Message).",
+        statement: "A 2xx JSON response is a valid success object of its endpoint (chat.completion, text_completion, embeddings list in the encoding the client asked for, Response, Anthropic Message, model list and model).",
     },
     Contract {
         name: "schema.error-body",
@@ -300,6 +300,9 @@ pub fn check(x: &Exchange, setup: &Setup) -> Vec<Violation> {
     security::check(x, setup, &mut out);
     errors::check(x, &mut out);
     let endpoint = Endpoint::of(&x.request.path);
+    if matches!(endpoint, Endpoint::Models | Endpoint::Model) {
+        models_schema(x, endpoint, &mut out);
+    }
     if endpoint.calls_a_model() {
         let mut shape = Vec::new();
         shape_checks(x, endpoint, &mut shape);
@@ -387,6 +390,28 @@ fn provider_as_client(x: &Exchange, endpoint: Endpoint) -> Option<Exchange> {
     })
 }
 
+/// A model listing or a model the client read (`GET` only; errors on
+/// these routes have no schema of their own in the reference).
+fn models_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
+    let r = &x.response;
+    if x.request.method != "GET" || !(200..300).contains(&r.status) {
+        return;
+    }
+    if r.media_type().as_deref() != Some("application/json") {
+        out.push(violation(
+            "schema.media-type",
+            format!("a {} answer to GET {} has content-type {:?}", r.status, x.request.path, r.header("content-type")),
+        ));
+    }
+    let problems = match r.json() {
+        Some(v) => schema::openai_models(&v, endpoint == Endpoint::Model),
+        None => vec![format!("not JSON: {}", snippet(&r.body))],
+    };
+    if !problems.is_empty() {
+        out.push(violation("schema.success-body", problems.join("; ")));
+    }
+}
+
 /// The schema family for a response that is not a stream.
 fn body_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
     let r = &x.response;
@@ -442,7 +467,15 @@ fn body_schema(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) {
         let problems = match endpoint {
             Endpoint::ChatCompletions => schema::openai_chat_completion(&v),
             Endpoint::Completions => schema::openai_text_completion(&v, false),
-            Endpoint::Embeddings => schema::openai_embeddings(&v),
+            Endpoint::Embeddings => {
+                let asked = x
+                    .request
+                    .json()
+                    .and_then(|b| b.get("encoding_format").and_then(|f| f.as_str().map(str::to_string)));
+                let mut p = schema::openai_embeddings(&v);
+                p.extend(schema::openai_embeddings_encoding(&v, asked.as_deref()));
+                p
+            }
             Endpoint::Responses => schema::openai_response(&v),
             Endpoint::Messages => schema::anthropic_message(&v, false),
             Endpoint::CountTokens => count_tokens(&v),

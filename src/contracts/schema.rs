@@ -146,6 +146,61 @@ pub fn openai_embeddings(v: &Value) -> Vec<String> {
     s.problems
 }
 
+/// `CreateEmbeddingRequest.encoding_format`: "The format to return the
+/// embeddings in. Can be either `float` or `base64`", `float` by default.
+/// So each `embedding` is an array of numbers unless the client asked for
+/// base64, and then a base64 string of little-endian float32 values
+/// (whatever the gateway asked its provider for).
+pub fn openai_embeddings_encoding(v: &Value, asked: Option<&str>) -> Vec<String> {
+    use base64::Engine;
+    let mut problems = Vec::new();
+    let base64 = asked == Some("base64");
+    let Some(data) = v.get("data").and_then(Value::as_array) else { return problems };
+    for (i, d) in data.iter().enumerate() {
+        match (d.get("embedding"), base64) {
+            (Some(Value::String(_)), false) => problems.push(format!(
+                "/data/{i}/embedding: a base64 string, but the client asked for {} (floats)",
+                asked.map_or("no encoding_format".to_string(), |a| format!("encoding_format {a:?}"))
+            )),
+            (Some(Value::Array(_)), true) => problems.push(format!(
+                "/data/{i}/embedding: an array of numbers, but the client asked for encoding_format \"base64\""
+            )),
+            (Some(Value::String(b)), true) => {
+                let ok = base64::engine::general_purpose::STANDARD.decode(b).is_ok_and(|bytes| bytes.len() % 4 == 0);
+                if !ok {
+                    problems.push(format!("/data/{i}/embedding: not base64 of float32 values"));
+                }
+            }
+            _ => {}
+        }
+    }
+    problems
+}
+
+/// `ListModelsResponse` (`GET /v1/models`) and `Model`
+/// (`GET /v1/models/{model}`): `id`, `object: "model"`, `created` (Unix
+/// seconds) and `owned_by`, all required.
+pub fn openai_models(v: &Value, one: bool) -> Vec<String> {
+    fn model(s: &mut Shape, v: &Value, at: &str) {
+        let Some(m) = s.object(v, at) else { return };
+        s.required(m, at, "id", &[T::Str]);
+        s.one_of(m, at, "object", &["model"]);
+        s.required(m, at, "created", &[T::Int]);
+        s.required(m, at, "owned_by", &[T::Str]);
+    }
+    let mut s = Shape::default();
+    if one {
+        model(&mut s, v, "");
+        return s.problems;
+    }
+    let Some(m) = s.object(v, "") else { return s.problems };
+    s.one_of(m, "", "object", &["list"]);
+    for (at, d) in s.each(m, "", "data") {
+        model(&mut s, d, &at);
+    }
+    s.problems
+}
+
 /// The Responses API's `Response` object (`POST /v1/responses`, and the
 /// `response` of its stream's lifecycle events). Output items are checked
 /// for the kinds a client reads (messages with `output_text`, function

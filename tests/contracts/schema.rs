@@ -143,4 +143,54 @@ pub fn cases() -> Vec<Case> {
             ),
         ),
     ]
+    .into_iter()
+    .chain(encoding_and_models_cases())
+    .collect()
+}
+
+/// Embeddings in the encoding the client asked for, and model listings.
+fn encoding_and_models_cases() -> Vec<Case> {
+    // 1.0f32 and 2.0f32, little-endian, in base64.
+    let b64 = "AACAPwAAAEA=";
+    let embeddings = |embedding: Value| {
+        json!({"object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+    };
+    let embed = |format: Option<&str>, embedding: Value| {
+        let mut body = json!({"model": "text-embedding-3-small", "input": "hello"});
+        if let Some(f) = format {
+            body["encoding_format"] = json!(f);
+        }
+        exchange(request("/v1/embeddings", body), json_response(200, embeddings(embedding)), vec![])
+    };
+    let get = |path: &str, body: Value| {
+        let mut r = request(path, json!({}));
+        r.method = "GET".into();
+        r.body = Vec::new();
+        exchange(r, json_response(200, body), vec![])
+    };
+    let model = json!({"id": "gpt-4o", "object": "model", "created": 1686935002, "owned_by": "openai"});
+    vec![
+        case("floats when the client set no encoding", None, embed(None, json!([1.0, 2.0]))),
+        case("base64 when the client asked for it", None, embed(Some("base64"), json!(b64))),
+        case("base64 when the client set no encoding", Some("schema.success-body"), embed(None, json!(b64))),
+        case("base64 when the client asked for floats", Some("schema.success-body"), embed(Some("float"), json!(b64))),
+        case(
+            "floats when the client asked for base64",
+            Some("schema.success-body"),
+            embed(Some("base64"), json!([1.0, 2.0])),
+        ),
+        case("base64 that is not float32 values", Some("schema.success-body"), embed(Some("base64"), json!("AAA="))),
+        case("a model listing", None, get("/v1/models", json!({"object": "list", "data": [model.clone()]}))),
+        case("a model", None, get("/v1/models/gpt-4o", model.clone())),
+        case("a model listing whose models lack owned_by", Some("schema.success-body"), {
+            let mut m = model.clone();
+            m.as_object_mut().unwrap().remove("owned_by");
+            get("/v1/models", json!({"object": "list", "data": [m]}))
+        }),
+        case("a model that is a listing", Some("schema.success-body"), {
+            get("/v1/models/gpt-4o", json!({"object": "list", "data": [model]}))
+        }),
+    ]
 }
