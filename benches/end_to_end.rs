@@ -1,7 +1,8 @@
 //! One request end to end through the gateway, in process: the real axum
 //! app served by `server::serve` on 127.0.0.1:0, a reqwest client with
 //! TCP_NODELAY and keep-alive, and a fast local upstream
-//! (`examples/fast_upstream.rs`) answering a fixed chat completion.
+//! (`postmortem::bench::upstream`, the one `postmortem bench` uses)
+//! answering a fixed chat completion.
 //!
 //! Both benches are in one group and send the same body: `direct` to the
 //! upstream, `gateway` through the gateway (virtual-key auth, access check,
@@ -14,10 +15,6 @@
 //! thread), like a small gateway box that also runs its client.
 //!
 //! Run: `cargo bench --bench end_to_end -- --warm-up-time 1 --measurement-time 3`
-
-#[allow(dead_code)] // its `main` is the example's, unused here
-#[path = "../examples/fast_upstream.rs"]
-mod fast_upstream;
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -43,7 +40,7 @@ struct Target {
 async fn start() -> (Target, Target) {
     let up = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
     let up_addr = up.local_addr().expect("upstream address");
-    tokio::spawn(fast_upstream::serve(up));
+    tokio::spawn(postmortem::bench::upstream::serve(up, postmortem::bench::upstream::Upstream::default()));
 
     let yaml = format!(
         r#"model_list:

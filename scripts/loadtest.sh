@@ -10,9 +10,8 @@
 #   scripts/loadtest.sh                # 10 s per run
 #   DURATION=3 scripts/loadtest.sh     # seconds per run
 #
-# Builds `postmortem` and `examples/fast_upstream.rs` in release mode (the
-# upstream binary is what `cargo run --release --example fast_upstream`
-# runs) and installs the Debian package `wrk` with apt-get if it is missing.
+# Builds `postmortem` in release mode (the upstream is its hidden
+# `bench-upstream` command, the one `postmortem bench` starts) and installs the Debian package `wrk` with apt-get if it is missing.
 # Honours CARGO_TARGET_DIR. Progress goes to stderr, the table to stdout.
 set -euo pipefail
 
@@ -48,7 +47,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 log "building release binaries"
-(cd "$ROOT" && cargo build --release --quiet --bin postmortem --example fast_upstream) >&2
+(cd "$ROOT" && cargo build --release --quiet --bin postmortem) >&2
 
 # start NAME CMD...: runs CMD in the background and sets URL to the
 # `listening on http://ADDR` it prints. (Not a $(subshell): PIDS must stick.)
@@ -72,7 +71,7 @@ start() {
   exit 1
 }
 
-start upstream "$TARGET_DIR/release/examples/fast_upstream" --port 0
+start upstream "$TARGET_DIR/release/postmortem" bench-upstream --port 0
 UPSTREAM="$URL"
 UPSTREAM_KEY="loadtest-upstream-key"
 VIRTUAL_KEY="sk-loadtest-virtual-key-0001"

@@ -1,8 +1,9 @@
 #![forbid(unsafe_code)]
 //! postmortem: an LLM gateway (`gateway`) and the regression harness around
-//! it (`mocks`, `contracts`, `target`, `scenario`, `replay`, `cli`). See
+//! it (`mocks`, `contracts`, `target`, `scenario`, `replay`, `bench`, `cli`). See
 //! ARCHITECTURE.md.
 
+pub mod bench;
 pub mod cli;
 pub mod contracts;
 pub mod gateway;

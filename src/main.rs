@@ -1,7 +1,7 @@
 #![forbid(unsafe_code)]
 //! The `postmortem` command: `serve` runs the gateway, `run` runs the
 //! regression scenarios, `record`/`replay`/`import`/`lint` work with
-//! cassettes of real provider traffic.
+//! cassettes of real provider traffic, `bench` loads a gateway.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,6 +40,11 @@ enum Command {
     Lint(postmortem::cli::replay::LintArgs),
     /// List the contracts every exchange is checked against.
     Contracts,
+    /// Load a gateway (ours by default) beside direct and an nginx floor; latency, throughput, CPU.
+    Bench(postmortem::cli::bench::BenchArgs),
+    /// The bench's fast upstream (started by `bench`).
+    #[command(hide = true)]
+    BenchUpstream(postmortem::cli::bench::UpstreamArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,5 +70,7 @@ fn main() -> ExitCode {
         Command::Import(args) => postmortem::cli::replay::import(args),
         Command::Lint(args) => postmortem::cli::replay::lint(args),
         Command::Contracts => postmortem::cli::list_contracts(),
+        Command::Bench(args) => rt.block_on(postmortem::cli::bench::bench(args)),
+        Command::BenchUpstream(args) => rt.block_on(postmortem::cli::bench::upstream(args)),
     }
 }

@@ -121,7 +121,7 @@ static RUNNING: std::sync::Mutex<std::collections::BTreeSet<u32>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 /// Sends SIGTERM to a target's whole process group (gateways fork workers).
-fn stop_group(pid: u32) {
+pub(crate) fn stop_group(pid: u32) {
     // `--` matters: without it `kill` may read `-PID` as an option, and a
     // pid that parses as -1 would signal every process.
     if pid > 1 {
@@ -275,6 +275,15 @@ impl GatewayUnderTest {
             command: url.to_string(),
             _dir: None,
         }))
+    }
+
+    /// The process group of a gateway this harness started (its leader's
+    /// pid), for reading what it costs.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            GatewayUnderTest::InProcess(_) => None,
+            GatewayUnderTest::Process(p) => p.child.as_ref().and_then(tokio::process::Child::id),
+        }
     }
 
     pub fn base_url(&self) -> &str {
