@@ -39,7 +39,7 @@ fn our_gateway_is_loaded_plain_and_streamed_beside_direct_and_reported_as_json()
         let stream = summaries.iter().find(|s| s["mode"] == "stream" && s["arm"] == "target").unwrap();
         assert!(stream["first_event_p50_us"].as_f64().is_some() && stream["gap_p50_us"].as_f64().is_some());
     }
-    assert!(v["report"]["target_idle_rss_kib"].as_u64().unwrap() > 0);
+    assert!(v["report"]["targets"][0]["idle_rss_kib"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -111,7 +111,11 @@ async fn one(spec: &LoadSpec, conn: &mut Conn, w: &mut Worker) -> Result<(), Str
         req = req.header(k.as_str(), v.as_str());
     }
     let req = req.body(Full::new(spec.body.clone())).map_err(|e| e.to_string())?;
-    conn.ready().await.map_err(|e| e.to_string())?;
+    if conn.ready().await.is_err() {
+        // Closed before this request was written: reconnect and send it.
+        *conn = connect(&spec.authority).await?;
+        conn.ready().await.map_err(|e| e.to_string())?;
+    }
     let started = Instant::now();
     let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
     let ok = resp.status().is_success();
@@ -171,6 +175,11 @@ pub async fn run(spec: &LoadSpec) -> LoadResult {
             let mut w = Worker::default();
             let mut conn: Option<Conn> = None;
             while tokio::time::Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < spec.max_requests {
+                // A server may end a keep-alive connection between two
+                // requests (HTTP allows it): that is a reconnect, not an error.
+                if conn.as_ref().is_some_and(|c| c.is_closed()) {
+                    conn = None;
+                }
                 let c = match conn.as_mut() {
                     Some(c) => c,
                     None => match tokio::time::timeout_at(deadline, connect(&spec.authority)).await {

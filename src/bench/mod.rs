@@ -47,7 +47,10 @@ pub enum BenchTarget {
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    pub target: BenchTarget,
+    /// One or more gateways; several are loaded side by side in the same
+    /// run (arms `target`, `target-2`, …): the fair way to compare two
+    /// builds or two gateways on a noisy machine.
+    pub targets: Vec<BenchTarget>,
     pub concurrency: Vec<usize>,
     pub duration: Duration,
     pub max_requests: u64,
@@ -113,16 +116,24 @@ pub struct Summary {
     pub spread: f64,
 }
 
+/// A gateway under test and its memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// Its arm: `target`, `target-2`, …
+    pub arm: String,
+    pub command: String,
+    pub idle_rss_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub date: String,
     pub cores: usize,
-    pub target: String,
+    pub targets: Vec<TargetInfo>,
     pub floor: Option<String>,
     pub duration_s: f64,
     pub rounds: usize,
-    pub target_idle_rss_kib: Option<u64>,
-    pub target_rss_after_kib: Option<u64>,
     pub samples: Vec<Sample>,
     pub summaries: Vec<Summary>,
 }
@@ -206,7 +217,7 @@ pub fn target_config(upstream: &str, model: &str) -> String {
 }
 
 struct Arm {
-    name: &'static str,
+    name: String,
     authority: String,
     key: String,
     /// The process group whose CPU is the arm's.
@@ -267,37 +278,50 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
         }
     }
 
-    let (target, target_name, target_authority) = match &o.target {
-        BenchTarget::Command { command, kind } => {
-            let env: BTreeMap<String, String> = [("RUST_LOG".to_string(), "warn".to_string())].into();
-            let g = GatewayUnderTest::start_command(
-                command,
-                &target_config(&up_addr, &o.model),
-                &env,
-                "",
-                *kind,
-                o.startup_timeout,
-            )
-            .await?;
-            let authority = loopback_authority(g.base_url())?;
-            (Some(g), command.clone(), authority)
-        }
-        BenchTarget::Url(url) => (None, url.clone(), loopback_authority(url)?),
-    };
-    let target_group = target.as_ref().and_then(GatewayUnderTest::pid);
-    let target_key = o.key.clone().unwrap_or_else(|| MASTER_KEY.to_string());
-
-    let mut arms =
-        vec![Arm { name: "direct", authority: up_addr.clone(), key: UPSTREAM_KEY.into(), group: upstream.pid() }];
+    let mut arms = vec![Arm {
+        name: "direct".into(),
+        authority: up_addr.clone(),
+        key: UPSTREAM_KEY.into(),
+        group: upstream.pid(),
+    }];
     if let Some(addr) = &floor_addr {
         arms.push(Arm {
-            name: "floor",
+            name: "floor".into(),
             authority: addr.clone(),
             key: UPSTREAM_KEY.into(),
             group: floor_proc.as_ref().and_then(Spawned::pid),
         });
     }
-    arms.push(Arm { name: "target", authority: target_authority, key: target_key, group: target_group });
+    // Each target process lives until the runs end.
+    let mut started = Vec::new();
+    let mut targets = Vec::new();
+    for (i, t) in o.targets.iter().enumerate() {
+        let arm = if i == 0 { "target".to_string() } else { format!("target-{}", i + 1) };
+        let (group, command, authority) = match t {
+            BenchTarget::Command { command, kind } => {
+                let env: BTreeMap<String, String> = [("RUST_LOG".to_string(), "warn".to_string())].into();
+                let g = GatewayUnderTest::start_command(
+                    command,
+                    &target_config(&up_addr, &o.model),
+                    &env,
+                    "",
+                    *kind,
+                    o.startup_timeout,
+                )
+                .await
+                .map_err(|e| format!("{arm}: {e}"))?;
+                let authority = loopback_authority(g.base_url())?;
+                let group = g.pid();
+                started.push(g);
+                (group, command.clone(), authority)
+            }
+            BenchTarget::Url(url) => (None, url.clone(), loopback_authority(url)?),
+        };
+        let key = o.key.clone().unwrap_or_else(|| MASTER_KEY.to_string());
+        arms.push(Arm { name: arm.clone(), authority, key, group });
+        targets.push(TargetInfo { arm, command, idle_rss_kib: None, rss_after_kib: None });
+    }
+    let group_of = |arm: &str| arms.iter().find(|a| a.name == arm).and_then(|a| a.group);
 
     // One request through each arm before anything is measured: a broken
     // setup is an error, not a table of failures.
@@ -314,7 +338,9 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
     }
     // Let the target settle after start-up, then read its idle memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let target_idle_rss_kib = target_group.map(procs::group_rss_kib);
+    for t in &mut targets {
+        t.idle_rss_kib = group_of(&t.arm).map(procs::group_rss_kib);
+    }
 
     let groups: Vec<u32> = arms.iter().filter_map(|a| a.group).collect();
     let mut samples = Vec::new();
@@ -345,20 +371,20 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
             }
         }
     }
-    let target_rss_after_kib = target_group.map(procs::group_rss_kib);
-    drop(target);
+    for t in &mut targets {
+        t.rss_after_kib = group_of(&t.arm).map(procs::group_rss_kib);
+    }
+    drop(started);
     drop(floor_proc);
     drop(upstream);
     let summaries = summarize(&samples);
     Ok(Report {
         date: crate::replay::cassette::rfc3339(std::time::SystemTime::now()),
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        target: target_name,
+        targets,
         floor: floor_name,
         duration_s: o.duration.as_secs_f64(),
         rounds: o.rounds,
-        target_idle_rss_kib,
-        target_rss_after_kib,
         samples,
         summaries,
     })
@@ -405,7 +431,7 @@ async fn measure(
     let other_cpu_share = procs::ticks_to_duration(other, ticks).as_secs_f64() / r.elapsed.as_secs_f64().max(1e-9);
     let q = |xs: &[u32], p: f64| load::quantile(xs, p).unwrap_or(0);
     Sample {
-        arm: arm.name.into(),
+        arm: arm.name.clone(),
         mode: if stream { "stream" } else { "plain" }.into(),
         concurrency: c,
         round,
@@ -495,10 +521,10 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "bench {} on {} cores: target `{}`, floor {}, {} s per run, {} round(s)",
+            "bench {} on {} cores: {}, floor {}, {} s per run, {} round(s)",
             self.date,
             self.cores,
-            self.target,
+            self.targets.iter().map(|t| format!("{} `{}`", t.arm, t.command)).collect::<Vec<_>>().join(", "),
             self.floor.as_deref().unwrap_or("none (nginx not installed: apt-get install nginx)"),
             self.duration_s,
             self.rounds
@@ -557,8 +583,10 @@ impl Report {
                     s.spread * 50.0
                 );
             }
-            if let (Some(t), Some(f), Some(d)) =
-                (self.summary(mode, *c, "target"), self.summary(mode, *c, "floor"), direct)
+            for (t, f, d) in self
+                .targets
+                .iter()
+                .filter_map(|t| Some((self.summary(mode, *c, &t.arm)?, self.summary(mode, *c, "floor")?, direct?)))
             {
                 let cpu = match (t.cpu_us_per_request, f.cpu_us_per_request) {
                     (Some(t), Some(f)) if f > 0.0 => format!("{:.1}×", t / f),
@@ -567,16 +595,18 @@ impl Report {
                 let (ta, fa) = (t.p50_us - d.p50_us, f.p50_us - d.p50_us);
                 let _ = writeln!(
                     out,
-                    "\ntarget against the floor: CPU per request {cpu}, throughput {:.2}×, added p50 {}",
+                    "\n{} against the floor: CPU per request {cpu}, throughput {:.2}×, added p50 {}",
+                    t.arm,
                     t.per_second / f.per_second.max(1e-9),
                     if fa > 0.0 { format!("{:.1}×", ta / fa) } else { format!("{ta:.0} µs vs {fa:.0} µs") }
                 );
             }
         }
-        if let (Some(idle), after) = (self.target_idle_rss_kib, self.target_rss_after_kib) {
+        for (t, idle, after) in self.targets.iter().filter_map(|t| Some((t, t.idle_rss_kib?, t.rss_after_kib))) {
             let _ = writeln!(
                 out,
-                "\ntarget memory: {:.1} MiB idle, {} after the runs",
+                "\n{} memory: {:.1} MiB idle, {} after the runs",
+                t.arm,
                 idle as f64 / 1024.0,
                 after.map_or("–".into(), |a| format!("{:.1} MiB", a as f64 / 1024.0))
             );
@@ -669,12 +699,10 @@ mod tests {
         Report {
             date: "2026-12-07".into(),
             cores: 2,
-            target: "t".into(),
+            targets: Vec::new(),
             floor: None,
             duration_s: 1.0,
             rounds: 3,
-            target_idle_rss_kib: None,
-            target_rss_after_kib: None,
             samples: Vec::new(),
             summaries,
         }

@@ -13,8 +13,10 @@ pub struct BenchArgs {
     /// The gateway to load, started per bench with the bench's config:
     /// `{config}` becomes its path and `{port}` a free port (default: this
     /// binary's `serve`), e.g. `litellm --config {config} --port {port}`.
+    /// Give it several times to load several gateways side by side in one
+    /// run (arms `target`, `target-2`, …): two builds, or two gateways.
     #[arg(long, conflicts_with = "target_url")]
-    pub target_cmd: Option<String>,
+    pub target_cmd: Vec<String>,
     /// A gateway already running on 127.0.0.1 whose config routes `--model`
     /// to the bench upstream (start it with `--upstream-port`).
     #[arg(long)]
@@ -127,7 +129,7 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
         return Err("--rounds must be between 1 and 20".into());
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
-    let target = match (&args.target_cmd, &args.target_url) {
+    let targets = match (args.target_cmd.as_slice(), &args.target_url) {
         (_, Some(url)) => {
             bench::loopback_authority(url)?;
             if args.upstream_port == 0 {
@@ -135,16 +137,18 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
                             --model to http://127.0.0.1:PORT/v1"
                     .into());
             }
-            BenchTarget::Url(url.clone())
+            vec![BenchTarget::Url(url.clone())]
         }
-        (Some(cmd), None) => BenchTarget::Command { command: cmd.clone(), kind: TargetKind::Other },
-        (None, None) => BenchTarget::Command {
+        ([], None) => vec![BenchTarget::Command {
             command: format!("'{}' serve --config {{config}} --port {{port}}", exe.display()),
             kind: TargetKind::Postmortem,
-        },
+        }],
+        (cmds, None) => {
+            cmds.iter().map(|c| BenchTarget::Command { command: c.clone(), kind: TargetKind::Other }).collect()
+        }
     };
     Ok(BenchOptions {
-        target,
+        targets,
         concurrency: args.concurrency.clone(),
         duration: Duration::from_secs_f64(args.duration),
         max_requests: args.max_requests.max(1),
@@ -189,7 +193,7 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
             }
         },
     };
-    let arms = if o.floor && bench::floor::find_nginx().is_some() { 3 } else { 2 };
+    let arms = o.targets.len() + 1 + usize::from(o.floor && bench::floor::find_nginx().is_some());
     let bar = indicatif::ProgressBar::new(bench::planned_runs(&o, arms));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs, {elapsed} {msg}")
