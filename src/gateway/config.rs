@@ -20,6 +20,10 @@ pub enum ConfigError {
     Invalid { file: String, message: String },
     #[error("{file}: {field}: {message}")]
     Field { file: String, field: String, message: String },
+    /// Everything wrong with the file, each with its line where it can be
+    /// found: a user fixes them in one pass, not one start-up at a time.
+    #[error("{file}: {} errors:\n{}", .errors.len(), .errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Many { file: String, errors: Vec<String> },
 }
 
 /// The whole file.
@@ -455,8 +459,10 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<LoadedConfig, ConfigError> {
         let mut unknown = Vec::new();
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        let mut config: Config = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
-            .map_err(|e| ConfigError::Invalid { file: file.to_string(), message: e.to_string() })?;
+        let mut config: Config = match serde_ignored::deserialize(de, |path| unknown.push(path.to_string())) {
+            Ok(c) => c,
+            Err(e) => return Err(all_type_errors(text, file, e)),
+        };
         let mut warnings: Vec<String> =
             unknown.into_iter().map(|k| format!("{file}: unknown key `{k}` is ignored")).collect();
         for (i, d) in config.model_list.iter_mut().enumerate() {
@@ -471,12 +477,16 @@ impl Config {
             p.rpm = p.rpm.or(d.rpm);
             p.tpm = p.tpm.or(d.tpm);
         }
-        config.validate(file, &mut warnings)?;
+        config.validate(file, &mut warnings).map_err(|e| with_lines(text, e))?;
         Ok(LoadedConfig { config, warnings })
     }
 
     fn validate(&self, file: &str, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
-        let field_err = |field: String, message: String| ConfigError::Field { file: file.to_string(), field, message };
+        // Every check runs; the errors are returned together.
+        let errors = std::cell::RefCell::new(Vec::<(String, String)>::new());
+        let field_err = |field: String, message: String| {
+            errors.borrow_mut().push((field, message));
+        };
         for check in self.router_settings.optional_pre_call_checks.iter().flatten() {
             if check != "responses_api_deployment_check" {
                 warnings.push(format!(
@@ -501,7 +511,7 @@ impl Config {
         }
         for (i, d) in self.model_list.iter().enumerate() {
             if d.model_name.trim().is_empty() {
-                return Err(field_err(format!("model_list[{i}].model_name"), "must not be empty".into()));
+                field_err(format!("model_list[{i}].model_name"), "must not be empty".into());
             }
             for (name, v) in [
                 ("timeout", d.litellm_params.timeout),
@@ -510,42 +520,44 @@ impl Config {
             ] {
                 if let Some(v) = v {
                     if !(v.is_finite() && v > 0.0) {
-                        return Err(field_err(
+                        field_err(
                             format!("model_list[{i}].litellm_params.{name}"),
                             format!("must be a positive number of seconds, got {v}"),
-                        ));
+                        );
                     }
                 }
             }
         }
         if let Some(p) = &self.general_settings.server_root_path {
-            normalize_root_path(p).map_err(|m| field_err("general_settings.server_root_path".into(), m))?;
+            if let Err(m) = normalize_root_path(p) {
+                field_err("general_settings.server_root_path".into(), m);
+            }
         }
         if let Some(t) = self.general_settings.header_read_timeout_secs {
             if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
-                return Err(field_err(
+                field_err(
                     "general_settings.header_read_timeout_secs".into(),
                     format!("must be a number of seconds above 0 and at most 3600, got {t}"),
-                ));
+                );
             }
         }
         if self.general_settings.max_connections == Some(0) {
-            return Err(field_err("general_settings.max_connections".into(), "must be at least 1".into()));
+            field_err("general_settings.max_connections".into(), "must be at least 1".into());
         }
         if let Some(mb) = self.general_settings.max_request_size_mb {
             if !(mb.is_finite() && mb > 0.0) {
-                return Err(field_err(
+                field_err(
                     "general_settings.max_request_size_mb".into(),
                     format!("must be a positive number, got {mb}"),
-                ));
+                );
             }
         }
         if let Some(r) = self.general_settings.model_cost_map_max_shrink_ratio {
             if !(0.0..=1.0).contains(&r) {
-                return Err(field_err(
+                field_err(
                     "general_settings.model_cost_map_max_shrink_ratio".into(),
                     format!("must be between 0 and 1, got {r}"),
-                ));
+                );
             }
         }
         if let Some(s) = &self.router_settings.routing_strategy {
@@ -558,10 +570,21 @@ impl Config {
         }
         for (i, k) in self.keys.iter().enumerate() {
             if k.key.len() < 8 {
-                return Err(field_err(format!("keys[{i}].key"), "must be at least 8 characters".into()));
+                field_err(format!("keys[{i}].key"), "must be at least 8 characters".into());
             }
         }
-        Ok(())
+        let errors = errors.into_inner();
+        match errors.len() {
+            0 => Ok(()),
+            1 => {
+                let (field, message) = errors.into_iter().next().unwrap_or_default();
+                Err(ConfigError::Field { file: file.to_string(), field, message })
+            }
+            _ => Err(ConfigError::Many {
+                file: file.to_string(),
+                errors: errors.into_iter().map(|(field, message)| format!("{field}: {message}")).collect(),
+            }),
+        }
     }
 
     /// Resolves `os.environ/NAME` references in every secret-bearing field.
@@ -710,9 +733,175 @@ pub fn secs(v: Option<f64>) -> Option<Duration> {
     v.map(Duration::from_secs_f64)
 }
 
+/// Puts the line of each field into a validation error.
+fn with_lines(text: &str, e: ConfigError) -> ConfigError {
+    match e {
+        ConfigError::Field { file, field, message } => match line_of(text, &field) {
+            Some(n) => ConfigError::Field { file, field: format!("line {n}: {field}"), message },
+            None => ConfigError::Field { file, field, message },
+        },
+        ConfigError::Many { file, errors } => ConfigError::Many {
+            file,
+            errors: errors
+                .into_iter()
+                .map(|e| match e.split_once(": ").and_then(|(f, _)| line_of(text, f)) {
+                    Some(n) => format!("line {n}: {e}"),
+                    None => e,
+                })
+                .collect(),
+        },
+        other => other,
+    }
+}
+
+/// Every type error in the file, not just the first serde meets: the
+/// first comes with its line; then each `model_list` entry and each other
+/// top-level section is read on its own, and its errors get the line found
+/// by [`line_of`]. A file that is not YAML at all has one error.
+fn all_type_errors(text: &str, file: &str, first: serde_yaml_ng::Error) -> ConfigError {
+    let invalid = |message: String| ConfigError::Invalid { file: file.to_string(), message };
+    let Ok(serde_yaml_ng::Value::Mapping(doc)) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+        return invalid(first.to_string());
+    };
+    // `path: message` of a serde_yaml_ng error, without its location.
+    let split = |e: &serde_yaml_ng::Error| {
+        let m = e.to_string();
+        let m = m.split(" at line ").next().unwrap_or(&m).to_string();
+        match m.split_once(": ") {
+            Some((path, rest)) if !path.contains(' ') => (path.to_string(), rest.to_string()),
+            _ => (String::new(), m),
+        }
+    };
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut check = |doc: serde_yaml_ng::Mapping, rename: &dyn Fn(String) -> String| {
+        let Ok(sub) = serde_yaml_ng::to_string(&doc) else { return };
+        if let Err(e) = serde_yaml_ng::from_str::<Config>(&sub) {
+            let (path, message) = split(&e);
+            let path = rename(path);
+            if !found.iter().any(|(p, _)| *p == path) {
+                found.push((path, message));
+            }
+        }
+    };
+    for (key, value) in &doc {
+        let Some(name) = key.as_str() else { continue };
+        match (name, value) {
+            ("model_list", serde_yaml_ng::Value::Sequence(entries)) => {
+                for (i, entry) in entries.iter().enumerate() {
+                    let mut one = serde_yaml_ng::Mapping::new();
+                    one.insert(key.clone(), serde_yaml_ng::Value::Sequence(vec![entry.clone()]));
+                    check(one, &|p| p.replacen("model_list[0]", &format!("model_list[{i}]"), 1));
+                }
+            }
+            _ => {
+                let mut one = serde_yaml_ng::Mapping::new();
+                one.insert(key.clone(), value.clone());
+                check(one, &|p| p);
+            }
+        }
+    }
+    if found.len() <= 1 {
+        return invalid(first.to_string());
+    }
+    let errors = found
+        .into_iter()
+        .map(|(path, message)| match line_of(text, &path) {
+            Some(line) => format!("line {line}: {path}: {message}"),
+            None if path.is_empty() => message,
+            None => format!("{path}: {message}"),
+        })
+        .collect();
+    ConfigError::Many { file: file.to_string(), errors }
+}
+
+/// The line (1-based) where a path such as `model_list[2].litellm_params.rpm`
+/// is written, in block or flow style: keys are looked for under their
+/// parent's lines, `[i]` is the i-th `- ` item; a key inside a one-line flow
+/// mapping is on that line.
+fn line_of(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let (mut from, mut to, mut parent) = (0usize, lines.len(), None::<usize>);
+    let mut at = None;
+    for seg in path.split('.') {
+        let (key, index) = match seg.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        if !key.is_empty() {
+            let i = (from..to).find(|&i| {
+                let l = lines[i];
+                let t = l.trim_start().trim_start_matches("- ");
+                (parent.is_none_or(|p| indent(l) > p) && t.starts_with(&format!("{key}:")))
+                    || (at == Some(i) && l.contains(&format!("{key}:")))
+            })?;
+            if at == Some(i) {
+                // In a flow mapping on the line found so far.
+                continue;
+            }
+            at = Some(i);
+            let own = indent(lines[i]);
+            to = (i + 1..to).find(|&j| !lines[j].trim().is_empty() && indent(lines[j]) <= own).unwrap_or(to);
+            from = i;
+            parent = Some(own);
+        }
+        if let Some(n) = index {
+            let items: Vec<usize> = (from + 1..to).filter(|&i| lines[i].trim_start().starts_with("- ")).collect();
+            let item_indent = items.iter().map(|&i| indent(lines[i])).min()?;
+            let mine: Vec<usize> = items.into_iter().filter(|&i| indent(lines[i]) == item_indent).collect();
+            let i = *mine.get(n)?;
+            to = mine.get(n + 1).copied().unwrap_or(to);
+            from = i;
+            at = Some(i);
+            parent = Some(item_indent);
+        }
+    }
+    at.map(|i| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_of_a_file_is_reported_at_once_with_its_line() {
+        let types = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/gpt-4o, rpm: lots}\n  - model_name: b\n    litellm_params:\n      model: openai/gpt-4o\n      tpm: some\nrouter_settings:\n  num_retries: many\n";
+        let e = Config::parse(types, "c.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("c.yaml: 3 errors:"), "{e}");
+        for want in [
+            "line 3: model_list[0].litellm_params.rpm:",
+            "line 7: model_list[1].litellm_params.tpm:",
+            "line 9: router_settings.num_retries:",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        let values = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/gpt-4o, timeout: 0}\n  - model_name: \"\"\n    litellm_params: {model: openai/gpt-4o}\ngeneral_settings:\n  max_connections: 0\n";
+        let e = Config::parse(values, "c.yaml").unwrap_err().to_string();
+        for want in [
+            "line 3: model_list[0].litellm_params.timeout: must be a positive number",
+            "line 4: model_list[1].model_name: must not be empty",
+            "line 7: general_settings.max_connections: must be at least 1",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        // One error alone keeps serde's own line and column.
+        let one = Config::parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, rpm: lots}\n",
+            "c.yaml",
+        );
+        assert!(one.unwrap_err().to_string().contains("at line 3 column"));
+    }
+
+    #[test]
+    fn a_path_is_found_in_block_and_flow_style() {
+        let text = "general_settings:\n  master_key: x\nmodel_list:\n  - model_name: a\n    litellm_params: {model: m, rpm: 1}\n  - model_name: b\n    litellm_params:\n      model: m\n      rpm: 2\n";
+        assert_eq!(line_of(text, "general_settings.master_key"), Some(2));
+        assert_eq!(line_of(text, "model_list[0].litellm_params.rpm"), Some(5));
+        assert_eq!(line_of(text, "model_list[1].model_name"), Some(6));
+        assert_eq!(line_of(text, "model_list[1].litellm_params.rpm"), Some(9));
+        assert_eq!(line_of(text, "model_list[2].model_name"), None);
+        assert_eq!(line_of(text, "router_settings.num_retries"), None);
+    }
 
     #[test]
     fn parses_litellm_style_config_and_warns_on_unknown_keys() {
