@@ -90,16 +90,17 @@ impl ProviderApi for Azure {
         let Operation::OpenAi(path) = call.op else {
             return Err(ApiError::Internal("azure speaks only the OpenAI wire format".into()));
         };
+        let mut body = call.body;
+        if path == "responses" {
+            // Azure serves the Responses API once per resource, not per
+            // deployment (`/openai/v1/responses`, its v1 API, which takes no
+            // api-version); the deployment is named by `model`.
+            body.insert("model".into(), Value::String(call.upstream_model.to_string()));
+            return UpstreamRequest::json(ep, format!("{}/openai/v1/responses", ep.base), &body);
+        }
         let deployment = path_segment(call.upstream_model).map_err(ApiError::BadRequest)?;
         let url = format!("{}{deployment}/{path}{}", ep.url, ep.suffix);
-        let mut body = call.body;
         body.remove("model");
         UpstreamRequest::json(ep, url, &body)
-    }
-
-    fn serves(&self, op: Operation, _upstream_model: &str) -> bool {
-        // Azure serves the Responses API under another path
-        // (`/openai/v1/responses`), not per deployment: not routed here.
-        matches!(op, Operation::OpenAi(p) if p != "responses")
     }
 }

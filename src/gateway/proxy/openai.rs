@@ -106,9 +106,9 @@ pub async fn completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Re
 }
 
 /// OpenAI's Responses API: passed through to deployments that speak it
-/// (OpenAI, vLLM, the OpenAI-compatible providers). Azure serves it under
-/// another path and Anthropic-family models do not speak it: both get a 400
-/// naming the provider. `input` is optional (a stored prompt or
+/// (OpenAI, Azure OpenAI at its resource's `/openai/v1/responses`, vLLM, the
+/// OpenAI-compatible providers). Anthropic-family models do not speak it:
+/// they get a 400 naming the provider. `input` is optional (a stored prompt or
 /// `previous_response_id` may stand for it) but typed when present.
 pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
     let mut a = match admit(&gw, &headers, &raw, &[("model", "a string")]) {
