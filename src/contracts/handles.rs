@@ -6,6 +6,9 @@
 //! them), but a handle it gave must reach the provider that made the
 //! Response, as that provider's id.
 //!
+//! A handle read back with `GET /v1/responses/{id}` is read from the
+//! provider that stored it, as its own id.
+//!
 //! This contract spans exchanges: [`Handles`] remembers, per scenario, which
 //! mock and which provider id stand behind each Response id a client got.
 //! A gateway that rebuilds the conversation itself and sends no
@@ -30,7 +33,14 @@ impl Handles {
     /// the ones it hands out.
     pub fn check(&mut self, x: &Exchange) -> Vec<Violation> {
         let mut out = Vec::new();
-        if Endpoint::of(&x.request.path) != Endpoint::Responses || x.attribution != Attribution::Exact {
+        if x.attribution != Attribution::Exact {
+            return out;
+        }
+        if let Some(handle) = retrieved_id(x) {
+            self.check_retrieval(x, &handle, &mut out);
+            return out;
+        }
+        if Endpoint::of(&x.request.path) != Endpoint::Responses {
             return out;
         }
         let body = x.request.json();
@@ -76,6 +86,39 @@ impl Handles {
         out
     }
 
+    /// `GET /v1/responses/{handle}`: read from the provider that stored
+    /// it, as the id it issued; a 2xx is that Response. A gateway that does
+    /// not serve the route (a 404 of its own, no upstream read) is not
+    /// judged: the route is optional for a gateway, its answer is not.
+    fn check_retrieval(&self, x: &Exchange, handle: &str, out: &mut Vec<Violation>) {
+        let Some((mock, id)) = self.issued.get(handle) else { return };
+        for call in x.upstream.iter().filter(|c| c.request.method == "GET") {
+            let Some(read) = call.request.path.rsplit_once("/responses/").map(|(_, id)| id) else { continue };
+            let read = crate::mocks::percent_decode(read, false);
+            if call.provider != *mock || read != *id {
+                out.push(violation(
+                    "fidelity.response-handle",
+                    format!(
+                        "the client read Response {handle:?}, which {mock} stored as {id:?}, but the gateway asked {} for {read:?}",
+                        call.provider
+                    ),
+                ));
+            }
+        }
+        if (200..300).contains(&x.response.status) {
+            let problems = match x.response.json() {
+                Some(v) => super::schema::openai_response(&v),
+                None => vec!["not JSON".to_string()],
+            };
+            if !problems.is_empty() {
+                out.push(violation(
+                    "schema.success-body",
+                    format!("GET of Response {handle:?}: {}", problems.join("; ")),
+                ));
+            }
+        }
+    }
+
     fn learn(&mut self, x: &Exchange) {
         if !(200..300).contains(&x.response.status) {
             return;
@@ -86,6 +129,17 @@ impl Handles {
             self.issued.insert(c.clone(), (call.provider.clone(), p.clone()));
         }
     }
+}
+
+/// The id a client reads with `GET /v1/responses/{id}` (any root path
+/// already removed).
+fn retrieved_id(x: &Exchange) -> Option<String> {
+    if x.request.method != "GET" {
+        return None;
+    }
+    let path = x.request.path.split(['?', '#']).next().unwrap_or("");
+    let id = path.strip_prefix("/v1/responses/").or_else(|| path.strip_prefix("/responses/"))?;
+    (!id.is_empty() && !id.contains('/')).then(|| crate::mocks::percent_decode(id, false))
 }
 
 /// The ids of the Responses a body carries: a whole `Response`, or the

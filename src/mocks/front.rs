@@ -158,13 +158,7 @@ impl Shared {
             return None;
         }
         let wanted = req.json_field("previous_response_id")?.as_str()?;
-        let known = self.exchanges().into_iter().any(|(r, a)| {
-            Route::classify(self.kind, &r) == Route::Responses
-                && r.json_field("store") != Some(&serde_json::Value::Bool(false))
-                && a.status.is_some_and(|s| (200..300).contains(&s))
-                && stored_response_ids(&a.body).iter().any(|id| id == wanted)
-        });
-        (!known).then(|| {
+        self.stored_response(wanted).is_none().then(|| {
             errors::openai(
                 400,
                 &format!("Previous response with id '{wanted}' not found."),
@@ -172,6 +166,40 @@ impl Shared {
                 Some("previous_response_id"),
                 Some("previous_response_not_found"),
             )
+        })
+    }
+
+    /// A Response this provider stored (`store` not false, answered 2xx),
+    /// in its latest state.
+    fn stored_response(&self, id: &str) -> Option<serde_json::Value> {
+        self.exchanges().into_iter().rev().find_map(|(r, a)| {
+            let stored = Route::classify(self.kind, &r) == Route::Responses
+                && r.method == "POST"
+                && r.json_field("store") != Some(&serde_json::Value::Bool(false))
+                && a.status.is_some_and(|s| (200..300).contains(&s));
+            if !stored {
+                return None;
+            }
+            carried_responses(&a.body).into_iter().rev().find(|v| v.get("id").and_then(|i| i.as_str()) == Some(id))
+        })
+    }
+
+    /// `GET /v1/responses/{id}` (Azure: `/openai/v1/responses/{id}`): the
+    /// stored Response, or OpenAI's 404 for an id it does not have.
+    fn retrieved_response(&self, req: &RecordedRequest) -> Option<Buffered> {
+        if req.method != "GET" || !matches!(self.kind, MockKind::Openai | MockKind::Azure) {
+            return None;
+        }
+        let id = ["/v1/responses/", "/openai/v1/responses/", "/openai/responses/"]
+            .iter()
+            .find_map(|p| req.path.strip_prefix(p))
+            .filter(|id| !id.is_empty() && !id.contains('/'))?;
+        let id = super::journal::percent_decode(id);
+        Some(match self.stored_response(&id) {
+            Some(v) => Buffered::json(200, &v),
+            None => {
+                errors::openai(404, &format!("Response with id '{id}' not found."), "invalid_request_error", None, None)
+            }
         })
     }
 
@@ -281,25 +309,26 @@ async fn write_buffered(shared: &Shared, index: usize, conn: &mut Conn, b: &Buff
     ok
 }
 
-/// The ids of the Responses an answer carried: a `Response` body, or the
-/// `response` of a stream's lifecycle events.
-fn stored_response_ids(body: &[u8]) -> Vec<String> {
-    let id_of = |v: &serde_json::Value| {
-        let r = if v.get("object").and_then(|o| o.as_str()) == Some("response") { Some(v) } else { v.get("response") };
-        r.and_then(|r| r.get("id")).and_then(|i| i.as_str()).map(str::to_string)
+/// The Responses an answer carried, latest state last: a `Response` body,
+/// or the `response` of each of a stream's lifecycle events (the terminal
+/// one holds the whole output).
+fn carried_responses(body: &[u8]) -> Vec<serde_json::Value> {
+    let response_of = |v: serde_json::Value| {
+        if v.get("object").and_then(|o| o.as_str()) == Some("response") {
+            Some(v)
+        } else {
+            v.get("response").filter(|r| r.get("id").is_some()).cloned()
+        }
     };
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        return id_of(&v).into_iter().collect();
+        return response_of(v).into_iter().collect();
     }
-    let text = String::from_utf8_lossy(body);
-    let mut ids: Vec<String> = text
+    String::from_utf8_lossy(body)
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
-        .filter_map(|v| id_of(&v))
-        .collect();
-    ids.dedup();
-    ids
+        .filter_map(response_of)
+        .collect()
 }
 
 async fn dispatch(shared: &Shared, req: &RecordedRequest) -> Action {
@@ -308,6 +337,9 @@ async fn dispatch(shared: &Shared, req: &RecordedRequest) -> Action {
     }
     if let Some((response, buffered)) = shared.take_stub(req) {
         return resolve(shared, req, &response, buffered).await;
+    }
+    if let Some(b) = shared.retrieved_response(req) {
+        return Action::Respond(b);
     }
     let route = Route::classify(shared.kind, req);
     if route.streams(req) {

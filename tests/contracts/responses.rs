@@ -252,3 +252,36 @@ fn handles_are_learnt_from_streams_too() {
     let ids = postmortem::contracts::response_ids(&anthropic_sse(&events()));
     assert_eq!(ids, vec!["resp_1".to_string()]);
 }
+
+/// `GET /v1/responses/{client_id}`, read upstream from `mock` as `/v1/responses/{read}`.
+fn read_back(client_id: &str, mock: &str, read: &str) -> postmortem::contracts::Exchange {
+    let mut client = request(&format!("/v1/responses/{client_id}"), json!({}));
+    client.method = "GET".into();
+    client.body = Vec::new();
+    let auth = format!("Bearer {OPENAI_KEY}");
+    let mut stored = response("Hello");
+    stored["id"] = json!(read);
+    let mut call = upstream(
+        mock,
+        MockKind::Openai,
+        &format!("/v1/responses/{read}"),
+        &[("authorization", &auth)],
+        json!({}),
+        json_answer(200, stored.clone()),
+    );
+    call.request.method = "GET".into();
+    call.request.body = Vec::new();
+    call.request.json = None;
+    stored["id"] = json!(client_id);
+    exchange(client, json_response(200, stored), vec![call])
+}
+
+#[test]
+fn handles_a_response_read_back_from_the_deployment_that_stored_it_passes_and_from_another_is_reported() {
+    let first = turn(None, "east", None, "resp_1", "gw_1");
+    assert_eq!(handle_violations(&[first.clone(), read_back("gw_1", "east", "resp_1")]), Vec::<String>::new());
+    let found = handle_violations(&[first.clone(), read_back("gw_1", "west", "resp_1")]);
+    assert!(found.len() == 1 && found[0].contains("asked west"), "{found:?}");
+    let found = handle_violations(&[first, read_back("gw_1", "east", "gw_1")]);
+    assert!(found.len() == 1 && found[0].contains("for \"gw_1\""), "{found:?}");
+}

@@ -168,6 +168,19 @@ async fn openai_serves_the_responses_api_whole_and_streamed() {
         assert_eq!(r.json()["error"]["code"], "previous_response_not_found");
         assert_eq!(r.json()["error"]["message"], format!("Previous response with id '{id}' not found."));
     }
+    // A stored Response is read back by its id (a streamed one in its
+    // completed state); an id it does not have is OpenAI's 404.
+    for id in [&first, &streamed_id] {
+        let r =
+            client().get(format!("{url}/{id}")).header("authorization", "Bearer sk-test").send().await.expect("sent");
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(v["id"], id.as_str());
+        assert_eq!(v["status"], "completed", "{v}");
+    }
+    let r =
+        client().get(format!("{url}/resp_nope")).header("authorization", "Bearer sk-test").send().await.expect("sent");
+    assert_eq!(r.status(), 404);
     let vllm = start(MockKind::HostedVllm).await;
     let r = post(&format!("{}/v1/responses", vllm.url()), &[], &json!({"model": "m", "input": "hi"})).await;
     assert_eq!(r.status, 404);

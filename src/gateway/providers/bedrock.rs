@@ -504,7 +504,7 @@ impl super::ProviderApi for Bedrock {
             value.set_sensitive(true);
             out.push((name, value));
         }
-        Ok(super::UpstreamRequest { url, headers: out, body })
+        Ok(super::UpstreamRequest { method: http::Method::POST, url, headers: out, body })
     }
 
     fn speaks_messages(&self, _upstream_model: &str) -> bool {

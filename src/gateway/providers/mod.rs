@@ -319,6 +319,8 @@ pub struct Call<'a> {
 
 /// An upstream HTTP request, ready to send (always a POST).
 pub struct UpstreamRequest {
+    /// POST for every call but a read of a stored resource.
+    pub method: http::Method,
     pub url: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Vec<u8>,
@@ -331,7 +333,12 @@ impl UpstreamRequest {
         let mut headers = Vec::with_capacity(ep.headers.len() + 3);
         headers.push((http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
         headers.extend(ep.headers.iter().cloned());
-        Ok(UpstreamRequest { url, headers, body })
+        Ok(UpstreamRequest { method: http::Method::POST, url, headers, body })
+    }
+
+    /// A GET of `url` with the endpoint's headers (a stored resource).
+    pub fn get(ep: &Endpoint, url: String) -> Self {
+        UpstreamRequest { method: http::Method::GET, url, headers: ep.headers.clone(), body: Vec::new() }
     }
 
     pub fn header(&mut self, name: &'static str, value: &str) -> Result<(), ApiError> {
@@ -385,6 +392,12 @@ pub trait ProviderApi: Send + Sync {
 
     /// Shapes one call: URL, headers, body.
     fn request(&self, ep: &Endpoint, call: Call<'_>) -> Result<UpstreamRequest, ApiError>;
+
+    /// Shapes the read of a Response this provider stored
+    /// (`GET /v1/responses/{id}`); `None` where it stores none.
+    fn retrieve_response(&self, _ep: &Endpoint, _id: &str) -> Option<UpstreamRequest> {
+        None
+    }
 
     /// Whether chat requests to `upstream_model` go out in Anthropic's
     /// Messages format rather than OpenAI's.

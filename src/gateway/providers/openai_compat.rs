@@ -67,6 +67,11 @@ impl ProviderApi for OpenAiCompat {
         body.insert("model".into(), Value::String(call.upstream_model.to_string()));
         UpstreamRequest::json(ep, super::join_url(&ep.url, path), &body)
     }
+
+    fn retrieve_response(&self, ep: &Endpoint, id: &str) -> Option<UpstreamRequest> {
+        let id = path_segment(id).ok()?;
+        Some(UpstreamRequest::get(ep, super::join_url(&ep.url, &format!("responses/{id}"))))
+    }
 }
 
 /// Azure OpenAI.
@@ -102,5 +107,10 @@ impl ProviderApi for Azure {
         let url = format!("{}{deployment}/{path}{}", ep.url, ep.suffix);
         body.remove("model");
         UpstreamRequest::json(ep, url, &body)
+    }
+
+    fn retrieve_response(&self, ep: &Endpoint, id: &str) -> Option<UpstreamRequest> {
+        let id = path_segment(id).ok()?;
+        Some(UpstreamRequest::get(ep, format!("{}/openai/v1/responses/{id}", ep.base)))
     }
 }

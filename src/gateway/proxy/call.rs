@@ -62,7 +62,7 @@ pub(super) async fn send(
     };
     let req = api.request(&reach.endpoint, call)?;
     let client = gw.client(reach.client_key.clone())?;
-    let mut rb = client.http.post(req.url).body(req.body);
+    let mut rb = client.http.request(req.method, req.url).body(req.body);
     for (k, v) in req.headers {
         rb = rb.header(k, v);
     }
@@ -74,6 +74,27 @@ pub(super) async fn send(
         expect_event_stream(&resp, route.provider, api.stream_media_type())?;
     }
     Ok((resp, client))
+}
+
+/// Reads a stored Response from the deployment that made it
+/// (`GET /v1/responses/{id}`), within the deployment's bound.
+pub(super) async fn retrieve_response(gw: &Gateway, route: &Route, id: &str) -> Result<reqwest::Response, ApiError> {
+    let reach = route.deployment.reach(route.provider).map_err(ApiError::BadRequest)?;
+    let req = route
+        .provider
+        .api()
+        .retrieve_response(&reach.endpoint, id)
+        .ok_or_else(|| ApiError::BadRequest(format!("{} deployments do not store Responses", route.provider)))?;
+    let client = gw.client(reach.client_key.clone())?;
+    let mut rb = client.http.request(req.method, req.url);
+    for (k, v) in req.headers {
+        rb = rb.header(k, v);
+    }
+    let resp = client.send(rb, upstream_bound(route, false)).await?;
+    if !resp.status().is_success() {
+        return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);
+    }
+    Ok(resp)
 }
 
 /// Turns a non-2xx upstream response into an error that keeps its status

@@ -150,6 +150,43 @@ pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Resp
     super::labelled(result.unwrap_or_else(IntoResponse::into_response), &a.model)
 }
 
+/// `GET /v1/responses/{id}`: a Response this gateway handed out, read back
+/// from the deployment that stored it (the id names it, `handles`). The
+/// caller must be allowed that deployment's model; an id this gateway did
+/// not issue, or whose deployment is gone, is a 404 as OpenAI answers an
+/// unknown id.
+pub async fn retrieve_response(gw: Arc<Gateway>, headers: HeaderMap, id: String) -> Response {
+    let caller = match crate::gateway::auth::authenticate(&gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let not_found = || ApiError::NotFound(format!("Response with id '{id}' not found.")).into_response();
+    let Some((tag, provider_id)) = handles::resolve(&id) else { return not_found() };
+    let route = gw.router.deployments().into_iter().find_map(|d| {
+        let provider = d.provider?;
+        if d.unavailable.is_some() || d.upstream_model.contains('*') {
+            return None;
+        }
+        let route = Route { upstream_model: d.upstream_model.clone(), deployment: d, provider };
+        (handles::deployment_tag(&route) == tag).then_some(route)
+    });
+    let Some(route) = route else { return not_found() };
+    if let crate::gateway::auth::Caller::Key(k) = &caller {
+        if !k.access().allows(&route.deployment.model_name, &gw.catalog.current()) {
+            return not_found();
+        }
+    }
+    let model = route.deployment.model_name.clone();
+    let result = async {
+        let resp = super::call::retrieve_response(&gw, &route, provider_id).await?;
+        let mut v = read_json(resp, route.provider).await?;
+        handles::rewrite_body(&route, &mut v);
+        Ok::<_, ApiError>(axum::Json(v).into_response())
+    }
+    .await;
+    super::labelled(result.unwrap_or_else(IntoResponse::into_response), &model)
+}
+
 /// An endpoint only the OpenAI family serves: `(the required input field,
 /// the endpoint, its path)`. Anthropic-family deployments get a 400 naming it.
 async fn openai_only(

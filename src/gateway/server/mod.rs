@@ -151,6 +151,15 @@ macro_rules! azure_handler {
     };
 }
 
+/// `GET /v1/responses/{id}`: a stored Response, from the deployment that made it.
+async fn response_retrieve(
+    State(gw): Gw,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    proxy::retrieve_response(gw, headers, id).await
+}
+
 azure_handler!(azure_chat, proxy::chat_completions);
 azure_handler!(azure_embeddings, proxy::embeddings);
 azure_handler!(azure_completions, proxy::completions);
@@ -178,6 +187,8 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/completions", post(completions))
         .route("/v1/responses", post(responses))
         .route("/responses", post(responses))
+        .route("/v1/responses/{id}", get(response_retrieve))
+        .route("/responses/{id}", get(response_retrieve))
         // Azure OpenAI's own paths, so the `AzureOpenAI` SDK client works:
         // the deployment in the path is the model group.
         .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
