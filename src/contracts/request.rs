@@ -1,6 +1,7 @@
 //! Fidelity on the way up: what the client asked reaches the provider, in
 //! the client's order, with the client's roles and values, across any
-//! translation (OpenAI chat ⇄ Anthropic Messages ⇄ Bedrock Converse).
+//! translation (OpenAI chat ⇄ Anthropic Messages ⇄ Bedrock Converse, and a
+//! Responses API request bridged to either).
 //!
 //! Compared as a conversation, not as bytes: consecutive messages of one
 //! role are merged on both sides (Anthropic requires alternation, so
@@ -168,6 +169,68 @@ impl Conversation {
         c
     }
 
+    /// The Responses API: `instructions` and system/developer items are the
+    /// system text; `input` is a string (one user turn) or items: messages
+    /// (text or `input_text`/`output_text` parts), `function_call` items
+    /// (the assistant's earlier calls) and `function_call_output` items
+    /// (the results, the user's turn).
+    fn responses(body: &Value) -> Conversation {
+        let mut c = Conversation {
+            system: body.get("instructions").and_then(Value::as_str).unwrap_or("").to_string(),
+            ..Default::default()
+        };
+        match body.get("input") {
+            Some(Value::String(s)) => c.push("user", s.clone()),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+                    match kind {
+                        "function_call" => {
+                            c.push("assistant", String::new());
+                            let args = item.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+                            let args = serde_json::from_str(args).unwrap_or(Value::String(args.to_string()));
+                            let name = item.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                            c.tool_calls.push((name, args));
+                            c.call_ids.push(item.get("call_id").and_then(Value::as_str).unwrap_or("").to_string());
+                        }
+                        "function_call_output" => {
+                            let output = item.get("output").map(text_of).unwrap_or_default();
+                            c.push("user", output);
+                            c.results.push(item.get("call_id").and_then(Value::as_str).unwrap_or("").to_string());
+                        }
+                        _ => {
+                            let role = item.get("role").and_then(Value::as_str).unwrap_or("user");
+                            let content = item.get("content").cloned().unwrap_or(Value::Null);
+                            let text = Self::responses_text(&content);
+                            if matches!(role, "system" | "developer") {
+                                c.system.push_str(&text);
+                            } else {
+                                c.push(role, text);
+                                c.images_in(&content);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        c
+    }
+
+    /// A Responses message's text: a string, or its text parts.
+    fn responses_text(content: &Value) -> String {
+        match content {
+            Value::Array(parts) => parts
+                .iter()
+                .filter(|p| {
+                    matches!(p.get("type").and_then(Value::as_str), Some("input_text" | "output_text" | "text"))
+                })
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+            other => text_of(other),
+        }
+    }
+
     /// Anthropic Messages (also the InvokeModel body): `system` apart,
     /// tool_use blocks on assistant turns.
     fn anthropic(body: &Value) -> Conversation {
@@ -228,6 +291,10 @@ enum Api {
     OpenAi,
     Anthropic,
     Converse,
+    /// The Responses API, as a client's request a gateway bridges to
+    /// another API (it never goes upstream as this: a pass-through is
+    /// judged by `openai_passthrough`).
+    Responses,
 }
 
 fn upstream_api(call: &UpstreamCall) -> Option<Api> {
@@ -255,6 +322,11 @@ fn upstream_api(call: &UpstreamCall) -> Option<Api> {
 fn param<'v>(body: &'v Value, api: Api, names: (&str, &str, &str)) -> Option<&'v Value> {
     let v = match api {
         Api::OpenAi => body.get(names.0),
+        Api::Responses => match names.0 {
+            "max_tokens" => body.get("max_output_tokens"),
+            "max_completion_tokens" => None,
+            other => body.get(other),
+        },
         Api::Anthropic => body.get(names.1),
         Api::Converse => body.pointer(names.2),
     };
@@ -322,11 +394,16 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
         if super::errors::request_fault(&x.request.path, &x.request.body).is_none() {
             openai_passthrough(x, path, out);
         }
-        return;
+        // A Responses request may also be bridged to another API (Chat
+        // Completions, Messages): judged below, like any translation.
+        if endpoint != Endpoint::Responses {
+            return;
+        }
     }
     let client_api = match endpoint {
         Endpoint::ChatCompletions => Api::OpenAi,
         Endpoint::Messages => Api::Anthropic,
+        Endpoint::Responses => Api::Responses,
         _ => return,
     };
     // An invalid request has no faithful form; the errors family judges it.
@@ -338,6 +415,7 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
         Api::OpenAi => Conversation::openai(body),
         Api::Anthropic => Conversation::anthropic(body),
         Api::Converse => Conversation::converse(body),
+        Api::Responses => Conversation::responses(body),
     };
     let asked = read(client_api, &sent);
     for call in &x.upstream {
@@ -430,6 +508,14 @@ fn tools(body: &Value, api: Api) -> Option<Vec<ToolDef>> {
     Some(
         list.iter()
             .filter_map(|t| match api {
+                Api::Responses => {
+                    (t.get("type").and_then(Value::as_str) == Some("function")).then_some(())?;
+                    Some(ToolDef {
+                        name: s(t.get("name"))?,
+                        description: s(t.get("description")),
+                        schema: o(t.get("parameters")),
+                    })
+                }
                 Api::OpenAi => {
                     let f = t.get("function").filter(|_| t.get("type").and_then(Value::as_str) == Some("function"))?;
                     Some(ToolDef {
@@ -476,14 +562,15 @@ fn tool_choice(body: &Value, api: Api) -> Option<Choice> {
     }?;
     let name = |v: Option<&Value>| v.and_then(Value::as_str).map(|n| Choice::Named(n.to_string()));
     match api {
-        Api::OpenAi => match c {
+        Api::OpenAi | Api::Responses => match c {
             Value::String(s) => match s.as_str() {
                 "none" => Some(Choice::None),
                 "auto" => Some(Choice::Auto),
                 "required" => Some(Choice::Required),
                 _ => None,
             },
-            _ => name(c.pointer("/function/name")),
+            // Chat: {type: function, function: {name}}; Responses: {type: function, name}.
+            _ => name(c.pointer("/function/name").or_else(|| c.get("name"))),
         },
         Api::Anthropic => match c.get("type").and_then(Value::as_str)? {
             "none" => Some(Choice::None),
@@ -507,7 +594,7 @@ fn tool_choice(body: &Value, api: Api) -> Option<Choice> {
 /// Whether the model may call several tools at once, when the body says.
 fn parallel_calls(body: &Value, api: Api) -> Option<bool> {
     match api {
-        Api::OpenAi => body.get("parallel_tool_calls")?.as_bool(),
+        Api::OpenAi | Api::Responses => body.get("parallel_tool_calls")?.as_bool(),
         Api::Anthropic => body.pointer("/tool_choice/disable_parallel_tool_use")?.as_bool().map(|d| !d),
         Api::Converse => None,
     }
@@ -518,6 +605,7 @@ fn parallel_calls(body: &Value, api: Api) -> Option<bool> {
 fn stops(body: &Value, api: Api) -> Option<Vec<String>> {
     let v = match api {
         Api::OpenAi => body.get("stop"),
+        Api::Responses => return None,
         Api::Anthropic => body.get("stop_sequences"),
         Api::Converse => body.pointer("/inferenceConfig/stopSequences"),
     }?;

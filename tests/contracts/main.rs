@@ -26,6 +26,7 @@ fn all_cases() -> Vec<Case> {
         security::cases(),
         responses::cases(),
         responses::passthrough_cases(),
+        responses::bridged_cases(),
         resources::cases(),
     ]
     .into_iter()

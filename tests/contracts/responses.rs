@@ -285,3 +285,60 @@ fn handles_a_response_read_back_from_the_deployment_that_stored_it_passes_and_fr
     let found = handle_violations(&[first, read_back("gw_1", "east", "gw_1")]);
     assert!(found.len() == 1 && found[0].contains("for \"gw_1\""), "{found:?}");
 }
+
+/// A Responses request bridged to Anthropic's Messages API: what reached
+/// Claude is judged like any translation.
+pub fn bridged_cases() -> Vec<Case> {
+    let client = json!({"model": "claude", "instructions": "be brief", "input": "weather in Paris?", "max_output_tokens": 64,
+        "tools": [{"type": "function", "name": "get_weather", "description": "Current weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        "tool_choice": {"type": "function", "name": "get_weather"}});
+    let faithful = json!({"model": "claude-sonnet-4-5", "system": "be brief", "max_tokens": 64,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "weather in Paris?"}]}],
+        "tools": [{"name": "get_weather", "description": "Current weather for a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        "tool_choice": {"type": "tool", "name": "get_weather"}});
+    let answer = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "Hello"}], "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 5, "output_tokens": 2}});
+    let bridged = |sent: Value| {
+        let call = upstream(
+            "anthropic",
+            MockKind::Anthropic,
+            "/v1/messages",
+            &[("x-api-key", ANTHROPIC_KEY)],
+            sent,
+            json_answer(200, answer.clone()),
+        );
+        exchange(request("/v1/responses", client.clone()), json_response(200, response("Hello")), vec![call])
+    };
+    let without = |path: &str| {
+        let mut sent = faithful.clone();
+        let (parent, key) = path.rsplit_once('/').unwrap();
+        sent.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
+        sent
+    };
+    vec![
+        case("a Responses request bridged to Claude as asked", None, bridged(faithful.clone())),
+        case(
+            "a bridged Responses request that lost its instructions",
+            Some("fidelity.request"),
+            bridged(without("/system")),
+        ),
+        case("a bridged Responses request whose tool's description changed", Some("fidelity.request"), {
+            let mut sent = faithful.clone();
+            sent["tools"][0]["description"] = json!("Weather");
+            bridged(sent)
+        }),
+        case("a bridged Responses request whose forced tool became any tool", Some("fidelity.request"), {
+            let mut sent = faithful.clone();
+            sent["tool_choice"] = json!({"type": "any"});
+            bridged(sent)
+        }),
+        case("a bridged Responses request whose max_output_tokens changed", Some("fidelity.request"), {
+            let mut sent = faithful;
+            sent["max_tokens"] = json!(4096);
+            bridged(sent)
+        }),
+    ]
+}
