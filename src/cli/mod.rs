@@ -1,6 +1,6 @@
 //! The command-line front end: every command of the binary, parsed by
 //! `main.rs` with clap. `serve` and `run` (and `contracts`) here; `record`,
-//! `replay` and `import` in [`replay`]; `lint` in [`lint`]; `bench` in [`bench`]. The commands only
+//! `replay` and `import` in [`replay`]; `lint` in [`lint`]; `bench` in [`bench`](mod@bench). The commands only
 //! parse, call the engines and print: running scenarios is
 //! `scenario::runner`, replaying cassettes `replay::engine`.
 
