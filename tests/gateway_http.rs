@@ -782,3 +782,71 @@ async fn metrics_count_requests_tokens_and_spend_under_litellms_names() {
     assert!(line("postmortem_cost_map_stale").ends_with(" 0"));
     assert!(!text.contains("test-upstream-key") && !text.contains("sk-"), "no credential or key on the page");
 }
+
+/// A Response id names the deployment that stored it: the id the client
+/// gets is the gateway's handle, reading it back goes to that deployment
+/// with the provider's id, a key without access to its model (or an id the
+/// gateway never issued) gets a 404, and a follow-up is pinned.
+#[tokio::test]
+async fn a_response_handle_reads_back_from_its_deployment_and_only_for_keys_allowed_its_model() {
+    let (east, west) = (MockServer::start().await, MockServer::start().await);
+    let stored = json!({"id": "resp_east_1", "object": "response", "created_at": 1, "status": "completed", "model": "gpt-4o",
+        "output": [], "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}});
+    for s in [&east, &west] {
+        Mock::given(method("POST"))
+            .and(path("/v1/responses"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(&stored))
+            .mount(s)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/v1/responses/resp_east_1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&stored))
+        .mount(&east)
+        .await;
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: ke}}\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: kw}}\n  - model_name: other\n    litellm_params: {{model: openai/other, api_base: '{}/v1', api_key: ke}}\ngeneral_settings: {{master_key: sk-test-master-0103}}\nkeys:\n  - {{key: test-key-other-only, models: [other]}}\n",
+        east.uri(),
+        west.uri(),
+        east.uri()
+    );
+    let app = app(&yaml).await;
+    let master = [("authorization", "Bearer sk-test-master-0103")];
+    let (status, first, _) =
+        call(&app, "POST", "/v1/responses", &master, json!({"model": "gpt-4o", "input": "hi"})).await;
+    assert_eq!(status, 200, "{first}");
+    let handle = first["id"].as_str().unwrap().to_string();
+    assert!(handle.starts_with("resp_pm_") && handle.ends_with("_resp_east_1"), "{handle}");
+    let stored_at = if east.received_requests().await.unwrap().is_empty() { &west } else { &east };
+    // Two follow-ups: round robin alone would send one of them elsewhere.
+    for _ in 0..2 {
+        let (status, _, _) = call(
+            &app,
+            "POST",
+            "/v1/responses",
+            &master,
+            json!({"model": "gpt-4o", "input": "more", "previous_response_id": handle}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let posts: Vec<Value> = stored_at
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(posts.len(), 3, "both follow-ups went to the deployment that stored the first");
+    assert!(posts[1..].iter().all(|b| b["previous_response_id"] == "resp_east_1"), "{posts:?}");
+    if std::ptr::eq(stored_at, &east) {
+        let (status, read, _) = call(&app, "GET", &format!("/v1/responses/{handle}"), &master, Value::Null).await;
+        assert_eq!((status, read["id"].as_str()), (200, Some(handle.as_str())), "{read}");
+    }
+    let other = [("authorization", "Bearer test-key-other-only")];
+    for (id, who) in [(handle.as_str(), &other), ("resp_never_issued", &master)] {
+        let (status, body, _) = call(&app, "GET", &format!("/v1/responses/{id}"), who, Value::Null).await;
+        assert_eq!(status, 404, "{id}: {body}");
+    }
+}
