@@ -525,7 +525,7 @@ impl Report {
             self.date,
             self.cores,
             self.targets.iter().map(|t| format!("{} `{}`", t.arm, t.command)).collect::<Vec<_>>().join(", "),
-            self.floor.as_deref().unwrap_or("none (nginx not installed: apt-get install nginx)"),
+            self.floor.as_deref().unwrap_or("none (--no-floor, or nginx is not installed: apt-get install nginx)"),
             self.duration_s,
             self.rounds
         );
