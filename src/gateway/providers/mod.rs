@@ -554,8 +554,16 @@ mod endpoint_tests {
         );
         assert_eq!(header(&r, "api-key"), Some("az-key"));
         assert!(body(&r).get("model").is_none());
-        assert!(!api(Provider::Azure).serves(Operation::OpenAi("responses"), "prod"));
         assert!(api(Provider::Azure).serves(Operation::OpenAi("chat/completions"), "prod"));
+        // The Responses API is the resource's, the deployment goes in `model`.
+        let r = api(Provider::Azure).request(&ep, call(Operation::OpenAi("responses"), "prod", false, &[])).unwrap();
+        assert_eq!(r.url, "https://r.openai.azure.com/openai/v1/responses");
+        assert_eq!(body(&r)["model"], "prod");
+        let read = api(Provider::Azure).retrieve_response(&ep, "resp_1").unwrap();
+        assert_eq!(
+            (read.method, read.url.as_str()),
+            (http::Method::GET, "https://r.openai.azure.com/openai/v1/responses/resp_1")
+        );
     }
 
     #[test]
