@@ -664,7 +664,10 @@ fn is_comparison(want: &str) -> bool {
 fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), String> {
     match v {
         Value::String(s) => {
-            while let Some(start) = s.find("${") {
+            // Scans on past each value put in: a value may itself hold `${`
+            // (a saved answer is the gateway's text), never read as a placeholder.
+            let mut from = 0;
+            while let Some(start) = s[from..].find("${").map(|i| i + from) {
                 let end = s[start..].find('}').ok_or_else(|| format!("unclosed placeholder in `{s}`"))? + start;
                 let name = &s[start + 2..end];
                 let val = vars.get(name).ok_or_else(|| {
@@ -673,7 +676,9 @@ fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), Stri
                         vars.keys().cloned().collect::<Vec<_>>().join(", ")
                     )
                 })?;
-                s.replace_range(start..=end, val);
+                let val = val.clone();
+                s.replace_range(start..=end, &val);
+                from = start + val.len();
             }
             Ok(())
         }
@@ -1473,6 +1478,16 @@ mod tests {
     fn scenario(providers: &str, gateway: &str, steps: &str, extra: &str) -> Scenario {
         let text = format!("name: t\nproviders: {providers}\ngateway: {gateway}\n{extra}steps:\n{steps}");
         Scenario::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn a_value_holding_a_placeholder_is_put_in_as_text_once() {
+        let vars: BTreeMap<String, String> = [("saved.a".to_string(), "x${saved.a}y".to_string())].into();
+        let mut v = serde_json::json!({"p": "<${saved.a}>", "q": ["${saved.a}"]});
+        substitute(&mut v, &vars).expect("substituted");
+        assert_eq!(v, serde_json::json!({"p": "<x${saved.a}y>", "q": ["x${saved.a}y"]}));
+        let mut missing = serde_json::json!("${saved.none}");
+        assert!(substitute(&mut missing, &vars).unwrap_err().contains("unknown placeholder"));
     }
 
     #[test]
