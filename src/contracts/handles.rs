@@ -6,8 +6,8 @@
 //! them), but a handle it gave must reach the provider that made the
 //! Response, as that provider's id.
 //!
-//! A handle read back with `GET /v1/responses/{id}` is read from the
-//! provider that stored it, as its own id.
+//! A handle read back or deleted with `GET`/`DELETE /v1/responses/{id}`
+//! goes to the provider that stored it, as its own id.
 //!
 //! This contract spans exchanges: [`Handles`] remembers, per scenario, which
 //! mock and which provider id stand behind each Response id a client got.
@@ -92,20 +92,21 @@ impl Handles {
     /// judged: the route is optional for a gateway, its answer is not.
     fn check_retrieval(&self, x: &Exchange, handle: &str, out: &mut Vec<Violation>) {
         let Some((mock, id)) = self.issued.get(handle) else { return };
-        for call in x.upstream.iter().filter(|c| c.request.method == "GET") {
+        for call in x.upstream.iter().filter(|c| matches!(c.request.method.as_str(), "GET" | "DELETE")) {
             let Some(read) = call.request.path.rsplit_once("/responses/").map(|(_, id)| id) else { continue };
             let read = crate::mocks::percent_decode(read, false);
             if call.provider != *mock || read != *id {
                 out.push(violation(
                     "fidelity.response-handle",
                     format!(
-                        "the client read Response {handle:?}, which {mock} stored as {id:?}, but the gateway asked {} for {read:?}",
+                        "the client {} Response {handle:?}, which {mock} stored as {id:?}, but the gateway asked {} for {read:?}",
+                        if x.request.method == "GET" { "read" } else { "deleted" },
                         call.provider
                     ),
                 ));
             }
         }
-        if (200..300).contains(&x.response.status) {
+        if x.request.method == "GET" && (200..300).contains(&x.response.status) {
             let problems = match x.response.json() {
                 Some(v) => super::schema::openai_response(&v),
                 None => vec!["not JSON".to_string()],
@@ -134,7 +135,7 @@ impl Handles {
 /// The id a client reads with `GET /v1/responses/{id}` (any root path
 /// already removed).
 fn retrieved_id(x: &Exchange) -> Option<String> {
-    if x.request.method != "GET" {
+    if !matches!(x.request.method.as_str(), "GET" | "DELETE") {
         return None;
     }
     let path = x.request.path.split(['?', '#']).next().unwrap_or("");

@@ -117,7 +117,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "fidelity.response-handle",
         family: Family::Fidelity,
-        statement: "A Response id the client got, sent back as previous_response_id or read with GET /v1/responses/{id}, reaches the provider that stored that Response, as the id it issued; a Response the client did not opt out of storing is stored.",
+        statement: "A Response id the client got, sent back as previous_response_id or read or deleted at /v1/responses/{id}, reaches the provider that stored that Response, as the id it issued; a Response the client did not opt out of storing is stored.",
     },
     Contract {
         name: "fidelity.usage",

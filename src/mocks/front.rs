@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     /// `answers[i]` is what the front sent for `journal[i]`.
     answers: Mutex<Vec<MockAnswer>>,
     stubs: Mutex<Vec<Mounted>>,
+    /// Responses deleted with `DELETE /v1/responses/{id}`.
+    deleted: Mutex<std::collections::BTreeSet<String>>,
     inner_uri: String,
     client: reqwest::Client,
 }
@@ -69,6 +71,7 @@ impl Shared {
             journal: Mutex::new(Vec::new()),
             answers: Mutex::new(Vec::new()),
             stubs: Mutex::new(Vec::new()),
+            deleted: Mutex::new(std::collections::BTreeSet::new()),
             inner_uri,
             client,
         }
@@ -110,6 +113,7 @@ impl Shared {
         let mut journal = self.journal.lock();
         journal.clear();
         self.answers.lock().clear();
+        self.deleted.lock().clear();
     }
 
     /// Appends a request and its (pending) answer; returns its index.
@@ -172,6 +176,9 @@ impl Shared {
     /// A Response this provider stored (`store` not false, answered 2xx),
     /// in its latest state.
     fn stored_response(&self, id: &str) -> Option<serde_json::Value> {
+        if self.deleted.lock().contains(id) {
+            return None;
+        }
         self.exchanges().into_iter().rev().find_map(|(r, a)| {
             let stored = Route::classify(self.kind, &r) == Route::Responses
                 && r.method == "POST"
@@ -185,9 +192,11 @@ impl Shared {
     }
 
     /// `GET /v1/responses/{id}` (Azure: `/openai/v1/responses/{id}`): the
-    /// stored Response, or OpenAI's 404 for an id it does not have.
+    /// stored Response; `DELETE`: OpenAI's deletion object, after which the
+    /// id is gone; either is OpenAI's 404 for an id it does not have.
     fn retrieved_response(&self, req: &RecordedRequest) -> Option<Buffered> {
-        if req.method != "GET" || !matches!(self.kind, MockKind::Openai | MockKind::Azure) {
+        let delete = req.method == "DELETE";
+        if !(req.method == "GET" || delete) || !matches!(self.kind, MockKind::Openai | MockKind::Azure) {
             return None;
         }
         let id = ["/v1/responses/", "/openai/v1/responses/", "/openai/responses/"]
@@ -196,6 +205,10 @@ impl Shared {
             .filter(|id| !id.is_empty() && !id.contains('/'))?;
         let id = super::journal::percent_decode(id);
         Some(match self.stored_response(&id) {
+            Some(_) if delete => {
+                self.deleted.lock().insert(id.clone());
+                Buffered::json(200, &serde_json::json!({"id": id, "object": "response.deleted", "deleted": true}))
+            }
             Some(v) => Buffered::json(200, &v),
             None => {
                 errors::openai(404, &format!("Response with id '{id}' not found."), "invalid_request_error", None, None)

@@ -76,15 +76,21 @@ pub(super) async fn send(
     Ok((resp, client))
 }
 
-/// Reads a stored Response from the deployment that made it
-/// (`GET /v1/responses/{id}`), within the deployment's bound.
-pub(super) async fn retrieve_response(gw: &Gateway, route: &Route, id: &str) -> Result<reqwest::Response, ApiError> {
+/// Reads (`GET`) or deletes (`DELETE`) a stored Response at the deployment
+/// that made it (`/v1/responses/{id}`), within the deployment's bound.
+pub(super) async fn stored_response(
+    gw: &Gateway,
+    route: &Route,
+    id: &str,
+    method: http::Method,
+) -> Result<reqwest::Response, ApiError> {
     let reach = route.deployment.reach(route.provider).map_err(ApiError::BadRequest)?;
-    let req = route
+    let mut req = route
         .provider
         .api()
         .retrieve_response(&reach.endpoint, id)
         .ok_or_else(|| ApiError::BadRequest(format!("{} deployments do not store Responses", route.provider)))?;
+    req.method = method;
     let client = gw.client(reach.client_key.clone())?;
     let mut rb = client.http.request(req.method, req.url);
     for (k, v) in req.headers {

@@ -43,4 +43,4 @@ fn labelled(mut resp: axum::response::Response, model: &str) -> axum::response::
     resp.extensions_mut().insert(crate::gateway::metrics::RequestedModel(model.to_string()));
     resp
 }
-pub use openai::{chat_completions, completions, embeddings, responses, retrieve_response};
+pub use openai::{chat_completions, completions, delete_response, embeddings, responses, retrieve_response};

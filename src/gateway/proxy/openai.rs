@@ -156,6 +156,15 @@ pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Resp
 /// not issue, or whose deployment is gone, is a 404 as OpenAI answers an
 /// unknown id.
 pub async fn retrieve_response(gw: Arc<Gateway>, headers: HeaderMap, id: String) -> Response {
+    stored_response(gw, headers, id, http::Method::GET).await
+}
+
+/// `DELETE /v1/responses/{id}`: as the read, at the deployment that stored it.
+pub async fn delete_response(gw: Arc<Gateway>, headers: HeaderMap, id: String) -> Response {
+    stored_response(gw, headers, id, http::Method::DELETE).await
+}
+
+async fn stored_response(gw: Arc<Gateway>, headers: HeaderMap, id: String, method: http::Method) -> Response {
     let caller = match crate::gateway::auth::authenticate(&gw, &headers) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -178,7 +187,7 @@ pub async fn retrieve_response(gw: Arc<Gateway>, headers: HeaderMap, id: String)
     }
     let model = route.deployment.model_name.clone();
     let result = async {
-        let resp = super::call::retrieve_response(&gw, &route, provider_id).await?;
+        let resp = super::call::stored_response(&gw, &route, provider_id, method).await?;
         let mut v = read_json(resp, route.provider).await?;
         handles::rewrite_body(&route, &mut v);
         Ok::<_, ApiError>(axum::Json(v).into_response())

@@ -160,6 +160,15 @@ async fn response_retrieve(
     proxy::retrieve_response(gw, headers, id).await
 }
 
+/// `DELETE /v1/responses/{id}`: at the deployment that stored it.
+async fn response_delete(
+    State(gw): Gw,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    proxy::delete_response(gw, headers, id).await
+}
+
 azure_handler!(azure_chat, proxy::chat_completions);
 azure_handler!(azure_embeddings, proxy::embeddings);
 azure_handler!(azure_completions, proxy::completions);
@@ -187,8 +196,8 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/completions", post(completions))
         .route("/v1/responses", post(responses))
         .route("/responses", post(responses))
-        .route("/v1/responses/{id}", get(response_retrieve))
-        .route("/responses/{id}", get(response_retrieve))
+        .route("/v1/responses/{id}", get(response_retrieve).delete(response_delete))
+        .route("/responses/{id}", get(response_retrieve).delete(response_delete))
         // Azure OpenAI's own paths, so the `AzureOpenAI` SDK client works:
         // the deployment in the path is the model group.
         .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
