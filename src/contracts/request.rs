@@ -659,15 +659,25 @@ fn check_parameters(at: &str, sent: &Value, client: Api, body: &Value, api: Api,
                     bad(format!("the client's tool `{}` did not reach the provider", d.name));
                     continue;
                 };
-                if let (Some(a), Some(b)) = (&d.description, &g.description) {
-                    if a != b {
-                        bad(format!("tool `{}`: description {:?} became {:?}", d.name, clip(a), clip(b)));
+                // The model reads both to decide whether and how to call
+                // the tool: lost on the way is as changed.
+                match (&d.description, &g.description) {
+                    (Some(a), Some(b)) if a != b => {
+                        bad(format!("tool `{}`: description {:?} became {:?}", d.name, clip(a), clip(b)))
                     }
+                    (Some(a), None) if !a.trim().is_empty() => {
+                        bad(format!("tool `{}`: its description {:?} did not reach the provider", d.name, clip(a)))
+                    }
+                    _ => {}
                 }
-                if let (Some(a), Some(b)) = (&d.schema, &g.schema) {
-                    if !same_value(a, b) {
-                        bad(format!("tool `{}`: parameter schema {a} became {b}", d.name));
+                match (&d.schema, &g.schema) {
+                    (Some(a), Some(b)) if !same_value(a, b) => {
+                        bad(format!("tool `{}`: parameter schema {a} became {b}", d.name))
                     }
+                    (Some(a), None) => {
+                        bad(format!("tool `{}`: its parameter schema {a} did not reach the provider", d.name))
+                    }
+                    _ => {}
                 }
             }
         }

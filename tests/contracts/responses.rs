@@ -330,6 +330,11 @@ pub fn bridged_cases() -> Vec<Case> {
             sent["tools"][0]["description"] = json!("Weather");
             bridged(sent)
         }),
+        case(
+            "a bridged Responses request whose tool lost its description",
+            Some("fidelity.request"),
+            bridged(without("/tools/0/description")),
+        ),
         case("a bridged Responses request whose forced tool became any tool", Some("fidelity.request"), {
             let mut sent = faithful.clone();
             sent["tool_choice"] = json!({"type": "any"});
