@@ -217,6 +217,8 @@ fn responses(x: &Exchange, parsed: &sse::Parsed, upstream_complete: bool, out: &
     let mut terminal: Option<String> = None;
     let mut error_event = false;
     let mut seen = 0usize;
+    // One stream is one Response: its lifecycle events all carry its id.
+    let mut response_id: Option<String> = None;
     for (i, e) in parsed.events.iter().enumerate() {
         if e.data.trim() == "[DONE]" {
             continue;
@@ -226,6 +228,16 @@ fn responses(x: &Exchange, parsed: &sse::Parsed, upstream_complete: bool, out: &
             continue;
         };
         let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+        if let Some(id) = v.pointer("/response/id").and_then(Value::as_str) {
+            match &response_id {
+                None => response_id = Some(id.to_string()),
+                Some(first) if first != id => out.push(violation(
+                    "stream.framing",
+                    format!("event {i} ({kind}): the Response's id {id:?} is not the stream's {first:?}"),
+                )),
+                Some(_) => {}
+            }
+        }
         let problems = schema::openai_response_event(&v);
         if !problems.is_empty() {
             out.push(violation("stream.framing", format!("event {i} ({kind}): {}", problems.join("; "))));

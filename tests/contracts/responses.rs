@@ -107,6 +107,11 @@ pub fn cases() -> Vec<Case> {
             e.push(json!({"type": "error", "sequence_number": 3, "message": "upstream stream broke", "code": "server_error"}));
             streamed(&e, AnswerEnd::Cut)
         }),
+        case("a Responses stream whose terminal event names another Response", Some("stream.framing"), {
+            let mut e = events();
+            e[3]["response"]["id"] = json!("resp_other");
+            streamed(&e, AnswerEnd::Complete)
+        }),
         case("a Responses event without its delta", Some("stream.framing"), {
             let mut e = events();
             e[1].as_object_mut().unwrap().remove("delta");
