@@ -259,7 +259,14 @@ pub fn responses_stream(body: &[u8]) -> Answer {
         match v.get("type").and_then(Value::as_str) {
             Some("response.completed" | "response.incomplete") => {
                 if let Some(r) = v.get("response") {
-                    return responses_body(r);
+                    // The terminal Response has the calls, usage and status;
+                    // the text is what the client rendered from the deltas
+                    // (a client shows those, so they are what must be kept).
+                    let mut a = responses_body(r);
+                    if !text.is_empty() {
+                        a.choices.entry(0).or_default().text = text;
+                    }
+                    return a;
                 }
             }
             Some("response.output_text.delta") => text.push_str(v.get("delta").and_then(Value::as_str).unwrap_or("")),

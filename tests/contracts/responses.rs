@@ -112,9 +112,18 @@ pub fn cases() -> Vec<Case> {
             e[3]["response"]["id"] = json!("resp_other");
             streamed(&e, AnswerEnd::Complete)
         }),
-        case("a Responses event without its delta", Some("stream.framing"), {
+        // The client also lost that part of the text.
+        Case {
+            also: vec!["fidelity.content"],
+            ..case("a Responses event without its delta", Some("stream.framing"), {
+                let mut e = events();
+                e[1].as_object_mut().unwrap().remove("delta");
+                streamed(&e, AnswerEnd::Complete)
+            })
+        },
+        case("a Responses stream whose deltas were altered, its final Response not", Some("fidelity.content"), {
             let mut e = events();
-            e[1].as_object_mut().unwrap().remove("delta");
+            e[2]["delta"] = json!("lo!");
             streamed(&e, AnswerEnd::Complete)
         }),
         case(
