@@ -475,7 +475,7 @@ impl TargetProcess {
 /// lands) could be handed to a mock in that gap, and the target's traffic
 /// would then reach the mock. So the port comes from below the ephemeral
 /// range (Linux's default starts at 32768), checked free when chosen.
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     use rand::Rng;
     let low = ephemeral_low().unwrap_or(32768).clamp(2048, 65535);
     let (from, to) = if low > 12000 { (10000u16, low as u16) } else { (60000u16, 65000u16) };

@@ -7,11 +7,16 @@ use std::process::Command;
 
 fn bench(args: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
+    bench_in(dir.path(), args)
+}
+
+/// `postmortem bench ARGS` with its baselines kept in `dir`.
+fn bench_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_postmortem"))
         .arg("bench")
         .args(args)
         .arg("--baseline-dir")
-        .arg(dir.path())
+        .arg(dir)
         .output()
         .expect("postmortem runs");
     (
@@ -66,18 +71,9 @@ fn bad_options_and_a_target_that_never_starts_are_clear_errors() {
 fn a_saved_baseline_is_compared_with_the_next_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_postmortem"))
-            .args(["bench", "--duration", "1", "--rounds", "1", "--concurrency", "1", "--mode", "plain", "--no-floor"])
-            .arg("--baseline-dir")
-            .arg(dir.path())
-            .args(extra)
-            .output()
-            .expect("postmortem runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut args = vec!["--duration", "1", "--rounds", "1", "--concurrency", "1", "--mode", "plain", "--no-floor"];
+        args.extend_from_slice(extra);
+        bench_in(dir.path(), &args)
     };
     let (code, _, err) = run(&["--save-baseline", "first"]);
     assert_eq!(code, 0, "{err}");

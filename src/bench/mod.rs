@@ -32,7 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::target::{GatewayUnderTest, TargetKind};
+use crate::target::{free_port, GatewayUnderTest, TargetKind};
 
 /// The gateway under test.
 #[derive(Debug, Clone)]
@@ -182,11 +182,6 @@ async fn wait_listening(addr: &str, within: Duration, what: &str) -> Result<(), 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!("{what} did not listen on {addr} within {within:?}"))
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
 /// `host:port` of a URL on the loopback interface, or why not.

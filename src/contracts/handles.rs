@@ -154,11 +154,9 @@ pub fn response_ids(body: &[u8]) -> Vec<String> {
         return id_of(&v).into_iter().collect();
     }
     let mut ids: Vec<String> = Vec::new();
-    for d in String::from_utf8_lossy(body).lines().filter_map(|l| l.strip_prefix("data:")) {
-        if let Some(id) = serde_json::from_str::<Value>(d.trim()).ok().as_ref().and_then(id_of) {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
+    for id in super::sse::events(body).events.iter().filter_map(|e| id_of(&e.json()?)) {
+        if !ids.contains(&id) {
+            ids.push(id);
         }
     }
     ids

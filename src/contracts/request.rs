@@ -95,7 +95,10 @@ fn text_of(content: &Value) -> String {
         Value::Array(parts) => parts
             .iter()
             .filter_map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") | Some("input_text") => p.get("text").and_then(Value::as_str).map(str::to_string),
+                // `input_text`/`output_text`: the Responses API's parts.
+                Some("text") | Some("input_text") | Some("output_text") => {
+                    p.get("text").and_then(Value::as_str).map(str::to_string)
+                }
                 Some("tool_result") => p.get("content").map(text_of),
                 // Converse: a text block, or a toolResult holding text blocks.
                 None => p
@@ -201,7 +204,7 @@ impl Conversation {
                         _ => {
                             let role = item.get("role").and_then(Value::as_str).unwrap_or("user");
                             let content = item.get("content").cloned().unwrap_or(Value::Null);
-                            let text = Self::responses_text(&content);
+                            let text = text_of(&content);
                             if matches!(role, "system" | "developer") {
                                 c.system.push_str(&text);
                             } else {
@@ -215,20 +218,6 @@ impl Conversation {
             _ => {}
         }
         c
-    }
-
-    /// A Responses message's text: a string, or its text parts.
-    fn responses_text(content: &Value) -> String {
-        match content {
-            Value::Array(parts) => parts
-                .iter()
-                .filter(|p| {
-                    matches!(p.get("type").and_then(Value::as_str), Some("input_text" | "output_text" | "text"))
-                })
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect(),
-            other => text_of(other),
-        }
     }
 
     /// Anthropic Messages (also the InvokeModel body): `system` apart,

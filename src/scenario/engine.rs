@@ -981,11 +981,7 @@ fn save_values(ctx: &mut Ctx<'_>, r: &RequestSpec, resp: &Response) -> Result<()
     }
     let docs: Vec<Value> = match serde_json::from_slice::<Value>(&resp.body) {
         Ok(v) => vec![v],
-        Err(_) => String::from_utf8_lossy(&resp.body)
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str(d.trim()).ok())
-            .collect(),
+        Err(_) => contracts::sse::events(&resp.body).events.iter().filter_map(|e| e.json()).collect(),
     };
     for (name, pointer) in &r.save {
         let found = docs.iter().find_map(|d| d.pointer(pointer)).ok_or_else(|| {
