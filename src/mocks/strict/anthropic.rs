@@ -8,6 +8,7 @@ use super::super::journal::RecordedRequest;
 use super::super::route::Route;
 use super::super::wire::Buffered;
 use super::super::MockKind;
+use super::claude_body::{self, Surface};
 use super::{has, has_bearer, json_error_text, non_empty_header, parse_object, unknown_betas};
 
 /// The text Anthropic's backend sends for beta flags it does not serve
@@ -73,5 +74,6 @@ pub(super) fn check(
             return Some(invalid(&format!("{key}: Field required")));
         }
     }
-    None
+    let surface = if matches!(route, Route::CountTokens) { Surface::CountTokens } else { Surface::Messages };
+    claude_body::problem(obj, surface, &req.beta_header_flags()).map(|p| invalid(&p))
 }

@@ -13,6 +13,7 @@ use super::super::ids::IdGen;
 use super::super::journal::RecordedRequest;
 use super::super::route::Route;
 use super::super::wire::Buffered;
+use super::claude_body::{self, Surface};
 use super::{body_betas, parse_object, unknown_betas};
 
 pub(crate) const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
@@ -47,8 +48,8 @@ pub(super) fn check(
             violations.push(format!("#: required key [{key}] not found"));
         }
     }
-    for key in EXTRANEOUS {
-        if obj.contains_key(*key) {
+    for key in EXTRANEOUS.iter().copied().chain(claude_body::unknown_members(obj, Surface::Bedrock)) {
+        if obj.contains_key(key) {
             violations.push(format!("#: extraneous key [{key}] is not permitted"));
         }
     }
@@ -75,7 +76,9 @@ pub(super) fn check(
             return Some(validation(INVALID_BETA));
         }
     }
-    None
+    // Past Bedrock's schema, Claude checks the body as it does everywhere.
+    let betas: Vec<String> = body_betas(req).into_iter().chain(req.beta_header_flags()).collect();
+    claude_body::problem(obj, Surface::Bedrock, &betas).map(|p| validation(&p))
 }
 
 fn short(v: &serde_json::Value) -> String {

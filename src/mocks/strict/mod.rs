@@ -8,7 +8,9 @@
 mod anthropic;
 mod bedrock;
 pub mod betas;
+mod claude_body;
 mod openai;
+mod openai_body;
 mod pyrepr;
 mod vertex;
 mod vllm;

@@ -5,6 +5,7 @@ use super::super::journal::RecordedRequest;
 use super::super::route::Route;
 use super::super::wire::Buffered;
 use super::super::MockKind;
+use super::openai_body::{self, Body};
 use super::{has, has_bearer, non_empty_header, parse_object};
 
 pub(crate) const NO_API_KEY: &str = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username. You can obtain an API key from https://platform.openai.com/account/api-keys.";
@@ -82,7 +83,14 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
             }
         }
     }
-    None
+    let body = match route {
+        Route::Chat { .. } => Body::Chat,
+        Route::Responses => Body::Responses,
+        Route::Completions { .. } => Body::Completions,
+        _ => Body::Embeddings,
+    };
+    openai_body::problem(obj, body, kind == MockKind::Azure)
+        .map(|r| errors::openai(400, &r.message, "invalid_request_error", r.param.as_deref(), Some(r.code)))
 }
 
 fn missing(param: &str) -> Buffered {

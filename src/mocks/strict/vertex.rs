@@ -11,6 +11,7 @@ use super::super::route::Route;
 use super::super::wire::Buffered;
 use super::super::MockKind;
 use super::anthropic::unexpected_betas_message;
+use super::claude_body::{self, Surface};
 use super::{body_betas, has, has_bearer, json_error_text, parse_object, unknown_betas};
 
 pub(crate) const VERTEX_VERSION: &str = "vertex-2023-10-16";
@@ -76,5 +77,7 @@ pub(super) fn check(
             }
         }
     }
-    None
+    let surface = if predict { Surface::Vertex } else { Surface::VertexCount };
+    let betas: Vec<String> = req.beta_header_flags().into_iter().chain(body_betas(req)).collect();
+    claude_body::problem(obj, surface, &betas).map(|p| invalid(&p))
 }
