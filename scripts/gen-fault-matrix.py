@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes scenarios/faults/: the fault matrix (issue #16), one scenario per upstream behaviour.
 
-Every behaviour in the table `B` below (reset, no answer, slow first byte, slow body, a stream cut or
+Every behaviour in the table `B` below (reset, no answer, slow first byte, first event late, slow body, a stream cut or
 that just stops, half a JSON body, HTML, 429, 500, 503) is put on every entry point and stream mode
 (chat to OpenAI and to Claude, Anthropic's messages, embeddings; plain and streamed), each with what
 the client must get and the bound it must get it within. One scenario per behaviour, so that in
@@ -48,6 +48,7 @@ B=[
  ('reset','connection reset','The provider resets the connection before answering: every entry point gets a 5xx error (before a stream starts, so no stream at all), within the bound.', '{fault: reset}','{fault: reset}','{fault: reset}','{fault: reset}', ERR5, ERR5),
  ('never-answers','no answer','The provider never answers (it would after 30 s; the deployment times out after 0.3 s): every entry point gets a timeout error (504; 408 is a timeout too), within the bound.', latency(30000), latency(30000), latency(30000), latency(30000), ERRT, ERRT),
  ('slow-first-byte','slow first byte','The provider answers after 2 s, past the 0.3 s timeout (and stream_timeout): a timeout error on every entry point, within the bound, and never the late answer.', latency(2000), latency(2000), latency(2000), latency(2000), ERRT, ERRT),
+ ('slow-first-event','first event late','The provider sends its stream headers at once and its first event 2 s later, past the 0.3 s stream_timeout: the client never sees a clean end (an error status before any stream, or an error event after its start), within the bound.', None, oa_sse([(oa_chunk("Once",True),2000),(oa_stop,0),('[DONE]',0)]), None, an_sse(an_events, delay_at=0), None, BROKEN),
  ('slow-body','slow body','A stream whose second event comes 2 s late, past the 0.3 s stream_timeout: the client has the first events and then an error, never a clean end, within the bound.', None, oa_sse([(oa_chunk("Once",True),0),(oa_chunk(" upon"),2000),(oa_stop,0),('[DONE]',0)]), None, an_sse(an_events, delay_at=3), None, BROKEN),
  ('cut-stream','stream cut mid-event','A stream cut in the middle of an event (the connection closed): the client never sees a clean end.', None, oa_sse([(oa_chunk("Once",True),0),(oa_chunk(" upon"),0),('[DONE]',0)], cut=1), None, an_sse(an_events, cut=3), None, BROKEN),
  ('no-terminator','stream without terminator','A stream that just stops, the connection closed cleanly, with no [DONE] or message_stop: the client never sees a clean end.', None, oa_sse([(oa_chunk("Once",True),0)]), None, an_sse(an_events[:3]), None, BROKEN),

@@ -3,7 +3,7 @@
 //! and OpenAI chat translated for Claude.
 
 use super::admit::{admit, Admitted};
-use super::call::{anthropic_events, betas_for, passed_on, read_json, send, stream_bound, Outgoing};
+use super::call::{anthropic_events, betas_for, passed_on, read_json, send, upstream_stream, Outgoing};
 use super::fallback::with_group_fallbacks;
 use super::pricing::{anthropic_usage, charge, openai_usage, with_cost_headers, Price};
 use super::stream::{sse_error_event, sse_response, StreamMeter};
@@ -59,7 +59,7 @@ pub(super) async fn anthropic_chat(
     let (resp, client) = send(gw, &route, out).await?;
     let limits = passed_on(resp.headers());
     if a.stream {
-        let events = anthropic_events(&route, resp, client);
+        let events = anthropic_events(&route, resp, client).await?;
         let model = a.model.clone();
         let include_usage =
             a.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
@@ -161,7 +161,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
             let (resp, client) = send(gw, &route, out).await?;
             let limits = passed_on(resp.headers());
             if stream {
-                let events = anthropic_events(&route, resp, client);
+                let events = anthropic_events(&route, resp, client).await?;
                 let mut meter = StreamMeter::fed(gw, &a.caller, &route);
                 let s = async_stream::stream! {
                     futures::pin_mut!(events);
@@ -212,8 +212,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
     let (resp, client) = send(gw, &route, out).await?;
     let limits = passed_on(resp.headers());
     if a.stream {
-        let idle = Some(stream_bound(&route));
-        let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
+        let inner = upstream_stream(&route, resp, client).await?;
         let model = a.model.clone();
         let provider = route.provider;
         let mut meter = StreamMeter::fed(gw, &a.caller, &route);

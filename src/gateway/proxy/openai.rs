@@ -5,7 +5,7 @@
 
 use super::admit::{admit, Admitted};
 use super::anthropic::anthropic_chat;
-use super::call::{passed_on, read_json, send, stream_bound, Outgoing};
+use super::call::{passed_on, read_json, send, upstream_stream, Outgoing};
 use super::fallback::with_group_fallbacks;
 use super::handles::{self, StreamHandles};
 use super::pricing::{charge, estimate_prompt_tokens, openai_usage, with_cost_headers, Price};
@@ -45,8 +45,7 @@ pub(super) async fn openai_call(
     if a.stream {
         // Pass the upstream's SSE through event by event; the lease moves
         // into the stream so the client lives until the stream ends.
-        let idle = Some(stream_bound(&route));
-        let inner = client.guard_stream(resp.bytes_stream(), idle, client.clone());
+        let inner = upstream_stream(&route, resp, client).await?;
         let done_after_broken = gw.bugs.done_after_broken_stream;
         let mut meter = StreamMeter::reading_bytes(gw, &a.caller, &route);
         let mut handles = (endpoint == Endpoint::Responses).then(|| StreamHandles::new(&route));
