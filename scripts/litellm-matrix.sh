@@ -49,6 +49,16 @@ ensure_prisma() {  # ensure_prisma VENV
     || { echo "litellm-matrix: pip install prisma failed in $1 (see install.log)" >&2; return 1; }
 }
 
+# Vertex AI deployments need Google's auth library and, on older releases, the Vertex SDK
+# (`vertexai`), neither of which `litellm[proxy]` installs: without them every Vertex scenario is
+# inconclusive ("Google Cloud SDK not found"). The scenarios give LiteLLM a service account whose
+# token_uri is the Vertex mock, so with the SDK installed the Vertex paths run like the others.
+ensure_google() {  # ensure_google VENV
+  "$1/bin/python" -c 'import google.auth, vertexai' 2>/dev/null && return 0
+  timeout "$INSTALL_TIMEOUT" "$1/bin/pip" install --disable-pip-version-check -q google-cloud-aiplatform >>"$1/install.log" 2>&1 \
+    || { echo "litellm-matrix: pip install google-cloud-aiplatform failed in $1 (see install.log)" >&2; return 1; }
+}
+
 # Some releases declare only a lower bound on fastapi and no longer import with the newest one pip
 # picks today (1.96.2: `cannot import name 'get_flat_dependant'`): such a venv gets the lowest
 # fastapi the release declares, which is what it was released against.
@@ -74,7 +84,7 @@ PY
 ensure_venv() {  # ensure_venv VERSION -> prints venv path
   local v=$1 dir="$CACHE/$1"
   if [ -f "$dir/.ok" ] && [ -x "$dir/bin/litellm" ]; then
-    ensure_prisma "$dir" && ensure_importable "$dir" && echo "$dir"
+    ensure_prisma "$dir" && ensure_google "$dir" && ensure_importable "$dir" && echo "$dir"
     return
   fi
   rm -rf "$dir"
@@ -95,6 +105,7 @@ ensure_venv() {  # ensure_venv VERSION -> prints venv path
     echo "litellm-matrix: unexpected litellm*.pth in $dir, refusing" >&2; return 1
   fi
   ensure_prisma "$dir" || return 1
+  ensure_google "$dir" || return 1
   ensure_importable "$dir" || return 1
   echo "installed in $((SECONDS - t0))s, $(du -sh "$dir" | cut -f1)" >"$dir/.ok"
   echo "$dir"

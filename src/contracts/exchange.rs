@@ -290,6 +290,23 @@ impl Setup {
                 if let (Some((name, _)), false) = (owner, has_credential) {
                     setup.keyless.insert(name.clone());
                 }
+                // Google credentials: the access tokens they mint are not
+                // configured (so the deployment counts as keyless above), but
+                // their secrets are, and belong to the deployment's host.
+                let google =
+                    p.get("vertex_credentials").and_then(resolve).and_then(|c| serde_json::from_str::<Value>(&c).ok());
+                for field in ["client_secret", "refresh_token", "private_key"] {
+                    let Some(value) = google.as_ref().and_then(|g| g.get(field)).and_then(Value::as_str) else {
+                        continue;
+                    };
+                    setup.secrets.push(Secret {
+                        label: format!("model_list[{i}].litellm_params.vertex_credentials.{field}"),
+                        value: value.to_string(),
+                    });
+                    if let Some((name, _)) = owner {
+                        setup.credentials.entry(name.clone()).or_default().insert(value.to_string());
+                    }
+                }
                 for field in ["api_key", "aws_secret_access_key", "aws_session_token", "aws_access_key_id"] {
                     let Some(value) = p.get(field).and_then(resolve) else { continue };
                     if field != "aws_access_key_id" {

@@ -128,6 +128,10 @@ pub struct LitellmParams {
     pub vertex_project: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vertex_location: Option<String>,
+    /// Google credentials for Vertex AI: the JSON of an `authorized_user` or
+    /// `service_account` credentials file, or the file's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertex_credentials: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_params: Option<bool>,
 }
@@ -347,6 +351,7 @@ fn apply_credential(p: &mut LitellmParams, credentials: &[Credential]) -> Result
             "aws_bedrock_runtime_endpoint" => &mut p.aws_bedrock_runtime_endpoint,
             "vertex_project" => &mut p.vertex_project,
             "vertex_location" => &mut p.vertex_location,
+            "vertex_credentials" => &mut p.vertex_credentials,
             _ => continue,
         };
         if slot.is_none() {
@@ -619,7 +624,7 @@ impl Config {
             // A variable missing for one deployment makes that deployment
             // unavailable (with the reason), not the whole file: LiteLLM
             // starts too, and fails those calls.
-            let fields: [(&str, &mut Option<String>); 10] = [
+            let fields: [(&str, &mut Option<String>); 11] = [
                 ("api_base", &mut p.api_base),
                 ("api_key", &mut p.api_key),
                 ("api_version", &mut p.api_version),
@@ -630,6 +635,7 @@ impl Config {
                 ("aws_bedrock_runtime_endpoint", &mut p.aws_bedrock_runtime_endpoint),
                 ("vertex_project", &mut p.vertex_project),
                 ("vertex_location", &mut p.vertex_location),
+                ("vertex_credentials", &mut p.vertex_credentials),
             ];
             for (name, v) in fields {
                 if let Err(e) = resolve(f(name), v) {

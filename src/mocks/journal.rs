@@ -31,7 +31,15 @@ impl RecordedRequest {
     /// `GET /v1/models` while it serves). The contracts and the scenarios'
     /// `expect_provider` count only model calls.
     pub fn is_model_call(&self) -> bool {
-        self.method.eq_ignore_ascii_case("POST")
+        self.method.eq_ignore_ascii_case("POST") && !self.is_token_request()
+    }
+
+    /// An OAuth token request (`POST /token` with a form, Google's token
+    /// endpoint as the Vertex mock serves it): how a gateway gets the
+    /// access token its model calls carry, not a model call.
+    pub fn is_token_request(&self) -> bool {
+        self.path == "/token"
+            && self.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
     }
 
     pub fn new(

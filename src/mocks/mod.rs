@@ -29,6 +29,7 @@ mod errors;
 mod eventstream;
 mod front;
 mod gates;
+pub(crate) mod google_account;
 mod http1;
 mod ids;
 mod inner;
@@ -50,6 +51,13 @@ use serde::{Deserialize, Serialize};
 
 pub use answer::{AnswerEnd, MockAnswer};
 pub use journal::RecordedRequest;
+
+/// The credentials file of the Google service account a Vertex AI mock at
+/// `base_url` knows (its `token_uri` is the mock's): what a scenario gives
+/// the gateway as `vertex_credentials`.
+pub fn google_credentials(base_url: &str) -> String {
+    google_account::credentials_json(base_url)
+}
 pub use stub::{EventStreamEvent, EventStreamException, Fault, Stub, StubEvent, StubMatch, StubResponse};
 
 /// The upstream API a mock imitates. The names are the ones scenario files use.

@@ -41,6 +41,11 @@ pub(crate) enum Route {
     },
     /// Vertex `publishers/anthropic/models/count-tokens:rawPredict`.
     VertexCountTokens,
+    /// Google's OAuth 2.0 token endpoint (`POST /token`, as
+    /// `oauth2.googleapis.com/token`), served by the Vertex mock so that a
+    /// gateway holding user or service-account credentials whose
+    /// `token_uri` points at the mock can get its access tokens there.
+    GoogleToken,
     /// Anything else: the provider answers 404.
     Other,
 }
@@ -81,6 +86,7 @@ impl Route {
                 _ => Route::Other,
             },
             MockKind::Bedrock => bedrock(path),
+            MockKind::VertexAi if path == "/token" => Route::GoogleToken,
             MockKind::VertexAi => vertex(path),
         }
     }

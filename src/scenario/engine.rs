@@ -488,6 +488,13 @@ impl Rig {
                 .await
                 .map_err(|e| format!("providers.{name}: mock did not start: {e}"))?;
             vars.insert(format!("providers.{name}.url"), mock.url());
+            if spec.kind == MockKind::VertexAi {
+                // The service account this mock's token endpoint knows.
+                vars.insert(
+                    format!("providers.{name}.google_credentials"),
+                    crate::mocks::google_credentials(&mock.url()),
+                );
+            }
             mocks.insert(name.clone(), mock);
         }
         mount_stubs(scenario, &mocks, &opts.project_root).await?;

@@ -21,6 +21,7 @@
 pub mod anthropic;
 pub mod azure_ai;
 pub mod bedrock;
+pub mod google_auth;
 pub mod messages_bridge;
 pub mod openai_compat;
 pub mod params;
@@ -253,6 +254,9 @@ pub struct Endpoint {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Request signing (Bedrock's SigV4), when the credential is not a header.
     pub signing: Option<bedrock::Signing>,
+    /// Google credentials (Vertex AI's `vertex_credentials`): each call
+    /// carries an access token from this source.
+    pub google: Option<std::sync::Arc<google_auth::TokenSource>>,
     /// The base URL the client cache keys its pools by.
     pub base: String,
 }
@@ -265,6 +269,7 @@ impl std::fmt::Debug for Endpoint {
             .field("suffix", &self.suffix)
             .field("headers", &self.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
             .field("signing", &self.signing.as_ref().map(|s| &s.region))
+            .field("google", &self.google)
             .finish()
     }
 }
@@ -272,7 +277,15 @@ impl std::fmt::Debug for Endpoint {
 impl Endpoint {
     /// An endpoint whose calls start at `url` (also the pool's base).
     pub fn new(provider: Provider, url: String) -> Self {
-        Endpoint { provider, base: url.clone(), url, suffix: String::new(), headers: Vec::new(), signing: None }
+        Endpoint {
+            provider,
+            base: url.clone(),
+            url,
+            suffix: String::new(),
+            headers: Vec::new(),
+            signing: None,
+            google: None,
+        }
     }
 
     /// Adds a header every call carries; a credential is marked sensitive

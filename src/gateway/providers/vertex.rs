@@ -2,8 +2,11 @@
 //!
 //! The Messages body goes out without `model` (it is in the URL) and with
 //! `anthropic_version: "vertex-2023-10-16"` in the body; the project and
-//! location are in the URL; the credential is a bearer token.
+//! location are in the URL; the credential is a bearer token: an access
+//! token minted from the deployment's Google credentials (`google_auth`), or
+//! one the config gives as `api_key`.
 
+use super::google_auth::TokenSource;
 use super::{path_segment, Call, Endpoint, EndpointInput, Operation, ProviderApi, UpstreamRequest};
 use crate::gateway::beta::{BetaTarget, Placement};
 use crate::gateway::error::ApiError;
@@ -29,6 +32,20 @@ impl ProviderApi for VertexAi {
         let base = input.api_base().unwrap_or_else(|| format!("https://{location}-aiplatform.googleapis.com"));
         let mut ep = Endpoint::new(input.provider, base.clone());
         ep.url = format!("{base}/v1/projects/{project}/locations/{location}/publishers/anthropic/models/");
+        // Google credentials as LiteLLM takes them: `vertex_credentials` (the
+        // JSON or a file's path), else the file GOOGLE_APPLICATION_CREDENTIALS
+        // names; or an access token of the user's own as `api_key`.
+        let credentials = p.vertex_credentials.clone().filter(|c| !c.trim().is_empty()).or_else(|| {
+            if input.api_key().is_some() {
+                None
+            } else {
+                (input.env)("GOOGLE_APPLICATION_CREDENTIALS")
+            }
+        });
+        if let Some(c) = credentials {
+            ep.google = Some(std::sync::Arc::new(TokenSource::from_config(&c)?));
+            return Ok(ep);
+        }
         match input.api_key() {
             Some(k) => ep.with_header("authorization", format!("Bearer {k}"), "api_key"),
             None => Ok(ep),

@@ -66,6 +66,14 @@ pub(super) async fn send(
     for (k, v) in req.headers {
         rb = rb.header(k, v);
     }
+    if let Some(google) = &reach.endpoint.google {
+        let token = google.token(&client.http, gw.clock.wall()).await?;
+        let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ApiError::BadGateway("vertex_ai: the token endpoint issued a token that is not a header value".into())
+        })?;
+        v.set_sensitive(true);
+        rb = rb.header(http::header::AUTHORIZATION, v);
+    }
     let resp = client.send(rb, upstream_bound(route, out.stream)).await?;
     if !resp.status().is_success() {
         return Err(upstream_error(route.provider, resp, gw.bugs.drop_upstream_retry_after).await);

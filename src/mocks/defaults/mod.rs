@@ -61,6 +61,13 @@ pub(crate) fn respond(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedReq
         }
         Route::CountTokens | Route::VertexCountTokens => Some(anthropic::count_tokens(req)),
         Route::BedrockConverse { .. } => Some(converse::response(name, req)),
+        // Google's answer to a token request the strict profile let through.
+        Route::GoogleToken => Some(serde_json::json!({
+            "access_token": format!("ya29.mock_{}", ids.hex(40)),
+            "expires_in": 3599,
+            "scope": "https://www.googleapis.com/auth/cloud-platform",
+            "token_type": "Bearer",
+        })),
         Route::Other => None,
     };
     let Some(body) = body else {

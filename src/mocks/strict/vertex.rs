@@ -26,6 +26,9 @@ pub(super) fn check(
 ) -> Option<Buffered> {
     let invalid = |message: &str| errors::anthropic(400, "invalid_request_error", message, &ids.vertex_request_id());
 
+    if matches!(route, Route::GoogleToken) {
+        return google_token(req);
+    }
     if !has_bearer(req) {
         return Some(errors::google(401, UNAUTHENTICATED, "UNAUTHENTICATED"));
     }
@@ -80,4 +83,59 @@ pub(super) fn check(
     let surface = if predict { Surface::Vertex } else { Surface::VertexCount };
     let betas: Vec<String> = req.beta_header_flags().into_iter().chain(body_betas(req)).collect();
     claude_body::problem(obj, surface, &betas).map(|p| invalid(&p))
+}
+
+/// Google's OAuth 2.0 token endpoint: a form-encoded body with either a
+/// refresh token (`authorized_user` credentials: `client_id`,
+/// `client_secret`, `refresh_token`) or a signed JWT (service accounts:
+/// `urn:ietf:params:oauth:grant-type:jwt-bearer` and a three-part
+/// `assertion`, verified against the account the mock knows,
+/// `google_account.rs`). Errors in RFC 6749's shape, as Google sends them.
+/// A refresh token is not checked against anything (Google's user
+/// accounts are not modelled), only its presence.
+fn google_token(req: &RecordedRequest) -> Option<Buffered> {
+    let oauth = |error: &str, description: &str| {
+        Buffered::json(400, &serde_json::json!({"error": error, "error_description": description}))
+    };
+    let form_type = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if !form_type {
+        return Some(oauth("invalid_request", "Invalid Content-Type: expected application/x-www-form-urlencoded"));
+    }
+    let form = form_fields(&req.body);
+    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    match field("grant_type") {
+        None => Some(oauth("unsupported_grant_type", "Invalid grant_type: ")),
+        Some("refresh_token") => {
+            for k in ["client_id", "client_secret", "refresh_token"] {
+                if field(k).is_none() {
+                    return Some(oauth("invalid_request", &format!("Missing required parameter: {k}")));
+                }
+            }
+            None
+        }
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
+            match super::super::google_account::assertion_problem(field("assertion").unwrap_or_default()) {
+                None => None,
+                Some("invalid_client") => Some(Buffered::json(
+                    401,
+                    &serde_json::json!({"error": "invalid_client", "error_description": "The OAuth client was not found."}),
+                )),
+                Some(why) => Some(oauth("invalid_grant", why)),
+            }
+        }
+        Some(other) => Some(oauth("unsupported_grant_type", &format!("Invalid grant_type: {other}"))),
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs, decoded (`+` is a space).
+fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(body);
+    let decode = |s: &str| super::super::journal::percent_decode(&s.replace('+', " "));
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
 }
