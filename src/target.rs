@@ -380,10 +380,22 @@ impl GatewayUnderTest {
     }
 }
 
+/// The last `n` lines, each clipped to [`TAIL_LINE_CHARS`]: a report's
+/// evidence, where one logged 70 MB body must not become a 70 MB report
+/// (the contracts still read the whole lines).
 fn tail(output: &Output, n: usize) -> String {
     let o = output.lock();
     let skip = o.len().saturating_sub(n);
-    o.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+    o.iter().skip(skip).map(|l| clip_line(l)).collect::<Vec<_>>().join("\n")
+}
+
+const TAIL_LINE_CHARS: usize = 2000;
+
+fn clip_line(line: &str) -> String {
+    match line.char_indices().nth(TAIL_LINE_CHARS) {
+        Some((cut, _)) => format!("{}… ({} more bytes)", &line[..cut], line.len() - cut),
+        None => line.to_string(),
+    }
 }
 
 fn push_line(output: &Output, line: String) {
@@ -502,5 +514,21 @@ async fn keep_lines(pipe: impl tokio::io::AsyncRead + Unpin, output: Output) {
     let mut lines = BufReader::new(pipe).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         push_line(&output, line);
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    #[test]
+    fn report_tails_clip_long_lines() {
+        let output: Output = Default::default();
+        push_line(&output, "short".into());
+        push_line(&output, "é".repeat(5000));
+        let t = tail(&output, 10);
+        assert!(t.starts_with("short\n"), "{t:.20}");
+        assert!(t.ends_with(&format!("… ({} more bytes)", 3000 * 2)), "{}", &t[t.len() - 40..]);
+        assert!(t.chars().count() < 2100);
     }
 }
