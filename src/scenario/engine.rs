@@ -82,7 +82,15 @@ const ENVIRONMENT_LIMITS: &[(&str, &str)] = &[
     ("pip install", "the target asks for a package to be installed"),
     ("DefaultCredentialsError", "the target insists on Google credentials"),
     ("Could not automatically determine credentials", "the target insists on Google credentials"),
+    // LiteLLM until about 1.9x reads a Vertex `api_base` as the whole endpoint URL and appends
+    // `:rawPredict` to it: given the host the config means, it builds `http://host:port:rawPredict`.
+    // A dialect of its config, not a behaviour the API specifications speak of.
+    (":rawPredict'", VERTEX_API_BASE_DIALECT),
+    (":streamRawPredict'", VERTEX_API_BASE_DIALECT),
 ];
+
+const VERTEX_API_BASE_DIALECT: &str =
+    "the target reads the Vertex AI `api_base` as a whole endpoint URL, not as the host the config names";
 
 /// Why a failed step says nothing about the target's behaviour, if it does.
 fn environment_limit(target: &TargetSpec, message: &str) -> Option<String> {
@@ -1500,6 +1508,8 @@ mod tests {
         assert!(environment_limit(&process, vertex).is_some_and(|why| why.contains("not installed")));
         assert_eq!(environment_limit(&TargetSpec::InProcess, vertex), None);
         assert_eq!(environment_limit(&process, "status: expected 200, got 500"), None);
+        let dialect = "status: expected 200, got 500; body: {\"error\":{\"message\":\"Invalid port: '45489:rawPredict'. Received Model Group=claude-vertex\"}}";
+        assert!(environment_limit(&process, dialect).is_some_and(|why| why.contains("whole endpoint URL")));
     }
 
     #[test]
