@@ -114,16 +114,19 @@ async fn a_target_that_answers_garbage_is_an_error_not_a_hang() {
     assert!(msg.contains("garbage server up"), "{msg}");
 }
 
-/// The conformance suite against `postmortem serve` as a separate process:
-/// every scenario passes and no contract is broken, as in-process.
+/// The conformance suite and the fault matrix against `postmortem serve` as a separate process:
+/// every scenario passes and no contract is broken, as in-process, and
+/// every fault is bounded as the fault matrix says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_gateway_keeps_every_contract_as_a_process() {
     let cmd = format!("exec {} serve --config {{config}} --port {{port}}", env!("CARGO_BIN_EXE_postmortem"));
     let mut o = opts(&cmd, Duration::from_secs(60));
     // As an anonymous target: only what any gateway must do.
     o.target = TargetSpec::Command { command: cmd, startup_timeout: Duration::from_secs(60), kind: TargetKind::Other };
-    let files = model::discover(&[root().join("scenarios/conformance")]).unwrap();
-    assert!(files.len() >= 6, "{files:?}");
+    // The conformance suite and the fault matrix (#16: every bound met as a
+    // process too).
+    let files = model::discover(&[root().join("scenarios/conformance"), root().join("scenarios/faults")]).unwrap();
+    assert!(files.len() >= 20, "{files:?}");
     let run = run_all(&files, &o, false, 2, false).await;
     for out in &run.outcomes {
         assert!(
