@@ -90,19 +90,41 @@ async fn connections_beyond_the_limit_are_closed_and_the_rest_served() {
     }
 }
 
+#[tokio::test]
+async fn headers_over_the_limit_are_refused_and_the_server_keeps_serving() {
+    let limits = ServeLimits { max_header_bytes: 8 * 1024, ..ServeLimits::default() };
+    let (addr, _stop) = served(limits).await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let big = "a".repeat(20 * 1024);
+    let req = format!("GET /health/liveliness HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    // The server may close while the rest is still being written.
+    let _ = s.write_all(req.as_bytes()).await;
+    let answer = String::from_utf8_lossy(&until_closed(&mut s).await).into_owned();
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+    assert!(health(&addr).await.starts_with("HTTP/1.1 200"));
+}
+
 #[test]
 fn the_limits_are_set_in_general_settings_and_checked_when_the_config_loads() {
-    let yaml = "model_list: []\ngeneral_settings: {header_read_timeout_secs: 0.3, max_connections: 2}\n";
+    let yaml = "model_list: []\ngeneral_settings: {header_read_timeout_secs: 0.3, max_connections: 2, max_header_size_kb: 16, max_upstream_response_mb: 0.5, upstream_idle_timeout_secs: 5, upstream_max_idle_per_host: 8}\n";
     let cfg = Config::parse(yaml, "test.yaml").expect("config parses").config;
     let limits = ServeLimits::from_config(&cfg);
     assert_eq!(limits.header_read_timeout, Duration::from_millis(300));
     assert_eq!(limits.max_connections, 2);
+    assert_eq!(limits.max_header_bytes, 16 * 1024);
+    let upstream = postmortem::gateway::upstream::UpstreamLimits::from_config(&cfg);
+    assert_eq!(upstream.max_answer_bytes, 512 * 1024);
+    assert_eq!(upstream.idle_timeout, Duration::from_secs(5));
+    assert_eq!(upstream.max_idle_per_host, 8);
     let defaults = ServeLimits::from_config(&Config::parse("model_list: []\n", "t.yaml").unwrap().config);
     assert_eq!(defaults.max_connections, ServeLimits::default().max_connections);
     for (bad, field) in [
         ("header_read_timeout_secs: 0", "header_read_timeout_secs"),
         ("header_read_timeout_secs: -1", "header_read_timeout_secs"),
         ("max_connections: 0", "max_connections"),
+        ("max_header_size_kb: 1", "max_header_size_kb"),
+        ("max_upstream_response_mb: 0", "max_upstream_response_mb"),
+        ("upstream_idle_timeout_secs: -3", "upstream_idle_timeout_secs"),
     ] {
         let e = Config::parse(&format!("model_list: []\ngeneral_settings: {{{bad}}}\n"), "t.yaml").unwrap_err();
         assert!(e.to_string().contains(field), "{e}");

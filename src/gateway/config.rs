@@ -193,6 +193,20 @@ pub struct GeneralSettings {
     /// they arrive, so idle ones cannot exhaust the file descriptors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// The most a client's request headers may hold, KiB (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_size_kb: Option<usize>,
+    /// The most a buffered upstream answer may hold, MiB (default 64);
+    /// a larger one is a 502.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_upstream_response_mb: Option<f64>,
+    /// Seconds a pooled upstream connection may idle before it is closed
+    /// (default 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_idle_timeout_secs: Option<f64>,
+    /// Idle upstream connections kept per host (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_max_idle_per_host: Option<usize>,
 }
 
 /// Declares a settings struct with LiteLLM's fallback, alias and cooldown
@@ -548,6 +562,30 @@ impl Config {
         }
         if self.general_settings.max_connections == Some(0) {
             field_err("general_settings.max_connections".into(), "must be at least 1".into());
+        }
+        if let Some(kb) = self.general_settings.max_header_size_kb {
+            if !(8..=1024).contains(&kb) {
+                field_err(
+                    "general_settings.max_header_size_kb".into(),
+                    format!("must be from 8 to 1024 (KiB), got {kb}"),
+                );
+            }
+        }
+        if let Some(mb) = self.general_settings.max_upstream_response_mb {
+            if !(mb.is_finite() && mb > 0.0 && mb <= 4096.0) {
+                field_err(
+                    "general_settings.max_upstream_response_mb".into(),
+                    format!("must be a number of MiB above 0 and at most 4096, got {mb}"),
+                );
+            }
+        }
+        if let Some(t) = self.general_settings.upstream_idle_timeout_secs {
+            if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
+                field_err(
+                    "general_settings.upstream_idle_timeout_secs".into(),
+                    format!("must be a number of seconds above 0 and at most 3600, got {t}"),
+                );
+            }
         }
         if let Some(mb) = self.general_settings.max_request_size_mb {
             if !(mb.is_finite() && mb > 0.0) {

@@ -56,6 +56,7 @@ pub struct Gateway {
     pub bugs: KnownBugs,
     pub drop_params: bool,
     pub max_body_bytes: usize,
+    pub upstream_limits: crate::gateway::upstream::UpstreamLimits,
     pub started_at: SystemTime,
     /// Run-time keys, spend and the spend log, made durable.
     pub store: Arc<Store>,
@@ -216,6 +217,7 @@ impl GatewayBuilder {
         let reload_interval = config.general_settings.model_cost_map_reload_interval_secs.map(Duration::from_secs);
         let drop_params = config.litellm_settings.drop_params;
         let max_body_bytes = config.max_body_bytes();
+        let upstream_limits = crate::gateway::upstream::UpstreamLimits::from_config(&config);
         Ok(Arc::new(Gateway {
             next_cost_map_reload: Mutex::new(reload_interval.map(|i| clock.now() + i)),
             config,
@@ -231,6 +233,7 @@ impl GatewayBuilder {
             bugs,
             drop_params,
             max_body_bytes,
+            upstream_limits,
             store,
             spend: Arc::new(SpendQueue::default()),
             fallbacks,
@@ -456,7 +459,8 @@ impl Gateway {
     /// keeps the client alive for as long as the caller holds it.
     pub fn client(&self, key: ClientKey) -> Result<Lease<UpstreamClient>, ApiError> {
         let k = key.clone();
-        self.clients.get_or_insert_with(key, move || UpstreamClient::new(&k))
+        let limits = self.upstream_limits;
+        self.clients.get_or_insert_with(key, move || UpstreamClient::new(&k, &limits))
     }
 
     /// Re-fetches the cost map from its configured source and adopts it only

@@ -61,9 +61,47 @@ pub enum Bound {
     Headers(Duration),
 }
 
-/// The most a buffered upstream answer may hold: a provider (or something
-/// pretending to be one) cannot make the gateway hold more in memory.
+/// The most a buffered upstream answer may hold by default: a provider (or
+/// something pretending to be one) cannot make the gateway hold more in
+/// memory (`general_settings.max_upstream_response_mb`).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Limits on what the gateway takes from providers and how long it keeps
+/// their connections, from `general_settings` (defaults otherwise).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    /// The most a buffered answer may hold.
+    pub max_answer_bytes: usize,
+    /// How long a pooled connection may idle.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per host.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for UpstreamLimits {
+    fn default() -> Self {
+        UpstreamLimits {
+            max_answer_bytes: MAX_ANSWER_BYTES,
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_host: 256,
+        }
+    }
+}
+
+impl UpstreamLimits {
+    pub fn from_config(config: &crate::gateway::Config) -> UpstreamLimits {
+        let g = &config.general_settings;
+        let d = UpstreamLimits::default();
+        UpstreamLimits {
+            max_answer_bytes: g
+                .max_upstream_response_mb
+                .map(|mb| (mb * 1024.0 * 1024.0) as usize)
+                .unwrap_or(d.max_answer_bytes),
+            idle_timeout: g.upstream_idle_timeout_secs.map(Duration::from_secs_f64).unwrap_or(d.idle_timeout),
+            max_idle_per_host: g.upstream_max_idle_per_host.unwrap_or(d.max_idle_per_host),
+        }
+    }
+}
 
 /// The most of an upstream error body that is read: its message is all
 /// the client gets of it.
@@ -112,11 +150,12 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(key: &ClientKey) -> Result<Self, ApiError> {
+    pub fn new(key: &ClientKey, limits: &UpstreamLimits) -> Result<Self, ApiError> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(key.connect_timeout_ms.max(1)))
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(limits.idle_timeout)
+            .pool_max_idle_per_host(limits.max_idle_per_host)
             .build()
             .map_err(|e| ApiError::Internal(format!("cannot build upstream client: {e}")))?;
         let (closed_tx, _) = watch::channel(false);

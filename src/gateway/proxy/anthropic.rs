@@ -93,7 +93,7 @@ pub(super) async fn anthropic_chat(
         };
         return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
     }
-    let v = read_json(resp, route.provider).await?;
+    let v = read_json(gw, resp, route.provider).await?;
     let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
     let out = anthropic::messages_to_chat(&v, &a.model, unix(gw.clock.wall()))
         .map_err(|e| ApiError::BadGateway(e.to_string()))?;
@@ -182,7 +182,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
                 };
                 return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
             }
-            let v = read_json(resp, route.provider).await?;
+            let v = read_json(gw, resp, route.provider).await?;
             drop(client);
             if call == Native::CountTokens {
                 return Ok(axum::Json(v).into_response());
@@ -265,7 +265,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
         };
         return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
     }
-    let v = read_json(resp, route.provider).await?;
+    let v = read_json(gw, resp, route.provider).await?;
     let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
     let out = bridge::chat_to_messages_response(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
     Ok(with_cost_headers(axum::Json(out).into_response(), cost.into(), &route, &limits))

@@ -9,7 +9,7 @@ use crate::gateway::error::{upstream_message, ApiError};
 use crate::gateway::providers::{Call, EventDecoder, Operation, Provider};
 use crate::gateway::routing::Route;
 use crate::gateway::state::Gateway;
-use crate::gateway::upstream::{Bound, UpstreamClient, DEFAULT_TIMEOUT, MAX_ANSWER_BYTES, MAX_ERROR_BYTES};
+use crate::gateway::upstream::{Bound, UpstreamClient, DEFAULT_TIMEOUT, MAX_ERROR_BYTES};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use futures::StreamExt;
 use serde_json::{Map, Value};
@@ -208,9 +208,11 @@ pub(super) async fn upstream_stream(
     }
 }
 
-/// A buffered upstream answer (capped at `MAX_ANSWER_BYTES`) as JSON.
-pub(super) async fn read_json(resp: reqwest::Response, provider: Provider) -> Result<Value, ApiError> {
-    let bytes = crate::gateway::upstream::read_capped(resp, MAX_ANSWER_BYTES, provider.as_str()).await?;
+/// A buffered upstream answer (capped at the gateway's
+/// `max_upstream_response_mb`) as JSON.
+pub(super) async fn read_json(gw: &Gateway, resp: reqwest::Response, provider: Provider) -> Result<Value, ApiError> {
+    let limit = gw.upstream_limits.max_answer_bytes;
+    let bytes = crate::gateway::upstream::read_capped(resp, limit, provider.as_str()).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadGateway(format!("{provider} returned a body that is not JSON: {e}")))
 }

@@ -83,7 +83,7 @@ pub(super) async fn openai_call(
         return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
     }
     let status = resp.status().as_u16();
-    let mut v = read_json(resp, route.provider).await?;
+    let mut v = read_json(gw, resp, route.provider).await?;
     if gw.bugs.estimate_prompt_tokens {
         estimate_prompt_tokens(&mut v, &a.body);
     }
@@ -187,7 +187,7 @@ async fn stored_response(gw: Arc<Gateway>, headers: HeaderMap, id: String, metho
     let model = route.deployment.model_name.clone();
     let result = async {
         let resp = super::call::stored_response(&gw, &route, provider_id, method).await?;
-        let mut v = read_json(resp, route.provider).await?;
+        let mut v = read_json(&gw, resp, route.provider).await?;
         handles::rewrite_body(&route, &mut v);
         Ok::<_, ApiError>(axum::Json(v).into_response())
     }

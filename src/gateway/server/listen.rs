@@ -19,6 +19,10 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// of idle connections cannot exhaust the process's file descriptors.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
+/// The most a request's headers may hold by default (64 KiB: far above what
+/// clients send, far below what lets a trickle of headers hold memory).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// The pause after a failed `accept` (out of file descriptors).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -30,7 +34,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::
 
 impl ServeLimits {
     /// The config's `general_settings.header_read_timeout_secs` and
-    /// `max_connections`, else the defaults.
+    /// `max_connections`, `max_header_size_kb`, else the defaults.
     pub fn from_config(config: &crate::gateway::Config) -> ServeLimits {
         let g = &config.general_settings;
         let d = ServeLimits::default();
@@ -40,6 +44,7 @@ impl ServeLimits {
                 .map(std::time::Duration::from_secs_f64)
                 .unwrap_or(d.header_read_timeout),
             max_connections: g.max_connections.unwrap_or(d.max_connections),
+            max_header_bytes: g.max_header_size_kb.map(|kb| kb * 1024).unwrap_or(d.max_header_bytes),
         }
     }
 }
@@ -52,11 +57,17 @@ pub struct ServeLimits {
     pub header_read_timeout: std::time::Duration,
     /// Connections served at once; more are closed as they arrive.
     pub max_connections: usize,
+    /// The most an HTTP/1 request's headers may hold; more is a 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServeLimits {
     fn default() -> Self {
-        ServeLimits { header_read_timeout: HEADER_READ_TIMEOUT, max_connections: MAX_CONNECTIONS }
+        ServeLimits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            max_header_bytes: MAX_HEADER_BYTES,
+        }
     }
 }
 
@@ -88,7 +99,10 @@ pub async fn serve_with(
     // timer, so a client that trickles its headers (or idles between
     // requests) holds its connection and a file descriptor forever.
     let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    http.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
     http.http2().timer(hyper_util::rt::TokioTimer::new());
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
