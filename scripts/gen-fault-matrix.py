@@ -3,7 +3,8 @@
 
 Every behaviour in the table `B` below (reset, no answer, slow first byte, first event late, slow body, a stream cut or
 that just stops, half a JSON body, HTML, 429, 500, 503) is put on every entry point and stream mode
-(chat to OpenAI and to Claude, Anthropic's messages, embeddings; plain and streamed), each with what
+(chat to OpenAI and to Claude, Anthropic's messages, embeddings, the Responses API and legacy
+completions; plain and streamed), each with what
 the client must get and the bound it must get it within. One scenario per behaviour, so that in
 target mode a gateway that fails one behaviour is still judged on the others.
 
@@ -74,6 +75,8 @@ GATEWAY='''gateway:
 def chat(model,stream): return '{path: /v1/chat/completions, body: {model: %s, stream: %s, messages: [{role: user, content: tell a story}]}}'%(model,'true' if stream else 'false')
 def msgs(stream): return '{path: /v1/messages, headers: {anthropic-version: "2023-06-01"}, body: {model: claude, max_tokens: 64, stream: %s, messages: [{role: user, content: tell a story}]}}'%('true' if stream else 'false')
 EMB='{path: /v1/embeddings, body: {model: text-embedding-3-small, input: hello}}'
+def responses(stream): return '{path: /v1/responses, body: {model: gpt-4o, stream: %s, input: tell a story}}'%('true' if stream else 'false')
+COMPLETIONS='{path: /v1/completions, body: {model: gpt-4o, prompt: tell a story}}'
 os.makedirs('scenarios/faults', exist_ok=True)
 for f in os.listdir('scenarios/faults'): os.remove(os.path.join('scenarios/faults',f))
 for (name,title,desc,ons,ost,ans,ast,ens,est) in B:
@@ -111,10 +114,17 @@ for (name,title,desc,ons,ost,ans,ast,ens,est) in B:
         steps.append(('chat to Claude (translated)', chat('claude',False), ens))
         steps.append(('messages to Claude', msgs(False), relay))
         steps.append(('embeddings', EMB, relay))
+        steps.append(('responses to OpenAI', responses(False), relay))
+        steps.append(('legacy completions to OpenAI', COMPLETIONS, relay))
     if est:
         steps.append(('chat to OpenAI, streamed', chat('gpt-4o',True), est))
         steps.append(('chat to Claude (translated), streamed', chat('claude',True), est))
         steps.append(('messages to Claude, streamed', msgs(True), est))
+        # A fault that is not an event stream (a reset, a delay, an error status) is the same on
+        # any route; the streamed behaviours' events are Chat Completions chunks, which are no
+        # Responses stream, so those stay on the chat route.
+        if ost == ons:
+            steps.append(('responses to OpenAI, streamed', responses(True), est))
     for (n,r,e) in steps:
         L.append('  - name: %s\n    request: %s\n    expect: %s'%(n,r,e))
     open('scenarios/faults/%s.yaml'%name,'w').write('\n'.join(L)+'\n')
