@@ -35,6 +35,7 @@ pub(super) fn check(x: &Exchange, out: &mut Vec<Violation>) {
     if x.attribution != Attribution::Exact {
         return;
     }
+    stored_resource(x, out);
     let calls: Vec<_> = x.model_calls().collect();
     for (i, first) in calls.iter().enumerate() {
         let Some(status) = first.answer.status.filter(|s| final_client_error(*s)) else { continue };
@@ -236,6 +237,40 @@ fn invalid_request(x: &Exchange, out: &mut Vec<Violation>) {
         out.push(violation(
             "errors.invalid-request-is-4xx",
             format!("{fault}, yet the client got {} ({})", x.response.status, snippet(&x.response.body)),
+        ));
+    }
+}
+
+/// A read or delete of a stored resource (`GET`/`DELETE /v1/responses/{id}`)
+/// that the provider answered 404 is about the id the client gave: the
+/// resource is not there (never stored, or deleted). That is the client's
+/// 404, never a 5xx or a success: unlike a model call's 404, which a
+/// misconfigured deployment may cause, here nothing but the id is asked.
+fn stored_resource(x: &Exchange, out: &mut Vec<Violation>) {
+    let method = x.request.method.to_ascii_uppercase();
+    if !matches!(method.as_str(), "GET" | "DELETE") {
+        return;
+    }
+    let path = x.request.path.split(['?', '#']).next().unwrap_or("");
+    let bare = path.strip_prefix("/v1").unwrap_or(path);
+    if !bare.strip_prefix("/responses/").is_some_and(|id| !id.is_empty() && !id.contains('/')) {
+        return;
+    }
+    let read = x
+        .upstream
+        .iter()
+        .rev()
+        .find(|c| c.request.method.eq_ignore_ascii_case(&method) && c.request.path.contains("/responses/"));
+    let Some(call) = read else { return };
+    let got = x.response.status;
+    if call.answer.status == Some(404) && !(400..500).contains(&got) {
+        out.push(violation(
+            "errors.status-class",
+            format!(
+                "{} answered {method} of the stored Response with 404 (it is not there); the client got {got} ({})",
+                call.provider,
+                snippet(&x.response.body)
+            ),
         ));
     }
 }

@@ -142,7 +142,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "errors.status-class",
         family: Family::Errors,
-        statement: "When the last upstream attempt failed and the client gets an error, it gets the same status class (4xx or 5xx; 429 stays 429; a provider's 401/403/404 may become the gateway's 5xx); a reset or a broken success upstream is never the client's 4xx.",
+        statement: "When the last upstream attempt failed and the client gets an error, it gets the same status class (4xx or 5xx; 429 stays 429; a provider's 401/403/404 may become the gateway's 5xx, except a 404 to a read or delete of a stored Response, which is the client's 4xx); a reset or a broken success upstream is never the client's 4xx.",
     },
     Contract {
         name: "errors.upstream-message",

@@ -361,3 +361,32 @@ pub fn bridged_cases() -> Vec<Case> {
         }),
     ]
 }
+
+/// A read of a Response the provider no longer has (its 404), answered as
+/// the client sees it.
+fn read_of_gone(client_status: u16) -> postmortem::contracts::Exchange {
+    let mut x = read_back("gw_1", "openai", "resp_1");
+    let gone = json!({"error": {"message": "Response with id 'resp_1' not found.", "type": "invalid_request_error", "param": null, "code": null}});
+    x.upstream[0].answer = json_answer(404, gone.clone());
+    let body = if client_status == 404 {
+        gone
+    } else {
+        json!({"error": {"message": "Internal server error", "type": "internal_server_error"}})
+    };
+    x.response = json_response(client_status, body);
+    x
+}
+
+#[test]
+fn a_gone_response_is_the_clients_404_never_a_5xx() {
+    let names = |x: &postmortem::contracts::Exchange| -> Vec<String> {
+        postmortem::contracts::check(x, &setup()).into_iter().map(|v| v.contract.to_string()).collect()
+    };
+    assert!(!names(&read_of_gone(404)).contains(&"errors.status-class".to_string()));
+    let found = names(&read_of_gone(500));
+    assert!(found.contains(&"errors.status-class".to_string()), "{found:?}");
+    let mut deleted = read_of_gone(500);
+    deleted.request.method = "DELETE".into();
+    deleted.upstream[0].request.method = "DELETE".into();
+    assert!(names(&deleted).contains(&"errors.status-class".to_string()));
+}
