@@ -486,8 +486,7 @@ fn thinking(obj: &Object, surface: Surface, betas: &[String]) -> Option<String> 
     // with its thinking.
     let messages = present(obj, "messages").and_then(Value::as_array)?;
     let turns = merged(messages);
-    let (last_i, last_role, last_blocks) = turns.last()?;
-    let _ = last_i;
+    let (_, last_role, last_blocks) = turns.last()?;
     if *last_role != "user" || ids_of(last_blocks, "tool_result", "tool_use_id").is_empty() {
         return None;
     }
