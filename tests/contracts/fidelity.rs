@@ -268,6 +268,18 @@ pub fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "a stream the gateway gave up on (its timeout) and said so with an error event: the rest is not owed",
+            None,
+            exchange(
+                chat(stream_req.clone()),
+                sse_response(openai_sse(&[
+                    chunk(json!({"role": "assistant", "content": "a"}), Value::Null),
+                    json!({"error": {"message": "upstream sent no stream data within the stream timeout", "type": "timeout_error"}}),
+                ])),
+                vec![to_openai(stream_req.clone(), answer(200, "text/event-stream", openai_sse(&provider_chunks)))],
+            ),
+        ),
+        case(
             "streamed text that looks like SSE syntax arrives intact",
             None,
             exchange(
