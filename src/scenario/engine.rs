@@ -8,7 +8,7 @@ use crate::contracts::{self, Attribution, ClientRequest, ClientResponse, Exchang
 use crate::gateway::error::error_chain;
 use crate::gateway::{Config, KnownBugs};
 use crate::mocks::{MockKind, MockOptions, MockProvider};
-use crate::target::{GatewayUnderTest, TargetSpec};
+use crate::target::{GatewayUnderTest, TargetKind, TargetSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -543,7 +543,23 @@ impl Rig {
                 env.entry("AIOHTTP_TRUST_ENV".into()).or_insert_with(|| "True".into());
                 egress = Some(sentinel);
                 let root = config.root_path().map_err(|e| e.to_string())?;
-                GatewayUnderTest::start_command(command, &yaml, &env, &root, *kind, *startup_timeout).await?
+                // Another gateway is warmed up before its steps are timed
+                // (`warmup`): the target gets the warm-up deployments, the
+                // contracts keep judging the scenario's own config.
+                let (target_yaml, warm_calls) = match kind {
+                    TargetKind::Other => super::warmup::with_warm_up(&yaml),
+                    TargetKind::Postmortem => (yaml.clone(), Vec::new()),
+                };
+                let gut = GatewayUnderTest::start_command(command, &target_yaml, &env, &root, *kind, *startup_timeout)
+                    .await?;
+                if !warm_calls.is_empty() {
+                    let key = master_key.clone().or_else(|| scenario.env.get("LITELLM_MASTER_KEY").cloned());
+                    let http =
+                        reqwest::Client::builder().pool_max_idle_per_host(0).build().map_err(|e| e.to_string())?;
+                    let base = format!("{}{}", gut.base_url(), gut.root_path());
+                    super::warmup::warm_up(&http, &base, key.as_deref(), &warm_calls).await;
+                }
+                gut
             }
             TargetSpec::Url { url, kind } => GatewayUnderTest::external(url, *kind),
         };
