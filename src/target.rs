@@ -120,25 +120,53 @@ const OUTPUT_LINES_KEPT: usize = 2000;
 static RUNNING: std::sync::Mutex<std::collections::BTreeSet<u32>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-/// Sends SIGTERM to a target's whole process group (gateways fork workers).
-pub(crate) fn stop_group(pid: u32) {
-    // `--` matters: without it `kill` may read `-PID` as an option, and a
-    // pid that parses as -1 would signal every process.
-    if pid > 1 {
-        let _ = std::process::Command::new("kill")
-            .args(["-s", "TERM", "--", &format!("-{pid}")])
+/// How long a target's process group has to stop after SIGTERM before it
+/// gets SIGKILL. A graceful shutdown can wait forever for a connection
+/// that never finishes (uvicorn does, with a fault scenario's stalled
+/// upstream): LiteLLM processes were seen running an hour after their
+/// scenario, each eating a fifth of a core and slowing every later one.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Sends `signal` to a process group. `--` matters: without it `kill` may
+/// read `-PID` as an option, and a pid that parses as -1 would signal every
+/// process. True when the signal was delivered (with `0`: the group lives).
+fn signal_group(pid: u32, signal: &str) -> bool {
+    pid > 1
+        && std::process::Command::new("kill")
+            .args(["-s", signal, "--", &format!("-{pid}")])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .status();
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Stops a target's whole process group (gateways fork workers): SIGTERM,
+/// then SIGKILL after [`STOP_GRACE`] for whatever is left, from a thread of
+/// its own so that `Drop` does not wait.
+pub(crate) fn stop_group(pid: u32) {
+    if signal_group(pid, "TERM") {
+        std::thread::spawn(move || {
+            std::thread::sleep(STOP_GRACE);
+            if signal_group(pid, "0") {
+                signal_group(pid, "KILL");
+            }
+        });
     }
 }
 
 /// Stops every target process still running (for a harness that is being
-/// interrupted): none outlives the run that started it.
+/// interrupted, which will not wait for `stop_group`'s threads): SIGTERM,
+/// at most [`STOP_GRACE`] for them to go, then SIGKILL. None outlives the
+/// run that started it.
 pub fn stop_all_targets() {
     let groups = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let groups: Vec<u32> = groups.into_iter().filter(|pid| signal_group(*pid, "TERM")).collect();
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline && groups.iter().any(|pid| signal_group(*pid, "0")) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for pid in groups {
-        stop_group(pid);
+        signal_group(pid, "KILL");
     }
 }
 

@@ -207,3 +207,40 @@ fn an_interrupted_run_leaves_no_target_running() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A target whose graceful shutdown never ends (it ignores SIGTERM, as a
+/// server waiting on a stalled connection does) is killed once the grace
+/// period is over: no target outlives its scenario.
+#[tokio::test]
+async fn a_target_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    // Serves HTTP on {port} so that the harness sees it start, and ignores
+    // SIGTERM; a grandchild (as a gateway's workers are), so killing the
+    // shell the harness started does not stop it.
+    let cmd = "python3 -c \"import signal, http.server; signal.signal(signal.SIGTERM, signal.SIG_IGN); http.server.HTTPServer(('127.0.0.1', {port}), http.server.BaseHTTPRequestHandler).serve_forever()\" & wait";
+    let env = std::collections::BTreeMap::new();
+    let gut = postmortem::target::GatewayUnderTest::start_command(
+        cmd,
+        "{}",
+        &env,
+        "",
+        TargetKind::Other,
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the stubborn target starts");
+    let pid = gut.pid().expect("a process");
+    let alive = || {
+        std::process::Command::new("kill")
+            .args(["-0", "--", &format!("-{pid}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(alive());
+    drop(gut);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive() {
+        assert!(std::time::Instant::now() < deadline, "the target's group still runs 10 s after it was dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
