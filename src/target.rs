@@ -156,7 +156,7 @@ pub(crate) fn stop_group(pid: u32) {
 
 /// Stops every target process still running (for a harness that is being
 /// interrupted, which will not wait for `stop_group`'s threads): SIGTERM,
-/// at most [`STOP_GRACE`] for them to go, then SIGKILL. None outlives the
+/// at most 3 s for them to go, then SIGKILL. None outlives the
 /// run that started it.
 pub fn stop_all_targets() {
     let groups = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
