@@ -157,7 +157,9 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
     if call.answer.end != AnswerEnd::Complete || super::stream::reported_failure(call).is_some() {
         return; // a broken or failed answer is the streaming contracts' business
     }
-    if client_stream_failed(x) {
+    let client_failed = x.response.media_type().as_deref() == Some("text/event-stream")
+        && super::stream::failure_event(&x.response.body).is_some();
+    if client_failed {
         // The gateway gave up on the answer (its stream_timeout, say) and
         // told the client so: what the provider sent after that is not owed.
         return;
@@ -431,21 +433,4 @@ fn vector(v: &Value) -> Option<Vec<f32>> {
         }
         _ => None,
     }
-}
-
-/// The client's stream carries an error event (OpenAI's `error` chunk,
-/// Anthropic's `error` event, the Responses API's `error` or
-/// `response.failed`): the client was told its answer is incomplete.
-fn client_stream_failed(x: &Exchange) -> bool {
-    if x.response.media_type().as_deref() != Some("text/event-stream") {
-        return false;
-    }
-    super::sse::events(&x.response.body).events.iter().any(|e| {
-        if e.event.as_deref() == Some("error") {
-            return true;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(&e.data) else { return false };
-        v.get("error").is_some_and(|err| !err.is_null())
-            || matches!(v.get("type").and_then(Value::as_str), Some("error" | "response.failed"))
-    })
 }

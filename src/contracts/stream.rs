@@ -97,12 +97,20 @@ pub(super) fn reported_failure(call: &UpstreamCall) -> Option<String> {
     if media != "text/event-stream" {
         return None;
     }
-    sse::events(&a.body).events.iter().find_map(|ev| {
+    failure_event(&a.body).map(|data| format!("reported a failure mid-stream ({})", snippet(data.as_bytes())))
+}
+
+/// The data of the first event of an SSE body that reports a failure in its
+/// API's terms: Anthropic's `error` event, an OpenAI chunk that is an
+/// `error` object, the Responses API's `error` or `response.failed`. For
+/// the provider's streams and the client's alike.
+pub(super) fn failure_event(body: &[u8]) -> Option<String> {
+    sse::events(body).events.into_iter().find_map(|ev| {
         let v = ev.json()?;
         let ty = v.get("type").and_then(Value::as_str);
         let openai_error = ty.is_none() && v.get("error").is_some_and(|e| e.is_object());
         let failed = ev.event.as_deref() == Some("error") || matches!(ty, Some("error" | "response.failed"));
-        (failed || openai_error).then(|| format!("reported a failure mid-stream ({})", snippet(ev.data.as_bytes())))
+        (failed || openai_error).then_some(ev.data)
     })
 }
 
