@@ -106,7 +106,7 @@ async fn headers_over_the_limit_are_refused_and_the_server_keeps_serving() {
 
 #[test]
 fn the_limits_are_set_in_general_settings_and_checked_when_the_config_loads() {
-    let yaml = "model_list: []\ngeneral_settings: {header_read_timeout_secs: 0.3, max_connections: 2, max_header_size_kb: 16, max_upstream_response_mb: 0.5, upstream_idle_timeout_secs: 5, upstream_max_idle_per_host: 8}\n";
+    let yaml = "model_list: []\ngeneral_settings: {header_read_timeout_secs: 0.3, max_connections: 2, max_header_size_kb: 16, max_upstream_response_mb: 0.5, upstream_idle_timeout_secs: 5, upstream_max_idle_per_host: 8, max_stream_duration_secs: 120}\n";
     let cfg = Config::parse(yaml, "test.yaml").expect("config parses").config;
     let limits = ServeLimits::from_config(&cfg);
     assert_eq!(limits.header_read_timeout, Duration::from_millis(300));
@@ -116,6 +116,9 @@ fn the_limits_are_set_in_general_settings_and_checked_when_the_config_loads() {
     assert_eq!(upstream.max_answer_bytes, 512 * 1024);
     assert_eq!(upstream.idle_timeout, Duration::from_secs(5));
     assert_eq!(upstream.max_idle_per_host, 8);
+    assert_eq!(upstream.max_stream_duration, Duration::from_secs(120));
+    let default_upstream = postmortem::gateway::upstream::UpstreamLimits::default();
+    assert_eq!(default_upstream.max_stream_duration, Duration::from_secs(3600));
     let defaults = ServeLimits::from_config(&Config::parse("model_list: []\n", "t.yaml").unwrap().config);
     assert_eq!(defaults.max_connections, ServeLimits::default().max_connections);
     for (bad, field) in [
@@ -125,6 +128,8 @@ fn the_limits_are_set_in_general_settings_and_checked_when_the_config_loads() {
         ("max_header_size_kb: 1", "max_header_size_kb"),
         ("max_upstream_response_mb: 0", "max_upstream_response_mb"),
         ("upstream_idle_timeout_secs: -3", "upstream_idle_timeout_secs"),
+        ("max_stream_duration_secs: 0", "max_stream_duration_secs"),
+        ("max_stream_duration_secs: .inf", "max_stream_duration_secs"),
     ] {
         let e = Config::parse(&format!("model_list: []\ngeneral_settings: {{{bad}}}\n"), "t.yaml").unwrap_err();
         assert!(e.to_string().contains(field), "{e}");

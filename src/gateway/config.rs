@@ -207,6 +207,10 @@ pub struct GeneralSettings {
     /// Idle upstream connections kept per host (default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_max_idle_per_host: Option<usize>,
+    /// The longest a stream may last, seconds (default 3600): past it the
+    /// stream ends with an error event and its upstream connection closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stream_duration_secs: Option<f64>,
 }
 
 /// Declares a settings struct with LiteLLM's fallback, alias and cooldown
@@ -576,6 +580,14 @@ impl Config {
                 field_err(
                     "general_settings.max_upstream_response_mb".into(),
                     format!("must be a number of MiB above 0 and at most 4096, got {mb}"),
+                );
+            }
+        }
+        if let Some(t) = self.general_settings.max_stream_duration_secs {
+            if !(t.is_finite() && t > 0.0 && t <= 86_400.0) {
+                field_err(
+                    "general_settings.max_stream_duration_secs".into(),
+                    format!("must be a number of seconds above 0 and at most 86400, got {t}"),
                 );
             }
         }

@@ -66,6 +66,11 @@ pub enum Bound {
 /// memory (`general_settings.max_upstream_response_mb`).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
+/// The longest a stream may last by default (an hour: the longest answers
+/// of reasoning models take minutes; a stream past this is a provider
+/// trickling, not answering).
+pub const MAX_STREAM_DURATION: Duration = Duration::from_secs(3600);
+
 /// Limits on what the gateway takes from providers and how long it keeps
 /// their connections, from `general_settings` (defaults otherwise).
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +81,11 @@ pub struct UpstreamLimits {
     pub idle_timeout: Duration,
     /// Idle connections kept per host.
     pub max_idle_per_host: usize,
+    /// The longest a stream may last from its headers to its end, however
+    /// steadily it keeps coming: a provider (or something pretending to be
+    /// one) that trickles chunks within the stream timeout cannot hold a
+    /// client and a connection for ever.
+    pub max_stream_duration: Duration,
 }
 
 impl Default for UpstreamLimits {
@@ -84,6 +94,7 @@ impl Default for UpstreamLimits {
             max_answer_bytes: MAX_ANSWER_BYTES,
             idle_timeout: Duration::from_secs(90),
             max_idle_per_host: 256,
+            max_stream_duration: MAX_STREAM_DURATION,
         }
     }
 }
@@ -99,6 +110,10 @@ impl UpstreamLimits {
                 .unwrap_or(d.max_answer_bytes),
             idle_timeout: g.upstream_idle_timeout_secs.map(Duration::from_secs_f64).unwrap_or(d.idle_timeout),
             max_idle_per_host: g.upstream_max_idle_per_host.unwrap_or(d.max_idle_per_host),
+            max_stream_duration: g
+                .max_stream_duration_secs
+                .map(Duration::from_secs_f64)
+                .unwrap_or(d.max_stream_duration),
         }
     }
 }
@@ -223,9 +238,11 @@ impl UpstreamClient {
         &self,
         body: impl Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static,
         idle_timeout: Option<Duration>,
+        max_duration: Duration,
         hold: H,
     ) -> impl Stream<Item = Result<bytes::Bytes, ApiError>> + Send + 'static {
         let mut closed_rx = self.closed_tx.subscribe();
+        let deadline = tokio::time::Instant::now() + max_duration;
         let label = self.label.clone();
         let closed_error = move |label: &str| {
             ApiError::BadGateway(format!(
@@ -241,12 +258,12 @@ impl UpstreamClient {
                     yield Err(closed_error(&label));
                     break;
                 }
-                let next = async {
-                    match idle_timeout {
-                        Some(t) => tokio::time::timeout(t, body.next()).await.map_err(|_| ()),
-                        None => Ok(body.next().await),
-                    }
-                };
+                // The next chunk within the idle bound and the stream's
+                // deadline, whichever comes first; which one ran out is
+                // told apart below.
+                let now = tokio::time::Instant::now();
+                let until = idle_timeout.map_or(deadline, |t| (now + t).min(deadline));
+                let next = async { tokio::time::timeout_at(until, body.next()).await.map_err(|_| ()) };
                 let closed = async { closed_rx.wait_for(|c| *c).await.map(|_| ()) };
                 let step = tokio::select! {
                     n = next => Some(n),
@@ -257,6 +274,13 @@ impl UpstreamClient {
                     Some(Ok(Some(Ok(b)))) => yield Ok(b),
                     Some(Ok(Some(Err(e)))) => { yield Err(transport_error(&e, &label)); break; }
                     Some(Ok(None)) => break,
+                    Some(Err(())) if tokio::time::Instant::now() >= deadline => {
+                        yield Err(ApiError::GatewayTimeout(format!(
+                            "upstream {label} was still streaming after {} s, the most a stream may last (general_settings.max_stream_duration_secs)",
+                            max_duration.as_secs_f64()
+                        )));
+                        break;
+                    }
                     Some(Err(())) => {
                         yield Err(ApiError::GatewayTimeout(format!("upstream {label} sent no stream data within the stream timeout")));
                         break;

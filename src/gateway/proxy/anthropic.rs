@@ -59,7 +59,7 @@ pub(super) async fn anthropic_chat(
     let (resp, client) = send(gw, &route, out).await?;
     let limits = passed_on(resp.headers());
     if a.stream {
-        let events = anthropic_events(&route, resp, client).await?;
+        let events = anthropic_events(gw, &route, resp, client).await?;
         let model = a.model.clone();
         let include_usage =
             a.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
@@ -161,7 +161,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
             let (resp, client) = send(gw, &route, out).await?;
             let limits = passed_on(resp.headers());
             if stream {
-                let events = anthropic_events(&route, resp, client).await?;
+                let events = anthropic_events(gw, &route, resp, client).await?;
                 let mut meter = StreamMeter::fed(gw, &a.caller, &route);
                 let s = async_stream::stream! {
                     futures::pin_mut!(events);
@@ -212,7 +212,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
     let (resp, client) = send(gw, &route, out).await?;
     let limits = passed_on(resp.headers());
     if a.stream {
-        let inner = upstream_stream(&route, resp, client).await?;
+        let inner = upstream_stream(gw, &route, resp, client).await?;
         let model = a.model.clone();
         let provider = route.provider;
         let mut meter = StreamMeter::fed(gw, &a.caller, &route);

@@ -167,12 +167,13 @@ pub(super) fn betas_for(gw: &Gateway, route: &Route, headers: &HeaderMap) -> Vec
 /// A stream of Anthropic events (type, data) decoded from the provider's
 /// stream format by its module (SSE for most, AWS event stream for Bedrock).
 pub(super) async fn anthropic_events(
+    gw: &Gateway,
     route: &Route,
     resp: reqwest::Response,
     client: Lease<UpstreamClient>,
 ) -> Result<impl futures::Stream<Item = Result<(String, Value), ApiError>> + Send + 'static, ApiError> {
     let mut decoder: Box<dyn EventDecoder> = route.provider.api().events();
-    let inner = upstream_stream(route, resp, client).await?;
+    let inner = upstream_stream(gw, route, resp, client).await?;
     Ok(async_stream::stream! {
         futures::pin_mut!(inner);
         while let Some(chunk) = inner.next().await {
@@ -187,19 +188,22 @@ pub(super) async fn anthropic_events(
 }
 
 /// A streamed answer's body, bounded between chunks by the deployment's
-/// stream bound and holding the client lease, with its first chunk already
+/// stream bound and in total by `max_stream_duration_secs`, holding the
+/// client lease, with its first chunk already
 /// received. The first chunk is awaited before the client gets a byte: a
 /// provider that sends its headers and then nothing, an error or an empty
 /// body fails here, while the fallback loop can still try the next
 /// deployment and the client can still get an error status; after the
 /// first byte it could only get an error event.
 pub(super) async fn upstream_stream(
+    gw: &Gateway,
     route: &Route,
     resp: reqwest::Response,
     client: Lease<UpstreamClient>,
 ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, ApiError>>, ApiError> {
     let idle = Some(stream_bound(route));
-    let mut inner = Box::pin(client.guard_stream(resp.bytes_stream(), idle, client.clone()));
+    let total = gw.upstream_limits.max_stream_duration;
+    let mut inner = Box::pin(client.guard_stream(resp.bytes_stream(), idle, total, client.clone()));
     drop(client);
     match inner.next().await {
         Some(Ok(first)) => Ok(futures::stream::once(async move { Ok(first) }).chain(inner).boxed()),

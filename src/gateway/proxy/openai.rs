@@ -45,7 +45,7 @@ pub(super) async fn openai_call(
     if a.stream {
         // Pass the upstream's SSE through event by event; the lease moves
         // into the stream so the client lives until the stream ends.
-        let inner = upstream_stream(&route, resp, client).await?;
+        let inner = upstream_stream(gw, &route, resp, client).await?;
         let done_after_broken = gw.bugs.done_after_broken_stream;
         let mut meter = StreamMeter::reading_bytes(gw, &a.caller, &route);
         let mut handles = (endpoint == Endpoint::Responses).then(|| StreamHandles::new(&route));
