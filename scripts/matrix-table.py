@@ -2,7 +2,7 @@
 """matrix-table.py DIR : the README's contract x release tables from litellm-matrix.sh's JSON reports.
 
 DIR holds one `VERSION.json` per release (`postmortem run --format json`). Prints, as Markdown:
-1. each contract's count of violating exchanges per release (`·` for none);
+1. each contract's count of violating exchanges per release (distinct scenario steps; `·` for none);
 2. conformance and fault-matrix scenarios passed / failed / inconclusive per release;
 3. one row per fault-matrix scenario: `✗` a step's own expectation failed, `c` only a contract
    broke, `·` passed, `i` inconclusive.
@@ -35,7 +35,9 @@ def main():
     counts = collections.defaultdict(dict)
     for v, r in reports.items():
         for c in r.get("contracts", []):
-            counts[c["contract"]][v] = len(c.get("violations", []))
+            # Exchanges, not messages: one exchange may break a contract in
+            # several places (three events of one stream), and counts one.
+            counts[c["contract"]][v] = len({(x["scenario"], x["step"]) for x in c.get("violations", [])})
     head = "| contract | " + " | ".join(versions) + " |"
     rule = "|---|" + "---|" * len(versions)
     print(head)

@@ -3,7 +3,7 @@
 //! malformed client request is a client error (OpenAI's "Error codes" guide,
 //! Anthropic's "Errors" page, HTTP semantics for 4xx vs 5xx).
 
-use super::exchange::{Attribution, Endpoint, Exchange};
+use super::exchange::{Attribution, Endpoint, Exchange, UpstreamCall};
 use super::{snippet, violation, Violation};
 use crate::mocks::AnswerEnd;
 use serde_json::Value;
@@ -37,15 +37,20 @@ pub(super) fn check(x: &Exchange, out: &mut Vec<Violation>) {
     }
     stored_resource(x, out);
     let calls: Vec<_> = x.model_calls().collect();
+    let same = |a: &&UpstreamCall, b: &&UpstreamCall| {
+        a.provider == b.provider
+            && a.request.method == b.request.method
+            && a.request.path == b.request.path
+            && a.request.body == b.request.body
+    };
     for (i, first) in calls.iter().enumerate() {
         let Some(status) = first.answer.status.filter(|s| final_client_error(*s)) else { continue };
-        let again = calls[i + 1..].iter().filter(|c| {
-            c.provider == first.provider
-                && c.request.method == first.request.method
-                && c.request.path == first.request.path
-                && c.request.body == first.request.body
-        });
-        let n = again.count();
+        // One violation per refused request, however often it was repeated:
+        // the repeats themselves are not new refusals.
+        if calls[..i].iter().any(|earlier| same(earlier, first)) {
+            continue;
+        }
+        let n = calls[i + 1..].iter().filter(|c| same(c, first)).count();
         if n > 0 {
             out.push(violation(
                 "errors.client-error-not-retried",

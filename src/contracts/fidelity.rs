@@ -201,9 +201,16 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
                 Some(allowed) => allowed.is_empty() || allowed.contains(&cf.as_str()),
             };
             if !ok {
+                // Across APIs a reason changes its spelling: say which ones
+                // the translation table allows, so "refusal became refusal"
+                // reads as the missing translation it is.
+                let expected = match finish_counterparts(pp, cp, pf) {
+                    Some(allowed) => format!(" (the {cp:?} spelling is one of {})", allowed.join(", ")),
+                    None => String::new(),
+                };
                 out.push(violation(
                     "fidelity.finish-reason",
-                    format!("choice {index}: the provider's {pf:?} became {cf:?}"),
+                    format!("choice {index}: the provider's {pf:?} became {cf:?}{expected}"),
                 ));
             }
         } else if pc.finish.is_some() && cc.finish.is_none() && c.completed {

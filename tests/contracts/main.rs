@@ -118,3 +118,14 @@ fn a_stream_held_back_is_reported() {
     assert_eq!(postmortem::contracts::check_incremental(3, 3), None);
     assert_eq!(postmortem::contracts::check_incremental(5, 3), None);
 }
+
+#[test]
+fn a_refused_request_sent_three_times_is_one_violation() {
+    // Reports count exchanges: the repeats of one refused request are one
+    // retry defect, not one per repeat.
+    let case = errors::cases().into_iter().find(|c| c.name == "a 400 retried").expect("the case exists");
+    let found = check(&case.exchange, &case.setup);
+    let retried: Vec<_> = found.iter().filter(|v| v.contract == "errors.client-error-not-retried").collect();
+    assert_eq!(retried.len(), 1, "{found:#?}");
+    assert!(retried[0].detail.contains("2 more time(s)"), "{:?}", retried[0].detail);
+}
