@@ -278,13 +278,19 @@ pub struct RouterSettings {
     /// deployment. The affinity checks are not implemented and warn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional_pre_call_checks: Option<Vec<String>>,
-    /// Extra attempts on other deployments of the same model after a
-    /// retryable failure (connection error, 429, 5xx). Default: all of them.
+    /// Extra attempts after a retryable failure (connection error, 429,
+    /// 5xx): the next deployments of the model, then the group again, so a
+    /// deployment may be retried in place after a backoff. Default: each
+    /// deployment once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_retries: Option<u32>,
     /// Retries per kind of failure, in place of `num_retries` for that kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<RetryPolicy>,
+    /// LiteLLM's least wait, seconds, before a deployment is retried in
+    /// place (default 0: the backoff alone).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
+    pub retry_after: Option<f64>,
     /// Default total timeout, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub timeout: Option<f64>,
@@ -580,6 +586,14 @@ impl Config {
                 field_err(
                     "general_settings.max_upstream_response_mb".into(),
                     format!("must be a number of MiB above 0 and at most 4096, got {mb}"),
+                );
+            }
+        }
+        if let Some(t) = self.router_settings.retry_after {
+            if !(t.is_finite() && (0.0..=60.0).contains(&t)) {
+                field_err(
+                    "router_settings.retry_after".into(),
+                    format!("must be a number of seconds from 0 to 60, got {t}"),
                 );
             }
         }
@@ -1035,6 +1049,16 @@ litellm_settings:
         assert_eq!((p.rate_limit, p.internal_server, p.timeout), (Some(3), Some(1), None));
         assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
         assert!(loaded.warnings[0].contains("BadRequestErrorRetries is ignored"), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn retry_after_is_a_wait_of_zero_to_sixty_seconds() {
+        let ok = Config::parse("router_settings: {retry_after: 1.5}\n", "c.yaml").unwrap();
+        assert_eq!(ok.config.router_settings.retry_after, Some(1.5));
+        for bad in ["-1", "61", ".nan"] {
+            let e = Config::parse(&format!("router_settings: {{retry_after: {bad}}}\n"), "c.yaml").unwrap_err();
+            assert!(e.to_string().contains("router_settings.retry_after"), "{bad}: {e}");
+        }
     }
 
     #[test]
