@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// How long any single wait in a scenario may take before it is a failure.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest a stream opened by `open_stream` may stay open (each wait on
+/// it is bounded by [`STEP_TIMEOUT`]; this bounds the whole).
+const OPEN_STREAM_LIFETIME: Duration = Duration::from_secs(600);
 
 /// How long `expect_output` waits for a process's line to be read.
 const OUTPUT_WAIT: Duration = Duration::from_secs(3);
@@ -864,6 +867,13 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
         }
         Action::OpenStream(o) => {
             let (req, sent) = build(ctx, &o.request)?;
+            // A held stream stays open across the steps that run while it
+            // is held (filling a client cache takes hundreds of requests,
+            // slow on a loaded machine or a slow target): the client's
+            // whole-request timeout would cut it there, a break that is the
+            // harness's, not the gateway's. Its waits are bounded here
+            // instead: the headers below, the rest by `finish_stream`.
+            let req = req.timeout(OPEN_STREAM_LIFETIME);
             let resp = tokio::time::timeout(STEP_TIMEOUT, req.send())
                 .await
                 .map_err(|_| "no response headers within the step timeout".to_string())?
