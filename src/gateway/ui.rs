@@ -50,6 +50,7 @@ pub async fn page(State(gw): State<Arc<Gateway>>) -> Html<String> {
 <main>
 {banner}
 <section><h2>Status</h2><div id="status">loading…</div></section>
+<section><h2>Last hour by model</h2><div id="activity-models" class="charts">loading…</div></section>
 <section><h2>Models</h2><ul id="models"></ul></section>
 <section><h2>Deployments</h2><table id="deployments"><thead><tr><th>id</th><th>model_name</th><th>provider</th><th>model</th><th>api_base</th><th>status</th></tr></thead><tbody></tbody></table></section>
 <p class="warning" id="stale-banner" hidden></p>
@@ -57,7 +58,8 @@ pub async fn page(State(gw): State<Arc<Gateway>>) -> Html<String> {
 <section><h2>Client cache</h2><table id="client-cache" class="facts"><tbody></tbody></table></section>
 <section><h2>Keys and spend</h2>
 <p><label>Master key <input id="master-key" type="password" autocomplete="off"></label> <button id="load-keys">Load keys</button></p>
-<table id="keys"><thead><tr><th>key</th><th>alias</th><th>models</th><th>spend</th><th>max budget</th></tr></thead><tbody></tbody></table></section>
+<table id="keys"><thead><tr><th>key</th><th>alias</th><th>models</th><th>spend</th><th>max budget</th></tr></thead><tbody></tbody></table>
+<h3>Last hour by key</h3><div id="activity-keys" class="charts"><p class="muted">Enter the master key and click Load keys.</p></div></section>
 </main>
 </body>
 </html>
