@@ -447,6 +447,37 @@ mod tests {
     }
 
     #[test]
+    fn keys_past_their_cap_count_under_other_and_show_masked_and_aliased() {
+        use crate::gateway::keys::{KeySpec, KeyStore};
+        let (_clock, a) = activity(10);
+        let store = KeyStore::new(a.clock.clone());
+        let mut secrets = Vec::new();
+        for n in 0..6 {
+            let spec = KeySpec { alias: (n == 0).then(|| "team-a".to_string()), ..KeySpec::default() };
+            let (secret, record) = store.generate(spec, None).unwrap();
+            a.request(Some("m"), Some(&Who::Key(record.clone())), false, 1.0);
+            a.spend("m", Some(&Who::Key(record)), 0.5);
+            secrets.push(secret);
+        }
+        let current = |hash: &str| store.get(hash);
+        let v = a.report(Some(&current))["keys"].clone();
+        let list = v.as_array().unwrap();
+        assert_eq!(list.len(), 5, "the cap of 4, then other: {v}");
+        assert_eq!(named(&v, OTHER)["total"]["requests"], 2);
+        assert_eq!(named(&v, OTHER)["total"]["spend_usd"], 1.0);
+        let first = named(&v, "team-a");
+        assert_eq!(first["alias"], "team-a");
+        assert_eq!(first["key"], store.get(&secrets[0]).unwrap().masked());
+        let text = v.to_string();
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "a secret in {text}");
+        }
+        // The models' view names no key.
+        let models = a.report(None).to_string();
+        assert!(!models.contains("team-a") && !models.contains("..."), "{models}");
+    }
+
+    #[test]
     fn the_master_key_has_a_series_of_its_own_and_no_secret() {
         let (_clock, a) = activity(10);
         a.request(Some("m"), Some(&Who::Master), false, 1.0);
