@@ -14,9 +14,10 @@
 //! there are at most [`MAX_MODELS`] model series and [`MAX_KEYS`] key series.
 //! When a table is full, series silent for an hour make room; if none is,
 //! the newcomer is counted under one series named [`OTHER`]. A request the
-//! gateway refused before it knew the model served (an unknown name, a
-//! body it could not read) is counted under `other` too, so clients cannot
-//! fill the table, or the public page, with names they made up.
+//! gateway refused before it knew who called or that the model is served
+//! (no valid key, an unknown name, a body it could not read) is counted
+//! under `other` too, so clients cannot fill the table, or the public
+//! page, with names they made up.
 //!
 //! The hot path takes one short mutex per table (models, keys) and does no
 //! allocation for a series that exists: recording is a hash lookup and a

@@ -55,9 +55,10 @@ fn answered(resp: axum::response::Response, a: &admit::Admitted) -> axum::respon
 }
 
 /// A refused request's answer: labelled with the model its body names,
-/// which gets an activity series of its own only if the gateway serves it
-/// (made-up names count under `other`), and attributed to the caller when
-/// it was authenticated.
+/// which gets an activity series of its own only if the caller was
+/// authenticated and the gateway serves the name (so nobody can put names
+/// on the public charts by sending requests: with a catch-all `*` every
+/// name is served), and attributed to the caller when it was authenticated.
 fn refused(
     gw: &crate::gateway::state::Gateway,
     resp: axum::response::Response,
@@ -65,7 +66,7 @@ fn refused(
     caller: Option<&crate::gateway::auth::Caller>,
 ) -> axum::response::Response {
     let model = model_of(raw);
-    let known_model = serves(gw, &model);
+    let known_model = caller.is_some() && serves(gw, &model);
     let mut resp = labelled(resp, &model);
     resp.extensions_mut().insert(Attribution { known_model, who: caller.and_then(Who::of) });
     resp
