@@ -229,6 +229,8 @@
     return d;
   }
   function renderActivity(el, what, minutes, all) {
+    // A refresh keeps the numbers table open if it was.
+    const open = !!(el.querySelector("details") || {}).open;
     el.innerHTML = "";
     if (!all || !all.length) {
       const p = document.createElement("p"); p.className = "empty"; p.appendChild(text("No traffic in the last hour.")); el.appendChild(p);
@@ -237,10 +239,13 @@
     const series = topSeries(all);
     el.appendChild(spendChart(what, minutes, series));
     el.appendChild(latencyChart(what, minutes, series));
-    el.appendChild(numbers(series));
+    const table = numbers(series); table.open = open;
+    el.appendChild(table);
   }
   // Per model for everyone; per key only with the master key (the server
-  // sends no `keys` member otherwise).
+  // sends no `keys` member otherwise). Redrawn every minute, with the key
+  // that last loaded the keys' charts.
+  let activityKey = "";
   async function loadActivity(key) {
     const headers = key ? { Authorization: "Bearer " + key } : {};
     try {
@@ -248,7 +253,7 @@
       if (!r.ok) { if (key) $("activity-keys").textContent = "cannot load the keys' activity: error " + r.status; return; }
       const a = await r.json();
       renderActivity($("activity-models"), "model", a.minutes, a.models);
-      if (a.keys) renderActivity($("activity-keys"), "key", a.minutes, a.keys);
+      if (a.keys) { renderActivity($("activity-keys"), "key", a.minutes, a.keys); activityKey = key; }
     } catch (e) {
       $("activity-models").textContent = "cannot load " + root + "/ui/activity: " + e;
     }
@@ -256,6 +261,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     loadHealth();
     loadActivity("");
+    setInterval(() => loadActivity(activityKey), 60000);
     $("load-keys").addEventListener("click", loadKeys);
   });
 })();
