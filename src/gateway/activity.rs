@@ -257,10 +257,13 @@ impl Activity {
     /// masked form and alias). One window for all, so the columns agree.
     pub fn report(&self, keys: Option<KeyLookup<'_>>) -> Value {
         let window = self.window();
+        // One lock at a time: nothing here holds both tables at once.
+        let model_cap = self.models.lock().cap;
+        let key_cap = self.keys.lock().cap;
         let mut out = json!({
             "minutes": window.iter().map(|m| m * 60).collect::<Vec<_>>(),
             "models": self.models_json(&window),
-            "limits": {"models": self.models.lock().cap, "keys": self.keys.lock().cap},
+            "limits": {"models": model_cap, "keys": key_cap},
         });
         if let Some(current) = keys {
             out["keys"] = self.keys_json(&window, current);
