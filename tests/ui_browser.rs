@@ -6,8 +6,12 @@
 //! its state (an unavailable one with its reason), the cost-map and
 //! client-cache panels, and, once the master key is typed in and "Load keys"
 //! clicked, the keys; an anonymous visitor must see no `api_base` and no
-//! secret; every link and asset must resolve under the root path. A
-//! screenshot of each page is saved under `target/ui-screenshots/`.
+//! secret; every link and asset must resolve under the root path. After a
+//! few priced calls (to a small upstream of the test's own) and one failed
+//! one, the last hour's charts must be drawn: per model on load, one group
+//! of marks per series and the model in the legend; per key only after
+//! "Load keys", never for an anonymous visitor. A screenshot of each page
+//! is saved under `target/ui-screenshots/`.
 //!
 //! `.ci/run` installs Chromium and ChromeDriver; under `CI` a missing one is
 //! a failure, elsewhere the test says it did not run. Every wait is bounded
@@ -30,11 +34,27 @@ fn installed(program: &str) -> bool {
     std::process::Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+/// An OpenAI upstream answering every chat call with a priced completion.
+async fn upstream() -> String {
+    let answer = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200}});
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(move || async move { axum::Json(answer.clone()) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
 async fn served() -> (String, tokio::sync::oneshot::Sender<()>) {
+    let up = upstream().await;
     let yaml = format!(
         "model_list:\n\
          \x20 - model_name: gpt-4o\n\
          \x20   litellm_params: {{model: openai/gpt-4o, api_base: 'http://127.0.0.1:9/secret-base', api_key: {CREDENTIAL}}}\n\
+         \x20 - model_name: gpt-4o-mini\n\
+         \x20   litellm_params: {{model: openai/gpt-4o-mini, api_base: '{up}', api_key: {CREDENTIAL}}}\n\
          \x20 - model_name: claude-vertex\n\
          \x20   litellm_params: {{model: vertex_ai/claude-sonnet-4-5}}\n\
          general_settings: {{master_key: {MASTER_KEY}, server_root_path: {ROOT}}}\n"
@@ -90,7 +110,7 @@ impl Browser {
         let http = reqwest::Client::builder().timeout(BOUND).build().unwrap();
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1800"]
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,2600"]
         }}}});
         let v: Value = http.post(format!("{driver}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
         let id = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}"));
@@ -121,6 +141,12 @@ impl Browser {
     async fn find(&self, css: &str) -> String {
         let v = self.call("POST", "/element", json!({"using": "css selector", "value": css})).await;
         v[ELEMENT].as_str().unwrap().to_string()
+    }
+
+    /// How many elements match (waiting, bounded, for the first).
+    async fn count(&self, css: &str) -> usize {
+        let v = self.call("POST", "/elements", json!({"using": "css selector", "value": css})).await;
+        v.as_array().map_or(0, Vec::len)
     }
 
     async fn text(&self, css: &str) -> String {
@@ -169,7 +195,7 @@ async fn the_admin_page_and_the_docs_work_in_chromium() {
     let made: Value = reqwest::Client::new()
         .post(format!("{url}{ROOT}/key/generate"))
         .bearer_auth(MASTER_KEY)
-        .json(&json!({"key_alias": "ui-browser-alias", "models": ["gpt-4o"]}))
+        .json(&json!({"key_alias": "ui-browser-alias", "models": ["gpt-4o", "gpt-4o-mini"]}))
         .send()
         .await
         .unwrap()
@@ -177,9 +203,44 @@ async fn the_admin_page_and_the_docs_work_in_chromium() {
         .await
         .unwrap();
     let made_key = made["key"].as_str().expect("a key was made").to_string();
-
     let (_driver, driver_url) = chromedriver().await;
     let b = Browser::start(&driver_url).await;
+    // Before any traffic the charts say there is none.
+    b.open(&format!("{url}{ROOT}/ui")).await;
+    let empty = b.text("#activity-models .empty").await;
+    assert_eq!(empty, "No traffic in the last hour.");
+
+    // Traffic for the charts: priced calls with the key and the master key,
+    // and one to the deployment nobody answers (an error, no spend).
+    let http = reqwest::Client::builder().timeout(BOUND).build().unwrap();
+    for (key, model, want) in [
+        (made_key.as_str(), "gpt-4o-mini", 200),
+        (made_key.as_str(), "gpt-4o-mini", 200),
+        (MASTER_KEY, "gpt-4o-mini", 200),
+        (made_key.as_str(), "gpt-4o", 502),
+    ] {
+        let r = http
+            .post(format!("{url}{ROOT}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{model}: {}", r.text().await.unwrap_or_default());
+    }
+    let activity: Value = http
+        .get(format!("{url}{ROOT}/ui/activity"))
+        .bearer_auth(MASTER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let model_series = activity["models"].as_array().expect("model series").len();
+    let key_series = activity["keys"].as_array().expect("key series").len();
+    assert_eq!((model_series, key_series), (2, 2), "{activity}");
+
     b.open(&format!("{url}{ROOT}/ui")).await;
 
     // The script ran and fetched the root path's /health.
@@ -195,13 +256,31 @@ async fn the_admin_page_and_the_docs_work_in_chromium() {
     assert!(cost_map.contains("State current") && cost_map.contains("Models priced"), "cost map: {cost_map}");
     assert!(!cost_map.contains("loaded_at") && !cost_map.contains('{'), "cost map is raw JSON: {cost_map}");
     let cache = b.text("#client-cache").await;
-    assert!(cache.contains("Clients cached 0 of 200"), "client cache: {cache}");
+    // Two deployments were called (one of them never answers): two clients.
+    assert!(cache.contains("Clients cached 2 of 200"), "client cache: {cache}");
     assert!(b.text("#stale-banner").await.is_empty(), "a current cost map shows the stale banner");
     assert!(!page.contains("open-banner"), "a master key is set, yet the page says the gateway is open");
     for secret in [MASTER_KEY, CREDENTIAL, "secret-base", made_key.as_str()] {
         assert!(!page.contains(secret), "{secret} is on the page of an anonymous visitor:\n{page}");
     }
     check_links(&page, &url).await;
+
+    // The per-model charts, drawn on load: spend and latency, one group of
+    // marks per series, a title and summary, the models in the legend.
+    for chart in ["spend", "latency"] {
+        let css = format!("#activity-models figure.{chart} svg g.series");
+        assert_eq!(b.count(&css).await, model_series, "{css}");
+        let legend = b.text(&format!("#activity-models figure.{chart} .legend")).await;
+        assert!(legend.contains("gpt-4o-mini") && legend.contains("gpt-4o"), "{chart} legend: {legend}");
+    }
+    assert!(b.count("#activity-models figure.spend svg g.series rect").await >= 1, "no spend bar");
+    assert!(b.count("#activity-models figure.latency svg g.series circle").await >= 2, "no latency points");
+    assert_eq!(b.count("#activity-models figure.latency circle.has-errors").await, 1, "the 502's minute is not marked");
+    let page = b.source().await;
+    assert!(page.contains("<title id=") && page.contains("Spend per minute by model"), "no chart title: {page:.3000}");
+    assert!(b.text("#activity-keys").await.contains("Enter the master key"), "key charts before the master key");
+    assert!(!page.contains("ui-browser-alias"), "an anonymous visitor sees a key's alias:\n{page}");
+    assert_eq!(b.count("#activity-keys svg").await, 0, "key charts for an anonymous visitor");
     b.screenshot("ui").await;
 
     // The keys panel, with the master key typed in.
@@ -214,6 +293,14 @@ async fn the_admin_page_and_the_docs_work_in_chromium() {
     let masked = format!("{}...{}", &made_key[..3], &made_key[made_key.len() - 4..]);
     assert!(keys.contains(&masked), "the keys panel does not show the masked key {masked}: {keys}");
     assert!(!b.source().await.contains(&made_key), "the keys panel shows a whole key");
+    // The per-key charts, once the master key is in: the alias in the legend.
+    for chart in ["spend", "latency"] {
+        let css = format!("#activity-keys figure.{chart} svg g.series");
+        assert_eq!(b.count(&css).await, key_series, "{css}");
+        let legend = b.text(&format!("#activity-keys figure.{chart} .legend")).await;
+        assert!(legend.contains("ui-browser-alias") && legend.contains("master key"), "{chart} legend: {legend}");
+    }
+    assert!(!b.source().await.contains(&made_key), "the key charts show a whole key");
     b.screenshot("ui-keys").await;
 
     // The API docs render the OpenAPI document from the root path.

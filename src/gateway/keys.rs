@@ -363,6 +363,11 @@ impl KeyRecord {
         hex::encode(self.hash)
     }
 
+    /// The SHA-256 of the secret, as bytes (a map key without the hex).
+    pub fn hash_bytes(&self) -> [u8; 32] {
+        self.hash
+    }
+
     pub fn masked(&self) -> &str {
         &self.masked
     }

@@ -7,9 +7,12 @@
 //! asked for ([`RequestedModel`]). Tokens and spend are recorded where a
 //! call is priced (`proxy::pricing::charge`). The state of the cost map,
 //! the client cache and the deployments is read when the page is scraped.
+//! [`track`] also records the last hour per model and key (`activity`, the
+//! charts on `/ui`).
 //!
 //! No label carries a key, hashed or not: the page is open, as LiteLLM's is.
 
+use crate::gateway::activity::Attribution;
 use crate::gateway::state::Gateway;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -206,7 +209,15 @@ pub async fn track(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
     let resp = next.run(req).await;
     if let Some(route) = route {
         let model = resp.extensions().get::<RequestedModel>().map(|m| m.0.as_str()).unwrap_or("");
-        gw.metrics.request(route, model, resp.status().as_u16(), started.elapsed().as_secs_f64());
+        let status = resp.status().as_u16();
+        let seconds = started.elapsed().as_secs_f64();
+        gw.metrics.request(route, model, status, seconds);
+        // The activity charts: a model of its own only when the proxy says
+        // the gateway serves it (made-up names count under "other").
+        let attribution = resp.extensions().get::<Attribution>();
+        let known = attribution.is_some_and(|a| a.known_model);
+        let who = attribution.and_then(|a| a.who.as_ref());
+        gw.activity.request(known.then_some(model), who, status >= 400, seconds * 1000.0);
     }
     resp
 }

@@ -4,6 +4,7 @@
 //! (`scenario`, `mocks`, `harness`, `replay`, `cli`). The harness depends on
 //! the gateway, never the other way round.
 
+pub mod activity;
 pub mod auth;
 pub mod beta;
 pub mod catalog;

@@ -67,6 +67,8 @@ pub struct Gateway {
     pub cooldowns: CooldownPolicy,
     /// What `GET /metrics` shows.
     pub metrics: crate::gateway::metrics::Metrics,
+    /// The last hour per model and key, for the charts on `/ui`.
+    pub activity: crate::gateway::activity::Activity,
     /// Monotonic time of the next periodic cost-map reload.
     next_cost_map_reload: Mutex<Option<Duration>>,
 }
@@ -218,6 +220,7 @@ impl GatewayBuilder {
         let drop_params = config.litellm_settings.drop_params;
         let max_body_bytes = config.max_body_bytes();
         let upstream_limits = crate::gateway::upstream::UpstreamLimits::from_config(&config);
+        let activity = crate::gateway::activity::Activity::new(clock.clone());
         Ok(Arc::new(Gateway {
             next_cost_map_reload: Mutex::new(reload_interval.map(|i| clock.now() + i)),
             config,
@@ -239,6 +242,7 @@ impl GatewayBuilder {
             fallbacks,
             cooldowns,
             metrics: crate::gateway::metrics::Metrics::new(),
+            activity,
         }))
     }
 }

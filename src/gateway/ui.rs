@@ -6,7 +6,7 @@
 
 use crate::gateway::state::Gateway;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -50,6 +50,7 @@ pub async fn page(State(gw): State<Arc<Gateway>>) -> Html<String> {
 <main>
 {banner}
 <section><h2>Status</h2><div id="status">loading…</div></section>
+<section><h2>Last hour by model</h2><div id="activity-models" class="charts">loading…</div></section>
 <section><h2>Models</h2><ul id="models"></ul></section>
 <section><h2>Deployments</h2><table id="deployments"><thead><tr><th>id</th><th>model_name</th><th>provider</th><th>model</th><th>api_base</th><th>status</th></tr></thead><tbody></tbody></table></section>
 <p class="warning" id="stale-banner" hidden></p>
@@ -57,12 +58,30 @@ pub async fn page(State(gw): State<Arc<Gateway>>) -> Html<String> {
 <section><h2>Client cache</h2><table id="client-cache" class="facts"><tbody></tbody></table></section>
 <section><h2>Keys and spend</h2>
 <p><label>Master key <input id="master-key" type="password" autocomplete="off"></label> <button id="load-keys">Load keys</button></p>
-<table id="keys"><thead><tr><th>key</th><th>alias</th><th>models</th><th>spend</th><th>max budget</th></tr></thead><tbody></tbody></table></section>
+<table id="keys"><thead><tr><th>key</th><th>alias</th><th>models</th><th>spend</th><th>max budget</th></tr></thead><tbody></tbody></table>
+<h3>Last hour by key</h3><div id="activity-keys" class="charts"><p class="muted">Enter the master key and click Load keys.</p></div></section>
 </main>
 </body>
 </html>
 "#
     ))
+}
+
+/// `GET /ui/activity`: the last hour per model (open, as `/metrics` is:
+/// it shows per-model spend too) and, for the master key only, per key
+/// (masked, with aliases). A caller that presents a credential which is not
+/// the master key is refused, so a mistyped key on the page says so; an
+/// anonymous caller gets the models and no `keys` member at all.
+pub async fn activity(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let presented = crate::gateway::auth::presented_key(&headers).is_some_and(|k| !k.is_empty());
+    let show_keys = match crate::gateway::auth::require_admin(&gw, &headers) {
+        Ok(_) => true,
+        Err(e) if presented => return e.into_response(),
+        Err(_) => false,
+    };
+    let current: crate::gateway::activity::KeyLookup = &|hash| gw.keys.get(hash);
+    let body = gw.activity.report(show_keys.then_some(current));
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 pub async fn asset(Path(file): Path<String>) -> Response {
@@ -127,6 +146,7 @@ pub fn openapi_document(root_path: &str) -> Value {
             "/key/delete": {"post": op("Delete virtual keys (master key)", true)},
             "/key/list": {"get": op("List virtual keys, masked (master key)", true)},
             "/ui": {"get": op("Admin page", false)},
+            "/ui/activity": {"get": op("The last hour per minute: requests, errors, latency and spend per model (open); per key too with the master key", false)},
             "/docs": {"get": op("This documentation", false)}
         },
         "components": {

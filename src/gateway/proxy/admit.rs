@@ -53,13 +53,24 @@ fn require_field<'a>(m: &'a Map<String, Value>, field: &str, want: &str) -> Resu
     }
 }
 
+/// A request refused before it was admitted, with its caller when the
+/// refusal came after authentication (the key's activity counts it).
+pub(super) struct Refused {
+    pub error: ApiError,
+    pub caller: Option<Caller>,
+}
+
 pub(super) fn admit(
     gw: &Gateway,
     headers: &HeaderMap,
     raw: &Bytes,
     shape: &[(&str, &str)],
-) -> Result<Admitted, ApiError> {
-    let caller = authenticate(gw, headers)?;
+) -> Result<Admitted, Refused> {
+    let caller = authenticate(gw, headers).map_err(|error| Refused { error, caller: None })?;
+    admit_as(gw, caller.clone(), raw, shape).map_err(|error| Refused { error, caller: Some(caller) })
+}
+
+fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &str)]) -> Result<Admitted, ApiError> {
     let body = parse_object(raw)?;
     for (field, want) in shape {
         require_field(&body, field, want)?;

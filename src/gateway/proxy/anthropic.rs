@@ -63,7 +63,7 @@ pub(super) async fn anthropic_chat(
         let model = a.model.clone();
         let include_usage =
             a.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
-        let mut meter = StreamMeter::fed(gw, &a.caller, &route);
+        let mut meter = StreamMeter::fed(gw, &a.caller, &a.model, &route);
         let created = unix(gw.clock.wall());
         let provider = route.provider;
         let s = async_stream::stream! {
@@ -94,7 +94,7 @@ pub(super) async fn anthropic_chat(
         return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
     }
     let v = read_json(gw, resp, route.provider).await?;
-    let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
+    let cost = charge(gw, &a.caller, &a.model, &route, &anthropic_usage(&v));
     let out = anthropic::messages_to_chat(&v, &a.model, unix(gw.clock.wall()))
         .map_err(|e| ApiError::BadGateway(e.to_string()))?;
     drop(client);
@@ -123,7 +123,7 @@ pub async fn count_tokens(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> R
 async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) -> Response {
     let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
         Ok(a) => a,
-        Err(e) => return super::labelled(anthropic_error(e), &super::model_of(&raw)),
+        Err(r) => return super::refused(&gw, anthropic_error(r.error), &raw, r.caller.as_ref()),
     };
     let client_version = headers.get("anthropic-version").and_then(|v| v.to_str().ok()).map(str::to_string);
     let result = with_group_fallbacks(&gw, &a, |route| {
@@ -162,7 +162,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
             let limits = passed_on(resp.headers());
             if stream {
                 let events = anthropic_events(gw, &route, resp, client).await?;
-                let mut meter = StreamMeter::fed(gw, &a.caller, &route);
+                let mut meter = StreamMeter::fed(gw, &a.caller, &a.model, &route);
                 let s = async_stream::stream! {
                     futures::pin_mut!(events);
                     while let Some(ev) = events.next().await {
@@ -187,12 +187,12 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
             if call == Native::CountTokens {
                 return Ok(axum::Json(v).into_response());
             }
-            let cost = charge(gw, &a.caller, &route, &anthropic_usage(&v));
+            let cost = charge(gw, &a.caller, &a.model, &route, &anthropic_usage(&v));
             Ok(with_cost_headers(axum::Json(v).into_response(), cost.into(), &route, &limits))
         }
     })
     .await;
-    super::labelled(result.unwrap_or_else(anthropic_error), &a.model)
+    super::answered(result.unwrap_or_else(anthropic_error), &a)
 }
 
 /// `/v1/messages` on an OpenAI-family deployment: the request translated to
@@ -215,7 +215,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
         let inner = upstream_stream(gw, &route, resp, client).await?;
         let model = a.model.clone();
         let provider = route.provider;
-        let mut meter = StreamMeter::fed(gw, &a.caller, &route);
+        let mut meter = StreamMeter::fed(gw, &a.caller, &a.model, &route);
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
             let mut sse = SseParser::new();
@@ -266,7 +266,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
         return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
     }
     let v = read_json(gw, resp, route.provider).await?;
-    let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
+    let cost = charge(gw, &a.caller, &a.model, &route, &openai_usage(&v));
     let out = bridge::chat_to_messages_response(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
     Ok(with_cost_headers(axum::Json(out).into_response(), cost.into(), &route, &limits))
 }

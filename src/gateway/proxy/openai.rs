@@ -47,7 +47,7 @@ pub(super) async fn openai_call(
         // into the stream so the client lives until the stream ends.
         let inner = upstream_stream(gw, &route, resp, client).await?;
         let done_after_broken = gw.bugs.done_after_broken_stream;
-        let mut meter = StreamMeter::reading_bytes(gw, &a.caller, &route);
+        let mut meter = StreamMeter::reading_bytes(gw, &a.caller, &a.model, &route);
         let mut handles = (endpoint == Endpoint::Responses).then(|| StreamHandles::new(&route));
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
@@ -90,7 +90,7 @@ pub(super) async fn openai_call(
     if endpoint == Endpoint::Responses && (200..300).contains(&status) {
         handles::rewrite_body(&route, &mut v);
     }
-    let cost = charge(gw, &a.caller, &route, &openai_usage(&v));
+    let cost = charge(gw, &a.caller, &a.model, &route, &openai_usage(&v));
     let resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(v)).into_response();
     Ok(with_cost_headers(resp, cost.into(), &route, &limits))
 }
@@ -112,12 +112,12 @@ pub async fn completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Re
 pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
     let mut a = match admit(&gw, &headers, &raw, &[("model", "a string")]) {
         Ok(a) => a,
-        Err(e) => return super::labelled(e.into_response(), &super::model_of(&raw)),
+        Err(r) => return super::refused(&gw, r.error.into_response(), &raw, r.caller.as_ref()),
     };
     if let Some(input) = a.body.get("input").filter(|v| !v.is_null()) {
         if !(input.is_string() || input.is_array()) {
             let e = format!("field `input` must be a string or an array, got {}", json_type(input));
-            return super::labelled(ApiError::BadRequest(e).into_response(), &a.model);
+            return super::answered(ApiError::BadRequest(e).into_response(), &a);
         }
     }
     // A follow-up to a Response this gateway issued goes to the deployment
@@ -146,7 +146,7 @@ pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Resp
         }
     })
     .await;
-    super::labelled(result.unwrap_or_else(IntoResponse::into_response), &a.model)
+    super::answered(result.unwrap_or_else(IntoResponse::into_response), &a)
 }
 
 /// `GET /v1/responses/{id}`: a Response this gateway handed out, read back
@@ -205,7 +205,7 @@ async fn openai_only(
 ) -> Response {
     let a = match admit(&gw, &headers, &raw, &[("model", "a string"), (input, "a string or an array")]) {
         Ok(a) => a,
-        Err(e) => return super::labelled(e.into_response(), &super::model_of(&raw)),
+        Err(r) => return super::refused(&gw, r.error.into_response(), &raw, r.caller.as_ref()),
     };
     let result = with_group_fallbacks(&gw, &a, |route| {
         let gw = &gw;
@@ -218,13 +218,13 @@ async fn openai_only(
         }
     })
     .await;
-    super::labelled(result.unwrap_or_else(IntoResponse::into_response), &a.model)
+    super::answered(result.unwrap_or_else(IntoResponse::into_response), &a)
 }
 
 pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
     let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
         Ok(a) => a,
-        Err(e) => return super::labelled(e.into_response(), &super::model_of(&raw)),
+        Err(r) => return super::refused(&gw, r.error.into_response(), &raw, r.caller.as_ref()),
     };
     let result = with_group_fallbacks(&gw, &a, |route| {
         let gw = &gw;
@@ -239,5 +239,5 @@ pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) 
         }
     })
     .await;
-    super::labelled(result.unwrap_or_else(IntoResponse::into_response), &a.model)
+    super::answered(result.unwrap_or_else(IntoResponse::into_response), &a)
 }

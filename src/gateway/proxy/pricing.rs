@@ -22,9 +22,10 @@ pub(crate) fn pricing_names(provider: Provider, upstream_model: &str, model_info
         .collect()
 }
 
-/// Prices a call and charges the key. Returns the header value, or None when
-/// the model has no price (never a silent 0).
-pub(super) fn charge(gw: &Gateway, caller: &Caller, route: &Route, usage: &Usage) -> Option<f64> {
+/// Prices a call and charges the key, and the model the client asked for
+/// (`requested`) and the key in the activity charts. Returns the header
+/// value, or None when the model has no price (never a silent 0).
+pub(super) fn charge(gw: &Gateway, caller: &Caller, requested: &str, route: &Route, usage: &Usage) -> Option<f64> {
     // Tokens count against rate limits whether or not the model is priced.
     let tokens = usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_creation_tokens;
     let now = gw.clock.now();
@@ -41,6 +42,7 @@ pub(super) fn charge(gw: &Gateway, caller: &Caller, route: &Route, usage: &Usage
     if let Caller::Key(k) = caller {
         k.add_spend(total);
     }
+    gw.activity.spend(requested, crate::gateway::activity::Who::of(caller).as_ref(), total);
     let row = crate::gateway::store::SpendRow {
         at: crate::gateway::state::unix(gw.clock.wall()),
         key_hash: match caller {

@@ -52,6 +52,8 @@ pub(super) fn stream_error_event(endpoint: Endpoint, e: &ApiError) -> Bytes {
 pub(super) struct StreamMeter {
     gw: Arc<Gateway>,
     caller: Caller,
+    /// The model the client asked for, charged in the activity charts.
+    model: String,
     route: Route,
     openai: Option<SseParser>,
     anthropic: anthropic::AnthropicUsage,
@@ -60,19 +62,20 @@ pub(super) struct StreamMeter {
 
 impl StreamMeter {
     /// For a stream passed through as bytes: the meter parses them itself.
-    pub(super) fn reading_bytes(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
-        StreamMeter::new(gw, caller, route, Some(SseParser::new()))
+    pub(super) fn reading_bytes(gw: &Arc<Gateway>, caller: &Caller, model: &str, route: &Route) -> Self {
+        StreamMeter::new(gw, caller, model, route, Some(SseParser::new()))
     }
 
     /// For a stream the gateway parses anyway: it hands the meter each event.
-    pub(super) fn fed(gw: &Arc<Gateway>, caller: &Caller, route: &Route) -> Self {
-        StreamMeter::new(gw, caller, route, None)
+    pub(super) fn fed(gw: &Arc<Gateway>, caller: &Caller, model: &str, route: &Route) -> Self {
+        StreamMeter::new(gw, caller, model, route, None)
     }
 
-    fn new(gw: &Arc<Gateway>, caller: &Caller, route: &Route, openai: Option<SseParser>) -> Self {
+    fn new(gw: &Arc<Gateway>, caller: &Caller, model: &str, route: &Route, openai: Option<SseParser>) -> Self {
         StreamMeter {
             gw: Arc::clone(gw),
             caller: caller.clone(),
+            model: model.to_string(),
             route: route.clone(),
             openai,
             anthropic: anthropic::AnthropicUsage::default(),
@@ -127,7 +130,7 @@ impl Drop for StreamMeter {
     fn drop(&mut self) {
         match self.usage.take() {
             Some(u) => {
-                if charge(&self.gw, &self.caller, &self.route, &u).is_none() {
+                if charge(&self.gw, &self.caller, &self.model, &self.route, &u).is_none() {
                     tracing::debug!(deployment = %self.route.deployment.id, "streamed call is unpriced: the cost map has no price");
                 }
             }

@@ -233,6 +233,7 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/docs", get(ui::docs))
         .route("/ui", get(ui::page))
         .route("/ui/", get(ui::page))
+        .route("/ui/activity", get(ui::activity))
         .route("/ui/assets/{file}", get(ui::asset))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(gw.clone(), crate::gateway::metrics::track))
