@@ -285,8 +285,28 @@ impl Setup {
                         _ => None,
                     };
                 }
-                let has_credential =
-                    ["api_key", "aws_access_key_id"].iter().any(|f| p.get(*f).and_then(resolve).is_some());
+                // A Gemini deployment without `api_key` sends the key in
+                // GEMINI_API_KEY (the config's `environment_variables`, else
+                // the gateway's environment), as LiteLLM reads it.
+                let gemini = p.get("model").and_then(Value::as_str).is_some_and(|m| m.starts_with("gemini/"));
+                let env_key = (gemini && p.get("api_key").and_then(resolve).is_none())
+                    .then(|| {
+                        config
+                            .pointer("/environment_variables/GEMINI_API_KEY")
+                            .and_then(resolve)
+                            .or_else(|| env.get("GEMINI_API_KEY").cloned())
+                    })
+                    .flatten()
+                    .filter(|k| !k.is_empty());
+                let has_env_key = env_key.is_some();
+                if let Some(key) = env_key {
+                    setup.secrets.push(Secret { label: "GEMINI_API_KEY".into(), value: key.clone() });
+                    if let Some((name, _)) = owner {
+                        setup.credentials.entry(name.clone()).or_default().insert(key);
+                    }
+                }
+                let has_credential = has_env_key
+                    || ["api_key", "aws_access_key_id"].iter().any(|f| p.get(*f).and_then(resolve).is_some());
                 if let (Some((name, _)), false) = (owner, has_credential) {
                     setup.keyless.insert(name.clone());
                 }
