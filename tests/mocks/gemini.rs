@@ -17,6 +17,10 @@ async fn gemini_checks_its_key_then_the_model_then_the_body() {
     let r = post(&url("gemini-2.5-flash", "generateContent"), &[], &gemini_body()).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["error"]["status"], "PERMISSION_DENIED");
+    // An API key sent as a bearer token is no OAuth token.
+    let r = post(&url("gemini-2.5-flash", "generateContent"), &[("authorization", "Bearer AIza-mock")], &gemini_body())
+        .await;
+    assert_eq!((r.status, r.json()["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")));
 
     let r = post(&url("gpt-4o", "generateContent"), &[KEY], &gemini_body()).await;
     assert_eq!(r.status, 404);

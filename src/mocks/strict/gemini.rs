@@ -20,6 +20,8 @@ use super::parse_object;
 
 const UNREGISTERED: &str = "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.";
 
+const INVALID_CREDENTIALS: &str = "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.";
+
 /// The model families the mock serves; another name is the API's 404.
 const MODEL_PREFIXES: &[&str] = &["gemini-", "gemma-", "learnlm-"];
 
@@ -189,6 +191,36 @@ fn named<'a>(parts: &'a [Value], what: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Gemini 3 models think before they call a function and sign the
+/// thought: in the current turn (since the last user text), each step's
+/// first function call must come back with its `thoughtSignature` (Google's
+/// "Thought signatures" guide), else the request is refused.
+fn missing_signature(model: &str, obj: &Map<String, Value>) -> Option<String> {
+    if !model.starts_with("gemini-3") {
+        return None;
+    }
+    let contents = get(obj, "contents")?.as_array()?;
+    let user_text = |c: &Value| {
+        let parts = c.as_object().and_then(|c| get(c, "parts")).and_then(Value::as_array);
+        let role = c.as_object().and_then(|c| get(c, "role")).and_then(Value::as_str).unwrap_or("user");
+        role == "user" && parts.is_some_and(|p| p.iter().any(|p| p.get("text").is_some()))
+    };
+    let start = contents.iter().rposition(user_text).map_or(0, |i| i + 1);
+    for (i, c) in contents.iter().enumerate().skip(start) {
+        let parts = c.as_object().and_then(|c| get(c, "parts")).and_then(Value::as_array);
+        let first_call =
+            parts.into_iter().flatten().filter_map(Value::as_object).find(|p| get(p, "functionCall").is_some());
+        if let Some(p) = first_call.filter(|p| get(p, "thoughtSignature").is_none()) {
+            let name = get(p, "functionCall").and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or("");
+            return Some(format!(
+                "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `default_api:{name}` , position {}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+                i + 1
+            ));
+        }
+    }
+    None
+}
+
 /// The request's own rules, after it parsed: the first broken one.
 fn request_problem(obj: &Map<String, Value>) -> Option<String> {
     let contents = get(obj, "contents").and_then(Value::as_array).filter(|c| !c.is_empty());
@@ -319,6 +351,11 @@ pub(super) fn check(req: &RecordedRequest, route: &Route) -> Option<Buffered> {
         .as_deref()
         .is_some_and(|q| q.split('&').any(|p| p.strip_prefix("key=").is_some_and(|k| !k.is_empty())));
     if !super::non_empty_header(req, "x-goog-api-key") && !key_in_query {
+        // An API key sent as a bearer token is read as an OAuth token, and
+        // is not one.
+        if super::has_bearer(req) {
+            return Some(errors::google(401, INVALID_CREDENTIALS, "UNAUTHENTICATED"));
+        }
         return Some(errors::google(403, UNREGISTERED, "PERMISSION_DENIED"));
     }
     let Route::GeminiGenerate { model, .. } = route else { return None };
@@ -348,7 +385,7 @@ pub(super) fn check(req: &RecordedRequest, route: &Route) -> Option<Buffered> {
     if !unknown.is_empty() {
         return Some(errors::gemini_invalid(&unknown.join("\n")));
     }
-    request_problem(obj).map(|p| errors::google(400, &p, "INVALID_ARGUMENT"))
+    request_problem(obj).or_else(|| missing_signature(model, obj)).map(|p| errors::google(400, &p, "INVALID_ARGUMENT"))
 }
 
 #[cfg(test)]
@@ -420,5 +457,28 @@ mod tests {
             let p = problem(body.clone()).unwrap_or_default();
             assert!(p.contains(needle), "{body}: {p:?}");
         }
+    }
+
+    #[test]
+    fn gemini_3_wants_the_current_turns_calls_signed() {
+        let body = |sig: Option<&str>| {
+            let mut call = json!({"functionCall": {"name": "get", "args": {}}});
+            if let Some(s) = sig {
+                call["thoughtSignature"] = json!(s);
+            }
+            json!({"contents": [
+                {"role": "user", "parts": [{"text": "old question"}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "old", "args": {}}}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "old", "response": {}}}, {"text": "new question"}]},
+                {"role": "model", "parts": [call]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "get", "response": {}}}]}
+            ]})
+        };
+        let unsigned = body(None);
+        let p = missing_signature("gemini-3-pro-preview", unsigned.as_object().unwrap()).unwrap();
+        assert!(p.contains("`default_api:get` , position 4"), "{p}");
+        assert_eq!(missing_signature("gemini-2.5-flash", unsigned.as_object().unwrap()), None);
+        // Earlier turns' calls need none (`old` is unsigned).
+        assert_eq!(missing_signature("gemini-3-pro-preview", body(Some("c2ln")).as_object().unwrap()), None);
     }
 }

@@ -25,6 +25,11 @@ pub const GEMINI_BASE: &str = "https://generativelanguage.googleapis.com";
 /// `api_key`.
 pub const GEMINI_KEY_ENV: &str = "GEMINI_API_KEY";
 
+/// Whether a base URL ends in `/models/{name}`: the URL of one model.
+fn names_a_model(base: &str) -> bool {
+    base.rsplit_once("/models/").is_some_and(|(_, name)| !name.is_empty() && !name.contains(['/', '?', '#']))
+}
+
 /// Gemini (Google AI Studio).
 pub struct Gemini;
 
@@ -32,7 +37,12 @@ impl ProviderApi for Gemini {
     fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String> {
         let base = input.api_base().unwrap_or_else(|| GEMINI_BASE.to_string());
         let mut ep = Endpoint::new(input.provider, base.clone());
-        ep.url = format!("{base}/v1beta/models/");
+        // An `api_base` that already names a model's URL (LiteLLM's reading
+        // of it, for proxies such as Cloudflare's AI Gateway:
+        // `…/v1beta/models/gemini-2.5-flash`) is used as it is, the method
+        // appended; otherwise it is the API's root. `request` tells the two
+        // apart by the trailing slash.
+        ep.url = if names_a_model(&base) { base.clone() } else { format!("{base}/v1beta/models/") };
         // The key goes in a header, never in the URL (`?key=` is what
         // Google's samples show, and URLs are logged).
         let key = input.api_key().or_else(|| (input.env)(GEMINI_KEY_ENV).filter(|k| !k.is_empty()));
@@ -49,11 +59,9 @@ impl ProviderApi for Gemini {
         // One path segment, whatever the name holds: a model name can never
         // reach another method (`../files`, `x:countTokens`) of the API.
         let model = path_segment(call.upstream_model).map_err(ApiError::BadRequest)?;
-        let url = if call.stream {
-            format!("{}{model}:streamGenerateContent?alt=sse", ep.url)
-        } else {
-            format!("{}{model}:generateContent", ep.url)
-        };
+        let at = if ep.url.ends_with('/') { format!("{}{model}", ep.url) } else { ep.url.clone() };
+        let url =
+            if call.stream { format!("{at}:streamGenerateContent?alt=sse") } else { format!("{at}:generateContent") };
         let body = translate::chat_to_gemini(&Value::Object(call.body))
             .map_err(|e| ApiError::BadRequest(format!("gemini: {e}")))?;
         UpstreamRequest::json(ep, url, &body)

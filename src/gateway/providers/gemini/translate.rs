@@ -46,6 +46,10 @@ fn invalid(field: &str, reason: impl Into<String>) -> TranslateError {
     TranslateError::Invalid { field: field.to_string(), reason: reason.into() }
 }
 
+/// Between a tool call's id and the `thoughtSignature` of the function
+/// call it stands for (see `candidate_parts`).
+pub const THOUGHT_SEPARATOR: &str = "__thought__";
+
 /// Keys of a Chat Completions body this translation reads or knowingly
 /// leaves out: routing and transport (`model`, `stream`, `stream_options`),
 /// and what Gemini has no place for (`user`, `metadata`; the Messages
@@ -185,10 +189,15 @@ pub fn chat_to_gemini(body: &Value) -> Result<Map<String, Value>> {
                     if !args.is_object() {
                         return Err(invalid(&format!("{at}.function.arguments"), "must be a JSON object"));
                     }
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
+                    let id = call.get("id").and_then(Value::as_str);
+                    if let Some(id) = id {
                         call_names.insert(id.to_string(), name.to_string());
                     }
-                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                    let mut part = json!({"functionCall": {"name": name, "args": args}});
+                    if let Some((_, sig)) = id.and_then(|id| id.split_once(THOUGHT_SEPARATOR)) {
+                        part["thoughtSignature"] = json!(sig);
+                    }
+                    parts.push(part);
                 }
                 contents.push("model", parts);
             }
@@ -380,7 +389,16 @@ fn candidate_parts(c: &Value) -> (String, Vec<Value>) {
             text.push_str(t);
         }
         if let Some(f) = p.get("functionCall") {
-            let id = f.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| fresh_id("call_"));
+            // Gemini 3 refuses a later turn whose function calls lost their
+            // `thoughtSignature`, and OpenAI's tool call has no place for
+            // one but its id: a generated id carries it (LiteLLM's
+            // spelling, so a client may move between the two), and
+            // `chat_to_gemini` puts it back. An id Gemini gave is kept as is.
+            let id = match (f.get("id").and_then(Value::as_str), p.get("thoughtSignature").and_then(Value::as_str)) {
+                (Some(id), _) => id.to_string(),
+                (None, Some(sig)) => format!("{}{THOUGHT_SEPARATOR}{sig}", fresh_id("call_")),
+                (None, None) => fresh_id("call_"),
+            };
             let args = f.get("args").filter(|a| !a.is_null()).cloned().unwrap_or_else(|| json!({}));
             calls.push(json!({
                 "id": id,
@@ -656,6 +674,30 @@ mod tests {
                    "frequencyPenalty": 0.2, "maxOutputTokens": 10, "stopSequences": ["END"],
                    "responseMimeType": "application/json", "responseJsonSchema": {"type": "object"}})
         );
+    }
+
+    #[test]
+    fn a_function_calls_thought_signature_travels_in_its_tool_call_id_and_back() {
+        let v = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2lnLTE="},
+            {"functionCall": {"name": "g", "args": {}}}]}, "finishReason": "STOP"}]});
+        let c = gemini_to_chat(&v, &cx(false)).unwrap();
+        let calls = c["choices"][0]["message"]["tool_calls"].as_array().unwrap().clone();
+        let ids: Vec<&str> = calls.iter().map(|t| t["id"].as_str().unwrap()).collect();
+        assert!(ids[0].starts_with("call_") && ids[0].ends_with("__thought__c2lnLTE="), "{ids:?}");
+        assert!(!ids[1].contains("__thought__"), "{ids:?}");
+        let body = json!({"messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "tool_calls": calls},
+            {"role": "tool", "tool_call_id": ids[0], "content": "one"},
+            {"role": "tool", "tool_call_id": ids[1], "content": "two"}]});
+        let g = chat_to_gemini(&body).unwrap();
+        assert_eq!(
+            g["contents"][1]["parts"],
+            json!([{"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2lnLTE="}, {"functionCall": {"name": "g", "args": {}}}])
+        );
+        assert_eq!(g["contents"][2]["parts"][0]["functionResponse"]["name"], "f");
+        assert_eq!(g["contents"][2]["parts"][1]["functionResponse"]["name"], "g");
     }
 
     #[test]
