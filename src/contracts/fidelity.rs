@@ -15,6 +15,13 @@
 //! | `usage.prompt_tokens`             | `input_tokens` + cache read + cache creation  |
 //! | `prompt_tokens_details.cached_tokens` | `cache_read_input_tokens`                 |
 //!
+//! Gemini (`generateContent`) reads the same way: candidates are choices,
+//! `functionCall` parts tool calls (`args` the same JSON value), `STOP` is
+//! `stop` (`tool_calls`/`tool_use` when it called a function), `MAX_TOKENS`
+//! `length`, its safety reasons `content_filter`; `promptTokenCount`
+//! (cached tokens included) is `prompt_tokens`, candidates + thoughts are
+//! `completion_tokens`, `cachedContentTokenCount` is `cached_tokens`.
+//!
 //! OpenAI's `prompt_tokens` counts every input token; Anthropic's
 //! `input_tokens` excludes cached ones. Gateways differ on whether to add
 //! the cache counts back, so `prompt_tokens` may be the input alone, input +

@@ -223,6 +223,11 @@ fn missing_signature(model: &str, obj: &Map<String, Value>) -> Option<String> {
 
 /// The request's own rules, after it parsed: the first broken one.
 fn request_problem(obj: &Map<String, Value>) -> Option<String> {
+    if let Some(c) = get(obj, "contents").filter(|c| !c.is_array()) {
+        return Some(format!(
+            "Invalid value at 'contents' (type.googleapis.com/google.ai.generativelanguage.v1beta.Content), {c}"
+        ));
+    }
     let contents = get(obj, "contents").and_then(Value::as_array).filter(|c| !c.is_empty());
     let Some(contents) = contents else {
         return Some("* GenerateContentRequest.contents: contents is not specified\n".into());
@@ -230,17 +235,28 @@ fn request_problem(obj: &Map<String, Value>) -> Option<String> {
     let empty = Vec::new();
     let mut previous: Option<(&str, &Vec<Value>)> = None;
     for (i, c) in contents.iter().enumerate() {
-        let c = c.as_object()?;
+        let Some(c) = c.as_object() else {
+            return Some(format!(
+                "Invalid value at 'contents[{i}]' (type.googleapis.com/google.ai.generativelanguage.v1beta.Content), {c}"
+            ));
+        };
         let role = get(c, "role").and_then(Value::as_str).unwrap_or("user");
         if !matches!(role, "user" | "model") {
             return Some("Please use a valid role: user, model.".into());
+        }
+        if let Some(p) = get(c, "parts").filter(|p| !p.is_array()) {
+            return Some(format!("Invalid value at 'contents[{i}].parts' (type.googleapis.com/google.ai.generativelanguage.v1beta.Part), {p}"));
         }
         let parts = get(c, "parts").and_then(Value::as_array).unwrap_or(&empty);
         if parts.is_empty() {
             return Some(format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n"));
         }
         for (j, p) in parts.iter().enumerate() {
-            let p = p.as_object()?;
+            let Some(p) = p.as_object() else {
+                return Some(format!(
+                    "Invalid value at 'contents[{i}].parts[{j}]' (type.googleapis.com/google.ai.generativelanguage.v1beta.Part), {p}"
+                ));
+            };
             let data = [
                 "text",
                 "inlineData",
@@ -435,6 +451,8 @@ mod tests {
             (json!({"contents": []}), "contents is not specified"),
             (json!({"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]}), "valid role"),
             (json!({"contents": [{"role": "user", "parts": []}]}), "must not be empty"),
+            (json!({"contents": "hi"}), "Invalid value at 'contents'"),
+            (json!({"contents": [{"role": "user", "parts": ["hi"]}]}), "Invalid value at 'contents[0].parts[0]'"),
             (json!({"contents": [{"role": "user", "parts": [{"thought": true}]}]}), "oneof field 'data'"),
             (
                 json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}, {"role": "user", "parts": [{"functionResponse": {"name": "get", "response": {}}}]}]}),
