@@ -106,10 +106,21 @@ pub(crate) fn rate_limited(kind: MockKind, retry_after_secs: u64, ids: &IdGen) -
             "Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model with base model: anthropic-claude. Please submit a quota increase request. https://cloud.google.com/vertex-ai/docs/generative-ai/quotas-genai.",
             "RESOURCE_EXHAUSTED",
         ),
-        MockKind::Gemini => google(
+        // Google says when to retry in the body too (`google.rpc.RetryInfo`).
+        MockKind::Gemini => Buffered::json(
             429,
-            "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
-            "RESOURCE_EXHAUSTED",
+            &json!({"error": {
+                "code": 429,
+                "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                    }]},
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{retry_after_secs}s")},
+                ],
+            }}),
         ),
     };
     b.with_header("retry-after", retry_after_secs.to_string())

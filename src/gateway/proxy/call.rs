@@ -5,7 +5,7 @@
 //! event stream fails before the client has a byte.
 
 use crate::gateway::client_cache::Lease;
-use crate::gateway::error::{upstream_message, ApiError};
+use crate::gateway::error::{retry_delay, upstream_message, ApiError};
 use crate::gateway::providers::{AnswerContext, Call, EventDecoder, Operation, Provider};
 use crate::gateway::routing::Route;
 use crate::gateway::state::Gateway;
@@ -115,13 +115,10 @@ pub(super) async fn stored_response(
 /// and message.
 async fn upstream_error(provider: Provider, resp: reqwest::Response, drop_retry_after: bool) -> ApiError {
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
-        .filter(|_| !drop_retry_after);
+    let header = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
     let body = crate::gateway::upstream::read_prefix(resp, MAX_ERROR_BYTES).await;
+    // Google's APIs may say when to retry only in the body (`RetryInfo`).
+    let retry_after = header.or_else(|| retry_delay(&body)).filter(|_| !drop_retry_after);
     let (message, error_type) = upstream_message(&body);
     ApiError::Upstream {
         status,
