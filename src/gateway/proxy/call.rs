@@ -250,10 +250,25 @@ pub(super) async fn openai_stream(
     tap: super::stream::UsageTap,
 ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, ApiError>>, ApiError> {
     let translator = route.provider.api().openai_stream(op, cx);
-    let inner = upstream_stream(gw, route, resp, client).await?;
+    let mut inner = upstream_stream(gw, route, resp, client).await?;
     let Some(mut tr) = translator else { return Ok(inner) };
+    // The first chunk is translated before the client has a byte too: a
+    // failure the provider reports at once is still an error status (and
+    // the next deployment may be tried), not an error event after a 200.
+    let mut first = Vec::new();
+    let mut failed = None;
+    if let Some(chunk) = inner.next().await {
+        if let Err(e) = tr.feed(&chunk?, &mut first) {
+            if first.is_empty() {
+                return Err(e);
+            }
+            failed = Some(e);
+        }
+        tap.set(tr.usage());
+    }
     Ok(async_stream::stream! {
-        let mut inner = inner;
+        if !first.is_empty() { yield Ok(bytes::Bytes::from(first)); }
+        if let Some(e) = failed { yield Err(e); return; }
         while let Some(chunk) = inner.next().await {
             let chunk = match chunk { Ok(c) => c, Err(e) => { yield Err(e); return; } };
             let mut out = Vec::new();
