@@ -42,7 +42,7 @@ pub(crate) enum Route {
     /// Vertex `publishers/anthropic/models/count-tokens:rawPredict`.
     VertexCountTokens,
     /// Gemini's `models/{model}:generateContent` and
-    /// `:streamGenerateContent` (`/v1beta/`, also `/v1/`); `model` is
+    /// `:streamGenerateContent` (`/v1beta/`, also `/v1/` and `/v1alpha/`); `model` is
     /// decoded. `sse`: the stream was asked for as SSE (`alt=sse`); without
     /// it Google streams one JSON array.
     GeminiGenerate {
@@ -191,12 +191,13 @@ fn vertex(path: &str) -> Route {
     }
 }
 
-/// `/v1beta/models/{m}:generateContent|:streamGenerateContent` (also `/v1/`).
+/// `/v1beta/models/{m}:generateContent|:streamGenerateContent` (also `/v1/`
+/// and `/v1alpha/`, where LiteLLM sends Gemini 3).
 fn gemini(path: &str, query: Option<&str>) -> Route {
     let segments: Vec<&str> = path.split('/').collect();
     let shape_ok = segments.len() == 4
         && segments[0].is_empty()
-        && matches!(segments[1], "v1beta" | "v1")
+        && matches!(segments[1], "v1beta" | "v1" | "v1alpha")
         && segments[2] == "models";
     if !shape_ok {
         return Route::Other;
@@ -265,6 +266,10 @@ mod tests {
         );
         assert_eq!(at("/v1/models/a%3Ab:streamGenerateContent", Some("alt=sse")), generate("a:b", true, true));
         assert_eq!(at("/v1beta/models/g:streamGenerateContent", None), generate("g", true, false));
+        assert_eq!(
+            at("/v1alpha/models/gemini-3-pro-preview:generateContent", None),
+            generate("gemini-3-pro-preview", false, false)
+        );
         for path in [
             "/v1beta/models/g:countTokens",
             "/v1beta/models/:generateContent",

@@ -722,13 +722,15 @@ mod endpoint_tests {
             "http://127.0.0.1:9/v1beta/models/..%2Ffiles%2Fx%3Adelete%3Fkey%3D1:streamGenerateContent?alt=sse"
         );
         assert_eq!(header(&r, "x-goog-api-key"), Some("AIza-cfg"));
-        // LiteLLM's reading of an api_base that names the model's URL.
-        let yaml = "model: gemini/gemini-2.5-flash\napi_base: https://gw.example/g/v1beta/models/gemini-2.5-flash";
-        let ep = endpoint(Provider::Gemini, yaml, &[]).unwrap();
-        let mut c = call(Operation::OpenAi("chat/completions"), "gemini-2.5-flash", false, &[]);
-        c.body = json!({"messages": []}).as_object().cloned().unwrap_or_default();
-        let r = g.request(&ep, c).unwrap();
-        assert_eq!(r.url, "https://gw.example/g/v1beta/models/gemini-2.5-flash:generateContent");
+        // LiteLLM's readings of api_base: the root with the API version
+        // (from 1.96), or the model's own URL (before).
+        for base in ["https://gw.example/g/v1beta/", "https://gw.example/g/v1beta/models/gemini-2.5-flash"] {
+            let ep = endpoint(Provider::Gemini, &format!("model: gemini/gemini-2.5-flash\napi_base: {base}"), &[]);
+            let mut c = call(Operation::OpenAi("chat/completions"), "gemini-2.5-flash", false, &[]);
+            c.body = json!({"messages": []}).as_object().cloned().unwrap_or_default();
+            let r = g.request(&ep.unwrap(), c).unwrap();
+            assert_eq!(r.url, "https://gw.example/g/v1beta/models/gemini-2.5-flash:generateContent", "{base}");
+        }
         assert!(!g.serves(Operation::OpenAi("embeddings"), "x") && !g.serves(Operation::Messages, "x"));
         assert!(g.serves(Operation::OpenAi("chat/completions"), "x") && !g.speaks_messages("x"));
         assert_eq!(Provider::parse("gemini"), Some(Provider::Gemini));

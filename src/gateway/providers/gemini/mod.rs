@@ -37,12 +37,22 @@ impl ProviderApi for Gemini {
     fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String> {
         let base = input.api_base().unwrap_or_else(|| GEMINI_BASE.to_string());
         let mut ep = Endpoint::new(input.provider, base.clone());
-        // An `api_base` that already names a model's URL (LiteLLM's reading
-        // of it, for proxies such as Cloudflare's AI Gateway:
-        // `…/v1beta/models/gemini-2.5-flash`) is used as it is, the method
-        // appended; otherwise it is the API's root. `request` tells the two
-        // apart by the trailing slash.
-        ep.url = if names_a_model(&base) { base.clone() } else { format!("{base}/v1beta/models/") };
+        // The API's root (`https://generativelanguage.googleapis.com`, a
+        // proxy's prefix) gets `/v1beta/models/`; LiteLLM's readings of
+        // `api_base` are taken too, so its configs work as written: a root
+        // that ends in the API version (`…/v1beta`, LiteLLM from 1.96) gets
+        // `/models/`, and one that already names a model's URL
+        // (`…/models/gemini-2.5-flash`, earlier LiteLLM) is used as it is,
+        // the method appended. `request` tells that one apart by the
+        // missing trailing slash.
+        let version = matches!(base.rsplit('/').next(), Some("v1" | "v1beta" | "v1alpha")) && base.contains("://");
+        ep.url = if names_a_model(&base) {
+            base.clone()
+        } else if version {
+            format!("{base}/models/")
+        } else {
+            format!("{base}/v1beta/models/")
+        };
         // The key goes in a header, never in the URL (`?key=` is what
         // Google's samples show, and URLs are logged).
         let key = input.api_key().or_else(|| (input.env)(GEMINI_KEY_ENV).filter(|k| !k.is_empty()));
