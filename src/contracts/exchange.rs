@@ -285,22 +285,22 @@ impl Setup {
                         _ => None,
                     };
                 }
-                // A Gemini deployment without `api_key` sends the key in
-                // GEMINI_API_KEY (the config's `environment_variables`, else
-                // the gateway's environment), as LiteLLM reads it.
+                // A Gemini deployment without `api_key` sends the key of
+                // GEMINI_API_KEY or GOOGLE_API_KEY (LiteLLM reads both; the
+                // config's `environment_variables`, else the gateway's
+                // environment): either is that deployment's credential.
                 let gemini = p.get("model").and_then(Value::as_str).is_some_and(|m| m.starts_with("gemini/"));
-                let env_key = (gemini && p.get("api_key").and_then(resolve).is_none())
-                    .then(|| {
-                        config
-                            .pointer("/environment_variables/GEMINI_API_KEY")
-                            .and_then(resolve)
-                            .or_else(|| env.get("GEMINI_API_KEY").cloned())
-                    })
-                    .flatten()
-                    .filter(|k| !k.is_empty());
-                let has_env_key = env_key.is_some();
-                if let Some(key) = env_key {
-                    setup.secrets.push(Secret { label: "GEMINI_API_KEY".into(), value: key.clone() });
+                let keyless_gemini = gemini && p.get("api_key").and_then(resolve).is_none();
+                let mut has_env_key = false;
+                for var in ["GEMINI_API_KEY", "GOOGLE_API_KEY"].into_iter().filter(|_| keyless_gemini) {
+                    let key = config
+                        .pointer(&format!("/environment_variables/{var}"))
+                        .and_then(resolve)
+                        .or_else(|| env.get(var).cloned())
+                        .filter(|k| !k.is_empty());
+                    let Some(key) = key else { continue };
+                    has_env_key = true;
+                    setup.secrets.push(Secret { label: var.into(), value: key.clone() });
                     if let Some((name, _)) = owner {
                         setup.credentials.entry(name.clone()).or_default().insert(key);
                     }

@@ -29,6 +29,20 @@ fn gemini_setup() -> Setup {
     Setup::from_config(&config, &mocks, &Default::default())
 }
 
+/// A Gemini deployment without `api_key`: its key comes from the config's
+/// `environment_variables` (GEMINI_API_KEY), as LiteLLM reads it.
+fn env_key_setup() -> Setup {
+    let config = json!({
+        "model_list": [
+            {"model_name": "gemini", "litellm_params": {"model": "gemini/gemini-2.5-flash", "api_base": "http://127.0.0.1:1004/v1beta"}},
+        ],
+        "environment_variables": {"GEMINI_API_KEY": "AIza-from-the-environment"},
+        "general_settings": {"master_key": MASTER_KEY},
+    });
+    let mocks = [("gemini".to_string(), "http://127.0.0.1:1004".to_string())].into_iter().collect();
+    Setup::from_config(&config, &mocks, &Default::default())
+}
+
 fn gcase(name: &'static str, expect: Option<&'static str>, exchange: Exchange) -> Case {
     Case { name, exchange, setup: gemini_setup(), expect, also: Vec::new() }
 }
@@ -306,6 +320,40 @@ pub fn cases() -> Vec<Case> {
                 vec![call],
             )
         }),
+        Case {
+            name: "gemini: the environment's GEMINI_API_KEY reaches its deployment's host",
+            setup: env_key_setup(),
+            expect: None,
+            also: Vec::new(),
+            exchange: {
+                let call = to_gemini(
+                    "generateContent",
+                    "AIza-from-the-environment",
+                    contents_hi(),
+                    json_answer(200, hello.clone()),
+                );
+                exchange(
+                    chat(gemini_chat(false)),
+                    json_response(200, client_completion(said("Hello"), "stop", usage12.clone())),
+                    vec![call],
+                )
+            },
+        },
+        Case {
+            name: "gemini: another key in place of the environment's GEMINI_API_KEY",
+            setup: env_key_setup(),
+            expect: Some("security.credential-not-replaced"),
+            also: Vec::new(),
+            exchange: {
+                let call =
+                    to_gemini("generateContent", "AIza-someone-elses", contents_hi(), json_answer(200, hello.clone()));
+                exchange(
+                    chat(gemini_chat(false)),
+                    json_response(200, client_completion(said("Hello"), "stop", usage12.clone())),
+                    vec![call],
+                )
+            },
+        },
         gcase(
             "gemini: the client's gateway key sent as the key in the URL",
             Some("security.client-key-not-forwarded"),
