@@ -731,6 +731,11 @@ mod endpoint_tests {
             let r = g.request(&ep.unwrap(), c).unwrap();
             assert_eq!(r.url, "https://gw.example/g/v1beta/models/gemini-2.5-flash:generateContent", "{base}");
         }
+        let ep = endpoint(Provider::Gemini, "model: gemini/x", &[("GOOGLE_API_KEY", "AIza-google")]).unwrap();
+        assert_eq!(
+            ep.headers.iter().find(|(k, _)| k == "x-goog-api-key").and_then(|(_, v)| v.to_str().ok()),
+            Some("AIza-google")
+        );
         assert!(!g.serves(Operation::OpenAi("embeddings"), "x") && !g.serves(Operation::Messages, "x"));
         assert!(g.serves(Operation::OpenAi("chat/completions"), "x") && !g.speaks_messages("x"));
         assert_eq!(Provider::parse("gemini"), Some(Provider::Gemini));

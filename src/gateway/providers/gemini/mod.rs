@@ -25,6 +25,10 @@ pub const GEMINI_BASE: &str = "https://generativelanguage.googleapis.com";
 /// `api_key`.
 pub const GEMINI_KEY_ENV: &str = "GEMINI_API_KEY";
 
+/// Google's own name for the same key, which LiteLLM reads too: the
+/// fallback when GEMINI_API_KEY is not set.
+pub const GOOGLE_KEY_ENV: &str = "GOOGLE_API_KEY";
+
 /// Whether a base URL ends in `/models/{name}`: the URL of one model.
 fn names_a_model(base: &str) -> bool {
     base.rsplit_once("/models/").is_some_and(|(_, name)| !name.is_empty() && !name.contains(['/', '?', '#']))
@@ -55,7 +59,9 @@ impl ProviderApi for Gemini {
         };
         // The key goes in a header, never in the URL (`?key=` is what
         // Google's samples show, and URLs are logged).
-        let key = input.api_key().or_else(|| (input.env)(GEMINI_KEY_ENV).filter(|k| !k.is_empty()));
+        let key = input
+            .api_key()
+            .or_else(|| [GEMINI_KEY_ENV, GOOGLE_KEY_ENV].iter().find_map(|v| (input.env)(v).filter(|k| !k.is_empty())));
         match key {
             Some(k) => ep.with_header("x-goog-api-key", k, "api_key"),
             None => Ok(ep),
