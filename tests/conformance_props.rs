@@ -16,12 +16,14 @@ use std::sync::OnceLock;
 
 const OPENAI_KEY: &str = "test-openai-credential";
 const ANTHROPIC_KEY: &str = "test-anthropic-credential";
+const GEMINI_KEY: &str = "test-gemini-credential";
 
 /// One gateway and two mocks for every case; stubs are swapped per case.
 struct Rig {
     rt: tokio::runtime::Runtime,
     openai: MockProvider,
     anthropic: MockProvider,
+    gemini: MockProvider,
     base: String,
     http: reqwest::Client,
     setup: Setup,
@@ -31,14 +33,16 @@ fn rig() -> &'static Rig {
     static RIG: OnceLock<Rig> = OnceLock::new();
     RIG.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let (openai, anthropic, base, setup) = rt.block_on(async {
+        let (openai, anthropic, gemini, base, setup) = rt.block_on(async {
             let openai = MockProvider::start(MockKind::Openai, "openai", MockOptions::default()).await.expect("mock");
             let anthropic =
                 MockProvider::start(MockKind::Anthropic, "anthropic", MockOptions::default()).await.expect("mock");
+            let gemini = MockProvider::start(MockKind::Gemini, "gemini", MockOptions::default()).await.expect("mock");
             let config = json!({
                 "model_list": [
                     {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": format!("{}/v1", openai.url()), "api_key": OPENAI_KEY}},
                     {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_base": anthropic.url(), "api_key": ANTHROPIC_KEY}},
+                    {"model_name": "gemini", "litellm_params": {"model": "gemini/gemini-2.5-flash", "api_base": gemini.url(), "api_key": GEMINI_KEY}},
                 ],
                 "router_settings": {"num_retries": 0},
             });
@@ -48,13 +52,17 @@ fn rig() -> &'static Rig {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let base = format!("http://{}", listener.local_addr().expect("addr"));
             tokio::spawn(postmortem::gateway::server::serve(gw, listener));
-            let mocks: BTreeMap<String, String> =
-                [("openai".to_string(), openai.url()), ("anthropic".to_string(), anthropic.url())].into();
+            let mocks: BTreeMap<String, String> = [
+                ("openai".to_string(), openai.url()),
+                ("anthropic".to_string(), anthropic.url()),
+                ("gemini".to_string(), gemini.url()),
+            ]
+            .into();
             let setup = Setup::from_config(&config, &mocks, &BTreeMap::new());
-            (openai, anthropic, base, setup)
+            (openai, anthropic, gemini, base, setup)
         });
         let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build().expect("client");
-        Rig { rt, openai, anthropic, base, http, setup }
+        Rig { rt, openai, anthropic, gemini, base, http, setup }
     })
 }
 
@@ -67,11 +75,15 @@ fn exchange(mock: &str, stub: Value, path: &str, body: Vec<u8>, want: Option<u16
     let r = rig();
     r.rt.block_on(async {
         let stub: Stub = serde_json::from_value(stub).map_err(|e| format!("stub: {e}"))?;
-        for m in [&r.openai, &r.anthropic] {
+        for m in [&r.openai, &r.anthropic, &r.gemini] {
             m.reset().await;
             m.clear_journal();
         }
-        let target = if mock == "openai" { &r.openai } else { &r.anthropic };
+        let target = match mock {
+            "openai" => &r.openai,
+            "gemini" => &r.gemini,
+            _ => &r.anthropic,
+        };
         target.mount(stub).await.map_err(|e| e.to_string())?;
         let resp = r
             .http
@@ -90,7 +102,7 @@ fn exchange(mock: &str, stub: Value, path: &str, body: Vec<u8>, want: Option<u16
             Err(_) => (Vec::new(), false),
         };
         let mut upstream = Vec::new();
-        for (name, m) in [("openai", &r.openai), ("anthropic", &r.anthropic)] {
+        for (name, m) in [("openai", &r.openai), ("anthropic", &r.anthropic), ("gemini", &r.gemini)] {
             for (request, answer) in m.exchanges() {
                 upstream.push(UpstreamCall { provider: name.into(), kind: m.kind(), request, answer });
             }
@@ -236,6 +248,50 @@ proptest! {
     }
 
     #[test]
+    fn gemini_answers_survive_translation(
+        content in text(), finish in prop_oneof![Just("STOP"), Just("MAX_TOKENS"), Just("SAFETY")],
+        prompt in 0u64..100_000, candidates in 0u64..10_000, thoughts in prop::option::of(0u64..5_000),
+        cached in prop::option::of(0u64..50_000), city in text(), with_tool in any::<bool>(),
+        stream in any::<bool>(), messages_api in any::<bool>(), cuts in prop::collection::vec(0usize..64, 0..4),
+    ) {
+        let mut usage = json!({"promptTokenCount": prompt + cached.unwrap_or(0), "candidatesTokenCount": candidates});
+        if let Some(t) = thoughts { usage["thoughtsTokenCount"] = json!(t); }
+        if let Some(c) = cached { usage["cachedContentTokenCount"] = json!(c); }
+        usage["totalTokenCount"] = json!(prompt + cached.unwrap_or(0) + candidates + thoughts.unwrap_or(0));
+        // Gemini says STOP when it calls a function.
+        let finish = if with_tool { "STOP" } else { finish };
+        let call = json!({"functionCall": {"name": "f", "args": {"city": city}}});
+        let response = |parts: Value, last: bool| {
+            let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+            if last { candidate["finishReason"] = json!(finish); }
+            let meta = if last { usage.clone() } else { json!({"promptTokenCount": prompt}) };
+            json!({"candidates": [candidate], "usageMetadata": meta, "modelVersion": "gemini-2.5-flash", "responseId": "resp-p"})
+        };
+        let stub = if stream {
+            let mut events: Vec<Value> = pieces(&content, &cuts).into_iter()
+                .map(|p| json!({"data": response(json!([{"text": p}]), false).to_string()}))
+                .collect();
+            let last = if with_tool { json!([call]) } else { json!([{"text": ""}]) };
+            events.push(json!({"data": response(last, true).to_string()}));
+            json!({"response": {"sse": {"events": events}}})
+        } else {
+            let mut parts = vec![json!({"text": content})];
+            if with_tool { parts.push(call); }
+            json!({"response": {"json": {"body": response(Value::Array(parts), true)}}})
+        };
+        let (path, body) = if messages_api {
+            ("/v1/messages", json!({"model": "gemini", "max_tokens": 1024, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+        } else {
+            ("/v1/chat/completions", json!({"model": "gemini", "stream": stream, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}))
+        };
+        let body = if stream || messages_api { body } else {
+            let mut b = body; b.as_object_mut().unwrap().remove("stream_options"); b
+        };
+        let result = exchange("gemini", stub, path, serde_json::to_vec(&body).unwrap(), Some(200));
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
     fn conversations_reach_the_provider_as_sent(
         system in prop::option::of(text()), turns in prop::collection::vec(text(), 1..6),
         temperature in prop::option::of(0.0f64..1.0), max_tokens in prop::option::of(1u64..4096),
@@ -261,6 +317,32 @@ proptest! {
         let stub = json!({"match": {"path": "/nothing-matches"}, "response": {"json": {"body": {}}}});
         let mock = if to_claude { "anthropic" } else { "openai" };
         let result = exchange(mock, stub, "/v1/chat/completions", serde_json::to_vec(&body).unwrap(), Some(200));
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn conversations_reach_gemini_as_sent(
+        system in prop::option::of(text()), turns in prop::collection::vec(text(), 1..6),
+        temperature in prop::option::of(0.0f64..2.0), max_tokens in prop::option::of(1u64..4096),
+        stop in prop::option::of(text()), stream in any::<bool>(),
+    ) {
+        let mut messages: Vec<Value> = system.iter().map(|s| json!({"role": "system", "content": s})).collect();
+        for (i, t) in turns.iter().enumerate() {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            // A turn with nothing in it has no parts to send, and Gemini
+            // refuses empty parts; a real client says something.
+            let t = if t.is_empty() { format!("turn {i}") } else { t.clone() };
+            messages.push(json!({"role": role, "content": t}));
+        }
+        if messages.last().and_then(|m| m["role"].as_str()) != Some("user") {
+            messages.push(json!({"role": "user", "content": "go on"}));
+        }
+        let mut body = json!({"model": "gemini", "stream": stream, "messages": messages});
+        if let Some(t) = temperature { body["temperature"] = json!(t); }
+        if let Some(m) = max_tokens { body["max_tokens"] = json!(m); }
+        if let Some(s) = stop { body["stop"] = json!([s]); }
+        let stub = json!({"match": {"path": "/nothing-matches"}, "response": {"json": {"body": {}}}});
+        let result = exchange("gemini", stub, "/v1/chat/completions", serde_json::to_vec(&body).unwrap(), Some(200));
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
     }
 

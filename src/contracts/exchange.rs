@@ -285,8 +285,28 @@ impl Setup {
                         _ => None,
                     };
                 }
-                let has_credential =
-                    ["api_key", "aws_access_key_id"].iter().any(|f| p.get(*f).and_then(resolve).is_some());
+                // A Gemini deployment without `api_key` sends the key of
+                // GEMINI_API_KEY or GOOGLE_API_KEY (LiteLLM reads both; the
+                // config's `environment_variables`, else the gateway's
+                // environment): either is that deployment's credential.
+                let gemini = p.get("model").and_then(Value::as_str).is_some_and(|m| m.starts_with("gemini/"));
+                let keyless_gemini = gemini && p.get("api_key").and_then(resolve).is_none();
+                let mut has_env_key = false;
+                for var in ["GEMINI_API_KEY", "GOOGLE_API_KEY"].into_iter().filter(|_| keyless_gemini) {
+                    let key = config
+                        .pointer(&format!("/environment_variables/{var}"))
+                        .and_then(resolve)
+                        .or_else(|| env.get(var).cloned())
+                        .filter(|k| !k.is_empty());
+                    let Some(key) = key else { continue };
+                    has_env_key = true;
+                    setup.secrets.push(Secret { label: var.into(), value: key.clone() });
+                    if let Some((name, _)) = owner {
+                        setup.credentials.entry(name.clone()).or_default().insert(key);
+                    }
+                }
+                let has_credential = has_env_key
+                    || ["api_key", "aws_access_key_id"].iter().any(|f| p.get(*f).and_then(resolve).is_some());
                 if let (Some((name, _)), false) = (owner, has_credential) {
                     setup.keyless.insert(name.clone());
                 }

@@ -15,6 +15,13 @@
 //! | `usage.prompt_tokens`             | `input_tokens` + cache read + cache creation  |
 //! | `prompt_tokens_details.cached_tokens` | `cache_read_input_tokens`                 |
 //!
+//! Gemini (`generateContent`) reads the same way: candidates are choices,
+//! `functionCall` parts tool calls (`args` the same JSON value), `STOP` is
+//! `stop` (`tool_calls`/`tool_use` when it called a function), `MAX_TOKENS`
+//! `length`, its safety reasons `content_filter`; `promptTokenCount`
+//! (cached tokens included) is `prompt_tokens`, candidates + thoughts are
+//! `completion_tokens`, `cachedContentTokenCount` is `cached_tokens`.
+//!
 //! OpenAI's `prompt_tokens` counts every input token; Anthropic's
 //! `input_tokens` excludes cached ones. Gateways differ on whether to add
 //! the cache counts back, so `prompt_tokens` may be the input alone, input +
@@ -53,6 +60,9 @@ pub(super) fn provider_answer(call: &UpstreamCall) -> Option<Answer> {
             Some(semantic::bedrock_invoke_stream(body))
         }
         MockKind::Bedrock => a.json().map(|v| semantic::anthropic_body(&v)),
+        // A stream (SSE, or one JSON array without `alt=sse`), or one answer.
+        MockKind::Gemini if path.contains(":streamGenerateContent") => Some(semantic::gemini_stream(body)),
+        MockKind::Gemini => a.json().map(|v| semantic::gemini_body(&v)),
         k if k.is_openai_family() && path.trim_end_matches('/').ends_with("/responses") => {
             if event_stream == "text/event-stream" {
                 Some(semantic::responses_stream(body))
@@ -77,11 +87,36 @@ pub(super) fn provider_answer(call: &UpstreamCall) -> Option<Answer> {
     }
 }
 
+/// Gemini's reasons for stopping on safety grounds (its `FinishReason`
+/// enum), and a blocked prompt's `blockReason`s.
+const GEMINI_FILTERED: &[&str] =
+    &["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT"];
+
 /// The finish reasons of the client's API that a provider's reason maps to.
-fn finish_counterparts(provider: Protocol, client: Protocol, reason: &str) -> Option<&'static [&'static str]> {
+/// `called`: the provider's choice called a tool (Gemini says `STOP` then).
+fn finish_counterparts(
+    provider: Protocol,
+    client: Protocol,
+    reason: &str,
+    called: bool,
+) -> Option<&'static [&'static str]> {
     use Protocol::*;
     Some(match (provider, client) {
         (OpenAi, OpenAi) | (Anthropic, Anthropic) => return None, // compared as equal strings
+        (Gemini, OpenAi) => match reason {
+            "STOP" if called => &["tool_calls"],
+            "STOP" => &["stop"],
+            "MAX_TOKENS" => &["length"],
+            r if GEMINI_FILTERED.contains(&r) => &["content_filter"],
+            _ => return Some(&[]),
+        },
+        (Gemini, Anthropic) => match reason {
+            "STOP" if called => &["tool_use"],
+            "STOP" => &["end_turn", "stop_sequence"],
+            "MAX_TOKENS" => &["max_tokens"],
+            r if GEMINI_FILTERED.contains(&r) => &["refusal", "end_turn"],
+            _ => return Some(&[]),
+        },
         (Anthropic | Converse, OpenAi) => match reason {
             "end_turn" | "stop_sequence" => &["stop"],
             "max_tokens" => &["length"],
@@ -97,7 +132,7 @@ fn finish_counterparts(provider: Protocol, client: Protocol, reason: &str) -> Op
             "content_filter" | "guardrail_intervened" | "content_filtered" => &["refusal", "end_turn"],
             _ => return Some(&[]),
         },
-        (_, Converse) => return Some(&[]),
+        (_, Converse | Gemini) => return Some(&[]),
     })
 }
 
@@ -196,7 +231,8 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
             ));
         }
         if let (Some(pf), Some(cf)) = (&pc.finish, &cc.finish) {
-            let ok = match finish_counterparts(pp, cp, pf) {
+            let called = !pc.tool_calls.is_empty();
+            let ok = match finish_counterparts(pp, cp, pf, called) {
                 None => pf == cf,
                 Some(allowed) => allowed.is_empty() || allowed.contains(&cf.as_str()),
             };
@@ -204,7 +240,7 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
                 // Across APIs a reason changes its spelling: say which ones
                 // the translation table allows, so "refusal became refusal"
                 // reads as the missing translation it is.
-                let expected = match finish_counterparts(pp, cp, pf) {
+                let expected = match finish_counterparts(pp, cp, pf, called) {
                     Some(allowed) => format!(" (the {cp:?} spelling is one of {})", allowed.join(", ")),
                     None => String::new(),
                 };
@@ -322,6 +358,10 @@ fn usage(p: &Answer, c: &Answer, client: Protocol, x: &Exchange, out: &mut Vec<V
     if let (Some(pi), Some(ci)) = (pu.input, cu.input) {
         let allowed: Vec<u64> = match (p.protocol, client) {
             (Some(Protocol::OpenAi), Protocol::OpenAi) => vec![pi],
+            // Gemini's prompt count includes its cached tokens, as OpenAI's
+            // does; Anthropic's input_tokens may leave them out.
+            (Some(Protocol::Gemini), Protocol::OpenAi) => vec![pi],
+            (Some(Protocol::Gemini), Protocol::Anthropic) => vec![pi, pi.saturating_sub(read)],
             (_, Protocol::OpenAi) => vec![pi, pi + read, pi + read + creation],
             // OpenAI -> Anthropic: input_tokens may exclude cached tokens.
             (Some(Protocol::OpenAi), Protocol::Anthropic) => vec![pi, pi.saturating_sub(read)],
@@ -344,7 +384,9 @@ fn usage(p: &Answer, c: &Answer, client: Protocol, x: &Exchange, out: &mut Vec<V
             }
         }
     }
-    if p.protocol == Some(client) {
+    // Gemini's cached count is OpenAI's `cached_tokens` under another name.
+    let gemini_to_openai = p.protocol == Some(Protocol::Gemini) && client == Protocol::OpenAi;
+    if p.protocol == Some(client) || gemini_to_openai {
         for (what, pv, cv) in
             [("cache read", pu.cache_read, cu.cache_read), ("cache creation", pu.cache_creation, cu.cache_creation)]
         {

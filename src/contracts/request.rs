@@ -1,7 +1,9 @@
 //! Fidelity on the way up: what the client asked reaches the provider, in
 //! the client's order, with the client's roles and values, across any
-//! translation (OpenAI chat ⇄ Anthropic Messages ⇄ Bedrock Converse, and a
-//! Responses API request bridged to either).
+//! translation (OpenAI chat ⇄ Anthropic Messages ⇄ Bedrock Converse, to
+//! Gemini's `generateContent`, and a Responses API request bridged to
+//! either). Gemini's `model` role is the assistant's; its function results
+//! answer calls by name (or by `id`, when the gateway sends one).
 //!
 //! Compared as a conversation, not as bytes: consecutive messages of one
 //! role are merged on both sides (Anthropic requires alternation, so
@@ -267,12 +269,134 @@ impl Conversation {
     }
 }
 
-/// A parameter as each API names it: (OpenAI, Anthropic, Converse pointer).
-const PARAMS: &[(&str, &str, &str)] = &[
-    ("temperature", "temperature", "/inferenceConfig/temperature"),
-    ("top_p", "top_p", "/inferenceConfig/topP"),
-    ("max_tokens", "max_tokens", "/inferenceConfig/maxTokens"),
-    ("max_completion_tokens", "max_tokens", "/inferenceConfig/maxTokens"),
+/// Gemini's body with every field of the request's own messages in its
+/// camelCase spelling: the service takes proto's snake_case too
+/// (`system_instruction`, `generation_config`), and a gateway may send
+/// either. Values the client wrote (function arguments and results,
+/// schemas) are left as they are.
+fn gemini_camel(body: &Value) -> Value {
+    /// The members that hold the request's own messages (lists of them
+    /// included): their keys are renamed in turn; other values are data.
+    const MESSAGES: &[&str] = &[
+        "contents",
+        "parts",
+        "systemInstruction",
+        "inlineData",
+        "fileData",
+        "functionCall",
+        "functionResponse",
+        "tools",
+        "functionDeclarations",
+        "toolConfig",
+        "functionCallingConfig",
+        "generationConfig",
+    ];
+    fn camel(key: &str) -> String {
+        let mut out = String::with_capacity(key.len());
+        let mut up = false;
+        for c in key.chars() {
+            if c == '_' {
+                up = true;
+            } else if up {
+                out.push(c.to_ascii_uppercase());
+                up = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+    fn rename(v: &Value) -> Value {
+        let Some(obj) = v.as_object() else { return v.clone() };
+        let mut out = serde_json::Map::new();
+        for (k, v) in obj {
+            let k = camel(k);
+            let v = match v {
+                Value::Array(items) if MESSAGES.contains(&k.as_str()) => {
+                    Value::Array(items.iter().map(rename).collect())
+                }
+                _ if MESSAGES.contains(&k.as_str()) => rename(v),
+                _ => v.clone(),
+            };
+            out.insert(k, v);
+        }
+        Value::Object(out)
+    }
+    rename(body)
+}
+
+impl Conversation {
+    /// Gemini's `generateContent`: `systemInstruction` apart; `model` turns
+    /// are the assistant's; `functionCall` parts are earlier calls and
+    /// `functionResponse` parts their results (the user's turn), matched by
+    /// `id` when given, else by name in order (the k-th result of a name
+    /// answers the k-th call of it); `inlineData` and `fileData` images.
+    fn gemini(body: &Value) -> Conversation {
+        let body = gemini_camel(body);
+        let text_parts = |parts: Option<&Value>| -> String {
+            parts
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect()
+        };
+        let mut c = Conversation { system: text_parts(body.pointer("/systemInstruction/parts")), ..Default::default() };
+        let mut calls_of: std::collections::HashMap<String, usize> = Default::default();
+        let mut results_of: std::collections::HashMap<String, usize> = Default::default();
+        for m in body.get("contents").and_then(Value::as_array).into_iter().flatten() {
+            let role = match m.get("role").and_then(Value::as_str).unwrap_or("user") {
+                "model" => "assistant",
+                other => other,
+            };
+            let parts = m.get("parts").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut text = text_parts(m.get("parts"));
+            for p in &parts {
+                if let Some(r) = p.get("functionResponse") {
+                    let response = r.get("response").cloned().unwrap_or(Value::Null);
+                    let said = ["content", "output"].iter().find_map(|k| response.get(*k).and_then(Value::as_str));
+                    text.push_str(&said.map(str::to_string).unwrap_or_else(|| response.to_string()));
+                }
+            }
+            c.push(role, text);
+            let turn = c.turns.len().saturating_sub(1);
+            for p in &parts {
+                if let Some(d) = p.get("inlineData") {
+                    let media = d.get("mimeType").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
+                    let data = d.get("data").and_then(Value::as_str).unwrap_or("");
+                    c.images.push((turn, Image::Inline(media, data.chars().filter(|c| !c.is_whitespace()).collect())));
+                }
+                if let Some(uri) = p.pointer("/fileData/fileUri").and_then(Value::as_str) {
+                    c.images.push((turn, Image::Url(uri.to_string())));
+                }
+                let key = |f: &Value, seen: &mut std::collections::HashMap<String, usize>| {
+                    let name = f.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                    let k = seen.entry(name.clone()).or_insert(0);
+                    *k += 1;
+                    f.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or(format!("{name}#{k}"))
+                };
+                if let Some(f) = p.get("functionCall") {
+                    let name = f.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                    c.tool_calls.push((name, f.get("args").cloned().unwrap_or_else(|| serde_json::json!({}))));
+                    c.call_ids.push(key(f, &mut calls_of));
+                }
+                if let Some(r) = p.get("functionResponse") {
+                    c.results.push(key(r, &mut results_of));
+                }
+            }
+        }
+        c
+    }
+}
+
+/// A parameter as each API names it: (OpenAI, Anthropic, Converse pointer,
+/// Gemini pointer).
+const PARAMS: &[(&str, &str, &str, &str)] = &[
+    ("temperature", "temperature", "/inferenceConfig/temperature", "/generationConfig/temperature"),
+    ("top_p", "top_p", "/inferenceConfig/topP", "/generationConfig/topP"),
+    ("max_tokens", "max_tokens", "/inferenceConfig/maxTokens", "/generationConfig/maxOutputTokens"),
+    ("max_completion_tokens", "max_tokens", "/inferenceConfig/maxTokens", "/generationConfig/maxOutputTokens"),
 ];
 
 #[derive(Clone, Copy, PartialEq)]
@@ -280,6 +404,8 @@ enum Api {
     OpenAi,
     Anthropic,
     Converse,
+    /// Gemini's `generateContent` (read in its camelCase spelling).
+    Gemini,
     /// The Responses API, as a client's request a gateway bridges to
     /// another API (it never goes upstream as this: a pass-through is
     /// judged by `openai_passthrough`).
@@ -294,6 +420,8 @@ fn upstream_api(call: &UpstreamCall) -> Option<Api> {
             Api::Anthropic
         }
         MockKind::Bedrock => return None,
+        MockKind::Gemini if path.contains(":generateContent") || path.contains(":streamGenerateContent") => Api::Gemini,
+        MockKind::Gemini => return None,
         k if k.is_openai_family() => {
             if !path.ends_with("/chat/completions") {
                 return None;
@@ -308,7 +436,7 @@ fn upstream_api(call: &UpstreamCall) -> Option<Api> {
     })
 }
 
-fn param<'v>(body: &'v Value, api: Api, names: (&str, &str, &str)) -> Option<&'v Value> {
+fn param<'v>(body: &'v Value, api: Api, names: (&str, &str, &str, &str)) -> Option<&'v Value> {
     let v = match api {
         Api::OpenAi => body.get(names.0),
         Api::Responses => match names.0 {
@@ -318,6 +446,7 @@ fn param<'v>(body: &'v Value, api: Api, names: (&str, &str, &str)) -> Option<&'v
         },
         Api::Anthropic => body.get(names.1),
         Api::Converse => body.pointer(names.2),
+        Api::Gemini => body.pointer(names.3),
     };
     v.filter(|v| !v.is_null())
 }
@@ -404,11 +533,19 @@ pub(super) fn check(x: &Exchange, endpoint: Endpoint, out: &mut Vec<Violation>) 
         Api::OpenAi => Conversation::openai(body),
         Api::Anthropic => Conversation::anthropic(body),
         Api::Converse => Conversation::converse(body),
+        Api::Gemini => Conversation::gemini(body),
         Api::Responses => Conversation::responses(body),
     };
     let asked = read(client_api, &sent);
     for call in &x.upstream {
         let (Some(api), Some(body)) = (upstream_api(call), call.request.json.as_ref()) else { continue };
+        let camel;
+        let body = if api == Api::Gemini {
+            camel = gemini_camel(body);
+            &camel
+        } else {
+            body
+        };
         let got = read(api, body);
         let at = format!("{} {}", call.provider, call.request.path);
         let roles = |c: &Conversation| c.turns.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>();
@@ -487,6 +624,26 @@ struct ToolDef {
 /// The function tools a body declares (`None`: no `tools` at all). Server
 /// tools (Anthropic's typed tools, OpenAI's built-in ones) are not read.
 fn tools(body: &Value, api: Api) -> Option<Vec<ToolDef>> {
+    if api == Api::Gemini {
+        let list = body.get("tools")?.as_array()?;
+        return Some(
+            list.iter()
+                .flat_map(|t| t.get("functionDeclarations").and_then(Value::as_array).cloned().unwrap_or_default())
+                .filter_map(|d| {
+                    let name = d.get("name").and_then(Value::as_str)?.to_string();
+                    let description = d.get("description").and_then(Value::as_str).map(str::to_string);
+                    // JSON Schema as written, or Gemini's OpenAPI-style
+                    // `parameters`, whose type names may be upper-case.
+                    let schema = d
+                        .get("parametersJsonSchema")
+                        .filter(|s| !s.is_null())
+                        .cloned()
+                        .or_else(|| d.get("parameters").filter(|s| !s.is_null()).map(lower_types));
+                    Some(ToolDef { name, description, schema })
+                })
+                .collect(),
+        );
+    }
     let list = match api {
         Api::Converse => body.pointer("/toolConfig/tools"),
         _ => body.get("tools"),
@@ -522,6 +679,7 @@ fn tools(body: &Value, api: Api) -> Option<Vec<ToolDef>> {
                         schema: o(t.get("input_schema")),
                     })
                 }
+                Api::Gemini => None,
                 Api::Converse => {
                     let spec = t.get("toolSpec")?;
                     Some(ToolDef {
@@ -535,6 +693,23 @@ fn tools(body: &Value, api: Api) -> Option<Vec<ToolDef>> {
     )
 }
 
+/// A schema with its `type` names in lower case (Gemini's `Schema` spells
+/// them `OBJECT`, `STRING`): the same schema as JSON Schema's.
+fn lower_types(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| match (k.as_str(), v) {
+                    ("type", Value::String(t)) => (k.clone(), Value::String(t.to_ascii_lowercase())),
+                    _ => (k.clone(), lower_types(v)),
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(lower_types).collect()),
+        other => other.clone(),
+    }
+}
+
 /// `tool_choice` in one vocabulary.
 #[derive(Debug, PartialEq)]
 enum Choice {
@@ -545,6 +720,19 @@ enum Choice {
 }
 
 fn tool_choice(body: &Value, api: Api) -> Option<Choice> {
+    if api == Api::Gemini {
+        let c = body.pointer("/toolConfig/functionCallingConfig")?;
+        let names = c.get("allowedFunctionNames").and_then(Value::as_array);
+        return match c.get("mode").and_then(Value::as_str)? {
+            "NONE" => Some(Choice::None),
+            "AUTO" => Some(Choice::Auto),
+            "ANY" => match names.map(Vec::as_slice) {
+                Some([one]) => one.as_str().map(|n| Choice::Named(n.to_string())),
+                _ => Some(Choice::Required),
+            },
+            _ => None,
+        };
+    }
     let c = match api {
         Api::Converse => body.pointer("/toolConfig/toolChoice"),
         _ => body.get("tool_choice"),
@@ -561,6 +749,7 @@ fn tool_choice(body: &Value, api: Api) -> Option<Choice> {
             // Chat: {type: function, function: {name}}; Responses: {type: function, name}.
             _ => name(c.pointer("/function/name").or_else(|| c.get("name"))),
         },
+        Api::Gemini => None,
         Api::Anthropic => match c.get("type").and_then(Value::as_str)? {
             "none" => Some(Choice::None),
             "auto" => Some(Choice::Auto),
@@ -585,7 +774,7 @@ fn parallel_calls(body: &Value, api: Api) -> Option<bool> {
     match api {
         Api::OpenAi | Api::Responses => body.get("parallel_tool_calls")?.as_bool(),
         Api::Anthropic => body.pointer("/tool_choice/disable_parallel_tool_use")?.as_bool().map(|d| !d),
-        Api::Converse => None,
+        Api::Converse | Api::Gemini => None,
     }
 }
 
@@ -597,6 +786,7 @@ fn stops(body: &Value, api: Api) -> Option<Vec<String>> {
         Api::Responses => return None,
         Api::Anthropic => body.get("stop_sequences"),
         Api::Converse => body.pointer("/inferenceConfig/stopSequences"),
+        Api::Gemini => body.pointer("/generationConfig/stopSequences"),
     }?;
     let all: Vec<String> = match v {
         Value::String(s) => vec![s.clone()],

@@ -1,8 +1,9 @@
 //! What an answer *says*, whatever its wire format: the text and tool calls
 //! of each choice, why it stopped, the token usage and the identity fields.
 //! Extracted from OpenAI and Anthropic bodies and streams, Bedrock
-//! InvokeModel event streams and Converse bodies and streams, so fidelity
-//! checks compare meaning across a translation.
+//! InvokeModel event streams and Converse bodies and streams, Gemini's
+//! `GenerateContentResponse` bodies and streams, so fidelity checks compare
+//! meaning across a translation.
 
 use super::sse;
 use base64::Engine;
@@ -16,6 +17,8 @@ pub enum Protocol {
     Anthropic,
     /// Bedrock Converse / ConverseStream.
     Converse,
+    /// Gemini's `generateContent` / `streamGenerateContent` (Google AI Studio).
+    Gemini,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -481,5 +484,95 @@ pub fn converse_stream(body: &[u8]) -> Answer {
     }
     choice.tool_calls = tools.into_values().collect();
     a.choices.insert(0, choice);
+    a
+}
+
+/// Gemini's `usageMetadata`: `promptTokenCount` counts the cached tokens
+/// too (`cachedContentTokenCount` says how many); thinking tokens
+/// (`thoughtsTokenCount`) are output beside the candidates' own.
+fn gemini_usage(v: &Value) -> Option<Usage> {
+    let m = v.get("usageMetadata").filter(|m| m.is_object())?;
+    let (candidates, thoughts) = (u(m.get("candidatesTokenCount")), u(m.get("thoughtsTokenCount")));
+    let output = (candidates.is_some() || thoughts.is_some()).then(|| candidates.unwrap_or(0) + thoughts.unwrap_or(0));
+    Some(Usage {
+        input: u(m.get("promptTokenCount")),
+        output,
+        total: u(m.get("totalTokenCount")),
+        cache_read: u(m.get("cachedContentTokenCount")),
+        cache_creation: None,
+    })
+}
+
+/// Folds one `GenerateContentResponse` (a whole answer, or one chunk of a
+/// stream) into `a`: each candidate's text (its `thought` parts are not the
+/// answer), function calls and finish reason; a prompt Gemini blocked has
+/// no candidates, and its `promptFeedback.blockReason` is the reason.
+fn gemini_into(a: &mut Answer, v: &Value, finished: &mut std::collections::BTreeSet<u64>) {
+    if a.id.is_none() {
+        a.id = s(v.get("responseId"));
+    }
+    if a.model.is_none() {
+        a.model = s(v.get("modelVersion"));
+    }
+    if let Some(usage) = gemini_usage(v) {
+        a.usage = Some(usage);
+    }
+    let candidates = v.get("candidates").and_then(Value::as_array).cloned().unwrap_or_default();
+    if candidates.is_empty() {
+        if let Some(reason) = s(v.pointer("/promptFeedback/blockReason")) {
+            a.choices.entry(0).or_default().finish = Some(reason);
+            finished.insert(0);
+        }
+    }
+    for (k, c) in candidates.iter().enumerate() {
+        let index = u(c.get("index")).unwrap_or(k as u64);
+        let choice = a.choices.entry(index).or_default();
+        for p in c.pointer("/content/parts").and_then(Value::as_array).into_iter().flatten() {
+            if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            if let Some(t) = p.get("text").and_then(Value::as_str) {
+                choice.text.push_str(t);
+            }
+            if let Some(f) = p.get("functionCall").or_else(|| p.get("function_call")) {
+                choice.tool_calls.push(ToolCall {
+                    id: s(f.get("id")),
+                    name: s(f.get("name")).unwrap_or_default(),
+                    arguments: f
+                        .get("args")
+                        .filter(|a| !a.is_null())
+                        .map(Value::to_string)
+                        .unwrap_or_else(|| "{}".into()),
+                });
+            }
+        }
+        if let Some(r) = s(c.get("finishReason")) {
+            choice.finish = Some(r);
+            finished.insert(index);
+        }
+    }
+}
+
+/// A whole Gemini answer (`:generateContent`).
+pub fn gemini_body(v: &Value) -> Answer {
+    let mut a = Answer { protocol: Some(Protocol::Gemini), completed: true, ..Answer::default() };
+    gemini_into(&mut a, v, &mut Default::default());
+    a
+}
+
+/// Gemini's stream: SSE events (`alt=sse`) or one JSON array, each a
+/// `GenerateContentResponse`. It has no terminator: it completed when every
+/// candidate it started carried its `finishReason`.
+pub fn gemini_stream(body: &[u8]) -> Answer {
+    let responses: Vec<Value> = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => items,
+        _ => sse::events(body).events.iter().filter_map(sse::Event::json).collect(),
+    };
+    let mut a = Answer { protocol: Some(Protocol::Gemini), ..Answer::default() };
+    let mut finished = std::collections::BTreeSet::new();
+    for v in &responses {
+        gemini_into(&mut a, v, &mut finished);
+    }
+    a.completed = !a.choices.is_empty() && a.choices.keys().all(|i| finished.contains(i));
     a
 }

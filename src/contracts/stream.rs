@@ -48,10 +48,13 @@ fn upstream_broke(x: &Exchange) -> Option<String> {
     }
     if a.status.is_some_and(|s| (200..300).contains(&s)) {
         let media = a.header("content-type").map(super::media_type).unwrap_or_default();
-        let wanted = if last.kind == crate::mocks::MockKind::Bedrock {
-            "application/vnd.amazon.eventstream"
-        } else {
-            "text/event-stream"
+        let sse = last.request.query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+        let wanted = match last.kind {
+            crate::mocks::MockKind::Bedrock => "application/vnd.amazon.eventstream",
+            // Gemini streams SSE only when asked (`alt=sse`); otherwise its
+            // stream is one JSON array, and `:generateContent` answers whole.
+            crate::mocks::MockKind::Gemini if !sse => "application/json",
+            _ => "text/event-stream",
         };
         if media != wanted && !a.body.is_empty() {
             return Some(format!("was {media:?}, not an event stream ({})", snippet(&a.body)));

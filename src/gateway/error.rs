@@ -150,6 +150,21 @@ pub fn upstream_message(body: &[u8]) -> (String, Option<String>) {
     (if t.is_empty() { "(empty body)".to_string() } else { t.to_string() }, None)
 }
 
+/// When a Google API says to retry, in its error body: the `retryDelay` of a
+/// `google.rpc.RetryInfo` detail (`"17s"`, `"0.5s"`), as whole seconds
+/// rounded up: the `Retry-After` a client understands, where the provider
+/// sent no such header.
+pub fn retry_delay(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let details = v.pointer("/error/details")?.as_array()?;
+    let delay = details.iter().find_map(|d| {
+        let retry_info = d.get("@type").and_then(|t| t.as_str()).is_some_and(|t| t.ends_with("google.rpc.RetryInfo"));
+        retry_info.then(|| d.get("retryDelay").and_then(|r| r.as_str())).flatten()
+    })?;
+    let secs: f64 = delay.strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| (secs.ceil() as u64).to_string())
+}
+
 /// An error with its causes, `: `-separated (`error sending request: operation timed out`).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -173,5 +188,28 @@ pub fn json_type(v: &serde_json::Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay;
+
+    #[test]
+    fn a_google_retry_info_is_a_retry_after_in_whole_seconds() {
+        let body = |delay: &str| {
+            format!(
+                r#"{{"error": {{"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
+                    {{"@type": "type.googleapis.com/google.rpc.QuotaFailure"}},
+                    {{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "{delay}"}}]}}}}"#
+            )
+        };
+        assert_eq!(retry_delay(body("17s").as_bytes()).as_deref(), Some("17"));
+        assert_eq!(retry_delay(body("0.2s").as_bytes()).as_deref(), Some("1"));
+        for bad in ["soon", "-3s", "NaNs", ""] {
+            assert_eq!(retry_delay(body(bad).as_bytes()), None, "{bad}");
+        }
+        assert_eq!(retry_delay(br#"{"error": {"message": "x"}}"#), None);
+        assert_eq!(retry_delay(b"<html>"), None);
     }
 }

@@ -39,6 +39,25 @@ pub(crate) fn google(status: u16, message: &str, grpc_status: &str) -> Buffered 
     Buffered::json(status, &json!({"error": {"code": status, "message": message, "status": grpc_status}}))
 }
 
+/// Google's envelope as the Generative Language API sends a 400 about the
+/// body: the message, and the same text per field in `details`
+/// (`google.rpc.BadRequest`), one violation a line.
+pub(crate) fn gemini_invalid(message: &str) -> Buffered {
+    let violations: Vec<Value> = message
+        .lines()
+        .map(|l| match l.split_once(" at '").and_then(|(_, rest)| rest.split_once('\'')) {
+            Some((field, _)) => json!({"field": field, "description": l}),
+            None => json!({"description": l}),
+        })
+        .collect();
+    Buffered::json(
+        400,
+        &json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT", "details": [
+            {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": violations}
+        ]}}),
+    )
+}
+
 /// AWS JSON-protocol error: `{"message": ...}` plus `x-amzn-errortype`.
 pub(crate) fn bedrock(status: u16, exception: &str, message: &str, ids: &IdGen) -> Buffered {
     Buffered::json(status, &json!({"message": message}))
@@ -86,6 +105,22 @@ pub(crate) fn rate_limited(kind: MockKind, retry_after_secs: u64, ids: &IdGen) -
             429,
             "Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model with base model: anthropic-claude. Please submit a quota increase request. https://cloud.google.com/vertex-ai/docs/generative-ai/quotas-genai.",
             "RESOURCE_EXHAUSTED",
+        ),
+        // Google says when to retry in the body too (`google.rpc.RetryInfo`).
+        MockKind::Gemini => Buffered::json(
+            429,
+            &json!({"error": {
+                "code": 429,
+                "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                    }]},
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{retry_after_secs}s")},
+                ],
+            }}),
         ),
     };
     b.with_header("retry-after", retry_after_secs.to_string())
@@ -172,6 +207,18 @@ pub(crate) fn status(kind: MockKind, code: u16, ids: &IdGen) -> Buffered {
             };
             bedrock(code, exception, message, ids)
         }
+        MockKind::Gemini => {
+            let (grpc, message) = match code {
+                400 => ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+                401 => ("UNAUTHENTICATED", "Request had invalid authentication credentials."),
+                403 => ("PERMISSION_DENIED", "The caller does not have permission"),
+                404 => ("NOT_FOUND", "Requested entity was not found."),
+                503 => ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+                504 => ("DEADLINE_EXCEEDED", "The request timed out. Please try again."),
+                _ => ("INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"),
+            };
+            google(code, message, grpc)
+        }
     }
 }
 
@@ -195,6 +242,6 @@ pub(crate) fn not_found(kind: MockKind, method: &str, path: &str, ids: &IdGen) -
             &json!({"Output": {"__type": "com.amazon.coral.service#UnknownOperationException", "message": Value::Null}, "Version": "1.0"}),
         )
         .with_header("x-amzn-requestid", ids.uuid()),
-        MockKind::VertexAi => google(404, "Requested entity was not found.", "NOT_FOUND"),
+        MockKind::VertexAi | MockKind::Gemini => google(404, "Requested entity was not found.", "NOT_FOUND"),
     }
 }

@@ -79,10 +79,13 @@ pub enum MockKind {
     VertexAi,
     /// Claude on Azure AI Foundry: `/anthropic/v1/messages`.
     AzureAi,
+    /// Gemini on Google AI Studio: `/v1beta/models/{model}:generateContent`
+    /// and `:streamGenerateContent`, the key in `x-goog-api-key`.
+    Gemini,
 }
 
 impl MockKind {
-    pub const ALL: [MockKind; 7] = [
+    pub const ALL: [MockKind; 8] = [
         MockKind::Openai,
         MockKind::Azure,
         MockKind::HostedVllm,
@@ -90,6 +93,7 @@ impl MockKind {
         MockKind::Bedrock,
         MockKind::VertexAi,
         MockKind::AzureAi,
+        MockKind::Gemini,
     ];
 
     /// The scenario-file name of this kind.
@@ -102,6 +106,7 @@ impl MockKind {
             MockKind::Bedrock => "bedrock",
             MockKind::VertexAi => "vertex_ai",
             MockKind::AzureAi => "azure_ai",
+            MockKind::Gemini => "gemini",
         }
     }
 
@@ -171,7 +176,7 @@ pub enum MockError {
     #[error("mock provider `{name}`: invalid stub: {reason}")]
     InvalidStub { name: String, reason: String },
     #[error(
-        "unknown mock kind `{0}` (expected one of openai, azure, hosted_vllm, anthropic, bedrock, vertex_ai, azure_ai)"
+        "unknown mock kind `{0}` (expected one of openai, azure, hosted_vllm, anthropic, bedrock, vertex_ai, azure_ai, gemini)"
     )]
     UnknownKind(String),
 }

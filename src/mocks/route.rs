@@ -41,6 +41,15 @@ pub(crate) enum Route {
     },
     /// Vertex `publishers/anthropic/models/count-tokens:rawPredict`.
     VertexCountTokens,
+    /// Gemini's `models/{model}:generateContent` and
+    /// `:streamGenerateContent` (`/v1beta/`, also `/v1/` and `/v1alpha/`); `model` is
+    /// decoded. `sse`: the stream was asked for as SSE (`alt=sse`); without
+    /// it Google streams one JSON array.
+    GeminiGenerate {
+        model: String,
+        stream: bool,
+        sse: bool,
+    },
     /// Google's OAuth 2.0 token endpoint (`POST /token`, as
     /// `oauth2.googleapis.com/token`), served by the Vertex mock so that a
     /// gateway holding user or service-account credentials whose
@@ -88,6 +97,7 @@ impl Route {
             MockKind::Bedrock => bedrock(path),
             MockKind::VertexAi if path == "/token" => Route::GoogleToken,
             MockKind::VertexAi => vertex(path),
+            MockKind::Gemini => gemini(path, req.query.as_deref()),
         }
     }
 
@@ -99,6 +109,7 @@ impl Route {
             Route::BedrockInvoke { stream, .. }
             | Route::BedrockConverse { stream, .. }
             | Route::VertexPredict { stream, .. } => *stream,
+            Route::GeminiGenerate { stream, sse, .. } => *stream && *sse,
             _ => false,
         }
     }
@@ -180,6 +191,30 @@ fn vertex(path: &str) -> Route {
     }
 }
 
+/// `/v1beta/models/{m}:generateContent|:streamGenerateContent` (also `/v1/`
+/// and `/v1alpha/`, where LiteLLM sends Gemini 3).
+fn gemini(path: &str, query: Option<&str>) -> Route {
+    let segments: Vec<&str> = path.split('/').collect();
+    let shape_ok = segments.len() == 4
+        && segments[0].is_empty()
+        && matches!(segments[1], "v1beta" | "v1" | "v1alpha")
+        && segments[2] == "models";
+    if !shape_ok {
+        return Route::Other;
+    }
+    let last = percent_decode(segments[3]);
+    let Some((model, verb)) = last.rsplit_once(':') else {
+        return Route::Other;
+    };
+    let sse = query.is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+    match (model, verb) {
+        ("", _) => Route::Other,
+        (m, "generateContent") => Route::GeminiGenerate { model: m.to_string(), stream: false, sse: false },
+        (m, "streamGenerateContent") => Route::GeminiGenerate { model: m.to_string(), stream: true, sse },
+        _ => Route::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +252,40 @@ mod tests {
             assert_eq!(classify("POST", path), want, "{path}");
         }
         assert_eq!(classify("GET", "/model/m/converse"), Route::Other);
+    }
+
+    #[test]
+    fn gemini_methods_take_the_decoded_model_from_the_path_and_sse_from_the_query() {
+        let at = |path: &str, query: Option<&str>| {
+            Route::classify(MockKind::Gemini, &RecordedRequest::new("POST", path, query, Vec::new(), Vec::new()))
+        };
+        let generate = |m: &str, stream: bool, sse: bool| Route::GeminiGenerate { model: m.into(), stream, sse };
+        assert_eq!(
+            at("/v1beta/models/gemini-2.5-flash:generateContent", None),
+            generate("gemini-2.5-flash", false, false)
+        );
+        assert_eq!(at("/v1/models/a%3Ab:streamGenerateContent", Some("alt=sse")), generate("a:b", true, true));
+        assert_eq!(at("/v1beta/models/g:streamGenerateContent", None), generate("g", true, false));
+        assert_eq!(
+            at("/v1alpha/models/gemini-3-pro-preview:generateContent", None),
+            generate("gemini-3-pro-preview", false, false)
+        );
+        for path in [
+            "/v1beta/models/g:countTokens",
+            "/v1beta/models/:generateContent",
+            "/v1beta/tunedModels/g:generateContent",
+            "/v1beta/models/x/y:generateContent",
+        ] {
+            assert_eq!(at(path, None), Route::Other, "{path}");
+        }
+        let stream = RecordedRequest::new(
+            "POST",
+            "/v1beta/models/g:streamGenerateContent",
+            Some("alt=sse"),
+            Vec::new(),
+            Vec::new(),
+        );
+        assert!(Route::classify(MockKind::Gemini, &stream).streams(&stream));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod common;
 mod errors;
 mod fidelity;
+mod gemini;
 mod proofs;
 mod resources;
 mod responses;
@@ -22,6 +23,7 @@ fn all_cases() -> Vec<Case> {
         schema::cases(),
         streaming::cases(),
         fidelity::cases(),
+        gemini::cases(),
         errors::cases(),
         security::cases(),
         responses::cases(),

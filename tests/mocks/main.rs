@@ -87,6 +87,7 @@ const ANTHROPIC_HEADERS: [(&str, &str); 2] = [("x-api-key", "mock-key"), ("anthr
 mod anthropic_family;
 mod bedrock;
 mod faults;
+mod gemini;
 mod openai_family;
 mod streams;
 mod stubs;

@@ -13,6 +13,8 @@
 //! - [`anthropic`]: Anthropic's API, and the Chat Completions ⇄ Messages
 //!   translation every Claude platform shares.
 //! - [`bedrock`], [`vertex`], [`azure_ai`]: Claude on AWS, Google and Azure.
+//! - [`gemini`]: Gemini on Google AI Studio, its own API behind OpenAI's Chat
+//!   Completions (`ProviderApi::openai_answer`, `openai_stream`).
 //! - [`params`]: which OpenAI parameters each provider accepts;
 //!   [`messages_bridge`]: `/v1/messages` clients on OpenAI-wire deployments.
 //!
@@ -21,6 +23,7 @@
 pub mod anthropic;
 pub mod azure_ai;
 pub mod bedrock;
+pub mod gemini;
 pub mod google_auth;
 pub mod messages_bridge;
 pub mod openai_compat;
@@ -46,6 +49,8 @@ pub enum Provider {
     Bedrock,
     VertexAi,
     AzureAi,
+    /// Gemini on Google AI Studio (the Generative Language API).
+    Gemini,
     /// A provider LiteLLM knows by prefix that speaks OpenAI's API at its own
     /// base URL with its own key variable.
     Compat(Compat),
@@ -116,7 +121,7 @@ impl Compat {
 }
 
 impl Provider {
-    pub const ALL: [Provider; 7] = [
+    pub const ALL: [Provider; 8] = [
         Provider::Openai,
         Provider::Azure,
         Provider::HostedVllm,
@@ -124,6 +129,7 @@ impl Provider {
         Provider::Bedrock,
         Provider::VertexAi,
         Provider::AzureAi,
+        Provider::Gemini,
     ];
 
     pub fn parse(prefix: &str) -> Option<Provider> {
@@ -138,6 +144,7 @@ impl Provider {
             "bedrock" => Provider::Bedrock,
             "vertex_ai" => Provider::VertexAi,
             "azure_ai" => Provider::AzureAi,
+            "gemini" => Provider::Gemini,
             _ => return None,
         })
     }
@@ -151,6 +158,7 @@ impl Provider {
             Provider::Bedrock => "bedrock",
             Provider::VertexAi => "vertex_ai",
             Provider::AzureAi => "azure_ai",
+            Provider::Gemini => "gemini",
             Provider::Compat(c) => c.prefix(),
         }
     }
@@ -176,6 +184,7 @@ impl Provider {
             "bedrock" if model.contains("anthropic.") => Some(Provider::Bedrock),
             "vertex_ai-anthropic_models" => Some(Provider::VertexAi),
             "azure_ai" => Some(Provider::AzureAi),
+            "gemini" => Some(Provider::Gemini),
             other => Provider::parse(other).filter(|p| matches!(p, Provider::Compat(_))),
         }
     }
@@ -210,6 +219,7 @@ pub fn api(p: Provider) -> &'static dyn ProviderApi {
         Provider::Bedrock => &bedrock::Bedrock,
         Provider::VertexAi => &vertex::VertexAi,
         Provider::AzureAi => &azure_ai::AzureAi,
+        Provider::Gemini => &gemini::Gemini,
     }
 }
 
@@ -396,6 +406,35 @@ impl EventDecoder for SseEvents {
     }
 }
 
+/// What translating an answer into OpenAI's form needs from the call.
+pub struct AnswerContext<'a> {
+    /// The model name upstream (the answer's `model` when it names none).
+    pub upstream_model: &'a str,
+    /// The gateway clock's wall time, in seconds (`created`).
+    pub created: u64,
+    /// The request asked for the usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+/// Turns a provider's own stream format into Chat Completions SSE, for a
+/// provider that speaks its own API behind OpenAI's (Gemini).
+pub trait StreamTranslator: Send {
+    /// Appends the OpenAI events (`data: {chunk}` and a blank line) that
+    /// `chunk` completes to `out`; on an error (a failure the provider
+    /// reported, a malformed event), what came before it is in `out`.
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), ApiError>;
+
+    /// At the end of the body: the closing events (the usage chunk when
+    /// asked, `data: [DONE]`), or an error when the provider's stream ended
+    /// before its answer was complete (never a clean end then).
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), ApiError>;
+
+    /// The usage the provider reported so far, as OpenAI's usage object,
+    /// whether or not the client asked for the usage chunk: the stream is
+    /// charged from it.
+    fn usage(&self) -> Option<Value>;
+}
+
 /// One provider's module: everything the proxy needs to call it.
 pub trait ProviderApi: Send + Sync {
     /// Resolves a deployment's endpoint once, at config load. `Err` says why
@@ -454,6 +493,20 @@ pub trait ProviderApi: Send + Sync {
         upstream_model: &str,
     ) -> Vec<&'static str> {
         params::standard(endpoint, self.speaks_messages(upstream_model))
+    }
+
+    /// Its buffered answer to an OpenAI-wire call (`op`), as OpenAI's
+    /// answer: as sent by a provider that speaks OpenAI's API; translated by
+    /// one that speaks its own behind it.
+    fn openai_answer(&self, _op: Operation, answer: Value, _cx: &AnswerContext<'_>) -> Result<Value, ApiError> {
+        Ok(answer)
+    }
+
+    /// For a provider that speaks its own stream format behind OpenAI's: a
+    /// translator of its stream into Chat Completions SSE. `None` (OpenAI's
+    /// own wire): the stream is passed through as sent.
+    fn openai_stream(&self, _op: Operation, _cx: &AnswerContext<'_>) -> Option<Box<dyn StreamTranslator>> {
+        None
     }
 }
 
@@ -641,6 +694,52 @@ mod endpoint_tests {
         assert_eq!(b["anthropic_beta"], json!(["flag-1"]));
         assert!(b.get("model").is_none());
         assert_eq!(api(Provider::Bedrock).stream_media_type(), "application/vnd.amazon.eventstream");
+    }
+
+    #[test]
+    fn gemini_puts_the_model_and_method_in_the_path_and_the_key_in_a_header() {
+        let ep =
+            endpoint(Provider::Gemini, "model: gemini/gemini-2.5-flash", &[("GEMINI_API_KEY", "AIza-env")]).unwrap();
+        let g = api(Provider::Gemini);
+        let sent = json!({"model": "client-name", "messages": [{"role": "user", "content": "hi"}]});
+        let mut c = call(Operation::OpenAi("chat/completions"), "gemini-2.5-flash", false, &[]);
+        c.body = sent.as_object().cloned().unwrap_or_default();
+        let r = g.request(&ep, c).unwrap();
+        assert_eq!(r.url, "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent");
+        assert_eq!(header(&r, "x-goog-api-key"), Some("AIza-env"));
+        assert!(r.headers.iter().find(|(k, _)| k == "x-goog-api-key").is_some_and(|(_, v)| v.is_sensitive()));
+        assert_eq!(body(&r), json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}));
+
+        // The configured key over the variable; a stream asks for SSE; a
+        // model name stays one segment, so it cannot reach another method.
+        let yaml = "model: gemini/x\napi_base: http://127.0.0.1:9/\napi_key: AIza-cfg";
+        let ep = endpoint(Provider::Gemini, yaml, &[("GEMINI_API_KEY", "AIza-env")]).unwrap();
+        let mut c = call(Operation::OpenAi("chat/completions"), "../files/x:delete?key=1", true, &[]);
+        c.body = json!({"messages": []}).as_object().cloned().unwrap_or_default();
+        let r = g.request(&ep, c).unwrap();
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:9/v1beta/models/..%2Ffiles%2Fx%3Adelete%3Fkey%3D1:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(header(&r, "x-goog-api-key"), Some("AIza-cfg"));
+        // LiteLLM's readings of api_base: the root with the API version
+        // (from 1.96), or the model's own URL (before).
+        for base in ["https://gw.example/g/v1beta/", "https://gw.example/g/v1beta/models/gemini-2.5-flash"] {
+            let ep = endpoint(Provider::Gemini, &format!("model: gemini/gemini-2.5-flash\napi_base: {base}"), &[]);
+            let mut c = call(Operation::OpenAi("chat/completions"), "gemini-2.5-flash", false, &[]);
+            c.body = json!({"messages": []}).as_object().cloned().unwrap_or_default();
+            let r = g.request(&ep.unwrap(), c).unwrap();
+            assert_eq!(r.url, "https://gw.example/g/v1beta/models/gemini-2.5-flash:generateContent", "{base}");
+        }
+        let ep = endpoint(Provider::Gemini, "model: gemini/x", &[("GOOGLE_API_KEY", "AIza-google")]).unwrap();
+        assert_eq!(
+            ep.headers.iter().find(|(k, _)| k == "x-goog-api-key").and_then(|(_, v)| v.to_str().ok()),
+            Some("AIza-google")
+        );
+        assert!(!g.serves(Operation::OpenAi("embeddings"), "x") && !g.serves(Operation::Messages, "x"));
+        assert!(g.serves(Operation::OpenAi("chat/completions"), "x") && !g.speaks_messages("x"));
+        assert_eq!(Provider::parse("gemini"), Some(Provider::Gemini));
+        assert_eq!(Provider::from_litellm_provider("gemini", "gemini-2.5-flash"), Some(Provider::Gemini));
     }
 
     #[test]

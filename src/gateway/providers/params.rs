@@ -140,6 +140,28 @@ const CHAT_ANTHROPIC: &[&str] = &[
     "response_format",
     "top_k",
 ];
+/// What the OpenAI -> Gemini translation carries (`gemini::translate`):
+/// sampling and length into `generationConfig`, stop sequences, candidate
+/// count, seed, penalties, JSON output, function tools and the tool choice.
+/// Gemini has no `logit_bias`, `logprobs` in OpenAI's shape, `user` or
+/// `parallel_tool_calls` switch: those are refused (or dropped with
+/// `drop_params`), never silently lost.
+const CHAT_GEMINI: &[&str] = &[
+    "frequency_penalty",
+    "max_completion_tokens",
+    "max_tokens",
+    "n",
+    "presence_penalty",
+    "response_format",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_p",
+];
 const EMBED_OPENAI: &[&str] = &["encoding_format", "dimensions", "user"];
 const EMBED_VLLM: &[&str] = &["encoding_format", "dimensions", "user", "truncate_prompt_tokens"];
 
@@ -169,6 +191,14 @@ pub fn vllm(endpoint: Endpoint) -> Vec<&'static str> {
         Endpoint::Chat => CHAT_OPENAI.iter().chain(CHAT_VLLM_EXTRA).copied().collect(),
         Endpoint::Embeddings => EMBED_VLLM.to_vec(),
         other => standard(other, false),
+    }
+}
+
+/// Gemini: chat only, what its translation carries.
+pub fn gemini(endpoint: Endpoint) -> Vec<&'static str> {
+    match endpoint {
+        Endpoint::Chat => CHAT_GEMINI.to_vec(),
+        _ => Vec::new(),
     }
 }
 
@@ -275,5 +305,14 @@ mod tests {
         assert!(!ok.contains_key("top_k"));
         let vllm = build_upstream_params(&client, Provider::HostedVllm, Endpoint::Chat, "m", false, false).unwrap();
         assert_eq!(vllm["top_k"], json!(3));
+    }
+
+    #[test]
+    fn gemini_takes_what_its_translation_carries() {
+        let client = obj(json!({"model": "m", "messages": [], "temperature": 1, "logit_bias": {"1": 1}}));
+        let err = build_upstream_params(&client, Provider::Gemini, Endpoint::Chat, "m", false, false).unwrap_err();
+        assert!(err.to_string().contains("`logit_bias`"), "{err}");
+        let ok = build_upstream_params(&client, Provider::Gemini, Endpoint::Chat, "m", true, false).unwrap();
+        assert_eq!(ok, obj(json!({"model": "m", "messages": [], "temperature": 1})));
     }
 }

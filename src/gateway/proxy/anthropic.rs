@@ -3,7 +3,9 @@
 //! and OpenAI chat translated for Claude.
 
 use super::admit::{admit, Admitted};
-use super::call::{anthropic_events, betas_for, passed_on, read_json, send, upstream_stream, Outgoing};
+use super::call::{
+    answer_context, anthropic_events, betas_for, openai_stream, passed_on, read_json, read_openai, send, Outgoing,
+};
 use super::fallback::with_group_fallbacks;
 use super::pricing::{anthropic_usage, charge, openai_usage, with_cost_headers, Price};
 use super::stream::{sse_error_event, sse_response, StreamMeter};
@@ -202,20 +204,16 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
     use crate::gateway::providers::messages_bridge as bridge;
     let body = bridge::messages_to_chat_request(&a.body, &route.upstream_model)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let out = Outgoing {
-        op: Operation::OpenAi("chat/completions"),
-        body,
-        stream: a.stream,
-        betas: &[],
-        anthropic_version: None,
-    };
+    let op = Operation::OpenAi("chat/completions");
+    let cx = answer_context(gw, &route, &body);
+    let out = Outgoing { op, body, stream: a.stream, betas: &[], anthropic_version: None };
     let (resp, client) = send(gw, &route, out).await?;
     let limits = passed_on(resp.headers());
     if a.stream {
-        let inner = upstream_stream(gw, &route, resp, client).await?;
+        let mut meter = StreamMeter::fed(gw, &a.caller, &a.model, &route);
+        let inner = openai_stream(gw, &route, resp, client, op, &cx, meter.tap()).await?;
         let model = a.model.clone();
         let provider = route.provider;
-        let mut meter = StreamMeter::fed(gw, &a.caller, &a.model, &route);
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
             let mut sse = SseParser::new();
@@ -265,7 +263,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
         };
         return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
     }
-    let v = read_json(gw, resp, route.provider).await?;
+    let v = read_openai(gw, &route, resp, op, &cx).await?;
     let cost = charge(gw, &a.caller, &a.model, &route, &openai_usage(&v));
     let out = bridge::chat_to_messages_response(&v, &a.model).map_err(|e| ApiError::BadGateway(e.to_string()))?;
     Ok(with_cost_headers(axum::Json(out).into_response(), cost.into(), &route, &limits))

@@ -5,8 +5,8 @@
 //! event stream fails before the client has a byte.
 
 use crate::gateway::client_cache::Lease;
-use crate::gateway::error::{upstream_message, ApiError};
-use crate::gateway::providers::{Call, EventDecoder, Operation, Provider};
+use crate::gateway::error::{retry_delay, upstream_message, ApiError};
+use crate::gateway::providers::{AnswerContext, Call, EventDecoder, Operation, Provider};
 use crate::gateway::routing::Route;
 use crate::gateway::state::Gateway;
 use crate::gateway::upstream::{Bound, UpstreamClient, DEFAULT_TIMEOUT, MAX_ERROR_BYTES};
@@ -115,13 +115,10 @@ pub(super) async fn stored_response(
 /// and message.
 async fn upstream_error(provider: Provider, resp: reqwest::Response, drop_retry_after: bool) -> ApiError {
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
-        .filter(|_| !drop_retry_after);
+    let header = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
     let body = crate::gateway::upstream::read_prefix(resp, MAX_ERROR_BYTES).await;
+    // Google's APIs may say when to retry only in the body (`RetryInfo`).
+    let retry_after = header.or_else(|| retry_delay(&body)).filter(|_| !drop_retry_after);
     let (message, error_type) = upstream_message(&body);
     ApiError::Upstream {
         status,
@@ -210,6 +207,82 @@ pub(super) async fn upstream_stream(
         Some(Err(e)) => Err(e),
         None => Err(ApiError::BadGateway(format!("{} ended its stream before its first event", route.provider))),
     }
+}
+
+/// What an OpenAI-wire answer's translation needs: the upstream model, the
+/// clock's time, and whether the body sent upstream asks for the usage chunk.
+pub(super) fn answer_context<'a>(gw: &Gateway, route: &'a Route, sent: &Map<String, Value>) -> AnswerContext<'a> {
+    let include_usage =
+        sent.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    AnswerContext {
+        upstream_model: &route.upstream_model,
+        created: crate::gateway::state::unix(gw.clock.wall()),
+        include_usage,
+    }
+}
+
+/// The buffered answer to an OpenAI-wire call, as OpenAI's answer: as the
+/// provider sent it, or translated by its module when it speaks its own API
+/// behind OpenAI's (`ProviderApi::openai_answer`).
+pub(super) async fn read_openai(
+    gw: &Gateway,
+    route: &Route,
+    resp: reqwest::Response,
+    op: Operation,
+    cx: &AnswerContext<'_>,
+) -> Result<Value, ApiError> {
+    let v = read_json(gw, resp, route.provider).await?;
+    route.provider.api().openai_answer(op, v, cx)
+}
+
+/// The streamed answer to an OpenAI-wire call as Chat Completions SSE bytes
+/// (its first chunk already received, as `upstream_stream`): as the provider
+/// sent it, or translated by its module (`ProviderApi::openai_stream`). A
+/// translated stream's usage reaches `tap` whether or not the client asked
+/// for the usage chunk, so the stream is charged either way.
+pub(super) async fn openai_stream(
+    gw: &Gateway,
+    route: &Route,
+    resp: reqwest::Response,
+    client: Lease<UpstreamClient>,
+    op: Operation,
+    cx: &AnswerContext<'_>,
+    tap: super::stream::UsageTap,
+) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, ApiError>>, ApiError> {
+    let translator = route.provider.api().openai_stream(op, cx);
+    let mut inner = upstream_stream(gw, route, resp, client).await?;
+    let Some(mut tr) = translator else { return Ok(inner) };
+    // The first chunk is translated before the client has a byte too: a
+    // failure the provider reports at once is still an error status (and
+    // the next deployment may be tried), not an error event after a 200.
+    let mut first = Vec::new();
+    let mut failed = None;
+    if let Some(chunk) = inner.next().await {
+        if let Err(e) = tr.feed(&chunk?, &mut first) {
+            if first.is_empty() {
+                return Err(e);
+            }
+            failed = Some(e);
+        }
+        tap.set(tr.usage());
+    }
+    Ok(async_stream::stream! {
+        if !first.is_empty() { yield Ok(bytes::Bytes::from(first)); }
+        if let Some(e) = failed { yield Err(e); return; }
+        while let Some(chunk) = inner.next().await {
+            let chunk = match chunk { Ok(c) => c, Err(e) => { yield Err(e); return; } };
+            let mut out = Vec::new();
+            let result = tr.feed(&chunk, &mut out);
+            tap.set(tr.usage());
+            if !out.is_empty() { yield Ok(bytes::Bytes::from(out)); }
+            if let Err(e) = result { yield Err(e); return; }
+        }
+        let mut out = Vec::new();
+        let result = tr.finish(&mut out);
+        if !out.is_empty() { yield Ok(bytes::Bytes::from(out)); }
+        if let Err(e) = result { yield Err(e); }
+    }
+    .boxed())
 }
 
 /// A buffered upstream answer (capped at the gateway's

@@ -5,7 +5,7 @@
 
 use super::admit::{admit, Admitted};
 use super::anthropic::anthropic_chat;
-use super::call::{passed_on, read_json, send, upstream_stream, Outgoing};
+use super::call::{answer_context, openai_stream, passed_on, read_json, read_openai, send, Outgoing};
 use super::fallback::with_group_fallbacks;
 use super::handles::{self, StreamHandles};
 use super::pricing::{charge, estimate_prompt_tokens, openai_usage, with_cost_headers, Price};
@@ -39,15 +39,18 @@ pub(super) async fn openai_call(
         drop_unsupported,
         gw.bugs.null_optional_params,
     )?;
-    let out = Outgoing { op: Operation::OpenAi(path), body, stream: a.stream, betas: &[], anthropic_version: None };
+    let op = Operation::OpenAi(path);
+    let cx = answer_context(gw, &route, &body);
+    let out = Outgoing { op, body, stream: a.stream, betas: &[], anthropic_version: None };
     let (resp, client) = send(gw, &route, out).await?;
     let limits = passed_on(resp.headers());
     if a.stream {
-        // Pass the upstream's SSE through event by event; the lease moves
-        // into the stream so the client lives until the stream ends.
-        let inner = upstream_stream(gw, &route, resp, client).await?;
-        let done_after_broken = gw.bugs.done_after_broken_stream;
+        // Pass the upstream's SSE through event by event (or its module's
+        // translation into it); the lease moves into the stream so the
+        // client lives until the stream ends.
         let mut meter = StreamMeter::reading_bytes(gw, &a.caller, &a.model, &route);
+        let inner = openai_stream(gw, &route, resp, client, op, &cx, meter.tap()).await?;
+        let done_after_broken = gw.bugs.done_after_broken_stream;
         let mut handles = (endpoint == Endpoint::Responses).then(|| StreamHandles::new(&route));
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
@@ -83,7 +86,7 @@ pub(super) async fn openai_call(
         return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
     }
     let status = resp.status().as_u16();
-    let mut v = read_json(gw, resp, route.provider).await?;
+    let mut v = read_openai(gw, &route, resp, op, &cx).await?;
     if gw.bugs.estimate_prompt_tokens {
         estimate_prompt_tokens(&mut v, &a.body);
     }

@@ -58,6 +58,21 @@ pub(super) struct StreamMeter {
     openai: Option<SseParser>,
     anthropic: anthropic::AnthropicUsage,
     usage: Option<Usage>,
+    tap: UsageTap,
+}
+
+/// Where a translated stream leaves the usage its provider reported (an
+/// OpenAI usage object), for the meter to charge when the client did not ask
+/// for the usage chunk that would have carried it.
+#[derive(Clone, Default)]
+pub(super) struct UsageTap(Arc<parking_lot::Mutex<Option<Value>>>);
+
+impl UsageTap {
+    pub(super) fn set(&self, usage: Option<Value>) {
+        if usage.is_some() {
+            *self.0.lock() = usage;
+        }
+    }
 }
 
 impl StreamMeter {
@@ -80,7 +95,13 @@ impl StreamMeter {
             openai,
             anthropic: anthropic::AnthropicUsage::default(),
             usage: None,
+            tap: UsageTap::default(),
         }
+    }
+
+    /// The tap a translated stream reports its usage through.
+    pub(super) fn tap(&self) -> UsageTap {
+        self.tap.clone()
     }
 
     /// OpenAI chunks as forwarded (complete events).
@@ -128,7 +149,8 @@ impl StreamMeter {
 
 impl Drop for StreamMeter {
     fn drop(&mut self) {
-        match self.usage.take() {
+        let tapped = self.tap.0.lock().take().map(|u| openai_usage(&json!({ "usage": u })));
+        match self.usage.take().or(tapped) {
             Some(u) => {
                 if charge(&self.gw, &self.caller, &self.model, &self.route, &u).is_none() {
                     tracing::debug!(deployment = %self.route.deployment.id, "streamed call is unpriced: the cost map has no price");

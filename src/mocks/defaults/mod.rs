@@ -6,6 +6,7 @@
 
 mod anthropic;
 mod converse;
+mod gemini;
 mod openai;
 
 use serde_json::Value;
@@ -33,8 +34,11 @@ pub(crate) fn prompt_tokens(req: &RecordedRequest) -> u64 {
             _ => 0,
         }
     }
-    let total: usize =
-        ["messages", "system", "input", "prompt", "tools"].iter().filter_map(|k| req.json_field(k)).map(chars).sum();
+    let total: usize = ["messages", "system", "input", "prompt", "tools", "contents", "systemInstruction"]
+        .iter()
+        .filter_map(|k| req.json_field(k))
+        .map(chars)
+        .sum();
     (total as u64 / 4).max(1)
 }
 
@@ -61,6 +65,11 @@ pub(crate) fn respond(kind: MockKind, name: &str, ids: &IdGen, req: &RecordedReq
         }
         Route::CountTokens | Route::VertexCountTokens => Some(anthropic::count_tokens(req)),
         Route::BedrockConverse { .. } => Some(converse::response(name, req)),
+        // Without `alt=sse`, Google streams the responses as one JSON array.
+        Route::GeminiGenerate { model, stream: true, sse: false } => {
+            Some(Value::Array(gemini::stream_responses(name, ids, req, model)))
+        }
+        Route::GeminiGenerate { model, .. } => Some(gemini::response(name, ids, req, model)),
         // Google's answer to a token request the strict profile let through.
         Route::GoogleToken => Some(serde_json::json!({
             "access_token": format!("ya29.mock_{}", ids.hex(40)),
@@ -95,7 +104,7 @@ fn with_provider_headers(kind: MockKind, route: &Route, b: Buffered, ids: &IdGen
                 .with_header("x-amzn-bedrock-output-token-count", output.to_string())
                 .with_header("x-amzn-bedrock-invocation-latency", "0")
         }
-        MockKind::HostedVllm | MockKind::VertexAi => b,
+        MockKind::HostedVllm | MockKind::VertexAi | MockKind::Gemini => b,
     }
 }
 
@@ -139,6 +148,13 @@ pub(crate) fn stream(
                 cut_after: None,
             })
         }
+        Route::GeminiGenerate { model, .. } => Some(StreamPlan {
+            status: 200,
+            headers: sse_headers(),
+            frames: sse_frames(&gemini::sse_events(name, ids, req, model)),
+            hold_before: None,
+            cut_after: None,
+        }),
         Route::BedrockInvoke { .. } => {
             let model = anthropic::model_of(route, req);
             let frames = anthropic::bedrock_events(name, ids, req, &model)

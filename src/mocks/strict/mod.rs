@@ -9,6 +9,7 @@ mod anthropic;
 mod bedrock;
 pub mod betas;
 mod claude_body;
+mod gemini;
 mod openai;
 mod openai_body;
 mod pyrepr;
@@ -37,6 +38,7 @@ pub(crate) fn check(kind: MockKind, opts: &MockOptions, req: &RecordedRequest, i
         }
         MockKind::Bedrock => bedrock::check(opts.beta_allowlist.as_ref(), req, &route, ids),
         MockKind::VertexAi => vertex::check(opts.beta_allowlist.as_ref(), req, &route, ids),
+        MockKind::Gemini => gemini::check(req, &route),
     }
 }
 
