@@ -366,6 +366,11 @@ fn route_exact(d: &Arc<Deployment>, requested: &str, catalog: &Catalog) -> Optio
 }
 
 fn route_wildcard(d: &Arc<Deployment>, requested: &str, matched: &str, catalog: &Catalog) -> Option<Route> {
+    // A wildcard stands for a model name: `anthropic/` alone matches no
+    // model, and a call with an empty model name is never sent upstream.
+    if matched.is_empty() {
+        return None;
+    }
     match d.provider {
         Some(p) => {
             let upstream_model = if d.upstream_model.contains('*') {
@@ -389,7 +394,7 @@ fn route_wildcard(d: &Arc<Deployment>, requested: &str, matched: &str, catalog: 
 fn provider_for_request(requested: &str, catalog: &Catalog) -> Option<(Provider, String)> {
     if let Some((p, rest)) = requested.split_once('/') {
         if let Some(p) = Provider::parse(p) {
-            return Some((p, rest.to_string()));
+            return (!rest.is_empty()).then(|| (p, rest.to_string()));
         }
     }
     let p = Provider::parse(catalog.provider_of(requested)?)?;
@@ -469,5 +474,24 @@ mod tests {
         let cfg = Config::parse("model_list:\n  - {model_name: 'a*b', litellm_params: {model: openai/x}}\n", "t.yaml")
             .unwrap();
         assert!(ModelRouter::from_config(&cfg.config).is_err());
+        // The same rule holds for a deployment that cannot serve: its name is
+        // still a pattern the router would have to match.
+        for (name, ok) in [("'a*b'", false), ("'*b'", false), ("'a*'", true), ("'*'", true)] {
+            let yaml = format!("model_list:\n  - {{model_name: {name}, litellm_params: {{model: nosuch/x}}}}\n");
+            let cfg = Config::parse(&yaml, "t.yaml").unwrap();
+            assert_eq!(ModelRouter::from_config(&cfg.config).is_ok(), ok, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_wildcard_prefix_alone_names_no_model() {
+        let r = router(
+            "model_list:\n  - {model_name: 'anthropic/*', litellm_params: {model: 'anthropic/*'}}\n  - {model_name: '*', litellm_params: {model: '*'}}\n",
+        );
+        assert_eq!(first(&r, "anthropic/"), None, "never sent upstream with an empty model");
+        assert_eq!(first(&r, "openai/"), None);
+        assert_eq!(first(&r, "anthropic/x"), Some(("anthropic/*".into(), Provider::Anthropic, "x".into())));
+        // A name whose character straddles the prefix's length is not cut inside it.
+        assert_eq!(first(&r, "anthropic\u{20ac}x"), None);
     }
 }

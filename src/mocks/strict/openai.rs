@@ -44,7 +44,8 @@ pub(super) fn check(kind: MockKind, req: &RecordedRequest, route: &Route) -> Opt
         }
     };
     // Azure deployment routes take the model from the path.
-    if deployment.is_none() && !has(obj, "model") {
+    // OpenAI answers an empty `model` as it answers a missing one.
+    if deployment.is_none() && (!has(obj, "model") || obj.get("model").and_then(|m| m.as_str()) == Some("")) {
         return Some(errors::openai(400, NO_MODEL, "invalid_request_error", None, None));
     }
     if !has(obj, required) {
