@@ -74,7 +74,18 @@ pub struct Metrics {
     client_cache_misses: Gauge,
     client_cache_evictions: Gauge,
     deployments: Family<StateLabels, Gauge>,
+    /// The `requested_model` values with series of their own: each one is a
+    /// series per route and status for as long as the process lives, so
+    /// their number is capped and the rest count under [`OTHER_MODEL`].
+    model_series: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
+
+/// How many distinct `requested_model` values get series of their own.
+pub const MAX_MODEL_SERIES: usize = 1_000;
+/// The `requested_model` of requests whose model gets no series: a name the
+/// gateway does not serve (anyone can send made-up names, and without a cap
+/// each one would be a series kept forever), or one past the cap.
+pub const OTHER_MODEL: &str = "other";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -100,6 +111,7 @@ impl Metrics {
             client_cache_misses: Gauge::default(),
             client_cache_evictions: Gauge::default(),
             deployments: Family::default(),
+            model_series: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -136,9 +148,10 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    fn request(&self, route: &str, model: &str, status: u16, seconds: f64) {
+    /// `model` is `None` when the gateway does not serve the name asked for.
+    fn request(&self, route: &str, model: Option<&str>, status: u16, seconds: f64) {
         let labels = RequestLabels {
-            requested_model: model.to_string(),
+            requested_model: self.model_label(model).to_string(),
             route: route.to_string(),
             status_code: status.to_string(),
         };
@@ -147,6 +160,17 @@ impl Metrics {
             self.failed.get_or_create(&labels).inc();
         }
         self.latency.get_or_create(&labels).observe(seconds);
+    }
+
+    /// The label for `model`: its own name while there is room for it.
+    fn model_label<'m>(&self, model: Option<&'m str>) -> &'m str {
+        let Some(m) = model else { return OTHER_MODEL };
+        let mut seen = self.model_series.lock();
+        if seen.contains(m) || (seen.len() < MAX_MODEL_SERIES && seen.insert(m.to_string())) {
+            m
+        } else {
+            OTHER_MODEL
+        }
     }
 
     /// A priced (or unpriced) call's tokens, and its cost when the model has a price.
@@ -211,11 +235,11 @@ pub async fn track(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
         let model = resp.extensions().get::<RequestedModel>().map(|m| m.0.as_str()).unwrap_or("");
         let status = resp.status().as_u16();
         let seconds = started.elapsed().as_secs_f64();
-        gw.metrics.request(route, model, status, seconds);
-        // The activity charts: a model of its own only when the proxy says
-        // the gateway serves it (made-up names count under "other").
+        // A model of its own, here and on the activity charts, only when the
+        // proxy says the gateway serves it (made-up names count under "other").
         let attribution = resp.extensions().get::<Attribution>();
         let known = attribution.is_some_and(|a| a.known_model);
+        gw.metrics.request(route, known.then_some(model), status, seconds);
         let who = attribution.and_then(|a| a.who.as_ref());
         gw.activity.request(known.then_some(model), who, status >= 400, seconds * 1000.0);
     }
@@ -230,7 +254,24 @@ pub async fn page(State(gw): State<Arc<Gateway>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::model_route;
+    use super::{model_route, Metrics, MAX_MODEL_SERIES, OTHER_MODEL};
+
+    #[test]
+    fn requested_models_past_the_cap_count_under_other() {
+        let m = Metrics::new();
+        for i in 0..MAX_MODEL_SERIES {
+            m.request("chat_completions", Some(&format!("m{i}")), 200, 0.1);
+        }
+        m.request("chat_completions", Some("one-too-many"), 200, 0.1);
+        m.request("chat_completions", Some("m0"), 200, 0.1);
+        m.request("chat_completions", None, 404, 0.1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry).unwrap();
+        assert!(!text.contains("one-too-many"), "past the cap");
+        let other = format!(r#"requested_model="{OTHER_MODEL}",route="chat_completions",status_code="200"}} 1"#);
+        assert!(text.contains(&other), "the name past the cap counts under other");
+        assert!(text.contains(r#"{requested_model="m0",route="chat_completions",status_code="200"} 2"#));
+    }
 
     #[test]
     fn model_routes_are_named_by_their_last_segments() {
