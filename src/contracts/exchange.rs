@@ -227,6 +227,16 @@ pub struct Setup {
     /// (`anthropic/…`) at a mock: their provider counts tokens exactly
     /// (`count_tokens`), so a count for them must be the provider's.
     pub exact_counts: BTreeSet<String>,
+    /// The model cost map the gateway was given, when the harness knows it
+    /// (set by the caller: the config names a map by URL or path).
+    pub prices: Option<std::sync::Arc<super::Prices>>,
+    /// Per model name, the rates each of its deployments sets itself
+    /// (`litellm_params.input_cost_per_token`, `output_cost_per_token`;
+    /// `None` for a deployment priced from the map).
+    pub custom_rates: BTreeMap<String, Vec<Option<super::OwnRates>>>,
+    /// Per model name, its deployments' `model_info.base_model` (the name
+    /// the cost map knows an Azure deployment by).
+    pub base_models: BTreeMap<String, Vec<String>>,
 }
 
 /// The host of a URL, lower-case (`https://x.example.com:8443/v1` -> `x.example.com`).
@@ -275,6 +285,14 @@ impl Setup {
                     pointed_at.insert(name.clone());
                 }
                 if let Some(group) = entry.get("model_name").and_then(Value::as_str) {
+                    let rate = |k: &str| p.get(k).and_then(Value::as_f64).filter(|r| r.is_finite() && *r >= 0.0);
+                    let own =
+                        super::OwnRates { input: rate("input_cost_per_token"), output: rate("output_cost_per_token") };
+                    let own = (own.input.is_some() || own.output.is_some()).then_some(own);
+                    setup.custom_rates.entry(group.to_string()).or_default().push(own);
+                    if let Some(base) = entry.pointer("/model_info/base_model").and_then(Value::as_str) {
+                        setup.base_models.entry(group.to_string()).or_default().push(base.to_string());
+                    }
                     let anthropic = p.get("model").and_then(Value::as_str).is_some_and(|m| m.starts_with("anthropic/"));
                     let exact = anthropic && owner.is_some() && !group.contains('*');
                     *counts.entry(group.to_string()).or_insert(true) &= exact;

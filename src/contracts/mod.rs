@@ -18,6 +18,7 @@
 //! checks judge any gateway; they read its config as LiteLLM-format JSON
 //! (see [`Setup::from_config`]) and never share the gateway's parsers.
 
+mod accounting;
 mod errors;
 mod exchange;
 mod fidelity;
@@ -30,6 +31,7 @@ mod shape;
 pub mod sse;
 mod stream;
 
+pub use accounting::{OwnRates, Prices, Rates, COST_HEADER};
 pub use exchange::{
     masked, media_type, Attribution, ClientRequest, ClientResponse, Endpoint, Exchange, Secret, Setup, UpstreamCall,
 };
@@ -47,6 +49,7 @@ pub enum Family {
     Errors,
     Security,
     Resources,
+    Accounting,
 }
 
 /// One contract.
@@ -204,6 +207,11 @@ pub const CONTRACTS: &[Contract] = &[
         family: Family::Resources,
         statement: "When a client abandons a stream, the gateway closes the upstream call within the bound (and later requests are unaffected).",
     },
+    Contract {
+        name: "accounting.response-cost",
+        family: Family::Accounting,
+        statement: "A cost the gateway reports for a call (x-litellm-response-cost) is what the model cost map it was given (or the deployment's own rates) charges for the usage the provider reported: input, cached input, cache writes and output tokens each at their own rate.",
+    },
 ];
 
 /// What a gateway may add to its deployments' timeouts before the client
@@ -331,6 +339,7 @@ pub fn check(x: &Exchange, setup: &Setup) -> Vec<Violation> {
             }
             timeout_honoured(x, setup, &mut out);
             request::check(x, endpoint, &mut out);
+            accounting::check(x, setup, &mut out);
         }
     }
     out.sort_by(|a, b| a.contract.cmp(b.contract).then_with(|| a.detail.cmp(&b.detail)));

@@ -214,6 +214,30 @@ pub struct Cost {
 }
 
 impl Cost {
+    /// `usage` at a deployment's own input and output rates (either may be
+    /// unset), over the rates of `base` (the map's entry for the model, as
+    /// LiteLLM merges a deployment's prices into it); cache tokens without a
+    /// rate are input tokens. `None` when a rate the usage needs is missing.
+    pub fn at_rates(usage: &Usage, input: Option<f64>, output: Option<f64>, base: Option<&ModelEntry>) -> Option<Cost> {
+        let needed = |tokens: u64, rate: Option<f64>| if tokens == 0 { Some(rate.unwrap_or(0.0)) } else { rate };
+        let cached = usage.cache_read_tokens + usage.cache_creation_tokens;
+        let input = needed(usage.input_tokens + cached, input.or(base.and_then(|e| e.input_cost_per_token)))?;
+        let output = needed(usage.output_tokens, output.or(base.and_then(|e| e.output_cost_per_token)))?;
+        let read = base.and_then(|e| e.cache_read_input_token_cost);
+        let write = base.and_then(|e| e.cache_creation_input_token_cost);
+        let breakdown = CostBreakdown {
+            input_usd: usage.input_tokens as f64 * input,
+            output_usd: usage.output_tokens as f64 * output,
+            cache_read_usd: usage.cache_read_tokens as f64 * read.unwrap_or(input),
+            cache_creation_usd: usage.cache_creation_tokens as f64 * write.unwrap_or(input),
+            cache_priced_as_input: (usage.cache_read_tokens > 0 && read.is_none())
+                || (usage.cache_creation_tokens > 0 && write.is_none()),
+        };
+        let total_usd =
+            breakdown.input_usd + breakdown.output_usd + breakdown.cache_read_usd + breakdown.cache_creation_usd;
+        Some(Cost { total_usd, breakdown })
+    }
+
     /// Total USD.
     pub fn total(&self) -> f64 {
         self.total_usd

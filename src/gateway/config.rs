@@ -110,6 +110,13 @@ pub struct LitellmParams {
     /// TCP connect timeout, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub connect_timeout: Option<f64>,
+    /// The deployment's own price per input token, USD (LiteLLM's custom
+    /// pricing): it replaces the cost map's input rate for its calls.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
+    pub input_cost_per_token: Option<f64>,
+    /// The deployment's own price per output token, USD.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
+    pub output_cost_per_token: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
@@ -554,6 +561,18 @@ impl Config {
                             format!("must be a positive number of seconds, got {v}"),
                         );
                     }
+                }
+            }
+            let own = [
+                ("input_cost_per_token", d.litellm_params.input_cost_per_token),
+                ("output_cost_per_token", d.litellm_params.output_cost_per_token),
+            ];
+            for (name, v) in own {
+                if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                    field_err(
+                        format!("model_list[{i}].litellm_params.{name}"),
+                        format!("must be a price in USD per token, 0 or more, got {v}"),
+                    );
                 }
             }
         }

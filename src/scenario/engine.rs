@@ -575,7 +575,9 @@ impl Rig {
             .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| e.to_string())?;
-        let setup = contract_setup(scenario, &yaml, &mocks, &vars)?;
+        let mut setup = contract_setup(scenario, &yaml, &mocks, &vars)?;
+        setup.prices =
+            given_cost_map(scenario, &yaml, &vars, &opts.target, &opts.project_root).map(std::sync::Arc::new);
         Ok(Rig {
             gut,
             mocks,
@@ -624,6 +626,40 @@ fn contract_setup(
         }
     }
     Ok(contracts::Setup::from_config(&config, &urls, &env))
+}
+
+/// The model cost map the gateway under test prices from, when the harness
+/// knows it: the scenario's asset the config names (unless a step replaces
+/// it), or, with no map named, the map bundled with postmortem when the
+/// gateway is this one in-process. Another gateway's own map is unknown, and
+/// `accounting.response-cost` is then not judged.
+fn given_cost_map(
+    scenario: &Scenario,
+    yaml: &str,
+    vars: &BTreeMap<String, String>,
+    target: &TargetSpec,
+    root: &Path,
+) -> Option<contracts::Prices> {
+    let config: Value = serde_yaml_ng::from_str(yaml).ok()?;
+    let named =
+        config.pointer("/general_settings/model_cost_map").and_then(Value::as_str).map(str::to_string).or_else(|| {
+            let mut v = Value::String(scenario.env.get("LITELLM_MODEL_COST_MAP_URL")?.clone());
+            substitute(&mut v, vars).ok()?;
+            v.as_str().map(str::to_string)
+        });
+    match named {
+        None => matches!(target, TargetSpec::InProcess)
+            .then(|| contracts::Prices::parse(crate::gateway::catalog::BUNDLED_COST_MAP))
+            .flatten(),
+        Some(url) => {
+            let name = scenario.assets.keys().find(|n| vars.get(&format!("assets.{n}.url")) == Some(&url))?;
+            let replaced = scenario.steps.iter().any(|s| s.set_asset.as_ref().is_some_and(|a| &a.asset == name));
+            if replaced {
+                return None;
+            }
+            contracts::Prices::parse(&materialize(&scenario.assets[name], root).ok()?)
+        }
+    }
 }
 
 /// Mounts each provider's `stubs`, then its cassette's recorded responses.

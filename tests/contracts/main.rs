@@ -4,6 +4,7 @@
 //! the last test requires every contract the checker knows to have a
 //! violating case here.
 
+mod accounting;
 mod common;
 mod errors;
 mod fidelity;
@@ -30,6 +31,7 @@ fn all_cases() -> Vec<Case> {
         responses::passthrough_cases(),
         responses::bridged_cases(),
         resources::cases(),
+        accounting::cases(),
     ]
     .into_iter()
     .flatten()

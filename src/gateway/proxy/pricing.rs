@@ -35,7 +35,16 @@ pub(super) fn charge(gw: &Gateway, caller: &Caller, requested: &str, route: &Rou
     }
     let catalog = gw.catalog.current();
     let candidates = pricing_names(route.provider, &route.upstream_model, route.deployment.model_info.as_ref());
-    let cost = candidates.iter().find_map(|c| catalog.cost(c, usage));
+    // A deployment's own rates replace the map's input and output rates
+    // (LiteLLM's custom pricing, one or both); the rest are the map's for the
+    // model where it has them.
+    let params = &route.deployment.params;
+    let cost = if params.input_cost_per_token.is_some() || params.output_cost_per_token.is_some() {
+        let base = candidates.iter().find_map(|c| catalog.model(c));
+        crate::gateway::catalog::Cost::at_rates(usage, params.input_cost_per_token, params.output_cost_per_token, base)
+    } else {
+        candidates.iter().find_map(|c| catalog.cost(c, usage))
+    };
     let input = usage.input_tokens + usage.cache_read_tokens + usage.cache_creation_tokens;
     gw.metrics.usage(&route.deployment.model_name, input, usage.output_tokens, cost.as_ref().map(|c| c.total()));
     let total = cost?.total();
