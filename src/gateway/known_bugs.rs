@@ -51,6 +51,9 @@ pub struct KnownBugs {
     /// like any request, whichever deployment stored the Response it
     /// continues (its handle is still resolved to the provider's id).
     pub unpinned_response_handles: bool,
+    /// Contract `accounting.response-cost`: cached input tokens are charged
+    /// at the full input rate, not the map's cache-read rate.
+    pub cache_reads_at_input_rate: bool,
 }
 
 impl KnownBugs {
@@ -74,12 +77,13 @@ impl KnownBugs {
             "loosen_forced_tool_choice" => self.loosen_forced_tool_choice = true,
             "estimate_count_tokens" => self.estimate_count_tokens = true,
             "unpinned_response_handles" => self.unpinned_response_handles = true,
+            "cache_reads_at_input_rate" => self.cache_reads_at_input_rate = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -93,5 +97,6 @@ impl KnownBugs {
         "loosen_forced_tool_choice",
         "estimate_count_tokens",
         "unpinned_response_handles",
+        "cache_reads_at_input_rate",
     ];
 }

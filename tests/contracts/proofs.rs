@@ -14,6 +14,7 @@ const PROOFS: &[(&str, &str, &str)] = &[
     ("loosen_forced_tool_choice", "anthropic-family.yaml", "fidelity.request"),
     ("estimate_count_tokens", "anthropic-family.yaml", "fidelity.usage"),
     ("unpinned_response_handles", "responses-conversations.yaml", "fidelity.response-handle"),
+    ("cache_reads_at_input_rate", "accounting.yaml", "accounting.response-cost"),
 ];
 
 #[tokio::test]

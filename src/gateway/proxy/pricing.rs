@@ -33,6 +33,14 @@ pub(super) fn charge(gw: &Gateway, caller: &Caller, requested: &str, route: &Rou
     if let Caller::Key(k) = caller {
         k.record_tokens(now, tokens);
     }
+    // The known-bad variant: cached reads billed as plain input.
+    let bugged;
+    let usage = if gw.bugs.cache_reads_at_input_rate {
+        bugged = Usage { input_tokens: usage.input_tokens + usage.cache_read_tokens, cache_read_tokens: 0, ..*usage };
+        &bugged
+    } else {
+        usage
+    };
     let catalog = gw.catalog.current();
     let candidates = pricing_names(route.provider, &route.upstream_model, route.deployment.model_info.as_ref());
     // A deployment's own rates replace the map's input and output rates
