@@ -25,6 +25,7 @@ pub mod faults;
 pub mod floor;
 pub mod load;
 pub mod procs;
+pub mod soak;
 pub mod upstream;
 
 use std::collections::BTreeMap;
