@@ -176,11 +176,8 @@ pub async fn soak(args: SoakArgs) -> ExitCode {
     if args.print_config {
         let port = if args.reach.upstream_port == 0 { 4010 } else { args.reach.upstream_port };
         print!("{}", soak::soak_config(&format!("127.0.0.1:{port}"), o.mix.deployments, o.cache_capacity));
-        if args.reach.key.is_some() {
-            eprintln!(
-                "note: the printed config's master key is {MASTER_KEY}; pass the one your gateway uses with --key"
-            );
-        }
+        // On stderr, so stdout stays the config alone.
+        eprintln!("note: this config's master key is {MASTER_KEY}: give the soak `--key {MASTER_KEY}` (or your own master key if you change it)");
         return ExitCode::SUCCESS;
     }
     let bar = indicatif::ProgressBar::new(o.requests);
