@@ -260,13 +260,15 @@ struct Tally {
 }
 
 impl Tally {
-    fn record(&mut self, label: &str, result: Result<(), Unexpected>) -> bool {
+    /// Counts an unexpected error (`label` names the request, built only
+    /// for the examples kept). True when there was none.
+    fn record<L: std::fmt::Display>(&mut self, label: impl FnOnce() -> L, result: Result<(), Unexpected>) -> bool {
         match result {
             Ok(()) => true,
             Err(u) => {
                 *self.unexpected.entry(u.kind.to_string()).or_default() += 1;
                 if self.examples.len() < EXAMPLES_KEPT {
-                    self.examples.push(format!("{label}: {}: {}", u.kind, u.detail));
+                    self.examples.push(format!("{}: {}: {}", label(), u.kind, u.detail));
                 }
                 false
             }
@@ -374,7 +376,7 @@ async fn worker(ctx: Arc<Ctx>) -> Tally {
         let plan = ctx.mix.plan(n);
         let (got, took) = chat(&ctx, &mut conn, &ctx.master_key, request_body(plan)).await;
         let ok = t.record(
-            &format!("request {n} ({}, {})", if plan.stream { "stream" } else { "plain" }, plan.fault.name()),
+            || format!("request {n} ({}, {})", if plan.stream { "stream" } else { "plain" }, plan.fault.name()),
             faults::check(plan.fault, plan.stream, &got),
         );
         let e = t.kinds.entry((plan.fault, plan.stream)).or_default();
@@ -429,7 +431,7 @@ async fn churn_keys(
     for cycle in 0u64.. {
         let fail = |t: &mut Tally, k: &mut KeyChurn, what: String| {
             k.unexpected += 1;
-            t.record("key churn", Err(Unexpected { kind: "key-churn", detail: what }));
+            t.record(|| "key churn", Err(Unexpected { kind: "key-churn", detail: what }));
         };
         let generated =
             admin(ctx, &mut conn, "/key/generate", serde_json::json!({"key_alias": format!("soak-churn-{cycle}")}))
@@ -450,7 +452,7 @@ async fn churn_keys(
                     };
                     let (got, _) = chat(ctx, &mut conn, &key, request_body(plan)).await;
                     k.live_requests += 1;
-                    if t.record("live key", faults::check(Fault::None, stream, &got)) {
+                    if t.record(|| "live key", faults::check(Fault::None, stream, &got)) {
                         k.live_ok += 1;
                     } else {
                         k.unexpected += 1;
@@ -464,7 +466,7 @@ async fn churn_keys(
                 let plan = faults::Plan { stream: false, fault: Fault::None, deployment: 0 };
                 let (got, _) = chat(ctx, &mut conn, &key, request_body(plan)).await;
                 k.deleted_requests += 1;
-                if t.record("deleted key", faults::check_status(401, &got)) {
+                if t.record(|| "deleted key", faults::check_status(401, &got)) {
                     k.deleted_401 += 1;
                 } else {
                     k.unexpected += 1;
@@ -574,7 +576,7 @@ pub async fn run(o: &SoakOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<Soa
                 Ok(t) => all.merge(t),
                 Err(e) => {
                     all.record(
-                        "worker",
+                        || "worker",
                         Err(Unexpected { kind: "worker", detail: format!("a load worker died: {e}") }),
                     );
                 }
