@@ -1,7 +1,7 @@
 #![forbid(unsafe_code)]
 //! The `postmortem` command: `serve` runs the gateway, `run` runs the
 //! regression scenarios, `record`/`replay`/`import`/`lint` work with
-//! cassettes of real provider traffic, `bench` loads a gateway.
+//! cassettes of real provider traffic, `bench` loads a gateway, `soak` runs a bounded soak against one.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -42,6 +42,8 @@ enum Command {
     Contracts,
     /// Load a gateway (ours by default) beside direct and an nginx floor; latency, throughput, CPU.
     Bench(postmortem::cli::bench::BenchArgs),
+    /// Soak a gateway: a million mixed requests with upstream faults, client-cache and key churn; no unexpected error, no hang, flat RSS.
+    Soak(postmortem::cli::soak::SoakArgs),
     /// The bench's fast upstream (started by `bench`).
     #[command(hide = true)]
     BenchUpstream(postmortem::cli::bench::UpstreamArgs),
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Lint(args) => postmortem::cli::replay::lint(args),
         Command::Contracts => postmortem::cli::list_contracts(),
         Command::Bench(args) => rt.block_on(postmortem::cli::bench::bench(args)),
+        Command::Soak(args) => rt.block_on(postmortem::cli::soak::soak(args)),
         Command::BenchUpstream(args) => rt.block_on(postmortem::cli::bench::upstream(args)),
     }
 }

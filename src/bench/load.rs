@@ -89,9 +89,11 @@ impl Worker {
     }
 }
 
-type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// One keep-alive client connection.
+pub type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(authority: &str) -> Result<Conn, String> {
+/// A keep-alive HTTP/1.1 connection to `authority` with TCP_NODELAY.
+pub async fn connect(authority: &str) -> Result<Conn, String> {
     let tcp = TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
@@ -104,20 +106,36 @@ async fn connect(authority: &str) -> Result<Conn, String> {
     Ok(send)
 }
 
-/// One request on `conn`: its latency, and for a stream the event times.
-async fn one(spec: &LoadSpec, conn: &mut Conn, w: &mut Worker) -> Result<(), String> {
-    let mut req = http::Request::builder().method("POST").uri(&spec.path).header("host", &spec.authority);
-    for (k, v) in &spec.headers {
+/// Sends `method path` with `headers` and `body` on `conn` (reconnecting
+/// first when the connection was closed before the request was written) and
+/// returns the response head, its body still to be read, and when the
+/// request was sent.
+pub async fn send(
+    conn: &mut Conn,
+    authority: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Bytes,
+) -> Result<(hyper::Response<hyper::body::Incoming>, Instant), String> {
+    let mut req = http::Request::builder().method(method).uri(path).header("host", authority);
+    for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let req = req.body(Full::new(spec.body.clone())).map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     if conn.ready().await.is_err() {
         // Closed before this request was written: reconnect and send it.
-        *conn = connect(&spec.authority).await?;
+        *conn = connect(authority).await?;
         conn.ready().await.map_err(|e| e.to_string())?;
     }
     let started = Instant::now();
     let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+    Ok((resp, started))
+}
+
+/// One request on `conn`: its latency, and for a stream the event times.
+async fn one(spec: &LoadSpec, conn: &mut Conn, w: &mut Worker) -> Result<(), String> {
+    let (resp, started) = send(conn, &spec.authority, "POST", &spec.path, &spec.headers, spec.body.clone()).await?;
     let ok = resp.status().is_success();
     let mut body = resp.into_body();
     let mut last_event: Option<Instant> = None;

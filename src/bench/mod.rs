@@ -21,9 +21,11 @@
 //! gateway is benchmarked as the process users run (`postmortem serve`),
 //! like any other target.
 
+pub mod faults;
 pub mod floor;
 pub mod load;
 pub mod procs;
+pub mod soak;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -139,13 +141,13 @@ pub struct Report {
 }
 
 /// A process the bench started, stopped with its whole group on drop.
-struct Spawned {
+pub(crate) struct Spawned {
     child: tokio::process::Child,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Spawned {
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 }
@@ -197,10 +199,51 @@ pub fn loopback_authority(url: &str) -> Result<String, String> {
 
 /// The request every arm gets: a realistic small chat completion.
 fn body(model: &str, stream: bool) -> Bytes {
+    chat_body(model, stream, "")
+}
+
+/// The bench's chat completion with `note` (no quotes or backslashes: it
+/// is not escaped) appended to the user's message: the soak's fault marker.
+pub(crate) fn chat_body(model: &str, stream: bool, note: &str) -> Bytes {
     let stream = if stream { r#","stream":true"# } else { "" };
     Bytes::from(format!(
-        r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are a concise assistant for a CI dashboard."}},{{"role":"user","content":"Summarize the last build: 214 tests, 0 failures, 3 skipped, 41 s."}}],"temperature":0.2,"max_tokens":256{stream}}}"#
+        r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are a concise assistant for a CI dashboard."}},{{"role":"user","content":"Summarize the last build: 214 tests, 0 failures, 3 skipped, 41 s.{note}"}}],"temperature":0.2,"max_tokens":256{stream}}}"#
     ))
+}
+
+/// Starts the bench upstream (`bench-upstream`, this executable) in a
+/// process of its own, so its CPU is its own; waits until it listens.
+/// Returns the process and its `host:port`.
+pub(crate) async fn start_upstream(
+    exe: &std::path::Path,
+    port: u16,
+    chunk_gap: Duration,
+    faults: bool,
+) -> Result<(Spawned, String), String> {
+    let port = if port == 0 { free_port()? } else { port };
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["bench-upstream".into(), "--port".into(), port.to_string()];
+    args.extend(["--chunk-gap-us".into(), chunk_gap.as_micros().to_string()]);
+    if faults {
+        args.push("--faults".into());
+    }
+    let upstream = spawn(exe, &args, None)?;
+    wait_listening(&addr, Duration::from_secs(10), "the bench upstream").await?;
+    Ok((upstream, addr))
+}
+
+/// Starts a gateway command with `config` (RUST_LOG=warn: a load's worth of
+/// info lines would cost the gateway CPU); returns it and its `host:port`.
+pub(crate) async fn start_target(
+    command: &str,
+    kind: TargetKind,
+    config: &str,
+    startup_timeout: Duration,
+) -> Result<(GatewayUnderTest, String), String> {
+    let env: BTreeMap<String, String> = [("RUST_LOG".to_string(), "warn".to_string())].into();
+    let g = GatewayUnderTest::start_command(command, config, &env, "", kind, startup_timeout).await?;
+    let authority = loopback_authority(g.base_url())?;
+    Ok((g, authority))
 }
 
 /// The LiteLLM-format config a started target gets.
@@ -231,21 +274,7 @@ pub fn planned_runs(o: &BenchOptions, arms: usize) -> u64 {
 /// Runs the whole bench.
 pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, String> {
     let ticks = procs::clock_ticks();
-    // The upstream, in a process of its own so its CPU is its own.
-    let up_port = if o.upstream_port == 0 { free_port()? } else { o.upstream_port };
-    let up_addr = format!("127.0.0.1:{up_port}");
-    let upstream = spawn(
-        &o.exe,
-        &[
-            "bench-upstream".into(),
-            "--port".into(),
-            up_port.to_string(),
-            "--chunk-gap-us".into(),
-            o.chunk_gap.as_micros().to_string(),
-        ],
-        None,
-    )?;
-    wait_listening(&up_addr, Duration::from_secs(10), "the bench upstream").await?;
+    let (upstream, up_addr) = start_upstream(&o.exe, o.upstream_port, o.chunk_gap, false).await?;
 
     let mut floor_proc = None;
     let mut floor_name = None;
@@ -294,18 +323,10 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
         let arm = if i == 0 { "target".to_string() } else { format!("target-{}", i + 1) };
         let (group, command, authority) = match t {
             BenchTarget::Command { command, kind } => {
-                let env: BTreeMap<String, String> = [("RUST_LOG".to_string(), "warn".to_string())].into();
-                let g = GatewayUnderTest::start_command(
-                    command,
-                    &target_config(&up_addr, &o.model),
-                    &env,
-                    "",
-                    *kind,
-                    o.startup_timeout,
-                )
-                .await
-                .map_err(|e| format!("{arm}: {e}"))?;
-                let authority = loopback_authority(g.base_url())?;
+                let (g, authority) =
+                    start_target(command, *kind, &target_config(&up_addr, &o.model), o.startup_timeout)
+                        .await
+                        .map_err(|e| format!("{arm}: {e}"))?;
                 let group = g.pid();
                 started.push(g);
                 (group, command.clone(), authority)

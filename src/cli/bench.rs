@@ -40,24 +40,14 @@ pub struct BenchArgs {
     /// Leave out the nginx floor.
     #[arg(long)]
     pub no_floor: bool,
-    /// Port of the bench upstream (0: a free one).
-    #[arg(long, default_value_t = 0)]
-    pub upstream_port: u16,
     /// Microseconds between a streamed answer's chunks at the upstream.
     #[arg(long, default_value_t = 2000)]
     pub chunk_gap_us: u64,
     /// Model name the requests ask for.
     #[arg(long, default_value = "gpt-4o")]
     pub model: String,
-    /// Bearer key for the target (default: the master key of the bench's config).
-    #[arg(long, env = "POSTMORTEM_BENCH_KEY")]
-    pub key: Option<String>,
-    /// Seconds a started target may take to answer.
-    #[arg(long, default_value_t = 120)]
-    pub startup_timeout: u64,
-    /// `text` (tables) or `json`.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    pub format: String,
+    #[command(flatten)]
+    pub reach: Reach,
     /// Save this run as a baseline of this machine.
     #[arg(long)]
     pub save_baseline: Option<String>,
@@ -69,6 +59,33 @@ pub struct BenchArgs {
     pub baseline_dir: Option<PathBuf>,
 }
 
+/// The options `bench` and `soak` share: the upstream's port, the
+/// target's key, its start-up bound, the output format.
+#[derive(Args, Debug)]
+pub struct Reach {
+    /// Port of the bench upstream (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub upstream_port: u16,
+    /// Bearer key for the target (default: the master key of the config the
+    /// command writes); `soak` needs the master key, for its key churn.
+    #[arg(long, env = "POSTMORTEM_BENCH_KEY")]
+    pub key: Option<String>,
+    /// Seconds a started target may take to answer.
+    #[arg(long, default_value_t = 120)]
+    pub startup_timeout: u64,
+    /// `text` (tables) or `json`.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+}
+
+/// Our own gateway as a target: this executable's `serve`.
+pub(crate) fn our_gateway(exe: &std::path::Path) -> BenchTarget {
+    BenchTarget::Command {
+        command: format!("'{}' serve --config {{config}} --port {{port}}", exe.display()),
+        kind: TargetKind::Postmortem,
+    }
+}
+
 /// `postmortem bench-upstream`: the fast upstream, for `bench` to start.
 #[derive(Args, Debug)]
 pub struct UpstreamArgs {
@@ -76,6 +93,9 @@ pub struct UpstreamArgs {
     pub port: u16,
     #[arg(long, default_value_t = 2000)]
     pub chunk_gap_us: u64,
+    /// Obey the soak's fault markers in request bodies.
+    #[arg(long)]
+    pub faults: bool,
 }
 
 pub async fn upstream(args: UpstreamArgs) -> ExitCode {
@@ -89,7 +109,7 @@ pub async fn upstream(args: UpstreamArgs) -> ExitCode {
     if let Ok(addr) = listener.local_addr() {
         println!("bench upstream listening on http://{addr}");
     }
-    let up = bench::upstream::Upstream { chunk_gap: Duration::from_micros(args.chunk_gap_us) };
+    let up = bench::upstream::Upstream { chunk_gap: Duration::from_micros(args.chunk_gap_us), faults: args.faults };
     match bench::upstream::serve(listener, up).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -132,17 +152,14 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
     let targets = match (args.target_cmd.as_slice(), &args.target_url) {
         (_, Some(url)) => {
             bench::loopback_authority(url)?;
-            if args.upstream_port == 0 {
+            if args.reach.upstream_port == 0 {
                 return Err("--target-url needs --upstream-port: the running gateway's config must route \
                             --model to http://127.0.0.1:PORT/v1"
                     .into());
             }
             vec![BenchTarget::Url(url.clone())]
         }
-        ([], None) => vec![BenchTarget::Command {
-            command: format!("'{}' serve --config {{config}} --port {{port}}", exe.display()),
-            kind: TargetKind::Postmortem,
-        }],
+        ([], None) => vec![our_gateway(&exe)],
         (cmds, None) => {
             cmds.iter().map(|c| BenchTarget::Command { command: c.clone(), kind: TargetKind::Other }).collect()
         }
@@ -156,11 +173,11 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
         stream: args.mode != "plain",
         plain: args.mode != "stream",
         floor: !args.no_floor,
-        upstream_port: args.upstream_port,
+        upstream_port: args.reach.upstream_port,
         chunk_gap: Duration::from_micros(args.chunk_gap_us),
         model: args.model.clone(),
-        key: args.key.clone(),
-        startup_timeout: Duration::from_secs(args.startup_timeout.max(1)),
+        key: args.reach.key.clone(),
+        startup_timeout: Duration::from_secs(args.reach.startup_timeout.max(1)),
         exe,
     })
 }
@@ -213,7 +230,7 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
     };
     bar.finish_and_clear();
     let (regressions, lines) = base.as_ref().map(|b| bench::compare(b, &report)).unwrap_or_default();
-    if args.format == "json" {
+    if args.reach.format == "json" {
         let out = serde_json::json!({"report": report, "baseline": args.baseline, "comparison": lines, "regressions": regressions});
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {

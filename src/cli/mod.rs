@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod lint;
 pub mod replay;
+pub mod soak;
 
 use crate::gateway::{Config, GatewayBuilder, KnownBugs};
 use crate::scenario::runner::run_all;
