@@ -38,6 +38,7 @@ pub(super) fn charge(gw: &Gateway, caller: &Caller, requested: &str, route: &Rou
     let cost = candidates.iter().find_map(|c| catalog.cost(c, usage));
     let input = usage.input_tokens + usage.cache_read_tokens + usage.cache_creation_tokens;
     gw.metrics.usage(&route.deployment.model_name, input, usage.output_tokens, cost.as_ref().map(|c| c.total()));
+    crate::gateway::otel::usage(input, usage.output_tokens, cost.as_ref().map(|c| c.total()));
     let total = cost?.total();
     if let Caller::Key(k) = caller {
         k.add_spend(total);

@@ -58,6 +58,9 @@ pub(super) struct StreamMeter {
     openai: Option<SseParser>,
     anthropic: anthropic::AnthropicUsage,
     usage: Option<Usage>,
+    /// The request's trace span: the stream is priced after the handler
+    /// returned, and its usage belongs on that span.
+    span: Option<Arc<crate::gateway::otel::LiveSpan>>,
 }
 
 impl StreamMeter {
@@ -80,6 +83,7 @@ impl StreamMeter {
             openai,
             anthropic: anthropic::AnthropicUsage::default(),
             usage: None,
+            span: crate::gateway::otel::current(),
         }
     }
 
@@ -130,7 +134,10 @@ impl Drop for StreamMeter {
     fn drop(&mut self) {
         match self.usage.take() {
             Some(u) => {
-                if charge(&self.gw, &self.caller, &self.model, &self.route, &u).is_none() {
+                let span = self.span.take();
+                let cost =
+                    crate::gateway::otel::within(span, || charge(&self.gw, &self.caller, &self.model, &self.route, &u));
+                if cost.is_none() {
                     tracing::debug!(deployment = %self.route.deployment.id, "streamed call is unpriced: the cost map has no price");
                 }
             }

@@ -148,6 +148,11 @@ pub async fn serve_with(
         Ok(r) => tracing::info!(written = r.written, "spend written at shutdown"),
         Err(e) => tracing::error!(error = %e, pending = gw.spend.len(), "spend could not be written at shutdown"),
     }
+    // Every span of the requests just finished, each batch within the
+    // export timeout: a down collector delays the exit by that, no more.
+    if let Some(s) = gw.flush_traces().await {
+        tracing::info!(exported = s.exported, dropped = s.dropped, failed = s.failed, "traces flushed at shutdown");
+    }
     result
 }
 
