@@ -68,6 +68,17 @@ async fn call(gw: &Arc<Gateway>, uri: &str, headers: &[(&str, &str)], body: Valu
     (status, v)
 }
 
+/// A client's sampled trace context.
+const INBOUND: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// A chat request for `model` with the master key and `headers` besides; its status.
+async fn master_chat(gw: &Arc<Gateway>, headers: &[(&str, &str)], model: &str) -> u16 {
+    let bearer = format!("Bearer {MASTER_KEY}");
+    let mut all = vec![("authorization", bearer.as_str())];
+    all.extend_from_slice(headers);
+    call(gw, "/v1/chat/completions", &all, chat(model)).await.0
+}
+
 fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": PROMPT}]})
 }
@@ -272,12 +283,7 @@ async fn a_request_is_one_trace_a_server_span_with_a_client_span_per_attempt() {
 #[tokio::test]
 async fn an_inbound_traceparent_is_continued_and_a_bad_one_is_not_passed_on() {
     let Rig { collector: c, backup, gw, .. } = rig(&[]).await;
-    let bearer = format!("Bearer {MASTER_KEY}");
-    let inbound = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let (status, _) =
-        call(&gw, "/v1/chat/completions", &[("authorization", &bearer), ("traceparent", inbound)], chat("backup"))
-            .await;
-    assert_eq!(status, 200);
+    assert_eq!(master_chat(&gw, &[("traceparent", INBOUND)], "backup").await, 200);
     gw.flush_traces().await;
     let all = spans(&c).await;
     let server = server_span(&all);
@@ -294,7 +300,7 @@ async fn an_inbound_traceparent_is_continued_and_a_bad_one_is_not_passed_on() {
     // text) starts a new trace, and what goes upstream is the gateway's.
     let before = backup.received_requests().await.unwrap().len();
     let bad = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x-evil";
-    call(&gw, "/v1/chat/completions", &[("authorization", &bearer), ("traceparent", bad)], chat("backup")).await;
+    master_chat(&gw, &[("traceparent", bad)], "backup").await;
     let sent = &backup.received_requests().await.unwrap()[before];
     let tp = sent.headers.get("traceparent").unwrap().to_str().unwrap().to_string();
     assert!(!tp.contains("4bf92f3577b34da6a3ce929d0e0e4736") && !tp.contains("evil"), "{tp}");
@@ -305,7 +311,7 @@ async fn an_inbound_traceparent_is_continued_and_a_bad_one_is_not_passed_on() {
     // the upstream is told the same.
     let exported = spans(&c).await.len();
     let unsampled = "00-11111111111111111111111111111111-2222222222222222-00";
-    call(&gw, "/v1/chat/completions", &[("authorization", &bearer), ("traceparent", unsampled)], chat("backup")).await;
+    master_chat(&gw, &[("traceparent", unsampled)], "backup").await;
     gw.flush_traces().await;
     let after = spans(&c).await;
     assert!(after.iter().all(|s| s["traceId"] != "11111111111111111111111111111111"), "unsampled: not exported");
@@ -377,10 +383,8 @@ async fn a_down_collector_neither_fails_nor_slows_requests() {
         &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &format!("http://127.0.0.1:{closed}/v1/traces"))],
     )
     .await;
-    let bearer = format!("Bearer {MASTER_KEY}");
     for _ in 0..3 {
-        let (status, body) = call(&gw, "/v1/chat/completions", &[("authorization", &bearer)], chat("primary")).await;
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(master_chat(&gw, &[], "primary").await, 200);
     }
     let stats = gw.flush_traces().await.unwrap();
     assert_eq!((stats.exported, stats.failed, stats.queued), (0, 9, 0), "{stats:?}");
@@ -415,15 +419,11 @@ async fn a_hanging_collector_holds_up_no_request_and_a_flush_only_its_timeout() 
         ],
     )
     .await;
-    let bearer = format!("Bearer {MASTER_KEY}");
     for _ in 0..3 {
-        let answered = tokio::time::timeout(
-            Duration::from_secs(10),
-            call(&gw, "/v1/chat/completions", &[("authorization", &bearer)], chat("backup")),
-        )
-        .await
-        .expect("a request never waits for the collector");
-        assert_eq!(answered.0, 200);
+        let answered = tokio::time::timeout(Duration::from_secs(10), master_chat(&gw, &[], "backup"))
+            .await
+            .expect("a request never waits for the collector");
+        assert_eq!(answered, 200);
     }
     let flushed = tokio::time::timeout(Duration::from_secs(30), gw.flush_traces()).await;
     let stats = flushed.expect("a flush is bounded by the export timeout").unwrap();
@@ -475,6 +475,19 @@ async fn a_stream_is_priced_on_its_server_span_when_it_ends() {
     for (raw, _) in exports(&c).await {
         assert!(leaked(&raw, &[PROVIDER_KEY, PROMPT, ANSWER]).is_empty(), "{raw}");
     }
+}
+
+#[tokio::test]
+async fn a_sampler_that_keeps_nothing_still_tells_the_upstream() {
+    let Rig { collector: c, backup, gw, .. } = rig(&[("OTEL_TRACES_SAMPLER", "always_off")]).await;
+    // always_off is not parent-based: a sampled client trace is not kept either.
+    assert_eq!(master_chat(&gw, &[("traceparent", INBOUND)], "backup").await, 200);
+    let stats = gw.flush_traces().await.unwrap();
+    assert_eq!((stats.exported, stats.dropped, stats.failed), (0, 0, 0));
+    assert!(c.received_requests().await.unwrap().is_empty());
+    let sent = &backup.received_requests().await.unwrap()[0];
+    let tp = sent.headers.get("traceparent").unwrap().to_str().unwrap().to_string();
+    assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-00"), "{tp}");
 }
 
 #[tokio::test]

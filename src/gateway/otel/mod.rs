@@ -46,6 +46,7 @@ use std::time::{Instant, SystemTime};
 /// The traces of one gateway: its exporter (and so its queue and task).
 pub struct Otel {
     exporter: Arc<Exporter>,
+    sampler: settings::Sampler,
 }
 
 impl std::fmt::Debug for Otel {
@@ -60,7 +61,10 @@ impl Otel {
     /// (the exporter's task starts here).
     pub fn from_config(config: &crate::gateway::Config) -> Result<Option<Otel>, String> {
         match OtelSettings::from_config(config)? {
-            Some(s) => Ok(Some(Otel { exporter: Exporter::start(s)? })),
+            Some(s) => {
+                let sampler = s.sampler;
+                Ok(Some(Otel { exporter: Exporter::start(s)?, sampler }))
+            }
             None => Ok(None),
         }
     }
@@ -280,13 +284,12 @@ pub async fn layer(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
     let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
     let method = req.method().as_str().to_string();
     let name = format!("{method} {}", template.as_deref().unwrap_or(req.uri().path()));
+    let trace_id = continued.map(|c| c.trace_id).unwrap_or_else(random_trace_id);
+    // Not sampled: nothing is recorded, but the decision still travels upstream.
+    let sampled = otel.sampler.sampled(continued.map(|c| c.sampled), &trace_id);
     let span = Arc::new(LiveSpan {
         queue: Arc::clone(&otel.exporter.queue),
-        context: TraceParent {
-            trace_id: continued.map(|c| c.trace_id).unwrap_or_else(random_trace_id),
-            span_id: random_span_id(),
-            sampled: continued.is_none_or(|c| c.sampled),
-        },
+        context: TraceParent { trace_id, span_id: random_span_id(), sampled },
         parent: continued.map(|c| c.span_id),
         kind: SpanKind::Server,
         operation: operation(route),

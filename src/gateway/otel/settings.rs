@@ -32,6 +32,45 @@ pub struct OtelSettings {
     pub max_batch: usize,
     /// The longest a span waits before it is exported (`OTEL_BSP_SCHEDULE_DELAY`).
     pub schedule_delay: Duration,
+    /// Which traces are recorded (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
+    pub sampler: Sampler,
+}
+
+/// The specification's built-in samplers (`OTEL_TRACES_SAMPLER`); the
+/// default is `parentbased_always_on`: a client's "not sampled" is obeyed,
+/// every other trace is recorded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// Follow the inbound `traceparent`'s sampled flag when there is one.
+    pub parent_based: bool,
+    /// The share of new traces recorded, 0 to 1 (`always_on` 1, `always_off` 0).
+    pub ratio: f64,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Sampler { parent_based: true, ratio: 1.0 }
+    }
+}
+
+impl Sampler {
+    /// Whether a trace is recorded: the parent's flag when parent-based and
+    /// the client sent one, else the ratio over the trace id (its low 63
+    /// bits, as the OpenTelemetry SDKs do, so every service that samples
+    /// by the same ratio keeps the same traces).
+    pub fn sampled(&self, parent_sampled: Option<bool>, trace_id: &[u8; 16]) -> bool {
+        if let (true, Some(p)) = (self.parent_based, parent_sampled) {
+            return p;
+        }
+        if self.ratio >= 1.0 {
+            return true;
+        }
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&trace_id[8..]);
+        let r = u64::from_be_bytes(low) >> 1;
+        let bound = (self.ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+        r < bound
+    }
 }
 
 /// The collector's headers carry credentials: the debug form shows names only.
@@ -45,6 +84,7 @@ impl std::fmt::Debug for OtelSettings {
             .field("max_queue", &self.max_queue)
             .field("max_batch", &self.max_batch)
             .field("schedule_delay", &self.schedule_delay)
+            .field("sampler", &self.sampler)
             .finish()
     }
 }
@@ -129,6 +169,7 @@ impl OtelSettings {
         // The specification: a batch larger than the queue is the queue.
         let max_batch = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_BATCH)?.min(max_queue);
         let schedule_delay = Duration::from_millis(ms("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_DELAY_MS, 3_600_000)?);
+        let sampler = sampler(&var)?;
         Ok(Some(OtelSettings {
             endpoint,
             headers,
@@ -137,6 +178,7 @@ impl OtelSettings {
             max_queue,
             max_batch,
             schedule_delay,
+            sampler,
         }))
     }
 }
@@ -168,6 +210,37 @@ fn check_protocol(var: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `OTEL_TRACES_SAMPLER` (with `OTEL_TRACES_SAMPLER_ARG` for the ratio
+/// ones); a sampler that is not built in (`jaeger_remote`, `xray`…) is
+/// refused, never replaced by another.
+fn sampler(var: &dyn Fn(&str) -> Option<String>) -> Result<Sampler, String> {
+    let Some(name) = var("OTEL_TRACES_SAMPLER") else { return Ok(Sampler::default()) };
+    let ratio = || -> Result<f64, String> {
+        match var("OTEL_TRACES_SAMPLER_ARG") {
+            None => Ok(1.0),
+            Some(a) => match a.parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err(format!("OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, got `{a}`")),
+            },
+        }
+    };
+    let (parent_based, ratio) = match name.as_str() {
+        "always_on" => (false, 1.0),
+        "always_off" => (false, 0.0),
+        "traceidratio" => (false, ratio()?),
+        "parentbased_always_on" => (true, 1.0),
+        "parentbased_always_off" => (true, 0.0),
+        "parentbased_traceidratio" => (true, ratio()?),
+        other => {
+            return Err(format!(
+                "OTEL_TRACES_SAMPLER=`{other}` is not supported: use always_on, always_off, traceidratio, \
+                 parentbased_always_on (the default), parentbased_always_off or parentbased_traceidratio"
+            ))
+        }
+    };
+    Ok(Sampler { parent_based, ratio })
 }
 
 /// The traces URL: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given, else
@@ -360,6 +433,35 @@ mod tests {
             assert!(e.contains(name), "{e}");
         }
         assert!(settings(&[("OTEL_SDK_DISABLED", "true")]).unwrap().is_none());
+    }
+
+    #[test]
+    fn samplers_follow_the_specification() {
+        let sampler = |vars: &[(&str, &str)]| settings(vars).map(|s| s.unwrap().sampler);
+        let id = |low: u64| {
+            let mut t = [7u8; 16];
+            t[8..].copy_from_slice(&low.to_be_bytes());
+            t
+        };
+        let default = sampler(&[]).unwrap();
+        assert_eq!(default, Sampler { parent_based: true, ratio: 1.0 });
+        assert!(default.sampled(None, &id(0)) && !default.sampled(Some(false), &id(0)));
+        let on = sampler(&[("OTEL_TRACES_SAMPLER", "always_on")]).unwrap();
+        assert!(on.sampled(Some(false), &id(u64::MAX)), "always_on ignores the parent");
+        let off = sampler(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]).unwrap();
+        assert!(!off.sampled(None, &id(0)) && off.sampled(Some(true), &id(0)));
+        let half = sampler(&[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.5")]).unwrap();
+        assert!(half.sampled(None, &id(0)) && half.sampled(None, &id(u64::MAX / 2 - 2)));
+        assert!(!half.sampled(None, &id(u64::MAX / 2 + 2)) && !half.sampled(None, &id(u64::MAX)));
+        let kept = (0..1000u64).filter(|i| half.sampled(None, &id(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))).count();
+        assert!((400..600).contains(&kept), "about half: {kept}");
+        for (vars, words) in [
+            (&[("OTEL_TRACES_SAMPLER", "jaeger_remote")][..], "OTEL_TRACES_SAMPLER"),
+            (&[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")][..], "from 0 to 1"),
+        ] {
+            let e = sampler(vars).unwrap_err();
+            assert!(e.contains(words), "{e}");
+        }
     }
 
     #[test]
