@@ -83,17 +83,189 @@ fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": PROMPT}]})
 }
 
-/// Every export the collector received: (raw body, parsed).
+/// Every export the collector received: (the body as text, for the secret
+/// search; the export in OTLP's JSON shape, decoded from protobuf when it
+/// came so).
 async fn exports(c: &MockServer) -> Vec<(String, Value)> {
     let reqs = c.received_requests().await.unwrap();
     reqs.iter()
         .map(|r| {
-            assert_eq!(r.headers.get("content-type").unwrap(), "application/json");
-            let raw = String::from_utf8(r.body.clone()).expect("utf-8 JSON");
-            let v: Value = serde_json::from_str(&raw).expect("OTLP JSON");
+            // Protobuf carries strings as their bytes: a secret shows in the lossy text.
+            let raw = String::from_utf8_lossy(&r.body).into_owned();
+            let v = match r.headers.get("content-type").unwrap().to_str().unwrap() {
+                "application/json" => serde_json::from_str(&raw).expect("OTLP JSON"),
+                "application/x-protobuf" => pb::export(&r.body),
+                other => panic!("an OTLP/HTTP export has content-type {other}"),
+            };
             (raw, v)
         })
         .collect()
+}
+
+/// A protobuf reader of the test's own (the oracle shares no code with the
+/// gateway's encoder) that turns an `ExportTraceServiceRequest` into the
+/// shape of its OTLP JSON encoding, so both protocols are checked alike.
+mod pb {
+    use serde_json::{json, Map, Value};
+
+    enum Field {
+        Varint(u64),
+        I64(u64),
+        I32(u32),
+        Bytes(Vec<u8>),
+    }
+
+    fn varint(b: &mut &[u8]) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (byte, rest) = b.split_first().expect("a varint ends");
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return v;
+            }
+        }
+        panic!("a varint longer than ten bytes")
+    }
+
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> &'a [u8] {
+        assert!(b.len() >= n, "a field runs past its message");
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        head
+    }
+
+    fn fields(mut b: &[u8]) -> Vec<(u64, Field)> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let key = varint(&mut b);
+            let f = match key & 7 {
+                0 => Field::Varint(varint(&mut b)),
+                1 => Field::I64(u64::from_le_bytes(take(&mut b, 8).try_into().unwrap())),
+                2 => {
+                    let n = varint(&mut b) as usize;
+                    Field::Bytes(take(&mut b, n).to_vec())
+                }
+                5 => Field::I32(u32::from_le_bytes(take(&mut b, 4).try_into().unwrap())),
+                w => panic!("wire type {w}"),
+            };
+            out.push((key >> 3, f));
+        }
+        out
+    }
+
+    fn bytes(f: &Field) -> &[u8] {
+        match f {
+            Field::Bytes(b) => b,
+            _ => panic!("expected a length-delimited field"),
+        }
+    }
+
+    fn text(f: &Field) -> String {
+        String::from_utf8(bytes(f).to_vec()).expect("a protobuf string is UTF-8")
+    }
+
+    fn key_value(b: &[u8]) -> Value {
+        let mut out = Map::new();
+        for (n, f) in fields(b) {
+            match n {
+                1 => {
+                    out.insert("key".into(), json!(text(&f)));
+                }
+                2 => {
+                    let mut any = Map::new();
+                    for (n, f) in fields(bytes(&f)) {
+                        let (k, v) = match (n, &f) {
+                            (1, _) => ("stringValue", json!(text(&f))),
+                            (2, Field::Varint(v)) => ("boolValue", json!(*v != 0)),
+                            (3, Field::Varint(v)) => ("intValue", json!((*v as i64).to_string())),
+                            (4, Field::I64(v)) => ("doubleValue", json!(f64::from_bits(*v))),
+                            _ => panic!("AnyValue field {n}"),
+                        };
+                        any.insert(k.into(), v);
+                    }
+                    out.insert("value".into(), Value::Object(any));
+                }
+                _ => panic!("KeyValue field {n}"),
+            }
+        }
+        Value::Object(out)
+    }
+
+    fn span(b: &[u8]) -> Value {
+        let mut out = Map::new();
+        let mut attributes = Vec::new();
+        out.insert("status".into(), json!({}));
+        for (n, f) in fields(b) {
+            let (k, v) = match (n, &f) {
+                (1, _) => ("traceId", json!(hex::encode(bytes(&f)))),
+                (2, _) => ("spanId", json!(hex::encode(bytes(&f)))),
+                (4, _) => ("parentSpanId", json!(hex::encode(bytes(&f)))),
+                (5, _) => ("name", json!(text(&f))),
+                (6, Field::Varint(k)) => ("kind", json!(k)),
+                (7, Field::I64(t)) => ("startTimeUnixNano", json!(t.to_string())),
+                (8, Field::I64(t)) => ("endTimeUnixNano", json!(t.to_string())),
+                (9, _) => {
+                    attributes.push(key_value(bytes(&f)));
+                    continue;
+                }
+                (15, _) => {
+                    let mut st = Map::new();
+                    for (n, f) in fields(bytes(&f)) {
+                        match (n, &f) {
+                            (2, _) => st.insert("message".into(), json!(text(&f))),
+                            (3, Field::Varint(c)) => st.insert("code".into(), json!(c)),
+                            _ => panic!("Status field {n}"),
+                        };
+                    }
+                    ("status", Value::Object(st))
+                }
+                (16, Field::I32(flags)) => ("flags", json!(flags)),
+                _ => panic!("Span field {n}"),
+            };
+            out.insert(k.into(), v);
+        }
+        out.insert("attributes".into(), Value::Array(attributes));
+        Value::Object(out)
+    }
+
+    /// `ExportTraceServiceRequest` → `{"resourceSpans": [...]}`.
+    pub fn export(b: &[u8]) -> Value {
+        let mut resource_spans = Vec::new();
+        for (n, rs) in fields(b) {
+            assert_eq!(n, 1, "ExportTraceServiceRequest.resource_spans");
+            let mut resource = Vec::new();
+            let mut scope_spans = Vec::new();
+            for (n, f) in fields(bytes(&rs)) {
+                match n {
+                    1 => resource.extend(fields(bytes(&f)).iter().map(|(n, kv)| {
+                        assert_eq!(*n, 1, "Resource.attributes");
+                        key_value(bytes(kv))
+                    })),
+                    2 => {
+                        let mut scope = Map::new();
+                        let mut spans = Vec::new();
+                        for (n, f) in fields(bytes(&f)) {
+                            match n {
+                                1 => {
+                                    for (n, f) in fields(bytes(&f)) {
+                                        let k = if n == 1 { "name" } else { "version" };
+                                        scope.insert(k.into(), json!(text(&f)));
+                                    }
+                                }
+                                2 => spans.push(span(bytes(&f))),
+                                _ => panic!("ScopeSpans field {n}"),
+                            }
+                        }
+                        scope_spans.push(json!({"scope": scope, "spans": spans}));
+                    }
+                    _ => panic!("ResourceSpans field {n}"),
+                }
+            }
+            resource_spans.push(json!({"resource": {"attributes": resource}, "scopeSpans": scope_spans}));
+        }
+        json!({ "resourceSpans": resource_spans })
+    }
 }
 
 /// Every span of every export.
@@ -200,14 +372,30 @@ async fn rig(env: &[(&str, &str)]) -> Rig {
 
 #[tokio::test]
 async fn a_request_is_one_trace_a_server_span_with_a_client_span_per_attempt() {
-    let Rig { collector: c, backup, gw, .. } = rig(&[("OTEL_SERVICE_NAME", "gw-under-test")]).await;
+    // The default protocol, http/protobuf.
+    one_trace_per_request(&[], "application/x-protobuf").await;
+}
+
+#[tokio::test]
+async fn the_same_trace_over_http_json() {
+    one_trace_per_request(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], "application/json").await;
+}
+
+async fn one_trace_per_request(env: &[(&str, &str)], media: &str) {
+    let mut env = env.to_vec();
+    env.push(("OTEL_SERVICE_NAME", "gw-under-test"));
+    let Rig { collector: c, backup, gw, .. } = rig(&env).await;
     let bearer = format!("Bearer {VIRTUAL_KEY}");
     let (status, body) = call(&gw, "/v1/chat/completions", &[("authorization", &bearer)], chat("primary")).await;
     assert_eq!(status, 200, "{body}");
     let stats = gw.flush_traces().await.expect("traces are on");
     assert_eq!((stats.exported, stats.dropped, stats.failed), (3, 0, 0), "{stats:?}");
 
+    let received = c.received_requests().await.unwrap();
+    assert!(received.iter().all(|r| r.headers.get("content-type").unwrap() == media && r.url.path() == "/v1/traces"));
     let (_, first) = exports(&c).await.into_iter().next().expect("an export");
+    let scope = &first["resourceSpans"][0]["scopeSpans"][0]["scope"];
+    assert_eq!(scope["name"], "postmortem");
     let resource = &first["resourceSpans"][0]["resource"]["attributes"];
     assert_eq!(resource[0], json!({"key": "service.name", "value": {"stringValue": "gw-under-test"}}));
     let all = spans(&c).await;
@@ -526,7 +714,7 @@ async fn traces_are_off_unless_a_callback_names_otel_and_bad_settings_refuse_the
     assert!(gateway(&on, &[]).await.otel.is_some(), "failure_callback counts as LiteLLM's does");
     for (var, value, words) in [
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "http/json"),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "http/json"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/xml", "http/protobuf"),
         ("OTEL_EXPORTER", "console", "otlp_http"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318", "http://"),
         ("OTEL_EXPORTER_OTLP_HEADERS", "api-key", "key=value"),

@@ -1,11 +1,11 @@
 //! Export off the request path: finished spans go into a bounded queue (a
 //! full queue drops the span and counts it, a request never waits), and a
-//! background task sends them in batches as OTLP/HTTP JSON (the JSON
-//! mapping of `ExportTraceServiceRequest`), each export bounded by the
-//! configured timeout. `Exporter::flush` sends what is queued now (graceful
+//! background task sends them in batches over OTLP/HTTP (protobuf, see
+//! `protobuf`, or the JSON mapping of `ExportTraceServiceRequest`, here),
+//! each export bounded by the configured timeout. `Exporter::flush` sends what is queued now (graceful
 //! shutdown, tests).
 
-use super::settings::{display_endpoint, OtelSettings};
+use super::settings::{display_endpoint, OtelSettings, Protocol};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -182,7 +182,8 @@ impl Exporter {
             endpoint = %display_endpoint(&exporter.settings.endpoint),
             headers = exporter.settings.headers.len(),
             service = %exporter.settings.resource.first().map(|(_, v)| v.as_str()).unwrap_or(""),
-            "OpenTelemetry traces on: OTLP/HTTP JSON"
+            protocol = ?exporter.settings.protocol,
+            "OpenTelemetry traces on: OTLP/HTTP"
         );
         let queue = Arc::clone(&exporter.queue);
         let delay = exporter.settings.schedule_delay;
@@ -220,12 +221,12 @@ impl Exporter {
 
     async fn send(&self, batch: Vec<SpanData>) {
         let n = batch.len() as u64;
-        let body = encode(&self.settings.resource, &batch).to_string();
-        let mut req = self
-            .client
-            .post(self.settings.endpoint.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body);
+        let (media, body) = match self.settings.protocol {
+            Protocol::Protobuf => ("application/x-protobuf", super::protobuf::encode(&self.settings.resource, &batch)),
+            Protocol::Json => ("application/json", encode(&self.settings.resource, &batch).to_string().into_bytes()),
+        };
+        let mut req =
+            self.client.post(self.settings.endpoint.clone()).header(http::header::CONTENT_TYPE, media).body(body);
         for (k, v) in &self.settings.headers {
             req = req.header(k, v);
         }

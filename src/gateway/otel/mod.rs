@@ -1,9 +1,9 @@
 //! OpenTelemetry traces, LiteLLM's `callbacks: ["otel"]`: a server span per
 //! model request (named after its route) with a client span child for each
 //! upstream attempt (every retry and fallback gets its own), attributes
-//! after the OpenTelemetry GenAI and HTTP semantic conventions, exported as
-//! OTLP/HTTP JSON off the request path (`export`), configured by the
-//! standard `OTEL_*` variables (`settings`).
+//! after the OpenTelemetry GenAI and HTTP semantic conventions, exported
+//! over OTLP/HTTP (protobuf or JSON) off the request path (`export`,
+//! `protobuf`), configured by the standard `OTEL_*` variables (`settings`).
 //!
 //! How a request is traced: [`layer`] (around the route table) starts the
 //! server span, continuing the client's W3C `traceparent` when it sent a
@@ -23,10 +23,11 @@
 //! upstream's host and port, never its URL.
 
 mod export;
+mod protobuf;
 mod settings;
 
-pub use export::{encode, AttrValue, ExportStats, SpanData, SpanKind, SpanStatus};
-pub use settings::OtelSettings;
+pub use export::{encode as encode_json, AttrValue, ExportStats, SpanData, SpanKind, SpanStatus};
+pub use settings::{OtelSettings, Protocol, Sampler};
 
 use crate::gateway::activity::{Attribution, Who};
 use crate::gateway::error::ApiError;

@@ -5,9 +5,9 @@
 //! `OTEL_HEADERS` aliases too) say where, through `Config::env_var` (the
 //! config's `environment_variables` over the process environment).
 //!
-//! The gateway sends OTLP/HTTP with the JSON encoding (`http/json`); any
-//! other protocol asked for is refused at start-up with the reason, never
-//! silently swapped.
+//! The gateway sends OTLP/HTTP, binary protobuf (`http/protobuf`, the
+//! default) or JSON (`http/json`); gRPC, or any other protocol asked for,
+//! is refused at start-up with the reason, never silently swapped.
 
 use crate::gateway::config::Config;
 use http::{HeaderName, HeaderValue};
@@ -34,6 +34,8 @@ pub struct OtelSettings {
     pub schedule_delay: Duration,
     /// Which traces are recorded (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
     pub sampler: Sampler,
+    /// How an export is encoded.
+    pub protocol: Protocol,
 }
 
 /// The specification's built-in samplers (`OTEL_TRACES_SAMPLER`); the
@@ -85,6 +87,7 @@ impl std::fmt::Debug for OtelSettings {
             .field("max_batch", &self.max_batch)
             .field("schedule_delay", &self.schedule_delay)
             .field("sampler", &self.sampler)
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -127,7 +130,7 @@ impl OtelSettings {
             tracing::info!("OTEL_SDK_DISABLED=true: OpenTelemetry traces are off although a callback names `otel`");
             return Ok(None);
         }
-        check_protocol(&var)?;
+        let protocol = protocol(&var)?;
         for name in ["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"] {
             if let Some(c) = var(name).filter(|c| !c.eq_ignore_ascii_case("none")) {
                 tracing::warn!(variable = name, compression = %c, "OTLP compression is not implemented; traces are sent uncompressed");
@@ -179,37 +182,48 @@ impl OtelSettings {
             max_batch,
             schedule_delay,
             sampler,
+            protocol,
         }))
     }
 }
 
-/// Only OTLP/HTTP JSON is sent; asking for another protocol or exporter
-/// is refused rather than silently answered with this one.
-fn check_protocol(var: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
-    for name in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
-        let Some(p) = var(name) else { continue };
-        if p == "http/json" {
-            // The first one set decides, as in the specification.
-            break;
-        }
-        return Err(format!(
-            "{name}=`{p}` is not supported: this gateway exports traces as OTLP over HTTP with the JSON encoding \
-             (`http/json`), which the OpenTelemetry Collector, Jaeger and Grafana Tempo accept on their OTLP/HTTP \
-             port (4318); set {name}=http/json (or unset it) and point OTEL_EXPORTER_OTLP_ENDPOINT at that port"
-        ));
-    }
-    // LiteLLM's own switch: `otlp_http` is what we do; LiteLLM's other
-    // exporters (`console`, `otlp_grpc`) are not here.
+/// The OTLP/HTTP encodings the gateway sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http/protobuf` (`application/x-protobuf`), the specification's default.
+    Protobuf,
+    /// `http/json` (`application/json`).
+    Json,
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`,
+/// else `http/protobuf`. gRPC (or anything else) is refused rather than
+/// silently answered over HTTP, as is a LiteLLM `OTEL_EXPORTER` other than
+/// `otlp_http`.
+fn protocol(var: &dyn Fn(&str) -> Option<String>) -> Result<Protocol, String> {
     if let Some(e) = var("OTEL_EXPORTER") {
         if !e.eq_ignore_ascii_case("otlp_http") {
             return Err(format!(
-                "OTEL_EXPORTER=`{e}` is not supported: this gateway exports OTLP over HTTP (JSON) only; set \
+                "OTEL_EXPORTER=`{e}` is not supported: this gateway exports OTLP over HTTP only; set \
                  OTEL_EXPORTER=otlp_http (or unset it) and OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_ENDPOINT) to the \
-                 collector's OTLP/HTTP address"
+                 collector's OTLP/HTTP address (port 4318)"
             ));
         }
     }
-    Ok(())
+    for name in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        // The first one set decides, as in the specification.
+        let Some(p) = var(name) else { continue };
+        return match p.as_str() {
+            "http/protobuf" => Ok(Protocol::Protobuf),
+            "http/json" => Ok(Protocol::Json),
+            _ => Err(format!(
+                "{name}=`{p}` is not supported: this gateway exports traces as OTLP over HTTP, `http/protobuf` \
+                 (the default) or `http/json`; set one of them (or unset {name}) and point \
+                 OTEL_EXPORTER_OTLP_ENDPOINT at the collector's OTLP/HTTP port (4318)"
+            )),
+        };
+    }
+    Ok(Protocol::Protobuf)
 }
 
 /// `OTEL_TRACES_SAMPLER` (with `OTEL_TRACES_SAMPLER_ARG` for the ratio
@@ -373,10 +387,15 @@ mod tests {
     }
 
     #[test]
-    fn other_protocols_and_exporters_are_refused_with_the_reason() {
+    fn protobuf_by_default_json_when_asked_and_other_protocols_refused_with_the_reason() {
+        let protocol = |vars: &[(&str, &str)]| settings(vars).unwrap().unwrap().protocol;
+        assert_eq!(protocol(&[]), Protocol::Protobuf);
+        assert_eq!(protocol(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]), Protocol::Json);
+        assert_eq!(protocol(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]), Protocol::Protobuf);
+        assert_eq!(protocol(&[("OTEL_EXPORTER", "otlp_http")]), Protocol::Protobuf);
         for (name, value) in [
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/xml"),
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER", "otlp_grpc"),
             ("OTEL_EXPORTER", "console"),
@@ -386,11 +405,10 @@ mod tests {
         }
         assert!(settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"), ("OTEL_EXPORTER", "otlp_http")]).is_ok());
         // The signal's own variable decides over the general one.
-        assert!(settings(&[
-            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        ])
-        .is_ok());
+        assert_eq!(
+            protocol(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            Protocol::Json
+        );
     }
 
     #[test]
