@@ -201,25 +201,31 @@ impl Exporter {
     }
 
     /// Sends everything queued now, batch by batch, each within the export
-    /// timeout; returns the stats after.
+    /// timeout, stopping at the first that fails (so a down collector costs
+    /// a shutdown at most two timeouts: the batch in flight and one more);
+    /// returns the stats after, `queued` saying what was not sent.
     pub async fn flush(&self) -> ExportStats {
         self.send_queued().await;
         self.stats()
     }
 
-    /// Sends what is queued, batch by batch.
+    /// Sends what is queued, batch by batch, until a batch fails: the
+    /// collector is then down or slow, and each further batch would wait
+    /// the whole timeout too (a shutdown's flush would take that many
+    /// timeouts). What is left waits for the next round, while the queue
+    /// has room.
     async fn send_queued(&self) {
         let _one = self.sending.lock().await;
         loop {
             let batch = self.queue.take_batch();
-            if batch.is_empty() {
+            if batch.is_empty() || !self.send(batch).await {
                 return;
             }
-            self.send(batch).await;
         }
     }
 
-    async fn send(&self, batch: Vec<SpanData>) {
+    /// One export; whether the collector took it.
+    async fn send(&self, batch: Vec<SpanData>) -> bool {
         let n = batch.len() as u64;
         let (media, body) = match self.settings.protocol {
             Protocol::Protobuf => ("application/x-protobuf", super::protobuf::encode(&self.settings.resource, &batch)),
@@ -243,6 +249,7 @@ impl Exporter {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!(endpoint = %display_endpoint(&self.settings.endpoint), "OTLP export works again");
                 }
+                true
             }
             Err(reason) => {
                 self.failed.fetch_add(n, Ordering::Relaxed);
@@ -256,6 +263,7 @@ impl Exporter {
                 } else {
                     tracing::debug!(spans = n, %reason, "OTLP export failed again");
                 }
+                false
             }
         }
     }

@@ -284,7 +284,12 @@ pub async fn layer(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
     };
     let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
     let method = req.method().as_str().to_string();
-    let name = format!("{method} {}", template.as_deref().unwrap_or(req.uri().path()));
+    // The route's template, never the raw path: a path no route matched is
+    // the client's text (HTTP semantic conventions: the method alone).
+    let name = match &template {
+        Some(t) => format!("{method} {t}"),
+        None => method.clone(),
+    };
     let trace_id = continued.map(|c| c.trace_id).unwrap_or_else(random_trace_id);
     // Not sampled: nothing is recorded, but the decision still travels upstream.
     let sampled = otel.sampler.sampled(continued.map(|c| c.sampled), &trace_id);
