@@ -646,7 +646,7 @@ async fn a_stream_is_priced_on_its_server_span_when_it_ends() {
                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ANSWER}, "finish_reason": null}]}),
         json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o", "choices": [],
+        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06", "choices": [],
                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}),
     ]
     .iter()
@@ -674,6 +674,8 @@ async fn a_stream_is_priced_on_its_server_span_when_it_ends() {
     let all = spans(&c).await;
     let server = server_span(&all);
     assert_eq!(attr(&server, "gen_ai.usage.input_tokens"), Some(json!(7)));
+    assert_eq!(attr(&server, "gen_ai.response.model"), Some(json!("gpt-4o-2024-08-06")));
+    assert_eq!(attr(&server, "gen_ai.response.id"), Some(json!("c1")));
     assert_eq!(attr(&server, "gen_ai.usage.output_tokens"), Some(json!(3)));
     assert!(attr(&server, "litellm.response_cost").is_some());
     assert_eq!(attempts(&all).len(), 1);
@@ -693,6 +695,47 @@ async fn a_sampler_that_keeps_nothing_still_tells_the_upstream() {
     let sent = &backup.received_requests().await.unwrap()[0];
     let tp = sent.headers.get("traceparent").unwrap().to_str().unwrap().to_string();
     assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-00"), "{tp}");
+}
+
+#[tokio::test]
+async fn anthropic_messages_are_traced_with_their_provider_and_usage() {
+    let c = collector().await;
+    let up = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_trace", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
+            "content": [{"type": "text", "text": ANSWER}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 11, "output_tokens": 4}})))
+        .mount(&up)
+        .await;
+    let yaml = format!(
+        "model_list:\n  - model_name: claude\n    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: '{}', api_key: {PROVIDER_KEY}}}\n\
+         litellm_settings:\n  callbacks: [otel]\n",
+        up.uri()
+    );
+    let gw = gateway(&yaml, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &c.uri())]).await;
+    let body = json!({"model": "claude", "max_tokens": 64, "messages": [{"role": "user", "content": PROMPT}]});
+    let (status, answer) = call(&gw, "/v1/messages", &[("anthropic-version", "2023-06-01")], body).await;
+    assert_eq!(status, 200, "{answer}");
+    gw.flush_traces().await;
+    let all = spans(&c).await;
+    let server = server_span(&all);
+    assert_eq!(server["name"], "POST /v1/messages");
+    assert_eq!(attr(&server, "gen_ai.usage.input_tokens"), Some(json!(11)));
+    let tries = attempts(&all);
+    assert_eq!(tries.len(), 1);
+    let t = &tries[0];
+    assert_eq!(t["name"], "chat claude-sonnet-4-5");
+    assert_eq!(attr(t, "gen_ai.provider.name"), Some(json!("anthropic")));
+    assert_eq!(attr(t, "gen_ai.response.model"), Some(json!("claude-sonnet-4-5-20250929")));
+    assert_eq!(attr(t, "gen_ai.usage.output_tokens"), Some(json!(4)));
+    let sent = &up.received_requests().await.unwrap()[0];
+    let tp = sent.headers.get("traceparent").unwrap().to_str().unwrap().to_string();
+    assert_eq!(tp, format!("00-{}-{}-01", t["traceId"].as_str().unwrap(), t["spanId"].as_str().unwrap()));
+    for (raw, _) in exports(&c).await {
+        assert!(leaked(&raw, &[PROVIDER_KEY, PROMPT, ANSWER]).is_empty(), "{raw}");
+    }
 }
 
 #[tokio::test]

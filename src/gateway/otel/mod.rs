@@ -424,15 +424,27 @@ pub fn upstream_request(method: &http::Method, url: &str) -> Option<HeaderValue>
 
 /// A buffered upstream answer: the model and id it names.
 pub fn upstream_answer(v: &Value) {
-    let model = v.get("model").and_then(Value::as_str).map(capped);
-    let id = v.get("id").and_then(Value::as_str).map(capped);
     for span in [ATTEMPT.try_with(Arc::clone).ok(), REQUEST.try_with(Arc::clone).ok()].into_iter().flatten() {
-        if let Some(m) = &model {
-            span.set("gen_ai.response.model", m.clone());
-        }
-        if let Some(i) = &id {
-            span.set("gen_ai.response.id", i.clone());
-        }
+        set_answer(&span, v);
+    }
+}
+
+/// A streamed answer's model and id, from the event that names them (an
+/// OpenAI chunk, a Responses API event's `response`, Anthropic's
+/// `message_start` message), on the request's span: the attempt ended at
+/// the first chunk.
+pub fn stream_answer(span: Option<&LiveSpan>, v: &Value) {
+    if let Some(span) = span {
+        set_answer(span, v.get("response").filter(|r| r.is_object()).unwrap_or(v));
+    }
+}
+
+fn set_answer(span: &LiveSpan, v: &Value) {
+    if let Some(m) = v.get("model").and_then(Value::as_str) {
+        span.set("gen_ai.response.model", capped(m));
+    }
+    if let Some(i) = v.get("id").and_then(Value::as_str) {
+        span.set("gen_ai.response.id", capped(i));
     }
 }
 

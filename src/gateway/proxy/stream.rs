@@ -107,11 +107,18 @@ impl StreamMeter {
         let responses_final = chunk.pointer("/response/usage").is_some_and(Value::is_object);
         if chunk.get("usage").is_some_and(Value::is_object) || responses_final {
             self.usage = Some(openai_usage(chunk));
+            // The usage chunk names the model too: read here, once, not per chunk.
+            crate::gateway::otel::stream_answer(self.span.as_deref(), chunk);
         }
     }
 
     /// An Anthropic event (`message_start`, `message_delta` carry usage).
     pub(super) fn observe_event(&mut self, ty: &str, data: &Value) {
+        if ty == "message_start" {
+            if let Some(message) = data.get("message") {
+                crate::gateway::otel::stream_answer(self.span.as_deref(), message);
+            }
+        }
         let usage = match ty {
             "message_start" => data.get("message").and_then(|m| m.get("usage")),
             "message_delta" => data.get("usage"),
