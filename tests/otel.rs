@@ -756,6 +756,9 @@ async fn a_graceful_shutdown_flushes_the_spans() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // The span rides on the body without changing how it is framed.
+    assert!(resp.headers().get("content-length").is_some(), "{:?}", resp.headers());
+    assert!(resp.headers().get("transfer-encoding").is_none(), "{:?}", resp.headers());
     resp.bytes().await.unwrap();
     assert!(c.received_requests().await.unwrap().is_empty(), "nothing exported before the shutdown");
     stop_tx.send(()).unwrap();
