@@ -439,6 +439,16 @@ pub fn stream_answer(span: Option<&LiveSpan>, v: &Value) {
     }
 }
 
+/// A stream that ended with an error event after its 200: the request's
+/// span gets error status with the failure's kind (`bad_gateway` when the
+/// provider's stream could not be read).
+pub fn stream_broke(span: Option<&LiveSpan>, e: Option<&ApiError>) {
+    if let Some(span) = span {
+        span.fail(&e.map(error_type).unwrap_or_else(|| "bad_gateway".into()));
+        span.set("litellm.stream.broken", "true");
+    }
+}
+
 fn set_answer(span: &LiveSpan, v: &Value) {
     if let Some(m) = v.get("model").and_then(Value::as_str) {
         span.set("gen_ai.response.model", capped(m));

@@ -112,6 +112,13 @@ impl StreamMeter {
         }
     }
 
+    /// The stream broke after the client had its first byte (an error event
+    /// ends it): its request's span says so, though its status was 200.
+    /// `None` for a provider stream the gateway could not read.
+    pub(super) fn broke(&self, e: Option<&ApiError>) {
+        crate::gateway::otel::stream_broke(self.span.as_deref(), e);
+    }
+
     /// An Anthropic event (`message_start`, `message_delta` carry usage).
     pub(super) fn observe_event(&mut self, ty: &str, data: &Value) {
         if ty == "message_start" {
