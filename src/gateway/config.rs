@@ -315,7 +315,47 @@ pub struct LitellmSettings {
     /// As `router_settings.num_retries` (which wins when both are set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_retries: Option<u32>,
+    /// LiteLLM's logging integrations by name. `otel` turns on the
+    /// OpenTelemetry traces (`gateway::otel`); `prometheus` is always on
+    /// (`/metrics`); any other name starts with a warning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub callbacks: Vec<String>,
+    /// As `callbacks`, for successful calls only in LiteLLM; `otel` here
+    /// traces every call, as `callbacks` does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub success_callback: Vec<String>,
+    /// As `success_callback`, for failed calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub failure_callback: Vec<String>,
 }
+}
+
+impl LitellmSettings {
+    /// The callbacks in force, each with the setting it came from (so a
+    /// warning can name it).
+    pub fn all_callbacks(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.callbacks
+            .iter()
+            .map(|c| ("callbacks", c.as_str()))
+            .chain(self.success_callback.iter().map(|c| ("success_callback", c.as_str())))
+            .chain(self.failure_callback.iter().map(|c| ("failure_callback", c.as_str())))
+    }
+}
+
+/// A list of names, or one name alone (`callbacks: otel`), as LiteLLM
+/// takes either.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
 }
 
 /// LiteLLM's `router_settings.retry_policy`: how many more deployments to
@@ -653,6 +693,14 @@ impl Config {
                 warnings.push(format!(
                     "{file}: router_settings.routing_strategy `{s}` is not implemented; using round robin \
                      over the deployments under their rpm/tpm"
+                ));
+            }
+        }
+        for (field, name) in self.litellm_settings.all_callbacks() {
+            if !matches!(name, "otel" | "prometheus") {
+                warnings.push(format!(
+                    "{file}: litellm_settings.{field} `{name}` is not implemented; only `otel` (OpenTelemetry \
+                     traces) is, and `prometheus` (`/metrics`) is always on"
                 ));
             }
         }

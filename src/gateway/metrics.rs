@@ -78,6 +78,7 @@ pub struct Metrics {
     /// series per route and status for as long as the process lives, so
     /// their number is capped and the rest count under [`OTHER_MODEL`].
     model_series: parking_lot::Mutex<std::collections::HashSet<String>>,
+    otel_spans: Family<StateLabels, Gauge>,
 }
 
 /// How many distinct `requested_model` values get series of their own.
@@ -112,6 +113,7 @@ impl Metrics {
             client_cache_evictions: Gauge::default(),
             deployments: Family::default(),
             model_series: Default::default(),
+            otel_spans: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -145,6 +147,11 @@ impl Metrics {
             r.register(name, help, gauge.clone());
         }
         r.register("postmortem_deployments", "Deployments by state", m.deployments.clone());
+        r.register(
+            "postmortem_otel_spans",
+            "OpenTelemetry spans so far: exported, dropped (queue full), failed (export failed), and queued now",
+            m.otel_spans.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -201,6 +208,14 @@ impl Metrics {
             .get_or_create(&StateLabels { state: "available".into() })
             .set((all.len() - unavailable) as i64);
         self.deployments.get_or_create(&StateLabels { state: "unavailable".into() }).set(unavailable as i64);
+        if let Some(otel) = &gw.otel {
+            let s = otel.stats();
+            for (state, n) in
+                [("exported", s.exported), ("dropped", s.dropped), ("failed", s.failed), ("queued", s.queued)]
+            {
+                self.otel_spans.get_or_create(&StateLabels { state: state.into() }).set(n as i64);
+            }
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -209,7 +224,7 @@ impl Metrics {
 }
 
 /// The model routes, named as in the request metrics' `route` label.
-fn model_route(path: &str) -> Option<&'static str> {
+pub(crate) fn model_route(path: &str) -> Option<&'static str> {
     let path = path.trim_end_matches('/');
     [
         ("/chat/completions", "chat_completions"),

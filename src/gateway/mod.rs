@@ -15,6 +15,7 @@ pub mod error;
 pub mod keys;
 pub mod known_bugs;
 pub mod metrics;
+pub mod otel;
 pub mod providers;
 pub mod proxy;
 pub mod rate;

@@ -32,6 +32,10 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("config: {0}")]
     Reliability(String),
+    /// OpenTelemetry settings that cannot be honoured (a protocol other
+    /// than OTLP/HTTP JSON, a malformed endpoint or header list).
+    #[error("config: otel: {0}")]
+    Otel(String),
 }
 
 /// Where the anthropic-beta policy came from and whether the last reload worked.
@@ -69,6 +73,8 @@ pub struct Gateway {
     pub metrics: crate::gateway::metrics::Metrics,
     /// The last hour per model and key, for the charts on `/ui`.
     pub activity: crate::gateway::activity::Activity,
+    /// OpenTelemetry traces, when a callback names `otel`.
+    pub otel: Option<crate::gateway::otel::Otel>,
     /// Monotonic time of the next periodic cost-map reload.
     next_cost_map_reload: Mutex<Option<Duration>>,
 }
@@ -138,6 +144,9 @@ impl GatewayBuilder {
         let GatewayBuilder { mut config, clock, bugs, database } = self;
         config.resolve_env("config")?;
         let root_path = config.root_path()?;
+        // Before anything slow: a tracing setting that cannot be honoured
+        // refuses the start at once, with the variable it came from.
+        let otel = crate::gateway::otel::Otel::from_config(&config).map_err(BuildError::Otel)?;
 
         let limits = cost_map_limits(&config);
         let source = cost_map_source(&config);
@@ -243,6 +252,7 @@ impl GatewayBuilder {
             cooldowns,
             metrics: crate::gateway::metrics::Metrics::new(),
             activity,
+            otel,
         }))
     }
 }
@@ -452,6 +462,15 @@ impl Gateway {
     /// shutdown, and by tests.
     pub async fn flush_spend(&self) -> Result<crate::gateway::store::FlushReport, StoreError> {
         self.spend.flush(&self.store).await
+    }
+
+    /// Sends the finished spans now (graceful shutdown; tests); `None`
+    /// when traces are off.
+    pub async fn flush_traces(&self) -> Option<crate::gateway::otel::ExportStats> {
+        match &self.otel {
+            Some(o) => Some(o.flush().await),
+            None => None,
+        }
     }
 
     /// Seconds between spend writes.

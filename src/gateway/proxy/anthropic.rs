@@ -78,9 +78,9 @@ pub(super) async fn anthropic_chat(
                 match ev {
                     Ok((ty, data)) => match tr.on_event(&ty, &data) {
                         Ok(chunks) => for c in chunks { yield Ok(Bytes::from(format!("data: {c}\n\n"))); },
-                        Err(e) => { yield Ok(sse_error_event(&ApiError::BadGateway(e.to_string()))); return; }
+                        Err(e) => { meter.broke(None); yield Ok(sse_error_event(&ApiError::BadGateway(e.to_string()))); return; }
                     },
-                    Err(e) => { yield Ok(sse_error_event(&e)); return; }
+                    Err(e) => { meter.broke(Some(&e)); yield Ok(sse_error_event(&e)); return; }
                 }
             }
             // Only a stream the provider said was complete (`message_stop`)
@@ -89,6 +89,7 @@ pub(super) async fn anthropic_chat(
                 yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
             } else {
                 let e = ApiError::BadGateway(format!("{provider} ended its stream before message_stop"));
+                meter.broke(Some(&e));
                 yield Ok(sse_error_event(&e));
             }
             drop(meter);
@@ -174,6 +175,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
                         match ev {
                             Ok((ty, data)) => yield Ok(Bytes::from(format!("event: {ty}\ndata: {data}\n\n"))),
                             Err(e) => {
+                                meter.broke(Some(&e));
                                 let err = json!({"type": "error", "error": {"type": "api_error", "message": e.to_string()}});
                                 yield Ok(Bytes::from(format!("event: error\ndata: {err}\n\n")));
                                 return;
@@ -228,7 +230,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
                     Some(Ok(b)) => {
                         let events = match sse.feed(&b) {
                             Ok(evs) => evs,
-                            Err(e) => { yield Ok(error(format!("{provider} stream: {e}"))); break; }
+                            Err(e) => { meter.broke(None); yield Ok(error(format!("{provider} stream: {e}"))); break; }
                         };
                         for ev in events {
                             let data = ev.data.trim();
@@ -236,6 +238,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
                             if data.is_empty() { continue; }
                             match serde_json::from_str::<Value>(data) {
                                 Ok(v) if v.get("error").is_some() => {
+                                    meter.broke(None);
                                     yield Ok(error(upstream_message(data.as_bytes()).0));
                                     return;
                                 }
@@ -243,11 +246,11 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
                                     meter.observe_chunk(&v);
                                     for (name, d) in tr.on_chunk(&v) { yield Ok(event(name, &d)); }
                                 }
-                                Err(e) => { yield Ok(error(format!("{provider}: stream chunk is not JSON: {e}"))); return; }
+                                Err(e) => { meter.broke(None); yield Ok(error(format!("{provider}: stream chunk is not JSON: {e}"))); return; }
                             }
                         }
                     }
-                    Some(Err(e)) => { yield Ok(error(e.to_string())); return; }
+                    Some(Err(e)) => { meter.broke(Some(&e)); yield Ok(error(e.to_string())); return; }
                     None => break,
                 }
             }
@@ -257,6 +260,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
             if tr.complete() {
                 for (name, d) in tr.finish() { yield Ok(event(name, &d)); }
             } else {
+                meter.broke(None);
                 yield Ok(error(format!("{provider} ended its stream before it was complete")));
             }
             drop(meter);

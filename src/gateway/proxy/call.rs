@@ -6,6 +6,7 @@
 
 use crate::gateway::client_cache::Lease;
 use crate::gateway::error::{retry_delay, upstream_message, ApiError};
+use crate::gateway::otel;
 use crate::gateway::providers::{AnswerContext, Call, EventDecoder, Operation, Provider};
 use crate::gateway::routing::Route;
 use crate::gateway::state::Gateway;
@@ -62,9 +63,15 @@ pub(super) async fn send(
     };
     let req = api.request(&reach.endpoint, call)?;
     let client = gw.client(reach.client_key.clone())?;
+    let traceparent = otel::upstream_request(&req.method, &req.url);
     let mut rb = client.http.request(req.method, req.url).body(req.body);
     for (k, v) in req.headers {
         rb = rb.header(k, v);
+    }
+    // The gateway's own trace context (traces on): built from ids, never
+    // copied from the client's headers.
+    if let Some(tp) = traceparent {
+        rb = rb.header("traceparent", tp);
     }
     if let Some(google) = &reach.endpoint.google {
         let token = google.token(&client.http, gw.clock.wall()).await?;
@@ -100,9 +107,13 @@ pub(super) async fn stored_response(
         .ok_or_else(|| ApiError::BadRequest(format!("{} deployments do not store Responses", route.provider)))?;
     req.method = method;
     let client = gw.client(reach.client_key.clone())?;
+    let traceparent = otel::upstream_request(&req.method, &req.url);
     let mut rb = client.http.request(req.method, req.url);
     for (k, v) in req.headers {
         rb = rb.header(k, v);
+    }
+    if let Some(tp) = traceparent {
+        rb = rb.header("traceparent", tp);
     }
     let resp = client.send(rb, upstream_bound(route, false)).await?;
     if !resp.status().is_success() {
@@ -290,8 +301,10 @@ pub(super) async fn openai_stream(
 pub(super) async fn read_json(gw: &Gateway, resp: reqwest::Response, provider: Provider) -> Result<Value, ApiError> {
     let limit = gw.upstream_limits.max_answer_bytes;
     let bytes = crate::gateway::upstream::read_capped(resp, limit, provider.as_str()).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadGateway(format!("{provider} returned a body that is not JSON: {e}")))
+    let v = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadGateway(format!("{provider} returned a body that is not JSON: {e}")))?;
+    otel::upstream_answer(&v);
+    Ok(v)
 }
 
 /// The provider's rate-limit headers, passed on to the client as sent

@@ -5,6 +5,7 @@
 use super::admit::{whole_secs, Admitted};
 use crate::gateway::auth::Caller;
 use crate::gateway::error::ApiError;
+use crate::gateway::otel;
 use crate::gateway::rate::Exceeded;
 use crate::gateway::reliability;
 use crate::gateway::routing::Route;
@@ -115,13 +116,14 @@ where
             }
             attempts += 1;
             attempted = true;
-            let mut result = attempt(route.clone()).await;
+            // Each attempt (retries and fallbacks too) is a client span of its own.
+            let mut result = otel::attempt(route, attempt(route.clone())).await;
             if gw.bugs.retry_client_errors {
                 // The known-bad variant: a client error is retried in place.
                 for _ in 1..max_attempts {
                     match &result {
                         Err(ApiError::Upstream { status, .. }) if (400..500).contains(status) => {
-                            result = attempt(route.clone()).await
+                            result = otel::attempt(route, attempt(route.clone())).await
                         }
                         _ => break,
                     }

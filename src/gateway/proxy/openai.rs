@@ -71,10 +71,11 @@ pub(super) async fn openai_call(
                         }
                     }
                     Some(Err(_)) if done_after_broken => { yield Ok(Bytes::from_static(b"data: [DONE]\n\n")); break; }
-                    Some(Err(e)) => { yield Ok(stream_error_event(endpoint, &e)); break; }
+                    Some(Err(e)) => { meter.broke(Some(&e)); yield Ok(stream_error_event(endpoint, &e)); break; }
                     None => {
                         if !pending.iter().all(u8::is_ascii_whitespace) {
                             let e = ApiError::BadGateway(format!("{} ended its stream in the middle of an event", route.provider));
+                            meter.broke(Some(&e));
                             yield Ok(stream_error_event(endpoint, &e));
                         }
                         break;

@@ -55,6 +55,7 @@ pub(super) fn charge(gw: &Gateway, caller: &Caller, requested: &str, route: &Rou
     };
     let input = usage.input_tokens + usage.cache_read_tokens + usage.cache_creation_tokens;
     gw.metrics.usage(&route.deployment.model_name, input, usage.output_tokens, cost.as_ref().map(|c| c.total()));
+    crate::gateway::otel::usage(input, usage.output_tokens, cost.as_ref().map(|c| c.total()));
     let total = cost?.total();
     if let Caller::Key(k) = caller {
         k.add_spend(total);

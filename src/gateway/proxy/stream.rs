@@ -59,6 +59,9 @@ pub(super) struct StreamMeter {
     anthropic: anthropic::AnthropicUsage,
     usage: Option<Usage>,
     tap: UsageTap,
+    /// The request's trace span: the stream is priced after the handler
+    /// returned, and its usage belongs on that span.
+    span: Option<Arc<crate::gateway::otel::LiveSpan>>,
 }
 
 /// Where a translated stream leaves the usage its provider reported (an
@@ -96,6 +99,7 @@ impl StreamMeter {
             anthropic: anthropic::AnthropicUsage::default(),
             usage: None,
             tap: UsageTap::default(),
+            span: crate::gateway::otel::current(),
         }
     }
 
@@ -124,11 +128,25 @@ impl StreamMeter {
         let responses_final = chunk.pointer("/response/usage").is_some_and(Value::is_object);
         if chunk.get("usage").is_some_and(Value::is_object) || responses_final {
             self.usage = Some(openai_usage(chunk));
+            // The usage chunk names the model too: read here, once, not per chunk.
+            crate::gateway::otel::stream_answer(self.span.as_deref(), chunk);
         }
+    }
+
+    /// The stream broke after the client had its first byte (an error event
+    /// ends it): its request's span says so, though its status was 200.
+    /// `None` for a provider stream the gateway could not read.
+    pub(super) fn broke(&self, e: Option<&ApiError>) {
+        crate::gateway::otel::stream_broke(self.span.as_deref(), e);
     }
 
     /// An Anthropic event (`message_start`, `message_delta` carry usage).
     pub(super) fn observe_event(&mut self, ty: &str, data: &Value) {
+        if ty == "message_start" {
+            if let Some(message) = data.get("message") {
+                crate::gateway::otel::stream_answer(self.span.as_deref(), message);
+            }
+        }
         let usage = match ty {
             "message_start" => data.get("message").and_then(|m| m.get("usage")),
             "message_delta" => data.get("usage"),
@@ -152,7 +170,10 @@ impl Drop for StreamMeter {
         let tapped = self.tap.0.lock().take().map(|u| openai_usage(&json!({ "usage": u })));
         match self.usage.take().or(tapped) {
             Some(u) => {
-                if charge(&self.gw, &self.caller, &self.model, &self.route, &u).is_none() {
+                let span = self.span.take();
+                let cost =
+                    crate::gateway::otel::within(span, || charge(&self.gw, &self.caller, &self.model, &self.route, &u));
+                if cost.is_none() {
                     tracing::debug!(deployment = %self.route.deployment.id, "streamed call is unpriced: the cost map has no price");
                 }
             }

@@ -148,6 +148,18 @@ pub async fn serve_with(
         Ok(r) => tracing::info!(written = r.written, "spend written at shutdown"),
         Err(e) => tracing::error!(error = %e, pending = gw.spend.len(), "spend could not be written at shutdown"),
     }
+    // Every span of the requests just finished, each batch within the
+    // export timeout; a down collector delays the exit by two timeouts at
+    // most (the flush stops at its first failed batch).
+    if let Some(s) = gw.flush_traces().await {
+        tracing::info!(
+            exported = s.exported,
+            dropped = s.dropped,
+            failed = s.failed,
+            not_sent = s.queued,
+            "traces flushed at shutdown"
+        );
+    }
     result
 }
 
