@@ -685,6 +685,37 @@ async fn a_stream_is_priced_on_its_server_span_when_it_ends() {
 }
 
 #[tokio::test]
+async fn a_stream_that_breaks_after_its_200_is_an_error_on_its_server_span() {
+    let c = collector().await;
+    let up = MockServer::start().await;
+    let first = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                       "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": null}]});
+    // The provider's stream stops in the middle of its second event.
+    let cut = format!("data: {first}\n\ndata: {{\"id\": \"c1\", \"choi");
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(cut, "text/event-stream"))
+        .mount(&up)
+        .await;
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: {PROVIDER_KEY}}}\n\
+         litellm_settings:\n  callbacks: [otel]\n",
+        up.uri()
+    );
+    let gw = gateway(&yaml, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &c.uri())]).await;
+    let mut body = chat("gpt-4o");
+    body["stream"] = json!(true);
+    let (status, text) = call(&gw, "/v1/chat/completions", &[], body).await;
+    assert_eq!(status, 200, "the client had its headers before the break");
+    assert!(!text.as_str().unwrap().contains("[DONE]"), "a broken stream must not end cleanly");
+    gw.flush_traces().await;
+    let server = server_span(&spans(&c).await);
+    assert_eq!(server["status"]["code"], json!(2), "{server}");
+    assert_eq!(attr(&server, "litellm.stream.broken"), Some(json!("true")));
+    assert_eq!(attr(&server, "error.type"), Some(json!("bad_gateway")));
+}
+
+#[tokio::test]
 async fn a_sampler_that_keeps_nothing_still_tells_the_upstream() {
     let Rig { collector: c, backup, gw, .. } = rig(&[("OTEL_TRACES_SAMPLER", "always_off")]).await;
     // always_off is not parent-based: a sampled client trace is not kept either.
