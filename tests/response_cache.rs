@@ -145,6 +145,17 @@ async fn a_second_identical_request_is_a_hit_with_no_upstream_call_and_no_spend(
     let third = post(&rig, "/v1/chat/completions", KEY_A, chat(json!({"temperature": 0.2}))).await;
     assert_eq!(third.cache_status(), "miss");
     assert_eq!(upstream_calls(&rig).await.len(), 2);
+
+    let req =
+        http::Request::get("/health").header("authorization", format!("Bearer {MASTER}")).body(Body::empty()).unwrap();
+    let health: Value = serde_json::from_slice(
+        &rig.app.clone().oneshot(req).await.unwrap().into_body().collect().await.unwrap().to_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        health["response_cache"],
+        json!({"entries": 2, "capacity": 200, "ttl_secs": 60.0, "hits": 1, "misses": 2})
+    );
 }
 
 #[tokio::test]

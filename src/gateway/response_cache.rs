@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The most entries kept (LiteLLM's in-memory cache holds 200).
@@ -183,6 +184,20 @@ pub struct ResponseCache {
     default_off: bool,
     clock: SharedClock,
     entries: Mutex<Entries>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What `/health` shows of the cache.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CacheStats {
+    pub entries: usize,
+    pub capacity: usize,
+    pub ttl_secs: f64,
+    /// Requests answered from the cache, and requests that looked and went
+    /// upstream (`no-cache` ones do not look).
+    pub hits: u64,
+    pub misses: u64,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -224,6 +239,8 @@ impl ResponseCache {
             default_off: p.mode.as_deref() == Some("default_off"),
             clock,
             entries: Mutex::new(Entries::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         })
     }
 
@@ -288,6 +305,13 @@ impl ResponseCache {
         if !plan.lookup {
             return None;
         }
+        let found = self.find(plan);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn find(&self, plan: &Plan) -> Option<Bytes> {
         let now = self.clock.now();
         let mut entries = self.entries.lock();
         let Entries { map, tick } = &mut *entries;
@@ -331,6 +355,16 @@ impl ResponseCache {
         *tick += 1;
         let entry = Entry { body, stored_at: now, expires_at: now.saturating_add(plan.ttl), last_used: *tick };
         map.insert(plan.key.clone(), entry);
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.len(),
+            capacity: CAPACITY,
+            ttl_secs: self.ttl.as_secs_f64(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// Entries held now (expired ones not yet dropped included).
