@@ -33,6 +33,17 @@ async fn rig(cache_settings: &str) -> Rig {
         .and(path("/v1/chat/completions"))
         .and(body_partial_json(json!({"stream": true})))
         .respond_with(ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream"))
+        .with_priority(2)
+        .mount(&up)
+        .await;
+    let with_usage = "data: {\"id\":\"chatcmpl-u\",\"object\":\"chat.completion.chunk\",\"created\":2,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"put \"},\"finish_reason\":null}],\"usage\":null}\n\n\
+        data: {\"id\":\"chatcmpl-u\",\"object\":\"chat.completion.chunk\",\"created\":2,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"together\"},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
+        data: {\"id\":\"chatcmpl-u\",\"object\":\"chat.completion.chunk\",\"created\":2,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2,\"total_tokens\":6}}\n\n\
+        data: [DONE]\n\n";
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_partial_json(json!({"stream": true, "stream_options": {"include_usage": true}})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(with_usage, "text/event-stream"))
         .with_priority(1)
         .mount(&up)
         .await;
@@ -259,11 +270,32 @@ async fn a_streamed_request_is_answered_from_the_cache_as_a_valid_stream() {
     assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 12);
     assert_eq!(upstream_calls(&rig).await.len(), 1);
 
-    // A streamed miss goes upstream and is not stored.
+    // A streamed miss without its usage is not stored: a buffered answer has usage.
     let fresh = chat(json!({"temperature": 0.3, "stream": true}));
     let miss = post(&rig, "/v1/chat/completions", KEY_A, fresh.clone()).await;
     assert_eq!(miss.cache_status(), "miss");
     assert_eq!(post(&rig, "/v1/chat/completions", KEY_A, fresh).await.cache_status(), "miss");
+}
+
+#[tokio::test]
+async fn a_whole_streamed_answer_fills_the_cache_for_buffered_and_streamed_requests() {
+    let rig = rig(ON).await;
+    let streamed = chat(json!({"stream": true, "stream_options": {"include_usage": true}}));
+    let first = post(&rig, "/v1/chat/completions", KEY_A, streamed.clone()).await;
+    assert_eq!((first.status, first.cache_status()), (200, "miss"), "{}", first.text);
+    assert!(first.text.ends_with("data: [DONE]\n\n"));
+    let buffered = post(&rig, "/v1/chat/completions", KEY_A, chat(json!({}))).await;
+    assert_eq!(buffered.cache_status(), "hit", "{}", buffered.text);
+    let v = buffered.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["id"], "chatcmpl-u");
+    assert_eq!(v["choices"][0]["message"], json!({"role": "assistant", "content": "put together", "refusal": null}));
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["total_tokens"], 6);
+    let again = post(&rig, "/v1/chat/completions", KEY_A, streamed).await;
+    assert_eq!(again.cache_status(), "hit");
+    assert!(again.text.contains("put together") && again.text.ends_with("data: [DONE]\n\n"), "{}", again.text);
+    assert_eq!(upstream_calls(&rig).await.len(), 1);
 }
 
 #[tokio::test]

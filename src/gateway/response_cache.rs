@@ -10,6 +10,8 @@
 //! streamed request is answered from a buffered one, replayed as a stream),
 //! `metadata` (LiteLLM leaves it out too) and `cache` (the controls). Objects
 //! are hashed with their members sorted, so member order does not matter.
+//! A streamed chat answer that ends whole, with its usage, is put back
+//! together ([`ChatAssembler`]) and stored as the buffered answer.
 //!
 //! Why per caller and not shared as LiteLLM's standard stores are: a shared
 //! entry tells one tenant, through the hit and its latency, what another one
@@ -291,8 +293,9 @@ impl ResponseCache {
         Some(Plan {
             key,
             lookup: !controls.no_cache,
-            // Streams are answered from the cache but do not fill it: a
-            // streamed answer would have to be assembled back into one.
+            // A stream's body cannot be stored as it passes: it is put back
+            // together and stored when it ends whole
+            // (`proxy::cached::StreamRecorder`, chat only).
             store: !controls.no_store && !stream,
             ttl: controls.ttl.unwrap_or(self.ttl),
             max_age: controls.max_age,
@@ -501,6 +504,148 @@ pub fn replay_as_stream(call: CallType, stored: &[u8], include_usage: bool) -> O
     Some(events)
 }
 
+/// A streamed chat completion put back together into the answer a buffered
+/// request would have had, so that a streamed miss fills the cache too. It
+/// yields an answer only for a stream that is whole: ended by `data: [DONE]`,
+/// no error event, every choice finished, and a usage chunk (the client asked
+/// `stream_options.include_usage`: an answer without usage is not one a
+/// buffered request would get). Holds at most [`MAX_ENTRY_BYTES`] of text.
+#[derive(Default)]
+pub struct ChatAssembler {
+    parser: crate::gateway::sse::SseParser,
+    head: Map<String, Value>,
+    choices: std::collections::BTreeMap<u64, AssembledChoice>,
+    usage: Option<Value>,
+    done: bool,
+    spoiled: bool,
+    held: usize,
+}
+
+#[derive(Default)]
+struct AssembledChoice {
+    role: Option<Value>,
+    content: Option<String>,
+    refusal: Option<String>,
+    tool_calls: std::collections::BTreeMap<u64, Map<String, Value>>,
+    finish_reason: Option<Value>,
+}
+
+/// Appends a delta's text to what a choice has so far.
+fn append(to: &mut Option<String>, text: Option<&str>) -> usize {
+    match text {
+        Some(t) => {
+            to.get_or_insert_with(String::new).push_str(t);
+            t.len()
+        }
+        None => 0,
+    }
+}
+
+impl ChatAssembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Complete events of the stream, as the client gets them.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.spoiled {
+            return;
+        }
+        let Ok(events) = self.parser.feed(bytes) else {
+            self.spoiled = true;
+            return;
+        };
+        for ev in events {
+            if ev.data.trim() == "[DONE]" {
+                self.done = true;
+                continue;
+            }
+            match serde_json::from_str::<Value>(&ev.data) {
+                Ok(chunk) if chunk.get("error").is_none() && ev.event.is_none() && !self.done => self.chunk(&chunk),
+                _ => self.spoiled = true,
+            }
+            if self.held > MAX_ENTRY_BYTES {
+                self.spoiled = true;
+            }
+        }
+    }
+
+    fn chunk(&mut self, chunk: &Value) {
+        if self.head.is_empty() {
+            for k in ["id", "created", "model", "system_fingerprint"] {
+                if let Some(v) = chunk.get(k) {
+                    self.head.insert(k.into(), v.clone());
+                }
+            }
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(u.clone());
+        }
+        for c in chunk.get("choices").and_then(Value::as_array).into_iter().flatten() {
+            let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let choice = self.choices.entry(index).or_default();
+            let delta = c.get("delta");
+            let text = |k: &str| delta.and_then(|d| d.get(k)).and_then(Value::as_str);
+            if let Some(role) = delta.and_then(|d| d.get("role")).filter(|r| r.is_string()) {
+                choice.role = Some(role.clone());
+            }
+            self.held += append(&mut choice.content, text("content"));
+            self.held += append(&mut choice.refusal, text("refusal"));
+            for call in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten() {
+                let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let slot = choice.tool_calls.entry(n).or_default();
+                for k in ["id", "type"] {
+                    if let Some(v) = call.get(k).filter(|v| v.is_string()) {
+                        slot.insert(k.into(), v.clone());
+                    }
+                }
+                let f = call.get("function");
+                let function = slot.entry("function").or_insert_with(|| serde_json::json!({}));
+                for k in ["name", "arguments"] {
+                    if let (Some(part), Some(obj)) =
+                        (f.and_then(|f| f.get(k)).and_then(Value::as_str), function.as_object_mut())
+                    {
+                        let mut so_far = obj.get(k).and_then(Value::as_str).map(str::to_string);
+                        self.held += append(&mut so_far, Some(part));
+                        obj.insert(k.into(), Value::String(so_far.unwrap_or_default()));
+                    }
+                }
+            }
+            if let Some(f) = c.get("finish_reason").filter(|f| !f.is_null()) {
+                choice.finish_reason = Some(f.clone());
+            }
+        }
+    }
+
+    /// The assembled answer, as JSON, if the stream was whole.
+    pub fn finish(self) -> Option<Bytes> {
+        let whole = self.done && !self.spoiled && !self.choices.is_empty();
+        if !whole || self.usage.is_none() || self.choices.values().any(|c| c.finish_reason.is_none()) {
+            return None;
+        }
+        let mut answer = self.head;
+        answer.insert("object".into(), Value::String("chat.completion".into()));
+        let choices: Vec<Value> = self
+            .choices
+            .into_iter()
+            .map(|(index, c)| {
+                let mut message = Map::new();
+                message.insert("role".into(), c.role.unwrap_or(Value::String("assistant".into())));
+                message.insert("content".into(), c.content.map_or(Value::Null, Value::String));
+                message.insert("refusal".into(), c.refusal.map_or(Value::Null, Value::String));
+                if !c.tool_calls.is_empty() {
+                    let calls = c.tool_calls.into_values().map(Value::Object).collect();
+                    message.insert("tool_calls".into(), Value::Array(calls));
+                }
+                serde_json::json!({"index": index, "message": message, "logprobs": null, "finish_reason": c.finish_reason})
+            })
+            .collect();
+        answer.insert("choices".into(), Value::Array(choices));
+        answer.insert("usage".into(), self.usage.unwrap_or(Value::Null));
+        serde_json::to_vec(&Value::Object(answer)).ok().map(Bytes::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +717,33 @@ mod tests {
         }
         assert_eq!(c.len(), CAPACITY);
         assert!(c.get(&plan(CAPACITY + 49)).is_some() && c.get(&plan(0)).is_none(), "the least recently used went");
+    }
+
+    #[test]
+    fn a_whole_stream_is_assembled_back_into_its_answer_and_a_broken_one_is_not() {
+        let stored = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": null,
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                "logprobs": null, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}});
+        let events = replay_as_stream(CallType::Chat, stored.to_string().as_bytes(), true).unwrap();
+        let mut whole = ChatAssembler::new();
+        for e in &events {
+            whole.feed(e);
+        }
+        let back: Value = serde_json::from_slice(&whole.finish().expect("whole")).unwrap();
+        assert_eq!(back, stored);
+        let mut cut = ChatAssembler::new();
+        for e in &events[..events.len() - 1] {
+            cut.feed(e);
+        }
+        assert!(cut.finish().is_none(), "no [DONE]: not whole");
+        let without_usage = replay_as_stream(CallType::Chat, stored.to_string().as_bytes(), false).unwrap();
+        let mut a = ChatAssembler::new();
+        for e in &without_usage {
+            a.feed(e);
+        }
+        assert!(a.finish().is_none(), "no usage: not what a buffered request gets");
     }
 
     #[test]

@@ -9,11 +9,12 @@ use super::admit::Admitted;
 use super::fallback::with_call_headers;
 use super::stream::sse_response;
 use crate::gateway::error::ApiError;
-use crate::gateway::response_cache::{replay_as_stream, CallType, Plan, ResponseCache, MAX_ENTRY_BYTES};
+use crate::gateway::response_cache::{replay_as_stream, CallType, ChatAssembler, Plan, ResponseCache, MAX_ENTRY_BYTES};
 use crate::gateway::state::Gateway;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+use std::sync::Arc;
 
 /// Whether the answer came from the cache: `hit` or `miss` (only on
 /// requests the cache applies to). LiteLLM says a hit with
@@ -90,4 +91,34 @@ fn hit(call: CallType, a: &Admitted, plan: &Plan, stored: Bytes) -> Option<Respo
     h.insert("x-litellm-response-cost", zero.clone());
     h.insert("x-postmortem-response-cost", zero);
     Some(resp)
+}
+
+/// A streamed chat answer on its way to the client, kept to be stored when
+/// the stream ends whole (`ChatAssembler` says what whole is). Under the
+/// key a buffered request gets: `stream` is no part of it.
+pub(super) struct StreamRecorder {
+    gw: Arc<Gateway>,
+    plan: Plan,
+    assembler: ChatAssembler,
+}
+
+impl StreamRecorder {
+    /// For a streamed chat request whose answer may be stored, else `None`.
+    pub(super) fn for_chat(gw: &Arc<Gateway>, a: &Admitted) -> Option<StreamRecorder> {
+        let cache = gw.response_cache.as_ref()?;
+        let plan = cache.plan(CallType::Chat, false, &a.cache, &a.caller, &a.group, &a.body)?;
+        cache.stores(&plan).then(|| StreamRecorder { gw: Arc::clone(gw), plan, assembler: ChatAssembler::new() })
+    }
+
+    /// Complete events, as the client gets them.
+    pub(super) fn feed(&mut self, bytes: &[u8]) {
+        self.assembler.feed(bytes);
+    }
+
+    /// The stream ended cleanly: store the answer if it was whole.
+    pub(super) fn finish(self) {
+        if let (Some(cache), Some(answer)) = (self.gw.response_cache.as_ref(), self.assembler.finish()) {
+            cache.put(&self.plan, answer);
+        }
+    }
 }

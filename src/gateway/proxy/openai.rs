@@ -5,7 +5,7 @@
 
 use super::admit::{admit, Admitted};
 use super::anthropic::anthropic_chat;
-use super::cached::through_cache;
+use super::cached::{through_cache, StreamRecorder};
 use super::call::{answer_context, openai_stream, passed_on, read_json, read_openai, send, Outgoing};
 use super::fallback::with_group_fallbacks;
 use super::handles::{self, StreamHandles};
@@ -54,6 +54,7 @@ pub(super) async fn openai_call(
         let inner = openai_stream(gw, &route, resp, client, op, &cx, meter.tap()).await?;
         let done_after_broken = gw.bugs.done_after_broken_stream;
         let mut handles = (endpoint == Endpoint::Responses).then(|| StreamHandles::new(&route));
+        let mut recorder = if endpoint == Endpoint::Chat { StreamRecorder::for_chat(gw, a) } else { None };
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
             // Bytes after the last complete event: held back until the
@@ -68,6 +69,7 @@ pub(super) async fn openai_call(
                             let rest = pending.split_off(end);
                             let ready = std::mem::replace(&mut pending, rest);
                             meter.observe_bytes(&ready);
+                            if let Some(r) = recorder.as_mut() { r.feed(&ready); }
                             let ready = match handles.as_mut() { Some(h) => h.rewrite(ready), None => ready };
                             yield Ok(Bytes::from(ready));
                         }
@@ -79,6 +81,8 @@ pub(super) async fn openai_call(
                             let e = ApiError::BadGateway(format!("{} ended its stream in the middle of an event", route.provider));
                             meter.broke(Some(&e));
                             yield Ok(stream_error_event(endpoint, &e));
+                        } else if let Some(r) = recorder.take() {
+                            r.finish();
                         }
                         break;
                     }
