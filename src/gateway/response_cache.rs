@@ -331,6 +331,11 @@ impl ResponseCache {
         Some(entry.body.clone())
     }
 
+    /// Whether `plan` reads the cache at all (not with `no-cache`).
+    pub fn looks_up(&self, plan: &Plan) -> bool {
+        plan.lookup
+    }
+
     /// Whether an answer to `plan` is to be stored (so its body is worth
     /// reading into memory).
     pub fn stores(&self, plan: &Plan) -> bool {

@@ -37,7 +37,11 @@ where
     let Some(plan) = cache.plan(call, a.stream, &a.cache, &a.caller, &a.group, &a.body) else {
         return run().await;
     };
-    if let Some(resp) = cache.get(&plan).and_then(|stored| hit(call, a, &plan, stored)) {
+    let found = cache.get(&plan).and_then(|stored| hit(call, a, &plan, stored));
+    if cache.looks_up(&plan) {
+        gw.metrics.cache_lookup(&a.model, found.is_some());
+    }
+    if let Some(resp) = found {
         return Ok(with_call_headers(resp, &a.caller));
     }
     let mut resp = run().await?;
