@@ -108,7 +108,8 @@ impl Controls {
     /// a control that is not understood is refused, not ignored, so a typo
     /// (`no_cache`) never silently serves a cached answer.
     pub fn take_from(body: &mut Map<String, Value>) -> Result<Controls, String> {
-        let obj = match body.remove("cache") {
+        // `shift_remove`: the members sent upstream keep the order the client gave them.
+        let obj = match body.shift_remove("cache") {
             None | Some(Value::Null) => return Ok(Controls::default()),
             Some(Value::Object(m)) => m,
             Some(other) => {
