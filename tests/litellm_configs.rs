@@ -46,6 +46,13 @@ fn callback_warning(w: &str) -> Option<String> {
     re.captures(w).map(|c| c[1].to_string())
 }
 
+/// The setting a warning about a cache store names
+/// (`litellm_settings.cache_params.type \`redis\` is not implemented`).
+fn cache_store_warning(w: &str) -> Option<String> {
+    let re = regex::Regex::new(r"(litellm_settings\.cache_params\.type) `[^`]*` is not implemented").unwrap();
+    re.captures(w).map(|c| c[1].to_string())
+}
+
 /// The variables the file's `general_settings` reference (the master key):
 /// a real deployment has them; without them the gateway refuses to start.
 fn general_settings_env(text: &str) -> Vec<String> {
@@ -77,6 +84,7 @@ async fn every_real_litellm_config_starts_and_warns_only_about_documented_gaps()
                     w.contains("routing_strategy")
                         || w.contains("no `litellm_params.model`")
                         || callback_warning(w).is_some_and(|setting| documented.contains(&setting))
+                        || cache_store_warning(w).is_some_and(|setting| documented.contains(&setting))
                 }
             };
             if !ok {
@@ -200,17 +208,27 @@ fn every_setting_listed_as_not_implemented_still_warns() {
                 }
                 serde_json::json!({"model_list": [d]})
             }
-            None => match key.split_once('.') {
-                Some((section, field)) => serde_json::json!({ section: { field: value } }),
-                None => serde_json::json!({ key.clone(): value }),
-            },
+            // `a.b.c: x` as `{a: {b: {c: x}}}`; a cache store's setting is
+            // read only with the cache on.
+            None => {
+                let mut config = key.rsplit('.').fold(value, |inner, segment| serde_json::json!({ segment: inner }));
+                if key.starts_with("litellm_settings.cache_params.") {
+                    config["litellm_settings"]["cache"] = serde_json::json!(true);
+                }
+                config
+            }
         };
         let yaml = serde_json::to_string(&config).unwrap();
         let warned = match Config::parse(&yaml, "t.yaml") {
             Ok(l) => {
                 let named = format!("`{}`", key.replace("model_list[].", "model_list.0."));
-                // A callback's warning names the setting and the name refused.
-                l.warnings.iter().any(|w| w.contains(&named) || callback_warning(w).as_deref() == Some(key.as_str()))
+                // A callback's or a cache store's warning names the setting
+                // and the name refused.
+                l.warnings.iter().any(|w| {
+                    w.contains(&named)
+                        || callback_warning(w).as_deref() == Some(key.as_str())
+                        || cache_store_warning(w).as_deref() == Some(key.as_str())
+                })
             }
             Err(_) => false,
         };

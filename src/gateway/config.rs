@@ -327,7 +327,47 @@ pub struct LitellmSettings {
     /// As `success_callback`, for failed calls.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
     pub failure_callback: Vec<String>,
+    /// LiteLLM's response caching: `true` turns it on, as `cache_params`
+    /// says (`gateway::response_cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+    /// How responses are cached; read only with `cache: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_params: Option<CacheParams>,
 }
+}
+
+/// `litellm_settings.cache_params`, LiteLLM's names. Only `type: local` (in
+/// memory, the default here) is implemented.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct CacheParams {
+    /// `local` (default), or one of LiteLLM's other stores (`redis`, `s3`,
+    /// `qdrant-semantic`…), which start with a warning and cache nothing.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Seconds an answer is kept (default 600, LiteLLM's in-memory default).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
+    pub ttl: Option<f64>,
+    /// LiteLLM's in-memory TTL, which wins over `ttl` for `type: local`.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
+    pub default_in_memory_ttl: Option<f64>,
+    /// A prefix of every cache key (`namespace:hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// LiteLLM's call types to cache (`acompletion`, `atext_completion`,
+    /// `aembedding`, `aresponses`…); absent: all of them; `[]`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supported_call_types: Option<Vec<String>>,
+    /// `default_on` (default) or `default_off`: only requests that say
+    /// `cache: {use-cache: true}` are cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The other stores' settings (`host`, `s3_bucket_name`,
+    /// `similarity_threshold`…): kept so that one warning names the store,
+    /// not one per setting of a store that is not implemented. Never
+    /// serialized: they may hold a store's credentials.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 impl LitellmSettings {
@@ -704,6 +744,9 @@ impl Config {
                 ));
             }
         }
+        if let Err((field, message)) = self.validate_cache(file, warnings) {
+            field_err(field, message);
+        }
         for (i, k) in self.keys.iter().enumerate() {
             if k.key.len() < 8 {
                 field_err(format!("keys[{i}].key"), "must be at least 8 characters".into());
@@ -721,6 +764,62 @@ impl Config {
                 errors: errors.into_iter().map(|(field, message)| format!("{field}: {message}")).collect(),
             }),
         }
+    }
+
+    /// `litellm_settings.cache`/`cache_params`: a value that cannot work is an
+    /// error; what is not implemented (another store, a call type that is
+    /// not cached here) is a warning, and such a store caches nothing.
+    fn validate_cache(&self, file: &str, warnings: &mut Vec<String>) -> Result<(), (String, String)> {
+        let l = &self.litellm_settings;
+        let Some(p) = &l.cache_params else { return Ok(()) };
+        if l.cache != Some(true) {
+            warnings.push(format!(
+                "{file}: litellm_settings.cache_params is ignored: responses are cached only with \
+                 litellm_settings.cache: true"
+            ));
+            return Ok(());
+        }
+        let kind = p.kind.as_deref().unwrap_or("local");
+        if kind != "local" {
+            warnings.push(format!(
+                "{file}: litellm_settings.cache_params.type `{kind}` is not implemented; responses are not cached \
+                 (only `type: local`, in memory, is)"
+            ));
+            return Ok(());
+        }
+        for (name, v) in [("ttl", p.ttl), ("default_in_memory_ttl", p.default_in_memory_ttl)] {
+            if let Some(v) =
+                v.filter(|v| !(v.is_finite() && *v > 0.0 && *v <= crate::gateway::response_cache::MAX_TTL_SECS))
+            {
+                return Err((
+                    format!("litellm_settings.cache_params.{name}"),
+                    format!(
+                        "must be a number of seconds above 0 and at most {}, got {v}",
+                        crate::gateway::response_cache::MAX_TTL_SECS
+                    ),
+                ));
+            }
+        }
+        if let Some(m) = p.mode.as_deref().filter(|m| !matches!(*m, "default_on" | "default_off")) {
+            return Err((
+                "litellm_settings.cache_params.mode".into(),
+                format!("must be `default_on` or `default_off`, got `{m}`"),
+            ));
+        }
+        for name in p.supported_call_types.iter().flatten() {
+            if crate::gateway::response_cache::CallType::from_litellm(name).is_none() {
+                warnings.push(format!(
+                    "{file}: litellm_settings.cache_params.supported_call_types: `{name}` is not cached by this \
+                     gateway (only chat completions, text completions, embeddings and the Responses API are)"
+                ));
+            }
+        }
+        for name in p.other.keys() {
+            warnings.push(format!(
+                "{file}: litellm_settings.cache_params.{name} is ignored by the in-memory cache (`type: local`)"
+            ));
+        }
+        Ok(())
     }
 
     /// Resolves `os.environ/NAME` references in every secret-bearing field.

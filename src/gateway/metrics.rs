@@ -67,6 +67,8 @@ pub struct Metrics {
     output_tokens: Family<ModelLabels, Counter>,
     total_tokens: Family<ModelLabels, Counter>,
     spend: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    cache_hits: Family<ModelLabels, Counter>,
+    cache_misses: Family<ModelLabels, Counter>,
     cost_map_stale: Gauge,
     cost_map_models: Gauge,
     client_cache_entries: Gauge,
@@ -105,6 +107,8 @@ impl Metrics {
             output_tokens: Family::default(),
             total_tokens: Family::default(),
             spend: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
             cost_map_stale: Gauge::default(),
             cost_map_models: Gauge::default(),
             client_cache_entries: Gauge::default(),
@@ -132,6 +136,12 @@ impl Metrics {
             r.register(name, help, family.clone());
         }
         r.register("litellm_spend_metric", "Spend in USD, priced from the cost map", m.spend.clone());
+        r.register("litellm_cache_hits_metric", "Requests answered from the response cache", m.cache_hits.clone());
+        r.register(
+            "litellm_cache_misses_metric",
+            "Requests that looked in the response cache and went to the provider",
+            m.cache_misses.clone(),
+        );
         for (name, help, gauge) in [
             ("postmortem_cost_map_stale", "1 when the cost map in use is not the configured one", &m.cost_map_stale),
             ("postmortem_cost_map_models", "Models in the cost map in use", &m.cost_map_models),
@@ -178,6 +188,14 @@ impl Metrics {
         } else {
             OTHER_MODEL
         }
+    }
+
+    /// A request that looked in the response cache, by the model asked for
+    /// (capped as `requested_model` is).
+    pub fn cache_lookup(&self, model: &str, hit: bool) {
+        let labels = ModelLabels { model: self.model_label(Some(model)).to_string() };
+        let family = if hit { &self.cache_hits } else { &self.cache_misses };
+        family.get_or_create(&labels).inc();
     }
 
     /// A priced (or unpriced) call's tokens, and its cost when the model has a price.

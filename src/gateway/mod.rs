@@ -20,6 +20,7 @@ pub mod providers;
 pub mod proxy;
 pub mod rate;
 pub mod reliability;
+pub mod response_cache;
 pub mod routing;
 pub mod server;
 pub mod sse;

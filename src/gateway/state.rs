@@ -75,6 +75,9 @@ pub struct Gateway {
     pub activity: crate::gateway::activity::Activity,
     /// OpenTelemetry traces, when a callback names `otel`.
     pub otel: Option<crate::gateway::otel::Otel>,
+    /// Cached answers, when `litellm_settings.cache: true` asks for the
+    /// in-memory store.
+    pub response_cache: Option<crate::gateway::response_cache::ResponseCache>,
     /// Monotonic time of the next periodic cost-map reload.
     next_cost_map_reload: Mutex<Option<Duration>>,
 }
@@ -230,6 +233,7 @@ impl GatewayBuilder {
         let max_body_bytes = config.max_body_bytes();
         let upstream_limits = crate::gateway::upstream::UpstreamLimits::from_config(&config);
         let activity = crate::gateway::activity::Activity::new(clock.clone());
+        let response_cache = crate::gateway::response_cache::ResponseCache::from_config(&config, clock.clone());
         Ok(Arc::new(Gateway {
             next_cost_map_reload: Mutex::new(reload_interval.map(|i| clock.now() + i)),
             config,
@@ -253,6 +257,7 @@ impl GatewayBuilder {
             metrics: crate::gateway::metrics::Metrics::new(),
             activity,
             otel,
+            response_cache,
         }))
     }
 }

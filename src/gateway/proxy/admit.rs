@@ -6,6 +6,7 @@ use crate::gateway::auth::{authenticate, Caller};
 use crate::gateway::error::{json_type, ApiError};
 use crate::gateway::keys::KeyError;
 use crate::gateway::rate::RATE_WINDOW;
+use crate::gateway::response_cache::Controls;
 use crate::gateway::routing::Route;
 use crate::gateway::state::Gateway;
 use axum::body::Bytes;
@@ -22,6 +23,9 @@ pub(super) struct Admitted {
     pub group: String,
     pub routes: Vec<Route>,
     pub stream: bool,
+    /// The request's `cache` controls, taken out of `body` (never sent
+    /// upstream, whether or not this gateway caches).
+    pub cache: Controls,
 }
 
 fn parse_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
@@ -71,7 +75,8 @@ pub(super) fn admit(
 }
 
 fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &str)]) -> Result<Admitted, ApiError> {
-    let body = parse_object(raw)?;
+    let mut body = parse_object(raw)?;
+    let cache = Controls::take_from(&mut body).map_err(ApiError::BadRequest)?;
     for (field, want) in shape {
         require_field(&body, field, want)?;
     }
@@ -117,7 +122,7 @@ fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &str)]) -
             gw.router.model_names().join(", ")
         )));
     }
-    Ok(Admitted { caller, body, model, group, routes, stream })
+    Ok(Admitted { caller, body, model, group, routes, stream, cache })
 }
 
 /// Whole seconds, rounded up, at least 1 (for `Retry-After`).

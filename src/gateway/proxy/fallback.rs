@@ -189,7 +189,7 @@ where
 
 /// The headers LiteLLM puts on every answer, which clients and dashboards
 /// read: a call id, the deployment that answered, and the key's spend so far.
-fn with_call_headers(mut resp: Response, caller: &Caller) -> Response {
+pub(super) fn with_call_headers(mut resp: Response, caller: &Caller) -> Response {
     // An identifier, not a secret: the thread's generator, no system call per request.
     let mut id = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);

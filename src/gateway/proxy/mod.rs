@@ -5,6 +5,7 @@
 //!
 //! - `admit`: the front half every entry point shares, ending in
 //!   `admit::Admitted` (the caller, the parsed body, the routes).
+//! - `cached`: the response cache, between admission and the routes.
 //! - `fallback`: tries routes in order, then the fallback groups.
 //! - `call`: one upstream call via `providers::ProviderApi`.
 //! - `stream`: SSE answers, their error events and the stream meter.
@@ -18,6 +19,7 @@
 
 mod admit;
 mod anthropic;
+mod cached;
 mod call;
 mod fallback;
 mod handles;

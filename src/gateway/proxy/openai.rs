@@ -5,6 +5,7 @@
 
 use super::admit::{admit, Admitted};
 use super::anthropic::anthropic_chat;
+use super::cached::{through_cache, StreamRecorder};
 use super::call::{answer_context, openai_stream, passed_on, read_json, read_openai, send, Outgoing};
 use super::fallback::with_group_fallbacks;
 use super::handles::{self, StreamHandles};
@@ -13,6 +14,7 @@ use super::stream::{sse_response, stream_error_event, StreamMeter};
 use crate::gateway::error::{json_type, ApiError};
 use crate::gateway::providers::params::{build_upstream_params, Endpoint};
 use crate::gateway::providers::Operation;
+use crate::gateway::response_cache::CallType;
 use crate::gateway::routing::Route;
 use crate::gateway::sse;
 use crate::gateway::state::Gateway;
@@ -52,6 +54,7 @@ pub(super) async fn openai_call(
         let inner = openai_stream(gw, &route, resp, client, op, &cx, meter.tap()).await?;
         let done_after_broken = gw.bugs.done_after_broken_stream;
         let mut handles = (endpoint == Endpoint::Responses).then(|| StreamHandles::new(&route));
+        let mut recorder = if endpoint == Endpoint::Chat { StreamRecorder::for_chat(gw, a) } else { None };
         let s = async_stream::stream! {
             futures::pin_mut!(inner);
             // Bytes after the last complete event: held back until the
@@ -66,6 +69,7 @@ pub(super) async fn openai_call(
                             let rest = pending.split_off(end);
                             let ready = std::mem::replace(&mut pending, rest);
                             meter.observe_bytes(&ready);
+                            if let Some(r) = recorder.as_mut() { r.feed(&ready); }
                             let ready = match handles.as_mut() { Some(h) => h.rewrite(ready), None => ready };
                             yield Ok(Bytes::from(ready));
                         }
@@ -77,6 +81,8 @@ pub(super) async fn openai_call(
                             let e = ApiError::BadGateway(format!("{} ended its stream in the middle of an event", route.provider));
                             meter.broke(Some(&e));
                             yield Ok(stream_error_event(endpoint, &e));
+                        } else if let Some(r) = recorder.take() {
+                            r.finish();
                         }
                         break;
                     }
@@ -136,18 +142,20 @@ pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Resp
             a.routes = same;
         }
     }
-    let result = with_group_fallbacks(&gw, &a, |route| {
-        let gw = &gw;
-        let a = &a;
-        async move {
-            if !route.provider.api().serves(Operation::OpenAi("responses"), &route.upstream_model) {
-                return Err(ApiError::BadRequest(format!(
-                    "{} deployments are not served on /v1/responses",
-                    route.provider
-                )));
+    let result = through_cache(&gw, &a, CallType::Responses, || {
+        with_group_fallbacks(&gw, &a, |route| {
+            let gw = &gw;
+            let a = &a;
+            async move {
+                if !route.provider.api().serves(Operation::OpenAi("responses"), &route.upstream_model) {
+                    return Err(ApiError::BadRequest(format!(
+                        "{} deployments are not served on /v1/responses",
+                        route.provider
+                    )));
+                }
+                openai_call(gw, a, route, Endpoint::Responses, "responses").await
             }
-            openai_call(gw, a, route, Endpoint::Responses, "responses").await
-        }
+        })
     })
     .await;
     super::answered(result.unwrap_or_else(IntoResponse::into_response), &a)
@@ -211,15 +219,18 @@ async fn openai_only(
         Ok(a) => a,
         Err(r) => return super::refused(&gw, r.error.into_response(), &raw, r.caller.as_ref()),
     };
-    let result = with_group_fallbacks(&gw, &a, |route| {
-        let gw = &gw;
-        let a = &a;
-        async move {
-            if !route.provider.api().serves(Operation::OpenAi(path), &route.upstream_model) {
-                return Err(ApiError::BadRequest(format!("{} does not serve /v1/{path}", route.provider)));
+    let call = if endpoint == Endpoint::Embeddings { CallType::Embedding } else { CallType::TextCompletion };
+    let result = through_cache(&gw, &a, call, || {
+        with_group_fallbacks(&gw, &a, |route| {
+            let gw = &gw;
+            let a = &a;
+            async move {
+                if !route.provider.api().serves(Operation::OpenAi(path), &route.upstream_model) {
+                    return Err(ApiError::BadRequest(format!("{} does not serve /v1/{path}", route.provider)));
+                }
+                openai_call(gw, a, route, endpoint, path).await
             }
-            openai_call(gw, a, route, endpoint, path).await
-        }
+        })
     })
     .await;
     super::answered(result.unwrap_or_else(IntoResponse::into_response), &a)
@@ -230,17 +241,19 @@ pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) 
         Ok(a) => a,
         Err(r) => return super::refused(&gw, r.error.into_response(), &raw, r.caller.as_ref()),
     };
-    let result = with_group_fallbacks(&gw, &a, |route| {
-        let gw = &gw;
-        let a = &a;
-        let headers = &headers;
-        async move {
-            if route.provider.speaks_messages(&route.upstream_model) {
-                anthropic_chat(gw, a, route, headers).await
-            } else {
-                openai_call(gw, a, route, Endpoint::Chat, "chat/completions").await
+    let result = through_cache(&gw, &a, CallType::Chat, || {
+        with_group_fallbacks(&gw, &a, |route| {
+            let gw = &gw;
+            let a = &a;
+            let headers = &headers;
+            async move {
+                if route.provider.speaks_messages(&route.upstream_model) {
+                    anthropic_chat(gw, a, route, headers).await
+                } else {
+                    openai_call(gw, a, route, Endpoint::Chat, "chat/completions").await
+                }
             }
-        }
+        })
     })
     .await;
     super::answered(result.unwrap_or_else(IntoResponse::into_response), &a)

@@ -96,6 +96,8 @@ pub fn health_value(gw: &Gateway) -> Value {
         "model_cost_map": catalog,
         "anthropic_beta_policy": beta,
         "client_cache": gw.clients.stats(),
+        // `null` when responses are not cached.
+        "response_cache": gw.response_cache.as_ref().map(|c| c.stats()),
         "auth": {
             "open": crate::gateway::auth::is_open(gw),
             "admin_open": crate::gateway::auth::is_open(gw) && gw.config.general_settings.allow_unauthenticated_admin,
