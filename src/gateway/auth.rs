@@ -88,7 +88,12 @@ pub async fn adopt_shared_keys(
 ) -> axum::response::Response {
     if gw.store.is_shared() {
         if let Some(k) = presented_key(req.headers()).filter(|k| !k.is_empty()) {
-            let master = gw.config.general_settings.master_key.as_deref().is_some_and(|m| m == k);
+            let master = gw
+                .config
+                .general_settings
+                .master_key
+                .as_deref()
+                .is_some_and(|m| bool::from(k.as_bytes().ct_eq(m.as_bytes())));
             if !master && gw.keys.authenticate(&k).is_none() {
                 let _ = gw.lookup_key(&k).await;
             }

@@ -66,6 +66,10 @@ pub struct Gateway {
     pub store: Arc<Store>,
     /// Spend waiting for the next batch write.
     pub spend: Arc<SpendQueue>,
+    /// Held by the key admin calls and by [`Gateway::sync_store`]'s
+    /// reconciliation, so a sync never lays an older stored spec over a
+    /// change this instance is making.
+    key_writes: tokio::sync::Mutex<()>,
     /// Fallbacks between groups and aliases (`router_settings`/`litellm_settings`).
     pub fallbacks: FallbackPolicy,
     pub cooldowns: CooldownPolicy,
@@ -244,6 +248,7 @@ impl GatewayBuilder {
             upstream_limits,
             store,
             spend: Arc::new(SpendQueue::default()),
+            key_writes: tokio::sync::Mutex::new(()),
             fallbacks,
             cooldowns,
             metrics: crate::gateway::metrics::Metrics::new(),
@@ -356,6 +361,7 @@ impl Gateway {
             }
         };
         let spec = patched_spec(&KeySpec::default(), body, unix(self.clock.wall()))?;
+        let _writing = self.key_writes.lock().await;
         let (secret, record) = self.keys.generate(spec, secret).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         match self.store.insert_key(&record.to_stored()).await {
             Ok(()) => Ok((secret, record.info())),
@@ -377,6 +383,7 @@ impl Gateway {
         patch: serde_json::Map<String, serde_json::Value>,
         new_secret: Option<String>,
     ) -> Result<crate::gateway::keys::KeyInfo, ApiError> {
+        let _writing = self.key_writes.lock().await;
         let Some(old) = self.lookup_key(secret_or_hash).await else {
             return Err(ApiError::NotFound("key not found".into()));
         };
@@ -417,6 +424,7 @@ impl Gateway {
     /// Deletes a key (by secret or hash) from the store, then from memory;
     /// `Ok(false)` when there is no such key.
     pub async fn delete_key(&self, secret_or_hash: &str) -> Result<bool, ApiError> {
+        let _writing = self.key_writes.lock().await;
         let Some(record) = self.lookup_key(secret_or_hash).await else {
             return Ok(false);
         };
@@ -486,6 +494,7 @@ impl Gateway {
         if !self.store.is_shared() {
             return Ok(report);
         }
+        let _writing = self.key_writes.lock().await;
         let stored = self.store.load_keys().await?;
         let spend = self.store.load_spend().await?;
         let live: std::collections::HashSet<&str> = stored.iter().map(|k| k.hash.as_str()).collect();

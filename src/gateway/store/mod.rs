@@ -18,7 +18,7 @@
 //! both known here; an enum needs no boxed futures or `async-trait`, its
 //! `match` is exhaustive (a third backend is a compile error at every
 //! method, not a forgotten default), and the SQLite side keeps its plain
-//! synchronous code, moved onto `spawn_blocking` in one place ([`blocking`]).
+//! synchronous code, moved onto `spawn_blocking` in one place (`blocking`).
 //!
 //! Architecture invariant: no secret is ever stored. Keys are stored under the
 //! SHA-256 of their secret with the masked form, as in memory; a Postgres URL
@@ -85,8 +85,14 @@ pub enum StoreError {
     Postgres { location: String, reason: String },
     #[error("database {location}: no connection within {secs} s (is the server up and reachable?)")]
     ConnectTimeout { location: String, secs: u64 },
+    /// A Postgres operation that did not finish in time; its connection is
+    /// dropped (the server rolls back what it had begun).
+    #[error(
+        "database {location}: no answer within {secs} s; the connection is dropped and made again on the next use"
+    )]
+    Timeout { location: String, secs: u64 },
     /// A `database_url` this gateway cannot use; never shows the password.
-    #[error("general_settings.database_url: {0}")]
+    #[error("general_settings.database_url (or DATABASE_URL): {0}")]
     Url(String),
     #[error("database {location}: cannot create its directory: {source}")]
     Directory {
@@ -193,7 +199,7 @@ impl Store {
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         match self {
             Store::Sqlite(s) => blocking(s, |s| s.schema_version()).await,
-            Store::Postgres(p) => p.schema_version().await,
+            Store::Postgres(p) => p.bounded(p.schema_version()).await,
         }
     }
 
@@ -201,7 +207,7 @@ impl Store {
     pub async fn load_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         match self {
             Store::Sqlite(s) => blocking(s, |s| s.load_keys()).await,
-            Store::Postgres(p) => p.load_keys().await,
+            Store::Postgres(p) => p.bounded(p.load_keys()).await,
         }
     }
 
@@ -212,7 +218,7 @@ impl Store {
                 let hash = hash.to_string();
                 blocking(s, move |s| s.find_key(&hash)).await
             }
-            Store::Postgres(p) => p.find_key(hash).await,
+            Store::Postgres(p) => p.bounded(p.find_key(hash)).await,
         }
     }
 
@@ -220,7 +226,7 @@ impl Store {
     pub async fn load_spend(&self) -> Result<Vec<(String, f64)>, StoreError> {
         match self {
             Store::Sqlite(s) => blocking(s, |s| s.load_spend()).await,
-            Store::Postgres(p) => p.load_spend().await,
+            Store::Postgres(p) => p.bounded(p.load_spend()).await,
         }
     }
 
@@ -231,7 +237,7 @@ impl Store {
                 let key = key.clone();
                 blocking(s, move |s| s.insert_key(&key)).await
             }
-            Store::Postgres(p) => p.insert_key(key).await,
+            Store::Postgres(p) => p.bounded(p.insert_key(key)).await,
         }
     }
 
@@ -242,7 +248,7 @@ impl Store {
                 let (hash, spec) = (hash.to_string(), spec_json.to_string());
                 blocking(s, move |s| s.update_key(&hash, &spec)).await
             }
-            Store::Postgres(p) => p.update_key(hash, spec_json).await,
+            Store::Postgres(p) => p.bounded(p.update_key(hash, spec_json)).await,
         }
     }
 
@@ -254,7 +260,7 @@ impl Store {
                 let (old, new) = (old_hash.to_string(), new.clone());
                 blocking(s, move |s| s.replace_key(&old, &new)).await
             }
-            Store::Postgres(p) => p.replace_key(old_hash, new).await,
+            Store::Postgres(p) => p.bounded(p.replace_key(old_hash, new)).await,
         }
     }
 
@@ -266,7 +272,7 @@ impl Store {
                 let hash = hash.to_string();
                 blocking(s, move |s| s.delete_key(&hash)).await
             }
-            Store::Postgres(p) => p.delete_key(hash).await,
+            Store::Postgres(p) => p.bounded(p.delete_key(hash)).await,
         }
     }
 
@@ -281,7 +287,7 @@ impl Store {
                 let rows = rows.to_vec();
                 blocking(s, move |s| s.record_spend(&rows)).await
             }
-            Store::Postgres(p) => p.record_spend(rows).await,
+            Store::Postgres(p) => p.bounded(p.record_spend(rows)).await,
         }
     }
 
@@ -306,7 +312,7 @@ impl Store {
                 let hash = key_hash.map(str::to_string);
                 blocking(s, move |s| s.spend_log(hash.as_deref(), limit)).await
             }
-            Store::Postgres(p) => p.spend_log(key_hash, limit).await,
+            Store::Postgres(p) => p.bounded(p.spend_log(key_hash, limit)).await,
         }
     }
 
@@ -317,7 +323,7 @@ impl Store {
                 let hash = hash.to_string();
                 blocking(s, move |s| s.key_spend(&hash)).await
             }
-            Store::Postgres(p) => p.key_spend(hash).await,
+            Store::Postgres(p) => p.bounded(p.key_spend(hash)).await,
         }
     }
 }

@@ -25,6 +25,11 @@ use super::{DatabaseLocation, SpendRow, StoreError, StoredKey};
 /// reconnect) fails, unless the URL's `connect_timeout` says otherwise.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one store operation (waiting for the connection included) may
+/// take: a server that stops answering mid-query (a dead link, a full disk)
+/// must not hold admin calls, lookups and spend flushes forever.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Schema migrations, applied in order; the index + 1 is the version.
 /// Never edit one that has shipped: add the next. The same tables as
 /// SQLite's, in Postgres types.
@@ -168,8 +173,23 @@ impl PgStore {
         let config = url.config()?;
         let store =
             PgStore { location: DatabaseLocation::Postgres(url), config, client: tokio::sync::Mutex::new(None) };
-        store.migrate().await?;
+        store.bounded(store.migrate()).await?;
         Ok(store)
+    }
+
+    /// `op` within [`OP_TIMEOUT`]; past it the connection is dropped, so the
+    /// next use starts clean.
+    pub async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(OP_TIMEOUT, op).await {
+            Ok(r) => r,
+            Err(_) => {
+                *self.client.lock().await = None;
+                Err(StoreError::Timeout { location: self.location.describe(), secs: OP_TIMEOUT.as_secs() })
+            }
+        }
     }
 
     pub fn location(&self) -> &DatabaseLocation {
@@ -438,5 +458,21 @@ mod tests {
         let e = PgStore::connect(url).await.unwrap_err().to_string();
         assert!(e.contains(&format!("127.0.0.1:{port}")) && e.contains("connect"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_accepts_and_never_answers_is_a_timeout_not_a_hang() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let url = PostgresUrl::parse(&format!("postgres://u@127.0.0.1:{port}/db?connect_timeout=1")).unwrap();
+        let e = PgStore::connect(url).await.unwrap_err();
+        assert!(matches!(e, StoreError::ConnectTimeout { secs: 2, .. }), "{e}");
+        held.abort();
     }
 }
