@@ -276,6 +276,37 @@ mod served {
         let spend = i["info"]["spend"].as_f64().unwrap();
         assert!((spend - 2.0 * ONE_CALL_USD).abs() < 1e-12, "no spend lost on SIGTERM: {i}");
     }
+
+    /// The real process on Postgres: spend queued with a flush interval far
+    /// longer than the test is written by the graceful stop, and another
+    /// instance on the same URL counts it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_served_gateway_on_postgres_writes_its_spend_on_sigterm_for_the_fleet() {
+        let up = upstream().await;
+        let pg = services::Postgres::start();
+        let config = format!(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
+             general_settings: {{master_key: {MASTER}, proxy_batch_write_at: 3600, database_url: '{}'}}\n",
+            up.uri(),
+            pg.url()
+        );
+        let client = reqwest::Client::new();
+        let g = super::support::serve(&config);
+        let (s, gen) = post(&client, &format!("{}/key/generate", g.url), MASTER, json!({})).await;
+        assert_eq!(s, 200, "{gen}");
+        let key = gen["key"].as_str().unwrap().to_string();
+        for _ in 0..2 {
+            let (s, b) = post(&client, &format!("{}/v1/chat/completions", g.url), &key, chat().unwrap()).await;
+            assert_eq!(s, 200, "{b}");
+        }
+        assert!(g.stop("-TERM").success(), "a graceful stop exits 0");
+
+        let other = gateway(&config).await;
+        let (s, i) = call(&other, "GET", "/key/info", &key, None).await;
+        assert_eq!(s, 200, "{i}");
+        let spend = i["info"]["spend"].as_f64().unwrap();
+        assert!((spend - 2.0 * ONE_CALL_USD).abs() < 1e-12, "no spend lost on SIGTERM, seen by another instance: {i}");
+    }
 }
 
 /// Streams are charged from the usage the provider streamed (a streamed call
@@ -596,6 +627,16 @@ async fn two_gateways_on_one_postgres_share_keys_spend_and_deletions() {
     assert_eq!(health["storage"]["shared"], true, "{health}");
     assert!(health["storage"]["location"].as_str().unwrap().contains(":***@127.0.0.1"), "{health}");
     assert!(!health.to_string().contains("hunter2"), "the password never shows: {health}");
+}
+
+/// Without the server binaries the Postgres tests fail, saying what to
+/// install; they never pass having checked nothing.
+#[test]
+fn missing_postgres_binaries_fail_with_what_to_install() {
+    let empty = tempfile::tempdir().unwrap();
+    let e = std::panic::catch_unwind(|| services::postgres_bin_in(empty.path())).unwrap_err();
+    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("apt-get install -y postgresql"), "{msg}");
 }
 
 #[tokio::test]

@@ -93,7 +93,14 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path, what: &str) -
 /// A temporary directory the service user owns (so the server can write
 /// its data and socket there); removed on drop.
 pub fn scratch_dir(user: Option<&ServiceUser>) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("pm-svc-").tempdir().expect("temporary directory");
+    let builder = tempfile::Builder::new().prefix("pm-svc-").clone();
+    // Another user must reach it: under /tmp, not a $TMPDIR that may sit in
+    // root's home (and a short path keeps a Unix socket's name in bounds).
+    let dir = match user {
+        Some(_) => builder.tempdir_in("/tmp"),
+        None => builder.tempdir(),
+    }
+    .expect("temporary directory");
     if let Some(u) = user {
         std::os::unix::fs::chown(dir.path(), Some(u.uid), Some(u.gid)).expect("chown the scratch directory");
     }
@@ -107,7 +114,12 @@ pub fn scratch_dir(user: Option<&ServiceUser>) -> tempfile::TempDir {
 /// Where Debian puts the server: the newest `/usr/lib/postgresql/*/bin`
 /// with an `initdb` in it.
 pub fn postgres_bin() -> PathBuf {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    postgres_bin_in(Path::new("/usr/lib/postgresql"))
+}
+
+/// [`postgres_bin`] under another root (for testing its failure).
+pub fn postgres_bin_in(root: &Path) -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()
@@ -121,8 +133,9 @@ pub fn postgres_bin() -> PathBuf {
     match found.pop() {
         Some((_, bin)) => bin,
         None => panic!(
-            "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb): install them \
-             (Debian: apt-get install -y postgresql; .ci/run does) to run the Postgres storage tests"
+            "PostgreSQL server binaries not found (no {}/*/bin/initdb): install them \
+             (Debian: apt-get install -y postgresql; .ci/run does) to run the Postgres storage tests",
+            root.display()
         ),
     }
 }
