@@ -607,6 +607,15 @@ async fn two_gateways_on_one_postgres_share_keys_spend_and_deletions() {
     assert_eq!(s, 200, "{log}");
     assert_eq!(log["data"].as_array().map(Vec::len), Some(3), "A's log has B's call too: {log}");
 
+    // Changed on A: B takes the new spec at its sync, keeping the spend.
+    let (s, u) =
+        call(&a, "POST", "/key/update", MASTER, Some(json!({"key": key.clone(), "models": ["gpt-4o", "other"]}))).await;
+    assert_eq!(s, 200, "{u}");
+    b.sync_store().await.unwrap();
+    let (_, info) = call(&b, "GET", "/key/info", &key, None).await;
+    assert_eq!(info["info"]["models"], json!(["gpt-4o", "other"]), "{info}");
+    assert!((info["info"]["spend"].as_f64().unwrap() - 3.0 * ONE_CALL_USD).abs() < 1e-12, "{info}");
+
     // Deleted on A: refused on B after B syncs.
     let (s, _) = call(&a, "POST", "/key/delete", MASTER, Some(json!({"keys": [key.clone()]}))).await;
     assert_eq!(s, 200);

@@ -187,9 +187,10 @@ impl Postgres {
         panic!("Postgres did not start: {last}");
     }
 
-    /// A URL for the gateway (`sslmode=disable`: the server has no TLS).
+    /// A URL for the gateway, with the default `sslmode` (`prefer`: the
+    /// server offers no TLS, so the connection is plain).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// The same database with a password in the URL (trust auth ignores

@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
 use super::{DatabaseLocation, SpendRow, StoreError, StoredKey};
@@ -84,15 +85,18 @@ impl PostgresUrl {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(StoreError::Url("expected a postgres:// or postgresql:// URL".into()));
         }
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        let sslmode = query.split('&').find_map(|kv| kv.strip_prefix("sslmode=")).unwrap_or("prefer");
+        let config: Option<Config> = url.parse().ok();
+        let plain = config.as_ref().is_none_or(|c| matches!(c.get_ssl_mode(), SslMode::Disable | SslMode::Prefer));
+        if !matches!(sslmode, "disable" | "prefer") || !plain {
+            return Err(StoreError::Url(format!(
+                "sslmode={sslmode} requires TLS, which this gateway does not support yet: use sslmode=disable or \
+                 prefer (reach the server over a private network, or through a local TLS-terminating proxy)"
+            )));
+        }
         let config: Config =
             url.parse().map_err(|e| StoreError::Url(format!("not a usable Postgres URL: {}", reason(&e))))?;
-        if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
-            return Err(StoreError::Url(
-                "sslmode requires TLS, which this gateway does not support yet: use sslmode=disable or prefer \
-                 (reach the server over a private network or a local TLS-terminating proxy)"
-                    .into(),
-            ));
-        }
         if config.get_hosts().is_empty() {
             return Err(StoreError::Url("the URL names no host".into()));
         }
@@ -186,7 +190,11 @@ impl PgStore {
         match tokio::time::timeout(OP_TIMEOUT, op).await {
             Ok(r) => r,
             Err(_) => {
-                *self.client.lock().await = None;
+                // Busy means another operation holds it; that one is bounded
+                // too and drops it when its own time runs out.
+                if let Ok(mut client) = self.client.try_lock() {
+                    *client = None;
+                }
                 Err(StoreError::Timeout { location: self.location.describe(), secs: OP_TIMEOUT.as_secs() })
             }
         }
@@ -255,21 +263,13 @@ impl PgStore {
     }
 
     /// One statement on the connection; no transaction needed.
-    async fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Row>, StoreError> {
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         let guard = self.client().await?;
         let client = guard.as_ref().ok_or_else(|| self.closed())?;
         client.query(sql, params).await.map_err(self.err())
     }
 
-    async fn execute(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<u64, StoreError> {
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         let guard = self.client().await?;
         let client = guard.as_ref().ok_or_else(|| self.closed())?;
         client.execute(sql, params).await.map_err(self.err())
@@ -353,25 +353,28 @@ impl PgStore {
             )
             .await
             .map_err(self.err())?;
+        // Pipelined on the one connection (a batch is up to 1,024 rows: one
+        // round trip each would hold it for seconds on a distant server),
+        // and one spend update per key, not per row.
+        let numbers: Vec<[i64; 3]> =
+            rows.iter().map(|r| [r.at as i64, r.input_tokens as i64, r.output_tokens as i64]).collect();
+        let inserts = rows.iter().zip(&numbers).map(|(r, [at, input, output])| {
+            let params: [&(dyn ToSql + Sync); 7] =
+                [at, &r.key_hash, &r.model, &r.upstream_model, &r.cost_usd, input, output];
+            tx.execute_raw(&log, params)
+        });
+        futures::future::try_join_all(inserts).await.map_err(self.err())?;
+        let mut per_key: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
         for r in rows {
-            tx.execute(
-                &log,
-                &[
-                    &(r.at as i64),
-                    &r.key_hash,
-                    &r.model,
-                    &r.upstream_model,
-                    &r.cost_usd,
-                    &(r.input_tokens as i64),
-                    &(r.output_tokens as i64),
-                ],
-            )
-            .await
-            .map_err(self.err())?;
             if let Some(h) = &r.key_hash {
-                tx.execute(&spend, &[h, &r.cost_usd]).await.map_err(self.err())?;
+                *per_key.entry(h).or_default() += r.cost_usd;
             }
         }
+        let updates = per_key.iter().map(|(h, usd)| {
+            let params: [&(dyn ToSql + Sync); 2] = [h, usd];
+            tx.execute_raw(&spend, params)
+        });
+        futures::future::try_join_all(updates).await.map_err(self.err())?;
         tx.commit().await.map_err(self.err())
     }
 
@@ -440,7 +443,8 @@ mod tests {
     fn urls_that_cannot_be_used_are_refused_without_repeating_them() {
         for (url, want) in [
             ("mysql://u:hunter2@h/db", "expected a postgres://"),
-            ("postgres://u:hunter2@h/db?sslmode=require", "sslmode requires TLS"),
+            ("postgres://u:hunter2@h/db?sslmode=require", "sslmode=require requires TLS"),
+            ("postgres://u:hunter2@h/db?sslmode=verify-full", "sslmode=verify-full requires TLS"),
             ("postgres://u:hunter2@h/db?bogus_option=1", "not a usable Postgres URL"),
             ("postgres://u:hunter2@h:notaport/db", "not a usable Postgres URL"),
         ] {
