@@ -190,7 +190,7 @@ impl GatewayBuilder {
             (None, None) => database.unwrap_or(DatabaseLocation::Memory),
         };
         let store = Arc::new(Store::open(location).await?);
-        tracing::info!(backend = store.backend(), database = %store.location().describe(), "database ready");
+        tracing::debug!(backend = store.backend(), database = %store.location().describe(), "database ready");
         restore_keys(&store, &keys).await?;
         if config.general_settings.master_key.is_none() && keys.is_empty() {
             tracing::warn!(
