@@ -53,10 +53,14 @@ fn cache_store_warning(w: &str) -> Option<String> {
     re.captures(w).map(|c| c[1].to_string())
 }
 
+/// What a fixture's `database_url: os.environ/DATABASE_URL` gets here.
+const FIXTURE_DATABASE_URL: &str = "postgres://litellm:fixture@db.example:5432/litellm";
+
 /// The variables the file's `general_settings` reference (the master key):
 /// a real deployment has them; without them the gateway refuses to start.
 fn general_settings_env(text: &str) -> Vec<String> {
-    let re = regex::Regex::new(r"(?m)^\s*(master_key|database_path)\s*:\s*.?os\.environ/([A-Za-z0-9_]+)").unwrap();
+    let re = regex::Regex::new(r"(?m)^\s*(master_key|database_path|database_url)\s*:\s*.?os\.environ/([A-Za-z0-9_]+)")
+        .unwrap();
     re.captures_iter(text).map(|c| c[2].to_string()).collect()
 }
 
@@ -93,7 +97,23 @@ async fn every_real_litellm_config_starts_and_warns_only_about_documented_gaps()
         }
         let mut config = loaded.config;
         for var in general_settings_env(&text) {
-            config.environment_variables.insert(var, "sk-test-fixture-master-key".into());
+            let value = if var.contains("DATABASE") { FIXTURE_DATABASE_URL } else { "sk-test-fixture-master-key" };
+            config.environment_variables.insert(var, value.into());
+        }
+        // The Postgres a file names is its deployment's, not reachable here:
+        // its URL must be one the gateway takes; the start is checked on
+        // the default in-memory store (tests/persistence.rs starts real
+        // Postgres servers).
+        if let Err(e) = config.resolve_env(&name) {
+            failures.push(format!("{name}: does not start: {e}"));
+            continue;
+        }
+        // (The build resolves again: DATABASE_URL must not put it back.)
+        config.environment_variables.remove("DATABASE_URL");
+        if let Some(url) = config.general_settings.database_url.take() {
+            if let Err(e) = postmortem::gateway::store::PostgresUrl::parse(&url) {
+                failures.push(format!("{name}: its database_url is refused: {e}"));
+            }
         }
         match GatewayBuilder::new(config).build().await {
             Ok(gw) => {

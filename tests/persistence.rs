@@ -1,10 +1,13 @@
-//! Keys and spend survive restarts: through the real router with the embedded
-//! SQLite file, and through the real `postmortem serve` process stopped with
-//! SIGTERM (graceful: no spend lost) and with SIGKILL (keys kept: they are
-//! written before `/key/generate` answers).
+//! Keys and spend survive restarts: through the real router on each storage
+//! backend (the embedded SQLite file, and a real Postgres server the test
+//! starts: [`backends`]), and through the real `postmortem serve` process
+//! stopped with SIGTERM (graceful: no spend lost) and with SIGKILL (keys
+//! kept: they are written before `/key/generate` answers). Two gateways on
+//! one Postgres URL share keys and spend (a fleet).
 
 use axum::body::Body;
 use http_body_util::BodyExt;
+use postmortem::gateway::store::{DatabaseLocation, PostgresUrl, SpendQueue, SpendRow, Store, StoreError, StoredKey};
 use postmortem::gateway::{Config, Gateway, GatewayBuilder};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -30,13 +33,73 @@ async fn upstream() -> MockServer {
     up
 }
 
-fn config_yaml(up: &MockServer, db: &Path) -> String {
+#[path = "support/services.rs"]
+mod services;
+
+/// A database a test runs on: a SQLite file in a temporary directory, or a
+/// fresh Postgres server on 127.0.0.1 (stopped when this is dropped).
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(services::Postgres),
+}
+
+impl Db {
+    fn name(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The `general_settings` entry that points a gateway here.
+    fn setting(&self) -> String {
+        match self {
+            Db::Sqlite(dir) => format!("database_path: '{}'", dir.path().join("state.db").display()),
+            Db::Postgres(pg) => format!("database_url: '{}'", pg.url()),
+        }
+    }
+
+    fn location(&self) -> DatabaseLocation {
+        match self {
+            Db::Sqlite(dir) => DatabaseLocation::File(dir.path().join("state.db")),
+            Db::Postgres(pg) => DatabaseLocation::Postgres(PostgresUrl::parse(&pg.url()).unwrap()),
+        }
+    }
+
+    /// Runs SQL behind the store's back (to break or age the schema).
+    async fn execute(&self, sql: &str) {
+        match self {
+            Db::Sqlite(dir) => {
+                rusqlite::Connection::open(dir.path().join("state.db")).unwrap().execute_batch(sql).unwrap()
+            }
+            Db::Postgres(pg) => {
+                let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                client.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Every storage backend, each fresh: the storage tests run on all of them.
+fn backends() -> Vec<Db> {
+    vec![Db::Sqlite(tempfile::tempdir().unwrap()), Db::Postgres(services::Postgres::start())]
+}
+
+fn config_yaml(up: &MockServer, db: &Db) -> String {
     format!(
         "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
-         general_settings: {{master_key: {MASTER}, database_path: '{}'}}\n",
+         general_settings: {{master_key: {MASTER}, {}}}\n",
         up.uri(),
-        db.display()
+        db.setting()
     )
+}
+
+/// What a graceful stop does before the process ends: the queued spend is
+/// written (a dropped gateway on Postgres can only hand it to the runtime).
+async fn stop(gw: Arc<Gateway>) {
+    gw.flush_spend().await.unwrap();
+    drop(gw);
 }
 
 async fn gateway(yaml: &str) -> Arc<Gateway> {
@@ -65,10 +128,15 @@ fn chat() -> Option<Value> {
 const ONE_CALL_USD: f64 = 4.5e-5;
 
 #[tokio::test]
-async fn a_generated_key_and_its_spend_survive_a_rebuild_on_the_same_file() {
+async fn a_generated_key_and_its_spend_survive_a_rebuild_on_the_same_database() {
+    for db in backends() {
+        a_generated_key_and_its_spend_survive_a_rebuild(&db).await;
+    }
+}
+
+async fn a_generated_key_and_its_spend_survive_a_rebuild(db: &Db) {
     let up = upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = config_yaml(&up, &dir.path().join("state.db"));
+    let yaml = config_yaml(&up, db);
 
     let gw = gateway(&yaml).await;
     let (s, gen) =
@@ -89,7 +157,7 @@ async fn a_generated_key_and_its_spend_survive_a_rebuild_on_the_same_file() {
 
     let gw = gateway(&yaml).await;
     let (s, info) = call(&gw, "GET", "/key/info", &key, None).await;
-    assert_eq!(s, 200, "the key works after a restart: {info}");
+    assert_eq!(s, 200, "{}: the key works after a restart: {info}", db.name());
     let spend = info["info"]["spend"].as_f64().unwrap();
     assert!((spend - 2.0 * ONE_CALL_USD).abs() < 1e-12, "spend survives: {info}");
     assert_eq!(info["info"]["models"], json!(["gpt-4o"]), "its limits survive: {info}");
@@ -97,19 +165,24 @@ async fn a_generated_key_and_its_spend_survive_a_rebuild_on_the_same_file() {
     // Deleted is deleted for good.
     let (s, _) = call(&gw, "POST", "/key/delete", MASTER, Some(json!({"keys": [key.clone()]}))).await;
     assert_eq!(s, 200);
-    drop(gw);
+    stop(gw).await;
     let gw = gateway(&yaml).await;
     let (s, _) = call(&gw, "GET", "/key/info", &key, None).await;
-    assert_eq!(s, 401, "a deleted key stays deleted after a restart");
+    assert_eq!(s, 401, "{}: a deleted key stays deleted after a restart", db.name());
 }
 
 #[tokio::test]
 async fn a_config_key_keeps_its_spend_and_the_budget_holds_across_restarts() {
+    for db in backends() {
+        a_config_key_keeps_its_spend(&db).await;
+    }
+}
+
+async fn a_config_key_keeps_its_spend(db: &Db) {
     let up = upstream().await;
-    let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "{}keys:\n  - {{key: sk-config-key-persist-0001, max_budget: {}}}\n",
-        config_yaml(&up, &dir.path().join("state.db")),
+        config_yaml(&up, db),
         1.5 * ONE_CALL_USD
     );
     let gw = gateway(&yaml).await;
@@ -121,7 +194,7 @@ async fn a_config_key_keeps_its_spend_and_the_budget_holds_across_restarts() {
     drop(gw);
     let gw = gateway(&yaml).await;
     let (s, b) = call(&gw, "POST", "/v1/chat/completions", "sk-config-key-persist-0001", chat()).await;
-    assert!((400..500).contains(&s), "the budget spent before the restart still counts: {s} {b}");
+    assert!((400..500).contains(&s), "{}: the budget spent before the restart still counts: {s} {b}", db.name());
 }
 
 #[tokio::test]
@@ -203,6 +276,37 @@ mod served {
         let spend = i["info"]["spend"].as_f64().unwrap();
         assert!((spend - 2.0 * ONE_CALL_USD).abs() < 1e-12, "no spend lost on SIGTERM: {i}");
     }
+
+    /// The real process on Postgres: spend queued with a flush interval far
+    /// longer than the test is written by the graceful stop, and another
+    /// instance on the same URL counts it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_served_gateway_on_postgres_writes_its_spend_on_sigterm_for_the_fleet() {
+        let up = upstream().await;
+        let pg = services::Postgres::start();
+        let config = format!(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
+             general_settings: {{master_key: {MASTER}, proxy_batch_write_at: 3600, database_url: '{}'}}\n",
+            up.uri(),
+            pg.url()
+        );
+        let client = reqwest::Client::new();
+        let g = super::support::serve(&config);
+        let (s, gen) = post(&client, &format!("{}/key/generate", g.url), MASTER, json!({})).await;
+        assert_eq!(s, 200, "{gen}");
+        let key = gen["key"].as_str().unwrap().to_string();
+        for _ in 0..2 {
+            let (s, b) = post(&client, &format!("{}/v1/chat/completions", g.url), &key, chat().unwrap()).await;
+            assert_eq!(s, 200, "{b}");
+        }
+        assert!(g.stop("-TERM").success(), "a graceful stop exits 0");
+
+        let other = gateway(&config).await;
+        let (s, i) = call(&other, "GET", "/key/info", &key, None).await;
+        assert_eq!(s, 200, "{i}");
+        let spend = i["info"]["spend"].as_f64().unwrap();
+        assert!((spend - 2.0 * ONE_CALL_USD).abs() < 1e-12, "no spend lost on SIGTERM, seen by another instance: {i}");
+    }
 }
 
 /// Streams are charged from the usage the provider streamed (a streamed call
@@ -278,10 +382,15 @@ async fn streamed_calls_are_charged_from_the_usage_the_provider_streamed() {
 /// `duration` that expires on the gateway's clock, all after a restart too.
 #[tokio::test]
 async fn key_admin_with_litellm_field_names_survives_restarts() {
+    for db in backends() {
+        key_admin_survives_restarts(&db).await;
+    }
+}
+
+async fn key_admin_survives_restarts(db: &Db) {
     use postmortem::gateway::clock::ManualClock;
     let up = upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = config_yaml(&up, &dir.path().join("state.db"));
+    let yaml = config_yaml(&up, db);
     let clock = ManualClock::shared();
     let build = |clock: std::sync::Arc<ManualClock>| {
         let cfg = Config::parse(&yaml, "test.yaml").unwrap().config;
@@ -325,7 +434,7 @@ async fn key_admin_with_litellm_field_names_survives_restarts() {
     let (s, b) = call(&gw, "POST", "/v1/chat/completions", "sk-chosen-secret-0001", chat()).await;
     assert_eq!(s, 401, "blocked: {b}");
     assert!(b.to_string().contains("blocked"), "{b}");
-    drop(gw);
+    stop(gw).await;
     let gw = build(clock.clone()).await.unwrap();
     let (s, _) = call(&gw, "POST", "/v1/chat/completions", "sk-chosen-secret-0001", chat()).await;
     assert_eq!(s, 401, "still blocked after a restart");
@@ -337,7 +446,7 @@ async fn key_admin_with_litellm_field_names_survives_restarts() {
     let new_key = r["key"].as_str().unwrap().to_string();
     let (s, _) = call(&gw, "GET", "/key/info", "sk-chosen-secret-0001", None).await;
     assert_eq!(s, 401, "the old secret stops working");
-    drop(gw);
+    stop(gw).await;
     let gw = build(clock.clone()).await.unwrap();
     let (s, info) = call(&gw, "GET", "/key/info", &new_key, None).await;
     assert_eq!(s, 200, "the new secret works after a restart: {info}");
@@ -353,4 +462,202 @@ async fn key_admin_with_litellm_field_names_survives_restarts() {
     let (s, _) =
         call(&gw, "POST", "/key/update", MASTER, Some(json!({"key": "sk-nope-nope-nope", "rpm_limit": 1}))).await;
     assert_eq!(s, 404);
+}
+
+// ---------------------------------------------------------------------------
+// The store itself, on every backend
+// ---------------------------------------------------------------------------
+
+fn row(key: Option<&str>, cost: f64) -> SpendRow {
+    SpendRow {
+        at: 1,
+        key_hash: key.map(str::to_string),
+        model: "m".into(),
+        upstream_model: "openai/m".into(),
+        cost_usd: cost,
+        input_tokens: 3,
+        output_tokens: 4,
+    }
+}
+
+fn stored(hash: &str) -> StoredKey {
+    StoredKey { hash: hash.into(), masked: "sk-...".into(), spec_json: "{}".into(), created_at: 5 }
+}
+
+#[tokio::test]
+async fn the_store_keeps_keys_spend_and_the_log_on_every_backend() {
+    for db in backends() {
+        let name = db.name();
+        {
+            let s = Store::open(db.location()).await.unwrap();
+            s.insert_key(&stored("aa")).await.unwrap();
+            assert!(s.insert_key(&stored("aa")).await.is_err(), "{name}: a duplicate key is an error");
+            s.record_spend(&[row(Some("aa"), 0.25), row(Some("aa"), 0.5), row(None, 1.0)]).await.unwrap();
+        }
+        // Reopened: migrations are not run twice, everything is there.
+        let s = Store::open(db.location()).await.unwrap();
+        assert_eq!(s.schema_version().await.unwrap(), 1, "{name}");
+        assert_eq!(s.load_keys().await.unwrap(), vec![stored("aa")], "{name}");
+        assert_eq!(s.find_key("aa").await.unwrap(), Some(stored("aa")), "{name}");
+        assert_eq!(s.find_key("bb").await.unwrap(), None, "{name}");
+        assert_eq!(s.key_spend("aa").await.unwrap(), 0.75, "{name}");
+        assert_eq!(s.load_spend().await.unwrap(), vec![("aa".to_string(), 0.75)], "{name}");
+        let log = s.spend_log(None, 10).await.unwrap();
+        assert_eq!(log.len(), 3, "{name}");
+        assert_eq!(log[0], row(None, 1.0), "{name}: newest first");
+        assert_eq!(s.spend_log(Some("aa"), 10).await.unwrap().len(), 2, "{name}");
+        assert_eq!(s.spend_log(Some("aa"), 1).await.unwrap().len(), 1, "{name}");
+
+        assert!(s.update_key("aa", r#"{"rpm":5}"#).await.unwrap(), "{name}");
+        assert!(!s.update_key("zz", "{}").await.unwrap(), "{name}");
+        s.replace_key("aa", &stored("cc")).await.unwrap();
+        assert_eq!(s.key_spend("cc").await.unwrap(), 0.75, "{name}: spend moves with a new secret");
+        assert_eq!(s.find_key("aa").await.unwrap(), None, "{name}");
+        assert!(s.delete_key("cc").await.unwrap(), "{name}");
+        assert_eq!(s.key_spend("cc").await.unwrap(), 0.0, "{name}: deleting a key deletes its spend");
+        assert!(!s.delete_key("cc").await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_not_overwritten_on_every_backend() {
+    for db in backends() {
+        drop(Store::open(db.location()).await.unwrap());
+        db.execute(match db {
+            Db::Sqlite(_) => "PRAGMA user_version = 99",
+            Db::Postgres(_) => "UPDATE postmortem_schema SET version = 99",
+        })
+        .await;
+        let e = Store::open(db.location()).await.unwrap_err();
+        assert!(matches!(e, StoreError::TooNew { found: 99, .. }), "{}: {e}", db.name());
+    }
+}
+
+#[tokio::test]
+async fn a_failed_flush_keeps_its_rows_and_writes_nothing_on_every_backend() {
+    for db in backends() {
+        let store = Store::open(db.location()).await.unwrap();
+        // Break the table the flush writes to.
+        db.execute("DROP TABLE spend_log").await;
+        let q = SpendQueue::default();
+        q.push(row(Some("a"), 1.0));
+        q.push(row(Some("a"), 2.0));
+        assert!(q.flush(&store).await.is_err(), "{}", db.name());
+        assert_eq!(q.len(), 2, "{}", db.name());
+        assert_eq!(q.pending_for("a"), 3.0, "{}", db.name());
+        // Nothing half-written: the spend update rolled back with the log insert.
+        assert_eq!(store.key_spend("a").await.unwrap(), 0.0, "{}", db.name());
+        let kept: Vec<f64> = q.take_all().iter().map(|r| r.cost_usd).collect();
+        assert_eq!(kept, [1.0, 2.0], "{}: in the order they were queued", db.name());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A fleet: two gateways on one Postgres
+// ---------------------------------------------------------------------------
+
+/// Two in-process gateways on the same `database_url` are two instances of a
+/// fleet. A key made on one works on the other at once (looked up on a
+/// miss); spend written by one is counted by the other after its sync (the
+/// periodic spend writer's, every `proxy_batch_write_at` seconds), and so is
+/// a deletion. The password in the URL shows nowhere.
+#[tokio::test]
+async fn two_gateways_on_one_postgres_share_keys_spend_and_deletions() {
+    let up = upstream().await;
+    let pg = services::Postgres::start();
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
+         general_settings: {{master_key: {MASTER}, database_url: '{}'}}\n",
+        up.uri(),
+        pg.url_with_password("hunter2-not-shown")
+    );
+    let a = gateway(&yaml).await;
+    let b = gateway(&yaml).await;
+
+    let (s, gen) = call(
+        &a,
+        "POST",
+        "/key/generate",
+        MASTER,
+        Some(json!({"models": ["gpt-4o"], "max_budget": 2.5 * ONE_CALL_USD})),
+    )
+    .await;
+    assert_eq!(s, 200, "{gen}");
+    let key = gen["key"].as_str().unwrap().to_string();
+
+    // Made on A, used on B at once.
+    let (s, r) = call(&b, "POST", "/v1/chat/completions", &key, chat()).await;
+    assert_eq!(s, 200, "a key made on another instance works here: {r}");
+    let (s, r) = call(&a, "POST", "/v1/chat/completions", &key, chat()).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = call(&a, "POST", "/v1/chat/completions", &key, chat()).await;
+    assert_eq!(s, 200, "{r}");
+
+    // A's spend reaches B after A writes it and B syncs.
+    a.flush_spend().await.unwrap();
+    b.sync_store().await.unwrap();
+    let (s, info) = call(&b, "GET", "/key/info", &key, None).await;
+    assert_eq!(s, 200, "{info}");
+    let spend = info["info"]["spend"].as_f64().unwrap();
+    assert!((spend - 3.0 * ONE_CALL_USD).abs() < 1e-12, "B counts A's two calls and its own: {info}");
+    let (s, r) = call(&b, "POST", "/v1/chat/completions", &key, chat()).await;
+    assert!((400..500).contains(&s), "the budget holds across the fleet: {s} {r}");
+    a.sync_store().await.unwrap();
+    let (s, log) = call(&a, "GET", &format!("/spend/logs?api_key={key}"), MASTER, None).await;
+    assert_eq!(s, 200, "{log}");
+    assert_eq!(log["data"].as_array().map(Vec::len), Some(3), "A's log has B's call too: {log}");
+
+    // Changed on A: B takes the new spec at its sync, keeping the spend.
+    let (s, u) =
+        call(&a, "POST", "/key/update", MASTER, Some(json!({"key": key.clone(), "models": ["gpt-4o", "other"]}))).await;
+    assert_eq!(s, 200, "{u}");
+    b.sync_store().await.unwrap();
+    let (_, info) = call(&b, "GET", "/key/info", &key, None).await;
+    assert_eq!(info["info"]["models"], json!(["gpt-4o", "other"]), "{info}");
+    assert!((info["info"]["spend"].as_f64().unwrap() - 3.0 * ONE_CALL_USD).abs() < 1e-12, "{info}");
+
+    // Deleted on A: refused on B after B syncs.
+    let (s, _) = call(&a, "POST", "/key/delete", MASTER, Some(json!({"keys": [key.clone()]}))).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&a, "GET", "/key/info", &key, None).await;
+    assert_eq!(s, 401);
+    b.sync_store().await.unwrap();
+    let (s, r) = call(&b, "GET", "/key/info", &key, None).await;
+    assert_eq!(s, 401, "a key deleted on another instance is refused here after a sync: {r}");
+
+    // A key made on B and deleted through A, which never saw it.
+    let (_, gen) = call(&b, "POST", "/key/generate", MASTER, Some(json!({}))).await;
+    let other = gen["key"].as_str().unwrap().to_string();
+    let (s, d) = call(&a, "POST", "/key/delete", MASTER, Some(json!({"keys": [other.clone()]}))).await;
+    assert_eq!((s, d["deleted_keys"].as_array().map(Vec::len)), (200, Some(1)), "{d}");
+
+    let (_, health) = call(&a, "GET", "/health", MASTER, None).await;
+    assert_eq!(health["storage"]["backend"], "postgres", "{health}");
+    assert_eq!(health["storage"]["shared"], true, "{health}");
+    assert!(health["storage"]["location"].as_str().unwrap().contains(":***@127.0.0.1"), "{health}");
+    assert!(!health.to_string().contains("hunter2"), "the password never shows: {health}");
+}
+
+/// Without the server binaries the Postgres tests fail, saying what to
+/// install; they never pass having checked nothing.
+#[test]
+fn missing_postgres_binaries_fail_with_what_to_install() {
+    let empty = tempfile::tempdir().unwrap();
+    let e = std::panic::catch_unwind(|| services::postgres_bin_in(empty.path())).unwrap_err();
+    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("apt-get install -y postgresql"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_postgres_that_does_not_answer_fails_the_start_with_a_clear_error() {
+    let port = services::free_port();
+    let yaml = format!(
+        "model_list: []\ngeneral_settings: {{master_key: {MASTER}, database_url: 'postgres://u:hunter2@127.0.0.1:{port}/db?connect_timeout=2'}}\n"
+    );
+    let cfg = Config::parse(&yaml, "test.yaml").unwrap().config;
+    let started = std::time::Instant::now();
+    let e = GatewayBuilder::new(cfg).build().await.unwrap_err().to_string();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "bounded: {:?}", started.elapsed());
+    assert!(e.contains(&format!("postgres://u:***@127.0.0.1:{port}/db")) && e.contains("connect"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
 }

@@ -75,6 +75,33 @@ pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiErro
     }
 }
 
+/// Middleware for a gateway on a shared database: a presented key this
+/// instance does not hold may have been made by another instance, so it is
+/// looked up there (and adopted) before the route authenticates. Keys it
+/// holds, the master key, and gateways on their own database cost nothing.
+/// Every unknown key costs one indexed query; a flood of bad keys is one
+/// query each (rate limiting them is the load balancer's job today).
+pub async fn adopt_shared_keys(
+    axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if gw.store.is_shared() {
+        if let Some(k) = presented_key(req.headers()).filter(|k| !k.is_empty()) {
+            let master = gw
+                .config
+                .general_settings
+                .master_key
+                .as_deref()
+                .is_some_and(|m| bool::from(k.as_bytes().ct_eq(m.as_bytes())));
+            if !master && gw.keys.authenticate(&k).is_none() {
+                let _ = gw.lookup_key(&k).await;
+            }
+        }
+    }
+    next.run(req).await
+}
+
 pub fn require_admin(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let c = authenticate(gw, headers)?;
     if c.is_admin() {

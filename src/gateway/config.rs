@@ -183,6 +183,12 @@ pub struct GeneralSettings {
     /// the config file; a gateway built in-process defaults to `:memory:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_path: Option<String>,
+    /// Postgres for fleets: `postgres://user:password@host:port/db` (LiteLLM's
+    /// name; `DATABASE_URL` when unset). Every instance on the same URL
+    /// shares keys, spend and the spend log. Wins over `database_path`. No
+    /// TLS yet: `sslmode` other than `disable`/`prefer` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
     /// Seconds between spend writes (LiteLLM's name; default 10). A crash
     /// loses at most this much spend; a graceful shutdown loses none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -897,6 +903,11 @@ impl Config {
         resolve("general_settings.model_cost_map".into(), &mut g.model_cost_map)?;
         resolve("general_settings.anthropic_beta_headers".into(), &mut g.anthropic_beta_headers)?;
         resolve("general_settings.database_path".into(), &mut g.database_path)?;
+        resolve("general_settings.database_url".into(), &mut g.database_url)?;
+        // LiteLLM's proxy takes its database from the environment too.
+        if g.database_url.is_none() {
+            g.database_url = env("DATABASE_URL").filter(|u| !u.trim().is_empty());
+        }
         for (i, k) in self.keys.iter_mut().enumerate() {
             let mut v = Some(k.key.clone());
             resolve(format!("keys[{i}].key"), &mut v)?;
@@ -1151,7 +1162,7 @@ model_list:
       surprise: 1
 general_settings:
   master_key: sk-master-1234
-  database_url: postgres://x
+  database_connection_pool_limit: 10
 litellm_settings:
   drop_params: true
 "#;
@@ -1160,7 +1171,7 @@ litellm_settings:
         assert!(loaded.config.litellm_settings.drop_params);
         let w = loaded.warnings.join("\n");
         assert!(w.contains("model_list.0.litellm_params.surprise"), "{w}");
-        assert!(w.contains("general_settings.database_url"), "{w}");
+        assert!(w.contains("general_settings.database_connection_pool_limit"), "{w}");
     }
 
     #[test]
@@ -1273,5 +1284,27 @@ litellm_settings:
         let text = "general_settings: {master_key: os.environ/PM_TEST_MISSING_9}\n";
         let mut c = Config::parse(text, "c.yaml").unwrap().config;
         assert!(c.resolve_env("c.yaml").unwrap_err().to_string().contains("PM_TEST_MISSING_9"));
+    }
+
+    #[test]
+    fn the_database_url_comes_from_the_setting_a_reference_or_database_url() {
+        let resolved = |text: &str| {
+            let mut c = Config::parse(text, "c.yaml").unwrap().config;
+            c.resolve_env("c.yaml").map(|()| c.general_settings.database_url)
+        };
+        let url = "postgres://u:p@h/db";
+        let overlay = format!("environment_variables: {{DATABASE_URL: '{url}', PM_TEST_DB_9: '{url}x'}}\n");
+        assert_eq!(resolved(&overlay).unwrap().as_deref(), Some(url), "DATABASE_URL when the setting is absent");
+        let reference = format!("{overlay}general_settings: {{database_url: os.environ/PM_TEST_DB_9}}\n");
+        assert_eq!(resolved(&reference).unwrap(), Some(format!("{url}x")), "the setting wins");
+        let missing = "general_settings: {database_url: os.environ/PM_TEST_MISSING_9}\n";
+        assert!(resolved(missing).unwrap_err().to_string().contains("general_settings.database_url"));
+        assert!(
+            Config::parse("general_settings: {database_url: 'postgres://h/db'}\n", "c.yaml")
+                .unwrap()
+                .warnings
+                .is_empty(),
+            "database_url is implemented: no warning"
+        );
     }
 }

@@ -359,6 +359,17 @@ impl KeyRecord {
         }
     }
 
+    /// Spend raised to what the shared database says this key has spent
+    /// (with what is still queued here); never lowered, since spend only grows.
+    pub fn raise_spend_to(&self, usd: f64) {
+        if usd.is_finite() {
+            let mut s = self.spend.lock();
+            if usd > *s {
+                *s = usd;
+            }
+        }
+    }
+
     pub fn key_hash(&self) -> String {
         hex::encode(self.hash)
     }
@@ -593,6 +604,14 @@ pub fn new_secret() -> String {
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let random: String = bytes.iter().map(|b| char::from(URL_SAFE[usize::from(b & 63)])).collect();
     format!("sk-{random}")
+}
+
+/// The hex hashes a key given by secret or by hash may be stored under:
+/// the string itself when it is a hash, and the hash of it as a secret.
+pub fn candidate_hashes(secret_or_hash: &str) -> Vec<String> {
+    let mut out: Vec<String> = parse_hash(secret_or_hash).map(hex::encode).into_iter().collect();
+    out.push(hex::encode(hash_secret(secret_or_hash)));
+    out
 }
 
 fn parse_hash(s: &str) -> Option<KeyHash> {

@@ -6,11 +6,11 @@ use crate::gateway::client_cache::{CacheConfig, ClientCache, Lease};
 use crate::gateway::clock::{CoarseClock, SharedClock};
 use crate::gateway::config::{Config, ConfigError};
 use crate::gateway::error::ApiError;
-use crate::gateway::keys::{KeySpec, KeyStore};
+use crate::gateway::keys::{KeyRecord, KeySpec, KeyStore};
 use crate::gateway::known_bugs::KnownBugs;
 use crate::gateway::reliability::{CooldownPolicy, FallbackPolicy};
 use crate::gateway::routing::{ModelRouter, RouteError};
-use crate::gateway::store::{DatabaseLocation, SpendQueue, SpendRow, Store, StoreError};
+use crate::gateway::store::{DatabaseLocation, PostgresUrl, SpendQueue, SpendRow, Store, StoreError, StoredKey};
 use crate::gateway::upstream::{ClientKey, UpstreamClient};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -66,6 +66,10 @@ pub struct Gateway {
     pub store: Arc<Store>,
     /// Spend waiting for the next batch write.
     pub spend: Arc<SpendQueue>,
+    /// Held by the key admin calls and by [`Gateway::sync_store`]'s
+    /// reconciliation, so a sync never lays an older stored spec over a
+    /// change this instance is making.
+    key_writes: tokio::sync::Mutex<()>,
     /// Fallbacks between groups and aliases (`router_settings`/`litellm_settings`).
     pub fallbacks: FallbackPolicy,
     pub cooldowns: CooldownPolicy,
@@ -87,11 +91,8 @@ pub struct Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         let rows = self.spend.take_all();
-        if rows.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.record_spend(&rows) {
-            tracing::error!(error = %e, rows = rows.len(), "spend could not be written when the gateway was dropped");
+        if !rows.is_empty() {
+            self.store.record_spend_on_drop(rows);
         }
     }
 }
@@ -126,7 +127,8 @@ impl GatewayBuilder {
     }
 
     /// Where the database is when the config does not say
-    /// (`general_settings.database_path` wins). Default `:memory:`.
+    /// (`general_settings.database_url`, then `database_path`, win).
+    /// Default `:memory:`.
     pub fn default_database(mut self, location: DatabaseLocation) -> Self {
         self.database = Some(location);
         self
@@ -185,16 +187,14 @@ impl GatewayBuilder {
             };
             keys.insert_from_config(&k.key, spec).map_err(|e| BuildError::Keys(format!("keys[{i}]: {e}")))?;
         }
-        let location = match &config.general_settings.database_path {
-            Some(p) => DatabaseLocation::parse(p),
-            None => database.unwrap_or(DatabaseLocation::Memory),
+        let location = match (&config.general_settings.database_url, &config.general_settings.database_path) {
+            (Some(url), _) => DatabaseLocation::Postgres(PostgresUrl::parse(url)?),
+            (None, Some(p)) => DatabaseLocation::parse(p),
+            (None, None) => database.unwrap_or(DatabaseLocation::Memory),
         };
-        let store = Arc::new(
-            tokio::task::spawn_blocking(move || Store::open(location))
-                .await
-                .map_err(|e| BuildError::Keys(format!("opening the database: {e}")))??,
-        );
-        restore_keys(&store, &keys)?;
+        let store = Arc::new(Store::open(location).await?);
+        tracing::debug!(backend = store.backend(), database = %store.location().describe(), "database ready");
+        restore_keys(&store, &keys).await?;
         if config.general_settings.master_key.is_none() && keys.is_empty() {
             tracing::warn!(
                 admin_routes_open = config.general_settings.allow_unauthenticated_admin,
@@ -252,6 +252,7 @@ impl GatewayBuilder {
             upstream_limits,
             store,
             spend: Arc::new(SpendQueue::default()),
+            key_writes: tokio::sync::Mutex::new(()),
             fallbacks,
             cooldowns,
             metrics: crate::gateway::metrics::Metrics::new(),
@@ -299,11 +300,11 @@ fn patched_spec(
 }
 
 /// Puts back the run-time keys and every key's spend from the store.
-fn restore_keys(store: &Store, keys: &KeyStore) -> Result<(), BuildError> {
-    for stored in store.load_keys()? {
+async fn restore_keys(store: &Store, keys: &KeyStore) -> Result<(), BuildError> {
+    for stored in store.load_keys().await? {
         keys.insert_stored(&stored).map_err(|e| BuildError::Keys(format!("stored key {}: {e}", stored.hash)))?;
     }
-    for (hash, spend) in store.load_spend()? {
+    for (hash, spend) in store.load_spend().await? {
         // Spend of a config key that has since left the config stays stored
         // (it is history) but belongs to no key now.
         if let Some(k) = keys.get(&hash) {
@@ -365,14 +366,13 @@ impl Gateway {
             }
         };
         let spec = patched_spec(&KeySpec::default(), body, unix(self.clock.wall()))?;
+        let _writing = self.key_writes.lock().await;
         let (secret, record) = self.keys.generate(spec, secret).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let stored = record.to_stored();
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || store.insert_key(&stored)).await {
-            Ok(Ok(())) => Ok((secret, record.info())),
-            failed => {
+        match self.store.insert_key(&record.to_stored()).await {
+            Ok(()) => Ok((secret, record.info())),
+            Err(e) => {
                 self.keys.delete(&record.key_hash());
-                tracing::error!(error = ?failed.map(|r| r.err()), "could not store a new key; it was not created");
+                tracing::error!(error = %e, "could not store a new key; it was not created");
                 Err(ApiError::Internal("the key could not be stored; it was not created".into()))
             }
         }
@@ -388,7 +388,8 @@ impl Gateway {
         patch: serde_json::Map<String, serde_json::Value>,
         new_secret: Option<String>,
     ) -> Result<crate::gateway::keys::KeyInfo, ApiError> {
-        let Some(old) = self.keys.get(secret_or_hash) else {
+        let _writing = self.key_writes.lock().await;
+        let Some(old) = self.lookup_key(secret_or_hash).await else {
             return Err(ApiError::NotFound("key not found".into()));
         };
         if !old.is_runtime() {
@@ -409,22 +410,17 @@ impl Gateway {
         let record =
             self.keys.replace(&old, spec, new_secret.as_deref()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let (old_hash, stored) = (old.key_hash(), record.to_stored());
-        let store = Arc::clone(&self.store);
-        let renamed = new_secret.is_some();
-        let written = tokio::task::spawn_blocking(move || {
-            if renamed {
-                store.replace_key(&old_hash, &stored)
-            } else {
-                store.update_key(&old_hash, &stored.spec_json).map(drop)
-            }
-        })
-        .await;
+        let written = if new_secret.is_some() {
+            self.store.replace_key(&old_hash, &stored).await
+        } else {
+            self.store.update_key(&old_hash, &stored.spec_json).await.map(drop)
+        };
         match written {
-            Ok(Ok(())) => Ok(record.info()),
-            failed => {
+            Ok(()) => Ok(record.info()),
+            Err(e) => {
                 // Put the old record back: memory must match the store.
                 let _ = self.keys.replace(&record, old.spec().clone(), None);
-                tracing::error!(error = ?failed.map(|r| r.err()), "could not store a key change; it was not made");
+                tracing::error!(error = %e, "could not store a key change; it was not made");
                 Err(ApiError::Internal("the change could not be stored; the key is unchanged".into()))
             }
         }
@@ -433,20 +429,107 @@ impl Gateway {
     /// Deletes a key (by secret or hash) from the store, then from memory;
     /// `Ok(false)` when there is no such key.
     pub async fn delete_key(&self, secret_or_hash: &str) -> Result<bool, ApiError> {
-        let Some(record) = self.keys.get(secret_or_hash) else {
+        let _writing = self.key_writes.lock().await;
+        let Some(record) = self.lookup_key(secret_or_hash).await else {
             return Ok(false);
         };
         let hash = record.key_hash();
-        let store = Arc::clone(&self.store);
-        let h = hash.clone();
-        match tokio::task::spawn_blocking(move || store.delete_key(&h)).await {
-            Ok(Ok(_)) => Ok(self.keys.delete(&hash)),
-            Ok(Err(e)) => {
+        match self.store.delete_key(&hash).await {
+            Ok(_) => Ok(self.keys.delete(&hash)),
+            Err(e) => {
                 tracing::error!(error = %e, "could not delete a key from the database; it stays");
                 Err(ApiError::Internal("the key could not be deleted from the database; it stays".into()))
             }
-            Err(e) => Err(ApiError::Internal(format!("deleting the key failed: {e}"))),
         }
+    }
+
+    /// A key by secret or hash: from memory, else (on a shared database) from
+    /// the database, where another instance may have made it; a key found
+    /// there joins memory with its stored spend. A database error is a miss
+    /// (logged): the caller answers 401/404 as for an unknown key.
+    pub async fn lookup_key(&self, secret_or_hash: &str) -> Option<Arc<KeyRecord>> {
+        if let Some(r) = self.keys.get(secret_or_hash) {
+            return Some(r);
+        }
+        if !self.store.is_shared() || secret_or_hash.is_empty() {
+            return None;
+        }
+        for hash in crate::gateway::keys::candidate_hashes(secret_or_hash) {
+            match self.store.find_key(&hash).await {
+                Ok(Some(stored)) => return self.adopt_stored_key(&stored).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "key lookup in the shared database failed; treating it as unknown");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Puts a key read from the shared database into memory, with its spend.
+    async fn adopt_stored_key(&self, stored: &StoredKey) -> Option<Arc<KeyRecord>> {
+        let spend = match self.store.key_spend(&stored.hash).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a key's spend failed; the key is not adopted now");
+                return None;
+            }
+        };
+        match self.keys.insert_stored(stored) {
+            Ok(r) => {
+                r.restore_spend(spend);
+                Some(r)
+            }
+            // Adopted meanwhile by a concurrent request: use that one.
+            Err(_) => self.keys.get(&stored.hash),
+        }
+    }
+
+    /// Writes queued spend, then, on a shared database, brings memory in line
+    /// with what every instance wrote: keys made elsewhere are adopted, keys
+    /// deleted or regenerated elsewhere stop working here, changed specs are
+    /// taken, and each key's spend becomes the stored total plus what is still
+    /// queued here (never less than what this instance counted). Run by the
+    /// periodic spend writer, so another instance's change is seen here within
+    /// `proxy_batch_write_at` seconds (a key it made is seen at once: see
+    /// [`Gateway::lookup_key`]).
+    pub async fn sync_store(&self) -> Result<crate::gateway::store::FlushReport, StoreError> {
+        let report = self.flush_spend().await?;
+        if !self.store.is_shared() {
+            return Ok(report);
+        }
+        let _writing = self.key_writes.lock().await;
+        let stored = self.store.load_keys().await?;
+        let spend = self.store.load_spend().await?;
+        let live: std::collections::HashSet<&str> = stored.iter().map(|k| k.hash.as_str()).collect();
+        for info in self.keys.list() {
+            let gone = !live.contains(info.key_hash.as_str());
+            if gone && self.keys.get(&info.key_hash).is_some_and(|r| r.is_runtime()) {
+                self.keys.delete(&info.key_hash);
+            }
+        }
+        for k in &stored {
+            match self.keys.get(&k.hash) {
+                None => {
+                    let _ = self.keys.insert_stored(k);
+                }
+                Some(r) if r.to_stored().spec_json != k.spec_json => {
+                    let spent = r.spend();
+                    self.keys.delete(&k.hash);
+                    if let Ok(n) = self.keys.insert_stored(k) {
+                        n.restore_spend(spent);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        for (hash, usd) in spend {
+            if let Some(r) = self.keys.get(&hash) {
+                r.raise_spend_to(usd + self.spend.pending_for(&hash));
+            }
+        }
+        Ok(report)
     }
 
     /// Queues a priced request's spend for the next batch write.

@@ -103,8 +103,9 @@ pub fn health_value(gw: &Gateway) -> Value {
             "admin_open": crate::gateway::auth::is_open(gw) && gw.config.general_settings.allow_unauthenticated_admin,
         },
         "storage": {
-            "backend": "sqlite",
-            "durable": *gw.store.location() != crate::gateway::store::DatabaseLocation::Memory,
+            "backend": gw.store.backend(),
+            "durable": gw.store.location().is_durable(),
+            "shared": gw.store.is_shared(),
             "location": gw.store.location().describe(),
             "spend_rows_queued": gw.spend.len(),
         },
@@ -379,7 +380,7 @@ pub(super) async fn spend_logs(State(gw): Gw, _: Admin, Query(q): Query<HashMap<
     };
     let hash = match q.get("api_key").or_else(|| q.get("key")) {
         None => None,
-        Some(k) => match gw.keys.get(k) {
+        Some(k) => match gw.lookup_key(k).await {
             Some(r) => Some(r.key_hash()),
             None => return ApiError::NotFound("key not found".into()).into_response(),
         },
@@ -388,14 +389,12 @@ pub(super) async fn spend_logs(State(gw): Gw, _: Admin, Query(q): Query<HashMap<
         tracing::error!(error = %e, "spend flush before /spend/logs failed");
         return ApiError::Internal("the spend log could not be written".into()).into_response();
     }
-    let store = Arc::clone(&gw.store);
-    match tokio::task::spawn_blocking(move || store.spend_log(hash.as_deref(), limit)).await {
-        Ok(Ok(rows)) => Json(json!({"data": rows})).into_response(),
-        Ok(Err(e)) => {
+    match gw.store.spend_log(hash.as_deref(), limit).await {
+        Ok(rows) => Json(json!({"data": rows})).into_response(),
+        Err(e) => {
             tracing::error!(error = %e, "reading the spend log failed");
             ApiError::Internal("the spend log could not be read".into()).into_response()
         }
-        Err(e) => ApiError::Internal(format!("reading the spend log failed: {e}")).into_response(),
     }
 }
 

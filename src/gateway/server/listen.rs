@@ -201,8 +201,10 @@ fn spawn_spend_writer(gw: Arc<Gateway>) {
         loop {
             tick.tick().await;
             let Some(gw) = weak.upgrade() else { break };
-            if let Err(e) = gw.flush_spend().await {
-                tracing::error!(error = %e, pending = gw.spend.len(), "spend write failed; the rows stay queued");
+            // Also where a shared database's changes by other instances
+            // reach this one (`Gateway::sync_store`).
+            if let Err(e) = gw.sync_store().await {
+                tracing::error!(error = %e, pending = gw.spend.len(), "spend write or database sync failed; the rows stay queued");
             }
         }
     });

@@ -236,6 +236,7 @@ fn routes(gw: Arc<Gateway>) -> Router {
         .route("/ui/activity", get(ui::activity))
         .route("/ui/assets/{file}", get(ui::asset))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), crate::gateway::auth::adopt_shared_keys))
         .layer(axum::middleware::from_fn_with_state(gw.clone(), crate::gateway::metrics::track))
         // Outermost, so the server span covers the whole request.
         .layer(axum::middleware::from_fn_with_state(gw.clone(), crate::gateway::otel::layer))
