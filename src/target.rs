@@ -205,7 +205,13 @@ fn process_has(kind: TargetKind, output_captured: bool, cap: Capability) -> bool
 impl GatewayUnderTest {
     /// Builds our gateway from `config` with a manual clock (and `bugs` put
     /// back, for proofs) and serves it on 127.0.0.1:0.
-    pub async fn in_process(config: Config, bugs: KnownBugs) -> Result<GatewayUnderTest, String> {
+    pub async fn in_process(mut config: Config, bugs: KnownBugs) -> Result<GatewayUnderTest, String> {
+        // A `DATABASE_URL` in the environment of whoever runs the harness
+        // (set for another project) must not send a scenario's keys and
+        // spend to that database: an in-process gateway under test reads
+        // it only from its own config (`database_url`, or the scenario's
+        // `environment_variables`). An empty value is no database.
+        config.environment_variables.entry("DATABASE_URL".into()).or_default();
         let clock = ManualClock::shared();
         let output = Output::default();
         let log = tracing::Dispatch::new(

@@ -661,3 +661,21 @@ async fn a_postgres_that_does_not_answer_fails_the_start_with_a_clear_error() {
     assert!(e.contains(&format!("postgres://u:***@127.0.0.1:{port}/db")) && e.contains("connect"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+/// A `DATABASE_URL` in the environment of whoever runs the harness is not
+/// the database of the gateways it builds in-process: a scenario with keys
+/// and spend passes with it pointing at nothing that answers (it would not
+/// start if the harness's gateway tried to connect there).
+#[test]
+fn the_harness_in_process_gateways_ignore_the_callers_database_url() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postmortem"))
+        .current_dir(root)
+        .args(["run", "scenarios/everyday/virtual-keys-and-budgets.yaml", "--format", "json"])
+        .env("DATABASE_URL", "postgres://someone:secret@127.0.0.1:9/elsewhere?connect_timeout=2")
+        .output()
+        .expect("the harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"passed\""), "{stdout}");
+}
