@@ -101,18 +101,36 @@ fn text_of(content: &Value) -> String {
                 Some("text") | Some("input_text") | Some("output_text") => {
                     p.get("text").and_then(Value::as_str).map(str::to_string)
                 }
-                Some("tool_result") => p.get("content").map(text_of),
+                Some("tool_result") => p.get("content").map(|c| result_text(text_of(c))),
                 // Converse: a text block, or a toolResult holding text blocks.
                 None => p
                     .get("text")
                     .and_then(Value::as_str)
                     .map(str::to_string)
-                    .or_else(|| p.get("toolResult").and_then(|r| r.get("content")).map(text_of)),
-                _ => p.get("toolResult").and_then(|r| r.get("content")).map(text_of),
+                    .or_else(|| p.get("toolResult").and_then(|r| r.get("content")).map(|c| result_text(text_of(c))))
+                    // A Converse tool result's `json` block.
+                    .or_else(|| p.get("json").map(Value::to_string)),
+                _ => p.get("toolResult").and_then(|r| r.get("content")).map(|c| result_text(text_of(c))),
             })
             .collect::<Vec<_>>()
             .join(""),
         _ => String::new(),
+    }
+}
+
+/// A tool's result as text to compare: a result that is a JSON object or
+/// array is compared as that value, in its compact form. APIs that carry a
+/// result as structured data (Gemini's `functionResponse.response`, a
+/// Converse `json` block) hold the value, not the client's spacing, so a
+/// gateway that parses `"{\"a\": 1}"` into `{"a":1}` changed nothing.
+fn result_text(text: String) -> String {
+    let t = text.trim_start();
+    if !(t.starts_with('{') || t.starts_with('[')) {
+        return text;
+    }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v @ (Value::Object(_) | Value::Array(_))) => v.to_string(),
+        _ => text,
     }
 }
 
@@ -156,6 +174,7 @@ impl Conversation {
                 c.system.push_str(&text);
                 continue;
             }
+            let text = if role == "tool" { result_text(text) } else { text };
             c.push(role, text);
             if let Some(content) = m.get("content") {
                 c.images_in(content);
@@ -199,7 +218,7 @@ impl Conversation {
                             c.call_ids.push(item.get("call_id").and_then(Value::as_str).unwrap_or("").to_string());
                         }
                         "function_call_output" => {
-                            let output = item.get("output").map(text_of).unwrap_or_default();
+                            let output = item.get("output").map(text_of).map(result_text).unwrap_or_default();
                             c.push("user", output);
                             c.results.push(item.get("call_id").and_then(Value::as_str).unwrap_or("").to_string());
                         }
@@ -356,7 +375,7 @@ impl Conversation {
                 if let Some(r) = p.get("functionResponse") {
                     let response = r.get("response").cloned().unwrap_or(Value::Null);
                     let said = ["content", "output"].iter().find_map(|k| response.get(*k).and_then(Value::as_str));
-                    text.push_str(&said.map(str::to_string).unwrap_or_else(|| response.to_string()));
+                    text.push_str(&said.map(|s| result_text(s.to_string())).unwrap_or_else(|| response.to_string()));
                 }
             }
             c.push(role, text);

@@ -129,13 +129,18 @@ fn client_hello(done: bool) -> Vec<u8> {
 /// An OpenAI conversation (system prompt, a tool call and its result)
 /// and what Gemini received for it.
 fn conversation(upstream_body: Value) -> Exchange {
+    conversation_with_result("sunny", upstream_body)
+}
+
+/// `conversation`, the tool's result being `result`.
+fn conversation_with_result(result: &str, upstream_body: Value) -> Exchange {
     let client = chat(json!({"model": "gemini", "temperature": 0.2, "max_tokens": 50, "tool_choice": "required",
         "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
         "messages": [
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": "weather?"},
             {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}));
+            {"role": "tool", "tool_call_id": "call_1", "content": result}]}));
     let provider = gemini_answer(json!([{"text": "Sunny."}]), "STOP", small_usage());
     let answer = client_completion(
         json!({"role": "assistant", "content": "Sunny."}),
@@ -300,6 +305,30 @@ pub fn cases() -> Vec<Case> {
             "gemini: a tool result answering another function",
             Some("fidelity.request"),
             conversation(set(conversation_up(), "/contents/2/parts/0/function_response/name", json!("get_time"))),
+        ),
+        gcase(
+            "gemini: a JSON tool result sent as the object it spells (its spacing is not kept)",
+            None,
+            conversation_with_result(
+                "{\"temperature\": 21, \"sky\": \"clear\"}",
+                set(
+                    conversation_up(),
+                    "/contents/2/parts/0/function_response/response",
+                    json!({"temperature": 21, "sky": "clear"}),
+                ),
+            ),
+        ),
+        gcase(
+            "gemini: a JSON tool result whose value changed on the way",
+            Some("fidelity.request"),
+            conversation_with_result(
+                "{\"temperature\": 21, \"sky\": \"clear\"}",
+                set(
+                    conversation_up(),
+                    "/contents/2/parts/0/function_response/response",
+                    json!({"temperature": 12, "sky": "clear"}),
+                ),
+            ),
         ),
         gcase(
             "gemini: a required tool choice loosened to AUTO",
