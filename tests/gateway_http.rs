@@ -360,6 +360,8 @@ async fn model_info_shows_prices_from_the_map_in_use_and_never_credentials() {
          \x20 - model_name: azure-prod\n\
          \x20   litellm_params: {model: azure/prod-deployment, api_base: http://127.0.0.1:9, api_key: k}\n\
          \x20   model_info: {id: az-1, base_model: gpt-4o-mini}\n\
+         \x20 - model_name: gpt-4o-contract\n\
+         \x20   litellm_params: {model: openai/gpt-4o, api_base: http://127.0.0.1:9/v1, api_key: k, input_cost_per_token: 0.000003}\n\
          general_settings: {master_key: sk-test-master-0012}\n",
     )
     .await;
@@ -384,6 +386,11 @@ async fn model_info_shows_prices_from_the_map_in_use_and_never_credentials() {
     let azure = by_name("azure-prod");
     assert_eq!(azure["model_info"]["id"], "az-1");
     assert_eq!(azure["model_info"]["key"], "gpt-4o-mini");
+    // A deployment's own rate is what its calls cost; the rate it does not
+    // set is the map's.
+    let contract = by_name("gpt-4o-contract");
+    assert_eq!(contract["model_info"]["input_cost_per_token"], json!(0.000003), "{contract}");
+    assert_eq!(contract["model_info"]["output_cost_per_token"], gpt["model_info"]["output_cost_per_token"]);
     let (_, same, _) = call(&app, "GET", "/model/info", &auth, json!(null)).await;
     assert_eq!(same, v);
 }

@@ -220,8 +220,10 @@ pub(super) async fn model_info(State(gw): Gw, caller: Caller) -> Response {
                     "key": priced,
                     "mode": entry.and_then(|e| e.mode.clone()),
                     "litellm_provider": entry.and_then(|e| e.litellm_provider.clone()),
-                    "input_cost_per_token": entry.and_then(|e| e.input_cost_per_token),
-                    "output_cost_per_token": entry.and_then(|e| e.output_cost_per_token),
+                    // What calls to it are charged: a deployment's own rates
+                    // where it sets them, the map's otherwise (as pricing does).
+                    "input_cost_per_token": d.params.input_cost_per_token.or(entry.and_then(|e| e.input_cost_per_token)),
+                    "output_cost_per_token": d.params.output_cost_per_token.or(entry.and_then(|e| e.output_cost_per_token)),
                     "max_tokens": entry.and_then(|e| e.max_tokens),
                     "max_input_tokens": entry.and_then(|e| e.max_input_tokens),
                     "max_output_tokens": entry.and_then(|e| e.max_output_tokens),
