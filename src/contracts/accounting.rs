@@ -78,17 +78,32 @@ impl Rates {
 pub struct OwnRates {
     pub input: Option<f64>,
     pub output: Option<f64>,
+    pub cache_read: Option<f64>,
+    pub cache_write: Option<f64>,
 }
 
 impl OwnRates {
     /// `map` with these rates in place of its own.
     fn over(&self, map: &Rates) -> Rates {
-        Rates { input: self.input.unwrap_or(map.input), output: self.output.unwrap_or(map.output), ..map.clone() }
+        Rates {
+            input: self.input.unwrap_or(map.input),
+            output: self.output.unwrap_or(map.output),
+            cache_read: self.cache_read.or(map.cache_read),
+            cache_write: self.cache_write.or(map.cache_write),
+            ..map.clone()
+        }
     }
 
-    /// These rates alone, when both are set (cache tokens as input tokens).
+    /// These rates alone, when input and output are both set (cache tokens
+    /// at the own cache rates where set, else as input tokens).
     fn alone(&self) -> Option<Rates> {
-        Some(Rates { input: self.input?, output: self.output?, cache_read: None, cache_write: None, tiered: false })
+        Some(Rates {
+            input: self.input?,
+            output: self.output?,
+            cache_read: self.cache_read,
+            cache_write: self.cache_write,
+            tiered: false,
+        })
     }
 }
 

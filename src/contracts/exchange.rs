@@ -286,9 +286,14 @@ impl Setup {
                 }
                 if let Some(group) = entry.get("model_name").and_then(Value::as_str) {
                     let rate = |k: &str| p.get(k).and_then(Value::as_f64).filter(|r| r.is_finite() && *r >= 0.0);
-                    let own =
-                        super::OwnRates { input: rate("input_cost_per_token"), output: rate("output_cost_per_token") };
-                    let own = (own.input.is_some() || own.output.is_some()).then_some(own);
+                    let own = super::OwnRates {
+                        input: rate("input_cost_per_token"),
+                        output: rate("output_cost_per_token"),
+                        cache_read: rate("cache_read_input_token_cost"),
+                        cache_write: rate("cache_creation_input_token_cost"),
+                    };
+                    let any = [own.input, own.output, own.cache_read, own.cache_write].iter().any(Option::is_some);
+                    let own = any.then_some(own);
                     setup.custom_rates.entry(group.to_string()).or_default().push(own);
                     if let Some(base) = entry.pointer("/model_info/base_model").and_then(Value::as_str) {
                         setup.base_models.entry(group.to_string()).or_default().push(base.to_string());

@@ -214,17 +214,17 @@ pub struct Cost {
 }
 
 impl Cost {
-    /// `usage` at a deployment's own input and output rates (either may be
-    /// unset), over the rates of `base` (the map's entry for the model, as
-    /// LiteLLM merges a deployment's prices into it); cache tokens without a
-    /// rate are input tokens. `None` when a rate the usage needs is missing.
-    pub fn at_rates(usage: &Usage, input: Option<f64>, output: Option<f64>, base: Option<&ModelEntry>) -> Option<Cost> {
+    /// `usage` at a deployment's own rates (any may be unset), over the
+    /// rates of `base` (the map's entry for the model, as LiteLLM merges a
+    /// deployment's prices into it, key by key); cache tokens without a rate
+    /// are input tokens. `None` when a rate the usage needs is missing.
+    pub fn at_rates(usage: &Usage, own: &OwnPrices, base: Option<&ModelEntry>) -> Option<Cost> {
         let needed = |tokens: u64, rate: Option<f64>| if tokens == 0 { Some(rate.unwrap_or(0.0)) } else { rate };
         let cached = usage.cache_read_tokens + usage.cache_creation_tokens;
-        let input = needed(usage.input_tokens + cached, input.or(base.and_then(|e| e.input_cost_per_token)))?;
-        let output = needed(usage.output_tokens, output.or(base.and_then(|e| e.output_cost_per_token)))?;
-        let read = base.and_then(|e| e.cache_read_input_token_cost);
-        let write = base.and_then(|e| e.cache_creation_input_token_cost);
+        let input = needed(usage.input_tokens + cached, own.input.or(base.and_then(|e| e.input_cost_per_token)))?;
+        let output = needed(usage.output_tokens, own.output.or(base.and_then(|e| e.output_cost_per_token)))?;
+        let read = own.cache_read.or(base.and_then(|e| e.cache_read_input_token_cost));
+        let write = own.cache_write.or(base.and_then(|e| e.cache_creation_input_token_cost));
         let breakdown = CostBreakdown {
             input_usd: usage.input_tokens as f64 * input,
             output_usd: usage.output_tokens as f64 * output,
@@ -241,6 +241,23 @@ impl Cost {
     /// Total USD.
     pub fn total(&self) -> f64 {
         self.total_usd
+    }
+}
+
+/// A deployment's own per-token prices, USD (`litellm_params`): each one
+/// set replaces the map's rate of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OwnPrices {
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+    pub cache_read: Option<f64>,
+    pub cache_write: Option<f64>,
+}
+
+impl OwnPrices {
+    /// Whether any is set (else the map prices the call alone).
+    pub fn any(&self) -> bool {
+        self.input.is_some() || self.output.is_some() || self.cache_read.is_some() || self.cache_write.is_some()
     }
 }
 

@@ -117,6 +117,14 @@ pub struct LitellmParams {
     /// The deployment's own price per output token, USD.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub output_cost_per_token: Option<f64>,
+    /// The deployment's own price per cached input token read, USD (any
+    /// pricing key of the cost map may be set on a deployment, LiteLLM
+    /// documents; these are the per-token ones the gateway prices).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
+    pub cache_read_input_token_cost: Option<f64>,
+    /// The deployment's own price per input token written to the cache, USD.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
+    pub cache_creation_input_token_cost: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
@@ -652,6 +660,8 @@ impl Config {
             let own = [
                 ("input_cost_per_token", d.litellm_params.input_cost_per_token),
                 ("output_cost_per_token", d.litellm_params.output_cost_per_token),
+                ("cache_read_input_token_cost", d.litellm_params.cache_read_input_token_cost),
+                ("cache_creation_input_token_cost", d.litellm_params.cache_creation_input_token_cost),
             ];
             for (name, v) in own {
                 if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {

@@ -90,7 +90,14 @@ pub fn cases() -> Vec<Case> {
     c.setup.prices = None;
     out.push(c);
     // A deployment's own rates replace the map's: 1100 tokens at $1 per million.
-    let own = || vec![Some(postmortem::contracts::OwnRates { input: Some(1e-6), output: Some(1e-6) })];
+    let own = || {
+        vec![Some(postmortem::contracts::OwnRates {
+            input: Some(1e-6),
+            output: Some(1e-6),
+            cache_read: None,
+            cache_write: None,
+        })]
+    };
     let mut c = openai_case("the deployment's own rates", None, "0.0011");
     c.setup.custom_rates.insert("gpt-4o".into(), own());
     out.push(c);
@@ -101,9 +108,15 @@ pub fn cases() -> Vec<Case> {
     // Only the input rate set: the map's output and cache rates stay
     // (800 × 1e-6 + 200 × 1.25e-6 + 100 × 1e-5).
     let mut c = openai_case("the deployment's own input rate over the map's entry", None, "0.00205");
-    c.setup
-        .custom_rates
-        .insert("gpt-4o".into(), vec![Some(postmortem::contracts::OwnRates { input: Some(1e-6), output: None })]);
+    c.setup.custom_rates.insert(
+        "gpt-4o".into(),
+        vec![Some(postmortem::contracts::OwnRates {
+            input: Some(1e-6),
+            output: None,
+            cache_read: None,
+            cache_write: None,
+        })],
+    );
     out.push(c);
     out
 }

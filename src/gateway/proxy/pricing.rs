@@ -47,9 +47,15 @@ pub(super) fn charge(gw: &Gateway, caller: &Caller, requested: &str, route: &Rou
     // (LiteLLM's custom pricing, one or both); the rest are the map's for the
     // model where it has them.
     let params = &route.deployment.params;
-    let cost = if params.input_cost_per_token.is_some() || params.output_cost_per_token.is_some() {
+    let own = crate::gateway::catalog::OwnPrices {
+        input: params.input_cost_per_token,
+        output: params.output_cost_per_token,
+        cache_read: params.cache_read_input_token_cost,
+        cache_write: params.cache_creation_input_token_cost,
+    };
+    let cost = if own.any() {
         let base = candidates.iter().find_map(|c| catalog.model(c));
-        crate::gateway::catalog::Cost::at_rates(usage, params.input_cost_per_token, params.output_cost_per_token, base)
+        crate::gateway::catalog::Cost::at_rates(usage, &own, base)
     } else {
         candidates.iter().find_map(|c| catalog.cost(c, usage))
     };
