@@ -231,3 +231,67 @@ async fn a_redis_port_that_is_not_a_number_refuses_the_start_naming_the_field() 
     let h = health(&gw).await;
     assert_eq!(h["redis"]["configured"], false, "{h}");
 }
+
+/// `/model_cost_map/status` of each gateway, polled (bounded: 20 s; each
+/// reload parses the map on a blocking thread) until `done` holds.
+async fn wait_status(fleet: &[Arc<Gateway>], what: &str, done: impl Fn(&Value) -> bool) {
+    let started = Instant::now();
+    for gw in fleet {
+        loop {
+            let s = call(gw, "GET", "/model_cost_map/status", MASTER, None).await.1;
+            if done(&s) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "{what} never happened: {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_map_reload_on_one_gateway_reaches_the_others_and_a_bad_map_is_refused_by_each() {
+    let redis = services::Redis::start();
+    let up = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let map_path = dir.path().join("cost_map.json");
+    let good = std::fs::read_to_string("fixtures/litellm/model_prices_and_context_window.json").unwrap();
+    std::fs::write(&map_path, &good).unwrap();
+    let yaml = config(&up, &format!("redis_url: '{}'", redis.url()), "rpm_limit: 5").replace(
+        &format!("master_key: {MASTER}"),
+        &format!("master_key: {MASTER}, model_cost_map: '{}'", map_path.display()),
+    );
+    let gws = fleet(&yaml, 3, &ManualClock::shared()).await;
+    wait_connected(&gws, true).await;
+    let subscribed =
+        |h: &Value| h["redis"]["shared"].as_array().is_some_and(|a| a.contains(&json!("model_cost_map_reloads")));
+    for gw in &gws {
+        let started = Instant::now();
+        while !subscribed(&health(gw).await) {
+            assert!(started.elapsed() < Duration::from_secs(10), "never subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let before = call(&gws[1], "GET", "/model_cost_map/status", MASTER, None).await.1["model_count"].as_u64().unwrap();
+
+    // A map with one more model, reloaded on the first gateway only.
+    let mut map: serde_json::Map<String, Value> = serde_json::from_str(&good).unwrap();
+    map.insert(
+        "gpt-brand-new-2026".into(),
+        json!({"litellm_provider": "openai", "mode": "chat",
+        "input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}),
+    );
+    std::fs::write(&map_path, serde_json::to_string(&map).unwrap()).unwrap();
+    let (status, body) = call(&gws[0], "POST", "/reload/model_cost_map", MASTER, None).await;
+    assert_eq!(status, 200, "{body}");
+    wait_status(&gws, "adopting the new map", |s| s["model_count"].as_u64() == Some(before + 1)).await;
+
+    // A malformed map: the first refuses it, and so does each other one.
+    std::fs::write(&map_path, format!("{{{good}")).unwrap();
+    let (status, _) = call(&gws[0], "POST", "/reload/model_cost_map", MASTER, None).await;
+    assert_eq!(status, 422);
+    wait_status(&gws, "refusing the bad map", |s| s["stale"] == json!(true)).await;
+    for gw in &gws {
+        let s = call(gw, "GET", "/model_cost_map/status", MASTER, None).await.1;
+        assert_eq!(s["model_count"].as_u64(), Some(before + 1), "the last good map stays: {s}");
+    }
+}

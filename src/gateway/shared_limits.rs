@@ -10,6 +10,11 @@
 //! Windows are named by the gateway clock's wall minute, not by Redis's
 //! clock, so a manual clock decides which window counts; `EXPIRE` only
 //! collects old windows.
+//!
+//! The same connection carries the reload broadcast: `POST
+//! /reload/model_cost_map` on one instance publishes on [`RELOAD_CHANNEL`],
+//! and every other instance reloads from its own source, validating the
+//! map as any reload does (a malformed map is refused by each).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -37,6 +42,12 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// A window's hash lives this long after its last write (Redis's clock):
 /// longer than the minute it counts, so clocks a little apart agree.
 const WINDOW_TTL_SECS: u64 = 120;
+
+/// Where reloads are announced; a message is `model_cost_map <instance>`.
+pub const RELOAD_CHANNEL: &str = "postmortem:reload";
+
+/// What the listener is handed to run for a broadcast reload.
+pub type OnReload = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 /// How long [`SharedLimits::settled`] waits for token writes in flight.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
@@ -176,7 +187,8 @@ pub struct RedisStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     pub last_error: Option<String>,
-    /// What Redis holds for this instance: `key_rate_limits` while connected.
+    /// What goes through Redis now: `key_rate_limits` while connected,
+    /// `model_cost_map_reloads` while subscribed to the broadcast.
     pub shared: Vec<&'static str>,
 }
 
@@ -189,7 +201,11 @@ impl RedisStatus {
 /// The shared windows of one gateway instance.
 pub struct SharedLimits {
     target: RedisTarget,
+    client: redis::Client,
     conn: ConnectionManager,
+    /// Tells this instance's broadcasts from the others'.
+    instance: String,
+    subscribed: std::sync::atomic::AtomicBool,
     clock: SharedClock,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
@@ -224,10 +240,14 @@ impl SharedLimits {
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(PROBE_INTERVAL);
-        let conn = redis::Client::open(target.info.clone())?.get_connection_manager_lazy(config)?;
+        let client = redis::Client::open(target.info.clone())?;
+        let conn = client.get_connection_manager_lazy(config)?;
         let shared = Arc::new(SharedLimits {
             target,
+            client,
             conn,
+            instance: format!("{:016x}", rand::random::<u64>()),
+            subscribed: std::sync::atomic::AtomicBool::new(false),
             clock,
             state: AtomicU8::new(UNKNOWN),
             last_error: Mutex::new(None),
@@ -249,7 +269,13 @@ impl SharedLimits {
             connected,
             address: Some(self.target.address().to_string()),
             last_error: self.last_error.lock().clone(),
-            shared: if connected { vec!["key_rate_limits"] } else { Vec::new() },
+            shared: [
+                (connected, "key_rate_limits"),
+                (self.subscribed.load(Ordering::Acquire), "model_cost_map_reloads"),
+            ]
+            .into_iter()
+            .filter_map(|(on, what)| on.then_some(what))
+            .collect(),
         }
     }
 
@@ -320,6 +346,27 @@ impl SharedLimits {
         });
     }
 
+    /// Tells the other instances to reload their cost map (bounded; a
+    /// Redis that is down only gets a warning: this instance reloaded).
+    pub async fn publish_reload(&self) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(RELOAD_CHANNEL).arg(format!("model_cost_map {}", self.instance));
+        match self.call::<i64>(&cmd).await {
+            Ok(n) => tracing::info!(listeners = n, "cost-map reload announced to the other instances"),
+            Err(e) => {
+                let message = self.target.scrub(&e.to_string());
+                tracing::warn!(error = %message, "cost-map reload not announced: Redis did not take it");
+            }
+        }
+    }
+
+    /// Listens on [`RELOAD_CHANNEL`] in the background and runs `on_reload`
+    /// for each other instance's announcement; reconnects after Redis goes
+    /// away; ends when this is dropped.
+    pub fn listen_for_reloads(self: &Arc<Self>, on_reload: OnReload) {
+        tokio::spawn(listen(Arc::downgrade(self), on_reload));
+    }
+
     /// Waits (at most 2 s) until the token writes in flight are done, so a
     /// check that follows sees them.
     pub async fn settled(&self) {
@@ -368,6 +415,51 @@ impl SharedLimits {
         if self.state.swap(UP, Ordering::AcqRel) != UP {
             tracing::info!(redis = %self.target.address(), "Redis reachable: virtual keys' rpm/tpm limits are shared");
         }
+    }
+}
+
+/// The reload listener: subscribe (bounded), then wait for messages,
+/// looking every [`PROBE_INTERVAL`] whether the gateway is still there.
+async fn listen(shared: Weak<SharedLimits>, on_reload: OnReload) {
+    use futures::StreamExt;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let client = s.client.clone();
+        let own = format!("model_cost_map {}", s.instance);
+        drop(s);
+        let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(RELOAD_CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        if let Ok(Ok(pubsub)) = subscribed {
+            let mut messages = pubsub.into_on_message();
+            set_subscribed(&shared, true);
+            loop {
+                match tokio::time::timeout(PROBE_INTERVAL, messages.next()).await {
+                    Err(_) if shared.strong_count() == 0 => return,
+                    Err(_) => continue,
+                    // The connection is gone: subscribe again.
+                    Ok(None) => break,
+                    Ok(Some(msg)) => {
+                        let text: String = msg.get_payload().unwrap_or_default();
+                        if text.starts_with("model_cost_map ") && text != own {
+                            tracing::info!("another instance reloaded its cost map: reloading from this one's source");
+                            on_reload().await;
+                        }
+                    }
+                }
+            }
+            set_subscribed(&shared, false);
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+fn set_subscribed(shared: &Weak<SharedLimits>, on: bool) {
+    if let Some(s) = shared.upgrade() {
+        s.subscribed.store(on, Ordering::Release);
     }
 }
 

@@ -250,7 +250,7 @@ impl GatewayBuilder {
             ),
             None => None,
         };
-        Ok(Arc::new(Gateway {
+        let gw = Arc::new(Gateway {
             next_cost_map_reload: Mutex::new(reload_interval.map(|i| clock.now() + i)),
             config,
             root_path,
@@ -276,7 +276,24 @@ impl GatewayBuilder {
             otel,
             response_cache,
             shared_limits,
-        }))
+        });
+        if let Some(shared) = &gw.shared_limits {
+            // A weak handle: the listener must not keep a dropped gateway alive.
+            let weak = Arc::downgrade(&gw);
+            shared.listen_for_reloads(Arc::new(move || {
+                let weak = weak.clone();
+                Box::pin(async move {
+                    if let Some(gw) = weak.upgrade() {
+                        // Validated as any reload: a bad map is refused here
+                        // too, and the status says why.
+                        if let Err(e) = gw.reload_cost_map().await {
+                            tracing::warn!(error = %e, "broadcast cost-map reload refused");
+                        }
+                    }
+                })
+            }));
+        }
+        Ok(gw)
     }
 }
 

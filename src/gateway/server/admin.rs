@@ -244,7 +244,13 @@ pub(super) async fn cost_map_status(State(gw): Gw) -> Json<Value> {
 }
 
 pub(super) async fn reload_cost_map(State(gw): Gw, _: Admin) -> Response {
-    match gw.reload_cost_map().await {
+    let result = gw.reload_cost_map().await;
+    // Whatever this instance made of it: each instance fetches and
+    // validates the map from its own source.
+    if let Some(shared) = &gw.shared_limits {
+        shared.publish_reload().await;
+    }
+    match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
