@@ -71,24 +71,19 @@ return {0, r + 1}
 
 /// A Redis setting that cannot be used; names the field, never the password.
 #[derive(Debug, thiserror::Error)]
-pub enum RedisConfigError {
-    #[error("{field}: must be a port number (1-65535), got {got:?}")]
-    Port { field: &'static str, got: String },
-    #[error("{field}: is not a usable redis:// URL ({reason})")]
-    Url { field: &'static str, reason: String },
-    #[error("{field}: is empty")]
-    Empty { field: &'static str },
+#[error("{field}: {problem}")]
+pub struct RedisConfigError {
+    pub field: &'static str,
+    pub problem: String,
 }
 
 impl RedisConfigError {
+    fn new(field: &'static str, problem: impl Into<String>) -> RedisConfigError {
+        RedisConfigError { field, problem: problem.into() }
+    }
+
     pub fn into_config_error(self, file: &str) -> ConfigError {
-        let (field, message) = match &self {
-            RedisConfigError::Port { field, .. }
-            | RedisConfigError::Url { field, .. }
-            | RedisConfigError::Empty { field } => (field.to_string(), self.to_string()),
-        };
-        let message = message.split_once(": ").map_or(message.clone(), |(_, m)| m.to_string());
-        ConfigError::Field { file: file.to_string(), field, message }
+        ConfigError::Field { file: file.to_string(), field: self.field.to_string(), message: self.problem }
     }
 }
 
@@ -114,10 +109,12 @@ impl RedisTarget {
     pub fn from_url(field: &'static str, url: &str) -> Result<RedisTarget, RedisConfigError> {
         let url = url.trim();
         if !url.starts_with("redis://") {
-            return Err(RedisConfigError::Url { field, reason: "only redis:// (no TLS) is supported".into() });
+            return Err(RedisConfigError::new(field, "is not a redis:// URL (no TLS: rediss:// is not supported)"));
         }
         // The parser's error never quotes the URL (and so its password).
-        let info = url.into_connection_info().map_err(|e| RedisConfigError::Url { field, reason: e.to_string() })?;
+        let info = url
+            .into_connection_info()
+            .map_err(|e| RedisConfigError::new(field, format!("is not a usable redis:// URL ({e})")))?;
         let password = info.redis_settings().password().map(str::to_string);
         let display = match info.addr() {
             ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}/{}", info.redis_settings().db()),
@@ -136,20 +133,19 @@ impl RedisTarget {
     ) -> Result<RedisTarget, RedisConfigError> {
         let host = host.trim();
         if host.is_empty() {
-            return Err(RedisConfigError::Empty { field: host_field });
+            return Err(RedisConfigError::new(host_field, "is empty"));
         }
-        let port = match port.map(|(f, p)| (f, p.trim())).filter(|(_, p)| !p.is_empty()) {
-            None => 6379,
-            Some((field, p)) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| RedisConfigError::Port { field, got: p.to_string() })?,
-        };
+        let port =
+            match port.map(|(f, p)| (f, p.trim())).filter(|(_, p)| !p.is_empty()) {
+                None => 6379,
+                Some((field, p)) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    RedisConfigError::new(field, format!("must be a port number (1-65535), got {p:?}"))
+                })?,
+            };
         let addr = ConnectionAddr::Tcp(host.to_string(), port);
         let mut info = addr
             .into_connection_info()
-            .map_err(|e| RedisConfigError::Url { field: host_field, reason: e.to_string() })?;
+            .map_err(|e| RedisConfigError::new(host_field, format!("is not a usable host ({e})")))?;
         let password = password.filter(|p| !p.is_empty()).map(str::to_string);
         if let Some(p) = &password {
             let settings = info.redis_settings().clone().set_password(p);
