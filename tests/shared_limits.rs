@@ -40,6 +40,44 @@ fn config(up: &MockServer, redis: &str, limits: &str) -> String {
     )
 }
 
+/// Every log line of this test process (a global subscriber: the gateways'
+/// background tasks log from the runtime's threads). Tests pick theirs by
+/// their Redis port.
+fn log_lines() -> Arc<std::sync::Mutex<Vec<String>>> {
+    static LINES: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<String>>>> = std::sync::OnceLock::new();
+    LINES
+        .get_or_init(|| {
+            let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(move || LineWriter(sink.clone()))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+            lines
+        })
+        .clone()
+}
+
+struct LineWriter(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().push(String::from_utf8_lossy(buf).into_owned());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Log lines about the Redis on `port` that contain `text`.
+fn logged(port: u16, text: &str) -> usize {
+    let needle = format!("127.0.0.1:{port}/");
+    log_lines().lock().unwrap().iter().filter(|l| l.contains(&needle) && l.contains(text)).count()
+}
+
 /// `n` gateways of one config on one manual clock.
 async fn fleet(yaml: &str, n: usize, clock: &Arc<ManualClock>) -> Vec<Arc<Gateway>> {
     let mut v = Vec::new();
@@ -148,6 +186,7 @@ async fn three_gateways_on_one_redis_share_the_keys_tpm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_gone_each_gateway_counts_alone_and_shares_again_when_it_is_back() {
+    log_lines();
     let mut redis = services::Redis::start();
     let up = upstream().await;
     let clock = ManualClock::shared();
@@ -174,10 +213,15 @@ async fn with_redis_gone_each_gateway_counts_alone_and_shares_again_when_it_is_b
     let r = round(&gws, 6).await;
     assert_eq!(statuses(&r), [200, 200, 200, 200, 200, 429]);
     assert_eq!(health(&gws[2]).await["status"], "healthy");
+    // One warning per gateway for going down, however many checks failed
+    // meanwhile; one notice each for coming up, at start and after.
+    assert_eq!(logged(redis.port, "Redis unreachable"), 3);
+    assert_eq!(logged(redis.port, "Redis reachable"), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_password_is_never_shown() {
+    log_lines();
     let password = "test-redis-pw-Zq81";
     let mut redis = services::Redis::start_with_password(Some(password));
     let up = upstream().await;
@@ -208,6 +252,10 @@ async fn the_redis_password_is_never_shown() {
     redis.stop();
     wait_connected(&gws, false).await;
     assert!(!health(&gws[0]).await.to_string().contains(password));
+    assert!(logged(redis.port, "Redis unreachable") >= 2, "both gateways said so");
+    let lines = log_lines();
+    let lines = lines.lock().unwrap();
+    assert!(lines.iter().all(|l| !l.contains(password) && !l.contains("wrong-pw-Xy77")));
 }
 
 #[tokio::test]
