@@ -210,8 +210,12 @@ impl GatewayUnderTest {
         // (set for another project) must not send a scenario's keys and
         // spend to that database: an in-process gateway under test reads
         // it only from its own config (`database_url`, or the scenario's
-        // `environment_variables`). An empty value is no database.
-        config.environment_variables.entry("DATABASE_URL".into()).or_default();
+        // `environment_variables`). An empty value is no database. The same
+        // for Redis: parallel scenarios on someone's Redis would share (and
+        // spend) each other's rate windows.
+        for var in ["DATABASE_URL", "REDIS_URL", "REDIS_HOST"] {
+            config.environment_variables.entry(var.into()).or_default();
+        }
         let clock = ManualClock::shared();
         let output = Output::default();
         let log = tracing::Dispatch::new(

@@ -56,10 +56,13 @@ fn cache_store_warning(w: &str) -> Option<String> {
 /// What a fixture's `database_url: os.environ/DATABASE_URL` gets here.
 const FIXTURE_DATABASE_URL: &str = "postgres://litellm:fixture@db.example:5432/litellm";
 
-/// The variables the file's `general_settings` reference (the master key):
-/// a real deployment has them; without them the gateway refuses to start.
+/// The variables the file's `general_settings` (the master key) and Redis
+/// settings reference: a real deployment has them; without them the
+/// gateway refuses to start.
 fn general_settings_env(text: &str) -> Vec<String> {
-    let re = regex::Regex::new(r"(?m)^\s*(master_key|database_path|database_url)\s*:\s*.?os\.environ/([A-Za-z0-9_]+)")
+    let re = regex::Regex::new(
+        r"(?m)^\s*(master_key|database_path|database_url|redis_host|redis_port|redis_password)\s*:\s*.?os\.environ/([A-Za-z0-9_]+)",
+    )
         .unwrap();
     re.captures_iter(text).map(|c| c[2].to_string()).collect()
 }
@@ -97,7 +100,14 @@ async fn every_real_litellm_config_starts_and_warns_only_about_documented_gaps()
         }
         let mut config = loaded.config;
         for var in general_settings_env(&text) {
-            let value = if var.contains("DATABASE") { FIXTURE_DATABASE_URL } else { "sk-test-fixture-master-key" };
+            // A Redis nobody listens on: the gateway starts without it.
+            let value = match var.as_str() {
+                v if v.contains("DATABASE") => FIXTURE_DATABASE_URL,
+                "REDIS_HOST" => "127.0.0.1",
+                "REDIS_PORT" => "9",
+                "REDIS_PASSWORD" => "fixture-redis-password",
+                _ => "sk-test-fixture-master-key",
+            };
             config.environment_variables.insert(var, value.into());
         }
         // The Postgres a file names is its deployment's, not reachable here:

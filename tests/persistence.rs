@@ -107,18 +107,9 @@ async fn gateway(yaml: &str) -> Arc<Gateway> {
     GatewayBuilder::new(cfg).build().await.expect("gateway builds")
 }
 
-async fn call(gw: &Arc<Gateway>, method: &str, uri: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {bearer}"));
-    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let resp = postmortem::gateway::server::app(gw.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
+#[path = "support/router.rs"]
+mod router;
+use router::call;
 
 fn chat() -> Option<Value> {
     Some(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))

@@ -12,6 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
 
+use crate::gateway::shared_limits::RedisTarget;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
@@ -315,6 +317,21 @@ pub struct RouterSettings {
     /// Default total timeout, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub timeout: Option<f64>,
+    /// Redis for the counters instances share (`gateway::shared_limits`):
+    /// virtual keys' rpm/tpm windows. `REDIS_HOST` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_host: Option<String>,
+    /// A number or a string (`os.environ/REDIS_PORT`); `REDIS_PORT`, then
+    /// 6379, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_port: Option<serde_json::Value>,
+    /// `REDIS_PASSWORD` when absent. Never logged or shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_password: Option<String>,
+    /// `redis://[:password@]host:port[/db]`, in place of the three above
+    /// (`REDIS_URL` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
 }
 }
 
@@ -439,9 +456,21 @@ pub struct ConfigKey {
     pub models: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub max_budget: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
+    /// Also accepted as `rpm_limit` (LiteLLM's name, as `/key/generate` takes it).
+    #[serde(
+        default,
+        alias = "rpm_limit",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "yaml11::opt_u64"
+    )]
     pub rpm: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_u64")]
+    /// Also accepted as `tpm_limit`.
+    #[serde(
+        default,
+        alias = "tpm_limit",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "yaml11::opt_u64"
+    )]
     pub tpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
@@ -923,7 +952,45 @@ impl Config {
             resolve(format!("keys[{i}].key"), &mut v)?;
             k.key = v.unwrap_or_default();
         }
+        let r = &mut self.router_settings;
+        resolve("router_settings.redis_host".into(), &mut r.redis_host)?;
+        resolve("router_settings.redis_password".into(), &mut r.redis_password)?;
+        resolve("router_settings.redis_url".into(), &mut r.redis_url)?;
+        if let Some(serde_json::Value::String(s)) = &r.redis_port {
+            let mut v = Some(s.clone());
+            resolve("router_settings.redis_port".into(), &mut v)?;
+            r.redis_port = v.map(serde_json::Value::String);
+        }
         Ok(())
+    }
+
+    /// Where Redis is, if anywhere: `router_settings.redis_url`, else
+    /// `redis_host` (with `redis_port`, `redis_password`), else the same
+    /// from `REDIS_URL`, `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`. Run
+    /// after [`Config::resolve_env`]. A setting that cannot be used refuses
+    /// the start, naming the field (never the password).
+    pub fn redis_target(&self, file: &str) -> Result<Option<RedisTarget>, ConfigError> {
+        let r = &self.router_settings;
+        let env = |name: &str| self.env_var(name).filter(|v| !v.trim().is_empty());
+        let port = match &r.redis_port {
+            Some(serde_json::Value::String(s)) => Some(("router_settings.redis_port", s.clone())),
+            Some(serde_json::Value::Null) | None => env("REDIS_PORT").map(|p| ("REDIS_PORT", p)),
+            Some(other) => Some(("router_settings.redis_port", other.to_string())),
+        };
+        let password = r.redis_password.clone().or_else(|| env("REDIS_PASSWORD"));
+        let parts = |host_field, host: &str| {
+            RedisTarget::from_parts(host_field, host, port.as_ref().map(|(f, p)| (*f, p.as_str())), password.as_deref())
+        };
+        let target = if let Some(url) = &r.redis_url {
+            Some(RedisTarget::from_url("router_settings.redis_url", url))
+        } else if let Some(host) = &r.redis_host {
+            Some(parts("router_settings.redis_host", host))
+        } else if let Some(url) = env("REDIS_URL") {
+            Some(RedisTarget::from_url("REDIS_URL", &url))
+        } else {
+            env("REDIS_HOST").map(|host| parts("REDIS_HOST", &host))
+        };
+        target.transpose().map_err(|e| e.into_config_error(file))
     }
 
     /// An environment variable as this config sees it: its own

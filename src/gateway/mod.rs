@@ -23,6 +23,7 @@ pub mod reliability;
 pub mod response_cache;
 pub mod routing;
 pub mod server;
+pub mod shared_limits;
 pub mod sse;
 pub mod state;
 pub mod store;

@@ -36,6 +36,9 @@ pub enum BuildError {
     /// than OTLP/HTTP JSON, a malformed endpoint or header list).
     #[error("config: otel: {0}")]
     Otel(String),
+    /// The Redis client could not be set up from a valid address.
+    #[error("config: redis: {0}")]
+    Redis(String),
 }
 
 /// Where the anthropic-beta policy came from and whether the last reload worked.
@@ -82,6 +85,9 @@ pub struct Gateway {
     /// Cached answers, when `litellm_settings.cache: true` asks for the
     /// in-memory store.
     pub response_cache: Option<crate::gateway::response_cache::ResponseCache>,
+    /// Virtual keys' rpm/tpm windows in Redis, shared with the other
+    /// instances, when Redis is configured (`router_settings.redis_*`).
+    pub shared_limits: Option<Arc<crate::gateway::shared_limits::SharedLimits>>,
     /// Monotonic time of the next periodic cost-map reload.
     next_cost_map_reload: Mutex<Option<Duration>>,
 }
@@ -152,6 +158,7 @@ impl GatewayBuilder {
         // Before anything slow: a tracing setting that cannot be honoured
         // refuses the start at once, with the variable it came from.
         let otel = crate::gateway::otel::Otel::from_config(&config).map_err(BuildError::Otel)?;
+        let redis = config.redis_target("config")?;
 
         let limits = cost_map_limits(&config);
         let source = cost_map_source(&config);
@@ -234,7 +241,16 @@ impl GatewayBuilder {
         let upstream_limits = crate::gateway::upstream::UpstreamLimits::from_config(&config);
         let activity = crate::gateway::activity::Activity::new(clock.clone());
         let response_cache = crate::gateway::response_cache::ResponseCache::from_config(&config, clock.clone());
-        Ok(Arc::new(Gateway {
+        // Never waits for Redis: a gateway starts with Redis down and counts
+        // on its own until the background probe reaches it.
+        let shared_limits = match redis {
+            Some(target) => Some(
+                crate::gateway::shared_limits::SharedLimits::start(target, clock.clone())
+                    .map_err(|e| BuildError::Redis(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let gw = Arc::new(Gateway {
             next_cost_map_reload: Mutex::new(reload_interval.map(|i| clock.now() + i)),
             config,
             root_path,
@@ -259,7 +275,25 @@ impl GatewayBuilder {
             activity,
             otel,
             response_cache,
-        }))
+            shared_limits,
+        });
+        if let Some(shared) = &gw.shared_limits {
+            // A weak handle: the listener must not keep a dropped gateway alive.
+            let weak = Arc::downgrade(&gw);
+            shared.listen_for_reloads(Arc::new(move || {
+                let weak = weak.clone();
+                Box::pin(async move {
+                    if let Some(gw) = weak.upgrade() {
+                        // Validated as any reload: a bad map is refused here
+                        // too, and the status says why.
+                        if let Err(e) = gw.reload_cost_map().await {
+                            tracing::warn!(error = %e, "broadcast cost-map reload refused");
+                        }
+                    }
+                })
+            }));
+        }
+        Ok(gw)
     }
 }
 

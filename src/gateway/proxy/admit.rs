@@ -64,17 +64,17 @@ pub(super) struct Refused {
     pub caller: Option<Caller>,
 }
 
-pub(super) fn admit(
+pub(super) async fn admit(
     gw: &Gateway,
     headers: &HeaderMap,
     raw: &Bytes,
     shape: &[(&str, &str)],
 ) -> Result<Admitted, Refused> {
     let caller = authenticate(gw, headers).map_err(|error| Refused { error, caller: None })?;
-    admit_as(gw, caller.clone(), raw, shape).map_err(|error| Refused { error, caller: Some(caller) })
+    admit_as(gw, caller.clone(), raw, shape).await.map_err(|error| Refused { error, caller: Some(caller) })
 }
 
-fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &str)]) -> Result<Admitted, ApiError> {
+async fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &str)]) -> Result<Admitted, ApiError> {
     let mut body = parse_object(raw)?;
     let cache = Controls::take_from(&mut body).map_err(ApiError::BadRequest)?;
     for (field, want) in shape {
@@ -96,7 +96,13 @@ fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &str)]) -
             return Err(ApiError::Forbidden(k.access().denial_message(&model)));
         }
         k.check_budget().map_err(|e| ApiError::BudgetExceeded(e.to_string()))?;
-        k.check_and_record_request(gw.clock.now()).map_err(|e| {
+        // Shared with the other instances through Redis when it answers;
+        // else this instance's own window.
+        let shared = match &gw.shared_limits {
+            Some(s) => s.check_and_record(k).await,
+            None => None,
+        };
+        shared.unwrap_or_else(|| k.check_and_record_request(gw.clock.now())).map_err(|e| {
             let retry_after_secs = match &e {
                 KeyError::RateLimited { retry_after, .. } => Some(whole_secs(*retry_after)),
                 _ => Some(RATE_WINDOW.as_secs()),

@@ -124,7 +124,7 @@ pub async fn count_tokens(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> R
 }
 
 async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) -> Response {
-    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]).await {
         Ok(a) => a,
         Err(r) => return super::refused(&gw, anthropic_error(r.error), &raw, r.caller.as_ref()),
     };

@@ -120,7 +120,7 @@ pub async fn completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Re
 /// they get a 400 naming the provider. `input` is optional (a stored prompt or
 /// `previous_response_id` may stand for it) but typed when present.
 pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
-    let mut a = match admit(&gw, &headers, &raw, &[("model", "a string")]) {
+    let mut a = match admit(&gw, &headers, &raw, &[("model", "a string")]).await {
         Ok(a) => a,
         Err(r) => return super::refused(&gw, r.error.into_response(), &raw, r.caller.as_ref()),
     };
@@ -215,7 +215,7 @@ async fn openai_only(
     raw: Bytes,
     (input, endpoint, path): (&str, Endpoint, &'static str),
 ) -> Response {
-    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), (input, "a string or an array")]) {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), (input, "a string or an array")]).await {
         Ok(a) => a,
         Err(r) => return super::refused(&gw, r.error.into_response(), &raw, r.caller.as_ref()),
     };
@@ -237,7 +237,7 @@ async fn openai_only(
 }
 
 pub async fn chat_completions(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {
-    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]) {
+    let a = match admit(&gw, &headers, &raw, &[("model", "a string"), ("messages", "an array")]).await {
         Ok(a) => a,
         Err(r) => return super::refused(&gw, r.error.into_response(), &raw, r.caller.as_ref()),
     };

@@ -31,7 +31,10 @@ pub(super) fn charge(gw: &Gateway, caller: &Caller, requested: &str, route: &Rou
     let now = gw.clock.now();
     route.deployment.limits.record_tokens(now, tokens);
     if let Caller::Key(k) = caller {
-        k.record_tokens(now, tokens);
+        match &gw.shared_limits {
+            Some(shared) => shared.record_tokens(k.clone(), tokens),
+            None => k.record_tokens(now, tokens),
+        }
     }
     // The known-bad variant: cached reads billed as plain input.
     let bugged;

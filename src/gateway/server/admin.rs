@@ -9,6 +9,7 @@
 use super::read_body;
 use crate::gateway::auth::{authenticate, require_admin, Caller};
 use crate::gateway::error::ApiError;
+use crate::gateway::shared_limits::RedisStatus;
 use crate::gateway::state::{unix, Gateway};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
@@ -85,7 +86,9 @@ pub fn health_value(gw: &Gateway) -> Value {
             })
         })
         .collect();
-    let degraded = catalog.stale || beta.stale;
+    let redis = gw.shared_limits.as_ref().map_or_else(RedisStatus::not_configured, |s| s.status());
+    // Redis down: limits are per instance, so N instances let N× through.
+    let degraded = catalog.stale || beta.stale || (redis.configured && !redis.connected);
     json!({
         "status": if degraded { "degraded" } else { "healthy" },
         "ready": true,
@@ -109,6 +112,7 @@ pub fn health_value(gw: &Gateway) -> Value {
             "location": gw.store.location().describe(),
             "spend_rows_queued": gw.spend.len(),
         },
+        "redis": redis,
         "known_bugs_enabled": gw.bugs.any(),
     })
 }
@@ -127,6 +131,9 @@ pub(super) async fn health(State(gw): Gw, headers: HeaderMap) -> Json<Value> {
         // Where the files are is the operator's business.
         if let Some(st) = v.get_mut("storage").and_then(Value::as_object_mut) {
             st.remove("location");
+        }
+        if let Some(r) = v.get_mut("redis").and_then(Value::as_object_mut) {
+            r.remove("address");
         }
     }
     Json(v)
@@ -239,7 +246,13 @@ pub(super) async fn cost_map_status(State(gw): Gw) -> Json<Value> {
 }
 
 pub(super) async fn reload_cost_map(State(gw): Gw, _: Admin) -> Response {
-    match gw.reload_cost_map().await {
+    let result = gw.reload_cost_map().await;
+    // Whatever this instance made of it: each instance fetches and
+    // validates the map from its own source.
+    if let Some(shared) = &gw.shared_limits {
+        shared.publish_reload().await;
+    }
+    match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

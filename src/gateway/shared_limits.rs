@@ -1,0 +1,505 @@
+//! Virtual keys' rpm/tpm windows shared by every instance through Redis
+//! (`router_settings.redis_host`/`redis_port`/`redis_password`/`redis_url`,
+//! or `REDIS_*`). With Redis reachable, a key's requests and tokens for the
+//! current minute live in one Redis hash, checked and counted by one Lua
+//! script (no read-modify-write between instances); with Redis unreachable
+//! the key's own in-memory window ([`crate::gateway::rate`]) serves, and a
+//! background task reconnects. Every Redis call is bounded by
+//! [`CALL_TIMEOUT`]: the request path never waits longer on Redis.
+//!
+//! Windows are named by the gateway clock's wall minute, not by Redis's
+//! clock, so a manual clock decides which window counts; `EXPIRE` only
+//! collects old windows.
+//!
+//! The same connection carries the reload broadcast: `POST
+//! /reload/model_cost_map` on one instance publishes on [`RELOAD_CHANNEL`],
+//! and every other instance reloads from its own source, validating the
+//! map as any reload does (a malformed map is refused by each).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, IntoConnectionInfo};
+use serde::Serialize;
+
+use crate::gateway::clock::SharedClock;
+use crate::gateway::config::ConfigError;
+use crate::gateway::keys::{KeyError, KeyRecord, RateLimitKind};
+
+/// The bound on every Redis call on the request path (and on the
+/// background pings). Short: a Redis slower than this is treated as down
+/// and the instance's own limits serve.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How often the background task checks Redis (reconnects when it is
+/// down, notices when it went away while idle).
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A window's hash lives this long after its last write (Redis's clock):
+/// longer than the minute it counts, so clocks a little apart agree.
+const WINDOW_TTL_SECS: u64 = 120;
+
+/// Where reloads are announced; a message is `model_cost_map <instance>`.
+pub const RELOAD_CHANNEL: &str = "postmortem:reload";
+
+/// What the listener is handed to run for a broadcast reload.
+pub type OnReload = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How long [`SharedLimits::settled`] waits for token writes in flight.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Checks the key's minute window and counts one request, atomically.
+/// KEYS[1] the window; ARGV rpm limit, tpm limit (-1: none), TTL.
+/// Returns {0, requests} when counted, {1, requests} at the rpm,
+/// {2, tokens} when the tpm is used up.
+const CHECK_SCRIPT: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'r', 't')
+local r = tonumber(v[1] or '0')
+local t = tonumber(v[2] or '0')
+local rpm = tonumber(ARGV[1])
+local tpm = tonumber(ARGV[2])
+if rpm >= 0 and r >= rpm then return {1, r} end
+if tpm >= 0 and t >= tpm then return {2, t} end
+redis.call('HINCRBY', KEYS[1], 'r', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {0, r + 1}
+";
+
+/// A Redis setting that cannot be used; names the field, never the password.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct RedisConfigError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl RedisConfigError {
+    fn new(field: &'static str, problem: impl Into<String>) -> RedisConfigError {
+        RedisConfigError { field, problem: problem.into() }
+    }
+
+    pub fn into_config_error(self, file: &str) -> ConfigError {
+        ConfigError::Field { file: file.to_string(), field: self.field.to_string(), message: self.problem }
+    }
+}
+
+/// Where Redis is, resolved from the config and the environment.
+#[derive(Clone)]
+pub struct RedisTarget {
+    info: redis::ConnectionInfo,
+    /// `redis://host:port/db`, without credentials: what `/health` and the
+    /// logs show.
+    display: String,
+    password: Option<String>,
+}
+
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTarget").field("address", &self.display).finish_non_exhaustive()
+    }
+}
+
+impl RedisTarget {
+    /// A `redis://` URL (`redis_url`/`REDIS_URL`); `rediss://` needs TLS,
+    /// which this build does not have.
+    pub fn from_url(field: &'static str, url: &str) -> Result<RedisTarget, RedisConfigError> {
+        let url = url.trim();
+        if !url.starts_with("redis://") {
+            return Err(RedisConfigError::new(field, "is not a redis:// URL (no TLS: rediss:// is not supported)"));
+        }
+        // The parser's error never quotes the URL (and so its password).
+        let info = url
+            .into_connection_info()
+            .map_err(|e| RedisConfigError::new(field, format!("is not a usable redis:// URL ({e})")))?;
+        let password = info.redis_settings().password().map(str::to_string);
+        let display = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}/{}", info.redis_settings().db()),
+            _ => "redis://(other address)".to_string(),
+        };
+        Ok(RedisTarget { info, display, password })
+    }
+
+    /// Host, port (default 6379) and password, as LiteLLM's settings give them.
+    /// `host_field` and the port's field name the setting in errors.
+    pub fn from_parts(
+        host_field: &'static str,
+        host: &str,
+        port: Option<(&'static str, &str)>,
+        password: Option<&str>,
+    ) -> Result<RedisTarget, RedisConfigError> {
+        let host = host.trim();
+        if host.is_empty() {
+            return Err(RedisConfigError::new(host_field, "is empty"));
+        }
+        let port =
+            match port.map(|(f, p)| (f, p.trim())).filter(|(_, p)| !p.is_empty()) {
+                None => 6379,
+                Some((field, p)) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    RedisConfigError::new(field, format!("must be a port number (1-65535), got {p:?}"))
+                })?,
+            };
+        let addr = ConnectionAddr::Tcp(host.to_string(), port);
+        let mut info = addr
+            .into_connection_info()
+            .map_err(|e| RedisConfigError::new(host_field, format!("is not a usable host ({e})")))?;
+        let password = password.filter(|p| !p.is_empty()).map(str::to_string);
+        if let Some(p) = &password {
+            let settings = info.redis_settings().clone().set_password(p);
+            info = info.set_redis_settings(settings);
+        }
+        Ok(RedisTarget { info, display: format!("redis://{host}:{port}/0"), password })
+    }
+
+    /// Where Redis is, without credentials.
+    pub fn address(&self) -> &str {
+        &self.display
+    }
+
+    /// `text` with the password put out of sight (an error message that
+    /// might quote it).
+    fn scrub(&self, text: &str) -> String {
+        match &self.password {
+            Some(p) if !p.is_empty() => text.replace(p.as_str(), "***"),
+            _ => text.to_string(),
+        }
+    }
+}
+
+/// Reachability as last seen.
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// What `/health` shows under `redis`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisStatus {
+    pub configured: bool,
+    pub connected: bool,
+    /// `redis://host:port/db`, never the password (admins only on `/health`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    pub last_error: Option<String>,
+    /// What goes through Redis now: `key_rate_limits` while connected,
+    /// `model_cost_map_reloads` while subscribed to the broadcast.
+    pub shared: Vec<&'static str>,
+}
+
+impl RedisStatus {
+    pub fn not_configured() -> RedisStatus {
+        RedisStatus { configured: false, connected: false, address: None, last_error: None, shared: Vec::new() }
+    }
+}
+
+/// The shared windows of one gateway instance.
+pub struct SharedLimits {
+    target: RedisTarget,
+    client: redis::Client,
+    conn: ConnectionManager,
+    /// Tells this instance's broadcasts from the others'.
+    instance: String,
+    subscribed: std::sync::atomic::AtomicBool,
+    clock: SharedClock,
+    state: AtomicU8,
+    last_error: Mutex<Option<String>>,
+    in_flight: AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+impl fmt::Debug for SharedLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedLimits").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+/// Why a Redis call did not give an answer.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("no answer within {} ms", CALL_TIMEOUT.as_millis())]
+    Timeout,
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected answer to the rate-limit script: {0:?}")]
+    Answer(Vec<i64>),
+}
+
+impl SharedLimits {
+    /// Sets up the (lazy) connection and starts the background probe; never
+    /// waits for Redis, so a gateway starts with Redis down. Must run inside
+    /// a Tokio runtime.
+    pub fn start(target: RedisTarget, clock: SharedClock) -> Result<Arc<SharedLimits>, redis::RedisError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(PROBE_INTERVAL);
+        let client = redis::Client::open(target.info.clone())?;
+        let conn = client.get_connection_manager_lazy(config)?;
+        let shared = Arc::new(SharedLimits {
+            target,
+            client,
+            conn,
+            instance: format!("{:016x}", rand::random::<u64>()),
+            subscribed: std::sync::atomic::AtomicBool::new(false),
+            clock,
+            state: AtomicU8::new(UNKNOWN),
+            last_error: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
+            settled: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(probe(Arc::downgrade(&shared)));
+        Ok(shared)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state.load(Ordering::Acquire) == UP
+    }
+
+    pub fn status(&self) -> RedisStatus {
+        let connected = self.is_connected();
+        RedisStatus {
+            configured: true,
+            connected,
+            address: Some(self.target.address().to_string()),
+            last_error: self.last_error.lock().clone(),
+            shared: [
+                (connected, "key_rate_limits"),
+                (self.subscribed.load(Ordering::Acquire), "model_cost_map_reloads"),
+            ]
+            .into_iter()
+            .filter_map(|(on, what)| on.then_some(what))
+            .collect(),
+        }
+    }
+
+    /// Counts one request of `key` in the shared window, or refuses it at
+    /// its limit. `None` when Redis cannot answer now: the caller uses the
+    /// key's own window.
+    pub async fn check_and_record(&self, key: &KeyRecord) -> Option<Result<(), KeyError>> {
+        let spec = key.spec();
+        if spec.rpm.is_none() && spec.tpm.is_none() {
+            return Some(Ok(()));
+        }
+        if !self.is_connected() {
+            return None;
+        }
+        let (window, retry_after) = self.window(key);
+        let limit = |l: Option<u64>| l.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CHECK_SCRIPT).arg(1).arg(&window).arg(limit(spec.rpm)).arg(limit(spec.tpm)).arg(WINDOW_TTL_SECS);
+        let answer = self.call::<Vec<i64>>(&cmd).await.and_then(|v| match v.as_slice() {
+            [code, current] if (0..=2).contains(code) => Ok((*code, u64::try_from(*current).unwrap_or(0))),
+            _ => Err(CallError::Answer(v)),
+        });
+        match answer {
+            Ok((0, _)) => Some(Ok(())),
+            Ok((code, current)) => {
+                let (kind, limit) = match code {
+                    1 => (RateLimitKind::Rpm, spec.rpm.unwrap_or(0)),
+                    _ => (RateLimitKind::Tpm, spec.tpm.unwrap_or(0)),
+                };
+                Some(Err(KeyError::RateLimited { kind, limit, current, retry_after }))
+            }
+            Err(e) => {
+                self.went_down(&e);
+                None
+            }
+        }
+    }
+
+    /// Adds a finished request's tokens to the key's shared window, in the
+    /// background (the answer is not held for it); when Redis cannot take
+    /// them, the key's own window does.
+    pub fn record_tokens(self: &Arc<Self>, key: Arc<KeyRecord>, tokens: u64) {
+        if key.spec().tpm.is_none() {
+            return;
+        }
+        let runtime = tokio::runtime::Handle::try_current();
+        let (true, Ok(runtime)) = (self.is_connected(), runtime) else {
+            key.record_tokens(self.clock.now(), tokens);
+            return;
+        };
+        let (window, _) = self.window(&key);
+        let mut pipe = redis::pipe();
+        pipe.atomic().hincr(&window, "t", tokens).ignore().expire(&window, WINDOW_TTL_SECS as i64).ignore();
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let me = self.clone();
+        runtime.spawn(async move {
+            let sent = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut me.conn.clone())).await;
+            match sent.map_err(|_| CallError::Timeout).and_then(|r| r.map_err(CallError::Redis)) {
+                Ok(()) => {}
+                Err(e) => {
+                    me.went_down(&e);
+                    key.record_tokens(me.clock.now(), tokens);
+                }
+            }
+            if me.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                me.settled.notify_waiters();
+            }
+        });
+    }
+
+    /// Tells the other instances to reload their cost map (bounded; a
+    /// Redis that is down only gets a warning: this instance reloaded).
+    pub async fn publish_reload(&self) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(RELOAD_CHANNEL).arg(format!("model_cost_map {}", self.instance));
+        match self.call::<i64>(&cmd).await {
+            Ok(n) => tracing::info!(listeners = n, "cost-map reload announced to the other instances"),
+            Err(e) => {
+                let message = self.target.scrub(&e.to_string());
+                tracing::warn!(error = %message, "cost-map reload not announced: Redis did not take it");
+            }
+        }
+    }
+
+    /// Listens on [`RELOAD_CHANNEL`] in the background and runs `on_reload`
+    /// for each other instance's announcement; reconnects after Redis goes
+    /// away; ends when this is dropped.
+    pub fn listen_for_reloads(self: &Arc<Self>, on_reload: OnReload) {
+        tokio::spawn(listen(Arc::downgrade(self), on_reload));
+    }
+
+    /// Waits (at most 2 s) until the token writes in flight are done, so a
+    /// check that follows sees them.
+    pub async fn settled(&self) {
+        let _ = tokio::time::timeout(SETTLE_LIMIT, async {
+            loop {
+                let notified = self.settled.notified();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
+    /// The key's window for the current minute of the gateway clock, and
+    /// the time until the next one starts.
+    fn window(&self, key: &KeyRecord) -> (String, Duration) {
+        let secs = self.clock.wall().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let minute = secs / 60;
+        (format!("postmortem:rl:{}:{minute}", key.key_hash()), Duration::from_secs(60 - secs % 60))
+    }
+
+    async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CallError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<T>(&mut conn))
+            .await
+            .map_err(|_| CallError::Timeout)?
+            .map_err(CallError::Redis)
+    }
+
+    fn went_down(&self, e: &CallError) {
+        let message = self.target.scrub(&e.to_string());
+        let before = self.state.swap(DOWN, Ordering::AcqRel);
+        *self.last_error.lock() = Some(message.clone());
+        if before != DOWN {
+            tracing::warn!(
+                redis = %self.target.address(),
+                error = %message,
+                "Redis unreachable: virtual keys' rpm/tpm limits are counted by this instance alone until it is back"
+            );
+        }
+    }
+
+    fn came_up(&self) {
+        if self.state.swap(UP, Ordering::AcqRel) != UP {
+            tracing::info!(redis = %self.target.address(), "Redis reachable: virtual keys' rpm/tpm limits are shared");
+        }
+    }
+}
+
+/// The reload listener: subscribe (bounded), then wait for messages,
+/// looking every [`PROBE_INTERVAL`] whether the gateway is still there.
+async fn listen(shared: Weak<SharedLimits>, on_reload: OnReload) {
+    use futures::StreamExt;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let client = s.client.clone();
+        let own = format!("model_cost_map {}", s.instance);
+        drop(s);
+        let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(RELOAD_CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        if let Ok(Ok(pubsub)) = subscribed {
+            let mut messages = pubsub.into_on_message();
+            set_subscribed(&shared, true);
+            loop {
+                match tokio::time::timeout(PROBE_INTERVAL, messages.next()).await {
+                    Err(_) if shared.strong_count() == 0 => return,
+                    Err(_) => continue,
+                    // The connection is gone: subscribe again.
+                    Ok(None) => break,
+                    Ok(Some(msg)) => {
+                        let text: String = msg.get_payload().unwrap_or_default();
+                        if text.starts_with("model_cost_map ") && text != own {
+                            tracing::info!("another instance reloaded its cost map: reloading from this one's source");
+                            on_reload().await;
+                        }
+                    }
+                }
+            }
+            set_subscribed(&shared, false);
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+fn set_subscribed(shared: &Weak<SharedLimits>, on: bool) {
+    if let Some(s) = shared.upgrade() {
+        s.subscribed.store(on, Ordering::Release);
+    }
+}
+
+/// The background task: a bounded `PING` every [`PROBE_INTERVAL`]; ends
+/// when the gateway is dropped.
+async fn probe(shared: Weak<SharedLimits>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        match s.call::<String>(&redis::cmd("PING")).await {
+            Ok(_) => s.came_up(),
+            Err(e) => s.went_down(&e),
+        }
+        drop(s);
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_that_is_not_a_number_names_the_field() {
+        let part =
+            |port| RedisTarget::from_parts("REDIS_HOST", "127.0.0.1", Some(("router_settings.redis_port", port)), None);
+        let e = part("abc").unwrap_err();
+        assert_eq!(e.to_string(), "router_settings.redis_port: must be a port number (1-65535), got \"abc\"");
+        assert!(part("0").is_err());
+        assert!(part("70000").is_err());
+        assert_eq!(
+            RedisTarget::from_parts("REDIS_HOST", "h", Some(("REDIS_PORT", "")), None).unwrap().address(),
+            "redis://h:6379/0"
+        );
+    }
+
+    #[test]
+    fn the_password_is_never_shown() {
+        let t = RedisTarget::from_parts("REDIS_HOST", "h", Some(("REDIS_PORT", "7000")), Some("s3cret-pw")).unwrap();
+        assert_eq!(t.address(), "redis://h:7000/0");
+        assert!(!format!("{t:?}").contains("s3cret-pw"));
+        assert_eq!(t.scrub("auth s3cret-pw failed"), "auth *** failed");
+        let u = RedisTarget::from_url("router_settings.redis_url", "redis://:s3cret-pw@h:7001/2").unwrap();
+        assert_eq!(u.address(), "redis://h:7001/2");
+        let bad = RedisTarget::from_url("router_settings.redis_url", "rediss://:s3cret-pw@h:7001").unwrap_err();
+        assert!(!bad.to_string().contains("s3cret-pw"), "{bad}");
+    }
+}
