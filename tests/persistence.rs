@@ -83,7 +83,7 @@ impl Db {
 
 /// Every storage backend, each fresh: the storage tests run on all of them.
 fn backends() -> Vec<Db> {
-    vec![Db::Sqlite(tempfile::tempdir().unwrap()), Db::Postgres(services::Postgres::start())]
+    vec![Db::Sqlite(tempfile::tempdir().unwrap()), Db::Postgres(services::postgres())]
 }
 
 fn config_yaml(up: &MockServer, db: &Db) -> String {
@@ -283,7 +283,7 @@ mod served {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_served_gateway_on_postgres_writes_its_spend_on_sigterm_for_the_fleet() {
         let up = upstream().await;
-        let pg = services::Postgres::start();
+        let pg = services::postgres();
         let config = format!(
             "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
              general_settings: {{master_key: {MASTER}, proxy_batch_write_at: 3600, database_url: '{}'}}\n",
@@ -564,7 +564,7 @@ async fn a_failed_flush_keeps_its_rows_and_writes_nothing_on_every_backend() {
 #[tokio::test]
 async fn two_gateways_on_one_postgres_share_keys_spend_and_deletions() {
     let up = upstream().await;
-    let pg = services::Postgres::start();
+    let pg = services::postgres();
     let yaml = format!(
         "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
          general_settings: {{master_key: {MASTER}, database_url: '{}'}}\n",
@@ -643,8 +643,7 @@ async fn two_gateways_on_one_postgres_share_keys_spend_and_deletions() {
 #[test]
 fn missing_postgres_binaries_fail_with_what_to_install() {
     let empty = tempfile::tempdir().unwrap();
-    let e = std::panic::catch_unwind(|| services::postgres_bin_in(empty.path())).unwrap_err();
-    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    let msg = postmortem::scenario::services::postgres_bin_in(empty.path()).unwrap_err();
     assert!(msg.contains("apt-get install -y postgresql"), "{msg}");
 }
 

@@ -219,6 +219,7 @@ async fn a_target_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let cmd = "python3 -c \"import signal, http.server; signal.signal(signal.SIGTERM, signal.SIG_IGN); http.server.HTTPServer(('127.0.0.1', {port}), http.server.BaseHTTPRequestHandler).serve_forever()\" & wait";
     let env = std::collections::BTreeMap::new();
     let gut = postmortem::target::GatewayUnderTest::start_command(
+        None,
         cmd,
         "{}",
         &env,
