@@ -24,6 +24,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// it is bounded by [`STEP_TIMEOUT`]; this bounds the whole).
 const OPEN_STREAM_LIFETIME: Duration = Duration::from_secs(600);
 
+/// How often an `eventually` step sends its request again.
+const EVENTUALLY_POLL: Duration = Duration::from_millis(100);
+
 /// How long `expect_output` waits for a process's line to be read.
 const OUTPUT_WAIT: Duration = Duration::from_secs(3);
 
@@ -951,11 +954,24 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
     match action {
         Action::Request(r) => match r.repeat {
             None => {
-                let (sent, resp) = send(ctx, r).await?;
-                record(ctx, i, r, &resp);
-                check_contracts(ctx, sent, &resp).await;
-                check_response(ctx, expect, &resp).await?;
-                save_values(ctx, r, &resp)
+                let until = step.eventually.map(|d| Instant::now() + d);
+                loop {
+                    let (sent, resp) = send(ctx, r).await?;
+                    check_contracts(ctx, sent, &resp).await;
+                    match check_response(ctx, expect, &resp).await {
+                        Err(_) if until.is_some_and(|t| Instant::now() < t) => {
+                            tokio::time::sleep(EVENTUALLY_POLL).await;
+                        }
+                        checked => {
+                            record(ctx, i, r, &resp);
+                            checked.map_err(|e| match step.eventually {
+                                Some(d) => format!("still, after {}s: {e}", d.as_secs_f64()),
+                                None => e,
+                            })?;
+                            return save_values(ctx, r, &resp);
+                        }
+                    }
+                }
             }
             Some(n) => {
                 for k in 0..n {

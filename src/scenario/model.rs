@@ -97,6 +97,9 @@ fn yes() -> bool {
     true
 }
 
+/// The longest `eventually` a step may wait (within the step's own bound).
+pub const MAX_EVENTUALLY: Duration = Duration::from_secs(30);
+
 fn one() -> usize {
     1
 }
@@ -215,6 +218,10 @@ pub struct Step {
     /// (0-based, default 0; see `gateways`).
     #[serde(default)]
     pub gateway: Option<usize>,
+    /// A `request` step: send it again until `expect` holds, for at most
+    /// this long (what a fleet shows only after its periodic sync).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub eventually: Option<Duration>,
     #[serde(default)]
     pub request: Option<RequestSpec>,
     #[serde(default)]
@@ -856,6 +863,14 @@ impl Scenario {
             if let Some(i) = step.gateway {
                 instance("gateway", i)?;
             }
+            if let Some(d) = step.eventually {
+                if !matches!(action, Action::Request(r) if r.repeat.is_none()) {
+                    return Err(format!("{at}.eventually: only a `request` step without `repeat` can be sent again"));
+                }
+                if d > MAX_EVENTUALLY {
+                    return Err(format!("{at}.eventually: at most {}s (a step's bound)", MAX_EVENTUALLY.as_secs()));
+                }
+            }
             match action {
                 Action::Restart(i) => instance("restart", i)?,
                 Action::Kill(i) => instance("kill", i)?,
@@ -1123,6 +1138,8 @@ mod tests {
             ("gateways: 2\nsteps:\n  - kill: 2\n", "steps[0].kill: no gateway 2"),
             ("steps:\n  - stop_service: db\n", "steps[0].stop_service: unknown service `db`"),
             ("gateways: 0\nsteps: []\n", "gateways: at least 1"),
+            ("steps:\n  - eventually: 2s\n    advance: 1s\n", "steps[0].eventually: only a `request` step"),
+            ("steps:\n  - eventually: 2m\n    request: {path: /v1/models}\n", "steps[0].eventually: at most 30s"),
             ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: 6xx}\n", "`6xx` is not a status class"),
             ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: []}\n", "at least one status class"),
             ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: 4}\n", "expected a status class"),
