@@ -89,7 +89,7 @@ pub struct InProcess {
     /// Asks the server to stop accepting and finish what is in flight.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// What a restart builds again from.
-    config: Config,
+    config: Box<Config>,
     bugs: KnownBugs,
     /// When, on the manual clock, the periodic spend write and database
     /// sync (`proxy_batch_write_at`) is next due: `advance` runs it, as the
@@ -310,7 +310,7 @@ impl GatewayUnderTest {
             base_url: format!("http://{addr}"),
             server,
             stop: Some(stop),
-            config: original,
+            config: Box::new(original),
             bugs,
             next_sync: Mutex::new(next_sync),
             output,
@@ -335,7 +335,7 @@ impl GatewayUnderTest {
                     crate::gateway::server::write_out(&p.gateway).with_subscriber(p.log.clone()).await;
                 }
                 p.server.abort();
-                let next = Self::in_process_on(p.config.clone(), p.bugs, p.clock.clone()).await?;
+                let next = Self::in_process_on((*p.config).clone(), p.bugs, p.clock.clone()).await?;
                 // Its lines follow the old gateway's, as a process's would.
                 for line in p.output.lock().drain(..).collect::<Vec<_>>().into_iter().rev() {
                     next.output.lock().push_front(line);
