@@ -678,9 +678,9 @@ impl Rig {
                 }
             }
             TargetSpec::Url { url, kind } => {
-                if scenario.gateways > 1 || !scenario.services.is_empty() {
+                if durable || !scenario.services.is_empty() {
                     return Err(Setup::NotApplicable(
-                        "a running gateway cannot be started as a fleet or on this scenario's services; use --target-cmd"
+                        "a running gateway cannot be started as a fleet, restarted or pointed at this scenario's services; use --target-cmd"
                             .into(),
                     ));
                 }
