@@ -572,6 +572,9 @@ impl Rig {
     /// Starts the scenario's mocks (with its stubs) and asset server, then
     /// the gateway under test from its rendered config.
     async fn start(scenario: &Scenario, file: &Path, opts: &RunOptions) -> Result<Rig, Setup> {
+        if scenario.gateways == 0 {
+            return Err(Setup::Failed("gateways: at least 1".into()));
+        }
         let mut mocks = HashMap::new();
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         let services = start_services(scenario, &mut vars).await?;

@@ -161,6 +161,33 @@ pub struct Postgres {
     dir: tempfile::TempDir,
 }
 
+/// The data directories of the Postgres servers running now. A harness
+/// stopped by a signal runs no destructors, so [`stop_all`] (called from
+/// the signal handler of `postmortem run`) stops what `Drop` would have.
+static RUNNING: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Stops every service still running (immediate shutdown: SIGQUIT to each
+/// server named in its `postmaster.pid`), for a harness being interrupted.
+pub fn stop_all() {
+    for data in std::mem::take(&mut *running()) {
+        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+        if let Some(pid) = pid.filter(|p| *p > 1) {
+            let _ = Command::new("kill")
+                .args(["-s", "QUIT", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// How long `initdb` may take (a loaded 2-core machine: seconds).
 const INITDB_LIMIT: Duration = Duration::from_secs(120);
 /// How long `pg_ctl start` may take, and its own wait inside that.
@@ -211,6 +238,7 @@ impl Postgres {
         match run_bounded(&mut start, PG_START_LIMIT, &self.dir.path().join("pg_ctl.out"), "pg_ctl start") {
             Ok(()) => {
                 self.running = true;
+                running().insert(self.data.clone());
                 Ok(())
             }
             Err(e) => {
@@ -228,6 +256,7 @@ impl Postgres {
         }
         self.pg_stop("fast")?;
         self.running = false;
+        running().remove(&self.data);
         Ok(())
     }
 
@@ -256,6 +285,7 @@ impl Drop for Postgres {
             if let Err(e) = self.pg_stop("immediate") {
                 tracing::warn!("{e}");
             }
+            running().remove(&self.data);
         }
     }
 }
