@@ -647,6 +647,26 @@ fn missing_postgres_binaries_fail_with_what_to_install() {
     assert!(msg.contains("apt-get install -y postgresql"), "{msg}");
 }
 
+/// A scenario's `stop_service` and `start_service`: the server goes away
+/// and comes back on the same port; stopping it twice, or starting it while
+/// it runs, is an error, not a hang; dropped, it is gone.
+#[test]
+fn a_postgres_service_stops_and_starts_again_on_its_port() {
+    let mut pg = services::postgres();
+    let port = pg.port;
+    let answers = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(answers());
+    assert!(pg.start_again().unwrap_err().contains("already running"));
+    pg.stop().unwrap();
+    assert!(!answers(), "stopped");
+    assert!(pg.stop().unwrap_err().contains("not running"));
+    pg.start_again().unwrap();
+    assert_eq!(pg.port, port);
+    assert!(answers(), "started again on its port");
+    drop(pg);
+    assert!(!answers(), "stopped when dropped");
+}
+
 #[tokio::test]
 async fn a_postgres_that_does_not_answer_fails_the_start_with_a_clear_error() {
     let port = services::free_port();

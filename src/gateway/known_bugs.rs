@@ -62,6 +62,9 @@ pub struct KnownBugs {
     /// writing the queued spend, so a restart forgets what was spent since
     /// the last periodic write.
     pub no_spend_write_at_shutdown: bool,
+    /// Fleet scenario `postgres-outage`: a spend write that fails (the
+    /// database is down) drops its rows instead of keeping them queued.
+    pub drop_unwritten_spend: bool,
 }
 
 impl KnownBugs {
@@ -88,12 +91,13 @@ impl KnownBugs {
             "cache_reads_at_input_rate" => self.cache_reads_at_input_rate = true,
             "adopt_no_shared_keys" => self.adopt_no_shared_keys = true,
             "no_spend_write_at_shutdown" => self.no_spend_write_at_shutdown = true,
+            "drop_unwritten_spend" => self.drop_unwritten_spend = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -110,5 +114,6 @@ impl KnownBugs {
         "cache_reads_at_input_rate",
         "adopt_no_shared_keys",
         "no_spend_write_at_shutdown",
+        "drop_unwritten_spend",
     ];
 }

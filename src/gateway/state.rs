@@ -549,7 +549,11 @@ impl Gateway {
     /// Writes queued spend now. Called by the periodic task, on graceful
     /// shutdown, and by tests.
     pub async fn flush_spend(&self) -> Result<crate::gateway::store::FlushReport, StoreError> {
-        self.spend.flush(&self.store).await
+        let written = self.spend.flush(&self.store).await;
+        if written.is_err() && self.bugs.drop_unwritten_spend {
+            self.spend.take_all();
+        }
+        written
     }
 
     /// Sends the finished spans now (graceful shutdown; tests); `None`
