@@ -166,6 +166,11 @@ pub enum Stop {
 
 const OUTPUT_LINES_KEPT: usize = 2000;
 
+/// How long a `restart` gives a process after SIGTERM to finish what is in
+/// flight and write its spend before it gets SIGKILL (longer than
+/// [`STOP_GRACE`]: here the graceful stop is what the scenario checks).
+const RESTART_GRACE: Duration = Duration::from_secs(10);
+
 /// The process groups of the targets running now. A harness stopped by a
 /// signal runs no destructors, so `stop_all_targets` (called from the
 /// signal handler of `postmortem run`) stops what `Drop` would have.
@@ -337,8 +342,13 @@ impl GatewayUnderTest {
                 p.server.abort();
                 let next = Self::in_process_on((*p.config).clone(), p.bugs, p.clock.clone()).await?;
                 // Its lines follow the old gateway's, as a process's would.
-                for line in p.output.lock().drain(..).collect::<Vec<_>>().into_iter().rev() {
-                    next.output.lock().push_front(line);
+                {
+                    let (mut old, mut new) = (p.output.lock(), next.output.lock());
+                    for line in old.drain(..).rev() {
+                        new.push_front(line);
+                    }
+                    let excess = new.len().saturating_sub(OUTPUT_LINES_KEPT);
+                    new.drain(..excess);
                 }
                 *p = next;
                 Ok(())
@@ -422,14 +432,14 @@ impl TargetProcess {
 
     /// Stops the process group (SIGTERM, or SIGKILL for [`Stop::Kill`]),
     /// waits for the leader to exit (bounded: SIGKILL after
-    /// [`STOP_GRACE`]), then runs the command again.
+    /// [`RESTART_GRACE`]), then runs the command again.
     async fn restart(&mut self, how: Stop) -> Result<(), String> {
         let Some(mut child) = self.child.take() else {
             return Err("a gateway the harness did not start cannot be restarted".into());
         };
         if let Some(pid) = child.id() {
             signal_group(pid, if how == Stop::Kill { "KILL" } else { "TERM" });
-            if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+            if tokio::time::timeout(RESTART_GRACE, child.wait()).await.is_err() {
                 signal_group(pid, "KILL");
             }
             RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&pid);
