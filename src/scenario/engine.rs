@@ -1744,5 +1744,10 @@ mod tests {
         // Steps that change the gateway's state, or `isolated`: never shared.
         assert_eq!(key(&scenario(openai, config, "  - reload: cost_map\n", "")), None);
         assert_eq!(key(&scenario(openai, config, ask, "isolated: true\n")), None);
+        // Fleets, services and restarts: never shared either.
+        assert_eq!(key(&scenario(openai, config, ask, "gateways: 2\n")), None);
+        assert_eq!(key(&scenario(openai, config, ask, "services: {db: {kind: postgres}}\n")), None);
+        assert_eq!(key(&scenario(openai, config, "  - kill: 0\n", "")), None);
+        assert_eq!(key(&scenario(openai, config, "  - restart: 0\n", "")), None);
     }
 }
