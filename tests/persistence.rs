@@ -647,6 +647,23 @@ fn missing_postgres_binaries_fail_with_what_to_install() {
     assert!(msg.contains("apt-get install -y postgresql"), "{msg}");
 }
 
+/// A scenario whose service cannot start fails at setup, naming what to
+/// install: it never passes having checked nothing.
+#[test]
+fn a_fleet_scenario_without_the_postgres_binaries_fails_saying_what_to_install() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postmortem"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "scenarios/fleet/shared-keys-on-postgres.yaml", "--format", "json"])
+        .env("POSTMORTEM_POSTGRES_BIN", empty.path())
+        .output()
+        .expect("the harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("services.db: PostgreSQL server binaries not found"), "{stdout}");
+    assert!(stdout.contains("apt-get install -y postgresql"), "{stdout}");
+}
+
 /// A scenario's `stop_service` and `start_service`: the server goes away
 /// and comes back on the same port; stopping it twice, or starting it while
 /// it runs, is an error, not a hang; dropped, it is gone.

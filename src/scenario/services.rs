@@ -119,10 +119,19 @@ pub fn scratch_dir(user: Option<&ServiceUser>) -> Result<tempfile::TempDir, Stri
 // Postgres
 // ---------------------------------------------------------------------------
 
-/// Where Debian puts the server: the newest `/usr/lib/postgresql/*/bin`
-/// with an `initdb` in it.
+/// The directory named by `POSTMORTEM_POSTGRES_BIN` (a server installed
+/// elsewhere), else where Debian puts the server: the newest
+/// `/usr/lib/postgresql/*/bin` with an `initdb` in it.
 pub fn postgres_bin() -> Result<PathBuf, String> {
-    postgres_bin_in(Path::new("/usr/lib/postgresql"))
+    match std::env::var_os("POSTMORTEM_POSTGRES_BIN") {
+        Some(dir) if Path::new(&dir).join("initdb").is_file() => Ok(PathBuf::from(dir)),
+        Some(dir) => Err(format!(
+            "PostgreSQL server binaries not found: POSTMORTEM_POSTGRES_BIN={} has no initdb; install them \
+             (Debian: apt-get install -y postgresql) or point it at their directory",
+            Path::new(&dir).display()
+        )),
+        None => postgres_bin_in(Path::new("/usr/lib/postgresql")),
+    }
 }
 
 /// [`postgres_bin`] under another root (for testing its failure).
