@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -85,6 +86,15 @@ pub struct InProcess {
     clock: Arc<ManualClock>,
     base_url: String,
     server: tokio::task::JoinHandle<()>,
+    /// Asks the server to stop accepting and finish what is in flight.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// What a restart builds again from.
+    config: Box<Config>,
+    bugs: KnownBugs,
+    /// When, on the manual clock, the periodic spend write and database
+    /// sync (`proxy_batch_write_at`) is next due: `advance` runs it, as the
+    /// spend writer of a served gateway does on real time.
+    next_sync: Mutex<Duration>,
     /// What the gateway logged: while it was built, while it handled each
     /// request, and in the tasks the harness runs on it (`advance`). A
     /// scoped subscriber, so parallel scenarios each see their own lines.
@@ -94,6 +104,29 @@ pub struct InProcess {
 
 /// Lines a gateway printed, newest last, at most [`OUTPUT_LINES_KEPT`].
 type Output = Arc<Mutex<VecDeque<String>>>;
+
+impl InProcess {
+    /// Runs the periodic spend write and database sync if the manual clock
+    /// has passed its time (a served gateway's spend writer runs it every
+    /// `proxy_batch_write_at` seconds of real time).
+    async fn run_due_sync(&self) {
+        use crate::gateway::clock::Clock;
+        let now = self.clock.now();
+        {
+            let mut next = self.next_sync.lock();
+            if now < *next {
+                return;
+            }
+            *next = now + self.gateway.spend_flush_interval();
+        }
+        let log = self.log.clone();
+        if let Err(e) = self.gateway.sync_store().with_subscriber(log.clone()).await {
+            tracing::dispatcher::with_default(&log, || {
+                tracing::error!(error = %e, "spend write or database sync failed; the rows stay queued");
+            });
+        }
+    }
+}
 
 impl Drop for InProcess {
     fn drop(&mut self) {
@@ -109,10 +142,34 @@ pub struct TargetProcess {
     child: Option<tokio::process::Child>,
     output: Output,
     command: String,
-    _dir: Option<tempfile::TempDir>,
+    /// What a restart runs again: the command before `{port}` is filled,
+    /// the config file, the environment and the start-up bound.
+    template: String,
+    config_path: PathBuf,
+    env: BTreeMap<String, String>,
+    startup_timeout: Duration,
+    /// Holds the config (and, for our gateway, `postmortem.db` beside it);
+    /// shared by the instances of a fleet.
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+/// How a gateway under test is stopped before it starts again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Graceful: requests in flight finish, queued spend is written
+    /// (in-process: the served gateway's shutdown path; a process: SIGTERM).
+    Graceful,
+    /// A crash: nothing is written (in-process: the gateway is dropped; a
+    /// process: SIGKILL to its group).
+    Kill,
 }
 
 const OUTPUT_LINES_KEPT: usize = 2000;
+
+/// How long a `restart` gives a process after SIGTERM to finish what is in
+/// flight and write its spend before it gets SIGKILL (longer than
+/// [`STOP_GRACE`]: here the graceful stop is what the scenario checks).
+const RESTART_GRACE: Duration = Duration::from_secs(10);
 
 /// The process groups of the targets running now. A harness stopped by a
 /// signal runs no destructors, so `stop_all_targets` (called from the
@@ -205,7 +262,14 @@ fn process_has(kind: TargetKind, output_captured: bool, cap: Capability) -> bool
 impl GatewayUnderTest {
     /// Builds our gateway from `config` with a manual clock (and `bugs` put
     /// back, for proofs) and serves it on 127.0.0.1:0.
-    pub async fn in_process(mut config: Config, bugs: KnownBugs) -> Result<GatewayUnderTest, String> {
+    pub async fn in_process(config: Config, bugs: KnownBugs) -> Result<GatewayUnderTest, String> {
+        Self::in_process_on(config, bugs, ManualClock::shared()).await.map(GatewayUnderTest::InProcess)
+    }
+
+    /// [`GatewayUnderTest::in_process`] on a given manual clock (a restart
+    /// keeps its gateway's time).
+    async fn in_process_on(mut config: Config, bugs: KnownBugs, clock: Arc<ManualClock>) -> Result<InProcess, String> {
+        let original = config.clone();
         // A `DATABASE_URL` in the environment of whoever runs the harness
         // (set for another project) must not send a scenario's keys and
         // spend to that database: an in-process gateway under test reads
@@ -216,7 +280,6 @@ impl GatewayUnderTest {
         for var in ["DATABASE_URL", "REDIS_URL", "REDIS_HOST"] {
             config.environment_variables.entry(var.into()).or_default();
         }
-        let clock = ManualClock::shared();
         let output = Output::default();
         let log = tracing::Dispatch::new(
             tracing_subscriber::fmt()
@@ -240,22 +303,71 @@ impl GatewayUnderTest {
             log.clone(),
             |State(log): State<tracing::Dispatch>, req: Request, next: Next| next.run(req).with_subscriber(log),
         ));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
         });
-        Ok(GatewayUnderTest::InProcess(InProcess {
+        use crate::gateway::clock::Clock;
+        let next_sync = clock.now() + gateway.spend_flush_interval();
+        Ok(InProcess {
             gateway,
             clock,
             base_url: format!("http://{addr}"),
             server,
+            stop: Some(stop),
+            config: Box::new(original),
+            bugs,
+            next_sync: Mutex::new(next_sync),
             output,
             log,
-        }))
+        })
     }
 
-    /// Starts `command` with the scenario's config written to a temporary
-    /// LiteLLM-format `config.yaml` and waits (bounded) until it answers HTTP.
+    /// Stops the gateway (`how`) and starts it again on the same config and
+    /// data: in-process a new gateway on the same manual clock, a process
+    /// the same command on a new port. Every wait is bounded.
+    pub async fn restart(&mut self, how: Stop) -> Result<(), String> {
+        match self {
+            GatewayUnderTest::InProcess(p) => {
+                if how == Stop::Graceful {
+                    if let Some(stop) = p.stop.take() {
+                        let _ = stop.send(());
+                    }
+                    let server = &mut p.server;
+                    if tokio::time::timeout(crate::gateway::server::SHUTDOWN_GRACE, server).await.is_err() {
+                        return Err("the in-process gateway did not stop within the shutdown grace".into());
+                    }
+                    crate::gateway::server::write_out(&p.gateway).with_subscriber(p.log.clone()).await;
+                }
+                p.server.abort();
+                let next = Self::in_process_on((*p.config).clone(), p.bugs, p.clock.clone()).await?;
+                // Its lines follow the old gateway's, as a process's would.
+                {
+                    let (mut old, mut new) = (p.output.lock(), next.output.lock());
+                    for line in old.drain(..).rev() {
+                        new.push_front(line);
+                    }
+                    let excess = new.len().saturating_sub(OUTPUT_LINES_KEPT);
+                    new.drain(..excess);
+                }
+                *p = next;
+                Ok(())
+            }
+            GatewayUnderTest::Process(p) => p.restart(how).await,
+        }
+    }
+
+    /// Starts `command` with the scenario's config written to a
+    /// LiteLLM-format `config.yaml` and waits (bounded) until it answers
+    /// HTTP. The file goes into `dir` when given, which the instances of a
+    /// fleet share (with our gateway, so do they the `postmortem.db` beside
+    /// it), else into a temporary directory of its own.
     pub async fn start_command(
+        dir: Option<Arc<tempfile::TempDir>>,
         command: &str,
         config_yaml: &str,
         env: &BTreeMap<String, String>,
@@ -263,16 +375,44 @@ impl GatewayUnderTest {
         kind: TargetKind,
         startup_timeout: Duration,
     ) -> Result<GatewayUnderTest, String> {
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let dir = match dir {
+            Some(d) => d,
+            None => Arc::new(tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?),
+        };
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, config_yaml).map_err(|e| format!("writing {}: {e}", config_path.display()))?;
+        let mut target = TargetProcess {
+            base_url: String::new(),
+            root_path: root_path.to_string(),
+            kind,
+            child: None,
+            output: Output::default(),
+            command: String::new(),
+            template: command.to_string(),
+            config_path,
+            env: env.clone(),
+            startup_timeout,
+            _dir: Some(dir),
+        };
+        target.spawn().await?;
+        Ok(GatewayUnderTest::Process(Box::new(target)))
+    }
+}
+
+impl TargetProcess {
+    /// Runs the command on a port chosen now and waits until it answers.
+    async fn spawn(&mut self) -> Result<(), String> {
         let port = free_port()?;
-        let cmd = command.replace("{config}", &config_path.display().to_string()).replace("{port}", &port.to_string());
+        let cmd = self
+            .template
+            .replace("{config}", &self.config_path.display().to_string())
+            .replace("{port}", &port.to_string());
+        let cwd = self.config_path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut c = tokio::process::Command::new("sh");
         c.arg("-c")
             .arg(&cmd)
-            .envs(env)
-            .current_dir(dir.path())
+            .envs(&self.env)
+            .current_dir(cwd)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -282,26 +422,42 @@ impl GatewayUnderTest {
         if let Some(pid) = child.id() {
             RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(pid);
         }
-        let output = Output::default();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(keep_lines(out, output.clone()));
+            tokio::spawn(keep_lines(out, self.output.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(keep_lines(err, output.clone()));
+            tokio::spawn(keep_lines(err, self.output.clone()));
         }
-        let mut target = TargetProcess {
-            base_url: format!("http://127.0.0.1:{port}"),
-            root_path: root_path.to_string(),
-            kind,
-            child: Some(child),
-            output,
-            command: cmd,
-            _dir: Some(dir),
-        };
-        target.wait_ready(startup_timeout).await?;
-        Ok(GatewayUnderTest::Process(Box::new(target)))
+        self.base_url = format!("http://127.0.0.1:{port}");
+        self.child = Some(child);
+        self.command = cmd;
+        self.wait_ready(self.startup_timeout).await
     }
 
+    /// Stops the process group (SIGTERM, or SIGKILL for [`Stop::Kill`]),
+    /// waits for the leader to exit (bounded: SIGKILL after
+    /// [`RESTART_GRACE`]), then runs the command again.
+    async fn restart(&mut self, how: Stop) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Err("a gateway the harness did not start cannot be restarted".into());
+        };
+        if let Some(pid) = child.id() {
+            signal_group(pid, if how == Stop::Kill { "KILL" } else { "TERM" });
+            if tokio::time::timeout(RESTART_GRACE, child.wait()).await.is_err() {
+                signal_group(pid, "KILL");
+            }
+            RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&pid);
+        }
+        let _ = child.start_kill();
+        tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .map_err(|_| format!("target `{}` did not exit after SIGKILL", self.command))?
+            .map_err(|e| format!("waiting for target `{}`: {e}", self.command))?;
+        self.spawn().await
+    }
+}
+
+impl GatewayUnderTest {
     /// A gateway that is already running at `url`.
     pub fn external(url: &str, kind: TargetKind) -> GatewayUnderTest {
         GatewayUnderTest::Process(Box::new(TargetProcess {
@@ -311,6 +467,10 @@ impl GatewayUnderTest {
             child: None,
             output: Arc::default(),
             command: url.to_string(),
+            template: String::new(),
+            config_path: PathBuf::new(),
+            env: BTreeMap::new(),
+            startup_timeout: Duration::ZERO,
             _dir: None,
         }))
     }
@@ -353,6 +513,7 @@ impl GatewayUnderTest {
                 // production; the harness sweeps now so stats are current.
                 p.gateway.clients.evict_expired();
                 p.gateway.run_due_tasks().with_subscriber(p.log.clone()).await;
+                p.run_due_sync().await;
                 Ok(())
             }
             GatewayUnderTest::Process(_) => Err("a separate gateway process has no manual clock".into()),

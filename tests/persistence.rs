@@ -83,7 +83,7 @@ impl Db {
 
 /// Every storage backend, each fresh: the storage tests run on all of them.
 fn backends() -> Vec<Db> {
-    vec![Db::Sqlite(tempfile::tempdir().unwrap()), Db::Postgres(services::Postgres::start())]
+    vec![Db::Sqlite(tempfile::tempdir().unwrap()), Db::Postgres(services::postgres())]
 }
 
 fn config_yaml(up: &MockServer, db: &Db) -> String {
@@ -274,7 +274,7 @@ mod served {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_served_gateway_on_postgres_writes_its_spend_on_sigterm_for_the_fleet() {
         let up = upstream().await;
-        let pg = services::Postgres::start();
+        let pg = services::postgres();
         let config = format!(
             "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
              general_settings: {{master_key: {MASTER}, proxy_batch_write_at: 3600, database_url: '{}'}}\n",
@@ -555,7 +555,7 @@ async fn a_failed_flush_keeps_its_rows_and_writes_nothing_on_every_backend() {
 #[tokio::test]
 async fn two_gateways_on_one_postgres_share_keys_spend_and_deletions() {
     let up = upstream().await;
-    let pg = services::Postgres::start();
+    let pg = services::postgres();
     let yaml = format!(
         "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}/v1', api_key: k}}\n\
          general_settings: {{master_key: {MASTER}, database_url: '{}'}}\n",
@@ -634,9 +634,45 @@ async fn two_gateways_on_one_postgres_share_keys_spend_and_deletions() {
 #[test]
 fn missing_postgres_binaries_fail_with_what_to_install() {
     let empty = tempfile::tempdir().unwrap();
-    let e = std::panic::catch_unwind(|| services::postgres_bin_in(empty.path())).unwrap_err();
-    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    let msg = postmortem::scenario::services::postgres_bin_in(empty.path()).unwrap_err();
     assert!(msg.contains("apt-get install -y postgresql"), "{msg}");
+}
+
+/// A scenario whose service cannot start fails at setup, naming what to
+/// install: it never passes having checked nothing.
+#[test]
+fn a_fleet_scenario_without_the_postgres_binaries_fails_saying_what_to_install() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postmortem"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "scenarios/fleet/shared-keys-on-postgres.yaml", "--format", "json"])
+        .env("POSTMORTEM_POSTGRES_BIN", empty.path())
+        .output()
+        .expect("the harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("services.db: PostgreSQL server binaries not found"), "{stdout}");
+    assert!(stdout.contains("apt-get install -y postgresql"), "{stdout}");
+}
+
+/// A scenario's `stop_service` and `start_service`: the server goes away
+/// and comes back on the same port; stopping it twice, or starting it while
+/// it runs, is an error, not a hang; dropped, it is gone.
+#[test]
+fn a_postgres_service_stops_and_starts_again_on_its_port() {
+    let mut pg = services::postgres();
+    let port = pg.port;
+    let answers = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(answers());
+    assert!(pg.start_again().unwrap_err().contains("already running"));
+    pg.stop().unwrap();
+    assert!(!answers(), "stopped");
+    assert!(pg.stop().unwrap_err().contains("not running"));
+    pg.start_again().unwrap();
+    assert_eq!(pg.port, port);
+    assert!(answers(), "started again on its port");
+    drop(pg);
+    assert!(!answers(), "stopped when dropped");
 }
 
 #[tokio::test]

@@ -78,6 +78,18 @@ async fn our_gateway_is_clean_on_every_incident_in_target_mode() {
     assert_eq!(started, ran - reused, "one process per group of equal configs");
 }
 
+fn assert_passed(out: &postmortem::scenario::Outcome) {
+    assert!(
+        matches!(out.verdict, Verdict::Passed),
+        "{}: {:?} {:?}\n{:#?}\n{:?}",
+        out.file,
+        out.verdict,
+        out.failure,
+        out.violations,
+        out.target_output
+    );
+}
+
 async fn setup_error(command: &str, timeout: Duration) -> String {
     let f = root().join("scenarios/incidents/3-server-root-path.yaml");
     let s = Scenario::load(&f).unwrap();
@@ -129,15 +141,7 @@ async fn our_gateway_keeps_every_contract_as_a_process() {
     assert!(files.len() >= 20, "{files:?}");
     let run = run_all(&files, &o, false, 2, false).await;
     for out in &run.outcomes {
-        assert!(
-            matches!(out.verdict, Verdict::Passed),
-            "{}: {:?} {:?}\n{:#?}\n{:?}",
-            out.file,
-            out.verdict,
-            out.failure,
-            out.violations,
-            out.target_output
-        );
+        assert_passed(out);
         assert!(out.exchanges_checked > 0, "{}: no exchange was checked", out.file);
     }
 }
@@ -219,6 +223,7 @@ async fn a_target_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let cmd = "python3 -c \"import signal, http.server; signal.signal(signal.SIGTERM, signal.SIG_IGN); http.server.HTTPServer(('127.0.0.1', {port}), http.server.BaseHTTPRequestHandler).serve_forever()\" & wait";
     let env = std::collections::BTreeMap::new();
     let gut = postmortem::target::GatewayUnderTest::start_command(
+        None,
         cmd,
         "{}",
         &env,
@@ -242,5 +247,24 @@ async fn a_target_that_ignores_sigterm_is_killed_after_the_grace_period() {
     while alive() {
         assert!(std::time::Instant::now() < deadline, "the target's group still runs 10 s after it was dropped");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The fleet scenarios against `postmortem serve` processes: N instances
+/// of the command on one config (and its `postmortem.db`, or the scenario's
+/// Postgres), restarted with SIGTERM, killed with SIGKILL, on a database
+/// the harness stops and starts. Every scenario passes as in-process; only
+/// the manual-clock steps are skipped, and the report says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_scenarios_pass_against_gateway_processes() {
+    let cmd = format!("exec {} serve --config {{config}} --port {{port}}", env!("CARGO_BIN_EXE_postmortem"));
+    let o = opts(&cmd, Duration::from_secs(60));
+    let files = model::discover(&[root().join("scenarios/fleet")]).unwrap();
+    assert!(files.len() >= 3, "{files:?}");
+    let run = run_all(&files, &o, false, 1, false).await;
+    for out in &run.outcomes {
+        assert_passed(out);
+        assert!(!out.reused_target, "{}: a fleet never shares its processes", out.file);
+        assert!(out.skipped_steps.iter().all(|s| s.contains("manual_clock")), "{}: {:?}", out.file, out.skipped_steps);
     }
 }

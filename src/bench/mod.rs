@@ -241,7 +241,7 @@ pub(crate) async fn start_target(
     startup_timeout: Duration,
 ) -> Result<(GatewayUnderTest, String), String> {
     let env: BTreeMap<String, String> = [("RUST_LOG".to_string(), "warn".to_string())].into();
-    let g = GatewayUnderTest::start_command(command, config, &env, "", kind, startup_timeout).await?;
+    let g = GatewayUnderTest::start_command(None, command, config, &env, "", kind, startup_timeout).await?;
     let authority = loopback_authority(g.base_url())?;
     Ok((g, authority))
 }

@@ -165,7 +165,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
     tokio::spawn(async {
         let code = interrupted().await;
         crate::target::stop_all_targets();
-        eprintln!("postmortem: interrupted; stopped the target gateways");
+        crate::scenario::services::stop_all();
+        eprintln!("postmortem: interrupted; stopped the target gateways and services");
         std::process::exit(code);
     });
     let root = args.root.clone().unwrap_or_else(|| PathBuf::from("."));

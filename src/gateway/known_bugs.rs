@@ -54,6 +54,17 @@ pub struct KnownBugs {
     /// Contract `accounting.response-cost`: cached input tokens are charged
     /// at the full input rate, not the map's cache-read rate.
     pub cache_reads_at_input_rate: bool,
+    /// Fleet scenario `shared-keys-on-postgres`: an instance on a shared
+    /// database never looks up a key it does not hold, so a key made on
+    /// another instance is refused here until a restart.
+    pub adopt_no_shared_keys: bool,
+    /// Fleet scenario `restart-and-kill`: a graceful shutdown stops without
+    /// writing the queued spend, so a restart forgets what was spent since
+    /// the last periodic write.
+    pub no_spend_write_at_shutdown: bool,
+    /// Fleet scenario `postgres-outage`: a spend write that fails (the
+    /// database is down) drops its rows instead of keeping them queued.
+    pub drop_unwritten_spend: bool,
 }
 
 impl KnownBugs {
@@ -78,12 +89,15 @@ impl KnownBugs {
             "estimate_count_tokens" => self.estimate_count_tokens = true,
             "unpinned_response_handles" => self.unpinned_response_handles = true,
             "cache_reads_at_input_rate" => self.cache_reads_at_input_rate = true,
+            "adopt_no_shared_keys" => self.adopt_no_shared_keys = true,
+            "no_spend_write_at_shutdown" => self.no_spend_write_at_shutdown = true,
+            "drop_unwritten_spend" => self.drop_unwritten_spend = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 17] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -98,5 +112,8 @@ impl KnownBugs {
         "estimate_count_tokens",
         "unpinned_response_handles",
         "cache_reads_at_input_rate",
+        "adopt_no_shared_keys",
+        "no_spend_write_at_shutdown",
+        "drop_unwritten_spend",
     ];
 }

@@ -485,7 +485,7 @@ impl Gateway {
         if let Some(r) = self.keys.get(secret_or_hash) {
             return Some(r);
         }
-        if !self.store.is_shared() || secret_or_hash.is_empty() {
+        if !self.store.is_shared() || secret_or_hash.is_empty() || self.bugs.adopt_no_shared_keys {
             return None;
         }
         for hash in crate::gateway::keys::candidate_hashes(secret_or_hash) {
@@ -583,7 +583,11 @@ impl Gateway {
     /// Writes queued spend now. Called by the periodic task, on graceful
     /// shutdown, and by tests.
     pub async fn flush_spend(&self) -> Result<crate::gateway::store::FlushReport, StoreError> {
-        self.spend.flush(&self.store).await
+        let written = self.spend.flush(&self.store).await;
+        if written.is_err() && self.bugs.drop_unwritten_spend {
+            self.spend.take_all();
+        }
+        written
     }
 
     /// Sends the finished spans now (graceful shutdown; tests); `None`

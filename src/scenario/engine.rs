@@ -3,16 +3,19 @@
 
 use super::assets::{materialize, AssetServer};
 use super::expect::{check_output, check_stat, html_links, json_contains, short, stream_verdict};
+use super::model::ServiceKind;
 use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, Step, UpstreamExpect};
+use super::services::Postgres;
 use crate::contracts::{self, Attribution, ClientRequest, ClientResponse, Exchange, UpstreamCall};
 use crate::gateway::error::error_chain;
 use crate::gateway::{Config, KnownBugs};
 use crate::mocks::{MockKind, MockOptions, MockProvider};
-use crate::target::{GatewayUnderTest, TargetKind, TargetSpec};
+use crate::target::{GatewayUnderTest, Stop, TargetKind, TargetSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long any single wait in a scenario may take before it is a failure.
@@ -20,6 +23,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The longest a stream opened by `open_stream` may stay open (each wait on
 /// it is bounded by [`STEP_TIMEOUT`]; this bounds the whole).
 const OPEN_STREAM_LIFETIME: Duration = Duration::from_secs(600);
+
+/// How often an `eventually` step sends its request again.
+const EVENTUALLY_POLL: Duration = Duration::from_millis(100);
 
 /// How long `expect_output` waits for a process's line to be read.
 const OUTPUT_WAIT: Duration = Duration::from_secs(3);
@@ -203,7 +209,10 @@ impl Response {
 /// scenarios with the same config share one rig, one after another (see
 /// [`sharing_key`]); otherwise every scenario has its own.
 pub struct Rig {
-    gut: GatewayUnderTest,
+    /// The instances of the gateway under test (`gateways:`), never empty;
+    /// `current` is the one the running step talks to (`gateway: i`).
+    guts: Vec<GatewayUnderTest>,
+    current: usize,
     mocks: HashMap<String, MockProvider>,
     assets: AssetServer,
     http: reqwest::Client,
@@ -215,6 +224,28 @@ pub struct Rig {
     /// Target mode: the proxy the gateway process is told to use, which lets
     /// nothing out and notes where it tried to go.
     egress: Option<crate::mocks::egress::EgressSentinel>,
+    /// The scenario's services (`services:`), stopped when the rig drops,
+    /// after its gateways.
+    services: BTreeMap<String, Arc<parking_lot::Mutex<Postgres>>>,
+    /// Holds what the gateways keep on disk (in-process: the database a
+    /// restart finds again; target mode: the config and `postmortem.db`).
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Rig {
+    /// The instance the running step talks to.
+    fn gut(&self) -> &GatewayUnderTest {
+        &self.guts[self.current.min(self.guts.len() - 1)]
+    }
+
+    fn instance(&mut self, i: usize) -> Result<&mut GatewayUnderTest, String> {
+        let n = self.guts.len();
+        self.guts.get_mut(i).ok_or_else(|| format!("no gateway {i} (the scenario has {n})"))
+    }
+
+    fn service(&self, name: &str) -> Result<Arc<parking_lot::Mutex<Postgres>>, String> {
+        self.services.get(name).cloned().ok_or_else(|| format!("unknown service `{name}`"))
+    }
 }
 
 /// A stream opened by `open_stream`: its response, what was sent, and the
@@ -280,6 +311,10 @@ pub fn sharing_key(scenario: &Scenario, root: &Path) -> Option<String> {
     let changes_gateway =
         |steps: &[Step]| steps.iter().any(|s| matches!(s.action(), Ok(Action::Reload(_)) | Ok(Action::SetAsset(_))));
     if scenario.isolated
+        || !scenario.services.is_empty()
+        || scenario.gateways > 1
+        || stops_gateways(&scenario.steps)
+        || scenario.black_box_steps.as_deref().is_some_and(stops_gateways)
         || changes_gateway(&scenario.steps)
         || scenario.black_box_steps.as_deref().is_some_and(changes_gateway)
     {
@@ -292,6 +327,51 @@ pub fn sharing_key(scenario: &Scenario, root: &Path) -> Option<String> {
     let providers: Vec<(&String, MockKind, bool)> =
         scenario.providers.iter().map(|(name, p)| (name, p.kind, p.strict)).collect();
     Some(format!("{gateway}\n{:?}\n{providers:?}\n{:?}", scenario.env, scenario.assets))
+}
+
+/// Whether the steps restart or kill an instance, or stop a service.
+fn stops_gateways(steps: &[Step]) -> bool {
+    steps.iter().any(|s| {
+        matches!(
+            s.action(),
+            Ok(Action::Restart(_) | Action::Kill(_) | Action::StopService(_) | Action::StartService(_))
+        )
+    })
+}
+
+/// Starts the scenario's services, each on 127.0.0.1 at a port of its own
+/// with its data in a temporary directory (blocking work, on a blocking
+/// thread), and names their URLs for the config.
+async fn start_services(
+    scenario: &Scenario,
+    vars: &mut BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Arc<parking_lot::Mutex<Postgres>>>, String> {
+    let mut started = BTreeMap::new();
+    for (name, spec) in &scenario.services {
+        let pg = match spec.kind {
+            ServiceKind::Postgres => tokio::task::spawn_blocking(Postgres::start)
+                .await
+                .map_err(|e| format!("services.{name}: {e}"))?
+                .map_err(|e| format!("services.{name}: {e}"))?,
+        };
+        vars.insert(format!("services.{name}.url"), pg.url());
+        started.insert(name.clone(), Arc::new(parking_lot::Mutex::new(pg)));
+    }
+    Ok(started)
+}
+
+/// Stops or starts a service again (bounded, on a blocking thread).
+async fn service_step(service: Arc<parking_lot::Mutex<Postgres>>, start: bool) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || {
+        let mut pg = service.lock();
+        if start {
+            pg.start_again()
+        } else {
+            pg.stop()
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut Option<Rig>) -> Outcome {
@@ -335,7 +415,7 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                 let missing: Vec<&str> = ctx.steps[i]
                     .capabilities()
                     .into_iter()
-                    .filter(|c| !ctx.rig.gut.has(*c))
+                    .filter(|c| !ctx.rig.gut().has(*c))
                     .map(|c| c.name())
                     .collect();
                 if !missing.is_empty() {
@@ -347,6 +427,7 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                     continue;
                 }
                 ctx.current_step = Scenario::step_label(ctx.steps, list, i);
+                ctx.rig.current = ctx.steps[i].gateway.unwrap_or(0);
                 ctx.waived = scenario.waive.clone();
                 ctx.waived.extend(ctx.steps[i].waive.clone());
                 let res = tokio::time::timeout(STEP_TIMEOUT * 2, run_step(&mut ctx, i)).await;
@@ -367,15 +448,15 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                                 || ctx.steps[i].caught_if.iter().any(|sig| message.contains(sig.as_str()))),
                         message,
                     });
-                    let tail = ctx.rig.gut.output_tail(20);
+                    let tail = ctx.rig.gut().output_tail(20);
                     if !tail.is_empty() {
                         outcome.target_output = Some(tail);
                     }
                     break;
                 }
             }
-            if ctx.rig.gut.has(super::model::Capability::GatewayOutput) {
-                let lines = ctx.rig.gut.output_lines();
+            if ctx.rig.gut().has(super::model::Capability::GatewayOutput) {
+                let lines: Vec<String> = ctx.rig.guts.iter().flat_map(GatewayUnderTest::output_lines).collect();
                 for v in contracts::check_output(&lines, &ctx.rig.setup) {
                     if !scenario.waive.contains_key(v.contract) {
                         ctx.violations.push(ContractViolation {
@@ -476,7 +557,7 @@ async fn prepare<'a, 's>(
         }
     }
     // A shared process that has exited since the last scenario is replaced.
-    let alive = slot.take().and_then(|mut rig| (!rig.gut.has_exited()).then_some(rig));
+    let alive = slot.take().and_then(|mut rig| (!rig.guts.iter_mut().any(|g| g.has_exited())).then_some(rig));
     let (rig, reused) = match alive {
         Some(mut rig) => {
             rig.reset_for(scenario, opts).await?;
@@ -491,8 +572,12 @@ impl Rig {
     /// Starts the scenario's mocks (with its stubs) and asset server, then
     /// the gateway under test from its rendered config.
     async fn start(scenario: &Scenario, file: &Path, opts: &RunOptions) -> Result<Rig, Setup> {
+        if scenario.gateways == 0 {
+            return Err(Setup::Failed("gateways: at least 1".into()));
+        }
         let mut mocks = HashMap::new();
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        let services = start_services(scenario, &mut vars).await?;
         for (name, spec) in &scenario.providers {
             let options = MockOptions { strict: spec.strict, ..MockOptions::for_kind(spec.kind) };
             let mock = MockProvider::start(spec.kind, name, options)
@@ -522,11 +607,31 @@ impl Rig {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
-        let config = loaded.config;
+        let mut config = loaded.config;
         let master_key = config.general_settings.master_key.clone();
         let mut egress = None;
-        let gut = match &opts.target {
-            TargetSpec::InProcess => GatewayUnderTest::in_process(config, opts.bugs).await?,
+        let durable = scenario.gateways > 1
+            || stops_gateways(&scenario.steps)
+            || scenario.black_box_steps.as_deref().is_some_and(stops_gateways);
+        let dir = if durable || !matches!(opts.target, TargetSpec::InProcess) {
+            Some(Arc::new(tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?))
+        } else {
+            None
+        };
+        let mut guts = Vec::with_capacity(scenario.gateways);
+        match &opts.target {
+            TargetSpec::InProcess => {
+                // What `serve` does beside its config file: a fleet, or an
+                // instance that restarts, keeps its state in one SQLite file
+                // unless the config names a database.
+                let g = &mut config.general_settings;
+                if let (Some(dir), true, None, None) = (&dir, durable, &g.database_url, &g.database_path) {
+                    g.database_path = Some(dir.path().join("postmortem.db").display().to_string());
+                }
+                for _ in 0..scenario.gateways {
+                    guts.push(GatewayUnderTest::in_process(config.clone(), opts.bugs).await?);
+                }
+            }
             TargetSpec::Command { command, startup_timeout, kind } => {
                 let mut env = target_env(scenario, &config, &vars)?;
                 let sentinel = crate::mocks::egress::EgressSentinel::start()
@@ -553,19 +658,38 @@ impl Rig {
                     TargetKind::Other => super::warmup::with_warm_up(&yaml),
                     TargetKind::Postmortem => (yaml.clone(), Vec::new()),
                 };
-                let gut = GatewayUnderTest::start_command(command, &target_yaml, &env, &root, *kind, *startup_timeout)
+                let dir = dir.clone().ok_or_else(|| "no directory for the target's config".to_string())?;
+                for _ in 0..scenario.gateways {
+                    let gut = GatewayUnderTest::start_command(
+                        Some(dir.clone()),
+                        command,
+                        &target_yaml,
+                        &env,
+                        &root,
+                        *kind,
+                        *startup_timeout,
+                    )
                     .await?;
-                if !warm_calls.is_empty() {
-                    let key = master_key.clone().or_else(|| scenario.env.get("LITELLM_MASTER_KEY").cloned());
-                    let http =
-                        reqwest::Client::builder().pool_max_idle_per_host(0).build().map_err(|e| e.to_string())?;
-                    let base = format!("{}{}", gut.base_url(), gut.root_path());
-                    super::warmup::warm_up(&http, &base, key.as_deref(), &warm_calls).await;
+                    if !warm_calls.is_empty() {
+                        let key = master_key.clone().or_else(|| scenario.env.get("LITELLM_MASTER_KEY").cloned());
+                        let http =
+                            reqwest::Client::builder().pool_max_idle_per_host(0).build().map_err(|e| e.to_string())?;
+                        let base = format!("{}{}", gut.base_url(), gut.root_path());
+                        super::warmup::warm_up(&http, &base, key.as_deref(), &warm_calls).await;
+                    }
+                    guts.push(gut);
                 }
-                gut
             }
-            TargetSpec::Url { url, kind } => GatewayUnderTest::external(url, *kind),
-        };
+            TargetSpec::Url { url, kind } => {
+                if durable || !scenario.services.is_empty() {
+                    return Err(Setup::NotApplicable(
+                        "a running gateway cannot be started as a fleet, restarted or pointed at this scenario's services; use --target-cmd"
+                            .into(),
+                    ));
+                }
+                guts.push(GatewayUnderTest::external(url, *kind));
+            }
+        }
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .timeout(STEP_TIMEOUT)
@@ -579,7 +703,10 @@ impl Rig {
         setup.prices =
             given_cost_map(scenario, &yaml, &vars, &opts.target, &opts.project_root).map(std::sync::Arc::new);
         Ok(Rig {
-            gut,
+            guts,
+            current: 0,
+            services,
+            _dir: dir,
             mocks,
             assets,
             http,
@@ -830,11 +957,24 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
     match action {
         Action::Request(r) => match r.repeat {
             None => {
-                let (sent, resp) = send(ctx, r).await?;
-                record(ctx, i, r, &resp);
-                check_contracts(ctx, sent, &resp).await;
-                check_response(ctx, expect, &resp).await?;
-                save_values(ctx, r, &resp)
+                let until = step.eventually.map(|d| Instant::now() + d);
+                loop {
+                    let (sent, resp) = send(ctx, r).await?;
+                    check_contracts(ctx, sent, &resp).await;
+                    match check_response(ctx, expect, &resp).await {
+                        Err(_) if until.is_some_and(|t| Instant::now() < t) => {
+                            tokio::time::sleep(EVENTUALLY_POLL).await;
+                        }
+                        checked => {
+                            record(ctx, i, r, &resp);
+                            checked.map_err(|e| match step.eventually {
+                                Some(d) => format!("still, after {}s: {e}", d.as_secs_f64()),
+                                None => e,
+                            })?;
+                            return save_values(ctx, r, &resp);
+                        }
+                    }
+                }
             }
             Some(n) => {
                 for k in 0..n {
@@ -873,7 +1013,17 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 Err(format!("{} of {} concurrent requests failed; first: {}", failures.len(), c.count, failures[0]))
             }
         }
-        Action::Advance(d) => ctx.rig.gut.advance(d).await,
+        // Time passes for the whole fleet.
+        Action::Advance(d) => {
+            for g in &ctx.rig.guts {
+                g.advance(d).await?;
+            }
+            Ok(())
+        }
+        Action::Restart(n) => ctx.rig.instance(n)?.restart(Stop::Graceful).await,
+        Action::Kill(n) => ctx.rig.instance(n)?.restart(Stop::Kill).await,
+        Action::StopService(name) => service_step(ctx.rig.service(name)?, false).await,
+        Action::StartService(name) => service_step(ctx.rig.service(name)?, true).await,
         Action::SetAsset(s) => {
             let bytes = materialize(&s.to, &ctx.root).map_err(|e| format!("set_asset {}: {e}", s.asset))?;
             ctx.rig.assets.set(&s.asset, bytes);
@@ -884,7 +1034,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                 super::model::ReloadTarget::CostMap => "/reload/model_cost_map",
                 super::model::ReloadTarget::BetaPolicy => "/reload/anthropic_beta_headers",
             };
-            let path = format!("{}{path}", ctx.rig.gut.root_path());
+            let path = format!("{}{path}", ctx.rig.gut().root_path());
             let r = RequestSpec {
                 method: "POST".into(),
                 path,
@@ -1025,10 +1175,10 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             }
             Ok(())
         }
-        Action::FillClientCache(n) => ctx.rig.gut.fill_client_cache(n),
+        Action::FillClientCache(n) => ctx.rig.gut().fill_client_cache(n),
         Action::ExpectProvider(p) => check_provider(ctx, p).await,
         Action::ExpectStats(checks) => {
-            let status = ctx.rig.gut.status().await?;
+            let status = ctx.rig.gut().status().await?;
             for (pointer, want) in checks {
                 check_stat(pointer, want, status.pointer(pointer))?;
             }
@@ -1039,9 +1189,9 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             // that was printed before this step a moment to be read.
             let deadline = Instant::now() + OUTPUT_WAIT;
             loop {
-                let lines = ctx.rig.gut.output_lines();
+                let lines = ctx.rig.gut().output_lines();
                 match check_output(o, &lines) {
-                    Err(_) if ctx.rig.gut.output_is_live() && Instant::now() < deadline => {
+                    Err(_) if ctx.rig.gut().output_is_live() && Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     other => return other,
@@ -1095,7 +1245,7 @@ fn with_saved(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<RequestSpec, String> {
 fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(reqwest::RequestBuilder, ClientRequest), String> {
     let r = &with_saved(ctx, r)?;
     let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| format!("bad method `{}`", r.method))?;
-    let url = format!("{}{}", ctx.rig.gut.base_url(), r.path);
+    let url = format!("{}{}", ctx.rig.gut().base_url(), r.path);
     let mut req = ctx.rig.http.request(method, &url);
     let mut headers: Vec<(String, String)> = Vec::new();
     let key = match r.key.as_deref() {
@@ -1128,7 +1278,7 @@ fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(reqwest::RequestBuilder, Cli
     if !body.is_empty() {
         req = req.body(body.clone());
     }
-    let root = ctx.rig.gut.root_path();
+    let root = ctx.rig.gut().root_path();
     let path = r.path.strip_prefix(root.as_str()).filter(|p| !root.is_empty() && p.starts_with('/')).unwrap_or(&r.path);
     let sent = ClientRequest { method: r.method.to_ascii_uppercase(), path: path.to_string(), headers, body };
     Ok((req, sent))
@@ -1594,5 +1744,10 @@ mod tests {
         // Steps that change the gateway's state, or `isolated`: never shared.
         assert_eq!(key(&scenario(openai, config, "  - reload: cost_map\n", "")), None);
         assert_eq!(key(&scenario(openai, config, ask, "isolated: true\n")), None);
+        // Fleets, services and restarts: never shared either.
+        assert_eq!(key(&scenario(openai, config, ask, "gateways: 2\n")), None);
+        assert_eq!(key(&scenario(openai, config, ask, "services: {db: {kind: postgres}}\n")), None);
+        assert_eq!(key(&scenario(openai, config, "  - kill: 0\n", "")), None);
+        assert_eq!(key(&scenario(openai, config, "  - restart: 0\n", "")), None);
     }
 }

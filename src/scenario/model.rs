@@ -39,6 +39,14 @@ pub struct Scenario {
     /// The gateway config: inline (LiteLLM config.yaml format) or a path.
     /// Strings may hold `${providers.NAME.url}` and `${assets.NAME.url}`.
     pub gateway: GatewaySpec,
+    /// Servers the harness starts for the scenario (a database a fleet
+    /// shares); the config names them as `${services.NAME.url}`.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Instances of the gateway under test built from the one rendered
+    /// config, sharing the services; a step picks one with `gateway: i`.
+    #[serde(default = "one")]
+    pub gateways: usize,
     pub steps: Vec<Step>,
     /// Steps to run instead of `steps` when the gateway under test lacks a
     /// capability `steps` need (target mode): the same incident, observed
@@ -87,6 +95,37 @@ pub struct ProviderSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// The longest `eventually` a step may wait (within the step's own bound).
+pub const MAX_EVENTUALLY: Duration = Duration::from_secs(30);
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub kind: ServiceKind,
+}
+
+/// What a service is: a server the harness knows how to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    Postgres,
+}
+
+impl<'de> Deserialize<'de> for ServiceKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "postgres" => Ok(ServiceKind::Postgres),
+            "redis" => Err(serde::de::Error::custom(
+                "service kind `redis` is not supported yet (scenarios cannot stage Redis yet); the one kind is `postgres`",
+            )),
+            other => Err(serde::de::Error::custom(format!("unknown service kind `{other}` (the one kind is `postgres`)"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +214,14 @@ pub struct Step {
     /// Contracts this step's exchanges are not held to, with the reason.
     #[serde(default)]
     pub waive: BTreeMap<String, String>,
+    /// The instance of the gateway under test this step talks to
+    /// (0-based, default 0; see `gateways`).
+    #[serde(default)]
+    pub gateway: Option<usize>,
+    /// A `request` step: send it again until `expect` holds, for at most
+    /// this long (what a fleet shows only after its periodic sync).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub eventually: Option<Duration>,
     #[serde(default)]
     pub request: Option<RequestSpec>,
     #[serde(default)]
@@ -213,6 +260,20 @@ pub struct Step {
     /// Check what a provider received.
     #[serde(default)]
     pub expect_provider: Option<ProviderExpect>,
+    /// Stop instance i gracefully (spend written) and start it again on the
+    /// same config and data.
+    #[serde(default)]
+    pub restart: Option<usize>,
+    /// Kill instance i (no graceful shutdown: queued spend is lost) and
+    /// start it again on the same config and data.
+    #[serde(default)]
+    pub kill: Option<usize>,
+    /// Stop a service (its data kept).
+    #[serde(default)]
+    pub stop_service: Option<String>,
+    /// Start a stopped service again (same data, same port).
+    #[serde(default)]
+    pub start_service: Option<String>,
     /// Check what the gateway logged (needs `gateway_output`).
     #[serde(default)]
     pub expect_output: Option<OutputExpect>,
@@ -244,6 +305,10 @@ pub enum Action<'a> {
     ExpectProvider(&'a ProviderExpect),
     ExpectStats(&'a BTreeMap<String, Value>),
     ExpectOutput(&'a OutputExpect),
+    Restart(usize),
+    Kill(usize),
+    StopService(&'a str),
+    StartService(&'a str),
 }
 
 impl Step {
@@ -292,9 +357,13 @@ impl Step {
         if let Some(o) = &self.expect_output {
             found.push(Action::ExpectOutput(o));
         }
+        found.extend(self.restart.map(Action::Restart));
+        found.extend(self.kill.map(Action::Kill));
+        found.extend(self.stop_service.as_deref().map(Action::StopService));
+        found.extend(self.start_service.as_deref().map(Action::StartService));
         match found.len() {
             1 => Ok(found[0]),
-            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, abandon_stream, read_stream, mock, fill_client_cache, expect_provider, expect_stats, expect_output)".into()),
+            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, abandon_stream, read_stream, mock, fill_client_cache, expect_provider, expect_stats, expect_output, restart, kill, stop_service, start_service)".into()),
             _ => Err("has more than one action; split it into several steps".into()),
         }
     }
@@ -708,7 +777,8 @@ impl Scenario {
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         let s: Scenario = serde_yaml_ng::from_str(text)
             .map_err(|e| ScenarioError { file: file.to_string(), message: locate(e.to_string(), text) })?;
-        s.validate().map_err(|message| ScenarioError { file: file.to_string(), message })?;
+        s.validate()
+            .map_err(|message| ScenarioError { file: file.to_string(), message: with_step_line(message, text) })?;
         Ok(s)
     }
 
@@ -745,6 +815,9 @@ impl Scenario {
                 }
             }
         }
+        if self.gateways == 0 {
+            return Err("gateways: at least 1".into());
+        }
         self.validate_steps(&self.steps, "steps")?;
         if let Some(bb) = &self.black_box_steps {
             self.validate_steps(bb, "black_box_steps")?;
@@ -769,7 +842,40 @@ impl Scenario {
             };
             let action = step.action().map_err(|e| format!("{at} {e}"))?;
             step.expect.check_used_by(&action).map_err(|e| format!("{at}.expect: {e}"))?;
+            let instance = |field: &str, i: usize| -> Result<(), String> {
+                if i < self.gateways {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{at}.{field}: no gateway {i}: the scenario has {} (gateways: {}, numbered from 0)",
+                        self.gateways, self.gateways
+                    ))
+                }
+            };
+            let service_ref = |field: &str, name: &str| -> Result<(), String> {
+                if self.services.contains_key(name) {
+                    Ok(())
+                } else {
+                    let defined: Vec<_> = self.services.keys().cloned().collect();
+                    Err(format!("{at}.{field}: unknown service `{name}` (defined: {})", defined.join(", ")))
+                }
+            };
+            if let Some(i) = step.gateway {
+                instance("gateway", i)?;
+            }
+            if let Some(d) = step.eventually {
+                if !matches!(action, Action::Request(r) if r.repeat.is_none()) {
+                    return Err(format!("{at}.eventually: only a `request` step without `repeat` can be sent again"));
+                }
+                if d > MAX_EVENTUALLY {
+                    return Err(format!("{at}.eventually: at most {}s (a step's bound)", MAX_EVENTUALLY.as_secs()));
+                }
+            }
             match action {
+                Action::Restart(i) => instance("restart", i)?,
+                Action::Kill(i) => instance("kill", i)?,
+                Action::StopService(name) => service_ref("stop_service", name)?,
+                Action::StartService(name) => service_ref("start_service", name)?,
                 Action::SetAsset(a) if !self.assets.contains_key(&a.asset) => {
                     return Err(format!("{at}.set_asset: unknown asset `{}`", a.asset));
                 }
@@ -838,6 +944,10 @@ impl Scenario {
             Ok(Action::ExpectProvider(p)) => format!("expect_provider {}", p.provider),
             Ok(Action::ExpectStats(_)) => "expect_stats".to_string(),
             Ok(Action::ExpectOutput(_)) => "expect_output".to_string(),
+            Ok(Action::Restart(i)) => format!("restart gateway {i}"),
+            Ok(Action::Kill(i)) => format!("kill gateway {i}"),
+            Ok(Action::StopService(n)) => format!("stop_service {n}"),
+            Ok(Action::StartService(n)) => format!("start_service {n}"),
             Err(e) => e,
         };
         match &s.name {
@@ -910,6 +1020,50 @@ fn walk(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) -> std::io::Res
     Ok(())
 }
 
+/// Adds the line of the step a cross-reference error names
+/// (`steps[3].restart: …` → `… at line 27`), when the file writes its steps
+/// as a block list.
+fn with_step_line(message: String, text: &str) -> String {
+    let Some((list, rest)) = message.split_once('[') else { return message };
+    if list != "steps" && list != "black_box_steps" {
+        return message;
+    }
+    let Some(i) = rest.split_once(']').and_then(|(n, _)| n.parse::<usize>().ok()) else { return message };
+    match step_line(text, list, i) {
+        Some(line) => format!("{message} at line {line}"),
+        None => message,
+    }
+}
+
+/// The line (1-based) where item `i` of the top-level block list `list` starts.
+fn step_line(text: &str, list: &str, i: usize) -> Option<usize> {
+    let mut lines = text.lines().enumerate().skip_while(|(_, l)| {
+        l.strip_prefix(list).and_then(|r| r.strip_prefix(':')).is_none_or(|r| !r.trim().is_empty())
+    });
+    lines.next()?;
+    let (mut indent, mut n) = (None, 0);
+    for (no, l) in lines {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = l.len() - t.len();
+        if ind == 0 && !t.starts_with('-') {
+            break;
+        }
+        if t.starts_with("- ") || t == "-" {
+            let first = *indent.get_or_insert(ind);
+            if ind == first {
+                if n == i {
+                    return Some(no + 1);
+                }
+                n += 1;
+            }
+        }
+    }
+    None
+}
+
 /// Adds the line to the two top-level errors serde reports without one: a
 /// duplicate key (the line of its second occurrence) and a missing one.
 fn locate(message: String, text: &str) -> String {
@@ -974,6 +1128,18 @@ mod tests {
             ("waive: {stream.framing: \" \"}\nsteps: []\n", "a waiver needs a written reason"),
             ("steps:\n  - abandon_stream: nope\n", "no open stream with id `nope`"),
             ("steps:\n  - read_stream: {id: nope, events: 1}\n", "no open stream with id `nope`"),
+            ("services: {db: {kind: mysql}}\nsteps: []\n", "unknown service kind `mysql`"),
+            ("services: {db: {kind: redis}}\nsteps: []\n", "`redis` is not supported yet"),
+            (
+                "gateways: 3\nsteps:\n  - request: {path: /v1/models}\n  - gateway: 5\n    request: {path: /v1/models}\n",
+                "steps[1].gateway: no gateway 5: the scenario has 3 (gateways: 3, numbered from 0) at line 7",
+            ),
+            ("steps:\n  - restart: 1\n", "steps[0].restart: no gateway 1: the scenario has 1"),
+            ("gateways: 2\nsteps:\n  - kill: 2\n", "steps[0].kill: no gateway 2"),
+            ("steps:\n  - stop_service: db\n", "steps[0].stop_service: unknown service `db`"),
+            ("gateways: 0\nsteps: []\n", "gateways: at least 1"),
+            ("steps:\n  - eventually: 2s\n    advance: 1s\n", "steps[0].eventually: only a `request` step"),
+            ("steps:\n  - eventually: 2m\n    request: {path: /v1/models}\n", "steps[0].eventually: at most 30s"),
             ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: 6xx}\n", "`6xx` is not a status class"),
             ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: []}\n", "at least one status class"),
             ("steps:\n  - request: {path: /v1/models}\n    expect: {status_class: 4}\n", "expected a status class"),

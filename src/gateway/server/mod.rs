@@ -11,7 +11,7 @@ mod listen;
 
 pub use admin::health_value;
 pub use listen::{
-    serve, serve_until, serve_with, spawn_periodic_tasks, ServeLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS,
+    serve, serve_until, serve_with, spawn_periodic_tasks, write_out, ServeLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS,
     SHUTDOWN_GRACE,
 };
 

@@ -1,0 +1,300 @@
+//! Real servers the harness starts for a scenario (`services:`) and tests
+//! start for themselves (Postgres today): each listens on 127.0.0.1 at a
+//! port chosen free, keeps its data in a temporary directory, runs as an
+//! unprivileged user when the harness runs as root (database servers refuse
+//! root), waits for nothing without a bound, and is stopped when dropped
+//! (on failure and panic too). A missing server binary is an error naming
+//! what to install: a scenario that silently skipped would pass having
+//! checked nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port free on 127.0.0.1 a moment ago, from below the kernel's ephemeral
+/// range (as a target process's: see [`crate::target::free_port`]), so a
+/// mock binding port 0 cannot take it before the server binds it.
+pub fn free_port() -> Result<u16, String> {
+    crate::target::free_port()
+}
+
+/// Whom a server runs as: `None` when the harness is not root (run as
+/// ourselves), else an existing unprivileged account.
+#[derive(Debug, Clone)]
+pub struct ServiceUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn id(args: &[&str]) -> Option<u32> {
+    let out = Command::new("id").args(args).stderr(Stdio::null()).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// `Ok(None)` unless running as root; then the first of `candidates` that
+/// exists (e.g. `postgres`, then `nobody`).
+pub fn service_user(candidates: &[&str]) -> Result<Option<ServiceUser>, String> {
+    if id(&["-u"]) != Some(0) {
+        return Ok(None);
+    }
+    candidates
+        .iter()
+        .find_map(|name| {
+            Some(ServiceUser { name: name.to_string(), uid: id(&["-u", name])?, gid: id(&["-g", name])? })
+        })
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "running as root and none of the accounts {candidates:?} exists to run the server as; create one (useradd -r postgres)"
+            )
+        })
+}
+
+/// `program` run as `user` (through `setpriv`, util-linux: no PAM, no
+/// shell), or as ourselves; its working directory is `cwd`, which the
+/// user can enter.
+pub fn command_as(user: Option<&ServiceUser>, program: &Path, cwd: &Path) -> Command {
+    let mut c = match user {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={}", u.uid)).arg(format!("--regid={}", u.gid)).arg("--clear-groups").arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    c.current_dir(cwd).stdin(Stdio::null());
+    c
+}
+
+/// Runs `cmd` to its end within `limit` (polling its exit, killing it past
+/// the limit). Output goes to `log`, which the error quotes.
+pub fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path, what: &str) -> Result<(), String> {
+    let file = std::fs::File::create(log).map_err(|e| format!("{what}: log {}: {e}", log.display()))?;
+    let err = file.try_clone().map_err(|e| format!("{what}: {e}"))?;
+    let mut child = cmd.stdout(file).stderr(err).spawn().map_err(|e| format!("{what}: cannot run {cmd:?}: {e}"))?;
+    let started = Instant::now();
+    let tail = || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let skip = text.chars().count().saturating_sub(2000);
+        text.chars().skip(skip).collect::<String>()
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => return Err(format!("{what} failed ({st}):\n{}", tail())),
+            Ok(None) if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} did not finish within {} s:\n{}", limit.as_secs(), tail()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    }
+}
+
+/// A temporary directory the service user owns (so the server can write
+/// its data and socket there); removed on drop.
+pub fn scratch_dir(user: Option<&ServiceUser>) -> Result<tempfile::TempDir, String> {
+    let builder = tempfile::Builder::new().prefix("pm-svc-").clone();
+    // Another user must reach it: under /tmp, not a $TMPDIR that may sit in
+    // root's home (and a short path keeps a Unix socket's name in bounds).
+    let dir = match user {
+        Some(_) => builder.tempdir_in("/tmp"),
+        None => builder.tempdir(),
+    }
+    .map_err(|e| format!("temporary directory: {e}"))?;
+    if let Some(u) = user {
+        std::os::unix::fs::chown(dir.path(), Some(u.uid), Some(u.gid))
+            .map_err(|e| format!("chown {} to {}: {e}", dir.path().display(), u.name))?;
+    }
+    Ok(dir)
+}
+
+// ---------------------------------------------------------------------------
+// Postgres
+// ---------------------------------------------------------------------------
+
+/// The directory named by `POSTMORTEM_POSTGRES_BIN` (a server installed
+/// elsewhere), else where Debian puts the server: the newest
+/// `/usr/lib/postgresql/*/bin` with an `initdb` in it.
+pub fn postgres_bin() -> Result<PathBuf, String> {
+    match std::env::var_os("POSTMORTEM_POSTGRES_BIN") {
+        Some(dir) if Path::new(&dir).join("initdb").is_file() => Ok(PathBuf::from(dir)),
+        Some(dir) => Err(format!(
+            "PostgreSQL server binaries not found: POSTMORTEM_POSTGRES_BIN={} has no initdb; install them \
+             (Debian: apt-get install -y postgresql) or point it at their directory",
+            Path::new(&dir).display()
+        )),
+        None => postgres_bin_in(Path::new("/usr/lib/postgresql")),
+    }
+}
+
+/// [`postgres_bin`] under another root (for testing its failure).
+pub fn postgres_bin_in(root: &Path) -> Result<PathBuf, String> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        format!(
+            "PostgreSQL server binaries not found (no {}/*/bin/initdb): install them \
+             (Debian: apt-get install -y postgresql; .ci/run does)",
+            root.display()
+        )
+    })
+}
+
+/// A throwaway Postgres server: `initdb` into a temporary directory, trust
+/// auth for user `postgres`, listening on 127.0.0.1 only (and a socket in
+/// the same directory). [`Postgres::stop`] and [`Postgres::start_again`]
+/// stop it and start it on the same data and port; dropped, it is stopped
+/// at once (its data is thrown away).
+pub struct Postgres {
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    user: Option<ServiceUser>,
+    running: bool,
+    dir: tempfile::TempDir,
+}
+
+/// The data directories of the Postgres servers running now. A harness
+/// stopped by a signal runs no destructors, so [`stop_all`] (called from
+/// the signal handler of `postmortem run`) stops what `Drop` would have.
+static RUNNING: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Stops every service still running (immediate shutdown: SIGQUIT to each
+/// server named in its `postmaster.pid`), for a harness being interrupted.
+pub fn stop_all() {
+    for data in std::mem::take(&mut *running()) {
+        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+        if let Some(pid) = pid.filter(|p| *p > 1) {
+            let _ = Command::new("kill")
+                .args(["-s", "QUIT", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// How long `initdb` may take (a loaded 2-core machine: seconds).
+const INITDB_LIMIT: Duration = Duration::from_secs(120);
+/// How long `pg_ctl start` may take, and its own wait inside that.
+const PG_START_LIMIT: Duration = Duration::from_secs(90);
+const PG_STOP_LIMIT: Duration = Duration::from_secs(30);
+
+impl Postgres {
+    pub fn start() -> Result<Postgres, String> {
+        let bin = postgres_bin()?;
+        let user = service_user(&["postgres", "nobody"])?;
+        let dir = scratch_dir(user.as_ref())?;
+        let data = dir.path().join("data");
+        let mut initdb = command_as(user.as_ref(), &bin.join("initdb"), dir.path());
+        initdb.arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        run_bounded(&mut initdb, INITDB_LIMIT, &dir.path().join("initdb.out"), "initdb")?;
+        let mut pg = Postgres { port: 0, bin, data, user, running: false, dir };
+        // The port may be taken between our check and the server's bind:
+        // try a few.
+        let mut last = String::new();
+        for _ in 0..3 {
+            pg.port = free_port()?;
+            match pg.start_again() {
+                Ok(()) => return Ok(pg),
+                Err(e) => last = e,
+            }
+        }
+        Err(format!("Postgres did not start: {last}"))
+    }
+
+    /// Starts the stopped server again, on the same data directory and port.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        if self.running {
+            return Err("the Postgres service is already running".into());
+        }
+        let mut start = command_as(self.user.as_ref(), &self.bin.join("pg_ctl"), self.dir.path());
+        start
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+                self.port,
+                self.dir.path().display()
+            ))
+            .arg("start");
+        match run_bounded(&mut start, PG_START_LIMIT, &self.dir.path().join("pg_ctl.out"), "pg_ctl start") {
+            Ok(()) => {
+                self.running = true;
+                running().insert(self.data.clone());
+                Ok(())
+            }
+            Err(e) => {
+                let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+                Err(format!("{e}\nserver log:\n{log}"))
+            }
+        }
+    }
+
+    /// Stops the server (`-m fast`: connections are closed, the data is
+    /// kept for [`Postgres::start_again`]).
+    pub fn stop(&mut self) -> Result<(), String> {
+        if !self.running {
+            return Err("the Postgres service is not running".into());
+        }
+        self.pg_stop("fast")?;
+        self.running = false;
+        running().remove(&self.data);
+        Ok(())
+    }
+
+    fn pg_stop(&self, mode: &str) -> Result<(), String> {
+        let mut stop = command_as(self.user.as_ref(), &self.bin.join("pg_ctl"), self.dir.path());
+        stop.arg("-D").arg(&self.data).args(["-m", mode, "-w", "-t", "20", "stop"]);
+        run_bounded(&mut stop, PG_STOP_LIMIT, &self.dir.path().join("stop.out"), "pg_ctl stop")
+    }
+
+    /// A URL for the gateway, with the default `sslmode` (`prefer`: the
+    /// server offers no TLS, so the connection is plain).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The same database with a password in the URL (trust auth ignores
+    /// it): for checking that no output shows it.
+    pub fn url_with_password(&self, password: &str) -> String {
+        format!("postgres://postgres:{password}@127.0.0.1:{}/postgres?sslmode=disable", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.running {
+            if let Err(e) = self.pg_stop("immediate") {
+                tracing::warn!("{e}");
+            }
+            running().remove(&self.data);
+        }
+    }
+}
