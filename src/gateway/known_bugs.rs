@@ -65,6 +65,10 @@ pub struct KnownBugs {
     /// Fleet scenario `postgres-outage`: a spend write that fails (the
     /// database is down) drops its rows instead of keeping them queued.
     pub drop_unwritten_spend: bool,
+    /// Fleet scenario `shared-rate-limit-on-redis`: a key's rpm/tpm are
+    /// counted by each instance alone although Redis is configured and up,
+    /// so N instances let N times the limit through.
+    pub local_key_limits_only: bool,
 }
 
 impl KnownBugs {
@@ -92,12 +96,13 @@ impl KnownBugs {
             "adopt_no_shared_keys" => self.adopt_no_shared_keys = true,
             "no_spend_write_at_shutdown" => self.no_spend_write_at_shutdown = true,
             "drop_unwritten_spend" => self.drop_unwritten_spend = true,
+            "local_key_limits_only" => self.local_key_limits_only = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -115,5 +120,6 @@ impl KnownBugs {
         "adopt_no_shared_keys",
         "no_spend_write_at_shutdown",
         "drop_unwritten_spend",
+        "local_key_limits_only",
     ];
 }

@@ -5,7 +5,7 @@ use super::assets::{materialize, AssetServer};
 use super::expect::{check_output, check_stat, html_links, json_contains, short, stream_verdict};
 use super::model::ServiceKind;
 use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, Step, UpstreamExpect};
-use super::services::Postgres;
+use super::services::{Postgres, Redis, Service};
 use crate::contracts::{self, Attribution, ClientRequest, ClientResponse, Exchange, UpstreamCall};
 use crate::gateway::error::error_chain;
 use crate::gateway::{Config, KnownBugs};
@@ -226,7 +226,7 @@ pub struct Rig {
     egress: Option<crate::mocks::egress::EgressSentinel>,
     /// The scenario's services (`services:`), stopped when the rig drops,
     /// after its gateways.
-    services: BTreeMap<String, Arc<parking_lot::Mutex<Postgres>>>,
+    services: BTreeMap<String, Arc<parking_lot::Mutex<Service>>>,
     /// Holds what the gateways keep on disk (in-process: the database a
     /// restart finds again; target mode: the config and `postmortem.db`).
     _dir: Option<Arc<tempfile::TempDir>>,
@@ -243,7 +243,7 @@ impl Rig {
         self.guts.get_mut(i).ok_or_else(|| format!("no gateway {i} (the scenario has {n})"))
     }
 
-    fn service(&self, name: &str) -> Result<Arc<parking_lot::Mutex<Postgres>>, String> {
+    fn service(&self, name: &str) -> Result<Arc<parking_lot::Mutex<Service>>, String> {
         self.services.get(name).cloned().ok_or_else(|| format!("unknown service `{name}`"))
     }
 }
@@ -345,23 +345,25 @@ fn stops_gateways(steps: &[Step]) -> bool {
 async fn start_services(
     scenario: &Scenario,
     vars: &mut BTreeMap<String, String>,
-) -> Result<BTreeMap<String, Arc<parking_lot::Mutex<Postgres>>>, String> {
+) -> Result<BTreeMap<String, Arc<parking_lot::Mutex<Service>>>, String> {
     let mut started = BTreeMap::new();
     for (name, spec) in &scenario.services {
-        let pg = match spec.kind {
-            ServiceKind::Postgres => tokio::task::spawn_blocking(Postgres::start)
-                .await
-                .map_err(|e| format!("services.{name}: {e}"))?
-                .map_err(|e| format!("services.{name}: {e}"))?,
+        let start = match spec.kind {
+            ServiceKind::Postgres => || Postgres::start().map(Service::Postgres),
+            ServiceKind::Redis => || Redis::start().map(Service::Redis),
         };
-        vars.insert(format!("services.{name}.url"), pg.url());
-        started.insert(name.clone(), Arc::new(parking_lot::Mutex::new(pg)));
+        let service = tokio::task::spawn_blocking(start)
+            .await
+            .map_err(|e| format!("services.{name}: {e}"))?
+            .map_err(|e| format!("services.{name}: {e}"))?;
+        vars.insert(format!("services.{name}.url"), service.url());
+        started.insert(name.clone(), Arc::new(parking_lot::Mutex::new(service)));
     }
     Ok(started)
 }
 
 /// Stops or starts a service again (bounded, on a blocking thread).
-async fn service_step(service: Arc<parking_lot::Mutex<Postgres>>, start: bool) -> Result<(), String> {
+async fn service_step(service: Arc<parking_lot::Mutex<Service>>, start: bool) -> Result<(), String> {
     tokio::task::spawn_blocking(move || {
         let mut pg = service.lock();
         if start {

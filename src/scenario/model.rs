@@ -114,16 +114,17 @@ pub struct ServiceSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceKind {
     Postgres,
+    Redis,
 }
 
 impl<'de> Deserialize<'de> for ServiceKind {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match String::deserialize(d)?.as_str() {
             "postgres" => Ok(ServiceKind::Postgres),
-            "redis" => Err(serde::de::Error::custom(
-                "service kind `redis` is not supported yet (scenarios cannot stage Redis yet); the one kind is `postgres`",
-            )),
-            other => Err(serde::de::Error::custom(format!("unknown service kind `{other}` (the one kind is `postgres`)"))),
+            "redis" => Ok(ServiceKind::Redis),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown service kind `{other}` (the kinds are `postgres` and `redis`)"
+            ))),
         }
     }
 }
@@ -1129,7 +1130,6 @@ mod tests {
             ("steps:\n  - abandon_stream: nope\n", "no open stream with id `nope`"),
             ("steps:\n  - read_stream: {id: nope, events: 1}\n", "no open stream with id `nope`"),
             ("services: {db: {kind: mysql}}\nsteps: []\n", "unknown service kind `mysql`"),
-            ("services: {db: {kind: redis}}\nsteps: []\n", "`redis` is not supported yet"),
             (
                 "gateways: 3\nsteps:\n  - request: {path: /v1/models}\n  - gateway: 5\n    request: {path: /v1/models}\n",
                 "steps[1].gateway: no gateway 5: the scenario has 3 (gateways: 3, numbered from 0) at line 7",

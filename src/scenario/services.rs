@@ -1,5 +1,5 @@
 //! Real servers the harness starts for a scenario (`services:`) and tests
-//! start for themselves (Postgres today): each listens on 127.0.0.1 at a
+//! start for themselves (Postgres, Redis): each listens on 127.0.0.1 at a
 //! port chosen free, keeps its data in a temporary directory, runs as an
 //! unprivileged user when the harness runs as root (database servers refuse
 //! root), waits for nothing without a bound, and is stopped when dropped
@@ -183,6 +183,13 @@ fn running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBu
 /// Stops every service still running (immediate shutdown: SIGQUIT to each
 /// server named in its `postmaster.pid`), for a harness being interrupted.
 pub fn stop_all() {
+    for pid in std::mem::take(&mut *redis_running()) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     for data in std::mem::take(&mut *running()) {
         let pid = std::fs::read_to_string(data.join("postmaster.pid"))
             .ok()
@@ -295,6 +302,203 @@ impl Drop for Postgres {
                 tracing::warn!("{e}");
             }
             running().remove(&self.data);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------
+
+/// The Redis servers running now, by process id: [`stop_all`] kills them
+/// when a harness is interrupted (a signal runs no destructors).
+static REDIS_RUNNING: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn redis_running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<u32>> {
+    REDIS_RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How long a Redis server may take to answer its first PING.
+const REDIS_START_LIMIT: Duration = Duration::from_secs(10);
+
+/// `redis-server` on the `PATH`, or what to install.
+pub fn redis_bin() -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|d| d.join("redis-server")).find(|p| p.is_file()).ok_or_else(|| {
+        "redis-server not found on the PATH: install it (Debian: apt-get install -y redis-server; .ci/run does)"
+            .to_string()
+    })
+}
+
+/// A throwaway Redis server on 127.0.0.1: no snapshots, no append-only
+/// file, its directory temporary. [`Redis::stop`] and
+/// [`Redis::start_again`] take it away and bring it back on the same port
+/// (empty: nothing is saved, as a Redis that lost its memory); killed when
+/// dropped.
+pub struct Redis {
+    pub port: u16,
+    password: Option<String>,
+    bin: PathBuf,
+    user: Option<ServiceUser>,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Redis {
+    pub fn start() -> Result<Redis, String> {
+        Self::start_with_password(None)
+    }
+
+    /// With `requirepass`: clients must authenticate.
+    pub fn start_with_password(password: Option<&str>) -> Result<Redis, String> {
+        let bin = redis_bin()?;
+        // Redis runs as root without complaint; the convention is kept anyway.
+        let user = service_user(&["redis", "nobody"])?;
+        let dir = scratch_dir(user.as_ref())?;
+        let mut r = Redis { port: 0, password: password.map(str::to_string), bin, user, dir, child: None };
+        // The port may be taken between our check and the server's bind.
+        let mut last = String::new();
+        for _ in 0..3 {
+            r.port = free_port()?;
+            match r.spawn() {
+                Ok(()) => return Ok(r),
+                Err(e) => last = e,
+            }
+        }
+        Err(format!("Redis did not start: {last}"))
+    }
+
+    /// `redis://[:password@]127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    /// Kills the server (its data is gone: nothing is saved).
+    pub fn stop(&mut self) -> Result<(), String> {
+        let Some(mut c) = self.child.take() else {
+            return Err("the Redis service is not running".into());
+        };
+        redis_running().remove(&c.id());
+        let _ = c.kill();
+        c.wait().map(drop).map_err(|e| format!("redis-server did not exit: {e}"))
+    }
+
+    /// A new server on the same port (empty), as after a restart. The old
+    /// socket may linger a moment: bounded retries.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        if self.child.is_some() {
+            return Err("the Redis service is already running".into());
+        }
+        let mut last = String::new();
+        for _ in 0..20 {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("Redis did not start again on port {}: {last}", self.port))
+    }
+
+    /// Starts the server and waits (bounded) until it answers PING.
+    fn spawn(&mut self) -> Result<(), String> {
+        let log = self.dir.path().join("redis.log");
+        let out = std::fs::File::create(&log).map_err(|e| format!("log {}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = command_as(self.user.as_ref(), &self.bin, self.dir.path());
+        cmd.arg("--port").arg(self.port.to_string()).args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        cmd.arg("--dir").arg(self.dir.path()).args(["--daemonize", "no", "--protected-mode", "yes"]);
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let mut child = cmd.stdout(out).stderr(err).spawn().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err(format!(
+                    "redis-server exited ({st}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ));
+            }
+            if self.answers_ping() {
+                redis_running().insert(child.id());
+                self.child = Some(child);
+                return Ok(());
+            }
+            if started.elapsed() > REDIS_START_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "no PONG within {} s:\n{}",
+                    REDIS_START_LIMIT.as_secs(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut req = String::new();
+        if let Some(p) = &self.password {
+            req.push_str(&format!("AUTH {p}\r\n"));
+        }
+        req.push_str("PING\r\n");
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        let mut got = String::new();
+        while !got.contains("PONG") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// A service a scenario stages.
+pub enum Service {
+    Postgres(Postgres),
+    Redis(Redis),
+}
+
+impl Service {
+    pub fn url(&self) -> String {
+        match self {
+            Service::Postgres(s) => s.url(),
+            Service::Redis(s) => s.url(),
+        }
+    }
+
+    pub fn stop(&mut self) -> Result<(), String> {
+        match self {
+            Service::Postgres(s) => s.stop(),
+            Service::Redis(s) => s.stop(),
+        }
+    }
+
+    pub fn start_again(&mut self) -> Result<(), String> {
+        match self {
+            Service::Postgres(s) => s.start_again(),
+            Service::Redis(s) => s.start_again(),
         }
     }
 }

@@ -99,8 +99,8 @@ async fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &st
         // Shared with the other instances through Redis when it answers;
         // else this instance's own window.
         let shared = match &gw.shared_limits {
-            Some(s) => s.check_and_record(k).await,
-            None => None,
+            Some(s) if !gw.bugs.local_key_limits_only => s.check_and_record(k).await,
+            _ => None,
         };
         shared.unwrap_or_else(|| k.check_and_record_request(gw.clock.now())).map_err(|e| {
             let retry_after_secs = match &e {
