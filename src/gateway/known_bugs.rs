@@ -69,6 +69,9 @@ pub struct KnownBugs {
     /// counted by each instance alone although Redis is configured and up,
     /// so N instances let N times the limit through.
     pub local_key_limits_only: bool,
+    /// Fleet scenario `reload-reaches-the-fleet`: a cost-map reload on one
+    /// instance is not announced to the others (they keep the old map).
+    pub no_reload_broadcast: bool,
 }
 
 impl KnownBugs {
@@ -97,12 +100,13 @@ impl KnownBugs {
             "no_spend_write_at_shutdown" => self.no_spend_write_at_shutdown = true,
             "drop_unwritten_spend" => self.drop_unwritten_spend = true,
             "local_key_limits_only" => self.local_key_limits_only = true,
+            "no_reload_broadcast" => self.no_reload_broadcast = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -121,5 +125,6 @@ impl KnownBugs {
         "no_spend_write_at_shutdown",
         "drop_unwritten_spend",
         "local_key_limits_only",
+        "no_reload_broadcast",
     ];
 }

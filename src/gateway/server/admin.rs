@@ -249,7 +249,7 @@ pub(super) async fn reload_cost_map(State(gw): Gw, _: Admin) -> Response {
     let result = gw.reload_cost_map().await;
     // Whatever this instance made of it: each instance fetches and
     // validates the map from its own source.
-    if let Some(shared) = &gw.shared_limits {
+    if let Some(shared) = gw.shared_limits.as_ref().filter(|_| !gw.bugs.no_reload_broadcast) {
         shared.publish_reload().await;
     }
     match result {
