@@ -14,6 +14,11 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{message}")]
     UnsupportedParam { message: String, param: String },
+    /// A client's field the gateway cannot use as sent (a translation
+    /// found it missing, mistyped or of an unknown kind): OpenAI names the
+    /// field in the error's `param`.
+    #[error("{message}")]
+    InvalidParam { message: String, param: String },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -53,7 +58,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::UnsupportedParam { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::UnsupportedParam { .. } | ApiError::InvalidParam { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -72,6 +79,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
             ApiError::UnsupportedParam { .. } => ("invalid_request_error", "unsupported_parameter"),
+            ApiError::InvalidParam { .. } => ("invalid_request_error", "invalid_value"),
             ApiError::Unauthorized(_) => ("authentication_error", "invalid_api_key"),
             ApiError::Forbidden(_) => ("permission_error", "model_access_denied"),
             ApiError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
@@ -92,7 +100,7 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let (kind, code) = self.kind_and_code();
         let param = match self {
-            ApiError::UnsupportedParam { param, .. } => json!(param),
+            ApiError::UnsupportedParam { param, .. } | ApiError::InvalidParam { param, .. } => json!(param),
             _ => serde_json::Value::Null,
         };
         json!({"error": {"message": self.to_string(), "type": kind, "code": code, "param": param}})

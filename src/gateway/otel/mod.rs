@@ -393,7 +393,9 @@ fn error_type(e: &ApiError) -> String {
         ApiError::Upstream { status, .. } => status.to_string(),
         ApiError::GatewayTimeout(_) => "timeout".into(),
         ApiError::BadGateway(_) => "bad_gateway".into(),
-        ApiError::BadRequest(_) | ApiError::UnsupportedParam { .. } => "invalid_request".into(),
+        ApiError::BadRequest(_) | ApiError::UnsupportedParam { .. } | ApiError::InvalidParam { .. } => {
+            "invalid_request".into()
+        }
         ApiError::RateLimited { .. } => "rate_limited".into(),
         other => other.status().as_u16().to_string(),
     }

@@ -50,8 +50,11 @@ pub(super) async fn anthropic_chat(
         drop_unsupported,
         gw.bugs.null_optional_params,
     )?;
-    let translated = anthropic::chat_to_messages(&Value::Object(params), &route.upstream_model)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let translated =
+        anthropic::chat_to_messages(&Value::Object(params), &route.upstream_model).map_err(|e| match e.field() {
+            Some(param) => ApiError::InvalidParam { message: e.to_string(), param: param.to_string() },
+            None => ApiError::BadRequest(e.to_string()),
+        })?;
     let mut body = translated.as_object().cloned().unwrap_or_default();
     if gw.bugs.loosen_forced_tool_choice {
         loosen_forced_tool_choice(&mut body);

@@ -62,8 +62,10 @@ impl TranslateError {
         }
     }
 
-    /// OpenAI's error shape, `{"error": {"message", "type", "param", "code"}}`,
-    /// e.g. for an SSE `data:` line when a stream fails mid-way.
+    /// OpenAI's error shape, `{"error": {"message", "type", "param", "code"}}`:
+    /// the unit tests' view of an error (the proxy renders errors through
+    /// `ApiError`, with [`TranslateError::field`] as the `param`).
+    #[cfg(test)]
     pub fn to_openai_error(&self) -> Value {
         let (error_type, param) = match self {
             TranslateError::Upstream { error_type, .. } => (error_type.as_str(), Value::Null),
@@ -748,8 +750,7 @@ impl StreamTranslator {
 
     /// Handles one Anthropic event. `event_type` is the SSE `event:` name; when
     /// empty (e.g. Bedrock chunks carry no name) the data's `type` is used.
-    /// An `error` event yields `Err(TranslateError::Upstream)`; render it with
-    /// [`TranslateError::to_openai_error`].
+    /// An `error` event yields `Err(TranslateError::Upstream)`.
     pub fn on_event(&mut self, event_type: &str, data: &Value) -> Result<Vec<Value>> {
         let ty = match event_type {
             "" | "message" => get_str(data, "type", "type")?.unwrap_or(""),
