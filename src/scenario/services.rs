@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A port free on 127.0.0.1 a moment ago, from below the kernel's ephemeral
-/// range (as a target process's: see [`crate::target::free_port`]), so a
+/// range (as a target process's port is, in `target`), so a
 /// mock binding port 0 cannot take it before the server binds it.
 pub fn free_port() -> Result<u16, String> {
     crate::target::free_port()
