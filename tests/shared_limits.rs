@@ -343,3 +343,60 @@ async fn a_cost_map_reload_on_one_gateway_reaches_the_others_and_a_bad_map_is_re
         assert_eq!(s["model_count"].as_u64(), Some(before + 1), "the last good map stays: {s}");
     }
 }
+
+/// `/key/info`'s spend on `gw`, after its spend writer's round.
+async fn spend_on(gw: &Arc<Gateway>) -> f64 {
+    if let Some(s) = &gw.shared_limits {
+        s.write_spend().await;
+    }
+    let (status, body) = call(gw, "GET", "/key/info", KEY, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["info"]["spend"].as_f64().unwrap_or_else(|| panic!("no spend: {body}"))
+}
+
+fn assert_close(got: f64, want: f64, what: &str) {
+    assert!((got - want).abs() < 1e-12, "{what}: expected {want}, got {got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_is_the_fleets_and_what_redis_missed_is_added_once_it_is_back() {
+    log_lines();
+    // No append-only file: the restarted Redis has lost every total.
+    let mut redis = services::Redis::start();
+    let up = upstream().await;
+    let clock = ManualClock::shared();
+    let gws = fleet(&config(&up, &format!("redis_url: '{}'", redis.url()), "max_budget: 100"), 2, &clock).await;
+    wait_connected(&gws, true).await;
+    assert_eq!(chat(&gws[0]).await.0, 200);
+    let one = spend_on(&gws[0]).await;
+    assert!(one > 0.0, "the call is priced");
+    assert_eq!(chat(&gws[1]).await.0, 200);
+    // Each instance reads both calls, not only its own.
+    assert_close(spend_on(&gws[1]).await, 2.0 * one, "instance 1");
+    assert_close(spend_on(&gws[0]).await, 2.0 * one, "instance 0");
+
+    redis.stop();
+    wait_connected(&gws, false).await;
+    // Served while Redis is down, and buffered.
+    for gw in [&gws[0], &gws[0], &gws[1]] {
+        assert_eq!(chat(gw).await.0, 200);
+    }
+    let unapplied = |gw: &Arc<Gateway>| gw.shared_limits.as_ref().map_or(0.0, |s| s.unapplied_spend());
+    assert_close(unapplied(&gws[0]), 2.0 * one, "buffered on instance 0");
+    assert_close(unapplied(&gws[1]), one, "buffered on instance 1");
+    // Each instance's own view meanwhile: the last total it saw, plus its calls.
+    assert_close(spend_on(&gws[0]).await, 4.0 * one, "instance 0 alone");
+
+    redis.restart();
+    wait_connected(&gws, true).await;
+    // The total starts again from what the instances knew (both had seen
+    // the two calls), and each buffered call is added once.
+    for gw in &gws {
+        if let Some(s) = &gw.shared_limits {
+            s.write_spend().await;
+        }
+    }
+    assert_close(spend_on(&gws[0]).await, 5.0 * one, "instance 0 after");
+    assert_close(spend_on(&gws[1]).await, 5.0 * one, "instance 1 after");
+    assert_close(unapplied(&gws[0]) + unapplied(&gws[1]), 0.0, "nothing left buffered");
+}

@@ -401,13 +401,14 @@ impl KeyRecord {
     }
 
     /// Adds a request's cost. Negative or non-finite amounts are ignored (and
-    /// logged) so a pricing bug cannot refund a key.
-    pub fn add_spend(&self, usd: f64) {
+    /// logged) so a pricing bug cannot refund a key; says whether it counted.
+    pub fn add_spend(&self, usd: f64) -> bool {
         if !usd.is_finite() || usd < 0.0 {
             tracing::warn!(key = %self.masked, usd, "ignoring invalid spend amount");
-            return;
+            return false;
         }
         *self.spend.lock() += usd;
+        true
     }
 
     pub fn spend(&self) -> f64 {

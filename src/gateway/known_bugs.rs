@@ -72,6 +72,13 @@ pub struct KnownBugs {
     /// Fleet scenario `reload-reaches-the-fleet`: a cost-map reload on one
     /// instance is not announced to the others (they keep the old map).
     pub no_reload_broadcast: bool,
+    /// Fleet scenario `shared-budget-on-redis`: a key's spend is counted
+    /// by each instance alone although Redis is configured and up, so N
+    /// instances let a key spend N times its budget.
+    pub local_key_budgets_only: bool,
+    /// Fleet scenario `redis-outage-spend`: spend charged while Redis is
+    /// down is never added to the shared total once it is back.
+    pub drop_spend_while_redis_down: bool,
 }
 
 impl KnownBugs {
@@ -101,12 +108,14 @@ impl KnownBugs {
             "drop_unwritten_spend" => self.drop_unwritten_spend = true,
             "local_key_limits_only" => self.local_key_limits_only = true,
             "no_reload_broadcast" => self.no_reload_broadcast = true,
+            "local_key_budgets_only" => self.local_key_budgets_only = true,
+            "drop_spend_while_redis_down" => self.drop_spend_while_redis_down = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 19] = [
+    pub const NAMES: [&'static str; 21] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -126,5 +135,7 @@ impl KnownBugs {
         "drop_unwritten_spend",
         "local_key_limits_only",
         "no_reload_broadcast",
+        "local_key_budgets_only",
+        "drop_spend_while_redis_down",
     ];
 }

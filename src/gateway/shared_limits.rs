@@ -11,13 +11,26 @@
 //! clock, so a manual clock decides which window counts; `EXPIRE` only
 //! collects old windows.
 //!
+//! Each key's spend is shared the same way: the fleet's total for a key is
+//! one Redis value, which every instance adds its priced calls to in
+//! batches (a background writer, never on the request path) and reads back
+//! before a budget check and for `/key/info`. While Redis is down the calls
+//! are buffered here, and added when it is back: exactly once, since each
+//! batch carries the instance's sequence number and Redis keeps, per key,
+//! the last one it applied from each instance (a batch whose answer was
+//! lost in a timeout is sent again and not counted twice). A key's total
+//! that Redis no longer has (a Redis restarted without its data) is started
+//! again from what this instance knows of it; the durable store stays the
+//! record of spend.
+//!
 //! The same connection carries the reload broadcast: `POST
 //! /reload/model_cost_map` on one instance publishes on [`RELOAD_CHANNEL`],
 //! and every other instance reloads from its own source, validating the
 //! map as any reload does (a malformed map is refused by each).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -169,6 +182,43 @@ impl RedisTarget {
     }
 }
 
+/// Adds one batch of an instance's spend on a key to the key's total,
+/// once. KEYS[1] the total (USD, a float), KEYS[2] the last batch applied
+/// per instance; ARGV the batch's USD, its sequence number, the instance,
+/// the total to start from when Redis has none, the TTL of KEYS[2].
+/// Returns the total.
+const SPEND_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[4]) end
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
+if tonumber(ARGV[2]) > last then
+  redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return redis.call('GET', KEYS[1])
+";
+
+/// How long Redis remembers an instance's last applied batch of a key
+/// after its last write: far longer than any outage a buffered batch waits
+/// through.
+const SPEND_SEQ_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// A key's spend not yet in the shared total.
+struct Unapplied {
+    key: Arc<KeyRecord>,
+    /// The batch sent and not yet acknowledged: sent again as it is (same
+    /// sequence number, same amount) until Redis answers.
+    in_flight: Option<(u64, f64)>,
+    /// Spent since, not yet in a batch.
+    queued: f64,
+}
+
+impl Unapplied {
+    fn total(&self) -> f64 {
+        self.queued + self.in_flight.map_or(0.0, |(_, usd)| usd)
+    }
+}
+
 /// Reachability as last seen.
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
@@ -183,7 +233,7 @@ pub struct RedisStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     pub last_error: Option<String>,
-    /// What goes through Redis now: `key_rate_limits` while connected,
+    /// What goes through Redis now: `key_rate_limits` and `key_spend` while connected,
     /// `model_cost_map_reloads` while subscribed to the broadcast.
     pub shared: Vec<&'static str>,
 }
@@ -207,6 +257,18 @@ pub struct SharedLimits {
     last_error: Mutex<Option<String>>,
     in_flight: AtomicUsize,
     settled: tokio::sync::Notify,
+    /// Spend not yet added to the shared totals, by key.
+    unapplied: Mutex<HashMap<[u8; 32], Unapplied>>,
+    /// The next batch's sequence number (one counter for every key, so a
+    /// key's batches always increase).
+    next_batch: AtomicU64,
+    /// Wakes the spend writer.
+    spend_written: Arc<tokio::sync::Notify>,
+    /// Serializes the spend writer's rounds (a batch is acknowledged before
+    /// the key's next one is formed).
+    writing_spend: tokio::sync::Mutex<()>,
+    /// The known-bad variant: spend Redis did not take is dropped.
+    drop_unapplied_spend: bool,
 }
 
 impl fmt::Debug for SharedLimits {
@@ -230,7 +292,11 @@ impl SharedLimits {
     /// Sets up the (lazy) connection and starts the background probe; never
     /// waits for Redis, so a gateway starts with Redis down. Must run inside
     /// a Tokio runtime.
-    pub fn start(target: RedisTarget, clock: SharedClock) -> Result<Arc<SharedLimits>, redis::RedisError> {
+    pub fn start(
+        target: RedisTarget,
+        clock: SharedClock,
+        drop_unapplied_spend: bool,
+    ) -> Result<Arc<SharedLimits>, redis::RedisError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
@@ -249,8 +315,14 @@ impl SharedLimits {
             last_error: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             settled: tokio::sync::Notify::new(),
+            unapplied: Mutex::new(HashMap::new()),
+            next_batch: AtomicU64::new(1),
+            spend_written: Arc::new(tokio::sync::Notify::new()),
+            writing_spend: tokio::sync::Mutex::new(()),
+            drop_unapplied_spend,
         });
         tokio::spawn(probe(Arc::downgrade(&shared)));
+        tokio::spawn(write_spend(Arc::downgrade(&shared)));
         Ok(shared)
     }
 
@@ -267,6 +339,7 @@ impl SharedLimits {
             last_error: self.last_error.lock().clone(),
             shared: [
                 (connected, "key_rate_limits"),
+                (connected, "key_spend"),
                 (self.subscribed.load(Ordering::Acquire), "model_cost_map_reloads"),
             ]
             .into_iter()
@@ -342,6 +415,125 @@ impl SharedLimits {
         });
     }
 
+    /// Charges `key` a priced call: at once in this instance's view, and in
+    /// the shared total by the background writer (buffered while Redis is
+    /// down). The key's view and the buffer change together, so the writer
+    /// never sees one without the other.
+    pub fn charge(&self, key: &Arc<KeyRecord>, usd: f64) {
+        let mut unapplied = self.unapplied.lock();
+        if !key.add_spend(usd) {
+            return;
+        }
+        unapplied
+            .entry(key.hash_bytes())
+            .or_insert_with(|| Unapplied { key: key.clone(), in_flight: None, queued: 0.0 })
+            .queued += usd;
+        drop(unapplied);
+        self.spend_written.notify_one();
+    }
+
+    /// Raises `key`'s spend to the fleet's total (plus what this instance
+    /// has not added to it yet), when Redis answers within the bound; else
+    /// the key's view stays what this instance knows.
+    pub async fn refresh_spend(&self, key: &KeyRecord) {
+        if !self.is_connected() {
+            return;
+        }
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(spend_key(key));
+        match self.call::<Option<String>>(&cmd).await {
+            Ok(Some(total)) => match total.parse::<f64>() {
+                Ok(total) => {
+                    let unapplied = self.unapplied.lock();
+                    let pending = unapplied.get(&key.hash_bytes()).map_or(0.0, Unapplied::total);
+                    key.raise_spend_to(total + pending);
+                }
+                Err(_) => tracing::warn!(value = %total, "a key's shared spend in Redis is not a number; ignored"),
+            },
+            Ok(None) => {}
+            Err(e) => self.went_down(&e),
+        }
+    }
+
+    /// Spend not yet in the shared totals, USD (all keys).
+    pub fn unapplied_spend(&self) -> f64 {
+        self.unapplied.lock().values().map(Unapplied::total).sum()
+    }
+
+    /// Adds every key's unapplied spend to the shared totals now (bounded
+    /// per call); stops at the first failure, keeping the rest for the
+    /// next round. Run by the background writer and on graceful shutdown.
+    pub async fn write_spend(&self) {
+        let _round = self.writing_spend.lock().await;
+        let hashes: Vec<[u8; 32]> = self.unapplied.lock().keys().copied().collect();
+        for hash in hashes {
+            if !self.is_connected() {
+                self.drop_unapplied_if_bugged();
+                return;
+            }
+            // The batch: the one sent before, if unacknowledged, else
+            // everything queued.
+            let batch = {
+                let mut unapplied = self.unapplied.lock();
+                let Some(u) = unapplied.get_mut(&hash) else { continue };
+                if u.in_flight.is_none() && u.queued > 0.0 {
+                    u.in_flight = Some((self.next_batch.fetch_add(1, Ordering::AcqRel), u.queued));
+                    u.queued = 0.0;
+                }
+                let Some((seq, usd)) = u.in_flight else {
+                    unapplied.remove(&hash);
+                    continue;
+                };
+                // What this instance knows the total to be without its own
+                // unapplied spend: where Redis lost the total, it starts there.
+                let known = (u.key.spend() - u.total()).max(0.0);
+                (u.key.clone(), seq, usd, known)
+            };
+            let (key, seq, usd, known) = batch;
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(SPEND_SCRIPT)
+                .arg(2)
+                .arg(spend_key(&key))
+                .arg(format!("postmortem:spend-batches:{}", key.key_hash()))
+                .arg(usd.to_string())
+                .arg(seq)
+                .arg(&self.instance)
+                .arg(known.to_string())
+                .arg(SPEND_SEQ_TTL_SECS);
+            match self.call::<String>(&cmd).await {
+                Ok(total) => {
+                    let mut unapplied = self.unapplied.lock();
+                    let mut pending = 0.0;
+                    if let Some(u) = unapplied.get_mut(&hash) {
+                        if u.in_flight.is_some_and(|(s, _)| s == seq) {
+                            u.in_flight = None;
+                        }
+                        pending = u.total();
+                        if pending == 0.0 {
+                            unapplied.remove(&hash);
+                        }
+                    }
+                    match total.parse::<f64>() {
+                        Ok(total) => key.raise_spend_to(total + pending),
+                        Err(_) => tracing::warn!(value = %total, "a key's shared spend in Redis is not a number"),
+                    }
+                }
+                Err(e) => {
+                    self.went_down(&e);
+                    self.drop_unapplied_if_bugged();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The known-bad variant: what Redis did not take is forgotten.
+    fn drop_unapplied_if_bugged(&self) {
+        if self.drop_unapplied_spend {
+            self.unapplied.lock().clear();
+        }
+    }
+
     /// Tells the other instances to reload their cost map (bounded; a
     /// Redis that is down only gets a warning: this instance reloaded).
     pub async fn publish_reload(&self) {
@@ -411,6 +603,32 @@ impl SharedLimits {
         if self.state.swap(UP, Ordering::AcqRel) != UP {
             tracing::info!(redis = %self.target.address(), "Redis reachable: virtual keys' rpm/tpm limits are shared");
         }
+    }
+}
+
+/// Where a key's fleet-wide spend lives (USD, a float Redis adds to).
+fn spend_key(key: &KeyRecord) -> String {
+    format!("postmortem:spend:{}", key.key_hash())
+}
+
+/// The spend writer: a round whenever a call is charged, and every
+/// [`PROBE_INTERVAL`] while spend waits for Redis to come back; ends when
+/// the gateway is dropped.
+async fn write_spend(shared: Weak<SharedLimits>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let wake = s.spend_written.clone();
+        let woken = wake.notified();
+        let waiting = !s.unapplied.lock().is_empty();
+        match (waiting, s.is_connected()) {
+            (true, true) => s.write_spend().await,
+            (true, false) => s.drop_unapplied_if_bugged(),
+            _ => {}
+        }
+        drop(s);
+        // Woken by a charge, or after an interval to look again (Redis may
+        // be back, or the gateway gone).
+        let _ = tokio::time::timeout(PROBE_INTERVAL, woken).await;
     }
 }
 

@@ -245,8 +245,12 @@ impl GatewayBuilder {
         // on its own until the background probe reaches it.
         let shared_limits = match redis {
             Some(target) => Some(
-                crate::gateway::shared_limits::SharedLimits::start(target, clock.clone())
-                    .map_err(|e| BuildError::Redis(e.to_string()))?,
+                crate::gateway::shared_limits::SharedLimits::start(
+                    target,
+                    clock.clone(),
+                    bugs.drop_spend_while_redis_down,
+                )
+                .map_err(|e| BuildError::Redis(e.to_string()))?,
             ),
             None => None,
         };

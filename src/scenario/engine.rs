@@ -348,9 +348,13 @@ async fn start_services(
 ) -> Result<BTreeMap<String, Arc<parking_lot::Mutex<Service>>>, String> {
     let mut started = BTreeMap::new();
     for (name, spec) in &scenario.services {
-        let start = match spec.kind {
-            ServiceKind::Postgres => || Postgres::start().map(Service::Postgres),
-            ServiceKind::Redis => || Redis::start().map(Service::Redis),
+        let start = match (spec.kind, spec.appendonly) {
+            (ServiceKind::Postgres, false) => || Postgres::start().map(Service::Postgres),
+            (ServiceKind::Postgres, true) => {
+                return Err(format!("services.{name}: `appendonly` is a Redis setting (Postgres keeps its data)"))
+            }
+            (ServiceKind::Redis, false) => || Redis::start().map(Service::Redis),
+            (ServiceKind::Redis, true) => || Redis::start_appendonly().map(Service::Redis),
         };
         let service = tokio::task::spawn_blocking(start)
             .await

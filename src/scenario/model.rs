@@ -108,6 +108,10 @@ fn one() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub kind: ServiceKind,
+    /// Redis only: keep the data through a stop and start (an append-only
+    /// file synced on every write). Without it a restarted Redis is empty.
+    #[serde(default)]
+    pub appendonly: bool,
 }
 
 /// What a service is: a server the harness knows how to start.

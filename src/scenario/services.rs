@@ -331,14 +331,16 @@ pub fn redis_bin() -> Result<PathBuf, String> {
     })
 }
 
-/// A throwaway Redis server on 127.0.0.1: no snapshots, no append-only
-/// file, its directory temporary. [`Redis::stop`] and
-/// [`Redis::start_again`] take it away and bring it back on the same port
-/// (empty: nothing is saved, as a Redis that lost its memory); killed when
-/// dropped.
+/// A throwaway Redis server on 127.0.0.1, its directory temporary.
+/// [`Redis::stop`] and [`Redis::start_again`] take it away and bring it
+/// back on the same port: by default empty (no snapshots, no append-only
+/// file: a Redis that lost its memory), or, started with
+/// [`Redis::start_appendonly`], with its data (an append-only file synced
+/// on every write, as a Redis run for durability). Killed when dropped.
 pub struct Redis {
     pub port: u16,
     password: Option<String>,
+    appendonly: bool,
     bin: PathBuf,
     user: Option<ServiceUser>,
     dir: tempfile::TempDir,
@@ -347,16 +349,25 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Result<Redis, String> {
-        Self::start_with_password(None)
+        Self::start_with(None, false)
+    }
+
+    /// Keeping its data through [`Redis::stop`] and [`Redis::start_again`].
+    pub fn start_appendonly() -> Result<Redis, String> {
+        Self::start_with(None, true)
     }
 
     /// With `requirepass`: clients must authenticate.
     pub fn start_with_password(password: Option<&str>) -> Result<Redis, String> {
+        Self::start_with(password, false)
+    }
+
+    fn start_with(password: Option<&str>, appendonly: bool) -> Result<Redis, String> {
         let bin = redis_bin()?;
         // Redis runs as root without complaint; the convention is kept anyway.
         let user = service_user(&["redis", "nobody"])?;
         let dir = scratch_dir(user.as_ref())?;
-        let mut r = Redis { port: 0, password: password.map(str::to_string), bin, user, dir, child: None };
+        let mut r = Redis { port: 0, password: password.map(str::to_string), appendonly, bin, user, dir, child: None };
         // The port may be taken between our check and the server's bind.
         let mut last = String::new();
         for _ in 0..3 {
@@ -377,7 +388,7 @@ impl Redis {
         }
     }
 
-    /// Kills the server (its data is gone: nothing is saved).
+    /// Kills the server (its data is gone unless it keeps an append-only file).
     pub fn stop(&mut self) -> Result<(), String> {
         let Some(mut c) = self.child.take() else {
             return Err("the Redis service is not running".into());
@@ -387,7 +398,8 @@ impl Redis {
         c.wait().map(drop).map_err(|e| format!("redis-server did not exit: {e}"))
     }
 
-    /// A new server on the same port (empty), as after a restart. The old
+    /// A new server on the same port (empty, or with its append-only file's
+    /// data), as after a restart. The old
     /// socket may linger a moment: bounded retries.
     pub fn start_again(&mut self) -> Result<(), String> {
         if self.child.is_some() {
@@ -410,7 +422,13 @@ impl Redis {
         let out = std::fs::File::create(&log).map_err(|e| format!("log {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = command_as(self.user.as_ref(), &self.bin, self.dir.path());
-        cmd.arg("--port").arg(self.port.to_string()).args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        cmd.arg("--port").arg(self.port.to_string()).args(["--bind", "127.0.0.1", "--save", ""]);
+        // `always`: every write is on disk before Redis answers it, so a
+        // kill loses nothing.
+        match self.appendonly {
+            true => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
+            false => cmd.args(["--appendonly", "no"]),
+        };
         cmd.arg("--dir").arg(self.dir.path()).args(["--daemonize", "no", "--protected-mode", "yes"]);
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);

@@ -95,6 +95,12 @@ async fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &st
         if !k.access().allows(&model, &catalog) && !k.access().allows(&group, &catalog) {
             return Err(ApiError::Forbidden(k.access().denial_message(&model)));
         }
+        if let Some(s) = gw.shared_limits.as_ref().filter(|_| !gw.bugs.local_key_budgets_only) {
+            // The fleet's spend, not only this instance's, meets the budget.
+            if k.spec().max_budget.is_some() {
+                s.refresh_spend(k).await;
+            }
+        }
         k.check_budget().map_err(|e| ApiError::BudgetExceeded(e.to_string()))?;
         // Shared with the other instances through Redis when it answers;
         // else this instance's own window.

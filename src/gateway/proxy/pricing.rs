@@ -67,7 +67,14 @@ pub(super) fn charge(gw: &Gateway, caller: &Caller, requested: &str, route: &Rou
     crate::gateway::otel::usage(input, usage.output_tokens, cost.as_ref().map(|c| c.total()));
     let total = cost?.total();
     if let Caller::Key(k) = caller {
-        k.add_spend(total);
+        // Shared with the other instances through Redis when it is
+        // configured (buffered while it is down); else this instance's.
+        match gw.shared_limits.as_ref().filter(|_| !gw.bugs.local_key_budgets_only) {
+            Some(shared) => shared.charge(k, total),
+            None => {
+                k.add_spend(total);
+            }
+        }
     }
     gw.activity.spend(requested, crate::gateway::activity::Who::of(caller).as_ref(), total);
     let row = crate::gateway::store::SpendRow {

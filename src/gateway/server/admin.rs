@@ -355,7 +355,13 @@ pub(super) async fn key_info(State(gw): Gw, caller: Caller, Query(q): Query<Hash
         _ => None,
     };
     match record {
-        Some(r) => Json(json!({"info": r.info()})).into_response(),
+        Some(r) => {
+            // The fleet's spend when Redis shares it.
+            if let Some(s) = &gw.shared_limits {
+                s.refresh_spend(&r).await;
+            }
+            Json(json!({"info": r.info()})).into_response()
+        }
         None => ApiError::NotFound("key not found".into()).into_response(),
     }
 }

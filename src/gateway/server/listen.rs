@@ -159,6 +159,18 @@ pub async fn write_out(gw: &Gateway) {
         Ok(r) => tracing::info!(written = r.written, "spend written at shutdown"),
         Err(e) => tracing::error!(error = %e, pending = gw.spend.len(), "spend could not be written at shutdown"),
     }
+    // The spend Redis has not taken yet (bounded per call; Redis down, the
+    // durable store above has it all the same).
+    if let Some(shared) = &gw.shared_limits {
+        shared.write_spend().await;
+        let left = shared.unapplied_spend();
+        if left > 0.0 {
+            tracing::warn!(
+                usd = left,
+                "spend not added to the fleet's shared totals at shutdown (Redis did not take it)"
+            );
+        }
+    }
     // Every span of the requests just finished, each batch within the
     // export timeout; a down collector delays the exit by two timeouts at
     // most (the flush stops at its first failed batch).
