@@ -10,4 +10,5 @@ pub mod gateway;
 pub mod mocks;
 pub mod replay;
 pub mod scenario;
+pub mod services;
 pub mod target;

@@ -67,6 +67,8 @@ fn the_harness_layers_import_only_downward() {
         ("scenario", &["crate::cli"]),
         ("replay", &["crate::cli", "crate::scenario"]),
         ("target.rs", &["crate::cli", "crate::scenario", "crate::replay", "crate::bench"]),
+        // The servers a scenario, a test or the bench starts: below all of them.
+        ("services.rs", &["crate::cli", "crate::scenario", "crate::replay", "crate::bench", "crate::gateway"]),
         // The bench loads our gateway as the process users run, like any target.
         ("bench", &["crate::cli", "crate::scenario", "crate::gateway"]),
     ];

@@ -26,6 +26,38 @@ fn bench_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `--virtual-key --redis`: the same gateway twice in one run, with and
+/// without a Redis the bench starts, each request checked and charged on a
+/// virtual key (a key the config does not know would be a 401, an error).
+#[test]
+fn with_redis_the_gateway_is_loaded_twice_on_a_virtual_key() {
+    let (code, out, err) = bench(&[
+        "--duration",
+        "1",
+        "--rounds",
+        "1",
+        "--concurrency",
+        "2",
+        "--mode",
+        "plain",
+        "--no-floor",
+        "--virtual-key",
+        "--redis",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    let summaries = v["report"]["summaries"].as_array().expect("summaries");
+    for arm in ["target", "target+redis"] {
+        let s = summaries.iter().find(|s| s["arm"] == arm).unwrap_or_else(|| panic!("no {arm} in {summaries:#?}"));
+        assert!(s["per_second"].as_f64().unwrap() > 0.0, "{s}");
+        assert_eq!(s["errors"], 0, "{s}");
+    }
+    let samples = v["report"]["samples"].as_array().expect("samples");
+    assert!(samples.iter().all(|s| s["non_2xx"] == 0), "every request answered 2xx: {samples:#?}");
+}
+
 #[test]
 fn our_gateway_is_loaded_plain_and_streamed_beside_direct_and_reported_as_json() {
     let (code, out, err) = bench(&["--duration", "1", "--rounds", "1", "--concurrency", "2", "--format", "json"]);

@@ -634,7 +634,7 @@ async fn two_gateways_on_one_postgres_share_keys_spend_and_deletions() {
 #[test]
 fn missing_postgres_binaries_fail_with_what_to_install() {
     let empty = tempfile::tempdir().unwrap();
-    let msg = postmortem::scenario::services::postgres_bin_in(empty.path()).unwrap_err();
+    let msg = postmortem::services::postgres_bin_in(empty.path()).unwrap_err();
     assert!(msg.contains("apt-get install -y postgresql"), "{msg}");
 }
 

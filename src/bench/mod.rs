@@ -67,10 +67,20 @@ pub struct BenchOptions {
     pub startup_timeout: Duration,
     /// The executable that serves the upstream (`bench-upstream`).
     pub exe: std::path::PathBuf,
+    /// Load with [`VIRTUAL_KEY`] (a key with rpm/tpm limits and a budget,
+    /// so each request takes the key's checks and its spend) instead of the
+    /// master key.
+    pub virtual_key: bool,
+    /// Start a Redis and load each started target twice: as configured,
+    /// and with `router_settings.redis_url` (arm `NAME+redis`).
+    pub redis: bool,
 }
 
 /// The master key of the config the bench writes for a target it starts.
 pub const MASTER_KEY: &str = "sk-bench-master-key-0001";
+/// The virtual key of that config (`--virtual-key`): limits far above any
+/// load, so it is never refused, but checked and charged on every request.
+pub const VIRTUAL_KEY: &str = "sk-bench-virtual-key-0001";
 const UPSTREAM_KEY: &str = "bench-upstream-key";
 
 /// One measured run of one arm.
@@ -246,12 +256,19 @@ pub(crate) async fn start_target(
     Ok((g, authority))
 }
 
-/// The LiteLLM-format config a started target gets.
-pub fn target_config(upstream: &str, model: &str) -> String {
-    format!(
+/// The LiteLLM-format config a started target gets: one deployment of
+/// `model` on the bench upstream, the master key, [`VIRTUAL_KEY`], and
+/// Redis when `redis_url` is given.
+pub fn target_config(upstream: &str, model: &str, redis_url: Option<&str>) -> String {
+    let mut yaml = format!(
         "model_list:\n  - model_name: {model}\n    litellm_params: {{model: openai/gpt-4o, api_base: \"http://{upstream}/v1\", api_key: {UPSTREAM_KEY}}}\n\
-         general_settings: {{master_key: {MASTER_KEY}}}\n"
-    )
+         general_settings: {{master_key: {MASTER_KEY}}}\n\
+         keys:\n  - {{key: {VIRTUAL_KEY}, models: [{model}], rpm_limit: 1000000000, tpm_limit: 1000000000000, max_budget: 1000000000}}\n"
+    );
+    if let Some(url) = redis_url {
+        yaml.push_str(&format!("router_settings: {{redis_url: \"{url}\"}}\n"));
+    }
+    yaml
 }
 
 struct Arm {
@@ -316,26 +333,44 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
             group: floor_proc.as_ref().and_then(Spawned::pid),
         });
     }
+    // A throwaway Redis for the `+redis` arms, on 127.0.0.1, gone at the end.
+    let redis = match o.redis {
+        true => Some(
+            tokio::task::spawn_blocking(crate::services::Redis::start)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("--redis: {e}"))?,
+        ),
+        false => None,
+    };
+    let redis_url = redis.as_ref().map(crate::services::Redis::url);
     // Each target process lives until the runs end.
     let mut started = Vec::new();
     let mut targets = Vec::new();
+    let default_key = if o.virtual_key { VIRTUAL_KEY } else { MASTER_KEY };
     for (i, t) in o.targets.iter().enumerate() {
-        let arm = if i == 0 { "target".to_string() } else { format!("target-{}", i + 1) };
-        let (group, command, authority) = match t {
-            BenchTarget::Command { command, kind } => {
-                let (g, authority) =
-                    start_target(command, *kind, &target_config(&up_addr, &o.model), o.startup_timeout)
+        let name = if i == 0 { "target".to_string() } else { format!("target-{}", i + 1) };
+        let variants: Vec<(String, Option<&str>)> = match redis_url.as_deref() {
+            Some(url) => vec![(name.clone(), None), (format!("{name}+redis"), Some(url))],
+            None => vec![(name, None)],
+        };
+        for (arm, redis_url) in variants {
+            let (group, command, authority) = match t {
+                BenchTarget::Command { command, kind } => {
+                    let config = target_config(&up_addr, &o.model, redis_url);
+                    let (g, authority) = start_target(command, *kind, &config, o.startup_timeout)
                         .await
                         .map_err(|e| format!("{arm}: {e}"))?;
-                let group = g.pid();
-                started.push(g);
-                (group, command.clone(), authority)
-            }
-            BenchTarget::Url(url) => (None, url.clone(), loopback_authority(url)?),
-        };
-        let key = o.key.clone().unwrap_or_else(|| MASTER_KEY.to_string());
-        arms.push(Arm { name: arm.clone(), authority, key, group });
-        targets.push(TargetInfo { arm, command, idle_rss_kib: None, rss_after_kib: None });
+                    let group = g.pid();
+                    started.push(g);
+                    (group, command.clone(), authority)
+                }
+                BenchTarget::Url(url) => (None, url.clone(), loopback_authority(url)?),
+            };
+            let key = o.key.clone().unwrap_or_else(|| default_key.to_string());
+            arms.push(Arm { name: arm.clone(), authority, key, group });
+            targets.push(TargetInfo { arm, command, idle_rss_kib: None, rss_after_kib: None });
+        }
     }
     let group_of = |arm: &str| arms.iter().find(|a| a.name == arm).and_then(|a| a.group);
 
@@ -391,6 +426,7 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
         t.rss_after_kib = group_of(&t.arm).map(procs::group_rss_kib);
     }
     drop(started);
+    drop(redis);
     drop(floor_proc);
     drop(upstream);
     let summaries = summarize(&samples);
@@ -752,6 +788,8 @@ mod tests {
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         let b: serde_json::Value = serde_json::from_slice(&body("gpt-4o", true)).unwrap();
         assert_eq!(b["stream"], true);
-        assert!(target_config("127.0.0.1:9", "gpt-4o").contains("api_base: \"http://127.0.0.1:9/v1\""));
+        assert!(target_config("127.0.0.1:9", "gpt-4o", None).contains("api_base: \"http://127.0.0.1:9/v1\""));
+        let with_redis = target_config("127.0.0.1:9", "gpt-4o", Some("redis://127.0.0.1:7/0"));
+        assert!(with_redis.contains("router_settings: {redis_url: \"redis://127.0.0.1:7/0\"}"), "{with_redis}");
     }
 }

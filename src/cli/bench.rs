@@ -46,6 +46,16 @@ pub struct BenchArgs {
     /// Model name the requests ask for.
     #[arg(long, default_value = "gpt-4o")]
     pub model: String,
+    /// Send the requests with a virtual key of the bench's config (rpm/tpm
+    /// limits and a budget far above the load) instead of the master key,
+    /// so each request takes the key's rate checks and its spend.
+    #[arg(long)]
+    pub virtual_key: bool,
+    /// Start a throwaway redis-server on 127.0.0.1 and load each target
+    /// twice in the same run: as configured, and on that Redis
+    /// (`router_settings.redis_url`, arm `NAME+redis`). Not with --target-url.
+    #[arg(long, conflicts_with = "target_url")]
+    pub redis: bool,
     #[command(flatten)]
     pub reach: Reach,
     /// Save this run as a baseline of this machine.
@@ -179,6 +189,8 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
         key: args.reach.key.clone(),
         startup_timeout: Duration::from_secs(args.reach.startup_timeout.max(1)),
         exe,
+        virtual_key: args.virtual_key,
+        redis: args.redis,
     })
 }
 
@@ -210,7 +222,8 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
             }
         },
     };
-    let arms = o.targets.len() + 1 + usize::from(o.floor && bench::floor::find_nginx().is_some());
+    let arms =
+        o.targets.len() * (1 + usize::from(o.redis)) + 1 + usize::from(o.floor && bench::floor::find_nginx().is_some());
     let bar = indicatif::ProgressBar::new(bench::planned_runs(&o, arms));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs, {elapsed} {msg}")

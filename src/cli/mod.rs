@@ -165,7 +165,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     tokio::spawn(async {
         let code = interrupted().await;
         crate::target::stop_all_targets();
-        crate::scenario::services::stop_all();
+        crate::services::stop_all();
         eprintln!("postmortem: interrupted; stopped the target gateways and services");
         std::process::exit(code);
     });

@@ -10,7 +10,6 @@ pub mod model;
 pub mod prove;
 pub mod report;
 pub mod runner;
-pub mod services;
 pub mod warmup;
 
 pub use engine::{run_scenario, Outcome, RunOptions, Verdict};

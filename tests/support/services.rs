@@ -1,15 +1,15 @@
 //! The tests' handle on the servers the harness starts
-//! (`postmortem::scenario::services`): the same launcher, failing the test
+//! (`postmortem::services`): the same launcher, failing the test
 //! with the launcher's message (what to install, the server's log) where
 //! the harness returns an error.
 
 #![allow(dead_code)]
 
-pub use postmortem::scenario::services::Postgres;
+pub use postmortem::services::Postgres;
 
 /// A port free on 127.0.0.1 a moment ago.
 pub fn free_port() -> u16 {
-    postmortem::scenario::services::free_port().unwrap_or_else(|e| panic!("{e}"))
+    postmortem::services::free_port().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A fresh Postgres server, stopped when dropped.
@@ -18,7 +18,7 @@ pub fn postgres() -> Postgres {
 }
 
 /// The harness's Redis launcher, failing the test with its message.
-pub struct Redis(postmortem::scenario::services::Redis);
+pub struct Redis(postmortem::services::Redis);
 
 impl Redis {
     pub fn start() -> Redis {
@@ -27,7 +27,7 @@ impl Redis {
 
     /// With `requirepass`: clients must authenticate.
     pub fn start_with_password(password: Option<&str>) -> Redis {
-        Redis(postmortem::scenario::services::Redis::start_with_password(password).unwrap_or_else(|e| panic!("{e}")))
+        Redis(postmortem::services::Redis::start_with_password(password).unwrap_or_else(|e| panic!("{e}")))
     }
 
     pub fn url(&self) -> String {
@@ -46,7 +46,7 @@ impl Redis {
 }
 
 impl std::ops::Deref for Redis {
-    type Target = postmortem::scenario::services::Redis;
+    type Target = postmortem::services::Redis;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
