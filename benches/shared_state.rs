@@ -65,7 +65,7 @@ fn shared_state(c: &mut Criterion) {
     });
 
     match postmortem::services::Redis::start() {
-        Err(e) => eprintln!("shared_state: the Redis benches are skipped: {e}"),
+        Err(e) => eprintln!("shared_state: the Redis benches are skipped: {e:#}"),
         Ok(redis) => {
             let shared_gw = rt.block_on(gateway(Some(&redis.url())));
             let shared = shared_gw.shared_limits.clone().expect("Redis configured");

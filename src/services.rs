@@ -7,6 +7,7 @@
 //! what to install: a scenario that silently skipped would pass having
 //! checked nothing.
 
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant};
 /// A port free on 127.0.0.1 a moment ago, from below the kernel's ephemeral
 /// range (as a target process's port is, in `target`), so a
 /// mock binding port 0 cannot take it before the server binds it.
-pub fn free_port() -> Result<u16, String> {
-    crate::target::free_port()
+pub fn free_port() -> Result<u16> {
+    crate::target::free_port().map_err(|e| anyhow!(e))
 }
 
 /// Whom a server runs as: `None` when the harness is not root (run as
@@ -37,7 +38,7 @@ fn id(args: &[&str]) -> Option<u32> {
 
 /// `Ok(None)` unless running as root; then the first of `candidates` that
 /// exists (e.g. `postgres`, then `nobody`).
-pub fn service_user(candidates: &[&str]) -> Result<Option<ServiceUser>, String> {
+pub fn service_user(candidates: &[&str]) -> Result<Option<ServiceUser>> {
     if id(&["-u"]) != Some(0) {
         return Ok(None);
     }
@@ -48,7 +49,7 @@ pub fn service_user(candidates: &[&str]) -> Result<Option<ServiceUser>, String> 
         })
         .map(Some)
         .ok_or_else(|| {
-            format!(
+            anyhow!(
                 "running as root and none of the accounts {candidates:?} exists to run the server as; create one (useradd -r postgres)"
             )
         })
@@ -72,10 +73,10 @@ pub fn command_as(user: Option<&ServiceUser>, program: &Path, cwd: &Path) -> Com
 
 /// Runs `cmd` to its end within `limit` (polling its exit, killing it past
 /// the limit). Output goes to `log`, which the error quotes.
-pub fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path, what: &str) -> Result<(), String> {
-    let file = std::fs::File::create(log).map_err(|e| format!("{what}: log {}: {e}", log.display()))?;
-    let err = file.try_clone().map_err(|e| format!("{what}: {e}"))?;
-    let mut child = cmd.stdout(file).stderr(err).spawn().map_err(|e| format!("{what}: cannot run {cmd:?}: {e}"))?;
+pub fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path, what: &str) -> Result<()> {
+    let file = std::fs::File::create(log).with_context(|| format!("{what}: log {}", log.display()))?;
+    let err = file.try_clone().with_context(|| what.to_string())?;
+    let mut child = cmd.stdout(file).stderr(err).spawn().with_context(|| format!("{what}: cannot run {cmd:?}"))?;
     let started = Instant::now();
     let tail = || {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -85,21 +86,21 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path, what: &str) -
     loop {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),
-            Ok(Some(st)) => return Err(format!("{what} failed ({st}):\n{}", tail())),
+            Ok(Some(st)) => return Err(anyhow!("{what} failed ({st}):\n{}", tail())),
             Ok(None) if started.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{what} did not finish within {} s:\n{}", limit.as_secs(), tail()));
+                return Err(anyhow!("{what} did not finish within {} s:\n{}", limit.as_secs(), tail()));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("{what}: {e}")),
+            Err(e) => return Err(anyhow!("{what}: {e}")),
         }
     }
 }
 
 /// A temporary directory the service user owns (so the server can write
 /// its data and socket there); removed on drop.
-pub fn scratch_dir(user: Option<&ServiceUser>) -> Result<tempfile::TempDir, String> {
+pub fn scratch_dir(user: Option<&ServiceUser>) -> Result<tempfile::TempDir> {
     let builder = tempfile::Builder::new().prefix("pm-svc-").clone();
     // Another user must reach it: under /tmp, not a $TMPDIR that may sit in
     // root's home (and a short path keeps a Unix socket's name in bounds).
@@ -107,10 +108,10 @@ pub fn scratch_dir(user: Option<&ServiceUser>) -> Result<tempfile::TempDir, Stri
         Some(_) => builder.tempdir_in("/tmp"),
         None => builder.tempdir(),
     }
-    .map_err(|e| format!("temporary directory: {e}"))?;
+    .context("temporary directory")?;
     if let Some(u) = user {
         std::os::unix::fs::chown(dir.path(), Some(u.uid), Some(u.gid))
-            .map_err(|e| format!("chown {} to {}: {e}", dir.path().display(), u.name))?;
+            .with_context(|| format!("chown {} to {}", dir.path().display(), u.name))?;
     }
     Ok(dir)
 }
@@ -122,10 +123,10 @@ pub fn scratch_dir(user: Option<&ServiceUser>) -> Result<tempfile::TempDir, Stri
 /// The directory named by `POSTMORTEM_POSTGRES_BIN` (a server installed
 /// elsewhere), else where Debian puts the server: the newest
 /// `/usr/lib/postgresql/*/bin` with an `initdb` in it.
-pub fn postgres_bin() -> Result<PathBuf, String> {
+pub fn postgres_bin() -> Result<PathBuf> {
     match std::env::var_os("POSTMORTEM_POSTGRES_BIN") {
         Some(dir) if Path::new(&dir).join("initdb").is_file() => Ok(PathBuf::from(dir)),
-        Some(dir) => Err(format!(
+        Some(dir) => Err(anyhow!(
             "PostgreSQL server binaries not found: POSTMORTEM_POSTGRES_BIN={} has no initdb; install them \
              (Debian: apt-get install -y postgresql) or point it at their directory",
             Path::new(&dir).display()
@@ -135,7 +136,7 @@ pub fn postgres_bin() -> Result<PathBuf, String> {
 }
 
 /// [`postgres_bin`] under another root (for testing its failure).
-pub fn postgres_bin_in(root: &Path) -> Result<PathBuf, String> {
+pub fn postgres_bin_in(root: &Path) -> Result<PathBuf> {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
         .into_iter()
         .flatten()
@@ -148,7 +149,7 @@ pub fn postgres_bin_in(root: &Path) -> Result<PathBuf, String> {
         .collect();
     found.sort();
     found.pop().map(|(_, bin)| bin).ok_or_else(|| {
-        format!(
+        anyhow!(
             "PostgreSQL server binaries not found (no {}/*/bin/initdb): install them \
              (Debian: apt-get install -y postgresql; .ci/run does)",
             root.display()
@@ -211,7 +212,7 @@ const PG_START_LIMIT: Duration = Duration::from_secs(90);
 const PG_STOP_LIMIT: Duration = Duration::from_secs(30);
 
 impl Postgres {
-    pub fn start() -> Result<Postgres, String> {
+    pub fn start() -> Result<Postgres> {
         let bin = postgres_bin()?;
         let user = service_user(&["postgres", "nobody"])?;
         let dir = scratch_dir(user.as_ref())?;
@@ -222,7 +223,7 @@ impl Postgres {
         let mut pg = Postgres { port: 0, bin, data, user, running: false, dir };
         // The port may be taken between our check and the server's bind:
         // try a few.
-        let mut last = String::new();
+        let mut last = anyhow!("no attempt");
         for _ in 0..3 {
             pg.port = free_port()?;
             match pg.start_again() {
@@ -230,13 +231,13 @@ impl Postgres {
                 Err(e) => last = e,
             }
         }
-        Err(format!("Postgres did not start: {last}"))
+        Err(last.context("Postgres did not start"))
     }
 
     /// Starts the stopped server again, on the same data directory and port.
-    pub fn start_again(&mut self) -> Result<(), String> {
+    pub fn start_again(&mut self) -> Result<()> {
         if self.running {
-            return Err("the Postgres service is already running".into());
+            bail!("the Postgres service is already running");
         }
         let mut start = command_as(self.user.as_ref(), &self.bin.join("pg_ctl"), self.dir.path());
         start
@@ -259,16 +260,16 @@ impl Postgres {
             }
             Err(e) => {
                 let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-                Err(format!("{e}\nserver log:\n{log}"))
+                Err(anyhow!("{e}\nserver log:\n{log}"))
             }
         }
     }
 
     /// Stops the server (`-m fast`: connections are closed, the data is
     /// kept for [`Postgres::start_again`]).
-    pub fn stop(&mut self) -> Result<(), String> {
+    pub fn stop(&mut self) -> Result<()> {
         if !self.running {
-            return Err("the Postgres service is not running".into());
+            bail!("the Postgres service is not running");
         }
         self.pg_stop("fast")?;
         self.running = false;
@@ -276,7 +277,7 @@ impl Postgres {
         Ok(())
     }
 
-    fn pg_stop(&self, mode: &str) -> Result<(), String> {
+    fn pg_stop(&self, mode: &str) -> Result<()> {
         let mut stop = command_as(self.user.as_ref(), &self.bin.join("pg_ctl"), self.dir.path());
         stop.arg("-D").arg(&self.data).args(["-m", mode, "-w", "-t", "20", "stop"]);
         run_bounded(&mut stop, PG_STOP_LIMIT, &self.dir.path().join("stop.out"), "pg_ctl stop")
@@ -299,7 +300,7 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         if self.running {
             if let Err(e) = self.pg_stop("immediate") {
-                tracing::warn!("{e}");
+                tracing::warn!("{e:#}");
             }
             running().remove(&self.data);
         }
@@ -323,11 +324,12 @@ fn redis_running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<
 const REDIS_START_LIMIT: Duration = Duration::from_secs(10);
 
 /// `redis-server` on the `PATH`, or what to install.
-pub fn redis_bin() -> Result<PathBuf, String> {
+pub fn redis_bin() -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path).map(|d| d.join("redis-server")).find(|p| p.is_file()).ok_or_else(|| {
-        "redis-server not found on the PATH: install it (Debian: apt-get install -y redis-server; .ci/run does)"
-            .to_string()
+        anyhow!(
+            "redis-server not found on the PATH: install it (Debian: apt-get install -y redis-server; .ci/run does)"
+        )
     })
 }
 
@@ -348,28 +350,28 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub fn start() -> Result<Redis, String> {
+    pub fn start() -> Result<Redis> {
         Self::start_with(None, false)
     }
 
     /// Keeping its data through [`Redis::stop`] and [`Redis::start_again`].
-    pub fn start_appendonly() -> Result<Redis, String> {
+    pub fn start_appendonly() -> Result<Redis> {
         Self::start_with(None, true)
     }
 
     /// With `requirepass`: clients must authenticate.
-    pub fn start_with_password(password: Option<&str>) -> Result<Redis, String> {
+    pub fn start_with_password(password: Option<&str>) -> Result<Redis> {
         Self::start_with(password, false)
     }
 
-    fn start_with(password: Option<&str>, appendonly: bool) -> Result<Redis, String> {
+    fn start_with(password: Option<&str>, appendonly: bool) -> Result<Redis> {
         let bin = redis_bin()?;
         // Redis runs as root without complaint; the convention is kept anyway.
         let user = service_user(&["redis", "nobody"])?;
         let dir = scratch_dir(user.as_ref())?;
         let mut r = Redis { port: 0, password: password.map(str::to_string), appendonly, bin, user, dir, child: None };
         // The port may be taken between our check and the server's bind.
-        let mut last = String::new();
+        let mut last = anyhow!("no attempt");
         for _ in 0..3 {
             r.port = free_port()?;
             match r.spawn() {
@@ -377,7 +379,7 @@ impl Redis {
                 Err(e) => last = e,
             }
         }
-        Err(format!("Redis did not start: {last}"))
+        Err(last.context("Redis did not start"))
     }
 
     /// `redis://[:password@]127.0.0.1:PORT/0`.
@@ -389,23 +391,23 @@ impl Redis {
     }
 
     /// Kills the server (its data is gone unless it keeps an append-only file).
-    pub fn stop(&mut self) -> Result<(), String> {
+    pub fn stop(&mut self) -> Result<()> {
         let Some(mut c) = self.child.take() else {
-            return Err("the Redis service is not running".into());
+            bail!("the Redis service is not running");
         };
         redis_running().remove(&c.id());
         let _ = c.kill();
-        c.wait().map(drop).map_err(|e| format!("redis-server did not exit: {e}"))
+        c.wait().map(drop).context("redis-server did not exit")
     }
 
     /// A new server on the same port (empty, or with its append-only file's
     /// data), as after a restart. The old
     /// socket may linger a moment: bounded retries.
-    pub fn start_again(&mut self) -> Result<(), String> {
+    pub fn start_again(&mut self) -> Result<()> {
         if self.child.is_some() {
-            return Err("the Redis service is already running".into());
+            bail!("the Redis service is already running");
         }
-        let mut last = String::new();
+        let mut last = anyhow!("no attempt");
         for _ in 0..20 {
             match self.spawn() {
                 Ok(()) => return Ok(()),
@@ -413,14 +415,14 @@ impl Redis {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(format!("Redis did not start again on port {}: {last}", self.port))
+        Err(last.context(format!("Redis did not start again on port {}", self.port)))
     }
 
     /// Starts the server and waits (bounded) until it answers PING.
-    fn spawn(&mut self) -> Result<(), String> {
+    fn spawn(&mut self) -> Result<()> {
         let log = self.dir.path().join("redis.log");
-        let out = std::fs::File::create(&log).map_err(|e| format!("log {}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let out = std::fs::File::create(&log).with_context(|| format!("log {}", log.display()))?;
+        let err = out.try_clone()?;
         let mut cmd = command_as(self.user.as_ref(), &self.bin, self.dir.path());
         cmd.arg("--port").arg(self.port.to_string()).args(["--bind", "127.0.0.1", "--save", ""]);
         // `always`: every write is on disk before Redis answers it, so a
@@ -433,11 +435,11 @@ impl Redis {
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
-        let mut child = cmd.stdout(out).stderr(err).spawn().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        let mut child = cmd.stdout(out).stderr(err).spawn().with_context(|| format!("cannot run {cmd:?}"))?;
         let started = Instant::now();
         loop {
             if let Ok(Some(st)) = child.try_wait() {
-                return Err(format!(
+                return Err(anyhow!(
                     "redis-server exited ({st}):\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 ));
@@ -450,7 +452,7 @@ impl Redis {
             if started.elapsed() > REDIS_START_LIMIT {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Err(anyhow!(
                     "no PONG within {} s:\n{}",
                     REDIS_START_LIMIT.as_secs(),
                     std::fs::read_to_string(&log).unwrap_or_default()
@@ -506,14 +508,14 @@ impl Service {
         }
     }
 
-    pub fn stop(&mut self) -> Result<(), String> {
+    pub fn stop(&mut self) -> Result<()> {
         match self {
             Service::Postgres(s) => s.stop(),
             Service::Redis(s) => s.stop(),
         }
     }
 
-    pub fn start_again(&mut self) -> Result<(), String> {
+    pub fn start_again(&mut self) -> Result<()> {
         match self {
             Service::Postgres(s) => s.start_again(),
             Service::Redis(s) => s.start_again(),

@@ -634,7 +634,7 @@ async fn two_gateways_on_one_postgres_share_keys_spend_and_deletions() {
 #[test]
 fn missing_postgres_binaries_fail_with_what_to_install() {
     let empty = tempfile::tempdir().unwrap();
-    let msg = postmortem::services::postgres_bin_in(empty.path()).unwrap_err();
+    let msg = format!("{:#}", postmortem::services::postgres_bin_in(empty.path()).unwrap_err());
     assert!(msg.contains("apt-get install -y postgresql"), "{msg}");
 }
 
@@ -664,10 +664,10 @@ fn a_postgres_service_stops_and_starts_again_on_its_port() {
     let port = pg.port;
     let answers = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
     assert!(answers());
-    assert!(pg.start_again().unwrap_err().contains("already running"));
+    assert!(pg.start_again().unwrap_err().to_string().contains("already running"));
     pg.stop().unwrap();
     assert!(!answers(), "stopped");
-    assert!(pg.stop().unwrap_err().contains("not running"));
+    assert!(pg.stop().unwrap_err().to_string().contains("not running"));
     pg.start_again().unwrap();
     assert_eq!(pg.port, port);
     assert!(answers(), "started again on its port");

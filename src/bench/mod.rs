@@ -339,7 +339,7 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
             tokio::task::spawn_blocking(crate::services::Redis::start)
                 .await
                 .map_err(|e| e.to_string())?
-                .map_err(|e| format!("--redis: {e}"))?,
+                .map_err(|e| format!("--redis: {e:#}"))?,
         ),
         false => None,
     };

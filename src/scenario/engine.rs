@@ -359,7 +359,7 @@ async fn start_services(
         let service = tokio::task::spawn_blocking(start)
             .await
             .map_err(|e| format!("services.{name}: {e}"))?
-            .map_err(|e| format!("services.{name}: {e}"))?;
+            .map_err(|e| format!("services.{name}: {e:#}"))?;
         vars.insert(format!("services.{name}.url"), service.url());
         started.insert(name.clone(), Arc::new(parking_lot::Mutex::new(service)));
     }
@@ -378,6 +378,7 @@ async fn service_step(service: Arc<parking_lot::Mutex<Service>>, start: bool) ->
     })
     .await
     .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{e:#}"))
 }
 
 async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut Option<Rig>) -> Outcome {

@@ -9,12 +9,12 @@ pub use postmortem::services::Postgres;
 
 /// A port free on 127.0.0.1 a moment ago.
 pub fn free_port() -> u16 {
-    postmortem::services::free_port().unwrap_or_else(|e| panic!("{e}"))
+    postmortem::services::free_port().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A fresh Postgres server, stopped when dropped.
 pub fn postgres() -> Postgres {
-    Postgres::start().unwrap_or_else(|e| panic!("{e}"))
+    Postgres::start().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The harness's Redis launcher, failing the test with its message.
@@ -27,7 +27,7 @@ impl Redis {
 
     /// With `requirepass`: clients must authenticate.
     pub fn start_with_password(password: Option<&str>) -> Redis {
-        Redis(postmortem::services::Redis::start_with_password(password).unwrap_or_else(|e| panic!("{e}")))
+        Redis(postmortem::services::Redis::start_with_password(password).unwrap_or_else(|e| panic!("{e:#}")))
     }
 
     pub fn url(&self) -> String {
@@ -36,12 +36,12 @@ impl Redis {
 
     /// Kills the server (its data is gone: nothing is saved).
     pub fn stop(&mut self) {
-        self.0.stop().unwrap_or_else(|e| panic!("{e}"))
+        self.0.stop().unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// A new server on the same port (empty), as after a restart.
     pub fn restart(&mut self) {
-        self.0.start_again().unwrap_or_else(|e| panic!("{e}"))
+        self.0.start_again().unwrap_or_else(|e| panic!("{e:#}"))
     }
 }
 
