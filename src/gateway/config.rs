@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
 
-use crate::gateway::shared_limits::RedisTarget;
+use crate::gateway::redis_link::RedisTarget;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {

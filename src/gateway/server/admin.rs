@@ -9,7 +9,7 @@
 use super::read_body;
 use crate::gateway::auth::{authenticate, require_admin, Caller};
 use crate::gateway::error::ApiError;
-use crate::gateway::shared_limits::RedisStatus;
+use crate::gateway::redis_link::RedisStatus;
 use crate::gateway::state::{unix, Gateway};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
