@@ -639,6 +639,36 @@ async fn a_cache_on_a_redis_nobody_runs_still_starts_and_serves() {
     assert_eq!(health(&app, MASTER).await["status"], "degraded");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_never_answers_costs_a_request_at_most_the_call_bound() {
+    // Accepts connections and never answers: a Redis too slow to wait for.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let up = upstream().await;
+    let gw = gateway(&config(&up, &on_redis(port, "")), &ManualClock::shared()).await;
+    let app = postmortem::gateway::server::app(gw);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let a = post_to(&app, "/v1/chat/completions", KEY_A, chat(json!({}))).await;
+        assert_eq!((a.status, a.cache_status()), (200, "miss"), "{}", a.text);
+        // One bounded read at most (250 ms), then Redis is skipped while down.
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+    assert_eq!(calls_to(&up).await.len(), 3);
+    let h = health(&app, MASTER).await;
+    assert!(
+        h["response_cache"]["redis"]["last_error"].as_str().unwrap_or_default().contains("no answer within 250 ms"),
+        "{h}"
+    );
+    held.abort();
+}
+
 #[tokio::test]
 async fn a_redis_cache_with_no_redis_or_a_bad_setting_refuses_the_start_naming_it() {
     let build = |settings: &str| {
