@@ -1,18 +1,28 @@
-//! Response caching (`litellm_settings.cache: true`, `cache_params.type:
-//! local`) through the real router against a wiremock upstream: hits cost no
-//! upstream call and no spend, the per-request controls, TTLs on the manual
-//! clock, one key never reads another's entries, stream hits replayed.
+//! Response caching (`litellm_settings.cache: true`) through the real router
+//! against a wiremock upstream. In memory (`cache_params.type: local`): hits
+//! cost no upstream call and no spend, the per-request controls, TTLs on the
+//! manual clock, one key never reads another's entries, stream hits
+//! replayed. On Redis (`type: redis`, a real server started per test,
+//! `support/services.rs`): two gateways share their answers, still per key
+//! and on the gateways' clock; with Redis stopped or never there requests
+//! are served uncached, one warning per outage; no secret in Redis.
 
 use axum::body::Body;
 use http_body_util::BodyExt;
 use postmortem::gateway::clock::ManualClock;
-use postmortem::gateway::{Config, GatewayBuilder};
+use postmortem::gateway::{Config, Gateway, GatewayBuilder};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tower::ServiceExt;
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[path = "support/services.rs"]
+mod services;
+
+#[path = "support/logs.rs"]
+mod logs;
 
 const MASTER: &str = "sk-test-master-cache-01";
 const KEY_A: &str = "test-key-cache-a";
@@ -27,6 +37,15 @@ struct Rig {
 }
 
 async fn rig(cache_settings: &str) -> Rig {
+    let up = upstream().await;
+    let clock = Arc::new(ManualClock::new());
+    let gw = gateway(&config(&up, cache_settings), &clock).await;
+    Rig { app: postmortem::gateway::server::app(gw), clock, up }
+}
+
+/// The upstream every test's gateways call: a chat answer, buffered or
+/// streamed (with usage when asked), and an embedding.
+async fn upstream() -> MockServer {
     let up = MockServer::start().await;
     let sse = "data: {\"id\":\"chatcmpl-s\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"streamed\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
     Mock::given(method("POST"))
@@ -62,7 +81,11 @@ async fn rig(cache_settings: &str) -> Rig {
             "model": "text-embedding-3-small", "usage": {"prompt_tokens": 1, "total_tokens": 1}})))
         .mount(&up)
         .await;
-    let yaml = format!(
+    up
+}
+
+fn config(up: &MockServer, cache_settings: &str) -> String {
+    format!(
         "model_list:\n\
          \x20 - {{model_name: gpt-4o, litellm_params: {{model: openai/gpt-4o, api_base: '{u}/v1', api_key: test-upstream-key}}}}\n\
          \x20 - {{model_name: other, litellm_params: {{model: openai/gpt-4o-mini, api_base: '{u}/v1', api_key: test-upstream-key}}}}\n\
@@ -75,11 +98,12 @@ async fn rig(cache_settings: &str) -> Rig {
          \x20 - {{key: {KEY_OTHER}, models: [other]}}\n\
          \x20 - {{key: {KEY_RPM}, models: [gpt-4o], rpm: 2}}\n",
         u = up.uri()
-    );
-    let cfg = Config::parse(&yaml, "cache.yaml").expect("config parses").config;
-    let clock = Arc::new(ManualClock::new());
-    let gw = GatewayBuilder::new(cfg).clock(clock.clone()).build().await.expect("gateway builds");
-    Rig { app: postmortem::gateway::server::app(gw), clock, up }
+    )
+}
+
+async fn gateway(yaml: &str, clock: &Arc<ManualClock>) -> Arc<Gateway> {
+    let cfg = Config::parse(yaml, "cache.yaml").expect("config parses").config;
+    GatewayBuilder::new(cfg).clock(clock.clone()).build().await.expect("gateway builds")
 }
 
 struct Answer {
@@ -101,12 +125,16 @@ impl Answer {
 }
 
 async fn post(rig: &Rig, path: &str, key: &str, body: Value) -> Answer {
+    post_to(&rig.app, path, key, body).await
+}
+
+async fn post_to(app: &axum::Router, path: &str, key: &str, body: Value) -> Answer {
     let req = http::Request::post(path)
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {key}"))
         .body(Body::from(body.to_string()))
         .unwrap();
-    let resp = rig.app.clone().oneshot(req).await.unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
@@ -114,7 +142,11 @@ async fn post(rig: &Rig, path: &str, key: &str, body: Value) -> Answer {
 }
 
 async fn upstream_calls(rig: &Rig) -> Vec<Value> {
-    let reqs = rig.up.received_requests().await.unwrap();
+    calls_to(&rig.up).await
+}
+
+async fn calls_to(up: &MockServer) -> Vec<Value> {
+    let reqs = up.received_requests().await.unwrap();
     reqs.iter().map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null)).collect()
 }
 
@@ -157,16 +189,17 @@ async fn a_second_identical_request_is_a_hit_with_no_upstream_call_and_no_spend(
     assert_eq!(third.cache_status(), "miss");
     assert_eq!(upstream_calls(&rig).await.len(), 2);
 
-    let req =
-        http::Request::get("/health").header("authorization", format!("Bearer {MASTER}")).body(Body::empty()).unwrap();
-    let health: Value = serde_json::from_slice(
-        &rig.app.clone().oneshot(req).await.unwrap().into_body().collect().await.unwrap().to_bytes(),
-    )
-    .unwrap();
     assert_eq!(
-        health["response_cache"],
-        json!({"entries": 2, "capacity": 200, "ttl_secs": 60.0, "hits": 1, "misses": 2})
+        health(&rig.app, MASTER).await["response_cache"],
+        json!({"backend": "local", "entries": 2, "capacity": 200, "ttl_secs": 60.0, "hits": 1, "misses": 2})
     );
+}
+
+async fn health(app: &axum::Router, key: &str) -> Value {
+    let req =
+        http::Request::get("/health").header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap();
+    serde_json::from_slice(&app.clone().oneshot(req).await.unwrap().into_body().collect().await.unwrap().to_bytes())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -353,31 +386,302 @@ async fn without_caching_the_cache_member_is_still_taken_out() {
 #[test]
 fn stores_not_implemented_warn_and_cache_nothing_and_bad_values_refuse_the_file() {
     let parse = |s: &str| Config::parse(&format!("litellm_settings: {s}\n"), "t.yaml");
-    let l = parse("{cache: true, cache_params: {type: redis, host: localhost, password: test-redis-secret}}").unwrap();
+    let cache = |l: &postmortem::gateway::config::LoadedConfig| {
+        let clock: postmortem::gateway::clock::SharedClock = Arc::new(ManualClock::new());
+        postmortem::gateway::response_cache::ResponseCache::from_config(&l.config, clock, None)
+    };
+    let l =
+        parse("{cache: true, cache_params: {type: s3, s3_bucket_name: b, s3_aws_secret_access_key: test-s3-secret}}")
+            .unwrap();
     assert!(
-        l.warnings.iter().any(|w| w.contains("litellm_settings.cache_params.type `redis` is not implemented")),
+        l.warnings.iter().any(|w| w.contains("litellm_settings.cache_params.type `s3` is not implemented")),
         "{:?}",
         l.warnings
     );
-    assert!(l.warnings.iter().all(|w| !w.contains("test-redis-secret")));
-    let clock: postmortem::gateway::clock::SharedClock = Arc::new(ManualClock::new());
-    assert!(postmortem::gateway::response_cache::ResponseCache::from_config(&l.config, clock.clone()).is_none());
+    assert!(l.warnings.iter().all(|w| !w.contains("test-s3-secret")));
+    assert!(cache(&l).is_none());
+    // One Redis server is implemented; Sentinel and Cluster are not.
+    let l = parse("{cache: true, cache_params: {type: redis, host: localhost, password: test-redis-secret}}").unwrap();
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let l = parse("{cache: true, cache_params: {type: redis, service_name: m, sentinel_nodes: [[h, 26379]], sentinel_password: test-sentinel-secret}}").unwrap();
+    assert!(
+        l.warnings.iter().any(|w| w.contains("type `redis` is not implemented over Redis Sentinel or Cluster")),
+        "{:?}",
+        l.warnings
+    );
+    assert!(l.warnings.iter().all(|w| !w.contains("test-sentinel-secret")));
+    assert!(cache(&l).is_none());
+    let l = parse("{cache: true, cache_params: {type: redis, host: h, default_in_memory_ttl: 5, max_connections: 9}}")
+        .unwrap();
+    for name in ["default_in_memory_ttl", "max_connections"] {
+        let words = format!("cache_params.{name} is ignored by the Redis cache");
+        assert!(l.warnings.iter().any(|w| w.contains(&words)), "{name}: {:?}", l.warnings);
+    }
+    let l = parse("{cache: true, cache_params: {type: local, host: h}}").unwrap();
+    assert!(l.warnings.iter().any(|w| w.contains("cache_params.host is ignored by the in-memory cache")));
     let l = parse("{cache: true}").unwrap();
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
-    assert!(
-        postmortem::gateway::response_cache::ResponseCache::from_config(&l.config, clock).is_some(),
-        "local by default"
-    );
+    assert!(cache(&l).is_some(), "local by default");
     let l = parse("{cache_params: {type: local}}").unwrap();
     assert!(l.warnings.iter().any(|w| w.contains("cache_params is ignored")), "{:?}", l.warnings);
     let l = parse("{cache: true, cache_params: {supported_call_types: [acompletion, atranscription]}}").unwrap();
     assert!(l.warnings.iter().any(|w| w.contains("`atranscription` is not cached")), "{:?}", l.warnings);
     for (bad, words) in [
         ("{cache: true, cache_params: {ttl: -5}}", "litellm_settings.cache_params.ttl"),
+        ("{cache: true, cache_params: {type: redis, ttl: 0}}", "litellm_settings.cache_params.ttl"),
         ("{cache: true, cache_params: {mode: sometimes}}", "default_on"),
         ("{cache: \"yes\"}", "litellm_settings.cache"),
     ] {
         let e = parse(bad).expect_err(bad).to_string();
         assert!(e.contains(words), "{bad}: {e}");
     }
+}
+
+// ---- `type: redis`: one cache for every instance on one Redis ----
+
+/// `cache_params` on the Redis at `port` (its own `host`/`port` settings).
+fn on_redis(port: u16, extra: &str) -> String {
+    format!("{{cache: true, cache_params: {{type: redis, host: 127.0.0.1, port: {port}, ttl: 60{extra}}}}}")
+}
+
+/// Two gateways of one config on one manual clock, and their routers.
+async fn pair(yaml: &str, clock: &Arc<ManualClock>) -> Vec<axum::Router> {
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        apps.push(postmortem::gateway::server::app(gateway(yaml, clock).await));
+    }
+    apps
+}
+
+/// Polls each gateway's `/health` (bounded: 10 s; the link's background
+/// probe runs on real time) until its cache's `redis.connected` is `want`.
+async fn wait_cache_connected(apps: &[axum::Router], want: bool) {
+    let started = Instant::now();
+    for app in apps {
+        loop {
+            let h = health(app, MASTER).await;
+            if h["response_cache"]["redis"]["connected"] == json!(want) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the cache's Redis never became {want}: {h}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Every cache entry in the Redis at `url`: key, value and seconds to live.
+async fn redis_entries(url: &str) -> Vec<(String, Vec<u8>, i64)> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("postmortem:cache:*").query_async(&mut conn).await.unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        let v: Vec<u8> = redis::cmd("GET").arg(&k).query_async(&mut conn).await.unwrap();
+        let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut conn).await.unwrap();
+        out.push((k, v, ttl));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_one_gateway_got_is_a_hit_on_the_other_with_no_upstream_call_and_no_spend() {
+    let redis = services::Redis::start();
+    let up = upstream().await;
+    let clock = ManualClock::shared();
+    let apps = pair(&config(&up, &on_redis(redis.port, ", namespace: fleet")), &clock).await;
+    wait_cache_connected(&apps, true).await;
+
+    let first = post_to(&apps[0], "/v1/chat/completions", KEY_A, chat(json!({}))).await;
+    assert_eq!((first.status, first.cache_status()), (200, "miss"), "{}", first.text);
+    assert!(first.header("x-litellm-key-spend").parse::<f64>().unwrap() > 0.0);
+    let second = post_to(&apps[1], "/v1/chat/completions", KEY_A, chat(json!({}))).await;
+    assert_eq!((second.status, second.cache_status()), (200, "hit"), "{}", second.text);
+    assert_eq!(second.json(), first.json(), "the stored answer, as it was");
+    assert!(second.header("x-litellm-cache-key").starts_with("fleet:"), "{}", second.header("x-litellm-cache-key"));
+    assert_eq!(second.header("x-litellm-response-cost").parse::<f64>().unwrap(), 0.0);
+    assert_eq!(second.header("x-litellm-key-spend").parse::<f64>().unwrap(), 0.0, "nothing spent on instance 1");
+    assert_eq!(calls_to(&up).await.len(), 1);
+
+    // Another key never gets the entry, on either instance; its own answer
+    // is shared as well.
+    let b = post_to(&apps[1], "/v1/chat/completions", KEY_B, chat(json!({}))).await;
+    assert_eq!((b.status, b.cache_status()), (200, "miss"));
+    assert_eq!(post_to(&apps[0], "/v1/chat/completions", KEY_B, chat(json!({}))).await.cache_status(), "hit");
+    assert_eq!(calls_to(&up).await.len(), 2);
+
+    // A streamed request on instance 1 is answered from the entry instance 0
+    // stored, replayed as a stream; a whole streamed answer stored by one is
+    // a buffered hit on the other.
+    let streamed = chat(json!({"stream": true, "stream_options": {"include_usage": true}}));
+    let s = post_to(&apps[1], "/v1/chat/completions", KEY_A, streamed).await;
+    assert_eq!((s.status, s.cache_status()), (200, "hit"), "{}", s.text);
+    assert!(s.text.contains("cached words") && s.text.ends_with("data: [DONE]\n\n"), "{}", s.text);
+    let fresh = chat(json!({"temperature": 0.4, "stream": true, "stream_options": {"include_usage": true}}));
+    assert_eq!(post_to(&apps[0], "/v1/chat/completions", KEY_A, fresh).await.cache_status(), "miss");
+    let buffered = post_to(&apps[1], "/v1/chat/completions", KEY_A, chat(json!({"temperature": 0.4}))).await;
+    assert_eq!(buffered.cache_status(), "hit", "{}", buffered.text);
+    assert_eq!(buffered.json()["choices"][0]["message"]["content"], "put together");
+    assert_eq!(calls_to(&up).await.len(), 3);
+
+    // Namespaced keys of hashes; no secret in a key or a value; Redis keeps
+    // an entry a little longer than its TTL (the gateways' clock decides).
+    let entries = redis_entries(&redis.url()).await;
+    assert_eq!(entries.len(), 3, "{:?}", entries.iter().map(|e| &e.0).collect::<Vec<_>>());
+    for (key, value, ttl) in &entries {
+        let hash = key.strip_prefix("postmortem:cache:fleet:").unwrap_or_else(|| panic!("{key}"));
+        assert!(hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{key}");
+        let text = String::from_utf8_lossy(value);
+        for secret in [KEY_A, KEY_B, MASTER, "test-upstream-key"] {
+            assert!(!key.contains(secret) && !text.contains(secret), "{secret} in {key}");
+        }
+        assert!((61..=120).contains(ttl), "{key}: EX {ttl}");
+    }
+
+    let h = health(&apps[1], MASTER).await;
+    let c = &h["response_cache"];
+    assert_eq!((c["backend"].as_str(), c["hits"].as_u64(), c["misses"].as_u64()), (Some("redis"), Some(3), Some(1)));
+    assert!(c.get("entries").is_none() && c.get("capacity").is_none(), "{c}");
+    assert_eq!(c["redis"]["address"], format!("redis://127.0.0.1:{}/0", redis.port));
+    assert_eq!(c["redis"]["shared"], json!(["response_cache"]));
+    assert_eq!(h["status"], "healthy");
+    assert_eq!(h["redis"]["configured"], false, "the shared limits' Redis is another setting");
+    let anon = health(&apps[1], "").await;
+    assert!(anon["response_cache"]["redis"].get("address").is_none(), "{anon}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_entries_expire_on_the_gateways_clock_and_the_request_controls_hold() {
+    let redis = services::Redis::start();
+    let up = upstream().await;
+    let clock = ManualClock::shared();
+    // Found through `router_settings.redis_url`, as the shared limits find it.
+    let yaml = config(&up, "{cache: true, cache_params: {type: redis, ttl: 60}}")
+        .replace("general_settings:", &format!("router_settings: {{redis_url: '{}'}}\ngeneral_settings:", redis.url()));
+    let apps = pair(&yaml, &clock).await;
+    wait_cache_connected(&apps, true).await;
+    let ask = |i: usize, extra: Value| {
+        let app = apps[i].clone();
+        async move { post_to(&app, "/v1/chat/completions", KEY_A, chat(extra)).await.cache_status().to_string() }
+    };
+
+    assert_eq!(ask(0, json!({})).await, "miss");
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(ask(1, json!({})).await, "hit");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(ask(1, json!({})).await, "miss", "60 s ttl, on the gateways' clock (Redis still holds it)");
+    assert_eq!(ask(0, json!({})).await, "hit", "the fresh answer replaced it");
+
+    // A request's own ttl; s-maxage; no-cache; no-store: as in memory.
+    assert_eq!(ask(0, json!({"temperature": 1, "cache": {"ttl": 5}})).await, "miss");
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(ask(1, json!({"temperature": 1})).await, "hit");
+    assert_eq!(ask(1, json!({"temperature": 1, "cache": {"s-maxage": 3}})).await, "miss", "4 s old");
+    assert_eq!(ask(0, json!({"temperature": 1, "cache": {"s-maxage": 3}})).await, "hit", "stored just now");
+    assert_eq!(ask(1, json!({"temperature": 1, "cache": {"no-cache": true}})).await, "miss");
+    assert_eq!(ask(0, json!({"temperature": 2, "cache": {"no-store": true}})).await, "miss");
+    assert_eq!(ask(1, json!({"temperature": 2})).await, "miss", "no-store kept nothing");
+    let sent = calls_to(&up).await;
+    assert_eq!(sent.len(), 7, "{sent:?}");
+    assert!(sent.iter().all(|b| b.get("cache").is_none()), "the controls never go upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_stopped_requests_are_served_uncached_and_one_warning_says_so() {
+    logs::log_lines();
+    let mut redis = services::Redis::start();
+    let up = upstream().await;
+    let clock = ManualClock::shared();
+    let apps = pair(&config(&up, &on_redis(redis.port, "")), &clock).await;
+    wait_cache_connected(&apps, true).await;
+    assert_eq!(post_to(&apps[0], "/v1/chat/completions", KEY_A, chat(json!({}))).await.cache_status(), "miss");
+    assert_eq!(post_to(&apps[1], "/v1/chat/completions", KEY_A, chat(json!({}))).await.cache_status(), "hit");
+
+    redis.stop();
+    for n in 0..4 {
+        let a = post_to(&apps[n % 2], "/v1/chat/completions", KEY_A, chat(json!({}))).await;
+        assert_eq!((a.status, a.cache_status()), (200, "miss"), "{}", a.text);
+    }
+    assert_eq!(calls_to(&up).await.len(), 5, "every request went upstream");
+    wait_cache_connected(&apps, false).await;
+    let h = health(&apps[0], MASTER).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["response_cache"]["redis"]["last_error"].is_string(), "{h}");
+    assert_eq!(h["response_cache"]["redis"]["shared"], json!([]));
+
+    // Back (empty, as after a restart): cached and shared again.
+    redis.restart();
+    wait_cache_connected(&apps, true).await;
+    assert_eq!(post_to(&apps[1], "/v1/chat/completions", KEY_A, chat(json!({}))).await.cache_status(), "miss");
+    assert_eq!(post_to(&apps[0], "/v1/chat/completions", KEY_A, chat(json!({}))).await.cache_status(), "hit");
+    assert_eq!(calls_to(&up).await.len(), 6);
+    // One warning per gateway for the outage, however many requests missed.
+    assert_eq!(logs::logged(redis.port, "Redis unreachable: responses are neither cached"), 2);
+    assert_eq!(logs::logged(redis.port, "Redis reachable: responses are cached"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_on_a_redis_nobody_runs_still_starts_and_serves() {
+    let up = upstream().await;
+    let port = services::free_port();
+    let clock = ManualClock::shared();
+    let gw = gateway(&config(&up, &on_redis(port, "")), &clock).await;
+    let app = postmortem::gateway::server::app(gw);
+    for _ in 0..2 {
+        let a = post_to(&app, "/v1/chat/completions", KEY_A, chat(json!({}))).await;
+        assert_eq!((a.status, a.cache_status()), (200, "miss"), "{}", a.text);
+    }
+    assert_eq!(calls_to(&up).await.len(), 2);
+    let started = Instant::now();
+    while health(&app, MASTER).await["response_cache"]["redis"]["last_error"].is_null() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no error seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(health(&app, MASTER).await["status"], "degraded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_never_answers_costs_a_request_at_most_the_call_bound() {
+    // Never accepted, so never answered: the kernel completes the
+    // connection into the listener's backlog, and the command waits there
+    // (a Redis too slow to wait for).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let up = upstream().await;
+    let gw = gateway(&config(&up, &on_redis(port, "")), &ManualClock::shared()).await;
+    let app = postmortem::gateway::server::app(gw);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let a = post_to(&app, "/v1/chat/completions", KEY_A, chat(json!({}))).await;
+        assert_eq!((a.status, a.cache_status()), (200, "miss"), "{}", a.text);
+        // One bounded read at most (250 ms), then Redis is skipped while down.
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+    assert_eq!(calls_to(&up).await.len(), 3);
+    let h = health(&app, MASTER).await;
+    assert!(
+        h["response_cache"]["redis"]["last_error"].as_str().unwrap_or_default().contains("no answer within 250 ms"),
+        "{h}"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_redis_cache_with_no_redis_or_a_bad_setting_refuses_the_start_naming_it() {
+    let build = |settings: &str| {
+        let mut cfg = Config::parse(&format!("litellm_settings: {settings}\n"), "c.yaml").unwrap().config;
+        // Whatever this machine's environment says.
+        for var in ["REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"] {
+            cfg.environment_variables.insert(var.into(), String::new());
+        }
+        async move { GatewayBuilder::new(cfg).build().await.map(|_| ()).unwrap_err().to_string() }
+    };
+    let e = build("{cache: true, cache_params: {type: redis}}").await;
+    assert!(e.contains("litellm_settings.cache_params.type") && e.contains("needs a Redis"), "{e}");
+    let e = build("{cache: true, cache_params: {type: redis, host: 127.0.0.1, port: abc}}").await;
+    assert!(e.contains("litellm_settings.cache_params.port") && e.contains("\"abc\""), "{e}");
+    let e = build("{cache: true, cache_params: {type: redis, port: 7000, password: test-pw-Qx19}}").await;
+    assert!(e.contains("litellm_settings.cache_params.host") && !e.contains("test-pw-Qx19"), "{e}");
+    let e = build("{cache: true, cache_params: {type: redis, host: h, password: os.environ/POSTMORTEM_TEST_UNSET_PW}}")
+        .await;
+    assert!(e.contains("litellm_settings.cache_params.password") && e.contains("POSTMORTEM_TEST_UNSET_PW"), "{e}");
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
 
-use crate::gateway::shared_limits::RedisTarget;
+use crate::gateway::redis_link::RedisTarget;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -368,14 +368,27 @@ pub struct LitellmSettings {
 }
 }
 
-/// `litellm_settings.cache_params`, LiteLLM's names. Only `type: local` (in
-/// memory, the default here) is implemented.
+/// `litellm_settings.cache_params`, LiteLLM's names. `type: local` (in
+/// memory, the default here) and `type: redis` (one Redis server, shared by
+/// every instance on it) are implemented.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct CacheParams {
-    /// `local` (default), or one of LiteLLM's other stores (`redis`, `s3`,
+    /// `local` (default), `redis`, or one of LiteLLM's other stores (`s3`,
     /// `qdrant-semantic`…), which start with a warning and cache nothing.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// `type: redis`: the server's host. With it, `port` (else `REDIS_PORT`,
+    /// else 6379) and `password` (else `REDIS_PASSWORD`) name the Redis;
+    /// without it, the shared rate limits' Redis does
+    /// ([`Config::cache_redis_target`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// A number or a string (`os.environ/REDIS_PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<serde_json::Value>,
+    /// Never logged, shown or serialized.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
     /// Seconds an answer is kept (default 600, LiteLLM's in-memory default).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "yaml11::opt_f64")]
     pub ttl: Option<f64>,
@@ -393,12 +406,43 @@ pub struct CacheParams {
     /// `cache: {use-cache: true}` are cached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
-    /// The other stores' settings (`host`, `s3_bucket_name`,
+    /// The other stores' settings (`s3_bucket_name`, `sentinel_nodes`,
     /// `similarity_threshold`…): kept so that one warning names the store,
     /// not one per setting of a store that is not implemented. Never
     /// serialized: they may hold a store's credentials.
     #[serde(flatten, default, skip_serializing)]
     pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// Where cached answers are kept, of the stores this gateway implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStore {
+    /// In this instance's memory (`type: local`).
+    Local,
+    /// In one Redis server, shared by every instance on it (`type: redis`).
+    Redis,
+}
+
+/// LiteLLM's `type: redis` settings for more than one server (Sentinel,
+/// Cluster): not implemented, so such a cache caches nothing rather than
+/// guess a server.
+const REDIS_TOPOLOGY_SETTINGS: [&str; 5] =
+    ["service_name", "sentinel_nodes", "sentinel_password", "startup_nodes", "redis_startup_nodes"];
+
+impl CacheParams {
+    /// The store these settings ask for, `None` for one not implemented.
+    pub fn store(&self) -> Option<CacheStore> {
+        match self.kind.as_deref().unwrap_or("local") {
+            "local" => Some(CacheStore::Local),
+            "redis" if self.redis_topology().is_none() => Some(CacheStore::Redis),
+            _ => None,
+        }
+    }
+
+    /// The first Sentinel or Cluster setting given, if any.
+    fn redis_topology(&self) -> Option<&'static str> {
+        REDIS_TOPOLOGY_SETTINGS.into_iter().find(|k| self.other.contains_key(*k))
+    }
 }
 
 impl LitellmSettings {
@@ -825,13 +869,20 @@ impl Config {
             return Ok(());
         }
         let kind = p.kind.as_deref().unwrap_or("local");
-        if kind != "local" {
-            warnings.push(format!(
-                "{file}: litellm_settings.cache_params.type `{kind}` is not implemented; responses are not cached \
-                 (only `type: local`, in memory, is)"
-            ));
+        let Some(store) = p.store() else {
+            warnings.push(match p.redis_topology() {
+                Some(setting) => format!(
+                    "{file}: litellm_settings.cache_params.type `{kind}` is not implemented over Redis Sentinel or \
+                     Cluster (`{setting}`); responses are not cached (`type: redis` takes one server: `host`, \
+                     `port`, `password`)"
+                ),
+                None => format!(
+                    "{file}: litellm_settings.cache_params.type `{kind}` is not implemented; responses are not \
+                     cached (only `type: local`, in memory, and `type: redis` are)"
+                ),
+            });
             return Ok(());
-        }
+        };
         for (name, v) in [("ttl", p.ttl), ("default_in_memory_ttl", p.default_in_memory_ttl)] {
             if let Some(v) =
                 v.filter(|v| !(v.is_finite() && *v > 0.0 && *v <= crate::gateway::response_cache::MAX_TTL_SECS))
@@ -859,10 +910,23 @@ impl Config {
                 ));
             }
         }
-        for name in p.other.keys() {
-            warnings.push(format!(
-                "{file}: litellm_settings.cache_params.{name} is ignored by the in-memory cache (`type: local`)"
-            ));
+        let (ignored_by, ignored): (&str, Vec<&str>) = match store {
+            CacheStore::Local => (
+                "the in-memory cache (`type: local`)",
+                [("host", p.host.is_some()), ("port", p.port.is_some()), ("password", p.password.is_some())]
+                    .into_iter()
+                    .filter_map(|(name, set)| set.then_some(name))
+                    .collect(),
+            ),
+            // LiteLLM's Redis cache reads `ttl` alone; `default_in_memory_ttl`
+            // is for its in-memory layers.
+            CacheStore::Redis => (
+                "the Redis cache (`type: redis`)",
+                p.default_in_memory_ttl.is_some().then_some("default_in_memory_ttl").into_iter().collect(),
+            ),
+        };
+        for name in ignored.into_iter().chain(p.other.keys().map(String::as_str)) {
+            warnings.push(format!("{file}: litellm_settings.cache_params.{name} is ignored by {ignored_by}"));
         }
         Ok(())
     }
@@ -952,14 +1016,24 @@ impl Config {
             resolve(format!("keys[{i}].key"), &mut v)?;
             k.key = v.unwrap_or_default();
         }
+        // A Redis port is a number, or a string that may name a variable.
+        let resolve_port = |field: &str, port: &mut Option<serde_json::Value>| -> Result<(), ConfigError> {
+            if let Some(serde_json::Value::String(s)) = port {
+                let mut v = Some(s.clone());
+                resolve(field.into(), &mut v)?;
+                *port = v.map(serde_json::Value::String);
+            }
+            Ok(())
+        };
         let r = &mut self.router_settings;
         resolve("router_settings.redis_host".into(), &mut r.redis_host)?;
         resolve("router_settings.redis_password".into(), &mut r.redis_password)?;
         resolve("router_settings.redis_url".into(), &mut r.redis_url)?;
-        if let Some(serde_json::Value::String(s)) = &r.redis_port {
-            let mut v = Some(s.clone());
-            resolve("router_settings.redis_port".into(), &mut v)?;
-            r.redis_port = v.map(serde_json::Value::String);
+        resolve_port("router_settings.redis_port", &mut r.redis_port)?;
+        if let Some(c) = self.litellm_settings.cache_params.as_mut() {
+            resolve("litellm_settings.cache_params.host".into(), &mut c.host)?;
+            resolve("litellm_settings.cache_params.password".into(), &mut c.password)?;
+            resolve_port("litellm_settings.cache_params.port", &mut c.port)?;
         }
         Ok(())
     }
@@ -971,26 +1045,93 @@ impl Config {
     /// the start, naming the field (never the password).
     pub fn redis_target(&self, file: &str) -> Result<Option<RedisTarget>, ConfigError> {
         let r = &self.router_settings;
-        let env = |name: &str| self.env_var(name).filter(|v| !v.trim().is_empty());
-        let port = match &r.redis_port {
-            Some(serde_json::Value::String(s)) => Some(("router_settings.redis_port", s.clone())),
-            Some(serde_json::Value::Null) | None => env("REDIS_PORT").map(|p| ("REDIS_PORT", p)),
-            Some(other) => Some(("router_settings.redis_port", other.to_string())),
-        };
-        let password = r.redis_password.clone().or_else(|| env("REDIS_PASSWORD"));
         let parts = |host_field, host: &str| {
-            RedisTarget::from_parts(host_field, host, port.as_ref().map(|(f, p)| (*f, p.as_str())), password.as_deref())
+            self.redis_parts(
+                (host_field, host),
+                ("router_settings.redis_port", &r.redis_port),
+                r.redis_password.as_deref(),
+            )
         };
         let target = if let Some(url) = &r.redis_url {
             Some(RedisTarget::from_url("router_settings.redis_url", url))
         } else if let Some(host) = &r.redis_host {
             Some(parts("router_settings.redis_host", host))
-        } else if let Some(url) = env("REDIS_URL") {
+        } else if let Some(url) = self.redis_env("REDIS_URL") {
             Some(RedisTarget::from_url("REDIS_URL", &url))
         } else {
-            env("REDIS_HOST").map(|host| parts("REDIS_HOST", &host))
+            self.redis_env("REDIS_HOST").map(|host| parts("REDIS_HOST", &host))
         };
         target.transpose().map_err(|e| e.into_config_error(file))
+    }
+
+    /// Where `litellm_settings.cache_params.type: redis` keeps its answers,
+    /// `None` when the cache is not on Redis: `cache_params.host` with its
+    /// `port` and `password` (else `REDIS_PORT`, `REDIS_PASSWORD`, as LiteLLM
+    /// reads them; a `port` or `password` without `host` takes `REDIS_HOST`),
+    /// else the Redis of [`Config::redis_target`]. Run after
+    /// [`Config::resolve_env`]. No Redis anywhere, or a setting that cannot
+    /// be used, refuses the start naming the setting (never the password).
+    pub fn cache_redis_target(&self, file: &str) -> Result<Option<RedisTarget>, ConfigError> {
+        let l = &self.litellm_settings;
+        let Some(p) = l.cache_params.as_ref().filter(|p| l.cache == Some(true) && p.store() == Some(CacheStore::Redis))
+        else {
+            return Ok(None);
+        };
+        const HOST: &str = "litellm_settings.cache_params.host";
+        let own = p.host.is_some() || p.port.is_some() || p.password.is_some();
+        let host = match &p.host {
+            Some(h) => Some((HOST, h.clone())),
+            None if own => self.redis_env("REDIS_HOST").map(|h| ("REDIS_HOST", h)),
+            None => None,
+        };
+        let target = match host {
+            Some((field, host)) => Some(
+                self.redis_parts(
+                    (field, &host),
+                    ("litellm_settings.cache_params.port", &p.port),
+                    p.password.as_deref(),
+                )
+                .map_err(|e| e.into_config_error(file))?,
+            ),
+            None if own => {
+                return Err(ConfigError::Field {
+                    file: file.to_string(),
+                    field: HOST.into(),
+                    message: "is not set (nor REDIS_HOST): cache_params.port and password need a host".into(),
+                })
+            }
+            None => self.redis_target(file)?,
+        };
+        target.map(Some).ok_or_else(|| ConfigError::Field {
+            file: file.to_string(),
+            field: "litellm_settings.cache_params.type".into(),
+            message: "`redis` needs a Redis: set cache_params.host (with port and password), \
+                      router_settings.redis_url or redis_host, or REDIS_URL or REDIS_HOST"
+                .into(),
+        })
+    }
+
+    /// A Redis variable, if set and not blank.
+    fn redis_env(&self, name: &str) -> Option<String> {
+        self.env_var(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// A Redis given as host, port and password (LiteLLM's settings): the
+    /// port is the setting's (a number or a string), else `REDIS_PORT`, else
+    /// 6379; the password the setting's, else `REDIS_PASSWORD`.
+    fn redis_parts(
+        &self,
+        (host_field, host): (&'static str, &str),
+        (port_field, port): (&'static str, &Option<serde_json::Value>),
+        password: Option<&str>,
+    ) -> Result<RedisTarget, crate::gateway::redis_link::RedisConfigError> {
+        let port = match port {
+            Some(serde_json::Value::String(s)) => Some((port_field, s.clone())),
+            Some(serde_json::Value::Null) | None => self.redis_env("REDIS_PORT").map(|p| ("REDIS_PORT", p)),
+            Some(other) => Some((port_field, other.to_string())),
+        };
+        let password = password.map(str::to_string).or_else(|| self.redis_env("REDIS_PASSWORD"));
+        RedisTarget::from_parts(host_field, host, port.as_ref().map(|(f, p)| (*f, p.as_str())), password.as_deref())
     }
 
     /// An environment variable as this config sees it: its own

@@ -79,6 +79,11 @@ pub struct KnownBugs {
     /// Fleet scenario `redis-outage-spend`: spend charged while Redis is
     /// down is never added to the shared total once it is back.
     pub drop_spend_while_redis_down: bool,
+    /// Fleet scenario `response-cache-on-redis`: `cache_params.type: redis`
+    /// is taken for `local`, so each instance caches in its own memory and
+    /// an answer one instance stored is a miss (and a paid upstream call)
+    /// on every other.
+    pub cache_local_only_with_redis: bool,
 }
 
 impl KnownBugs {
@@ -110,12 +115,13 @@ impl KnownBugs {
             "no_reload_broadcast" => self.no_reload_broadcast = true,
             "local_key_budgets_only" => self.local_key_budgets_only = true,
             "drop_spend_while_redis_down" => self.drop_spend_while_redis_down = true,
+            "cache_local_only_with_redis" => self.cache_local_only_with_redis = true,
             _ => return None,
         }
         Some(self)
     }
 
-    pub const NAMES: [&'static str; 21] = [
+    pub const NAMES: [&'static str; 22] = [
         "close_evicted_clients",
         "stale_wildcard_index",
         "drop_root_path",
@@ -137,5 +143,6 @@ impl KnownBugs {
         "no_reload_broadcast",
         "local_key_budgets_only",
         "drop_spend_while_redis_down",
+        "cache_local_only_with_redis",
     ];
 }

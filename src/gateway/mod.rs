@@ -19,6 +19,7 @@ pub mod otel;
 pub mod providers;
 pub mod proxy;
 pub mod rate;
+pub mod redis_link;
 pub mod reliability;
 pub mod response_cache;
 pub mod routing;

@@ -1,6 +1,6 @@
 //! Response caching the LiteLLM way (`litellm_settings.cache: true`,
-//! `cache_params.type: local`): an identical request is answered from memory,
-//! with no upstream call and no spend.
+//! `cache_params.type: local` or `redis`): an identical request is answered
+//! from the cache, with no upstream call and no spend.
 //!
 //! What makes two requests identical (the key, [`Plan`]): the call type, the
 //! caller's scope (a virtual key's hash, or the master key, or an open
@@ -19,23 +19,44 @@
 //! models, budget and rpm) always runs before the cache is read, so a key
 //! that may not call a model never reaches an entry of it either.
 //!
-//! Bounded: at most [`CAPACITY`] entries of at most [`MAX_ENTRY_BYTES`] each
-//! (LiteLLM's in-memory limits); a full cache drops expired entries first,
-//! then the least recently used. Time is the gateway's clock, so TTLs follow
-//! a test's manual clock. Not moka or quick_cache: both keep time on their
-//! own clock (quick_cache has no TTL at all), and a map of 200 entries scanned
-//! on a full insert costs nothing next to an upstream call.
+//! One cache, two backends (`Backend`): everything above (the key, the
+//! scope, the controls, the TTL, the bounds) is the same for both; only
+//! where an entry is kept differs.
+//!
+//! - `local`: this instance's memory. At most [`CAPACITY`] entries of at most
+//!   [`MAX_ENTRY_BYTES`] each (LiteLLM's in-memory limits); a full cache
+//!   drops expired entries first, then the least recently used. Not moka or
+//!   quick_cache: both keep time on their own clock (quick_cache has no TTL
+//!   at all), and a map of 200 entries scanned on a full insert costs nothing
+//!   next to an upstream call.
+//! - `redis`: one Redis, shared by every instance on it, so an answer one
+//!   instance got is a hit on all of them. An entry is one string at
+//!   `postmortem:cache:<namespace>:<hash>` ([`Plan::key`] behind
+//!   [`REDIS_PREFIX`]): the answer behind a small header with when it was
+//!   stored and when it expires. Bounded by [`MAX_ENTRY_BYTES`] each way (a
+//!   larger answer is not stored, and a read never takes more). Every call
+//!   goes through a [`RedisLink`], within its 250 ms bound; Redis down or
+//!   slow makes a read a miss and a write skipped, never a failed request,
+//!   and the link logs once per outage.
+//!
+//! Time is the gateway's clock for both, so TTLs follow a test's manual
+//! clock: in memory its monotonic time, in Redis its wall time (instances
+//! compare it, as they do for the shared rate windows), checked on every
+//! read. Redis's own `EX` (the TTL and [`REDIS_EXPIRY_MARGIN`]) only collects
+//! entries long past.
 
 use crate::gateway::auth::Caller;
 use crate::gateway::clock::SharedClock;
-use crate::gateway::config::Config;
+use crate::gateway::config::{CacheStore, Config};
+use crate::gateway::redis_link::{Purpose, RedisLink, RedisStatus, RedisTarget};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The most entries kept (LiteLLM's in-memory cache holds 200).
 pub const CAPACITY: usize = 200;
@@ -47,6 +68,22 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// The longest TTL or `s-maxage` accepted, seconds (a year): longer is a
 /// mistake, and would overflow the clock's arithmetic far beyond it.
 pub const MAX_TTL_SECS: f64 = 31_536_000.0;
+/// What every Redis key of the cache starts with.
+pub const REDIS_PREFIX: &str = "postmortem:cache:";
+/// How much longer than its TTL Redis keeps an entry (its `EX`): the
+/// gateway's clock decides when an entry expires, and instances' clocks a
+/// little apart must not see it vanish early.
+pub const REDIS_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// What the Redis link's log lines say an outage means for the cache.
+const REDIS_PURPOSE: Purpose = Purpose {
+    down: "responses are neither cached nor answered from the cache until it is back",
+    up: "responses are cached in it, shared by the instances on it",
+};
+/// An entry in Redis: this tag, the time it was stored and the time it
+/// expires (milliseconds of the gateway clock's wall time, big-endian), the
+/// answer.
+const REDIS_ENTRY_TAG: &[u8; 4] = b"pmc1";
+const REDIS_HEADER_BYTES: usize = 4 + 8 + 8;
 
 /// The calls that can be cached, under LiteLLM's `supported_call_types` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,8 +194,9 @@ impl Controls {
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// `namespace:` + the hex SHA-256 of what identifies the request (the
-    /// `x-litellm-cache-key` header on a hit). Names no secret: the scope in
-    /// it is a key's hash, and all of it is hashed.
+    /// `x-litellm-cache-key` header on a hit; in Redis, behind
+    /// [`REDIS_PREFIX`]). Names no secret: the scope in it is a key's hash,
+    /// and all of it is hashed.
     pub key: String,
     lookup: bool,
     store: bool,
@@ -173,20 +211,29 @@ struct Entry {
     last_used: u64,
 }
 
+/// The in-memory backend's entries.
 #[derive(Default)]
 struct Entries {
     map: HashMap<String, Entry>,
     tick: u64,
 }
 
-/// The in-memory cache (`cache_params.type: local`).
+/// Where the answers are kept.
+enum Backend {
+    /// In this instance's memory (`type: local`).
+    Local(Mutex<Entries>),
+    /// In Redis, shared by every instance on it (`type: redis`).
+    Redis(Arc<RedisLink>),
+}
+
+/// The response cache (`litellm_settings.cache: true`).
 pub struct ResponseCache {
     ttl: Duration,
     namespace: Option<String>,
     calls: Vec<CallType>,
     default_off: bool,
     clock: SharedClock,
-    entries: Mutex<Entries>,
+    backend: Backend,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -194,35 +241,62 @@ pub struct ResponseCache {
 /// What `/health` shows of the cache.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CacheStats {
-    pub entries: usize,
-    pub capacity: usize,
+    /// `local` or `redis`.
+    pub backend: &'static str,
+    /// Entries in this instance's memory, and the most it keeps (`local`
+    /// only: Redis holds the fleet's, bounded by their TTL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<usize>,
     pub ttl_secs: f64,
     /// Requests answered from the cache, and requests that looked and went
-    /// upstream (`no-cache` ones do not look).
+    /// upstream (`no-cache` ones do not look; a read Redis did not answer
+    /// is a miss). This instance's.
     pub hits: u64,
     pub misses: u64,
+    /// The Redis link (`redis` only): connected, where (admins only), the
+    /// last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStatus>,
 }
 
 impl std::fmt::Debug for ResponseCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseCache").field("ttl", &self.ttl).field("calls", &self.calls).finish_non_exhaustive()
+        let backend = match &self.backend {
+            Backend::Local(_) => "local",
+            Backend::Redis(_) => "redis",
+        };
+        f.debug_struct("ResponseCache")
+            .field("backend", &backend)
+            .field("ttl", &self.ttl)
+            .field("calls", &self.calls)
+            .finish_non_exhaustive()
     }
 }
 
 impl ResponseCache {
+    /// The link `type: redis` keeps its answers through (connected lazily,
+    /// so a gateway starts with Redis down). Must run inside a Tokio runtime.
+    pub fn connect(target: RedisTarget) -> Result<Arc<RedisLink>, redis::RedisError> {
+        RedisLink::start(target, REDIS_PURPOSE)
+    }
+
     /// The cache a config asks for: `None` when caching is off, or when its
-    /// store is not implemented (the config's warning said so).
-    pub fn from_config(config: &Config, clock: SharedClock) -> Option<ResponseCache> {
+    /// store is not implemented (the config's warning said so). `redis` is
+    /// the link of `type: redis` ([`ResponseCache::connect`]); without one
+    /// the answers stay in this instance's memory, whatever the type says
+    /// (only the known bug `cache_local_only_with_redis` builds it so).
+    pub fn from_config(config: &Config, clock: SharedClock, redis: Option<Arc<RedisLink>>) -> Option<ResponseCache> {
         let l = &config.litellm_settings;
         if l.cache != Some(true) {
             return None;
         }
         let p = l.cache_params.clone().unwrap_or_default();
-        if p.kind.as_deref().is_some_and(|k| k != "local") {
-            return None;
-        }
-        let ttl = p
-            .default_in_memory_ttl
+        let store = p.store()?;
+        // LiteLLM's Redis cache reads `ttl` alone.
+        let in_memory_ttl = if store == CacheStore::Local { p.default_in_memory_ttl } else { None };
+        let ttl = in_memory_ttl
             .or(p.ttl)
             .filter(|s| s.is_finite() && *s > 0.0 && *s <= MAX_TTL_SECS)
             .map(Duration::from_secs_f64)
@@ -241,7 +315,10 @@ impl ResponseCache {
             calls,
             default_off: p.mode.as_deref() == Some("default_off"),
             clock,
-            entries: Mutex::new(Entries::default()),
+            backend: match redis {
+                Some(link) => Backend::Redis(link),
+                None => Backend::Local(Mutex::new(Entries::default())),
+            },
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
@@ -305,31 +382,56 @@ impl ResponseCache {
 
     /// The stored answer for `plan`, if it may answer: not expired, not older
     /// than the request's `s-maxage`, and the request did not say `no-cache`.
-    pub fn get(&self, plan: &Plan) -> Option<Bytes> {
+    /// A read Redis does not answer (within its bound) is a miss.
+    pub async fn get(&self, plan: &Plan) -> Option<Bytes> {
         if !plan.lookup {
             return None;
         }
-        let found = self.find(plan);
+        let found = match &self.backend {
+            Backend::Local(entries) => self.find_in_memory(entries, plan),
+            Backend::Redis(link) => self.find_in_redis(link, plan).await,
+        };
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
 
-    fn find(&self, plan: &Plan) -> Option<Bytes> {
+    fn find_in_memory(&self, entries: &Mutex<Entries>, plan: &Plan) -> Option<Bytes> {
         let now = self.clock.now();
-        let mut entries = self.entries.lock();
+        let mut entries = entries.lock();
         let Entries { map, tick } = &mut *entries;
         let entry = map.get_mut(&plan.key)?;
         if entry.expires_at <= now {
             map.remove(&plan.key);
             return None;
         }
-        if plan.max_age.is_some_and(|m| now.saturating_sub(entry.stored_at) > m) {
+        if !plan.fresh_enough(now, entry.stored_at) {
             return None;
         }
         *tick += 1;
         entry.last_used = *tick;
         Some(entry.body.clone())
+    }
+
+    async fn find_in_redis(&self, link: &RedisLink, plan: &Plan) -> Option<Bytes> {
+        // Known down: no wait for another failure; the probe says when it is back.
+        if link.is_down() {
+            return None;
+        }
+        // One byte more than the largest entry: a longer value is not read
+        // whole, and is refused.
+        let mut cmd = redis::cmd("GETRANGE");
+        cmd.arg(redis_key(plan)).arg(0).arg(REDIS_HEADER_BYTES + MAX_ENTRY_BYTES);
+        let raw = match link.call::<Vec<u8>>(&cmd).await {
+            Ok(raw) => raw,
+            Err(e) => {
+                link.went_down(&e);
+                return None;
+            }
+        };
+        let (stored_at, expires_at, body) = decode_entry(&raw)?;
+        let now = wall(&self.clock);
+        (expires_at > now && plan.fresh_enough(now, stored_at)).then(|| Bytes::copy_from_slice(body))
     }
 
     /// Whether `plan` reads the cache at all (not with `no-cache`).
@@ -344,13 +446,21 @@ impl ResponseCache {
     }
 
     /// Stores an answer (a successful one, whole; the caller checks), unless
-    /// the request said `no-store`, its TTL is 0 or it is too large.
-    pub fn put(&self, plan: &Plan, body: Bytes) {
+    /// the request said `no-store`, its TTL is 0 or it is too large. A write
+    /// Redis does not take (within its bound) is skipped.
+    pub async fn put(&self, plan: &Plan, body: Bytes) {
         if !self.stores(plan) || body.len() > MAX_ENTRY_BYTES {
             return;
         }
+        match &self.backend {
+            Backend::Local(entries) => self.put_in_memory(entries, plan, body),
+            Backend::Redis(link) => self.put_in_redis(link, plan, &body).await,
+        }
+    }
+
+    fn put_in_memory(&self, entries: &Mutex<Entries>, plan: &Plan, body: Bytes) {
         let now = self.clock.now();
-        let mut entries = self.entries.lock();
+        let mut entries = entries.lock();
         let Entries { map, tick } = &mut *entries;
         if !map.contains_key(&plan.key) && map.len() >= CAPACITY {
             map.retain(|_, e| e.expires_at > now);
@@ -366,24 +476,95 @@ impl ResponseCache {
         map.insert(plan.key.clone(), entry);
     }
 
-    pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            entries: self.len(),
-            capacity: CAPACITY,
-            ttl_secs: self.ttl.as_secs_f64(),
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+    async fn put_in_redis(&self, link: &RedisLink, plan: &Plan, body: &[u8]) {
+        if link.is_down() {
+            return;
+        }
+        let now = wall(&self.clock);
+        let value = encode_entry(now, now.saturating_add(plan.ttl), body);
+        // Whole seconds, rounded up, plus the margin: Redis only collects.
+        let ex = plan.ttl.saturating_add(REDIS_EXPIRY_MARGIN).as_secs() + u64::from(plan.ttl.subsec_nanos() > 0);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(redis_key(plan)).arg(value).arg("EX").arg(ex);
+        if let Err(e) = link.call::<()>(&cmd).await {
+            link.went_down(&e);
         }
     }
 
-    /// Entries held now (expired ones not yet dropped included).
+    pub fn stats(&self) -> CacheStats {
+        let (backend, entries, capacity, redis) = match &self.backend {
+            Backend::Local(entries) => ("local", Some(entries.lock().map.len()), Some(CAPACITY), None),
+            Backend::Redis(link) => {
+                let shared = if link.is_connected() { vec!["response_cache"] } else { Vec::new() };
+                ("redis", None, None, Some(link.status(shared)))
+            }
+        };
+        CacheStats {
+            backend,
+            entries,
+            capacity,
+            ttl_secs: self.ttl.as_secs_f64(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            redis,
+        }
+    }
+
+    /// Entries held in this instance's memory now (expired ones not yet
+    /// dropped included); 0 on Redis.
     pub fn len(&self) -> usize {
-        self.entries.lock().map.len()
+        match &self.backend {
+            Backend::Local(entries) => entries.lock().map.len(),
+            Backend::Redis(_) => 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+impl Plan {
+    /// Whether an entry stored at `stored_at` is young enough for the
+    /// request's `s-maxage`.
+    fn fresh_enough(&self, now: Duration, stored_at: Duration) -> bool {
+        self.max_age.is_none_or(|m| now.saturating_sub(stored_at) <= m)
+    }
+}
+
+/// The entry's Redis key: behind the prefix, the plan's key (namespace and
+/// hash), which names no secret.
+fn redis_key(plan: &Plan) -> String {
+    format!("{REDIS_PREFIX}{}", plan.key)
+}
+
+/// The gateway clock's wall time since the epoch: what instances sharing a
+/// Redis compare.
+fn wall(clock: &SharedClock) -> Duration {
+    clock.wall().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+fn encode_entry(stored_at: Duration, expires_at: Duration, body: &[u8]) -> Vec<u8> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut v = Vec::with_capacity(REDIS_HEADER_BYTES + body.len());
+    v.extend_from_slice(REDIS_ENTRY_TAG);
+    v.extend_from_slice(&ms(stored_at).to_be_bytes());
+    v.extend_from_slice(&ms(expires_at).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// An entry read back: when it was stored, when it expires, the answer.
+/// `None` for anything else (no entry, another tag, a body too large).
+fn decode_entry(raw: &[u8]) -> Option<(Duration, Duration, &[u8])> {
+    let rest = raw.strip_prefix(REDIS_ENTRY_TAG)?;
+    let (stored_at, rest) = rest.split_first_chunk::<8>()?;
+    let (expires_at, body) = rest.split_first_chunk::<8>()?;
+    if body.len() > MAX_ENTRY_BYTES {
+        return None;
+    }
+    let ms = |b: &[u8; 8]| Duration::from_millis(u64::from_be_bytes(*b));
+    Some((ms(stored_at), ms(expires_at), body))
 }
 
 /// Feeds a JSON value into the hash unambiguously: a type tag, then the
@@ -662,7 +843,7 @@ mod tests {
     fn cache(yaml: &str) -> (ResponseCache, Arc<ManualClock>) {
         let cfg = Config::parse(yaml, "t.yaml").expect("parses").config;
         let clock = Arc::new(ManualClock::new());
-        (ResponseCache::from_config(&cfg, clock.clone()).expect("cache on"), clock)
+        (ResponseCache::from_config(&cfg, clock.clone(), None).expect("cache on"), clock)
     }
 
     fn body(v: Value) -> Map<String, Value> {
@@ -706,23 +887,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn entries_expire_on_the_gateways_clock_and_the_cache_stays_bounded() {
+    #[tokio::test]
+    async fn entries_expire_on_the_gateways_clock_and_the_cache_stays_bounded() {
         let (c, clock) = cache("litellm_settings: {cache: true, cache_params: {ttl: 10}}\n");
         let plan = |n: usize| {
             c.plan(CallType::Embedding, false, &Controls::default(), &Caller::Master, "g", &body(json!({ "input": n })))
                 .unwrap()
         };
-        c.put(&plan(0), Bytes::from_static(b"{}"));
+        c.put(&plan(0), Bytes::from_static(b"{}")).await;
         clock.advance(Duration::from_secs(9));
-        assert!(c.get(&plan(0)).is_some());
+        assert!(c.get(&plan(0)).await.is_some());
         clock.advance(Duration::from_secs(1));
-        assert!(c.get(&plan(0)).is_none(), "expired at its ttl");
+        assert!(c.get(&plan(0)).await.is_none(), "expired at its ttl");
         for n in 0..CAPACITY + 50 {
-            c.put(&plan(n), Bytes::from_static(b"{}"));
+            c.put(&plan(n), Bytes::from_static(b"{}")).await;
         }
         assert_eq!(c.len(), CAPACITY);
-        assert!(c.get(&plan(CAPACITY + 49)).is_some() && c.get(&plan(0)).is_none(), "the least recently used went");
+        assert!(c.get(&plan(CAPACITY + 49)).await.is_some(), "the newest stays");
+        assert!(c.get(&plan(0)).await.is_none(), "the least recently used went");
+    }
+
+    #[test]
+    fn a_redis_entry_reads_back_and_anything_else_is_no_entry() {
+        let (stored, expires) = (Duration::from_millis(1_700_000_000_123), Duration::from_millis(1_700_000_600_123));
+        let raw = encode_entry(stored, expires, b"{\"id\":1}");
+        assert_eq!(decode_entry(&raw), Some((stored, expires, &b"{\"id\":1}"[..])));
+        assert_eq!(decode_entry(b""), None, "GETRANGE of a missing key");
+        assert_eq!(decode_entry(&raw[..REDIS_HEADER_BYTES - 1]), None);
+        assert_eq!(decode_entry(b"pmc0 and some other value"), None);
+        let too_large = encode_entry(stored, expires, &vec![b' '; MAX_ENTRY_BYTES + 1]);
+        assert_eq!(decode_entry(&too_large), None);
+        let plan = Plan { key: "ns:abc".into(), lookup: true, store: true, ttl: DEFAULT_TTL, max_age: None };
+        assert_eq!(redis_key(&plan), "postmortem:cache:ns:abc");
     }
 
     #[test]

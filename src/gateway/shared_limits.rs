@@ -3,9 +3,10 @@
 //! or `REDIS_*`). With Redis reachable, a key's requests and tokens for the
 //! current minute live in one Redis hash, checked and counted by one Lua
 //! script (no read-modify-write between instances); with Redis unreachable
-//! the key's own in-memory window ([`crate::gateway::rate`]) serves, and a
-//! background task reconnects. Every Redis call is bounded by
-//! [`CALL_TIMEOUT`]: the request path never waits longer on Redis.
+//! the key's own in-memory window ([`crate::gateway::rate`]) serves, and the
+//! link's background task ([`crate::gateway::redis_link`]) reconnects. Every
+//! Redis call is bounded by [`CALL_TIMEOUT`]: the request path never waits
+//! longer on Redis.
 //!
 //! Windows are named by the gateway clock's wall minute, not by Redis's
 //! clock, so a manual clock decides which window counts; `EXPIRE` only
@@ -30,27 +31,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionAddr, IntoConnectionInfo};
-use serde::Serialize;
 
 use crate::gateway::clock::SharedClock;
-use crate::gateway::config::ConfigError;
 use crate::gateway::keys::{KeyError, KeyRecord, RateLimitKind};
-
-/// The bound on every Redis call on the request path (and on the
-/// background pings). Short: a Redis slower than this is treated as down
-/// and the instance's own limits serve.
-pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// How often the background task checks Redis (reconnects when it is
-/// down, notices when it went away while idle).
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+use crate::gateway::redis_link::{
+    CallError, Purpose, RedisLink, RedisStatus, RedisTarget, CALL_TIMEOUT, PROBE_INTERVAL,
+};
 
 /// A window's hash lives this long after its last write (Redis's clock):
 /// longer than the minute it counts, so clocks a little apart agree.
@@ -64,6 +55,12 @@ pub type OnReload = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Ou
 
 /// How long [`SharedLimits::settled`] waits for token writes in flight.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
+/// What the link's log lines say an outage means here.
+const PURPOSE: Purpose = Purpose {
+    down: "virtual keys' rpm/tpm limits are counted by this instance alone until it is back",
+    up: "virtual keys' rpm/tpm limits are shared",
+};
 
 /// Checks the key's minute window and counts one request, atomically.
 /// KEYS[1] the window; ARGV rpm limit, tpm limit (-1: none), TTL.
@@ -81,106 +78,6 @@ redis.call('HINCRBY', KEYS[1], 'r', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {0, r + 1}
 ";
-
-/// A Redis setting that cannot be used; names the field, never the password.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct RedisConfigError {
-    pub field: &'static str,
-    pub problem: String,
-}
-
-impl RedisConfigError {
-    fn new(field: &'static str, problem: impl Into<String>) -> RedisConfigError {
-        RedisConfigError { field, problem: problem.into() }
-    }
-
-    pub fn into_config_error(self, file: &str) -> ConfigError {
-        ConfigError::Field { file: file.to_string(), field: self.field.to_string(), message: self.problem }
-    }
-}
-
-/// Where Redis is, resolved from the config and the environment.
-#[derive(Clone)]
-pub struct RedisTarget {
-    info: redis::ConnectionInfo,
-    /// `redis://host:port/db`, without credentials: what `/health` and the
-    /// logs show.
-    display: String,
-    password: Option<String>,
-}
-
-impl fmt::Debug for RedisTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisTarget").field("address", &self.display).finish_non_exhaustive()
-    }
-}
-
-impl RedisTarget {
-    /// A `redis://` URL (`redis_url`/`REDIS_URL`); `rediss://` needs TLS,
-    /// which this build does not have.
-    pub fn from_url(field: &'static str, url: &str) -> Result<RedisTarget, RedisConfigError> {
-        let url = url.trim();
-        if !url.starts_with("redis://") {
-            return Err(RedisConfigError::new(field, "is not a redis:// URL (no TLS: rediss:// is not supported)"));
-        }
-        // The parser's error never quotes the URL (and so its password).
-        let info = url
-            .into_connection_info()
-            .map_err(|e| RedisConfigError::new(field, format!("is not a usable redis:// URL ({e})")))?;
-        let password = info.redis_settings().password().map(str::to_string);
-        let display = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}/{}", info.redis_settings().db()),
-            _ => "redis://(other address)".to_string(),
-        };
-        Ok(RedisTarget { info, display, password })
-    }
-
-    /// Host, port (default 6379) and password, as LiteLLM's settings give them.
-    /// `host_field` and the port's field name the setting in errors.
-    pub fn from_parts(
-        host_field: &'static str,
-        host: &str,
-        port: Option<(&'static str, &str)>,
-        password: Option<&str>,
-    ) -> Result<RedisTarget, RedisConfigError> {
-        let host = host.trim();
-        if host.is_empty() {
-            return Err(RedisConfigError::new(host_field, "is empty"));
-        }
-        let port =
-            match port.map(|(f, p)| (f, p.trim())).filter(|(_, p)| !p.is_empty()) {
-                None => 6379,
-                Some((field, p)) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    RedisConfigError::new(field, format!("must be a port number (1-65535), got {p:?}"))
-                })?,
-            };
-        let addr = ConnectionAddr::Tcp(host.to_string(), port);
-        let mut info = addr
-            .into_connection_info()
-            .map_err(|e| RedisConfigError::new(host_field, format!("is not a usable host ({e})")))?;
-        let password = password.filter(|p| !p.is_empty()).map(str::to_string);
-        if let Some(p) = &password {
-            let settings = info.redis_settings().clone().set_password(p);
-            info = info.set_redis_settings(settings);
-        }
-        Ok(RedisTarget { info, display: format!("redis://{host}:{port}/0"), password })
-    }
-
-    /// Where Redis is, without credentials.
-    pub fn address(&self) -> &str {
-        &self.display
-    }
-
-    /// `text` with the password put out of sight (an error message that
-    /// might quote it).
-    fn scrub(&self, text: &str) -> String {
-        match &self.password {
-            Some(p) if !p.is_empty() => text.replace(p.as_str(), "***"),
-            _ => text.to_string(),
-        }
-    }
-}
 
 /// Adds one batch of an instance's spend on a key to the key's total,
 /// once. KEYS[1] the total (USD, a float), KEYS[2] the last batch applied
@@ -219,42 +116,13 @@ impl Unapplied {
     }
 }
 
-/// Reachability as last seen.
-const UNKNOWN: u8 = 0;
-const UP: u8 = 1;
-const DOWN: u8 = 2;
-
-/// What `/health` shows under `redis`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RedisStatus {
-    pub configured: bool,
-    pub connected: bool,
-    /// `redis://host:port/db`, never the password (admins only on `/health`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    pub last_error: Option<String>,
-    /// What goes through Redis now: `key_rate_limits` and `key_spend` while connected,
-    /// `model_cost_map_reloads` while subscribed to the broadcast.
-    pub shared: Vec<&'static str>,
-}
-
-impl RedisStatus {
-    pub fn not_configured() -> RedisStatus {
-        RedisStatus { configured: false, connected: false, address: None, last_error: None, shared: Vec::new() }
-    }
-}
-
 /// The shared windows of one gateway instance.
 pub struct SharedLimits {
-    target: RedisTarget,
-    client: redis::Client,
-    conn: ConnectionManager,
+    link: Arc<RedisLink>,
     /// Tells this instance's broadcasts from the others'.
     instance: String,
     subscribed: std::sync::atomic::AtomicBool,
     clock: SharedClock,
-    state: AtomicU8,
-    last_error: Mutex<Option<String>>,
     in_flight: AtomicUsize,
     settled: tokio::sync::Notify,
     /// Spend not yet added to the shared totals, by key.
@@ -273,19 +141,8 @@ pub struct SharedLimits {
 
 impl fmt::Debug for SharedLimits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedLimits").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("SharedLimits").field("link", &self.link).finish_non_exhaustive()
     }
-}
-
-/// Why a Redis call did not give an answer.
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error("no answer within {} ms", CALL_TIMEOUT.as_millis())]
-    Timeout,
-    #[error("{0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("unexpected answer to the rate-limit script: {0:?}")]
-    Answer(Vec<i64>),
 }
 
 impl SharedLimits {
@@ -297,22 +154,11 @@ impl SharedLimits {
         clock: SharedClock,
         drop_unapplied_spend: bool,
     ) -> Result<Arc<SharedLimits>, redis::RedisError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(PROBE_INTERVAL);
-        let client = redis::Client::open(target.info.clone())?;
-        let conn = client.get_connection_manager_lazy(config)?;
         let shared = Arc::new(SharedLimits {
-            target,
-            client,
-            conn,
+            link: RedisLink::start(target, PURPOSE)?,
             instance: format!("{:016x}", rand::random::<u64>()),
             subscribed: std::sync::atomic::AtomicBool::new(false),
             clock,
-            state: AtomicU8::new(UNKNOWN),
-            last_error: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             settled: tokio::sync::Notify::new(),
             unapplied: Mutex::new(HashMap::new()),
@@ -321,31 +167,22 @@ impl SharedLimits {
             writing_spend: tokio::sync::Mutex::new(()),
             drop_unapplied_spend,
         });
-        tokio::spawn(probe(Arc::downgrade(&shared)));
         tokio::spawn(write_spend(Arc::downgrade(&shared)));
         Ok(shared)
     }
 
     pub fn is_connected(&self) -> bool {
-        self.state.load(Ordering::Acquire) == UP
+        self.link.is_connected()
     }
 
     pub fn status(&self) -> RedisStatus {
         let connected = self.is_connected();
-        RedisStatus {
-            configured: true,
-            connected,
-            address: Some(self.target.address().to_string()),
-            last_error: self.last_error.lock().clone(),
-            shared: [
-                (connected, "key_rate_limits"),
-                (connected, "key_spend"),
-                (self.subscribed.load(Ordering::Acquire), "model_cost_map_reloads"),
-            ]
-            .into_iter()
-            .filter_map(|(on, what)| on.then_some(what))
-            .collect(),
-        }
+        let shared = [
+            (connected, "key_rate_limits"),
+            (connected, "key_spend"),
+            (self.subscribed.load(Ordering::Acquire), "model_cost_map_reloads"),
+        ];
+        self.link.status(shared.into_iter().filter_map(|(on, what)| on.then_some(what)).collect())
     }
 
     /// Counts one request of `key` in the shared window, or refuses it at
@@ -363,9 +200,9 @@ impl SharedLimits {
         let limit = |l: Option<u64>| l.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(CHECK_SCRIPT).arg(1).arg(&window).arg(limit(spec.rpm)).arg(limit(spec.tpm)).arg(WINDOW_TTL_SECS);
-        let answer = self.call::<Vec<i64>>(&cmd).await.and_then(|v| match v.as_slice() {
+        let answer = self.link.call::<Vec<i64>>(&cmd).await.and_then(|v| match v.as_slice() {
             [code, current] if (0..=2).contains(code) => Ok((*code, u64::try_from(*current).unwrap_or(0))),
-            _ => Err(CallError::Answer(v)),
+            _ => Err(CallError::Answer(format!("to the rate-limit script: {v:?}"))),
         });
         match answer {
             Ok((0, _)) => Some(Ok(())),
@@ -377,7 +214,7 @@ impl SharedLimits {
                 Some(Err(KeyError::RateLimited { kind, limit, current, retry_after }))
             }
             Err(e) => {
-                self.went_down(&e);
+                self.link.went_down(&e);
                 None
             }
         }
@@ -401,11 +238,10 @@ impl SharedLimits {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let me = self.clone();
         runtime.spawn(async move {
-            let sent = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut me.conn.clone())).await;
-            match sent.map_err(|_| CallError::Timeout).and_then(|r| r.map_err(CallError::Redis)) {
+            match me.link.call_pipeline::<()>(&pipe).await {
                 Ok(()) => {}
                 Err(e) => {
-                    me.went_down(&e);
+                    me.link.went_down(&e);
                     key.record_tokens(me.clock.now(), tokens);
                 }
             }
@@ -441,7 +277,7 @@ impl SharedLimits {
         }
         let mut cmd = redis::cmd("GET");
         cmd.arg(spend_key(key));
-        match self.call::<Option<String>>(&cmd).await {
+        match self.link.call::<Option<String>>(&cmd).await {
             Ok(Some(total)) => match total.parse::<f64>() {
                 Ok(total) => {
                     let unapplied = self.unapplied.lock();
@@ -451,7 +287,7 @@ impl SharedLimits {
                 Err(_) => tracing::warn!(value = %total, "a key's shared spend in Redis is not a number; ignored"),
             },
             Ok(None) => {}
-            Err(e) => self.went_down(&e),
+            Err(e) => self.link.went_down(&e),
         }
     }
 
@@ -500,7 +336,7 @@ impl SharedLimits {
                 .arg(&self.instance)
                 .arg(known.to_string())
                 .arg(SPEND_SEQ_TTL_SECS);
-            match self.call::<String>(&cmd).await {
+            match self.link.call::<String>(&cmd).await {
                 Ok(total) => {
                     let mut unapplied = self.unapplied.lock();
                     let mut pending = 0.0;
@@ -519,7 +355,7 @@ impl SharedLimits {
                     }
                 }
                 Err(e) => {
-                    self.went_down(&e);
+                    self.link.went_down(&e);
                     self.drop_unapplied_if_bugged();
                     return;
                 }
@@ -539,10 +375,10 @@ impl SharedLimits {
     pub async fn publish_reload(&self) {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(RELOAD_CHANNEL).arg(format!("model_cost_map {}", self.instance));
-        match self.call::<i64>(&cmd).await {
+        match self.link.call::<i64>(&cmd).await {
             Ok(n) => tracing::info!(listeners = n, "cost-map reload announced to the other instances"),
             Err(e) => {
-                let message = self.target.scrub(&e.to_string());
+                let message = self.link.describe(&e);
                 tracing::warn!(error = %message, "cost-map reload not announced: Redis did not take it");
             }
         }
@@ -576,33 +412,6 @@ impl SharedLimits {
         let secs = self.clock.wall().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let minute = secs / 60;
         (format!("postmortem:rl:{}:{minute}", key.key_hash()), Duration::from_secs(60 - secs % 60))
-    }
-
-    async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CallError> {
-        let mut conn = self.conn.clone();
-        tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<T>(&mut conn))
-            .await
-            .map_err(|_| CallError::Timeout)?
-            .map_err(CallError::Redis)
-    }
-
-    fn went_down(&self, e: &CallError) {
-        let message = self.target.scrub(&e.to_string());
-        let before = self.state.swap(DOWN, Ordering::AcqRel);
-        *self.last_error.lock() = Some(message.clone());
-        if before != DOWN {
-            tracing::warn!(
-                redis = %self.target.address(),
-                error = %message,
-                "Redis unreachable: virtual keys' rpm/tpm limits are counted by this instance alone until it is back"
-            );
-        }
-    }
-
-    fn came_up(&self) {
-        if self.state.swap(UP, Ordering::AcqRel) != UP {
-            tracing::info!(redis = %self.target.address(), "Redis reachable: virtual keys' rpm/tpm limits are shared");
-        }
     }
 }
 
@@ -638,7 +447,7 @@ async fn listen(shared: Weak<SharedLimits>, on_reload: OnReload) {
     use futures::StreamExt;
     loop {
         let Some(s) = shared.upgrade() else { return };
-        let client = s.client.clone();
+        let client = s.link.client().clone();
         let own = format!("model_cost_map {}", s.instance);
         drop(s);
         let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
@@ -674,50 +483,5 @@ async fn listen(shared: Weak<SharedLimits>, on_reload: OnReload) {
 fn set_subscribed(shared: &Weak<SharedLimits>, on: bool) {
     if let Some(s) = shared.upgrade() {
         s.subscribed.store(on, Ordering::Release);
-    }
-}
-
-/// The background task: a bounded `PING` every [`PROBE_INTERVAL`]; ends
-/// when the gateway is dropped.
-async fn probe(shared: Weak<SharedLimits>) {
-    loop {
-        let Some(s) = shared.upgrade() else { return };
-        match s.call::<String>(&redis::cmd("PING")).await {
-            Ok(_) => s.came_up(),
-            Err(e) => s.went_down(&e),
-        }
-        drop(s);
-        tokio::time::sleep(PROBE_INTERVAL).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_port_that_is_not_a_number_names_the_field() {
-        let part =
-            |port| RedisTarget::from_parts("REDIS_HOST", "127.0.0.1", Some(("router_settings.redis_port", port)), None);
-        let e = part("abc").unwrap_err();
-        assert_eq!(e.to_string(), "router_settings.redis_port: must be a port number (1-65535), got \"abc\"");
-        assert!(part("0").is_err());
-        assert!(part("70000").is_err());
-        assert_eq!(
-            RedisTarget::from_parts("REDIS_HOST", "h", Some(("REDIS_PORT", "")), None).unwrap().address(),
-            "redis://h:6379/0"
-        );
-    }
-
-    #[test]
-    fn the_password_is_never_shown() {
-        let t = RedisTarget::from_parts("REDIS_HOST", "h", Some(("REDIS_PORT", "7000")), Some("s3cret-pw")).unwrap();
-        assert_eq!(t.address(), "redis://h:7000/0");
-        assert!(!format!("{t:?}").contains("s3cret-pw"));
-        assert_eq!(t.scrub("auth s3cret-pw failed"), "auth *** failed");
-        let u = RedisTarget::from_url("router_settings.redis_url", "redis://:s3cret-pw@h:7001/2").unwrap();
-        assert_eq!(u.address(), "redis://h:7001/2");
-        let bad = RedisTarget::from_url("router_settings.redis_url", "rediss://:s3cret-pw@h:7001").unwrap_err();
-        assert!(!bad.to_string().contains("s3cret-pw"), "{bad}");
     }
 }

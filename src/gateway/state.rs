@@ -82,8 +82,8 @@ pub struct Gateway {
     pub activity: crate::gateway::activity::Activity,
     /// OpenTelemetry traces, when a callback names `otel`.
     pub otel: Option<crate::gateway::otel::Otel>,
-    /// Cached answers, when `litellm_settings.cache: true` asks for the
-    /// in-memory store.
+    /// Cached answers, when `litellm_settings.cache: true` asks for a store
+    /// this gateway has (in memory, or Redis).
     pub response_cache: Option<crate::gateway::response_cache::ResponseCache>,
     /// Virtual keys' rpm/tpm windows in Redis, shared with the other
     /// instances, when Redis is configured (`router_settings.redis_*`).
@@ -159,6 +159,7 @@ impl GatewayBuilder {
         // refuses the start at once, with the variable it came from.
         let otel = crate::gateway::otel::Otel::from_config(&config).map_err(BuildError::Otel)?;
         let redis = config.redis_target("config")?;
+        let cache_redis = config.cache_redis_target("config")?;
 
         let limits = cost_map_limits(&config);
         let source = cost_map_source(&config);
@@ -240,7 +241,17 @@ impl GatewayBuilder {
         let max_body_bytes = config.max_body_bytes();
         let upstream_limits = crate::gateway::upstream::UpstreamLimits::from_config(&config);
         let activity = crate::gateway::activity::Activity::new(clock.clone());
-        let response_cache = crate::gateway::response_cache::ResponseCache::from_config(&config, clock.clone());
+        // As the shared limits: never waits for Redis. The known bug keeps
+        // `type: redis` answers in this instance's memory.
+        let cache_link = match cache_redis.filter(|_| !bugs.cache_local_only_with_redis) {
+            Some(target) => Some(
+                crate::gateway::response_cache::ResponseCache::connect(target)
+                    .map_err(|e| BuildError::Redis(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let response_cache =
+            crate::gateway::response_cache::ResponseCache::from_config(&config, clock.clone(), cache_link);
         // Never waits for Redis: a gateway starts with Redis down and counts
         // on its own until the background probe reaches it.
         let shared_limits = match redis {

@@ -1,9 +1,9 @@
 //! The response cache on the request path (`gateway::response_cache`):
 //! after admission (so a key's models, budget and rpm are checked first, and
 //! a hit still counts against its rpm, as in LiteLLM), before any route is
-//! tried. A hit is answered from memory, with no upstream call and no spend
-//! (LiteLLM prices a hit at 0); a miss goes upstream and a successful whole
-//! answer is stored.
+//! tried. A hit is answered from the cache (memory or Redis), with no
+//! upstream call and no spend (LiteLLM prices a hit at 0); a miss goes
+//! upstream and a successful whole answer is stored.
 
 use super::admit::Admitted;
 use super::fallback::with_call_headers;
@@ -37,7 +37,7 @@ where
     let Some(plan) = cache.plan(call, a.stream, &a.cache, &a.caller, &a.group, &a.body) else {
         return run().await;
     };
-    let found = cache.get(&plan).and_then(|stored| hit(call, a, &plan, stored));
+    let found = cache.get(&plan).await.and_then(|stored| hit(call, a, &plan, stored));
     if cache.looks_up(&plan) {
         gw.metrics.cache_lookup(&a.model, found.is_some());
     }
@@ -68,7 +68,7 @@ async fn stored(cache: &ResponseCache, plan: &Plan, resp: Response) -> Result<Re
     let bytes = axum::body::to_bytes(body, MAX_ENTRY_BYTES)
         .await
         .map_err(|e| ApiError::Internal(format!("reading an answer to cache it: {e}")))?;
-    cache.put(plan, bytes.clone());
+    cache.put(plan, bytes.clone()).await;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
@@ -119,10 +119,12 @@ impl StreamRecorder {
         self.assembler.feed(bytes);
     }
 
-    /// The stream ended cleanly: store the answer if it was whole.
-    pub(super) fn finish(self) {
+    /// The stream ended cleanly: store the answer if it was whole (before
+    /// the client's body ends, so a request after it finds the entry; a
+    /// Redis write is bounded).
+    pub(super) async fn finish(self) {
         if let (Some(cache), Some(answer)) = (self.gw.response_cache.as_ref(), self.assembler.finish()) {
-            cache.put(&self.plan, answer);
+            cache.put(&self.plan, answer).await;
         }
     }
 }

@@ -82,7 +82,7 @@ pub(super) async fn openai_call(
                             meter.broke(Some(&e));
                             yield Ok(stream_error_event(endpoint, &e));
                         } else if let Some(r) = recorder.take() {
-                            r.finish();
+                            r.finish().await;
                         }
                         break;
                     }

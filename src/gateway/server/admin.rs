@@ -9,7 +9,7 @@
 use super::read_body;
 use crate::gateway::auth::{authenticate, require_admin, Caller};
 use crate::gateway::error::ApiError;
-use crate::gateway::shared_limits::RedisStatus;
+use crate::gateway::redis_link::RedisStatus;
 use crate::gateway::state::{unix, Gateway};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
@@ -87,8 +87,11 @@ pub fn health_value(gw: &Gateway) -> Value {
         })
         .collect();
     let redis = gw.shared_limits.as_ref().map_or_else(RedisStatus::not_configured, |s| s.status());
-    // Redis down: limits are per instance, so N instances let N× through.
-    let degraded = catalog.stale || beta.stale || (redis.configured && !redis.connected);
+    let response_cache = gw.response_cache.as_ref().map(|c| c.stats());
+    // Redis down: limits are per instance, so N instances let N× through;
+    // the cache's Redis down: nothing is cached, every request is paid for.
+    let cache_down = response_cache.as_ref().and_then(|c| c.redis.as_ref()).is_some_and(|r| !r.connected);
+    let degraded = catalog.stale || beta.stale || (redis.configured && !redis.connected) || cache_down;
     json!({
         "status": if degraded { "degraded" } else { "healthy" },
         "ready": true,
@@ -100,7 +103,7 @@ pub fn health_value(gw: &Gateway) -> Value {
         "anthropic_beta_policy": beta,
         "client_cache": gw.clients.stats(),
         // `null` when responses are not cached.
-        "response_cache": gw.response_cache.as_ref().map(|c| c.stats()),
+        "response_cache": response_cache,
         "auth": {
             "open": crate::gateway::auth::is_open(gw),
             "admin_open": crate::gateway::auth::is_open(gw) && gw.config.general_settings.allow_unauthenticated_admin,
@@ -132,8 +135,10 @@ pub(super) async fn health(State(gw): Gw, headers: HeaderMap) -> Json<Value> {
         if let Some(st) = v.get_mut("storage").and_then(Value::as_object_mut) {
             st.remove("location");
         }
-        if let Some(r) = v.get_mut("redis").and_then(Value::as_object_mut) {
-            r.remove("address");
+        for at in ["/redis", "/response_cache/redis"] {
+            if let Some(r) = v.pointer_mut(at).and_then(Value::as_object_mut) {
+                r.remove("address");
+            }
         }
     }
     Json(v)
