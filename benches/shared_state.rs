@@ -4,7 +4,8 @@
 //! `postmortem bench`, taken apart.
 //!
 //! - `rate_check/local`: the key's own rpm/tpm window (`KeyRecord::check_and_record_request`);
-//! - `rate_check/redis`: the shared window, one `EVAL` round trip (`SharedLimits::check_and_record`);
+//! - `rate_check/redis`: the budget against the fleet's spend and the shared window, one `EVAL`
+//!   round trip (`SharedLimits::admit`);
 //! - `spend/local`: adding a call's cost to the key (`KeyRecord::add_spend`);
 //! - `spend/redis`: charging a call and writing it to the shared total at once
 //!   (`SharedLimits::charge` + `write_spend`: one batch per call, the case
@@ -80,7 +81,8 @@ fn shared_state(c: &mut Criterion) {
             });
             group.bench_function("rate_check/redis", |b| {
                 b.to_async(&rt).iter(|| async {
-                    let answer = shared.check_and_record(&key).await;
+                    let share = postmortem::gateway::shared_limits::Share { limits: true, budget: true };
+                    let answer = shared.admit(&key, share).await;
                     assert!(matches!(answer, Some(Ok(()))), "Redis answered and the key is under its limit");
                 })
             });

@@ -62,21 +62,32 @@ const PURPOSE: Purpose = Purpose {
     up: "virtual keys' rpm/tpm limits are shared",
 };
 
-/// Checks the key's minute window and counts one request, atomically.
-/// KEYS[1] the window; ARGV rpm limit, tpm limit (-1: none), TTL.
-/// Returns {0, requests} when counted, {1, requests} at the rpm,
-/// {2, tokens} when the tpm is used up.
-const CHECK_SCRIPT: &str = r"
+/// Admits one request of a key, atomically, in one round trip: reads the
+/// key's shared spend and refuses at its budget, then checks the key's
+/// minute window and counts the request. KEYS[1] the window, KEYS[2] (when
+/// the budget is shared) the key's spend total; ARGV rpm limit, tpm limit
+/// (-1: none), the window's TTL, the budget (-1: none), the spend of this
+/// instance not yet in the total. Returns {code, current, total}: code 0
+/// counted, 1 at the rpm, 2 the tpm used up, 3 the budget spent; total the
+/// shared spend (nil when Redis has none or it was not asked for).
+const ADMIT_SCRIPT: &str = r"
+local spend = false
+if #KEYS > 1 then
+  spend = redis.call('GET', KEYS[2])
+  local budget = tonumber(ARGV[4])
+  if spend and budget >= 0 and tonumber(spend) + tonumber(ARGV[5]) >= budget then return {3, 0, spend} end
+end
+local rpm = tonumber(ARGV[1])
+local tpm = tonumber(ARGV[2])
+if rpm < 0 and tpm < 0 then return {0, 0, spend} end
 local v = redis.call('HMGET', KEYS[1], 'r', 't')
 local r = tonumber(v[1] or '0')
 local t = tonumber(v[2] or '0')
-local rpm = tonumber(ARGV[1])
-local tpm = tonumber(ARGV[2])
-if rpm >= 0 and r >= rpm then return {1, r} end
-if tpm >= 0 and t >= tpm then return {2, t} end
+if rpm >= 0 and r >= rpm then return {1, r, spend} end
+if tpm >= 0 and t >= tpm then return {2, t, spend} end
 redis.call('HINCRBY', KEYS[1], 'r', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {0, r + 1}
+return {0, r + 1, spend}
 ";
 
 /// Adds one batch of an instance's spend on a key to the key's total,
@@ -185,39 +196,70 @@ impl SharedLimits {
         self.link.status(shared.into_iter().filter_map(|(on, what)| on.then_some(what)).collect())
     }
 
-    /// Counts one request of `key` in the shared window, or refuses it at
-    /// its limit. `None` when Redis cannot answer now: the caller uses the
-    /// key's own window.
-    pub async fn check_and_record(&self, key: &KeyRecord) -> Option<Result<(), KeyError>> {
+    /// Admits one request of `key` with one Redis round trip: refuses it
+    /// when the fleet's spend has reached the key's budget, else counts it
+    /// in the shared window or refuses it at its limit (what `share` asks to
+    /// go through Redis). Raises the key's spend to the fleet's on the way.
+    /// `None` when Redis cannot answer now: the caller uses the key's own
+    /// view and window.
+    pub async fn admit(&self, key: &KeyRecord, share: Share) -> Option<Result<(), KeyError>> {
         let spec = key.spec();
-        if spec.rpm.is_none() && spec.tpm.is_none() {
+        let limits = share.limits && (spec.rpm.is_some() || spec.tpm.is_some());
+        let budget = spec.max_budget.filter(|_| share.budget);
+        if !limits && budget.is_none() {
             return Some(Ok(()));
         }
         if !self.is_connected() {
             return None;
         }
         let (window, retry_after) = self.window(key);
-        let limit = |l: Option<u64>| l.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let limit = |on: bool, l: Option<u64>| l.filter(|_| on).map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let pending = self.unapplied.lock().get(&key.hash_bytes()).map_or(0.0, Unapplied::total);
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CHECK_SCRIPT).arg(1).arg(&window).arg(limit(spec.rpm)).arg(limit(spec.tpm)).arg(WINDOW_TTL_SECS);
-        let answer = self.link.call::<Vec<i64>>(&cmd).await.and_then(|v| match v.as_slice() {
-            [code, current] if (0..=2).contains(code) => Ok((*code, u64::try_from(*current).unwrap_or(0))),
-            _ => Err(CallError::Answer(format!("to the rate-limit script: {v:?}"))),
-        });
-        match answer {
-            Ok((0, _)) => Some(Ok(())),
-            Ok((code, current)) => {
-                let (kind, limit) = match code {
-                    1 => (RateLimitKind::Rpm, spec.rpm.unwrap_or(0)),
-                    _ => (RateLimitKind::Tpm, spec.tpm.unwrap_or(0)),
-                };
-                Some(Err(KeyError::RateLimited { kind, limit, current, retry_after }))
+        cmd.arg(ADMIT_SCRIPT).arg(1 + usize::from(budget.is_some())).arg(&window);
+        if budget.is_some() {
+            cmd.arg(spend_key(key));
+        }
+        cmd.arg(limit(limits, spec.rpm))
+            .arg(limit(limits, spec.tpm))
+            .arg(WINDOW_TTL_SECS)
+            .arg(budget.map_or_else(|| "-1".to_string(), |b| b.to_string()))
+            .arg(pending.to_string());
+        let answer = self.link.call::<(i64, i64, Option<String>)>(&cmd).await.and_then(|(code, current, total)| {
+            let total = total.map(|t| t.parse::<f64>()).transpose();
+            match (code, total) {
+                (0..=3, Ok(total)) => Ok((code, u64::try_from(current).unwrap_or(0), total)),
+                _ => Err(CallError::Answer(format!("to the admission script: {code} {current}"))),
             }
+        });
+        let (code, current, total) = match answer {
+            Ok(a) => a,
             Err(e) => {
                 self.link.went_down(&e);
-                None
+                return None;
             }
+        };
+        if let Some(total) = total {
+            // The fleet's spend, with what this instance has not added yet.
+            let unapplied = self.unapplied.lock();
+            key.raise_spend_to(total + unapplied.get(&key.hash_bytes()).map_or(0.0, Unapplied::total));
         }
+        Some(match code {
+            0 => Ok(()),
+            3 => Err(KeyError::BudgetExceeded { spend: key.spend(), budget: budget.unwrap_or(0.0) }),
+            1 => Err(KeyError::RateLimited {
+                kind: RateLimitKind::Rpm,
+                limit: spec.rpm.unwrap_or(0),
+                current,
+                retry_after,
+            }),
+            _ => Err(KeyError::RateLimited {
+                kind: RateLimitKind::Tpm,
+                limit: spec.tpm.unwrap_or(0),
+                current,
+                retry_after,
+            }),
+        })
     }
 
     /// Adds a finished request's tokens to the key's shared window, in the
@@ -413,6 +455,16 @@ impl SharedLimits {
         let minute = secs / 60;
         (format!("postmortem:rl:{}:{minute}", key.key_hash()), Duration::from_secs(60 - secs % 60))
     }
+}
+
+/// What [`SharedLimits::admit`] checks through Redis (the known-bad
+/// variants keep one or the other to each instance).
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    /// The key's rpm/tpm window.
+    pub limits: bool,
+    /// The key's budget against the fleet's spend.
+    pub budget: bool,
 }
 
 /// Where a key's fleet-wide spend lives (USD, a float Redis adds to).

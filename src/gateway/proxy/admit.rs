@@ -8,6 +8,7 @@ use crate::gateway::keys::KeyError;
 use crate::gateway::rate::RATE_WINDOW;
 use crate::gateway::response_cache::Controls;
 use crate::gateway::routing::Route;
+use crate::gateway::shared_limits::Share;
 use crate::gateway::state::Gateway;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -95,25 +96,27 @@ async fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &st
         if !k.access().allows(&model, &catalog) && !k.access().allows(&group, &catalog) {
             return Err(ApiError::Forbidden(k.access().denial_message(&model)));
         }
-        if let Some(s) = gw.shared_limits.as_ref().filter(|_| !gw.bugs.local_key_budgets_only) {
-            // The fleet's spend, not only this instance's, meets the budget.
-            if k.spec().max_budget.is_some() {
-                s.refresh_spend(k).await;
-            }
-        }
+        // What this instance knows first; then, through Redis when it
+        // answers, the fleet's spend against the budget and the shared
+        // window (one round trip); else this instance's own window.
         k.check_budget().map_err(|e| ApiError::BudgetExceeded(e.to_string()))?;
-        // Shared with the other instances through Redis when it answers;
-        // else this instance's own window.
+        let share = Share { limits: !gw.bugs.local_key_limits_only, budget: !gw.bugs.local_key_budgets_only };
         let shared = match &gw.shared_limits {
-            Some(s) if !gw.bugs.local_key_limits_only => s.check_and_record(k).await,
-            _ => None,
+            Some(s) => s.admit(k, share).await,
+            None => None,
         };
-        shared.unwrap_or_else(|| k.check_and_record_request(gw.clock.now())).map_err(|e| {
-            let retry_after_secs = match &e {
-                KeyError::RateLimited { retry_after, .. } => Some(whole_secs(*retry_after)),
-                _ => Some(RATE_WINDOW.as_secs()),
-            };
-            ApiError::RateLimited { message: e.to_string(), retry_after_secs }
+        let verdict = match shared {
+            Some(Ok(())) if share.limits => Ok(()),
+            Some(Err(e)) => Err(e),
+            // Redis did not answer, or the window is this instance's.
+            Some(Ok(())) | None => k.check_and_record_request(gw.clock.now()),
+        };
+        verdict.map_err(|e| match e {
+            KeyError::BudgetExceeded { .. } => ApiError::BudgetExceeded(e.to_string()),
+            KeyError::RateLimited { retry_after, .. } => {
+                ApiError::RateLimited { message: e.to_string(), retry_after_secs: Some(whole_secs(retry_after)) }
+            }
+            _ => ApiError::RateLimited { message: e.to_string(), retry_after_secs: Some(RATE_WINDOW.as_secs()) },
         })?;
     }
     let routes = gw.router.resolve(&group, &catalog);
