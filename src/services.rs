@@ -382,6 +382,11 @@ impl Redis {
         Err(last.context("Redis did not start"))
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// `redis://[:password@]127.0.0.1:PORT/0`.
     pub fn url(&self) -> String {
         match &self.password {

@@ -56,6 +56,15 @@ fn with_redis_the_gateway_is_loaded_twice_on_a_virtual_key() {
     }
     let samples = v["report"]["samples"].as_array().expect("samples");
     assert!(samples.iter().all(|s| s["non_2xx"] == 0), "every request answered 2xx: {samples:#?}");
+    // The Redis server's CPU is the +redis arm's cost, measured, and never
+    // another arm's.
+    for s in samples {
+        let redis_cpu = s["redis_cpu_us_per_request"].as_f64();
+        match s["arm"].as_str() {
+            Some("target+redis") => assert!(redis_cpu.is_some_and(|c| c > 0.0), "{s}"),
+            _ => assert!(redis_cpu.is_none(), "{s}"),
+        }
+    }
 }
 
 #[test]

@@ -103,6 +103,11 @@ pub struct Sample {
     /// CPU per request of the arm's own process (direct: the upstream).
     pub cpu_us_per_request: Option<f64>,
     pub upstream_cpu_us_per_request: f64,
+    /// CPU per request of the Redis server the bench started (`--redis`),
+    /// on the arms that use it: part of what the Redis setup costs, not a
+    /// disturbance.
+    #[serde(default)]
+    pub redis_cpu_us_per_request: Option<f64>,
     /// CPU that processes outside the bench used during the run, as a
     /// share of one core.
     pub other_cpu_share: f64,
@@ -123,6 +128,8 @@ pub struct Summary {
     pub first_event_p50_us: Option<f64>,
     pub gap_p50_us: Option<f64>,
     pub cpu_us_per_request: Option<f64>,
+    #[serde(default)]
+    pub redis_cpu_us_per_request: Option<f64>,
     pub errors: u64,
     /// (max − min) / median of throughput over the rounds: the noise.
     pub spread: f64,
@@ -344,6 +351,7 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
         false => None,
     };
     let redis_url = redis.as_ref().map(crate::services::Redis::url);
+    let redis_pid = redis.as_ref().and_then(crate::services::Redis::pid);
     // Each target process lives until the runs end.
     let mut started = Vec::new();
     let mut targets = Vec::new();
@@ -404,10 +412,10 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
             }
             for round in 0..o.rounds {
                 for arm in &arms {
-                    let mut s = measure(o, arm, c, stream, round, &groups, upstream.pid(), ticks).await;
+                    let mut s = measure(o, arm, c, stream, round, &groups, upstream.pid(), redis_pid, ticks).await;
                     if s.disturbed {
                         // Once more; a second disturbed run is kept, marked.
-                        s = measure(o, arm, c, stream, round, &groups, upstream.pid(), ticks).await;
+                        s = measure(o, arm, c, stream, round, &groups, upstream.pid(), redis_pid, ticks).await;
                     }
                     progress(format!(
                         "{} {} c={c} round {}: {:.0} req/s{}",
@@ -468,18 +476,24 @@ async fn measure(
     round: usize,
     groups: &[u32],
     upstream: Option<u32>,
+    redis: Option<u32>,
     ticks: u64,
 ) -> Sample {
     let cpu = |g: Option<u32>| g.map(procs::group_cpu_ticks).unwrap_or(0);
     let ours = |groups: &[u32]| groups.iter().map(|g| procs::group_cpu_ticks(*g)).sum::<u64>();
     let me = std::process::id();
-    let (arm0, up0, ours0, me0, (busy0, _)) =
-        (cpu(arm.group), cpu(upstream), ours(groups), procs::cpu_ticks(me), procs::machine_ticks());
+    // The Redis server is the bench's child, in the bench's process group:
+    // counted by its own id.
+    let redis_ticks = || redis.map(procs::cpu_ticks).unwrap_or(0);
+    let (arm0, up0, ours0, me0, redis0, (busy0, _)) =
+        (cpu(arm.group), cpu(upstream), ours(groups), procs::cpu_ticks(me), redis_ticks(), procs::machine_ticks());
     let r = load::run(&spec(o, arm, c, stream, o.duration, o.max_requests)).await;
-    let (arm1, up1, ours1, me1, (busy1, _)) =
-        (cpu(arm.group), cpu(upstream), ours(groups), procs::cpu_ticks(me), procs::machine_ticks());
+    let (arm1, up1, ours1, me1, redis1, (busy1, _)) =
+        (cpu(arm.group), cpu(upstream), ours(groups), procs::cpu_ticks(me), redis_ticks(), procs::machine_ticks());
     let per_req = |t: u64| procs::ticks_to_duration(t, ticks).as_secs_f64() * 1e6 / r.requests().max(1) as f64;
-    let other = busy1.saturating_sub(busy0).saturating_sub((ours1 - ours0.min(ours1)) + (me1 - me0.min(me1)));
+    let redis_used = redis1.saturating_sub(redis0);
+    let other =
+        busy1.saturating_sub(busy0).saturating_sub((ours1 - ours0.min(ours1)) + (me1 - me0.min(me1)) + redis_used);
     let other_cpu_share = procs::ticks_to_duration(other, ticks).as_secs_f64() / r.elapsed.as_secs_f64().max(1e-9);
     let q = |xs: &[u32], p: f64| load::quantile(xs, p).unwrap_or(0);
     Sample {
@@ -498,6 +512,7 @@ async fn measure(
         non_2xx: r.non_2xx,
         cpu_us_per_request: arm.group.map(|_| per_req(arm1.saturating_sub(arm0))),
         upstream_cpu_us_per_request: per_req(up1.saturating_sub(up0)),
+        redis_cpu_us_per_request: (redis.is_some() && arm.name.ends_with("+redis")).then(|| per_req(redis_used)),
         other_cpu_share,
         // More than a fifth of a core used by others (the kernel's own
         // network work is counted against the processes that cause it).
@@ -551,6 +566,7 @@ fn summarize(samples: &[Sample]) -> Vec<Summary> {
                 first_event_p50_us: opt(&|s| s.first_event_p50_us.map(f64::from)),
                 gap_p50_us: opt(&|s| s.gap_p50_us.map(f64::from)),
                 cpu_us_per_request: opt(&|s| s.cpu_us_per_request),
+                redis_cpu_us_per_request: opt(&|s| s.redis_cpu_us_per_request),
                 errors: of.iter().map(|s| s.errors + s.non_2xx).sum(),
                 spread,
                 arm,
@@ -604,7 +620,10 @@ impl Report {
             for s in self.summaries.iter().filter(|s| &s.mode == mode && s.concurrency == *c) {
                 let ratio = direct.map_or(0.0, |d| s.per_second / d.per_second.max(1e-9));
                 let added = direct.map_or(0.0, |d| s.p50_us - d.p50_us);
-                let cpu = s.cpu_us_per_request.map_or("–".into(), |c| format!("{c:.1} µs"));
+                let mut cpu = s.cpu_us_per_request.map_or("–".into(), |c| format!("{c:.1} µs"));
+                if let Some(r) = s.redis_cpu_us_per_request {
+                    cpu.push_str(&format!(" + {r:.1} µs Redis"));
+                }
                 let mut streamed = String::new();
                 if stream {
                     let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0} µs"));
@@ -742,6 +761,7 @@ mod tests {
             first_event_p50_us: None,
             gap_p50_us: None,
             cpu_us_per_request: Some(cpu),
+            redis_cpu_us_per_request: None,
             errors: 0,
             spread,
         }
