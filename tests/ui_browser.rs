@@ -57,7 +57,8 @@ async fn served() -> (String, tokio::sync::oneshot::Sender<()>) {
          \x20   litellm_params: {{model: openai/gpt-4o-mini, api_base: '{up}', api_key: {CREDENTIAL}}}\n\
          \x20 - model_name: claude-vertex\n\
          \x20   litellm_params: {{model: vertex_ai/claude-sonnet-4-5}}\n\
-         general_settings: {{master_key: {MASTER_KEY}, server_root_path: {ROOT}}}\n"
+         general_settings: {{master_key: {MASTER_KEY}, server_root_path: {ROOT}}}\n\
+         router_settings: {{redis_url: 'redis://127.0.0.1:9/0'}}\n"
     );
     let cfg = Config::parse(&yaml, "ui.yaml").expect("config parses").config;
     let gw = GatewayBuilder::new(cfg).build().await.expect("gateway builds");
@@ -259,6 +260,11 @@ async fn the_admin_page_and_the_docs_work_in_chromium() {
     // Two deployments were called (one of them never answers): two clients.
     assert!(cache.contains("Clients cached 2 of 200"), "client cache: {cache}");
     assert!(b.text("#stale-banner").await.is_empty(), "a current cost map shows the stale banner");
+    // Redis is configured on a port where nothing listens: the page says the
+    // instance counts on its own.
+    let redis = b.text("#redis").await;
+    assert!(redis.contains("Connected NO") && redis.contains("counted by this instance alone"), "redis: {redis}");
+    assert!(status.starts_with("degraded"), "Redis is down, yet the status is {status}");
     assert!(!page.contains("open-banner"), "a master key is set, yet the page says the gateway is open");
     for secret in [MASTER_KEY, CREDENTIAL, "secret-base", made_key.as_str()] {
         assert!(!page.contains(secret), "{secret} is on the page of an anonymous visitor:\n{page}");

@@ -56,6 +56,7 @@ pub async fn page(State(gw): State<Arc<Gateway>>) -> Html<String> {
 <p class="warning" id="stale-banner" hidden></p>
 <section><h2>Cost map</h2><table id="cost-map" class="facts"><tbody></tbody></table></section>
 <section><h2>Client cache</h2><table id="client-cache" class="facts"><tbody></tbody></table></section>
+<section><h2>Redis</h2><table id="redis" class="facts"><tbody></tbody></table></section>
 <section><h2>Keys and spend</h2>
 <p><label>Master key <input id="master-key" type="password" autocomplete="off"></label> <button id="load-keys">Load keys</button></p>
 <table id="keys"><thead><tr><th>key</th><th>alias</th><th>models</th><th>spend</th><th>max budget</th></tr></thead><tbody></tbody></table>

@@ -59,6 +59,14 @@
         ["Evicted while in use", cc.evicted_while_in_use ?? 0],
         ["Shut down", cc.shutdowns ?? 0],
       ]);
+      // Shared state: what goes through Redis now, and what each instance
+      // counts on its own while it is away.
+      const rd = h.redis || {};
+      table($("redis"), rd.configured ? [
+        ["Connected", rd.connected ? "yes" : "NO: virtual keys' limits and budgets are counted by this instance alone until Redis is back; spend is buffered"],
+        ["Shared now", (rd.shared || []).join(", ") || "nothing"],
+        ["Last error", rd.last_error || "none"],
+      ] : [["Configured", "no: each instance counts virtual keys' limits and budgets on its own"]]);
     } catch (e) {
       $("status").textContent = "cannot load " + root + "/health: " + e;
     }
