@@ -144,7 +144,7 @@ pub struct RedisStatus {
     pub address: Option<String>,
     pub last_error: Option<String>,
     /// What goes through Redis now (`key_rate_limits`,
-    /// `model_cost_map_reloads`, `response_cache`).
+    /// `model_cost_map_reloads`, `anthropic_beta_policy_reloads`, `response_cache`).
     pub shared: Vec<&'static str>,
 }
 

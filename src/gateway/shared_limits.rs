@@ -51,7 +51,44 @@ const WINDOW_TTL_SECS: u64 = 120;
 pub const RELOAD_CHANNEL: &str = "postmortem:reload";
 
 /// What the listener is handed to run for a broadcast reload.
-pub type OnReload = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+pub type OnReload =
+    Arc<dyn Fn(Reloadable) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What a reload broadcast names: each instance reloads it from its own
+/// source and validates it as any reload does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloadable {
+    /// `POST /reload/model_cost_map`.
+    CostMap,
+    /// `POST /reload/anthropic_beta_headers`.
+    BetaPolicy,
+}
+
+impl Reloadable {
+    /// The word a broadcast message starts with.
+    fn word(self) -> &'static str {
+        match self {
+            Reloadable::CostMap => "model_cost_map",
+            Reloadable::BetaPolicy => "anthropic_beta_headers",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Reloadable::CostMap => "cost map",
+            Reloadable::BetaPolicy => "beta-header policy",
+        }
+    }
+
+    /// The asset a message names, unless it is this instance's own.
+    fn of_message(text: &str, own_instance: &str) -> Option<Reloadable> {
+        let (word, instance) = text.split_once(' ')?;
+        if instance == own_instance {
+            return None;
+        }
+        [Reloadable::CostMap, Reloadable::BetaPolicy].into_iter().find(|r| r.word() == word)
+    }
+}
 
 /// How long [`SharedLimits::settled`] waits for token writes in flight.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
@@ -192,6 +229,7 @@ impl SharedLimits {
             (connected, "key_rate_limits"),
             (connected, "key_spend"),
             (self.subscribed.load(Ordering::Acquire), "model_cost_map_reloads"),
+            (self.subscribed.load(Ordering::Acquire), "anthropic_beta_policy_reloads"),
         ];
         self.link.status(shared.into_iter().filter_map(|(on, what)| on.then_some(what)).collect())
     }
@@ -414,14 +452,14 @@ impl SharedLimits {
 
     /// Tells the other instances to reload their cost map (bounded; a
     /// Redis that is down only gets a warning: this instance reloaded).
-    pub async fn publish_reload(&self) {
+    pub async fn publish_reload(&self, what: Reloadable) {
         let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(RELOAD_CHANNEL).arg(format!("model_cost_map {}", self.instance));
+        cmd.arg(RELOAD_CHANNEL).arg(format!("{} {}", what.word(), self.instance));
         match self.link.call::<i64>(&cmd).await {
-            Ok(n) => tracing::info!(listeners = n, "cost-map reload announced to the other instances"),
+            Ok(n) => tracing::info!(listeners = n, "{} reload announced to the other instances", what.describe()),
             Err(e) => {
                 let message = self.link.describe(&e);
-                tracing::warn!(error = %message, "cost-map reload not announced: Redis did not take it");
+                tracing::warn!(error = %message, "{} reload not announced: Redis did not take it", what.describe());
             }
         }
     }
@@ -500,7 +538,7 @@ async fn listen(shared: Weak<SharedLimits>, on_reload: OnReload) {
     loop {
         let Some(s) = shared.upgrade() else { return };
         let client = s.link.client().clone();
-        let own = format!("model_cost_map {}", s.instance);
+        let own = s.instance.clone();
         drop(s);
         let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -519,9 +557,12 @@ async fn listen(shared: Weak<SharedLimits>, on_reload: OnReload) {
                     Ok(None) => break,
                     Ok(Some(msg)) => {
                         let text: String = msg.get_payload().unwrap_or_default();
-                        if text.starts_with("model_cost_map ") && text != own {
-                            tracing::info!("another instance reloaded its cost map: reloading from this one's source");
-                            on_reload().await;
+                        if let Some(what) = Reloadable::of_message(&text, &own) {
+                            tracing::info!(
+                                "another instance reloaded its {}: reloading from this one's source",
+                                what.describe()
+                            );
+                            on_reload(what).await;
                         }
                     }
                 }
@@ -535,5 +576,22 @@ async fn listen(shared: Weak<SharedLimits>, on_reload: OnReload) {
 fn set_subscribed(shared: &Weak<SharedLimits>, on: bool) {
     if let Some(s) = shared.upgrade() {
         s.subscribed.store(on, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broadcast_names_what_to_reload_and_an_instance_ignores_its_own() {
+        assert_eq!(Reloadable::of_message("model_cost_map a1", "b2"), Some(Reloadable::CostMap));
+        assert_eq!(Reloadable::of_message("anthropic_beta_headers a1", "b2"), Some(Reloadable::BetaPolicy));
+        assert_eq!(Reloadable::of_message("anthropic_beta_headers b2", "b2"), None);
+        assert_eq!(Reloadable::of_message("something_else a1", "b2"), None);
+        assert_eq!(Reloadable::of_message("model_cost_map", "b2"), None);
+        for r in [Reloadable::CostMap, Reloadable::BetaPolicy] {
+            assert_eq!(Reloadable::of_message(&format!("{} x", r.word()), "y"), Some(r));
+        }
     }
 }

@@ -295,15 +295,19 @@ impl GatewayBuilder {
         if let Some(shared) = &gw.shared_limits {
             // A weak handle: the listener must not keep a dropped gateway alive.
             let weak = Arc::downgrade(&gw);
-            shared.listen_for_reloads(Arc::new(move || {
+            shared.listen_for_reloads(Arc::new(move |what| {
                 let weak = weak.clone();
                 Box::pin(async move {
-                    if let Some(gw) = weak.upgrade() {
-                        // Validated as any reload: a bad map is refused here
-                        // too, and the status says why.
-                        if let Err(e) = gw.reload_cost_map().await {
-                            tracing::warn!(error = %e, "broadcast cost-map reload refused");
-                        }
+                    use crate::gateway::shared_limits::Reloadable;
+                    let Some(gw) = weak.upgrade() else { return };
+                    // Validated as any reload: a bad map or policy is refused
+                    // here too, and the status says why.
+                    let result = match what {
+                        Reloadable::CostMap => gw.reload_cost_map().await,
+                        Reloadable::BetaPolicy => gw.reload_beta_policy().await,
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, ?what, "broadcast reload refused");
                     }
                 })
             }));

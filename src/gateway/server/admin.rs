@@ -10,6 +10,7 @@ use super::read_body;
 use crate::gateway::auth::{authenticate, require_admin, Caller};
 use crate::gateway::error::ApiError;
 use crate::gateway::redis_link::RedisStatus;
+use crate::gateway::shared_limits::Reloadable;
 use crate::gateway::state::{unix, Gateway};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
@@ -255,7 +256,7 @@ pub(super) async fn reload_cost_map(State(gw): Gw, _: Admin) -> Response {
     // Whatever this instance made of it: each instance fetches and
     // validates the map from its own source.
     if let Some(shared) = gw.shared_limits.as_ref().filter(|_| !gw.bugs.no_reload_broadcast) {
-        shared.publish_reload().await;
+        shared.publish_reload(Reloadable::CostMap).await;
     }
     match result {
         Ok(v) => Json(v).into_response(),
@@ -264,7 +265,12 @@ pub(super) async fn reload_cost_map(State(gw): Gw, _: Admin) -> Response {
 }
 
 pub(super) async fn reload_beta(State(gw): Gw, _: Admin) -> Response {
-    match gw.reload_beta_policy().await {
+    let result = gw.reload_beta_policy().await;
+    // Each instance fetches and validates the policy from its own source.
+    if let Some(shared) = gw.shared_limits.as_ref().filter(|_| !gw.bugs.no_reload_broadcast) {
+        shared.publish_reload(Reloadable::BetaPolicy).await;
+    }
+    match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
