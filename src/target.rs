@@ -177,6 +177,10 @@ const RESTART_GRACE: Duration = Duration::from_secs(10);
 static RUNNING: std::sync::Mutex<std::collections::BTreeSet<u32>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
+/// Set (under [`RUNNING`]'s lock) once `stop_all_targets` has run: no target
+/// starts after it, or it would outlive the run that is going.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How long a target's process group has to stop after SIGTERM before it
 /// gets SIGKILL. A graceful shutdown can wait forever for a connection
 /// that never finishes (uvicorn does, with a fault scenario's stalled
@@ -216,7 +220,11 @@ pub(crate) fn stop_group(pid: u32) {
 /// at most 3 s for them to go, then SIGKILL. None outlives the
 /// run that started it.
 pub fn stop_all_targets() {
-    let groups = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let groups = {
+        let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        STOPPING.store(true, std::sync::atomic::Ordering::Release);
+        std::mem::take(&mut *running)
+    };
     let groups: Vec<u32> = groups.into_iter().filter(|pid| signal_group(*pid, "TERM")).collect();
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline && groups.iter().any(|pid| signal_group(*pid, "0")) {
@@ -418,10 +426,20 @@ impl TargetProcess {
             .stderr(std::process::Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = c.spawn().map_err(|e| format!("cannot start `{cmd}`: {e}"))?;
-        if let Some(pid) = child.id() {
-            RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(pid);
-        }
+        // Started and registered under one lock: an interruption that
+        // stops every target (another thread) either sees this one or comes
+        // before it, and then none starts.
+        let mut child = {
+            let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if STOPPING.load(std::sync::atomic::Ordering::Acquire) {
+                return Err("the run is being interrupted: no target starts".into());
+            }
+            let child = c.spawn().map_err(|e| format!("cannot start `{cmd}`: {e}"))?;
+            if let Some(pid) = child.id() {
+                running.insert(pid);
+            }
+            child
+        };
         if let Some(out) = child.stdout.take() {
             tokio::spawn(keep_lines(out, self.output.clone()));
         }
