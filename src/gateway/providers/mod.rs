@@ -502,6 +502,15 @@ pub trait ProviderApi: Send + Sync {
         Ok(answer)
     }
 
+    /// Whether [`ProviderApi::openai_answer`] changes the answer: a provider
+    /// that overrides it says so here, and the proxy then parses the answer
+    /// into a tree for it; otherwise the answer's bytes reach the client as
+    /// sent, read only for what pricing needs. (A test holds the two in step
+    /// for every provider.)
+    fn translates_openai_answer(&self, _op: Operation) -> bool {
+        false
+    }
+
     /// For a provider that speaks its own stream format behind OpenAI's: a
     /// translator of its stream into Chat Completions SSE. `None` (OpenAI's
     /// own wire): the stream is passed through as sent.
@@ -775,6 +784,35 @@ mod tests {
         assert_eq!(path_segment("%2e%2e").unwrap(), "%252e%252e");
         for bad in ["", ".", ".."] {
             assert!(path_segment(bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod verbatim_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A provider whose OpenAI-wire answers the proxy passes through as
+    /// bytes must not change them: `translates_openai_answer` and
+    /// `openai_answer` agree, for every registered provider and call.
+    #[test]
+    fn a_provider_that_says_it_passes_answers_through_does() {
+        let answer = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "m-upstream",
+            "system_fingerprint": "fp_1",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop", "logprobs": null}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+        });
+        let cx = AnswerContext { upstream_model: "m-upstream", created: 9, include_usage: false };
+        for p in Provider::ALL {
+            for path in ["chat/completions", "completions", "embeddings"] {
+                let op = Operation::OpenAi(path);
+                if !p.api().translates_openai_answer(op) {
+                    let out = p.api().openai_answer(op, answer.clone(), &cx).ok();
+                    assert_eq!(out.as_ref(), Some(&answer), "{p} {path}: changes the answer it says it passes through");
+                }
+            }
         }
     }
 }

@@ -93,6 +93,21 @@ pub(super) async fn openai_call(
         return Ok(with_cost_headers(sse_response(s), Price::WhenStreamEnds, &route, &limits));
     }
     let status = resp.status().as_u16();
+    // Nothing to change in the answer: its bytes go to the client as the
+    // provider sent them, read only for the usage (no tree built and
+    // serialized again). Traces read the answer's model and id, and the
+    // Responses API's ids are rewritten: those take the tree.
+    let verbatim = !route.provider.api().translates_openai_answer(op)
+        && endpoint != Endpoint::Responses
+        && !gw.bugs.estimate_prompt_tokens
+        && gw.otel.is_none();
+    if verbatim {
+        let (bytes, usage) = read_verbatim(gw, &route, resp).await?;
+        let cost = charge(gw, &a.caller, &a.model, &route, &usage);
+        let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), bytes).into_response();
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        return Ok(with_cost_headers(resp, cost.into(), &route, &limits));
+    }
     let mut v = read_openai(gw, &route, resp, op, &cx).await?;
     if gw.bugs.estimate_prompt_tokens {
         estimate_prompt_tokens(&mut v, &a.body);
@@ -103,6 +118,29 @@ pub(super) async fn openai_call(
     let cost = charge(gw, &a.caller, &a.model, &route, &openai_usage(&v));
     let resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(v)).into_response();
     Ok(with_cost_headers(resp, cost.into(), &route, &limits))
+}
+
+/// An OpenAI-wire answer's bytes, checked to be a JSON object, and its
+/// usage. Parsing into this struct reads the whole document (a truncated
+/// or malformed body fails here, as it does parsing into a tree) but keeps
+/// only `usage`.
+async fn read_verbatim(
+    gw: &Gateway,
+    route: &Route,
+    resp: reqwest::Response,
+) -> Result<(Bytes, crate::gateway::catalog::Usage), ApiError> {
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    let provider = route.provider;
+    let bytes =
+        crate::gateway::upstream::read_capped(resp, gw.upstream_limits.max_answer_bytes, provider.as_str()).await?;
+    let light: UsageOnly = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadGateway(format!("{provider} returned a body that is not a JSON object: {e}")))?;
+    let usage = openai_usage(&serde_json::json!({ "usage": light.usage }));
+    Ok((bytes, usage))
 }
 
 pub async fn embeddings(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Response {

@@ -96,6 +96,10 @@ impl ProviderApi for Gemini {
         super::params::gemini(endpoint)
     }
 
+    fn translates_openai_answer(&self, _op: Operation) -> bool {
+        true
+    }
+
     fn openai_answer(&self, _op: Operation, answer: Value, cx: &AnswerContext<'_>) -> Result<Value, ApiError> {
         translate::gemini_to_chat(&answer, cx).map_err(|e| ApiError::BadGateway(format!("gemini: {e}")))
     }
