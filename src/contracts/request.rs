@@ -101,6 +101,9 @@ fn text_of(content: &Value) -> String {
                 Some("text") | Some("input_text") | Some("output_text") => {
                     p.get("text").and_then(Value::as_str).map(str::to_string)
                 }
+                // An assistant's earlier refusal (Chat Completions and the
+                // Responses API): what it said, which a translation carries as text.
+                Some("refusal") => p.get("refusal").and_then(Value::as_str).map(str::to_string),
                 Some("tool_result") => p.get("content").map(|c| result_text(text_of(c))),
                 // Converse: a text block, or a toolResult holding text blocks.
                 None => p
@@ -132,6 +135,16 @@ fn result_text(text: String) -> String {
         Ok(v @ (Value::Object(_) | Value::Array(_))) => v.to_string(),
         _ => text,
     }
+}
+
+/// An earlier call's `arguments` string as the value it encodes: empty (or
+/// blank) arguments are no arguments, `{}`, as the streamed answers are read
+/// (`semantic::anthropic_events`); a string that is not JSON stays text.
+fn call_arguments(args: &str) -> Value {
+    if args.trim().is_empty() {
+        return Value::Object(Default::default());
+    }
+    serde_json::from_str(args).unwrap_or(Value::String(args.to_string()))
 }
 
 fn squash(s: &str) -> String {
@@ -184,7 +197,7 @@ impl Conversation {
             }
             for t in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 let args = t.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
-                let args = serde_json::from_str(args).unwrap_or(Value::String(args.to_string()));
+                let args = call_arguments(args);
                 let name = t.pointer("/function/name").and_then(Value::as_str).unwrap_or("").to_string();
                 c.tool_calls.push((name, args));
                 c.call_ids.push(t.get("id").and_then(Value::as_str).unwrap_or("").to_string());
@@ -212,7 +225,7 @@ impl Conversation {
                         "function_call" => {
                             c.push("assistant", String::new());
                             let args = item.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                            let args = serde_json::from_str(args).unwrap_or(Value::String(args.to_string()));
+                            let args = call_arguments(args);
                             let name = item.get("name").and_then(Value::as_str).unwrap_or("").to_string();
                             c.tool_calls.push((name, args));
                             c.call_ids.push(item.get("call_id").and_then(Value::as_str).unwrap_or("").to_string());

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+#[cfg(test)]
 use crate::gateway::sse::SseEvent;
 
 /// Anthropic requires `max_tokens`; OpenAI clients usually omit it.
@@ -493,11 +494,8 @@ pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Val
     if let Some(thinking) = get(openai_body, "thinking") {
         out.insert("thinking".into(), thinking.clone());
     }
-    if let Some(n) = get(openai_body, "n") {
-        if n.as_u64() != Some(1) {
-            return Err(TranslateError::unsupported("n", n.to_string()));
-        }
-    }
+    // `n` never gets here: Claude's parameter table (`params.rs`) does not list
+    // it, so the proxy refuses it (or drops it) before translating.
     let ignored: Vec<&str> = IGNORED_PARAMS.iter().copied().filter(|k| get(openai_body, k).is_some()).collect();
     if !ignored.is_empty() {
         tracing::debug!(?ignored, "OpenAI parameters with no Anthropic equivalent were dropped");
@@ -674,7 +672,6 @@ pub struct StreamTranslator {
     /// tools, whose `input_json_delta`s the client must not see).
     blocks: BTreeMap<u64, Option<usize>>,
     next_tool_index: usize,
-    finish_reason: Option<&'static str>,
     role_sent: bool,
     finished: bool,
     usage_chunk: bool,
@@ -692,7 +689,6 @@ impl StreamTranslator {
             usage: AnthropicUsage::default(),
             blocks: BTreeMap::new(),
             next_tool_index: 0,
-            finish_reason: None,
             role_sent: false,
             finished: false,
             usage_chunk: true,
@@ -706,17 +702,17 @@ impl StreamTranslator {
         self
     }
 
+    /// The chunk id (the unit tests' view: the proxy reads only the chunks).
+    #[cfg(test)]
     pub fn id(&self) -> &str {
         &self.id
     }
 
-    /// Usage seen so far (final once [`is_finished`](Self::is_finished)).
+    /// Usage seen so far (final once [`is_finished`](Self::is_finished)); the
+    /// unit tests' view: the proxy meters the events themselves (`StreamMeter`).
+    #[cfg(test)]
     pub fn usage(&self) -> AnthropicUsage {
         self.usage
-    }
-
-    pub fn finish_reason(&self) -> Option<&'static str> {
-        self.finish_reason
     }
 
     /// `message_stop` was seen: the response is complete.
@@ -741,7 +737,9 @@ impl StreamTranslator {
         }
     }
 
-    /// Convenience: parses an SSE event's data and calls [`on_event`](Self::on_event).
+    /// Convenience for the unit tests: parses an SSE event's data and calls
+    /// [`on_event`](Self::on_event) (the proxy parses events itself).
+    #[cfg(test)]
     pub fn on_sse(&mut self, event: &SseEvent) -> Result<Vec<Value>> {
         let data: Value = serde_json::from_str(&event.data)
             .map_err(|e| TranslateError::invalid("data", format!("not valid JSON: {e}")))?;
@@ -867,7 +865,6 @@ impl StreamTranslator {
                     .flatten();
                 if let Some(stop) = stop {
                     let fr = map_stop_reason(stop);
-                    self.finish_reason = Some(fr);
                     self.role_chunk_once(&mut out);
                     out.push(self.chunk(json!({}), Some(fr)));
                 }
@@ -1051,7 +1048,6 @@ mod tests {
             (json!({"messages": [], "max_completion_tokens": "9"}), "max_completion_tokens"),
             (json!({"messages": [], "temperature": "hot"}), "temperature"),
             (json!({"messages": [], "stop": [1]}), "stop"),
-            (json!({"messages": [], "n": 2}), "n"),
             (json!({"messages": [], "tools": [{"type": "web_search"}]}), "tools[0].type"),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}),
@@ -1233,6 +1229,11 @@ mod tests {
         (chunks, tr)
     }
 
+    /// The finish reason the chunks carry (the one chunk that has it).
+    fn finish_of(chunks: &[Value]) -> Option<&str> {
+        chunks.iter().find_map(|c| c["choices"][0]["finish_reason"].as_str())
+    }
+
     fn concat(chunks: &[Value], key: &str) -> String {
         chunks.iter().filter_map(|c| c["choices"][0]["delta"][key].as_str()).collect::<Vec<_>>().concat()
     }
@@ -1244,7 +1245,7 @@ mod tests {
         for size in [1, 7, 64, body.len()] {
             let (chunks, tr) = run_stream(&body, size);
             assert_eq!(concat(&chunks, "content"), "2");
-            assert_eq!(tr.finish_reason(), Some("stop"));
+            assert_eq!(finish_of(&chunks), Some("stop"));
             assert!(tr.is_finished());
             assert_eq!(tr.id(), "msg_018E1hg8GoVTGEKQY3ovMcSJ");
             // role chunk first, finish chunk, usage chunk last
@@ -1277,7 +1278,7 @@ mod tests {
         assert!(text.starts_with("Here are the basic"), "{text}");
         let reasoning = concat(&chunks, "reasoning_content");
         assert!(reasoning.starts_with("This is a straightforward question about pedestrian safety."), "{reasoning}");
-        assert_eq!(tr.finish_reason(), Some("stop"));
+        assert_eq!(finish_of(&chunks), Some("stop"));
         assert_eq!(tr.usage().output_tokens, 282);
         assert_eq!(tr.usage().input_tokens, 43);
         // The signature never leaks into content.
