@@ -411,7 +411,11 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
                 load::run(&spec(o, arm, c, stream, Duration::from_millis(500), o.max_requests)).await;
             }
             for round in 0..o.rounds {
-                for arm in &arms {
+                // Each round starts at another arm: on two cores the arm run
+                // right after another measured lower more often than the
+                // noise explains (BENCHMARKS.md, ninth run), so no arm keeps
+                // one place in the order.
+                for arm in rotated(&arms, round) {
                     let mut s = measure(o, arm, c, stream, round, &groups, upstream.pid(), redis_pid, ticks).await;
                     if s.disturbed {
                         // Once more; a second disturbed run is kept, marked.
@@ -519,6 +523,12 @@ async fn measure(
         disturbed: other_cpu_share > DISTURBED_SHARE,
         first_error: r.first_error,
     }
+}
+
+/// `items` starting at `round` (modulo their number), in their order.
+fn rotated<T>(items: &[T], round: usize) -> impl Iterator<Item = &T> {
+    let start = if items.is_empty() { 0 } else { round % items.len() };
+    items[start..].iter().chain(&items[..start])
 }
 
 /// Above this share of one core used by other processes, a run is
@@ -748,6 +758,17 @@ pub fn compare(base: &Report, now: &Report) -> (Vec<Regression>, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_round_starts_at_another_arm() {
+        let arms = ["direct", "floor", "target"];
+        let order = |round| rotated(&arms, round).copied().collect::<Vec<_>>();
+        assert_eq!(order(0), ["direct", "floor", "target"]);
+        assert_eq!(order(1), ["floor", "target", "direct"]);
+        assert_eq!(order(2), ["target", "direct", "floor"]);
+        assert_eq!(order(3), order(0));
+        assert_eq!(rotated::<u8>(&[], 5).count(), 0);
+    }
 
     fn summary(arm: &str, rps: f64, p50: f64, cpu: f64, spread: f64) -> Summary {
         Summary {
