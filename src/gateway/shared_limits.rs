@@ -278,9 +278,7 @@ impl SharedLimits {
             }
         };
         if let Some(total) = total {
-            // The fleet's spend, with what this instance has not added yet.
-            let unapplied = self.unapplied.lock();
-            key.raise_spend_to(total + unapplied.get(&key.hash_bytes()).map_or(0.0, Unapplied::total));
+            self.raise_to_fleet_total(key, total);
         }
         Some(match code {
             0 => Ok(()),
@@ -359,16 +357,20 @@ impl SharedLimits {
         cmd.arg(spend_key(key));
         match self.link.call::<Option<String>>(&cmd).await {
             Ok(Some(total)) => match total.parse::<f64>() {
-                Ok(total) => {
-                    let unapplied = self.unapplied.lock();
-                    let pending = unapplied.get(&key.hash_bytes()).map_or(0.0, Unapplied::total);
-                    key.raise_spend_to(total + pending);
-                }
+                Ok(total) => self.raise_to_fleet_total(key, total),
                 Err(_) => tracing::warn!(value = %total, "a key's shared spend in Redis is not a number; ignored"),
             },
             Ok(None) => {}
             Err(e) => self.link.went_down(&e),
         }
+    }
+
+    /// Raises `key`'s view to the fleet's `total` plus what this instance
+    /// has not added to it yet (read under the lock `charge` takes, so a
+    /// charge is counted in one of the two, never both or neither).
+    fn raise_to_fleet_total(&self, key: &KeyRecord, total: f64) {
+        let unapplied = self.unapplied.lock();
+        key.raise_spend_to(total + unapplied.get(&key.hash_bytes()).map_or(0.0, Unapplied::total));
     }
 
     /// Spend not yet in the shared totals, USD (all keys).
