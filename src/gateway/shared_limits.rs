@@ -101,30 +101,46 @@ const PURPOSE: Purpose = Purpose {
 
 /// Admits one request of a key, atomically, in one round trip: reads the
 /// key's shared spend and refuses at its budget, then checks the key's
-/// minute window and counts the request. KEYS[1] the window, KEYS[2] (when
-/// the budget is shared) the key's spend total; ARGV rpm limit, tpm limit
-/// (-1: none), the window's TTL, the budget (-1: none), the spend of this
-/// instance not yet in the total. Returns {code, current, total}: code 0
-/// counted, 1 at the rpm, 2 the tpm used up, 3 the budget spent; total the
-/// shared spend (nil when Redis has none or it was not asked for).
+/// minute window and counts the request. KEYS[1] the window, KEYS[2] and
+/// KEYS[3] (when the budget is shared) the key's spend total and its last
+/// batch applied per instance; ARGV rpm limit, tpm limit (-1: none), the
+/// window's TTL, the budget (-1: none), then this instance's spend not yet
+/// in a batch, its batch in flight (USD, sequence number; 0 0 for none) and
+/// its name. The batch in flight counts only when Redis has not applied it
+/// yet: its answer may still be on the way back. Returns {code, current,
+/// total, applied}: code 0 counted, 1 at the rpm, 2 the tpm used up, 3 the
+/// budget spent; total the shared spend (nil when Redis has none or it was
+/// not asked for), applied the sequence number of this instance's last
+/// batch in it.
 const ADMIT_SCRIPT: &str = r"
 local spend = false
+local applied = 0
 if #KEYS > 1 then
   spend = redis.call('GET', KEYS[2])
+  applied = tonumber(redis.call('HGET', KEYS[3], ARGV[8]) or '0')
   local budget = tonumber(ARGV[4])
-  if spend and budget >= 0 and tonumber(spend) + tonumber(ARGV[5]) >= budget then return {3, 0, spend} end
+  local pending = tonumber(ARGV[5])
+  if tonumber(ARGV[7]) > applied then pending = pending + tonumber(ARGV[6]) end
+  if spend and budget >= 0 and tonumber(spend) + pending >= budget then return {3, 0, spend, applied} end
 end
 local rpm = tonumber(ARGV[1])
 local tpm = tonumber(ARGV[2])
-if rpm < 0 and tpm < 0 then return {0, 0, spend} end
+if rpm < 0 and tpm < 0 then return {0, 0, spend, applied} end
 local v = redis.call('HMGET', KEYS[1], 'r', 't')
 local r = tonumber(v[1] or '0')
 local t = tonumber(v[2] or '0')
-if rpm >= 0 and r >= rpm then return {1, r, spend} end
-if tpm >= 0 and t >= tpm then return {2, t, spend} end
+if rpm >= 0 and r >= rpm then return {1, r, spend, applied} end
+if tpm >= 0 and t >= tpm then return {2, t, spend, applied} end
 redis.call('HINCRBY', KEYS[1], 'r', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {0, r + 1, spend}
+return {0, r + 1, spend, applied}
+";
+
+/// Reads a key's shared spend and the sequence number of this instance's
+/// last batch in it, together. KEYS[1] the total, KEYS[2] the batches
+/// applied per instance; ARGV[1] the instance. Returns {total, applied}.
+const READ_SPEND_SCRIPT: &str = r"
+return {redis.call('GET', KEYS[1]), tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')}
 ";
 
 /// Adds one batch of an instance's spend on a key to the key's total,
@@ -161,6 +177,13 @@ struct Unapplied {
 impl Unapplied {
     fn total(&self) -> f64 {
         self.queued + self.in_flight.map_or(0.0, |(_, usd)| usd)
+    }
+
+    /// What is not in a shared total that has this instance's batches up
+    /// to `applied` in it: the batch in flight counts only when it is not
+    /// one of them (Redis may have applied it, its answer still on the way).
+    fn beyond(&self, applied: u64) -> f64 {
+        self.queued + self.in_flight.filter(|&(seq, _)| seq > applied).map_or(0.0, |(_, usd)| usd)
     }
 }
 
@@ -252,25 +275,34 @@ impl SharedLimits {
         }
         let (window, retry_after) = self.window(key);
         let limit = |on: bool, l: Option<u64>| l.filter(|_| on).map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        let pending = self.unapplied.lock().get(&key.hash_bytes()).map_or(0.0, Unapplied::total);
+        let (queued, (batch_seq, batch_usd)) = self
+            .unapplied
+            .lock()
+            .get(&key.hash_bytes())
+            .map_or((0.0, (0, 0.0)), |u| (u.queued, u.in_flight.unwrap_or((0, 0.0))));
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(ADMIT_SCRIPT).arg(1 + usize::from(budget.is_some())).arg(&window);
+        cmd.arg(ADMIT_SCRIPT).arg(if budget.is_some() { 3 } else { 1 }).arg(&window);
         if budget.is_some() {
-            cmd.arg(spend_key(key));
+            cmd.arg(spend_key(key)).arg(batches_key(key));
         }
         cmd.arg(limit(limits, spec.rpm))
             .arg(limit(limits, spec.tpm))
             .arg(WINDOW_TTL_SECS)
             .arg(budget.map_or_else(|| "-1".to_string(), |b| b.to_string()))
-            .arg(pending.to_string());
-        let answer = self.link.call::<(i64, i64, Option<String>)>(&cmd).await.and_then(|(code, current, total)| {
-            let total = total.map(|t| t.parse::<f64>()).transpose();
-            match (code, total) {
-                (0..=3, Ok(total)) => Ok((code, u64::try_from(current).unwrap_or(0), total)),
-                _ => Err(CallError::Answer(format!("to the admission script: {code} {current}"))),
-            }
-        });
-        let (code, current, total) = match answer {
+            .arg(queued.to_string())
+            .arg(batch_usd.to_string())
+            .arg(batch_seq)
+            .arg(&self.instance);
+        let answer = self.link.call::<(i64, i64, Option<String>, u64)>(&cmd).await.and_then(
+            |(code, current, total, applied)| {
+                let total = total.map(|t| t.parse::<f64>()).transpose();
+                match (code, total) {
+                    (0..=3, Ok(total)) => Ok((code, u64::try_from(current).unwrap_or(0), total, applied)),
+                    _ => Err(CallError::Answer(format!("to the admission script: {code} {current}"))),
+                }
+            },
+        );
+        let (code, current, total, applied) = match answer {
             Ok(a) => a,
             Err(e) => {
                 self.link.went_down(&e);
@@ -278,7 +310,7 @@ impl SharedLimits {
             }
         };
         if let Some(total) = total {
-            self.raise_to_fleet_total(key, total);
+            self.raise_to_fleet_total(key, total, applied);
         }
         Some(match code {
             0 => Ok(()),
@@ -353,24 +385,26 @@ impl SharedLimits {
         if !self.is_connected() {
             return;
         }
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(spend_key(key));
-        match self.link.call::<Option<String>>(&cmd).await {
-            Ok(Some(total)) => match total.parse::<f64>() {
-                Ok(total) => self.raise_to_fleet_total(key, total),
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(READ_SPEND_SCRIPT).arg(2).arg(spend_key(key)).arg(batches_key(key)).arg(&self.instance);
+        match self.link.call::<(Option<String>, u64)>(&cmd).await {
+            Ok((Some(total), applied)) => match total.parse::<f64>() {
+                Ok(total) => self.raise_to_fleet_total(key, total, applied),
                 Err(_) => tracing::warn!(value = %total, "a key's shared spend in Redis is not a number; ignored"),
             },
-            Ok(None) => {}
+            Ok((None, _)) => {}
             Err(e) => self.link.went_down(&e),
         }
     }
 
-    /// Raises `key`'s view to the fleet's `total` plus what this instance
+    /// Raises `key`'s view to the fleet's `total` (which has this
+    /// instance's batches up to `applied` in it) plus what this instance
     /// has not added to it yet (read under the lock `charge` takes, so a
-    /// charge is counted in one of the two, never both or neither).
-    fn raise_to_fleet_total(&self, key: &KeyRecord, total: f64) {
+    /// charge is counted in one of the two, never both or neither: a batch
+    /// Redis applied whose answer is still on the way is in the total only).
+    fn raise_to_fleet_total(&self, key: &KeyRecord, total: f64, applied: u64) {
         let unapplied = self.unapplied.lock();
-        key.raise_spend_to(total + unapplied.get(&key.hash_bytes()).map_or(0.0, Unapplied::total));
+        key.raise_spend_to(total + unapplied.get(&key.hash_bytes()).map_or(0.0, |u| u.beyond(applied)));
     }
 
     /// Spend not yet in the shared totals, USD (all keys).
@@ -412,7 +446,7 @@ impl SharedLimits {
             cmd.arg(SPEND_SCRIPT)
                 .arg(2)
                 .arg(spend_key(&key))
-                .arg(format!("postmortem:spend-batches:{}", key.key_hash()))
+                .arg(batches_key(&key))
                 .arg(usd.to_string())
                 .arg(seq)
                 .arg(&self.instance)
@@ -512,6 +546,12 @@ fn spend_key(key: &KeyRecord) -> String {
     format!("postmortem:spend:{}", key.key_hash())
 }
 
+/// The sequence number of the last batch of each instance applied to a
+/// key's total (a hash: instance → sequence number).
+fn batches_key(key: &KeyRecord) -> String {
+    format!("postmortem:spend-batches:{}", key.key_hash())
+}
+
 /// The spend writer: a round whenever a call is charged, and every
 /// [`PROBE_INTERVAL`] while spend waits for Redis to come back; ends when
 /// the gateway is dropped.
@@ -584,6 +624,41 @@ fn set_subscribed(shared: &Weak<SharedLimits>, on: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::clock::ManualClock;
+    use crate::gateway::keys::{KeySpec, KeyStore};
+
+    /// A batch Redis has applied whose answer has not come back yet is in
+    /// the fleet's total: raising the key's view to that total must not add
+    /// it a second time (a slow or timed-out answer made a fleet read one
+    /// call more than was spent); a batch not applied yet is added.
+    #[tokio::test]
+    async fn a_batch_in_the_total_is_not_counted_again_while_its_answer_is_on_the_way() {
+        let clock: SharedClock = Arc::new(ManualClock::new());
+        // Nothing listens there: the link is lazy and no call is made.
+        let target = RedisTarget::from_url("redis_url", "redis://127.0.0.1:9/0").expect("a Redis URL");
+        let shared = SharedLimits::start(target, clock.clone(), false).expect("starts without Redis");
+        let store = KeyStore::new(clock);
+        let (_, key) = store.generate(KeySpec::default(), None).expect("a key");
+        shared.charge(&key, 0.013);
+        // The writer forms batch 1 of it, as `write_spend` does.
+        {
+            let mut unapplied = shared.unapplied.lock();
+            let u = unapplied.get_mut(&key.hash_bytes()).expect("the charge is buffered");
+            u.in_flight = Some((1, u.queued));
+            u.queued = 0.0;
+        }
+        shared.charge(&key, 0.005);
+        // Another instance has spent 0.01. Batch 1 not applied yet: the
+        // total is the other instance's alone, and both of ours add to it.
+        shared.raise_to_fleet_total(&key, 0.01, 0);
+        assert!((key.spend() - 0.028).abs() < 1e-9, "{}", key.spend());
+        // Applied (its answer still on the way): the total holds it.
+        shared.raise_to_fleet_total(&key, 0.023, 1);
+        assert!((key.spend() - 0.028).abs() < 1e-9, "counted twice: {}", key.spend());
+        // The fleet spent more meanwhile: the view follows.
+        shared.raise_to_fleet_total(&key, 0.033, 1);
+        assert!((key.spend() - 0.038).abs() < 1e-9, "{}", key.spend());
+    }
 
     #[test]
     fn a_broadcast_names_what_to_reload_and_an_instance_ignores_its_own() {
