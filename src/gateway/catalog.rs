@@ -77,8 +77,8 @@ pub enum CatalogError {
     CostNotNumber { model: String, field: String, found: &'static str },
     #[error("model {model:?}: cost field {field:?} must not be negative, found {value}")]
     NegativeCost { model: String, field: String, value: f64 },
-    #[error("model {model:?}: invalid entry: {message}")]
-    InvalidEntry { model: String, message: String },
+    #[error("model {model:?}: invalid entry: {problem}")]
+    InvalidEntry { model: String, problem: FieldError },
     #[error("could not fetch cost map from {origin}: {message}")]
     Fetch { origin: String, message: String },
     #[error("cost map from {origin} is larger than the limit of {limit} bytes")]
@@ -124,26 +124,35 @@ pub struct ModelEntry {
     pub extra: Map<String, Value>,
 }
 
+/// A cost-map entry's typed field holding another JSON type.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{field}` must be {expected}, got {got}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub expected: &'static str,
+    pub got: &'static str,
+}
+
 impl ModelEntry {
     /// Builds an entry from its JSON fields, taking the typed ones out and
     /// keeping the rest in `extra`. Same rules as the serde derive, without
     /// its `flatten` buffering, which doubled the time to load the 3 MB map.
-    pub fn from_fields(mut fields: Map<String, Value>) -> Result<ModelEntry, String> {
-        fn text(fields: &mut Map<String, Value>, name: &str) -> Result<Option<String>, String> {
+    pub fn from_fields(mut fields: Map<String, Value>) -> Result<ModelEntry, FieldError> {
+        fn text(fields: &mut Map<String, Value>, name: &'static str) -> Result<Option<String>, FieldError> {
             match fields.remove(name) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s)),
-                Some(other) => Err(format!("`{name}` must be a string, got {}", json_type(&other))),
+                Some(other) => Err(FieldError { field: name, expected: "a string", got: json_type(&other) }),
             }
         }
         fn tokens(fields: &mut Map<String, Value>, name: &str) -> Option<u64> {
             fields.remove(name).and_then(lenient_value)
         }
-        fn cost(fields: &mut Map<String, Value>, name: &str) -> Result<Option<f64>, String> {
+        fn cost(fields: &mut Map<String, Value>, name: &'static str) -> Result<Option<f64>, FieldError> {
             match fields.remove(name) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Number(n)) => Ok(n.as_f64()),
-                Some(other) => Err(format!("`{name}` must be a number, got {}", json_type(&other))),
+                Some(other) => Err(FieldError { field: name, expected: "a number", got: json_type(&other) }),
             }
         }
         Ok(ModelEntry {
@@ -603,7 +612,7 @@ pub fn parse_catalog(
         check_costs(&model, &fields)?;
         match ModelEntry::from_fields(fields) {
             Ok(entry) => models.push((model, entry)),
-            Err(message) => return Err(CatalogError::InvalidEntry { model, message }),
+            Err(problem) => return Err(CatalogError::InvalidEntry { model, problem }),
         }
     }
     Ok(Catalog::new(models, &display_source(source), loaded_at))

@@ -522,14 +522,22 @@ pub struct ConfigKey {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// A deployment's `litellm_credential_name` that no `credential_list` entry
+/// has (the deployment is unavailable with this as the reason).
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("litellm_credential_name `{name}` is not in credential_list")]
+pub struct UnknownCredential {
+    pub name: String,
+}
+
 /// Fills the credential fields a deployment leaves unset from the
 /// `credential_list` entry it names.
-fn apply_credential(p: &mut LitellmParams, credentials: &[Credential]) -> Result<(), String> {
+fn apply_credential(p: &mut LitellmParams, credentials: &[Credential]) -> Result<(), UnknownCredential> {
     let Some(name) = p.litellm_credential_name.as_deref() else {
         return Ok(());
     };
     let Some(c) = credentials.iter().find(|c| c.credential_name == name) else {
-        return Err(format!("litellm_credential_name `{name}` is not in credential_list"));
+        return Err(UnknownCredential { name: name.to_string() });
     };
     for (k, v) in &c.credential_values {
         let text = match v {
@@ -747,7 +755,7 @@ impl Config {
         }
         if let Some(p) = &self.general_settings.server_root_path {
             if let Err(m) = normalize_root_path(p) {
-                field_err("general_settings.server_root_path".into(), m);
+                field_err("general_settings.server_root_path".into(), m.to_string());
             }
         }
         if let Some(t) = self.general_settings.header_read_timeout_secs {
@@ -956,7 +964,7 @@ impl Config {
         let credentials = self.credential_list.clone();
         for (i, d) in self.model_list.iter_mut().enumerate() {
             if let Err(reason) = apply_credential(&mut d.litellm_params, &credentials) {
-                d.unavailable.get_or_insert(reason);
+                d.unavailable.get_or_insert(reason.to_string());
             }
             let p = &mut d.litellm_params;
             let f = |n: &str| format!("model_list[{i}].litellm_params.{n}");
@@ -1165,10 +1173,10 @@ impl Config {
             Some(p) => p.clone(),
             None => self.env_var("SERVER_ROOT_PATH").unwrap_or_default(),
         };
-        normalize_root_path(&raw).map_err(|message| ConfigError::Field {
+        normalize_root_path(&raw).map_err(|e| ConfigError::Field {
             file: "SERVER_ROOT_PATH".into(),
             field: "server_root_path".into(),
-            message,
+            message: e.to_string(),
         })
     }
 
@@ -1178,18 +1186,28 @@ impl Config {
     }
 }
 
+/// A server root path that cannot be a URL path prefix.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RootPathError {
+    /// Whitespace, `?`, `#`, `*`, `{` or `}`.
+    #[error("`{raw}` is not a valid path prefix")]
+    Characters { raw: String },
+    #[error("`{raw}` has an empty or relative segment")]
+    Segment { raw: String },
+}
+
 /// `""`, `"/"` -> `""`; `"llmproxy/"` -> `"/llmproxy"`; rejects characters
 /// that cannot be a path.
-pub fn normalize_root_path(raw: &str) -> Result<String, String> {
+pub fn normalize_root_path(raw: &str) -> Result<String, RootPathError> {
     let trimmed = raw.trim().trim_matches('/');
     if trimmed.is_empty() {
         return Ok(String::new());
     }
     if trimmed.chars().any(|c| c.is_whitespace() || c == '?' || c == '#' || c == '*' || c == '{' || c == '}') {
-        return Err(format!("`{raw}` is not a valid path prefix"));
+        return Err(RootPathError::Characters { raw: raw.to_string() });
     }
     if trimmed.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(format!("`{raw}` has an empty or relative segment"));
+        return Err(RootPathError::Segment { raw: raw.to_string() });
     }
     Ok(format!("/{trimmed}"))
 }

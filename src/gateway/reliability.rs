@@ -94,9 +94,27 @@ pub struct FallbackPolicy {
     aliases: BTreeMap<String, (String, bool)>,
 }
 
+/// A fallback or alias setting that is not in a shape LiteLLM accepts,
+/// naming the setting (and the group or alias) and what was there.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FallbackError {
+    #[error("{setting}: expected a list like [{{\"group\": [\"fallback\"]}}]")]
+    NotAList { setting: String },
+    #[error("{setting}: unexpected entry {entry}")]
+    Entry { setting: String, entry: Value },
+    #[error("{setting}.{group}: expected a list of model names")]
+    NotGroups { setting: String, group: String },
+    #[error("{setting}.{group}: expected names")]
+    NotNames { setting: String, group: String },
+    #[error("model_group_alias.{alias}: expected `model: <group>`")]
+    AliasWithoutModel { alias: String },
+    #[error("model_group_alias.{alias}: expected a group name, got {value}")]
+    Alias { alias: String, value: Value },
+}
+
 impl FallbackPolicy {
     /// Reads the settings; anything malformed is an error naming the setting.
-    pub fn from_config(config: &Config) -> Result<FallbackPolicy, String> {
+    pub fn from_config(config: &Config) -> Result<FallbackPolicy, FallbackError> {
         let r = config.reliability();
         let mut p = FallbackPolicy { defaults: r.default_fallbacks.clone().unwrap_or_default(), ..Default::default() };
         if let Some(v) = &r.fallbacks {
@@ -118,9 +136,9 @@ impl FallbackPolicy {
                 Value::String(g) => (g.clone(), false),
                 Value::Object(o) => match o.get("model").and_then(Value::as_str) {
                     Some(g) => (g.to_string(), o.get("hidden").and_then(Value::as_bool).unwrap_or(false)),
-                    None => return Err(format!("model_group_alias.{alias}: expected `model: <group>`")),
+                    None => return Err(FallbackError::AliasWithoutModel { alias: alias.clone() }),
                 },
-                other => return Err(format!("model_group_alias.{alias}: expected a group name, got {other}")),
+                other => return Err(FallbackError::Alias { alias: alias.clone(), value: other.clone() }),
             };
             p.aliases.insert(alias.clone(), entry);
         }
@@ -149,17 +167,22 @@ impl FallbackPolicy {
 
 /// `[{group: [..]}, ..]` (or one map) → group -> fallbacks; plain strings in
 /// the list are returned apart.
-fn fallback_map(setting: &str, v: &Value) -> Result<(FallbackMap, Vec<String>), String> {
+fn fallback_map(setting: &str, v: &Value) -> Result<(FallbackMap, Vec<String>), FallbackError> {
     let mut map = HashMap::new();
     let mut flat = Vec::new();
-    let mut add = |group: &str, targets: &Value| -> Result<(), String> {
+    let mut add = |group: &str, targets: &Value| -> Result<(), FallbackError> {
         let list = match targets {
             Value::String(s) => vec![s.clone()],
             Value::Array(a) => a
                 .iter()
-                .map(|t| t.as_str().map(str::to_string).ok_or_else(|| format!("{setting}.{group}: expected names")))
+                .map(|t| {
+                    t.as_str().map(str::to_string).ok_or_else(|| FallbackError::NotNames {
+                        setting: setting.to_string(),
+                        group: group.to_string(),
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?,
-            _ => return Err(format!("{setting}.{group}: expected a list of model names")),
+            _ => return Err(FallbackError::NotGroups { setting: setting.to_string(), group: group.to_string() }),
         };
         map.entry(group.to_string()).or_insert_with(Vec::new).extend(list);
         Ok(())
@@ -168,7 +191,7 @@ fn fallback_map(setting: &str, v: &Value) -> Result<(FallbackMap, Vec<String>), 
         Value::Array(a) => a.iter().collect(),
         Value::Object(_) => vec![v],
         Value::Null => vec![],
-        _ => return Err(format!("{setting}: expected a list like [{{\"group\": [\"fallback\"]}}]")),
+        _ => return Err(FallbackError::NotAList { setting: setting.to_string() }),
     };
     for item in items {
         match item {
@@ -178,7 +201,7 @@ fn fallback_map(setting: &str, v: &Value) -> Result<(FallbackMap, Vec<String>), 
                 }
             }
             Value::String(s) => flat.push(s.clone()),
-            other => return Err(format!("{setting}: unexpected entry {other}")),
+            other => return Err(FallbackError::Entry { setting: setting.to_string(), entry: other.clone() }),
         }
     }
     Ok((map, flat))
@@ -260,7 +283,7 @@ impl Health {
 mod tests {
     use super::*;
 
-    fn policy(yaml: &str) -> Result<FallbackPolicy, String> {
+    fn policy(yaml: &str) -> Result<FallbackPolicy, FallbackError> {
         FallbackPolicy::from_config(&Config::parse(yaml, "t.yaml").unwrap().config)
     }
 
@@ -282,7 +305,7 @@ mod tests {
         assert_eq!(p.visible_aliases().collect::<Vec<_>>(), ["gpt4"]);
         let flat = policy("litellm_settings:\n  fallbacks: [x, y]\n").unwrap();
         assert_eq!(flat.chain("any", FallbackKind::General), ["x", "y"]);
-        assert!(policy("router_settings: {fallbacks: [{a: 3}]}\n").unwrap_err().contains("fallbacks.a"));
+        assert!(policy("router_settings: {fallbacks: [{a: 3}]}\n").unwrap_err().to_string().contains("fallbacks.a"));
     }
 
     #[test]

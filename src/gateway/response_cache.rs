@@ -140,32 +140,47 @@ pub struct Controls {
     pub namespace: Option<String>,
 }
 
+/// A request's `cache` controls that are not understood (the client gets a
+/// 400 with this message), naming the control and what was sent.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ControlsError {
+    #[error("field `cache` must be an object such as {{\"no-cache\": true}}, got {got}")]
+    NotAnObject { got: &'static str },
+    #[error("`cache.{control}` must be a boolean, got {got}")]
+    NotABoolean { control: String, got: &'static str },
+    #[error("`cache.{control}` must be a number of seconds from 0 to {MAX_TTL_SECS}, got {value}")]
+    NotSeconds { control: String, value: Value },
+    #[error("`cache.namespace` must be a non-empty string, got {value}")]
+    Namespace { value: Value },
+    #[error(
+        "unknown cache control `{control}`; the controls are `no-cache`, `no-store`, `ttl`, `s-maxage`, \
+         `namespace` and `use-cache`"
+    )]
+    Unknown { control: String },
+}
+
 impl Controls {
     /// Takes `cache` out of `body` and reads it. `Err` is the 400's message:
     /// a control that is not understood is refused, not ignored, so a typo
     /// (`no_cache`) never silently serves a cached answer.
-    pub fn take_from(body: &mut Map<String, Value>) -> Result<Controls, String> {
+    pub fn take_from(body: &mut Map<String, Value>) -> Result<Controls, ControlsError> {
         // `shift_remove`: the members sent upstream keep the order the client gave them.
         let obj = match body.shift_remove("cache") {
             None | Some(Value::Null) => return Ok(Controls::default()),
             Some(Value::Object(m)) => m,
-            Some(other) => {
-                return Err(format!(
-                    "field `cache` must be an object such as {{\"no-cache\": true}}, got {}",
-                    crate::gateway::error::json_type(&other)
-                ))
-            }
+            Some(other) => return Err(ControlsError::NotAnObject { got: crate::gateway::error::json_type(&other) }),
         };
         let mut c = Controls::default();
         for (k, v) in obj {
             let flag = |v: &Value| {
-                v.as_bool().ok_or_else(|| {
-                    format!("`cache.{k}` must be a boolean, got {}", crate::gateway::error::json_type(v))
+                v.as_bool().ok_or_else(|| ControlsError::NotABoolean {
+                    control: k.clone(),
+                    got: crate::gateway::error::json_type(v),
                 })
             };
             let secs = |v: &Value| match v.as_f64() {
                 Some(s) if s.is_finite() && (0.0..=MAX_TTL_SECS).contains(&s) => Ok(Duration::from_secs_f64(s)),
-                _ => Err(format!("`cache.{k}` must be a number of seconds from 0 to {MAX_TTL_SECS}, got {v}")),
+                _ => Err(ControlsError::NotSeconds { control: k.clone(), value: v.clone() }),
             };
             match k.as_str() {
                 "no-cache" => c.no_cache = flag(&v)?,
@@ -176,14 +191,9 @@ impl Controls {
                 "s-maxage" | "s-max-age" => c.max_age = Some(secs(&v)?),
                 "namespace" => match v {
                     Value::String(s) if !s.is_empty() && s.len() <= 256 => c.namespace = Some(s),
-                    other => return Err(format!("`cache.namespace` must be a non-empty string, got {other}")),
+                    other => return Err(ControlsError::Namespace { value: other }),
                 },
-                _ => {
-                    return Err(format!(
-                        "unknown cache control `{k}`; the controls are `no-cache`, `no-store`, `ttl`, `s-maxage`, \
-                         `namespace` and `use-cache`"
-                    ))
-                }
+                _ => return Err(ControlsError::Unknown { control: k }),
             }
         }
         Ok(c)

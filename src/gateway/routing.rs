@@ -11,7 +11,7 @@
 
 use crate::gateway::catalog::Catalog;
 use crate::gateway::config::{secs, Config, LitellmParams, ModelDeployment};
-use crate::gateway::providers::{Endpoint, EndpointInput, Provider};
+use crate::gateway::providers::{Endpoint, EndpointError, EndpointInput, Provider};
 use crate::gateway::rate::RateLimiter;
 use crate::gateway::upstream::ClientKey;
 use foldhash::{HashMap, HashMapExt};
@@ -45,7 +45,7 @@ pub struct Deployment {
     pub health: crate::gateway::reliability::Health,
     /// Its endpoint for its provider (for a catch-all, for each provider),
     /// resolved at load, or why it could not be.
-    reach: Vec<(Provider, Result<Arc<Reach>, String>)>,
+    reach: Vec<(Provider, Result<Arc<Reach>, EndpointError>)>,
 }
 
 /// Where and how a deployment's calls go for one provider, and the key its
@@ -62,11 +62,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 impl Deployment {
     /// Its endpoint for `provider`, or why it has none (a catch-all asked
     /// for a provider that needs settings it lacks).
-    pub fn reach(&self, provider: Provider) -> Result<&Arc<Reach>, String> {
+    pub fn reach(&self, provider: Provider) -> Result<&Arc<Reach>, ReachError> {
         match self.reach.iter().find(|(p, _)| *p == provider) {
             Some((_, Ok(r))) => Ok(r),
-            Some((_, Err(reason))) => Err(format!("deployment `{}` ({provider}): {reason}", self.id)),
-            None => Err(format!("deployment `{}` does not serve {provider}", self.id)),
+            Some((_, Err(reason))) => {
+                Err(ReachError::Unresolved { deployment: self.id.clone(), provider, reason: reason.clone() })
+            }
+            None => Err(ReachError::NotServed { deployment: self.id.clone(), provider }),
         }
     }
 
@@ -82,7 +84,7 @@ impl Deployment {
         let (provider, upstream_model) = match resolve_provider(model, catalog) {
             Ok(pm) => pm,
             Err(reason) => {
-                unavailable.get_or_insert(reason);
+                unavailable.get_or_insert(reason.to_string());
                 (None, model.to_string())
             }
         };
@@ -106,7 +108,7 @@ impl Deployment {
             None if unavailable.is_none() => Provider::every(),
             None => Vec::new(),
         };
-        let reach: Vec<(Provider, Result<Arc<Reach>, String>)> = providers
+        let reach: Vec<(Provider, Result<Arc<Reach>, EndpointError>)> = providers
             .into_iter()
             .map(|p| {
                 let input = EndpointInput { provider: p, params: &params, env: &env };
@@ -120,7 +122,7 @@ impl Deployment {
             .collect();
         if provider.is_some() {
             if let Some((_, Err(reason))) = reach.first() {
-                unavailable.get_or_insert_with(|| reason.clone());
+                unavailable.get_or_insert_with(|| reason.to_string());
             }
         }
         let id = d
@@ -147,10 +149,35 @@ impl Deployment {
     }
 }
 
+/// Why a deployment has no endpoint for a provider (a call routed there is
+/// refused with this).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReachError {
+    /// The endpoint could not be resolved at load.
+    #[error("deployment `{deployment}` ({provider}): {reason}")]
+    Unresolved { deployment: String, provider: Provider, reason: EndpointError },
+    /// The deployment is not for this provider.
+    #[error("deployment `{deployment}` does not serve {provider}")]
+    NotServed { deployment: String, provider: Provider },
+}
+
+/// Why `litellm_params.model` names no provider this gateway calls.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    #[error(
+        "the cost map says `{model}` is served by `{litellm_provider}`, a provider this gateway does not call (it calls: {known})"
+    )]
+    NotCalled { model: String, litellm_provider: String, known: String },
+    #[error("unknown provider `{prefix}` in `{model}` (known: {known})")]
+    UnknownPrefix { model: String, prefix: String, known: String },
+    #[error("`{model}` has no provider prefix and the cost map does not know it: write `provider/{model}`")]
+    NoPrefix { model: String },
+}
+
 /// The provider and upstream model of `litellm_params.model`: `*`,
 /// `provider/name`, or a bare name whose provider the cost map gives (as
 /// LiteLLM does). `Err` says why the deployment cannot serve.
-fn resolve_provider(model: &str, catalog: Option<&Catalog>) -> Result<(Option<Provider>, String), String> {
+fn resolve_provider(model: &str, catalog: Option<&Catalog>) -> Result<(Option<Provider>, String), ProviderError> {
     if model == "*" {
         return Ok((None, "*".to_string()));
     }
@@ -164,16 +191,13 @@ fn resolve_provider(model: &str, catalog: Option<&Catalog>) -> Result<(Option<Pr
     match listed {
         Some(lp) => match Provider::from_litellm_provider(&lp, model) {
             Some(p) => Ok((Some(p), model.to_string())),
-            None => Err(format!(
-                "the cost map says `{model}` is served by `{lp}`, a provider this gateway does not call (it calls: {})",
-                known()
-            )),
+            None => Err(ProviderError::NotCalled { model: model.to_string(), litellm_provider: lp, known: known() }),
         },
         None => match model.split_once('/') {
-            Some((p, _)) => Err(format!("unknown provider `{p}` in `{model}` (known: {})", known())),
-            None => Err(format!(
-                "`{model}` has no provider prefix and the cost map does not know it: write `provider/{model}`"
-            )),
+            Some((p, _)) => {
+                Err(ProviderError::UnknownPrefix { model: model.to_string(), prefix: p.to_string(), known: known() })
+            }
+            None => Err(ProviderError::NoPrefix { model: model.to_string() }),
         },
     }
 }

@@ -31,11 +31,11 @@ pub enum BuildError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("config: {0}")]
-    Reliability(String),
+    Reliability(#[from] crate::gateway::reliability::FallbackError),
     /// OpenTelemetry settings that cannot be honoured (a protocol other
     /// than OTLP/HTTP JSON, a malformed endpoint or header list).
     #[error("config: otel: {0}")]
-    Otel(String),
+    Otel(#[from] crate::gateway::otel::OtelError),
     /// The Redis client could not be set up from a valid address.
     #[error("config: redis: {0}")]
     Redis(String),
@@ -157,7 +157,7 @@ impl GatewayBuilder {
         let root_path = config.root_path()?;
         // Before anything slow: a tracing setting that cannot be honoured
         // refuses the start at once, with the variable it came from.
-        let otel = crate::gateway::otel::Otel::from_config(&config).map_err(BuildError::Otel)?;
+        let otel = crate::gateway::otel::Otel::from_config(&config)?;
         let redis = config.redis_target("config")?;
         let cache_redis = config.cache_redis_target("config")?;
 
@@ -177,7 +177,7 @@ impl GatewayBuilder {
         )
         .await;
 
-        let fallbacks = FallbackPolicy::from_config(&config).map_err(BuildError::Reliability)?;
+        let fallbacks = FallbackPolicy::from_config(&config)?;
         let cooldowns = CooldownPolicy::from_config(&config);
         // After the cost map: it tells the provider of bare model names.
         let router = ModelRouter::from_config_with(&config, Some(&catalog.current()))?;

@@ -163,12 +163,12 @@ pub struct Exporter {
 impl Exporter {
     /// The exporter and its background task (which ends once the exporter
     /// is dropped). Needs a Tokio runtime.
-    pub fn start(settings: OtelSettings) -> Result<Arc<Exporter>, String> {
+    pub fn start(settings: OtelSettings) -> Result<Arc<Exporter>, super::settings::OtelError> {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .build()
-            .map_err(|e| format!("cannot build the OTLP client: {e}"))?;
+            .map_err(|e| super::settings::OtelError::Client { reason: e.to_string() })?;
         let exporter = Arc::new(Exporter {
             queue: Arc::new(Queue::new(settings.max_queue, settings.max_batch)),
             client,

@@ -27,7 +27,7 @@ mod protobuf;
 mod settings;
 
 pub use export::{encode as encode_json, AttrValue, ExportStats, SpanData, SpanKind, SpanStatus};
-pub use settings::{OtelSettings, Protocol, Sampler};
+pub use settings::{OtelError, OtelSettings, Protocol, Sampler};
 
 use crate::gateway::activity::{Attribution, Who};
 use crate::gateway::error::ApiError;
@@ -60,7 +60,7 @@ impl Otel {
     /// Traces when the config's callbacks name `otel`; `Ok(None)` when not;
     /// an error for settings that cannot be honoured. Needs a Tokio runtime
     /// (the exporter's task starts here).
-    pub fn from_config(config: &crate::gateway::Config) -> Result<Option<Otel>, String> {
+    pub fn from_config(config: &crate::gateway::Config) -> Result<Option<Otel>, OtelError> {
         match OtelSettings::from_config(config)? {
             Some(s) => {
                 let sampler = s.sampler;

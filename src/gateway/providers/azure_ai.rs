@@ -4,7 +4,7 @@
 //! base URL with a `Bearer` key.
 
 use super::anthropic::{messages_request, messages_url};
-use super::{join_url, Call, Endpoint, EndpointInput, Operation, ProviderApi, UpstreamRequest};
+use super::{join_url, Call, Endpoint, EndpointError, EndpointInput, Operation, ProviderApi, UpstreamRequest};
 use crate::gateway::beta::{BetaTarget, Placement};
 use crate::gateway::error::ApiError;
 use serde_json::Value;
@@ -13,7 +13,7 @@ use serde_json::Value;
 pub struct AzureAi;
 
 impl ProviderApi for AzureAi {
-    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String> {
+    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, EndpointError> {
         let base = input.require_api_base()?;
         let mut ep = Endpoint::new(input.provider, base.clone());
         ep.url = if base.ends_with("/v1/messages") || base.ends_with("/v1") || base.ends_with("/anthropic") {

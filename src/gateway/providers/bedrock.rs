@@ -92,7 +92,7 @@ pub fn default_endpoint(region: &str) -> String {
 /// `{base}/model/{model id}/invoke` or `.../invoke-with-response-stream`.
 /// The model id is percent-encoded: ids contain `:` (`...-v2:0`) and
 /// inference-profile ARNs contain `/`, which must not split the path.
-pub fn invoke_url(endpoint_base: &str, model_id: &str, stream: bool) -> Result<String, String> {
+pub fn invoke_url(endpoint_base: &str, model_id: &str, stream: bool) -> Result<String, super::SegmentError> {
     let action = if stream { "invoke-with-response-stream" } else { "invoke" };
     Ok(format!("{}/model/{}/{action}", endpoint_base.trim_end_matches('/'), super::path_segment(model_id)?))
 }
@@ -457,7 +457,7 @@ pub struct Signing {
 pub struct Bedrock;
 
 impl super::ProviderApi for Bedrock {
-    fn endpoint(&self, input: &super::EndpointInput<'_>) -> Result<super::Endpoint, String> {
+    fn endpoint(&self, input: &super::EndpointInput<'_>) -> Result<super::Endpoint, super::EndpointError> {
         let p = input.params;
         // The config's region, else `AWS_REGION` / `AWS_DEFAULT_REGION`, else
         // us-east-1 (boto3's fallback, which LiteLLM inherits).
@@ -472,8 +472,7 @@ impl super::ProviderApi for Bedrock {
             p.aws_secret_access_key.as_deref(),
             p.aws_session_token.as_deref(),
             input.env,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let mut ep = super::Endpoint::new(input.provider, base);
         ep.signing = Some(Signing { creds, region });
         Ok(ep)
@@ -489,7 +488,7 @@ impl super::ProviderApi for Bedrock {
         };
         let v = to_bedrock_body(&Value::Object(call.body), call.betas);
         let body = serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let url = invoke_url(&ep.url, call.upstream_model, call.stream).map_err(ApiError::BadRequest)?;
+        let url = invoke_url(&ep.url, call.upstream_model, call.stream)?;
         let accept = if call.stream { STREAM_MEDIA_TYPE } else { "application/json" };
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, Hv::from_static("application/json"));

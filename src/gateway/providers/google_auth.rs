@@ -50,23 +50,43 @@ impl std::fmt::Debug for TokenSource {
     }
 }
 
+/// Why `vertex_credentials` (or the file `GOOGLE_APPLICATION_CREDENTIALS`
+/// names) cannot be used. Never shows a secret: a field is named, not its value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("vertex_credentials: cannot read the credentials file {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("vertex_credentials: not JSON ({reason})")]
+    NotJson { reason: String },
+    #[error("vertex_credentials: `{field}` is missing")]
+    Missing { field: &'static str },
+    #[error(
+        "vertex_credentials: credentials of type `{kind}` are not supported (authorized_user and service_account are)"
+    )]
+    UnsupportedType { kind: String },
+    #[error("vertex_credentials: `private_key` is not a PEM key")]
+    NotPem,
+    #[error("vertex_credentials: `private_key` is not a PKCS#8 RSA key ({reason})")]
+    NotRsa { reason: String },
+}
+
 impl TokenSource {
     /// Reads `vertex_credentials`: the JSON itself, or the path of a file
     /// holding it (as LiteLLM takes either).
-    pub fn from_config(value: &str) -> Result<TokenSource, String> {
+    pub fn from_config(value: &str) -> Result<TokenSource, CredentialsError> {
         let text = value.trim();
         if text.starts_with('{') {
             return Self::from_json(text);
         }
         let json = std::fs::read_to_string(text)
-            .map_err(|e| format!("vertex_credentials: cannot read the credentials file {text}: {e}"))?;
+            .map_err(|e| CredentialsError::Unreadable { path: text.to_string(), reason: e.to_string() })?;
         Self::from_json(&json)
     }
 
-    pub fn from_json(text: &str) -> Result<TokenSource, String> {
-        let v: Value = serde_json::from_str(text).map_err(|e| format!("vertex_credentials: not JSON ({e})"))?;
+    pub fn from_json(text: &str) -> Result<TokenSource, CredentialsError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| CredentialsError::NotJson { reason: e.to_string() })?;
         let field = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-        let need = |k: &str| field(k).ok_or_else(|| format!("vertex_credentials: `{k}` is missing"));
+        let need = |k: &'static str| field(k).ok_or(CredentialsError::Missing { field: k });
         let token_uri = field("token_uri").unwrap_or_else(|| GOOGLE_TOKEN_URI.to_string());
         let grant = match field("type").as_deref() {
             Some("authorized_user") => Grant::RefreshToken {
@@ -79,12 +99,8 @@ impl TokenSource {
                 key_id: field("private_key_id"),
                 key: Box::new(rsa_key(&need("private_key")?)?),
             },
-            Some(other) => {
-                return Err(format!(
-                    "vertex_credentials: credentials of type `{other}` are not supported (authorized_user and service_account are)"
-                ))
-            }
-            None => return Err("vertex_credentials: `type` is missing".into()),
+            Some(other) => return Err(CredentialsError::UnsupportedType { kind: other.to_string() }),
+            None => return Err(CredentialsError::Missing { field: "type" }),
         };
         Ok(TokenSource { grant, token_uri, cached: tokio::sync::Mutex::new(None) })
     }
@@ -175,13 +191,10 @@ impl TokenSource {
 
 /// A PEM `PRIVATE KEY` (PKCS#8, as Google's key files hold it) as an RSA
 /// signing key.
-fn rsa_key(pem: &str) -> Result<ring::signature::RsaKeyPair, String> {
+fn rsa_key(pem: &str) -> Result<ring::signature::RsaKeyPair, CredentialsError> {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|_| "vertex_credentials: `private_key` is not a PEM key".to_string())?;
-    ring::signature::RsaKeyPair::from_pkcs8(&der)
-        .map_err(|e| format!("vertex_credentials: `private_key` is not a PKCS#8 RSA key ({e})"))
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| CredentialsError::NotPem)?;
+    ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| CredentialsError::NotRsa { reason: e.to_string() })
 }
 
 /// `application/x-www-form-urlencoded` value encoding.
@@ -206,14 +219,16 @@ mod tests {
         let user = r#"{"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r", "token_uri": "http://127.0.0.1:1/token"}"#;
         let src = TokenSource::from_json(user).expect("authorized_user");
         assert_eq!(src.token_uri, "http://127.0.0.1:1/token");
-        let missing = TokenSource::from_json(r#"{"type": "authorized_user", "client_id": "c"}"#).unwrap_err();
+        let missing =
+            TokenSource::from_json(r#"{"type": "authorized_user", "client_id": "c"}"#).unwrap_err().to_string();
         assert!(missing.contains("client_secret"), "{missing}");
-        let other = TokenSource::from_json(r#"{"type": "external_account"}"#).unwrap_err();
+        let other = TokenSource::from_json(r#"{"type": "external_account"}"#).unwrap_err().to_string();
         assert!(other.contains("external_account"), "{other}");
         let bad_key = TokenSource::from_json(
             r#"{"type": "service_account", "client_email": "a@b", "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(bad_key.contains("private_key"), "{bad_key}");
         assert!(!format!("{src:?}").contains("\"s\""));
     }

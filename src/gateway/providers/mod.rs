@@ -209,6 +209,44 @@ impl std::fmt::Display for Provider {
 
 // ------------------------------------------------------------ the trait
 
+/// Why a deployment's endpoint cannot be resolved at config load: the
+/// deployment is loaded as unavailable with this as the reason. Each names
+/// the setting (never a credential's value).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EndpointError {
+    /// A provider without a default base URL and none configured.
+    #[error("`{model}` needs `litellm_params.api_base`")]
+    MissingApiBase { model: String },
+    /// Vertex AI without `vertex_project`.
+    #[error("`{model}` (vertex_ai) needs `vertex_project`")]
+    MissingVertexProject { model: String },
+    /// A credential (`setting`) an HTTP header cannot carry.
+    #[error("{setting} contains characters an HTTP header cannot carry")]
+    NotAHeader { setting: &'static str },
+    /// A name that goes into the URL as one path segment.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// Bedrock's credentials or region.
+    #[error(transparent)]
+    Bedrock(#[from] bedrock::BedrockError),
+    /// Vertex AI's Google credentials (`vertex_credentials`).
+    #[error(transparent)]
+    Google(#[from] google_auth::CredentialsError),
+}
+
+/// A name that cannot be one URL path segment.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{name}` is not a valid model name")]
+pub struct SegmentError {
+    pub name: String,
+}
+
+impl From<SegmentError> for ApiError {
+    fn from(e: SegmentError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 /// The registry: the module for each provider. Adding a provider adds one
 /// line here (and its module, its strict mock and its conformance steps).
 pub fn api(p: Provider) -> &'static dyn ProviderApi {
@@ -239,8 +277,8 @@ impl EndpointInput<'_> {
     }
 
     /// `api_base`, or an error naming the deployment's model.
-    pub fn require_api_base(&self) -> Result<String, String> {
-        self.api_base().ok_or_else(|| format!("`{}` needs `litellm_params.api_base`", self.params.model))
+    pub fn require_api_base(&self) -> Result<String, EndpointError> {
+        self.api_base().ok_or_else(|| EndpointError::MissingApiBase { model: self.params.model.clone() })
     }
 
     /// The configured `api_key`, if not empty.
@@ -301,9 +339,8 @@ impl Endpoint {
     /// Adds a header every call carries; a credential is marked sensitive
     /// (never logged by the HTTP stack). A value that is not a valid header
     /// is a configuration error.
-    pub fn with_header(mut self, name: &'static str, value: String, what: &str) -> Result<Self, String> {
-        let mut v = HeaderValue::from_str(&value)
-            .map_err(|_| format!("{what} contains characters an HTTP header cannot carry"))?;
+    pub fn with_header(mut self, name: &'static str, value: String, what: &'static str) -> Result<Self, EndpointError> {
+        let mut v = HeaderValue::from_str(&value).map_err(|_| EndpointError::NotAHeader { setting: what })?;
         v.set_sensitive(true);
         self.headers.push((HeaderName::from_static(name), v));
         Ok(self)
@@ -440,7 +477,7 @@ pub trait ProviderApi: Send + Sync {
     /// Resolves a deployment's endpoint once, at config load. `Err` says why
     /// the deployment cannot serve (it is loaded as unavailable with that
     /// reason).
-    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String>;
+    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, EndpointError>;
 
     /// Shapes one call: URL, headers, body.
     fn request(&self, ep: &Endpoint, call: Call<'_>) -> Result<UpstreamRequest, ApiError>;
@@ -528,9 +565,9 @@ pub fn join_url(base: &str, path: &str) -> String {
 /// 3986's unreserved characters percent-encoded, so a name can never add
 /// segments, a query or a fragment to the upstream URL. `.` and `..` are
 /// refused: URL parsers treat them as dot segments even when encoded.
-pub fn path_segment(name: &str) -> Result<String, String> {
+pub fn path_segment(name: &str) -> Result<String, SegmentError> {
     if name.is_empty() || name == "." || name == ".." {
-        return Err(format!("`{name}` is not a valid model name"));
+        return Err(SegmentError { name: name.to_string() });
     }
     Ok(percent_encode(name))
 }
@@ -561,7 +598,7 @@ mod endpoint_tests {
         serde_yaml_ng::from_str(yaml).expect("params parse")
     }
 
-    fn endpoint(provider: Provider, yaml: &str, env: &[(&str, &str)]) -> Result<Endpoint, String> {
+    fn endpoint(provider: Provider, yaml: &str, env: &[(&str, &str)]) -> Result<Endpoint, EndpointError> {
         let p = params(yaml);
         let env = |n: &str| env.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string());
         api(provider).endpoint(&EndpointInput { provider, params: &p, env: &env })
@@ -612,7 +649,7 @@ mod endpoint_tests {
             (Provider::AzureAi, "model: azure_ai/m"),
             (Provider::Compat(Compat::CustomOpenai), "model: custom_openai/m"),
         ] {
-            let err = endpoint(p, yaml, &[]).unwrap_err();
+            let err = endpoint(p, yaml, &[]).unwrap_err().to_string();
             assert!(err.contains("api_base"), "{p}: {err}");
         }
     }
@@ -667,7 +704,7 @@ mod endpoint_tests {
 
     #[test]
     fn vertex_needs_a_project_and_puts_model_and_verb_in_the_path() {
-        let err = endpoint(Provider::VertexAi, "model: vertex_ai/claude", &[]).unwrap_err();
+        let err = endpoint(Provider::VertexAi, "model: vertex_ai/claude", &[]).unwrap_err().to_string();
         assert!(err.contains("vertex_project"), "{err}");
         let ep =
             endpoint(Provider::VertexAi, "model: vertex_ai/claude\nvertex_project: p1\napi_key: tok", &[]).unwrap();
@@ -685,7 +722,7 @@ mod endpoint_tests {
 
     #[test]
     fn bedrock_resolves_region_and_credentials_at_load_and_signs_at_the_clocks_time() {
-        let err = endpoint(Provider::Bedrock, "model: bedrock/anthropic.claude", &[]).unwrap_err();
+        let err = endpoint(Provider::Bedrock, "model: bedrock/anthropic.claude", &[]).unwrap_err().to_string();
         assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
         let env =
             [("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "secret"), ("AWS_REGION", "eu-west-3")];
@@ -753,7 +790,7 @@ mod endpoint_tests {
 
     #[test]
     fn a_credential_a_header_cannot_carry_is_a_configuration_error() {
-        let err = endpoint(Provider::Openai, "model: openai/gpt-4o\napi_key: \"sk\\nx\"", &[]).unwrap_err();
+        let err = endpoint(Provider::Openai, "model: openai/gpt-4o\napi_key: \"sk\\nx\"", &[]).unwrap_err().to_string();
         assert!(err.contains("api_key") && !err.contains("sk"), "{err}");
     }
 }

@@ -8,7 +8,9 @@
 //! (Azure takes it from the URL instead); everything else was decided by
 //! `params` before the call reaches here.
 
-use super::{path_segment, Call, Endpoint, EndpointInput, Operation, Provider, ProviderApi, UpstreamRequest};
+use super::{
+    path_segment, Call, Endpoint, EndpointError, EndpointInput, Operation, Provider, ProviderApi, UpstreamRequest,
+};
 use crate::gateway::error::ApiError;
 use serde_json::Value;
 
@@ -24,7 +26,7 @@ pub const AZURE_API_VERSION: &str = "2024-10-21";
 pub struct OpenAiCompat;
 
 impl ProviderApi for OpenAiCompat {
-    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String> {
+    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, EndpointError> {
         let (base, key) = match input.provider {
             Provider::Openai => (input.api_base().unwrap_or_else(|| OPENAI_BASE.to_string()), input.api_key()),
             Provider::Compat(c) => {
@@ -78,7 +80,7 @@ impl ProviderApi for OpenAiCompat {
 pub struct Azure;
 
 impl ProviderApi for Azure {
-    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String> {
+    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, EndpointError> {
         let base = input.require_api_base()?;
         let version = input.params.api_version.clone().filter(|v| !v.is_empty());
         let version = version.unwrap_or_else(|| AZURE_API_VERSION.to_string());
@@ -103,7 +105,7 @@ impl ProviderApi for Azure {
             body.insert("model".into(), Value::String(call.upstream_model.to_string()));
             return UpstreamRequest::json(ep, format!("{}/openai/v1/responses", ep.base), &body);
         }
-        let deployment = path_segment(call.upstream_model).map_err(ApiError::BadRequest)?;
+        let deployment = path_segment(call.upstream_model)?;
         let url = format!("{}{deployment}/{path}{}", ep.url, ep.suffix);
         body.remove("model");
         UpstreamRequest::json(ep, url, &body)

@@ -7,7 +7,7 @@
 //! one the config gives as `api_key`.
 
 use super::google_auth::TokenSource;
-use super::{path_segment, Call, Endpoint, EndpointInput, Operation, ProviderApi, UpstreamRequest};
+use super::{path_segment, Call, Endpoint, EndpointError, EndpointInput, Operation, ProviderApi, UpstreamRequest};
 use crate::gateway::beta::{BetaTarget, Placement};
 use crate::gateway::error::ApiError;
 use serde_json::json;
@@ -23,10 +23,10 @@ pub const DEFAULT_LOCATION: &str = "us-east5";
 pub struct VertexAi;
 
 impl ProviderApi for VertexAi {
-    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String> {
+    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, EndpointError> {
         let p = input.params;
         let project = p.vertex_project.as_deref().filter(|s| !s.is_empty());
-        let project = project.ok_or_else(|| format!("`{}` (vertex_ai) needs `vertex_project`", p.model))?;
+        let project = project.ok_or_else(|| EndpointError::MissingVertexProject { model: p.model.clone() })?;
         let location = p.vertex_location.as_deref().filter(|s| !s.is_empty()).unwrap_or(DEFAULT_LOCATION);
         let (project, location) = (path_segment(project)?, path_segment(location)?);
         let base = input.api_base().unwrap_or_else(|| format!("https://{location}-aiplatform.googleapis.com"));
@@ -56,7 +56,7 @@ impl ProviderApi for VertexAi {
         if call.op != Operation::Messages {
             return Err(ApiError::Internal("vertex_ai is called with Messages only".into()));
         }
-        let model = path_segment(call.upstream_model).map_err(ApiError::BadRequest)?;
+        let model = path_segment(call.upstream_model)?;
         let verb = if call.stream { "streamRawPredict" } else { "rawPredict" };
         let mut body = call.body;
         body.remove("model");

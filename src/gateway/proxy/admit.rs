@@ -77,7 +77,7 @@ pub(super) async fn admit(
 
 async fn admit_as(gw: &Gateway, caller: Caller, raw: &Bytes, shape: &[(&str, &str)]) -> Result<Admitted, ApiError> {
     let mut body = parse_object(raw)?;
-    let cache = Controls::take_from(&mut body).map_err(ApiError::BadRequest)?;
+    let cache = Controls::take_from(&mut body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     for (field, want) in shape {
         require_field(&body, field, want)?;
     }

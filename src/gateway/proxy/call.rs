@@ -50,7 +50,7 @@ pub(super) async fn send(
     route: &Route,
     out: Outgoing<'_>,
 ) -> Result<(reqwest::Response, Lease<UpstreamClient>), ApiError> {
-    let reach = route.deployment.reach(route.provider).map_err(ApiError::BadRequest)?;
+    let reach = route.deployment.reach(route.provider).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let api = route.provider.api();
     let call = Call {
         op: out.op,
@@ -99,7 +99,7 @@ pub(super) async fn stored_response(
     id: &str,
     method: http::Method,
 ) -> Result<reqwest::Response, ApiError> {
-    let reach = route.deployment.reach(route.provider).map_err(ApiError::BadRequest)?;
+    let reach = route.deployment.reach(route.provider).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut req = route
         .provider
         .api()

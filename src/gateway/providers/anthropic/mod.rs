@@ -9,7 +9,7 @@ pub mod translate;
 
 pub use translate::*;
 
-use super::{join_url, Call, Endpoint, EndpointInput, Operation, ProviderApi, UpstreamRequest};
+use super::{join_url, Call, Endpoint, EndpointError, EndpointInput, Operation, ProviderApi, UpstreamRequest};
 use crate::gateway::beta::{BetaTarget, Placement};
 use crate::gateway::error::ApiError;
 use serde_json::Value;
@@ -68,7 +68,7 @@ pub(super) fn messages_request(ep: &Endpoint, call: Call<'_>) -> Result<Upstream
 }
 
 impl ProviderApi for Anthropic {
-    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String> {
+    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, EndpointError> {
         let base = input.api_base().unwrap_or_else(|| ANTHROPIC_BASE.to_string());
         let mut ep = Endpoint::new(input.provider, base.clone());
         ep.url = messages_url(&base);

@@ -12,8 +12,8 @@
 pub mod translate;
 
 use super::{
-    path_segment, AnswerContext, Call, Endpoint, EndpointInput, Operation, Provider, ProviderApi, StreamTranslator,
-    UpstreamRequest,
+    path_segment, AnswerContext, Call, Endpoint, EndpointError, EndpointInput, Operation, Provider, ProviderApi,
+    StreamTranslator, UpstreamRequest,
 };
 use crate::gateway::error::ApiError;
 use serde_json::Value;
@@ -38,7 +38,7 @@ fn names_a_model(base: &str) -> bool {
 pub struct Gemini;
 
 impl ProviderApi for Gemini {
-    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, String> {
+    fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, EndpointError> {
         let base = input.api_base().unwrap_or_else(|| GEMINI_BASE.to_string());
         let mut ep = Endpoint::new(input.provider, base.clone());
         // The API's root (`https://generativelanguage.googleapis.com`, a
@@ -74,7 +74,7 @@ impl ProviderApi for Gemini {
         }
         // One path segment, whatever the name holds: a model name can never
         // reach another method (`../files`, `x:countTokens`) of the API.
-        let model = path_segment(call.upstream_model).map_err(ApiError::BadRequest)?;
+        let model = path_segment(call.upstream_model)?;
         let at = if ep.url.ends_with('/') { format!("{}{model}", ep.url) } else { ep.url.clone() };
         let url =
             if call.stream { format!("{at}:streamGenerateContent?alt=sse") } else { format!("{at}:generateContent") };
