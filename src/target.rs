@@ -10,6 +10,7 @@
 use crate::gateway::clock::ManualClock;
 use crate::gateway::upstream::ClientKey;
 use crate::gateway::{Config, Gateway, GatewayBuilder, KnownBugs};
+use anyhow::anyhow;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use parking_lot::Mutex;
@@ -270,13 +271,13 @@ fn process_has(kind: TargetKind, output_captured: bool, cap: Capability) -> bool
 impl GatewayUnderTest {
     /// Builds our gateway from `config` with a manual clock (and `bugs` put
     /// back, for proofs) and serves it on 127.0.0.1:0.
-    pub async fn in_process(config: Config, bugs: KnownBugs) -> Result<GatewayUnderTest, String> {
+    pub async fn in_process(config: Config, bugs: KnownBugs) -> anyhow::Result<GatewayUnderTest> {
         Self::in_process_on(config, bugs, ManualClock::shared()).await.map(GatewayUnderTest::InProcess)
     }
 
     /// [`GatewayUnderTest::in_process`] on a given manual clock (a restart
     /// keeps its gateway's time).
-    async fn in_process_on(mut config: Config, bugs: KnownBugs, clock: Arc<ManualClock>) -> Result<InProcess, String> {
+    async fn in_process_on(mut config: Config, bugs: KnownBugs, clock: Arc<ManualClock>) -> anyhow::Result<InProcess> {
         let original = config.clone();
         // A `DATABASE_URL` in the environment of whoever runs the harness
         // (set for another project) must not send a scenario's keys and
@@ -302,9 +303,9 @@ impl GatewayUnderTest {
             .build()
             .with_subscriber(log.clone())
             .await
-            .map_err(|e| format!("gateway did not start: {e}"))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|e| anyhow!("gateway did not start: {e}"))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         // Every request's handler logs into this gateway's output, as a
         // separate process's would.
         let app = crate::gateway::server::app(gateway.clone()).layer(axum::middleware::from_fn_with_state(
@@ -338,7 +339,7 @@ impl GatewayUnderTest {
     /// Stops the gateway (`how`) and starts it again on the same config and
     /// data: in-process a new gateway on the same manual clock, a process
     /// the same command on a new port. Every wait is bounded.
-    pub async fn restart(&mut self, how: Stop) -> Result<(), String> {
+    pub async fn restart(&mut self, how: Stop) -> anyhow::Result<()> {
         match self {
             GatewayUnderTest::InProcess(p) => {
                 if how == Stop::Graceful {
@@ -347,7 +348,7 @@ impl GatewayUnderTest {
                     }
                     let server = &mut p.server;
                     if tokio::time::timeout(crate::gateway::server::SHUTDOWN_GRACE, server).await.is_err() {
-                        return Err("the in-process gateway did not stop within the shutdown grace".into());
+                        return Err(anyhow!("the in-process gateway did not stop within the shutdown grace"));
                     }
                     crate::gateway::server::write_out(&p.gateway).with_subscriber(p.log.clone()).await;
                 }
@@ -382,13 +383,13 @@ impl GatewayUnderTest {
         root_path: &str,
         kind: TargetKind,
         startup_timeout: Duration,
-    ) -> Result<GatewayUnderTest, String> {
+    ) -> anyhow::Result<GatewayUnderTest> {
         let dir = match dir {
             Some(d) => d,
-            None => Arc::new(tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?),
+            None => Arc::new(tempfile::tempdir().map_err(|e| anyhow!("temp dir: {e}"))?),
         };
         let config_path = dir.path().join("config.yaml");
-        std::fs::write(&config_path, config_yaml).map_err(|e| format!("writing {}: {e}", config_path.display()))?;
+        std::fs::write(&config_path, config_yaml).map_err(|e| anyhow!("writing {}: {e}", config_path.display()))?;
         let mut target = TargetProcess {
             base_url: String::new(),
             root_path: root_path.to_string(),
@@ -409,7 +410,7 @@ impl GatewayUnderTest {
 
 impl TargetProcess {
     /// Runs the command on a port chosen now and waits until it answers.
-    async fn spawn(&mut self) -> Result<(), String> {
+    async fn spawn(&mut self) -> anyhow::Result<()> {
         let port = free_port()?;
         let cmd = self
             .template
@@ -432,9 +433,9 @@ impl TargetProcess {
         let mut child = {
             let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if STOPPING.load(std::sync::atomic::Ordering::Acquire) {
-                return Err("the run is being interrupted: no target starts".into());
+                return Err(anyhow!("the run is being interrupted: no target starts"));
             }
-            let child = c.spawn().map_err(|e| format!("cannot start `{cmd}`: {e}"))?;
+            let child = c.spawn().map_err(|e| anyhow!("cannot start `{cmd}`: {e}"))?;
             if let Some(pid) = child.id() {
                 running.insert(pid);
             }
@@ -455,9 +456,9 @@ impl TargetProcess {
     /// Stops the process group (SIGTERM, or SIGKILL for [`Stop::Kill`]),
     /// waits for the leader to exit (bounded: SIGKILL after
     /// [`RESTART_GRACE`]), then runs the command again.
-    async fn restart(&mut self, how: Stop) -> Result<(), String> {
+    async fn restart(&mut self, how: Stop) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
-            return Err("a gateway the harness did not start cannot be restarted".into());
+            return Err(anyhow!("a gateway the harness did not start cannot be restarted"));
         };
         if let Some(pid) = child.id() {
             signal_group(pid, if how == Stop::Kill { "KILL" } else { "TERM" });
@@ -469,8 +470,8 @@ impl TargetProcess {
         let _ = child.start_kill();
         tokio::time::timeout(STOP_GRACE, child.wait())
             .await
-            .map_err(|_| format!("target `{}` did not exit after SIGKILL", self.command))?
-            .map_err(|e| format!("waiting for target `{}`: {e}", self.command))?;
+            .map_err(|_| anyhow!("target `{}` did not exit after SIGKILL", self.command))?
+            .map_err(|e| anyhow!("waiting for target `{}`: {e}", self.command))?;
         self.spawn().await
     }
 }
@@ -523,7 +524,7 @@ impl GatewayUnderTest {
         }
     }
 
-    pub async fn advance(&self, by: Duration) -> Result<(), String> {
+    pub async fn advance(&self, by: Duration) -> anyhow::Result<()> {
         match self {
             GatewayUnderTest::InProcess(p) => {
                 p.clock.advance(by);
@@ -534,32 +535,32 @@ impl GatewayUnderTest {
                 p.run_due_sync().await;
                 Ok(())
             }
-            GatewayUnderTest::Process(_) => Err("a separate gateway process has no manual clock".into()),
+            GatewayUnderTest::Process(_) => Err(anyhow!("a separate gateway process has no manual clock")),
         }
     }
 
     /// The gateway's status document (what `/health` shows).
-    pub async fn status(&self) -> Result<Value, String> {
+    pub async fn status(&self) -> anyhow::Result<Value> {
         match self {
             GatewayUnderTest::InProcess(p) => Ok(crate::gateway::server::health_value(&p.gateway)),
-            GatewayUnderTest::Process(_) => Err("internal stats are only available in-process".into()),
+            GatewayUnderTest::Process(_) => Err(anyhow!("internal stats are only available in-process")),
         }
     }
 
     /// Puts `count` distinct clients into the client cache and lets go of
     /// them, pushing older entries out by capacity.
-    pub fn fill_client_cache(&self, count: usize) -> Result<(), String> {
+    pub fn fill_client_cache(&self, count: usize) -> anyhow::Result<()> {
         match self {
             GatewayUnderTest::InProcess(p) => {
                 for i in 0..count {
                     let key =
                         ClientKey::new("filler", &format!("http://filler-{i}.invalid"), "", Duration::from_secs(1));
-                    p.gateway.client(key).map_err(|e| e.to_string())?;
+                    p.gateway.client(key)?;
                 }
                 Ok(())
             }
             GatewayUnderTest::Process(_) => {
-                Err("the client cache of a separate process cannot be filled directly".into())
+                Err(anyhow!("the client cache of a separate process cannot be filled directly"))
             }
         }
     }
@@ -665,9 +666,9 @@ impl TargetProcess {
     /// Polls until the target answers any HTTP response. Bounded: a target
     /// that exits, never listens or speaks something else is an error naming
     /// the command and its last output.
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let probe = format!("{}{}/health/liveliness", self.base_url, self.root_path);
         let mut last_error = String::new();
         while started.elapsed() < timeout {
@@ -675,7 +676,7 @@ impl TargetProcess {
                 if let Ok(Some(status)) = child.try_wait() {
                     // Let the pipe readers catch the last lines it printed.
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    return Err(format!(
+                    return Err(anyhow!(
                         "target `{}` exited with {status} before answering; last output:\n{}",
                         self.command,
                         self.tail(30)
@@ -688,7 +689,7 @@ impl TargetProcess {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Err(format!(
+        Err(anyhow!(
             "target `{}` did not answer HTTP at {} within {}s (last error: {last_error}); last output:\n{}",
             self.command,
             self.base_url,
@@ -704,7 +705,7 @@ impl TargetProcess {
 /// lands) could be handed to a mock in that gap, and the target's traffic
 /// would then reach the mock. So the port comes from below the ephemeral
 /// range (Linux's default starts at 32768), checked free when chosen.
-pub(crate) fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     use rand::Rng;
     let low = ephemeral_low().unwrap_or(32768).clamp(2048, 65535);
     let (from, to) = if low > 12000 { (10000u16, low as u16) } else { (60000u16, 65000u16) };
@@ -717,7 +718,7 @@ pub(crate) fn free_port() -> Result<u16, String> {
             Err(e) => last = e.to_string(),
         }
     }
-    Err(format!("no free port between {from} and {to}: {last}"))
+    Err(anyhow!("no free port between {from} and {to}: {last}"))
 }
 
 /// The first port of the kernel's ephemeral range.

@@ -9,6 +9,7 @@
 //! times whole responses only). It is hyper's client connection without a
 //! pool, so its own cost per request is a few microseconds.
 
+use anyhow::anyhow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,12 +94,12 @@ impl Worker {
 pub type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// A keep-alive HTTP/1.1 connection to `authority` with TCP_NODELAY.
-pub async fn connect(authority: &str) -> Result<Conn, String> {
-    let tcp = TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+pub async fn connect(authority: &str) -> anyhow::Result<Conn> {
+    let tcp = TcpStream::connect(authority).await.map_err(|e| anyhow!("connect {authority}: {e}"))?;
+    tcp.set_nodelay(true)?;
     let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
         .await
-        .map_err(|e| format!("handshake {authority}: {e}"))?;
+        .map_err(|e| anyhow!("handshake {authority}: {e}"))?;
     tokio::spawn(async move {
         // Ends with an error when the peer closes; the worker reconnects.
         let _ = conn.await;
@@ -117,31 +118,31 @@ pub async fn send(
     path: &str,
     headers: &[(String, String)],
     body: Bytes,
-) -> Result<(hyper::Response<hyper::body::Incoming>, Instant), String> {
+) -> anyhow::Result<(hyper::Response<hyper::body::Incoming>, Instant)> {
     let mut req = http::Request::builder().method(method).uri(path).header("host", authority);
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(body))?;
     if conn.ready().await.is_err() {
         // Closed before this request was written: reconnect and send it.
         *conn = connect(authority).await?;
-        conn.ready().await.map_err(|e| e.to_string())?;
+        conn.ready().await?;
     }
     let started = Instant::now();
-    let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = conn.send_request(req).await?;
     Ok((resp, started))
 }
 
 /// One request on `conn`: its latency, and for a stream the event times.
-async fn one(spec: &LoadSpec, conn: &mut Conn, w: &mut Worker) -> Result<(), String> {
+async fn one(spec: &LoadSpec, conn: &mut Conn, w: &mut Worker) -> anyhow::Result<()> {
     let (resp, started) = send(conn, &spec.authority, "POST", &spec.path, &spec.headers, spec.body.clone()).await?;
     let ok = resp.status().is_success();
     let mut body = resp.into_body();
     let mut last_event: Option<Instant> = None;
     let mut pending: usize = 0;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
+        let frame = frame?;
         let Some(data) = frame.data_ref() else { continue };
         if !spec.stream {
             continue;
@@ -203,7 +204,7 @@ pub async fn run(spec: &LoadSpec) -> LoadResult {
                     None => match tokio::time::timeout_at(deadline, connect(&spec.authority)).await {
                         Ok(Ok(c)) => conn.insert(c),
                         Ok(Err(e)) => {
-                            w.fail(e);
+                            w.fail(format!("{e:#}"));
                             // A refused connection would spin; the budget
                             // still ends the run.
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -215,7 +216,7 @@ pub async fn run(spec: &LoadSpec) -> LoadResult {
                 match tokio::time::timeout(spec.request_timeout, one(&spec, c, &mut w)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        w.fail(e);
+                        w.fail(format!("{e:#}"));
                         conn = None;
                     }
                     Err(_) => {

@@ -21,6 +21,7 @@
 //! gateway is benchmarked as the process users run (`postmortem serve`),
 //! like any other target.
 
+use anyhow::anyhow;
 pub mod faults;
 pub mod floor;
 pub mod load;
@@ -178,7 +179,7 @@ impl Drop for Spawned {
     }
 }
 
-fn spawn(program: &std::path::Path, args: &[String], dir: Option<tempfile::TempDir>) -> Result<Spawned, String> {
+fn spawn(program: &std::path::Path, args: &[String], dir: Option<tempfile::TempDir>) -> anyhow::Result<Spawned> {
     let child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -187,12 +188,12 @@ fn spawn(program: &std::path::Path, args: &[String], dir: Option<tempfile::TempD
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        .map_err(|e| anyhow!("cannot start {}: {e}", program.display()))?;
     Ok(Spawned { child, _dir: dir })
 }
 
 /// Waits (bounded) until something accepts connections on `addr`.
-async fn wait_listening(addr: &str, within: Duration, what: &str) -> Result<(), String> {
+async fn wait_listening(addr: &str, within: Duration, what: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -200,17 +201,17 @@ async fn wait_listening(addr: &str, within: Duration, what: &str) -> Result<(), 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("{what} did not listen on {addr} within {within:?}"))
+    Err(anyhow!("{what} did not listen on {addr} within {within:?}"))
 }
 
 /// `host:port` of a URL on the loopback interface, or why not.
-pub fn loopback_authority(url: &str) -> Result<String, String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+pub fn loopback_authority(url: &str) -> anyhow::Result<String> {
+    let u = reqwest::Url::parse(url).map_err(|e| anyhow!("{url}: {e}"))?;
     let host = u.host_str().unwrap_or_default();
     if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-        return Err(format!("{url}: the bench only talks to 127.0.0.1 (got host `{host}`)"));
+        return Err(anyhow!("{url}: the bench only talks to 127.0.0.1 (got host `{host}`)"));
     }
-    let port = u.port_or_known_default().ok_or_else(|| format!("{url}: no port"))?;
+    let port = u.port_or_known_default().ok_or_else(|| anyhow!("{url}: no port"))?;
     Ok(format!("127.0.0.1:{port}"))
 }
 
@@ -236,7 +237,7 @@ pub(crate) async fn start_upstream(
     port: u16,
     chunk_gap: Duration,
     faults: bool,
-) -> Result<(Spawned, String), String> {
+) -> anyhow::Result<(Spawned, String)> {
     let port = if port == 0 { free_port()? } else { port };
     let addr = format!("127.0.0.1:{port}");
     let mut args = vec!["bench-upstream".into(), "--port".into(), port.to_string()];
@@ -256,7 +257,7 @@ pub(crate) async fn start_target(
     kind: TargetKind,
     config: &str,
     startup_timeout: Duration,
-) -> Result<(GatewayUnderTest, String), String> {
+) -> anyhow::Result<(GatewayUnderTest, String)> {
     let env: BTreeMap<String, String> = [("RUST_LOG".to_string(), "warn".to_string())].into();
     let g = GatewayUnderTest::start_command(None, command, config, &env, "", kind, startup_timeout).await?;
     let authority = loopback_authority(g.base_url())?;
@@ -296,7 +297,7 @@ pub fn planned_runs(o: &BenchOptions, arms: usize) -> u64 {
 }
 
 /// Runs the whole bench.
-pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, String> {
+pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> anyhow::Result<Report> {
     let ticks = procs::clock_ticks();
     let (upstream, up_addr) = start_upstream(&o.exe, o.upstream_port, o.chunk_gap, false).await?;
 
@@ -305,10 +306,10 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
     let mut floor_addr = None;
     if o.floor {
         if let Some(nginx) = floor::find_nginx() {
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let dir = tempfile::tempdir()?;
             let port = free_port()?;
             let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, floor::config(dir.path(), port, &up_addr)).map_err(|e| e.to_string())?;
+            std::fs::write(&conf, floor::config(dir.path(), port, &up_addr))?;
             let args = vec![
                 "-p".to_string(),
                 dir.path().display().to_string(),
@@ -343,10 +344,7 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
     // A throwaway Redis for the `+redis` arms, on 127.0.0.1, gone at the end.
     let redis = match o.redis {
         true => Some(
-            tokio::task::spawn_blocking(crate::services::Redis::start)
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("--redis: {e:#}"))?,
+            tokio::task::spawn_blocking(crate::services::Redis::start).await?.map_err(|e| anyhow!("--redis: {e:#}"))?,
         ),
         false => None,
     };
@@ -368,7 +366,7 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
                     let config = target_config(&up_addr, &o.model, redis_url);
                     let (g, authority) = start_target(command, *kind, &config, o.startup_timeout)
                         .await
-                        .map_err(|e| format!("{arm}: {e}"))?;
+                        .map_err(|e| anyhow!("{arm}: {e}"))?;
                     let group = g.pid();
                     started.push(g);
                     (group, command.clone(), authority)
@@ -387,7 +385,7 @@ pub async fn run(o: &BenchOptions, progress: Progress<'_>) -> Result<Report, Str
     for arm in &arms {
         let r = load::run(&spec(o, arm, 1, false, Duration::from_secs(10), 1)).await;
         if r.requests() != 1 {
-            return Err(format!(
+            return Err(anyhow!(
                 "{} ({}) did not answer a chat completion with 200: {}",
                 arm.name,
                 arm.authority,

@@ -29,6 +29,7 @@
 //! Every wait is bounded: each request by `request_timeout`, the whole run
 //! by `time_limit` (requests not sent by then make the run fail as a hang).
 
+use anyhow::anyhow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -313,9 +314,11 @@ async fn exchange(
         }
         let c = match conn {
             Some(c) => c,
-            None => conn.insert(load::connect(authority).await.map_err(Outcome::Transport)?),
+            None => conn.insert(load::connect(authority).await.map_err(|e| Outcome::Transport(format!("{e:#}")))?),
         };
-        let (resp, _) = load::send(c, authority, method, path, &headers, body).await.map_err(Outcome::Transport)?;
+        let (resp, _) = load::send(c, authority, method, path, &headers, body)
+            .await
+            .map_err(|e| Outcome::Transport(format!("{e:#}")))?;
         let status = resp.status().as_u16();
         let retry_after = resp.headers().contains_key(http::header::RETRY_AFTER);
         let mut body = resp.into_body();
@@ -396,7 +399,7 @@ async fn admin(
     conn: &mut Option<load::Conn>,
     path: &str,
     body: serde_json::Value,
-) -> Result<serde_json::Value, String> {
+) -> anyhow::Result<serde_json::Value> {
     let (got, _) = exchange(
         conn,
         &ctx.authority,
@@ -408,13 +411,13 @@ async fn admin(
     .await;
     match got {
         Outcome::Answer { status: 200, body, broken: false, .. } => {
-            serde_json::from_slice(&body).map_err(|e| format!("{path}: answer is not JSON: {e}"))
+            serde_json::from_slice(&body).map_err(|e| anyhow!("{path}: answer is not JSON: {e}"))
         }
         Outcome::Answer { status, body, .. } => {
-            Err(format!("{path}: {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])))
+            Err(anyhow!("{path}: {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])))
         }
-        Outcome::Timeout => Err(format!("{path}: no answer within {:?}", ctx.request_timeout)),
-        Outcome::Transport(e) => Err(format!("{path}: {e}")),
+        Outcome::Timeout => Err(anyhow!("{path}: no answer within {:?}", ctx.request_timeout)),
+        Outcome::Transport(e) => Err(anyhow!("{path}: {e}")),
     }
 }
 
@@ -437,10 +440,10 @@ async fn churn_keys(
             admin(ctx, &mut conn, "/key/generate", serde_json::json!({"key_alias": format!("soak-churn-{cycle}")}))
                 .await
                 .and_then(|v| {
-                    v["key"].as_str().map(str::to_string).ok_or_else(|| format!("/key/generate: no `key` in {v}"))
+                    v["key"].as_str().map(str::to_string).ok_or_else(|| anyhow!("/key/generate: no `key` in {v}"))
                 });
         match generated {
-            Err(e) => fail(t, &mut k, e),
+            Err(e) => fail(t, &mut k, format!("{e:#}")),
             Ok(key) => {
                 k.keys_generated += 1;
                 for i in 0..LIVE_REQUESTS_PER_KEY {
@@ -461,7 +464,7 @@ async fn churn_keys(
                 match admin(ctx, &mut conn, "/key/delete", serde_json::json!({"keys": [key]})).await {
                     Ok(v) if v["deleted_keys"].as_array().is_some_and(|d| d.len() == 1) => k.keys_deleted += 1,
                     Ok(v) => fail(t, &mut k, format!("/key/delete did not delete the key: {v}")),
-                    Err(e) => fail(t, &mut k, e),
+                    Err(e) => fail(t, &mut k, format!("{e:#}")),
                 }
                 let plan = faults::Plan { stream: false, fault: Fault::None, deployment: 0 };
                 let (got, _) = chat(ctx, &mut conn, &key, request_body(plan)).await;
@@ -526,7 +529,7 @@ async fn get_json(authority: &str, path: &str, key: &str, timeout: Duration) -> 
 
 /// Runs the soak; `progress` gets the number of requests answered, every
 /// second.
-pub async fn run(o: &SoakOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<SoakReport, String> {
+pub async fn run(o: &SoakOptions, progress: &(dyn Fn(u64) + Sync)) -> anyhow::Result<SoakReport> {
     let (upstream, up_addr) = super::start_upstream(&o.exe, o.upstream_port, o.chunk_gap, o.upstream_faults).await?;
     let (started, authority, target, pid) = match &o.target {
         BenchTarget::Command { command, kind } => {
@@ -557,7 +560,7 @@ pub async fn run(o: &SoakOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<Soa
         let (got, _) = chat(&ctx, &mut conn, &master_key, request_body(plan)).await;
         setup_calls += 1;
         if let Err(u) = faults::check(Fault::None, false, &got) {
-            return Err(format!("{target} ({authority}) did not answer soak-{d} as it must: {}: {}", u.kind, u.detail));
+            return Err(anyhow!("{target} ({authority}) did not answer soak-{d} as it must: {}: {}", u.kind, u.detail));
         }
     }
     drop(conn);

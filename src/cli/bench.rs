@@ -3,6 +3,7 @@
 
 use crate::bench::{self, BenchOptions, BenchTarget, Report};
 use crate::target::TargetKind;
+use anyhow::anyhow;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,7 +124,7 @@ pub async fn upstream(args: UpstreamArgs) -> ExitCode {
     match bench::upstream::serve(listener, up).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -140,32 +141,33 @@ fn baseline_dir(args: &BenchArgs) -> PathBuf {
     cache.join("postmortem").join("bench")
 }
 
-fn baseline_path(args: &BenchArgs, name: &str) -> Result<PathBuf, String> {
+fn baseline_path(args: &BenchArgs, name: &str) -> anyhow::Result<PathBuf> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.starts_with('.')
     {
-        return Err(format!("baseline name `{name}`: use letters, digits, `-`, `_` and `.`"));
+        return Err(anyhow!("baseline name `{name}`: use letters, digits, `-`, `_` and `.`"));
     }
     Ok(baseline_dir(args).join(format!("{name}.json")))
 }
 
-fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
+fn options(args: &BenchArgs) -> anyhow::Result<BenchOptions> {
     if !(1.0..=600.0).contains(&args.duration) {
-        return Err(format!("--duration must be between 1 and 600 seconds, got {}", args.duration));
+        return Err(anyhow!("--duration must be between 1 and 600 seconds, got {}", args.duration));
     }
     if args.concurrency.is_empty() || args.concurrency.iter().any(|c| !(1..=4096).contains(c)) {
-        return Err("--concurrency: each value between 1 and 4096".into());
+        return Err(anyhow!("--concurrency: each value between 1 and 4096"));
     }
     if !(1..=20).contains(&args.rounds) {
-        return Err("--rounds must be between 1 and 20".into());
+        return Err(anyhow!("--rounds must be between 1 and 20"));
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| anyhow!("cannot find this executable: {e}"))?;
     let targets = match (args.target_cmd.as_slice(), &args.target_url) {
         (_, Some(url)) => {
             bench::loopback_authority(url)?;
             if args.reach.upstream_port == 0 {
-                return Err("--target-url needs --upstream-port: the running gateway's config must route \
-                            --model to http://127.0.0.1:PORT/v1"
-                    .into());
+                return Err(anyhow!(
+                    "--target-url needs --upstream-port: the running gateway's config must route \
+                     --model to http://127.0.0.1:PORT/v1"
+                ));
             }
             vec![BenchTarget::Url(url.clone())]
         }
@@ -198,14 +200,14 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
     let o = match options(&args) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
     let baseline = match args.baseline.as_deref().map(|n| baseline_path(&args, n)).transpose() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
@@ -237,7 +239,7 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             bar.abandon();
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
     };
@@ -258,10 +260,10 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
     if let Some(name) = &args.save_baseline {
         let saved = baseline_path(&args, name).and_then(|p| {
             if let Some(d) = p.parent() {
-                std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+                std::fs::create_dir_all(d).map_err(|e| anyhow!("{}: {e}", d.display()))?;
             }
-            let json = serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?;
-            std::fs::write(&p, json).map_err(|e| format!("{}: {e}", p.display()))?;
+            let json = serde_json::to_vec_pretty(&report)?;
+            std::fs::write(&p, json).map_err(|e| anyhow!("{}: {e}", p.display()))?;
             Ok(p)
         });
         match saved {

@@ -8,6 +8,7 @@
 //! must load. Findings print as `file:line[:column]: message`; secrets are
 //! shown masked.
 
+use anyhow::anyhow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -43,15 +44,15 @@ impl fmt::Display for LintFinding {
 pub const DEFAULT_PATHS: &[&str] = &["fixtures", "scenarios", "snapshots"];
 
 /// Lints files and directories. A path that does not exist is an error.
-pub fn lint_paths(paths: &[PathBuf]) -> Result<(Vec<LintFinding>, usize), String> {
+pub fn lint_paths(paths: &[PathBuf]) -> anyhow::Result<(Vec<LintFinding>, usize)> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut files).map_err(|e| format!("{}: {e}", p.display()))?;
+            walk(p, &mut files).map_err(|e| anyhow!("{}: {e}", p.display()))?;
         } else if p.is_file() {
             files.push(p.clone());
         } else {
-            return Err(format!("{}: no such file or directory", p.display()));
+            return Err(anyhow!("{}: no such file or directory", p.display()));
         }
     }
     files.sort();
@@ -185,8 +186,8 @@ fn check_yaml(path: &Path, text: &str, out: &mut Vec<LintFinding>) {
     let is_scenario = in_dir(path, "scenarios") || (value.get("steps").is_some() && value.get("gateway").is_some());
     if is_scenario {
         if let Err(e) = crate::scenario::Scenario::load(path) {
-            let line = line_in(&e.message);
-            out.push(finding(path, line, None, format!("invalid scenario: {}", e.message)));
+            let message = e.problem();
+            out.push(finding(path, line_in(&message), None, format!("invalid scenario: {message}")));
         }
         return;
     }

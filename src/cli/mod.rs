@@ -28,7 +28,7 @@ pub async fn serve(config: &Path, host: &str, port: u16) -> ExitCode {
     let loaded = match Config::load(config) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
     };
@@ -180,7 +180,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let mut files = match model::discover(&paths) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };

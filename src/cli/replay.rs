@@ -1,6 +1,7 @@
 //! The `record`, `replay`, `import` and `lint` commands: argument types (clap)
 //! and what each command does. `main.rs` only dispatches here.
 
+use anyhow::anyhow;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use crate::replay::record::{RecordOptions, Recorder};
 use crate::replay::{load_any, Cassette, SourceFormat};
 
 /// A cassette file as loaded (or why it did not load).
-type Loaded = Result<(Cassette, SourceFormat), String>;
+type Loaded = anyhow::Result<(Cassette, SourceFormat)>;
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
@@ -72,7 +73,7 @@ pub async fn record(args: RecordArgs) -> ExitCode {
     let recorder = match Recorder::start(opts).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
@@ -97,7 +98,7 @@ pub async fn record(args: RecordArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -108,7 +109,7 @@ pub fn import(args: ImportArgs) -> ExitCode {
     let (c, format) = match load_any(&args.input) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
@@ -119,7 +120,7 @@ pub fn import(args: ImportArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     if let Err(e) = c.save(&args.out) {
-        eprintln!("error: {e}");
+        eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
     println!(
@@ -141,7 +142,7 @@ pub fn lint(args: LintArgs) -> ExitCode {
     };
     match super::lint::lint_paths(&paths) {
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
         Ok((findings, files)) => {
@@ -159,7 +160,7 @@ pub fn lint(args: LintArgs) -> ExitCode {
 }
 
 /// Cassette files under the given paths (directories are walked).
-fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     crate::scenario::model::discover_files(paths, &["yaml", "yml", "json", "har"])
 }
 
@@ -173,13 +174,13 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
     let mut loaded: Vec<(PathBuf, Loaded)> = Vec::new();
     for f in files {
-        let c = load_any(&f).map_err(|e| e.to_string());
+        let c = load_any(&f).map_err(anyhow::Error::from);
         loaded.push((f, c));
     }
     let total: usize = loaded.iter().filter_map(|(_, c)| c.as_ref().ok()).map(|(c, _)| c.interactions.len()).sum();
@@ -221,12 +222,12 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
     for t in tasks {
         let (name, outcome) = match t.await {
             Ok(x) => x,
-            Err(e) => ("?".to_string(), Err(format!("replay task panicked: {e}"))),
+            Err(e) => ("?".to_string(), Err(anyhow!("replay task panicked: {e}"))),
         };
         match outcome {
             Err(e) => {
                 errors += 1;
-                let line = format!("== {name} (ERROR: {e})");
+                let line = format!("== {name} (ERROR: {e:#})");
                 print_line(&bar, &line);
             }
             Ok((report, note)) => {
@@ -273,7 +274,7 @@ async fn finish_update(
     format: SourceFormat,
     report: ReplayReport,
     opts: &ReplayOptions,
-) -> Result<(ReplayReport, Option<String>), String> {
+) -> anyhow::Result<(ReplayReport, Option<String>)> {
     let Some(updated) = report.updated.clone() else { return Ok((report, None)) };
     if format != SourceFormat::Postmortem {
         return Ok((
@@ -285,7 +286,7 @@ async fn finish_update(
             )),
         ));
     }
-    updated.save(file).map_err(|e| e.to_string())?;
+    updated.save(file)?;
     let opts = ReplayOptions { update: false, progress: None, ..opts.clone() };
     let again = replay_cassette(&updated, &file.display().to_string(), &opts).await;
     let note = format!("   updated {} (replayed again: {:?})", file.display(), again.verdict);

@@ -15,6 +15,7 @@ use crate::bench::faults::Mix;
 use crate::bench::soak::{self, SoakOptions};
 use crate::bench::{self, BenchTarget, MASTER_KEY};
 use crate::target::TargetKind;
+use anyhow::anyhow;
 use clap::Args;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -91,35 +92,35 @@ pub struct SoakArgs {
     pub self_test_unfaulted_upstream: bool,
 }
 
-fn fraction(name: &str, v: f64) -> Result<f64, String> {
+fn fraction(name: &str, v: f64) -> anyhow::Result<f64> {
     if (0.0..=1.0).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("--{name} must be between 0 and 1, got {v}"))
+        Err(anyhow!("--{name} must be between 0 and 1, got {v}"))
     }
 }
 
-fn options(args: &SoakArgs) -> Result<SoakOptions, String> {
+fn options(args: &SoakArgs) -> anyhow::Result<SoakOptions> {
     if !(1..=100_000_000).contains(&args.requests) {
-        return Err(format!("--requests must be between 1 and 100,000,000, got {}", args.requests));
+        return Err(anyhow!("--requests must be between 1 and 100,000,000, got {}", args.requests));
     }
     if !(1..=1024).contains(&args.concurrency) {
-        return Err(format!("--concurrency must be between 1 and 1024, got {}", args.concurrency));
+        return Err(anyhow!("--concurrency must be between 1 and 1024, got {}", args.concurrency));
     }
     if !(1..=10_000).contains(&args.deployments) || !(1..=10_000).contains(&args.cache_capacity) {
-        return Err("--deployments and --cache-capacity must be between 1 and 10,000".into());
+        return Err(anyhow!("--deployments and --cache-capacity must be between 1 and 10,000"));
     }
     if !(1..=86_400).contains(&args.time_limit) {
-        return Err(format!("--time-limit must be between 1 and 86,400 seconds, got {}", args.time_limit));
+        return Err(anyhow!("--time-limit must be between 1 and 86,400 seconds, got {}", args.time_limit));
     }
     if !(1..=600).contains(&args.request_timeout) {
-        return Err(format!("--request-timeout must be between 1 and 600 seconds, got {}", args.request_timeout));
+        return Err(anyhow!("--request-timeout must be between 1 and 600 seconds, got {}", args.request_timeout));
     }
     if !(args.rss_bound_mib.is_finite() && args.rss_bound_mib >= 0.0) {
-        return Err(format!("--rss-bound-mib must be a number of MiB ≥ 0, got {}", args.rss_bound_mib));
+        return Err(anyhow!("--rss-bound-mib must be a number of MiB ≥ 0, got {}", args.rss_bound_mib));
     }
     if args.key_churn_interval_ms > 60_000 || args.chunk_gap_us > 1_000_000 {
-        return Err("--key-churn-interval-ms is at most 60,000 and --chunk-gap-us at most 1,000,000".into());
+        return Err(anyhow!("--key-churn-interval-ms is at most 60,000 and --chunk-gap-us at most 1,000,000"));
     }
     let mix = Mix {
         seed: args.seed,
@@ -129,14 +130,15 @@ fn options(args: &SoakArgs) -> Result<SoakOptions, String> {
         hot: (args.cache_capacity / 2).clamp(1, args.deployments),
         cold_share: fraction("cold-share", args.cold_share)?,
     };
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| anyhow!("cannot find this executable: {e}"))?;
     let target = match (&args.target_cmd, &args.target_url) {
         (_, Some(url)) => {
             bench::loopback_authority(url)?;
             if args.reach.upstream_port == 0 || args.reach.key.is_none() {
-                return Err("--target-url needs --upstream-port (its config must be what --print-config prints) \
-                            and --key (its master key, for the key churn)"
-                    .into());
+                return Err(anyhow!(
+                    "--target-url needs --upstream-port (its config must be what --print-config prints) \
+                     and --key (its master key, for the key churn)"
+                ));
             }
             BenchTarget::Url(url.clone())
         }
@@ -169,7 +171,7 @@ pub async fn soak(args: SoakArgs) -> ExitCode {
     let o = match options(&args) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
@@ -190,7 +192,7 @@ pub async fn soak(args: SoakArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             bar.abandon();
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
     };

@@ -58,7 +58,7 @@ pub use journal::RecordedRequest;
 pub fn google_credentials(base_url: &str) -> String {
     google_account::credentials_json(base_url)
 }
-pub use stub::{EventStreamEvent, EventStreamException, Fault, Stub, StubEvent, StubMatch, StubResponse};
+pub use stub::{EventStreamEvent, EventStreamException, Fault, Stub, StubError, StubEvent, StubMatch, StubResponse};
 
 /// The upstream API a mock imitates. The names are the ones scenario files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -174,7 +174,7 @@ pub enum MockError {
         source: reqwest::Error,
     },
     #[error("mock provider `{name}`: invalid stub: {reason}")]
-    InvalidStub { name: String, reason: String },
+    InvalidStub { name: String, reason: StubError },
     #[error(
         "unknown mock kind `{0}` (expected one of openai, azure, hosted_vllm, anthropic, bedrock, vertex_ai, azure_ai, gemini)"
     )]

@@ -50,10 +50,10 @@ impl Stub {
     /// Checks everything that would otherwise fail (or panic inside
     /// wiremock) while serving: statuses, header names and values, gate and
     /// cut indexes. The message names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), StubError> {
         if let Some((name, _)) = &self.matcher.header {
             http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("matcher.header: `{name}` is not a valid header name"))?;
+                .map_err(|_| StubError::new("matcher.header", format!("`{name}` is not a valid header name")))?;
         }
         self.response.validate("response")
     }
@@ -324,7 +324,7 @@ impl StubResponse {
         }
     }
 
-    fn validate(&self, at: &str) -> Result<(), String> {
+    fn validate(&self, at: &str) -> Result<(), StubError> {
         match self {
             StubResponse::Json { status, headers, .. } => {
                 check_status(*status, at)?;
@@ -341,7 +341,10 @@ impl StubResponse {
                 for (i, e) in events.iter().enumerate() {
                     if let Some(name) = &e.event {
                         if name.contains(['\n', '\r']) {
-                            return Err(format!("{at}.events[{i}].event: an event name cannot contain a line break"));
+                            return Err(StubError::new(
+                                format!("{at}.events[{i}].event"),
+                                "an event name cannot contain a line break",
+                            ));
                         }
                     }
                 }
@@ -353,10 +356,13 @@ impl StubResponse {
                 for (i, e) in events.iter().enumerate() {
                     let kinds = [e.chunk.is_some(), e.event.is_some(), e.exception.is_some()];
                     if kinds.iter().filter(|k| **k).count() != 1 {
-                        return Err(format!("{at}.events[{i}]: set exactly one of `chunk`, `event` and `exception`"));
+                        return Err(StubError::new(
+                            format!("{at}.events[{i}]"),
+                            "set exactly one of `chunk`, `event` and `exception`",
+                        ));
                     }
                     if e.payload.is_some() && e.event.is_none() {
-                        return Err(format!("{at}.events[{i}]: `payload` goes with `event`"));
+                        return Err(StubError::new(format!("{at}.events[{i}]"), "`payload` goes with `event`"));
                     }
                 }
                 check_stream_indexes(events.len(), hold_before, cut_after, at)
@@ -365,7 +371,10 @@ impl StubResponse {
             StubResponse::Fault(Fault::Status { code }) => check_status(*code, &format!("{at}.fault.status")),
             StubResponse::Fault(Fault::Huge { bytes, status }) => {
                 if *bytes < 32 || *bytes > 512 * 1024 * 1024 {
-                    return Err(format!("{at}.fault.huge.bytes: must be from 32 to 536870912, got {bytes}"));
+                    return Err(StubError::new(
+                        format!("{at}.fault.huge.bytes"),
+                        format!("must be from 32 to 536870912, got {bytes}"),
+                    ));
                 }
                 check_status(*status, &format!("{at}.fault.huge.status"))
             }
@@ -374,24 +383,41 @@ impl StubResponse {
     }
 }
 
-fn check_status(status: u16, at: &str) -> Result<(), String> {
-    match http::StatusCode::from_u16(status) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(format!("{at}.status: {status} is not an HTTP status (100..=999)")),
+/// A stub that could not be served as written: the field (its path in the
+/// stub, e.g. `response.headers`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct StubError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl StubError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> StubError {
+        StubError { field: field.into(), problem: problem.into() }
     }
 }
 
-fn check_headers(headers: &BTreeMap<String, String>, at: &str) -> Result<(), String> {
+fn check_status(status: u16, at: &str) -> Result<(), StubError> {
+    match http::StatusCode::from_u16(status) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(StubError::new(format!("{at}.status"), format!("{status} is not an HTTP status (100..=999)"))),
+    }
+}
+
+fn check_headers(headers: &BTreeMap<String, String>, at: &str) -> Result<(), StubError> {
     for (name, value) in headers {
         http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("{at}.headers: `{name}` is not a valid header name"))?;
+            .map_err(|_| StubError::new(format!("{at}.headers"), format!("`{name}` is not a valid header name")))?;
         check_header_value(value, &format!("{at}.headers.{name}"))?;
     }
     Ok(())
 }
 
-fn check_header_value(value: &str, at: &str) -> Result<(), String> {
-    http::HeaderValue::from_str(value).map(|_| ()).map_err(|_| format!("{at}: `{value}` is not a valid header value"))
+fn check_header_value(value: &str, at: &str) -> Result<(), StubError> {
+    http::HeaderValue::from_str(value)
+        .map(|_| ())
+        .map_err(|_| StubError::new(at, format!("`{value}` is not a valid header value")))
 }
 
 fn check_stream_indexes(
@@ -399,18 +425,24 @@ fn check_stream_indexes(
     hold_before: &Option<(usize, String)>,
     cut_after: &Option<usize>,
     at: &str,
-) -> Result<(), String> {
+) -> Result<(), StubError> {
     if let Some((i, gate)) = hold_before {
         if *i > len {
-            return Err(format!("{at}.hold_before: index {i} is past the end ({len} events)"));
+            return Err(StubError::new(
+                format!("{at}.hold_before"),
+                format!("index {i} is past the end ({len} events)"),
+            ));
         }
         if gate.is_empty() {
-            return Err(format!("{at}.hold_before: the gate name is empty"));
+            return Err(StubError::new(format!("{at}.hold_before"), "the gate name is empty"));
         }
     }
     if let Some(n) = cut_after {
         if *n >= len {
-            return Err(format!("{at}.cut_after: {n} needs at least {} events to cut one in half", n + 1));
+            return Err(StubError::new(
+                format!("{at}.cut_after"),
+                format!("{n} needs at least {} events to cut one in half", n + 1),
+            ));
         }
     }
     Ok(())

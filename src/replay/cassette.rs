@@ -11,6 +11,7 @@
 //! Every struct denies unknown keys, so a typo in a hand-edited cassette is an
 //! error naming the line instead of a silently ignored field.
 
+use anyhow::{anyhow, Context};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -369,15 +370,15 @@ impl Body {
     }
 
     /// The bytes on the wire.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+    pub fn to_bytes(&self) -> anyhow::Result<Vec<u8>> {
         if let Some(v) = &self.json {
-            return serde_json::to_vec(v).map_err(|e| e.to_string());
+            return Ok(serde_json::to_vec(v)?);
         }
         if let Some(t) = &self.text {
             return Ok(t.as_bytes().to_vec());
         }
         if let Some(b) = &self.base64 {
-            return decode_b64(b).map_err(|e| format!("base64: {e}"));
+            return decode_b64(b).context("base64");
         }
         if let Some(events) = &self.sse {
             return Ok(render_sse(events).into_bytes());
@@ -385,7 +386,7 @@ impl Body {
         if let Some(frames) = &self.eventstream {
             let mut out = Vec::new();
             for (i, f) in frames.iter().enumerate() {
-                out.extend(encode_frame(f).map_err(|e| format!("eventstream[{i}]: {e}"))?);
+                out.extend(encode_frame(f).with_context(|| format!("eventstream[{i}]"))?);
             }
             return Ok(out);
         }
@@ -677,10 +678,10 @@ fn frame_from_message(m: &aws_smithy_types::event_stream::Message, encoded: &[u8
 }
 
 /// Re-encodes a frame (CRCs recomputed).
-pub fn encode_frame(f: &Frame) -> Result<Vec<u8>, String> {
+pub fn encode_frame(f: &Frame) -> anyhow::Result<Vec<u8>> {
     use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
     if let Some(raw) = &f.raw_base64 {
-        return decode_b64(raw).map_err(|e| format!("raw_base64: {e}"));
+        return decode_b64(raw).map_err(|e| anyhow!("raw_base64: {e}"));
     }
     let headers: Vec<Header> =
         f.headers.iter().map(|(k, v)| Header::new(k.clone(), HeaderValue::String(v.clone().into()))).collect();
@@ -689,19 +690,18 @@ pub fn encode_frame(f: &Frame) -> Result<Vec<u8>, String> {
             Some(Value::Object(o)) => o.clone(),
             _ => serde_json::Map::new(),
         };
-        let inner = serde_json::to_vec(chunk).map_err(|e| e.to_string())?;
+        let inner = serde_json::to_vec(chunk)?;
         obj.insert("bytes".into(), Value::String(encode_b64(&inner)));
-        serde_json::to_vec(&Value::Object(obj)).map_err(|e| e.to_string())?
+        serde_json::to_vec(&Value::Object(obj))?
     } else if let Some(p) = &f.payload {
-        serde_json::to_vec(p).map_err(|e| e.to_string())?
+        serde_json::to_vec(p)?
     } else if let Some(b) = &f.payload_base64 {
-        decode_b64(b).map_err(|e| format!("payload_base64: {e}"))?
+        decode_b64(b).map_err(|e| anyhow!("payload_base64: {e}"))?
     } else {
         Vec::new()
     };
     let mut out = Vec::new();
-    aws_smithy_eventstream::frame::write_message_to(&Message::new_from_parts(headers, payload), &mut out)
-        .map_err(|e| e.to_string())?;
+    aws_smithy_eventstream::frame::write_message_to(&Message::new_from_parts(headers, payload), &mut out)?;
     Ok(out)
 }
 
@@ -745,14 +745,14 @@ impl Cassette {
 
     pub fn parse(text: &str, file: &str) -> Result<Cassette, CassetteError> {
         let c: Cassette = serde_yaml_ng::from_str(text).map_err(|e| CassetteError::yaml(file, &e))?;
-        c.validate().map_err(|message| CassetteError::Invalid { file: file.to_string(), message })?;
+        c.validate().map_err(|e| CassetteError::Invalid { file: file.to_string(), message: format!("{e:#}") })?;
         Ok(c)
     }
 
     /// Checks what the types cannot: the format, one body form, statuses.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         if self.format != FORMAT {
-            return Err(format!("format: expected `{FORMAT}`, got `{}`", self.format));
+            return Err(anyhow!("format: expected `{FORMAT}`, got `{}`", self.format));
         }
         for (i, it) in self.interactions.iter().enumerate() {
             let at = format!("interactions[{i}]");
@@ -771,8 +771,8 @@ impl Cassette {
     }
 
     /// YAML text of the cassette.
-    pub fn to_yaml(&self) -> Result<String, String> {
-        let body = serde_yaml_ng::to_string(self).map_err(|e| e.to_string())?;
+    pub fn to_yaml(&self) -> anyhow::Result<String> {
+        let body = serde_yaml_ng::to_string(self)?;
         Ok(format!("# postmortem cassette: see docs/cassettes.md\n{body}"))
     }
 
@@ -780,7 +780,8 @@ impl Cassette {
     /// target), so a reader never sees half a cassette.
     pub fn save(&self, path: &Path) -> Result<(), CassetteError> {
         let file = path.display().to_string();
-        let text = self.to_yaml().map_err(|message| CassetteError::Invalid { file: file.clone(), message })?;
+        let text =
+            self.to_yaml().map_err(|e| CassetteError::Invalid { file: file.clone(), message: format!("{e:#}") })?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir)?;
@@ -793,33 +794,33 @@ impl Cassette {
     }
 }
 
-fn check_request(r: &Request, at: &str) -> Result<(), String> {
+fn check_request(r: &Request, at: &str) -> anyhow::Result<()> {
     if http::Method::from_bytes(r.method.as_bytes()).is_err() {
-        return Err(format!("{at}.method: `{}` is not an HTTP method", r.method));
+        return Err(anyhow!("{at}.method: `{}` is not an HTTP method", r.method));
     }
     if r.url.is_empty() {
-        return Err(format!("{at}.url: must not be empty"));
+        return Err(anyhow!("{at}.url: must not be empty"));
     }
     check_body(&r.body, &format!("{at}.body"))?;
     if r.body.is_stream() {
-        return Err(format!("{at}.body: a request body cannot be `sse` or `eventstream`"));
+        return Err(anyhow!("{at}.body: a request body cannot be `sse` or `eventstream`"));
     }
     Ok(())
 }
 
-fn check_response(r: &Response, at: &str) -> Result<(), String> {
+fn check_response(r: &Response, at: &str) -> anyhow::Result<()> {
     if http::StatusCode::from_u16(r.status).is_err() {
-        return Err(format!("{at}.status: {} is not an HTTP status", r.status));
+        return Err(anyhow!("{at}.status: {} is not an HTTP status", r.status));
     }
     check_body(&r.body, &format!("{at}.body"))
 }
 
-fn check_body(b: &Body, at: &str) -> Result<(), String> {
+fn check_body(b: &Body, at: &str) -> anyhow::Result<()> {
     if b.forms() > 1 {
-        return Err(format!("{at}: give exactly one of json, text, base64, sse, eventstream"));
+        return Err(anyhow!("{at}: give exactly one of json, text, base64, sse, eventstream"));
     }
     if let Some(s) = &b.base64 {
-        decode_b64(s).map_err(|e| format!("{at}.base64: {e}"))?;
+        decode_b64(s).with_context(|| format!("{at}.base64"))?;
     }
     if let Some(frames) = &b.eventstream {
         for (i, f) in frames.iter().enumerate() {
@@ -828,11 +829,11 @@ fn check_body(b: &Body, at: &str) -> Result<(), String> {
                 .filter(|x| **x)
                 .count();
             if forms > 1 {
-                return Err(format!(
+                return Err(anyhow!(
                     "{at}.eventstream[{i}]: give chunk/payload, payload_base64 or raw_base64, not several"
                 ));
             }
-            encode_frame(f).map_err(|e| format!("{at}.eventstream[{i}]: {e}"))?;
+            encode_frame(f).with_context(|| format!("{at}.eventstream[{i}]"))?;
         }
     }
     Ok(())

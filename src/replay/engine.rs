@@ -17,6 +17,7 @@
 //!    recorded one (method, path, query and redacted body, after the noise
 //!    rules in `diff`); every recorded one must be used.
 
+use anyhow::{anyhow, Context};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -235,8 +236,16 @@ struct Planned {
     expected: Response,
 }
 
-fn skip(reason: impl Into<String>) -> Result<(Target, Mode, bool), String> {
-    Err(reason.into())
+/// Why an interaction cannot be replayed: it is reported as skipped, with
+/// this reason, and the rest of the cassette still runs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+struct Skipped {
+    reason: String,
+}
+
+fn skip(reason: impl Into<String>) -> Result<(Target, Mode, bool), Skipped> {
+    Err(Skipped { reason: reason.into() })
 }
 
 fn body_object(i: &Interaction) -> Option<Map<String, Value>> {
@@ -248,7 +257,7 @@ fn body_object(i: &Interaction) -> Option<Map<String, Value>> {
 
 /// Which deployment and client call an interaction needs, or why it cannot
 /// be replayed.
-fn classify(i: &Interaction) -> Result<(Target, Mode, bool), String> {
+fn classify(i: &Interaction) -> Result<(Target, Mode, bool), Skipped> {
     let path = i.request.path().to_string();
     let api = i.api();
     let what = format!("{} {}", i.request.method, path);
@@ -464,7 +473,7 @@ fn stub_headers(h: &Headers) -> BTreeMap<String, String> {
 }
 
 /// The recorded response as a mock answer.
-fn stub_response(r: &Response) -> Result<StubResponse, String> {
+fn stub_response(r: &Response) -> anyhow::Result<StubResponse> {
     let mut headers = stub_headers(&r.headers);
     let status = r.status;
     let b = &r.body;
@@ -536,7 +545,7 @@ fn match_body(v: &Value) -> Option<Value> {
 }
 
 /// A stub answering `i`'s request with `i`'s response.
-pub(crate) fn stub_for(i: &Interaction, times: Option<u64>) -> Result<Stub, String> {
+pub(crate) fn stub_for(i: &Interaction, times: Option<u64>) -> anyhow::Result<Stub> {
     let matcher = StubMatch {
         method: Some(i.request.method.clone()),
         path: Some(i.request.path().to_string()),
@@ -578,15 +587,15 @@ fn serves(kind: MockKind, api: Api) -> bool {
 /// `load_any` reads): the interactions of that API, each answering once in
 /// recording order, except the last answer to each distinct request, which
 /// keeps answering (so a scenario may repeat a request).
-pub fn scenario_stubs(path: &Path, kind: MockKind) -> Result<Vec<Stub>, String> {
-    let (cassette, _) = super::load_any(path).map_err(|e| e.to_string())?;
+pub fn scenario_stubs(path: &Path, kind: MockKind) -> anyhow::Result<Vec<Stub>> {
+    let (cassette, _) = super::load_any(path)?;
     let mine: Vec<&Interaction> = cassette.interactions.iter().filter(|i| serves(kind, i.api())).collect();
     if mine.is_empty() {
-        return Err(format!("{}: no interactions for a `{kind}` provider", path.display()));
+        return Err(anyhow!("{}: no interactions for a `{kind}` provider", path.display()));
     }
     let mut stubs = Vec::with_capacity(mine.len());
     for (n, i) in mine.iter().enumerate() {
-        stubs.push(stub_for(i, Some(1)).map_err(|e| format!("{}: interaction {n}: {e}", path.display()))?);
+        stubs.push(stub_for(i, Some(1)).with_context(|| format!("{}: interaction {n}", path.display()))?);
     }
     let mut seen = HashSet::new();
     for s in stubs.iter_mut().rev() {
@@ -801,8 +810,8 @@ fn response_diff(expected: &Response, got: &ClientResponse) -> Vec<Difference> {
 
 // ------------------------------------------------------------------ engine
 
-async fn send(http: &reqwest::Client, base: &str, r: &Request) -> Result<ClientResponse, String> {
-    let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| format!("bad method `{}`", r.method))?;
+async fn send(http: &reqwest::Client, base: &str, r: &Request) -> anyhow::Result<ClientResponse> {
+    let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| anyhow!("bad method `{}`", r.method))?;
     let mut rb = http.request(method, format!("{base}{}", r.url));
     for (k, vs) in &r.headers {
         // Framing is reqwest's business; a recorded content-length is stale.
@@ -821,13 +830,13 @@ async fn send(http: &reqwest::Client, base: &str, r: &Request) -> Result<ClientR
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("{} {}: request to the gateway failed: {e}", r.method, r.url))?;
+        .map_err(|e| anyhow!("{} {}: request to the gateway failed: {e}", r.method, r.url))?;
     let status = resp.status().as_u16();
     let mut headers = Headers::new();
     for (k, v) in resp.headers() {
         push_header(&mut headers, k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
-    let body = resp.bytes().await.map_err(|e| format!("{} {}: response body broke: {e}", r.method, r.url))?;
+    let body = resp.bytes().await.map_err(|e| anyhow!("{} {}: response body broke: {e}", r.method, r.url))?;
     Ok(ClientResponse { status, headers, body: body.to_vec() })
 }
 
@@ -860,7 +869,7 @@ pub async fn replay_cassette(cassette: &Cassette, source: &str, opts: &ReplayOpt
     };
     if let Err(reason) = run(cassette, opts, &mut report).await {
         report.verdict = ReplayVerdict::Failed;
-        report.reason = Some(reason);
+        report.reason = Some(format!("{reason:#}"));
     }
     report.duration_ms = started.elapsed().as_millis();
     report
@@ -883,7 +892,7 @@ fn plan(cassette: &Cassette, report: &mut ReplayReport) -> Plan {
     for (index, i) in cassette.interactions.iter().enumerate() {
         let (t, mode, stream) = match classify(i) {
             Ok(x) => x,
-            Err(reason) => {
+            Err(Skipped { reason }) => {
                 report.interactions[index].skipped = Some(reason);
                 continue;
             }
@@ -916,7 +925,7 @@ fn plan(cassette: &Cassette, report: &mut ReplayReport) -> Plan {
     Plan { targets, names, planned }
 }
 
-async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayReport) -> Result<(), String> {
+async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayReport) -> anyhow::Result<()> {
     let Plan { targets, names, planned } = plan(cassette, report);
     if planned.is_empty() {
         if let Some(p) = &opts.progress {
@@ -942,7 +951,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         let options = MockOptions { strict: false, beta_allowlist: None };
         let mock = MockProvider::start(t.mock, &format!("replay-{}", t.mock), options)
             .await
-            .map_err(|e| format!("mock provider did not start: {e}"))?;
+            .map_err(|e| anyhow!("mock provider did not start: {e}"))?;
         mocks.insert(t.mock, mock);
     }
 
@@ -960,7 +969,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         .tcp_nodelay(true)
         .timeout(opts.timeout)
         .build()
-        .map_err(|e| format!("http client: {e}"))?;
+        .map_err(|e| anyhow!("http client: {e}"))?;
     let base = gut.base_url().to_string();
 
     // Drive, window by window. Before each window its recorded responses are
@@ -968,7 +977,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
     // A mock scans its stubs on every request, so holding one window rather
     // than the whole cassette keeps long replays linear. In order (no
     // concurrency), the journal entries each call caused are known.
-    let mut responses: Vec<Option<Result<ClientResponse, String>>> = (0..planned.len()).map(|_| None).collect();
+    let mut responses: Vec<Option<anyhow::Result<ClientResponse>>> = (0..planned.len()).map(|_| None).collect();
     // Per mock: journal entries [from, to) were caused by these planned calls.
     let mut caused_by: Causes = HashMap::new();
     for (w, window) in planned.chunks(WINDOW).enumerate() {
@@ -980,12 +989,12 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         }
         for p in window {
             let i = &cassette.interactions[p.index];
-            let stub = stub_for(i, Some(1)).map_err(|e| format!("interactions[{}]: {e}", p.index))?;
+            let stub = stub_for(i, Some(1)).with_context(|| format!("interactions[{}]", p.index))?;
             let mock = &mocks[&targets[p.target].mock];
-            mock.mount(stub).await.map_err(|e| format!("interactions[{}]: {e}", p.index))?;
+            mock.mount(stub).await.with_context(|| format!("interactions[{}]", p.index))?;
         }
         for m in mocks.values() {
-            m.mount(no_match_stub()).await.map_err(|e| e.to_string())?;
+            m.mount(no_match_stub()).await?;
         }
         if opts.concurrency <= 1 {
             for (k, p) in window.iter().enumerate() {
@@ -1020,7 +1029,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
         while let Some(joined) = set.join_next().await {
             match joined {
                 Ok((n, r)) => responses[n] = Some(r),
-                Err(e) => return Err(format!("a replay request task failed: {e}")),
+                Err(e) => return Err(anyhow!("a replay request task failed: {e}")),
             }
         }
         for (kind, b) in before {
@@ -1107,7 +1116,7 @@ async fn run(cassette: &Cassette, opts: &ReplayOptions, report: &mut ReplayRepor
                     }
                 }
             }
-            Some(Err(e)) => rep.findings.push(Finding { what: e, differences: Vec::new() }),
+            Some(Err(e)) => rep.findings.push(Finding { what: format!("{e:#}"), differences: Vec::new() }),
             None => rep.findings.push(Finding { what: "no response (internal error)".into(), differences: Vec::new() }),
         }
     }
@@ -1331,13 +1340,16 @@ mod tests {
         let ok =
             classify(&interaction("https://api.groq.com/openai/v1/chat/completions", json!({"model": "m"}))).unwrap();
         assert_eq!((ok.0.prefix.as_str(), ok.1), ("/openai/v1", Mode::Chat));
-        let e = classify(&interaction("https://api.openai.com/v1/responses", json!({"model": "m"}))).unwrap_err();
+        let e = classify(&interaction("https://api.openai.com/v1/responses", json!({"model": "m"})))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Responses API"), "{e}");
         let e = classify(&interaction(
             "https://bedrock-runtime.us-east-1.amazonaws.com/model/amazon.titan-embed-text-v2%3A0/invoke",
             json!({"inputText": "x"}),
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("non-Anthropic"), "{e}");
         let b = classify(&interaction(
             "https://bedrock-runtime.eu-west-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream",

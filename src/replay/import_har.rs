@@ -5,6 +5,7 @@
 //! `at_ms`. HTTP/2 pseudo-headers (`:authority`, ...) are dropped: they are
 //! the URL again.
 
+use anyhow::anyhow;
 use serde::Deserialize;
 
 use super::cassette::{decode_b64, push_header, Body, Cassette, Headers, Interaction, Request, Response};
@@ -91,10 +92,10 @@ fn headers(list: &[NameValue]) -> Headers {
     h
 }
 
-fn body(text: Option<&str>, encoding: Option<&str>, mime: Option<&str>, at: &str) -> Result<Body, String> {
+fn body(text: Option<&str>, encoding: Option<&str>, mime: Option<&str>, at: &str) -> anyhow::Result<Body> {
     let Some(text) = text else { return Ok(Body::default()) };
     let bytes = match encoding {
-        Some(e) if e.eq_ignore_ascii_case("base64") => decode_b64(text).map_err(|e| format!("{at}: base64: {e}"))?,
+        Some(e) if e.eq_ignore_ascii_case("base64") => decode_b64(text).map_err(|e| anyhow!("{at}: base64: {e}"))?,
         _ => text.as_bytes().to_vec(),
     };
     Ok(Body::from_bytes(mime, &bytes))
@@ -117,7 +118,7 @@ pub fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
         let req_body = match &e.request.post_data {
             Some(p) => {
                 body(p.text.as_deref(), p.encoding.as_deref(), req_ct.as_deref(), &format!("{at}.request.postData"))
-                    .map_err(|m| CassetteError::invalid(file, m))?
+                    .map_err(|m| CassetteError::within(file, &m))?
             }
             None => Body::default(),
         };
@@ -133,7 +134,7 @@ pub fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
             resp_ct.as_deref(),
             &format!("{at}.response.content"),
         )
-        .map_err(|m| CassetteError::invalid(file, m))?;
+        .map_err(|m| CassetteError::within(file, &m))?;
         if http::Method::from_bytes(e.request.method.as_bytes()).is_err() {
             return Err(CassetteError::invalid(file, format!("{at}.request.method: `{}`", e.request.method)));
         }

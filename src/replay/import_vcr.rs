@@ -9,6 +9,7 @@
 //! `!!binary` to a plain string and loses the tag, so the text is rewritten to
 //! a local `!binary` tag first, which it keeps.
 
+use anyhow::anyhow;
 use std::sync::OnceLock;
 
 use regex::Regex;
@@ -50,9 +51,12 @@ pub fn import_value(v: &Yaml, text: &str, file: &str) -> Result<Cassette, Casset
     let mut recorded_at = None;
     for (i, item) in items.iter().enumerate() {
         let at = format!("interactions[{i}]");
-        let err = |message: String| match lines.get(i) {
-            Some(line) => CassetteError::AtLine { file: file.to_string(), line: *line, message },
-            None => CassetteError::Invalid { file: file.to_string(), message },
+        let err = |e: anyhow::Error| {
+            let message = format!("{e:#}");
+            match lines.get(i) {
+                Some(line) => CassetteError::AtLine { file: file.to_string(), line: *line, message },
+                None => CassetteError::Invalid { file: file.to_string(), message },
+            }
         };
         let interaction = interaction(item, &at).map_err(err)?;
         if recorded_at.is_none() {
@@ -70,9 +74,9 @@ pub fn import_value(v: &Yaml, text: &str, file: &str) -> Result<Cassette, Casset
     Ok(c)
 }
 
-fn interaction(item: &Yaml, at: &str) -> Result<Interaction, String> {
-    let req = item.get("request").ok_or_else(|| format!("{at}.request: missing"))?;
-    let resp = item.get("response").ok_or_else(|| format!("{at}.response: missing"))?;
+fn interaction(item: &Yaml, at: &str) -> anyhow::Result<Interaction> {
+    let req = item.get("request").ok_or_else(|| anyhow!("{at}.request: missing"))?;
+    let resp = item.get("response").ok_or_else(|| anyhow!("{at}.response: missing"))?;
     let method = str_field(req, "method", &format!("{at}.request"))?.to_ascii_uppercase();
     let url = str_field(req, "uri", &format!("{at}.request"))?;
     let req_headers = headers(req.get("headers"), &format!("{at}.request.headers"))?;
@@ -87,7 +91,7 @@ fn interaction(item: &Yaml, at: &str) -> Result<Interaction, String> {
         None => None,
     }
     .and_then(|c| u16::try_from(c).ok())
-    .ok_or_else(|| format!("{at}.response.status: expected `{{code: N}}` or a number"))?;
+    .ok_or_else(|| anyhow!("{at}.response.status: expected `{{code: N}}` or a number"))?;
     let resp_headers = headers(resp.get("headers"), &format!("{at}.response.headers"))?;
     let resp_ct = super::cassette::header(&resp_headers, "content-type").map(str::to_string);
     let resp_body = match resp.get("parsed_body") {
@@ -110,40 +114,40 @@ fn interaction(item: &Yaml, at: &str) -> Result<Interaction, String> {
     })
 }
 
-fn str_field(m: &Yaml, key: &str, at: &str) -> Result<String, String> {
+fn str_field(m: &Yaml, key: &str, at: &str) -> anyhow::Result<String> {
     match m.get(key) {
         Some(Yaml::String(s)) => Ok(s.clone()),
-        Some(_) => Err(format!("{at}.{key}: expected a string")),
-        None => Err(format!("{at}.{key}: missing")),
+        Some(_) => Err(anyhow!("{at}.{key}: expected a string")),
+        None => Err(anyhow!("{at}.{key}: missing")),
     }
 }
 
 /// A scalar as bytes: strings as UTF-8, `!binary` decoded from base64.
-fn scalar_bytes(v: &Yaml, at: &str) -> Result<Option<Vec<u8>>, String> {
+fn scalar_bytes(v: &Yaml, at: &str) -> anyhow::Result<Option<Vec<u8>>> {
     match v {
         Yaml::Null => Ok(None),
         Yaml::String(s) => Ok(Some(s.as_bytes().to_vec())),
         Yaml::Number(n) => Ok(Some(n.to_string().into_bytes())),
         Yaml::Bool(b) => Ok(Some(b.to_string().into_bytes())),
         Yaml::Tagged(t) if t.tag == "binary" => match &t.value {
-            Yaml::String(s) => decode_b64(s).map(Some).map_err(|e| format!("{at}: !!binary is not base64: {e}")),
-            _ => Err(format!("{at}: !!binary must hold a base64 string")),
+            Yaml::String(s) => decode_b64(s).map(Some).map_err(|e| anyhow!("{at}: !!binary is not base64: {e}")),
+            _ => Err(anyhow!("{at}: !!binary must hold a base64 string")),
         },
-        Yaml::Tagged(t) => Err(format!("{at}: unsupported YAML tag {}", t.tag)),
-        _ => Err(format!("{at}: expected a string")),
+        Yaml::Tagged(t) => Err(anyhow!("{at}: unsupported YAML tag {}", t.tag)),
+        _ => Err(anyhow!("{at}: expected a string")),
     }
 }
 
-fn headers(v: Option<&Yaml>, at: &str) -> Result<Headers, String> {
+fn headers(v: Option<&Yaml>, at: &str) -> anyhow::Result<Headers> {
     let mut out = Headers::new();
     let Some(v) = v else { return Ok(out) };
     let map = match v {
         Yaml::Null => return Ok(out),
         Yaml::Mapping(m) => m,
-        _ => return Err(format!("{at}: expected a mapping of header name to values")),
+        _ => return Err(anyhow!("{at}: expected a mapping of header name to values")),
     };
     for (k, vals) in map {
-        let name = k.as_str().ok_or_else(|| format!("{at}: header names must be strings"))?;
+        let name = k.as_str().ok_or_else(|| anyhow!("{at}: header names must be strings"))?;
         let values: Vec<&Yaml> = match vals {
             Yaml::Sequence(s) => s.iter().collect(),
             other => vec![other],
@@ -157,15 +161,15 @@ fn headers(v: Option<&Yaml>, at: &str) -> Result<Headers, String> {
     Ok(out)
 }
 
-fn body(v: Option<&Yaml>, content_type: Option<&str>, at: &str) -> Result<Body, String> {
+fn body(v: Option<&Yaml>, content_type: Option<&str>, at: &str) -> anyhow::Result<Body> {
     match v {
         None => Ok(Body::default()),
         Some(v) => Ok(scalar_bytes(v, at)?.map(|b| Body::from_bytes(content_type, &b)).unwrap_or_default()),
     }
 }
 
-fn to_json(v: &Yaml, at: &str) -> Result<serde_json::Value, String> {
-    serde_json::to_value(v).map_err(|e| format!("{at}: cannot be read as JSON: {e}"))
+fn to_json(v: &Yaml, at: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| anyhow!("{at}: cannot be read as JSON: {e}"))
 }
 
 /// Line (1-based) of each top-level list item under `interactions:`.

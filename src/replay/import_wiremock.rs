@@ -124,7 +124,7 @@ pub fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
     let mut c = Cassette::new(format!("wiremock {file}"), interactions);
     c.metadata.notes = notes;
     c.metadata.notes.push("hand-written stub mappings, not a recording".into());
-    c.validate().map_err(|m| CassetteError::invalid(file, m))?;
+    c.validate().map_err(|m| CassetteError::within(file, &m))?;
     redact_cassette(&mut c);
     Ok(c)
 }

@@ -65,6 +65,12 @@ impl CassetteError {
     pub(crate) fn invalid(file: &str, message: impl Into<String>) -> CassetteError {
         CassetteError::Invalid { file: file.to_string(), message: message.into() }
     }
+
+    /// A problem found inside the file: its whole chain of context (the
+    /// field path first) as the message.
+    pub(crate) fn within(file: &str, problem: &anyhow::Error) -> CassetteError {
+        CassetteError::invalid(file, format!("{problem:#}"))
+    }
 }
 
 /// The formats [`load_any`] reads.

@@ -2,6 +2,7 @@
 //! gateway under test fetches them exactly as it would in production.
 
 use super::model::AssetSpec;
+use anyhow::anyhow;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -49,14 +50,14 @@ async fn serve(State(files): State<Files>, Path(name): Path<String>) -> Response
 }
 
 /// Produces an asset's bytes from its spec, relative to `root`.
-pub fn materialize(spec: &AssetSpec, root: &FsPath) -> Result<Vec<u8>, String> {
+pub fn materialize(spec: &AssetSpec, root: &FsPath) -> anyhow::Result<Vec<u8>> {
     if let Some(raw) = &spec.raw {
         return Ok(raw.clone().into_bytes());
     }
     let mut value: Value = if let Some(file) = &spec.file {
         let path = root.join(file);
-        let text = std::fs::read(&path).map_err(|e| format!("asset file {}: {e}", path.display()))?;
-        serde_json::from_slice(&text).map_err(|e| format!("asset file {}: not JSON: {e}", path.display()))?
+        let text = std::fs::read(&path).map_err(|e| anyhow!("asset file {}: {e}", path.display()))?;
+        serde_json::from_slice(&text).map_err(|e| anyhow!("asset file {}: not JSON: {e}", path.display()))?
     } else {
         spec.inline.clone().unwrap_or(Value::Null)
     };
@@ -77,9 +78,9 @@ pub fn materialize(spec: &AssetSpec, root: &FsPath) -> Result<Vec<u8>, String> {
             m.insert(k.clone(), v.clone());
         }
     } else if !spec.remove.is_empty() || !spec.add.is_empty() || spec.keep_fraction.is_some() {
-        return Err("remove/add/keep_fraction need a JSON object".into());
+        return Err(anyhow!("remove/add/keep_fraction need a JSON object"));
     }
-    let mut bytes = serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())?;
+    let mut bytes = serde_json::to_vec_pretty(&value)?;
     if let Some(p) = &spec.prepend {
         let mut v = p.clone().into_bytes();
         v.extend(bytes);

@@ -170,6 +170,7 @@ mod tests {
                 step_index: i,
                 step: format!("steps[{i}]"),
                 checks_incident: false,
+                harness: false,
                 message: m.into(),
             }),
             violations: violations

@@ -2,7 +2,7 @@
 //! gateway under test, execute the steps, check the expectations.
 
 use super::assets::{materialize, AssetServer};
-use super::expect::{check_output, check_stat, html_links, json_contains, short, stream_verdict};
+use super::expect::{check_output, check_stat, html_links, json_contains, short, stream_verdict, Mismatch};
 use super::model::ServiceKind;
 use super::model::{Action, Expect, GatewaySpec, ProviderExpect, RequestSpec, Scenario, Step, UpstreamExpect};
 use crate::contracts::{self, Attribution, ClientRequest, ClientResponse, Exchange, UpstreamCall};
@@ -11,6 +11,7 @@ use crate::gateway::{Config, KnownBugs};
 use crate::mocks::{MockKind, MockOptions, MockProvider};
 use crate::services::{Postgres, Redis, Service};
 use crate::target::{GatewayUnderTest, Stop, TargetKind, TargetSpec};
+use anyhow::{anyhow, Context};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -67,6 +68,10 @@ pub struct StepFailure {
     pub step_index: usize,
     pub step: String,
     pub checks_incident: bool,
+    /// A problem of the harness's own ([`StepError::Harness`]), not a
+    /// verdict on the gateway under test.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub harness: bool,
     pub message: String,
 }
 
@@ -238,13 +243,13 @@ impl Rig {
         &self.guts[self.current.min(self.guts.len() - 1)]
     }
 
-    fn instance(&mut self, i: usize) -> Result<&mut GatewayUnderTest, String> {
+    fn instance(&mut self, i: usize) -> anyhow::Result<&mut GatewayUnderTest> {
         let n = self.guts.len();
-        self.guts.get_mut(i).ok_or_else(|| format!("no gateway {i} (the scenario has {n})"))
+        self.guts.get_mut(i).ok_or_else(|| anyhow!("no gateway {i} (the scenario has {n})"))
     }
 
-    fn service(&self, name: &str) -> Result<Arc<parking_lot::Mutex<Service>>, String> {
-        self.services.get(name).cloned().ok_or_else(|| format!("unknown service `{name}`"))
+    fn service(&self, name: &str) -> anyhow::Result<Arc<parking_lot::Mutex<Service>>> {
+        self.services.get(name).cloned().ok_or_else(|| anyhow!("unknown service `{name}`"))
     }
 }
 
@@ -345,21 +350,21 @@ fn stops_gateways(steps: &[Step]) -> bool {
 async fn start_services(
     scenario: &Scenario,
     vars: &mut BTreeMap<String, String>,
-) -> Result<BTreeMap<String, Arc<parking_lot::Mutex<Service>>>, String> {
+) -> anyhow::Result<BTreeMap<String, Arc<parking_lot::Mutex<Service>>>> {
     let mut started = BTreeMap::new();
     for (name, spec) in &scenario.services {
         let start = match (spec.kind, spec.appendonly) {
             (ServiceKind::Postgres, false) => || Postgres::start().map(Service::Postgres),
             (ServiceKind::Postgres, true) => {
-                return Err(format!("services.{name}: `appendonly` is a Redis setting (Postgres keeps its data)"))
+                return Err(anyhow!("services.{name}: `appendonly` is a Redis setting (Postgres keeps its data)"))
             }
             (ServiceKind::Redis, false) => || Redis::start().map(Service::Redis),
             (ServiceKind::Redis, true) => || Redis::start_appendonly().map(Service::Redis),
         };
         let service = tokio::task::spawn_blocking(start)
             .await
-            .map_err(|e| format!("services.{name}: {e}"))?
-            .map_err(|e| format!("services.{name}: {e:#}"))?;
+            .map_err(|e| anyhow!("services.{name}: {e}"))?
+            .map_err(|e| anyhow!("services.{name}: {e:#}"))?;
         vars.insert(format!("services.{name}.url"), service.url());
         started.insert(name.clone(), Arc::new(parking_lot::Mutex::new(service)));
     }
@@ -367,7 +372,7 @@ async fn start_services(
 }
 
 /// Stops or starts a service again (bounded, on a blocking thread).
-async fn service_step(service: Arc<parking_lot::Mutex<Service>>, start: bool) -> Result<(), String> {
+async fn service_step(service: Arc<parking_lot::Mutex<Service>>, start: bool) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || {
         let mut pg = service.lock();
         if start {
@@ -376,9 +381,8 @@ async fn service_step(service: Arc<parking_lot::Mutex<Service>>, start: bool) ->
             pg.stop()
         }
     })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("{e:#}"))
+    .await?
+    .map_err(|e| anyhow!("{e:#}"))
 }
 
 async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut Option<Rig>) -> Outcome {
@@ -392,10 +396,15 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
             outcome.verdict = Verdict::NotApplicable;
             outcome.not_applicable = Some(why);
         }
-        Err(Setup::Failed(message)) => {
+        Err(Setup::Failed(e)) => {
             outcome.verdict = Verdict::Failed;
-            outcome.failure =
-                Some(StepFailure { step_index: 0, step: "setup".into(), checks_incident: false, message });
+            outcome.failure = Some(StepFailure {
+                step_index: 0,
+                step: "setup".into(),
+                checks_incident: false,
+                harness: e.is_harness(),
+                message: e.to_string(),
+            });
         }
         Ok((steps, reused, rig)) => {
             outcome.reused_target = reused;
@@ -438,8 +447,12 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                 ctx.waived = scenario.waive.clone();
                 ctx.waived.extend(ctx.steps[i].waive.clone());
                 let res = tokio::time::timeout(STEP_TIMEOUT * 2, run_step(&mut ctx, i)).await;
-                let res = res.unwrap_or_else(|_| Err(format!("timed out after {}s", (STEP_TIMEOUT * 2).as_secs())));
-                if let Err(message) = res {
+                let res = res.unwrap_or_else(|_| {
+                    Err(StepError::Failed(format!("timed out after {}s", (STEP_TIMEOUT * 2).as_secs())))
+                });
+                if let Err(e) = res {
+                    let harness = e.is_harness();
+                    let message = e.to_string();
                     outcome.verdict = match environment_limit(&opts.target, &message) {
                         Some(why) => {
                             outcome.inconclusive = Some(why);
@@ -453,6 +466,7 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
                         checks_incident: ctx.steps[i].checks_incident
                             && (ctx.steps[i].caught_if.is_empty()
                                 || ctx.steps[i].caught_if.iter().any(|sig| message.contains(sig.as_str()))),
+                        harness,
                         message,
                     });
                     let tail = ctx.rig.gut().output_tail(20);
@@ -512,17 +526,60 @@ async fn run_on(scenario: &Scenario, file: &Path, opts: &RunOptions, slot: &mut 
 
 enum Setup {
     NotApplicable(String),
-    Failed(String),
+    Failed(StepError),
 }
 
-impl From<String> for Setup {
-    fn from(s: String) -> Self {
-        Setup::Failed(s)
+/// Whatever the harness could not set up (a mock, the asset server, a
+/// service, a temporary directory…).
+impl From<anyhow::Error> for Setup {
+    fn from(e: anyhow::Error) -> Self {
+        Setup::Failed(StepError::Harness(e))
+    }
+}
+
+/// Why a step did not pass: a verdict on the gateway under test, or a
+/// problem of the harness's own, which says nothing about the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The gateway under test did something wrong (or nothing, or too
+    /// late): what the report shows as the step's failure.
+    #[error("{0}")]
+    Failed(String),
+    /// The harness could not do the step: a mock that did not start or
+    /// refused a stub, an asset it could not read, a service that did not
+    /// stop or start, the target's clock or stats out of reach.
+    #[error("{0:#}")]
+    Harness(anyhow::Error),
+}
+
+impl StepError {
+    pub fn is_harness(&self) -> bool {
+        matches!(self, StepError::Harness(_))
+    }
+
+    /// The same error, under `at` (`repeat 2 (/v1/chat/completions): …`).
+    fn within(self, at: String) -> StepError {
+        match self {
+            StepError::Failed(m) => StepError::Failed(format!("{at}: {m}")),
+            StepError::Harness(e) => StepError::Harness(e.context(at)),
+        }
+    }
+}
+
+impl From<anyhow::Error> for StepError {
+    fn from(e: anyhow::Error) -> Self {
+        StepError::Harness(e)
+    }
+}
+
+impl From<Mismatch> for StepError {
+    fn from(m: Mismatch) -> Self {
+        StepError::Failed(m.0)
     }
 }
 
 /// The steps to run against this target, or why none can.
-fn choose_steps<'a>(scenario: &'a Scenario, target: &TargetSpec) -> Result<&'a [Step], String> {
+fn choose_steps<'a>(scenario: &'a Scenario, target: &TargetSpec) -> anyhow::Result<&'a [Step]> {
     let missing = |caps: Vec<super::model::Capability>| -> Vec<String> {
         caps.into_iter().filter(|c| !target.has(*c)).map(|c| c.name().to_string()).collect()
     };
@@ -535,10 +592,10 @@ fn choose_steps<'a>(scenario: &'a Scenario, target: &TargetSpec) -> Result<&'a [
         if bb_missing.is_empty() {
             return Ok(bb);
         }
-        return Err(format!("its black-box steps need {} which this target lacks", bb_missing.join(", ")));
+        return Err(anyhow!("its black-box steps need {} which this target lacks", bb_missing.join(", ")));
     }
     let note = scenario.black_box_note.clone().map(|n| format!(" ({n})")).unwrap_or_default();
-    Err(format!("it needs {} which this target lacks, and has no black-box variant{note}", main_missing.join(", ")))
+    Err(anyhow!("it needs {} which this target lacks, and has no black-box variant{note}", main_missing.join(", ")))
 }
 
 /// Chooses the steps for the target and puts a rig ready for this scenario
@@ -553,7 +610,7 @@ async fn prepare<'a, 's>(
     let steps = match (&scenario.black_box_steps, opts.force_black_box) {
         (Some(bb), true) => bb.as_slice(),
         (None, true) => return Err(Setup::NotApplicable("the scenario has no black-box steps".into())),
-        _ => choose_steps(scenario, &opts.target).map_err(Setup::NotApplicable)?,
+        _ => choose_steps(scenario, &opts.target).map_err(|e| Setup::NotApplicable(e.to_string()))?,
     };
     if let TargetSpec::Url { .. } = &opts.target {
         if !scenario.providers.is_empty() || !scenario.assets.is_empty() {
@@ -580,7 +637,7 @@ impl Rig {
     /// the gateway under test from its rendered config.
     async fn start(scenario: &Scenario, file: &Path, opts: &RunOptions) -> Result<Rig, Setup> {
         if scenario.gateways == 0 {
-            return Err(Setup::Failed("gateways: at least 1".into()));
+            return Err(anyhow!("gateways: at least 1").into());
         }
         let mut mocks = HashMap::new();
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
@@ -589,7 +646,7 @@ impl Rig {
             let options = MockOptions { strict: spec.strict, ..MockOptions::for_kind(spec.kind) };
             let mock = MockProvider::start(spec.kind, name, options)
                 .await
-                .map_err(|e| format!("providers.{name}: mock did not start: {e}"))?;
+                .map_err(|e| anyhow!("providers.{name}: mock did not start: {e}"))?;
             vars.insert(format!("providers.{name}.url"), mock.url());
             if spec.kind == MockKind::VertexAi {
                 // The service account this mock's token endpoint knows.
@@ -601,7 +658,7 @@ impl Rig {
             mocks.insert(name.clone(), mock);
         }
         mount_stubs(scenario, &mocks, &opts.project_root).await?;
-        let assets = AssetServer::start().await.map_err(|e| format!("asset server: {e}"))?;
+        let assets = AssetServer::start().await.map_err(|e| anyhow!("asset server: {e}"))?;
         serve_assets(scenario, &assets, &opts.project_root)?;
         for name in scenario.assets.keys() {
             vars.insert(format!("assets.{name}.url"), assets.url(name));
@@ -610,7 +667,7 @@ impl Rig {
         // Field paths are those of the scenario's `gateway:`; line numbers
         // are the rendered config's (placeholders filled, `repeat` expanded).
         let label = format!("{} `gateway:` (lines of the rendered config)", file.display());
-        let loaded = Config::parse(&yaml, &label).map_err(|e| e.to_string())?;
+        let loaded = Config::parse(&yaml, &label).map_err(|e| Setup::Failed(StepError::Failed(e.to_string())))?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
@@ -621,7 +678,7 @@ impl Rig {
             || stops_gateways(&scenario.steps)
             || scenario.black_box_steps.as_deref().is_some_and(stops_gateways);
         let dir = if durable || !matches!(opts.target, TargetSpec::InProcess) {
-            Some(Arc::new(tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?))
+            Some(Arc::new(tempfile::tempdir().map_err(|e| anyhow!("temporary directory: {e}"))?))
         } else {
             None
         };
@@ -636,14 +693,17 @@ impl Rig {
                     g.database_path = Some(dir.path().join("postmortem.db").display().to_string());
                 }
                 for _ in 0..scenario.gateways {
-                    guts.push(GatewayUnderTest::in_process(config.clone(), opts.bugs).await?);
+                    let gut = GatewayUnderTest::in_process(config.clone(), opts.bugs)
+                        .await
+                        .map_err(|e| Setup::Failed(StepError::Failed(format!("{e:#}"))))?;
+                    guts.push(gut);
                 }
             }
             TargetSpec::Command { command, startup_timeout, kind } => {
                 let mut env = target_env(scenario, &config, &vars)?;
                 let sentinel = crate::mocks::egress::EgressSentinel::start()
                     .await
-                    .map_err(|e| format!("egress sentinel did not start: {e}"))?;
+                    .map_err(|e| anyhow!("egress sentinel did not start: {e}"))?;
                 // Everything but the mocks (127.0.0.1) goes to the sentinel,
                 // which refuses it and notes the host.
                 for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
@@ -657,7 +717,7 @@ impl Rig {
                 // fail in DNS, unseen.
                 env.entry("AIOHTTP_TRUST_ENV".into()).or_insert_with(|| "True".into());
                 egress = Some(sentinel);
-                let root = config.root_path().map_err(|e| e.to_string())?;
+                let root = config.root_path().map_err(anyhow::Error::from)?;
                 // Another gateway is warmed up before its steps are timed
                 // (`warmup`): the target gets the warm-up deployments, the
                 // contracts keep judging the scenario's own config.
@@ -665,7 +725,7 @@ impl Rig {
                     TargetKind::Other => super::warmup::with_warm_up(&yaml),
                     TargetKind::Postmortem => (yaml.clone(), Vec::new()),
                 };
-                let dir = dir.clone().ok_or_else(|| "no directory for the target's config".to_string())?;
+                let dir = dir.clone().ok_or_else(|| anyhow!("no directory for the target's config"))?;
                 for _ in 0..scenario.gateways {
                     let gut = GatewayUnderTest::start_command(
                         Some(dir.clone()),
@@ -676,11 +736,14 @@ impl Rig {
                         *kind,
                         *startup_timeout,
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| Setup::Failed(StepError::Failed(format!("{e:#}"))))?;
                     if !warm_calls.is_empty() {
                         let key = master_key.clone().or_else(|| scenario.env.get("LITELLM_MASTER_KEY").cloned());
-                        let http =
-                            reqwest::Client::builder().pool_max_idle_per_host(0).build().map_err(|e| e.to_string())?;
+                        let http = reqwest::Client::builder()
+                            .pool_max_idle_per_host(0)
+                            .build()
+                            .map_err(anyhow::Error::from)?;
                         let base = format!("{}{}", gut.base_url(), gut.root_path());
                         super::warmup::warm_up(&http, &base, key.as_deref(), &warm_calls).await;
                     }
@@ -705,7 +768,7 @@ impl Rig {
             // fails the next request with no fault of the gateway's.
             .pool_max_idle_per_host(0)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(anyhow::Error::from)?;
         let mut setup = contract_setup(scenario, &yaml, &mocks, &vars)?;
         setup.prices =
             given_cost_map(scenario, &yaml, &vars, &opts.target, &opts.project_root).map(std::sync::Arc::new);
@@ -726,7 +789,7 @@ impl Rig {
 
     /// Makes a shared rig look fresh to the next scenario (which has the
     /// same sharing key, so the same mocks and assets).
-    async fn reset_for(&mut self, scenario: &Scenario, opts: &RunOptions) -> Result<(), String> {
+    async fn reset_for(&mut self, scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<()> {
         for mock in self.mocks.values() {
             mock.reset().await;
             mock.clear_journal();
@@ -743,8 +806,8 @@ fn contract_setup(
     yaml: &str,
     mocks: &HashMap<String, MockProvider>,
     vars: &BTreeMap<String, String>,
-) -> Result<contracts::Setup, String> {
-    let config: Value = serde_yaml_ng::from_str(yaml).map_err(|e| format!("gateway: {e}"))?;
+) -> anyhow::Result<contracts::Setup> {
+    let config: Value = serde_yaml_ng::from_str(yaml).map_err(|e| anyhow!("gateway: {e}"))?;
     let urls = mocks.iter().map(|(name, m)| (name.clone(), m.url())).collect();
     let mut env = BTreeMap::new();
     for (k, v) in &scenario.env {
@@ -797,17 +860,17 @@ fn given_cost_map(
 }
 
 /// Mounts each provider's `stubs`, then its cassette's recorded responses.
-async fn mount_stubs(scenario: &Scenario, mocks: &HashMap<String, MockProvider>, root: &Path) -> Result<(), String> {
+async fn mount_stubs(scenario: &Scenario, mocks: &HashMap<String, MockProvider>, root: &Path) -> anyhow::Result<()> {
     for (name, spec) in &scenario.providers {
-        let Some(mock) = mocks.get(name) else { return Err(format!("providers.{name}: no mock started")) };
+        let Some(mock) = mocks.get(name) else { return Err(anyhow!("providers.{name}: no mock started")) };
         for (n, stub) in spec.stubs.iter().enumerate() {
-            mock.mount(stub.clone()).await.map_err(|e| format!("providers.{name}.stubs[{n}]: {e}"))?;
+            mock.mount(stub.clone()).await.map_err(|e| anyhow!("providers.{name}.stubs[{n}]: {e}"))?;
         }
         if let Some(path) = &spec.cassette {
             let stubs = crate::replay::scenario_stubs(&root.join(path), spec.kind)
-                .map_err(|e| format!("providers.{name}.cassette: {e}"))?;
+                .map_err(|e| anyhow!("providers.{name}.cassette: {e}"))?;
             for stub in stubs {
-                mock.mount(stub).await.map_err(|e| format!("providers.{name}.cassette: {e}"))?;
+                mock.mount(stub).await.map_err(|e| anyhow!("providers.{name}.cassette: {e}"))?;
             }
         }
     }
@@ -815,9 +878,9 @@ async fn mount_stubs(scenario: &Scenario, mocks: &HashMap<String, MockProvider>,
 }
 
 /// Serves each asset's initial content.
-fn serve_assets(scenario: &Scenario, assets: &AssetServer, root: &Path) -> Result<(), String> {
+fn serve_assets(scenario: &Scenario, assets: &AssetServer, root: &Path) -> anyhow::Result<()> {
     for (name, spec) in &scenario.assets {
-        let bytes = materialize(spec, root).map_err(|e| format!("assets.{name}: {e}"))?;
+        let bytes = materialize(spec, root).map_err(|e| anyhow!("assets.{name}: {e}"))?;
         assets.set(name, bytes);
     }
     Ok(())
@@ -830,7 +893,7 @@ fn target_env(
     scenario: &Scenario,
     config: &Config,
     vars: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, String> {
+) -> anyhow::Result<BTreeMap<String, String>> {
     let mut env = BTreeMap::new();
     for (k, v) in &scenario.env {
         let mut v = Value::String(v.clone());
@@ -865,17 +928,17 @@ fn is_comparison(want: &str) -> bool {
 }
 
 /// Substitutes `${...}` placeholders in every string of a JSON value.
-fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), String> {
+fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> anyhow::Result<()> {
     match v {
         Value::String(s) => {
             // Scans on past each value put in: a value may itself hold `${`
             // (a saved answer is the gateway's text), never read as a placeholder.
             let mut from = 0;
             while let Some(start) = s[from..].find("${").map(|i| i + from) {
-                let end = s[start..].find('}').ok_or_else(|| format!("unclosed placeholder in `{s}`"))? + start;
+                let end = s[start..].find('}').ok_or_else(|| anyhow!("unclosed placeholder in `{s}`"))? + start;
                 let name = &s[start + 2..end];
                 let val = vars.get(name).ok_or_else(|| {
-                    format!(
+                    anyhow!(
                         "unknown placeholder `${{{name}}}` (known: {})",
                         vars.keys().cloned().collect::<Vec<_>>().join(", ")
                     )
@@ -895,16 +958,16 @@ fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), Stri
 /// The scenario's gateway config with placeholders filled, as the
 /// LiteLLM-format config a separate gateway process would read (JSON, a
 /// subset of YAML that no YAML version reads differently).
-pub fn render_config_yaml(scenario: &Scenario, root: &Path, vars: &BTreeMap<String, String>) -> Result<String, String> {
+pub fn render_config_yaml(scenario: &Scenario, root: &Path, vars: &BTreeMap<String, String>) -> anyhow::Result<String> {
     let mut value: Value = match &scenario.gateway {
         GatewaySpec::Inline(v) => v.clone(),
         GatewaySpec::Path(p) => {
             let path = root.join(p);
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("gateway: {}: {e}", path.display()))?;
-            serde_yaml_ng::from_str(&text).map_err(|e| format!("gateway: {}: {e}", path.display()))?
+            let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("gateway: {}: {e}", path.display()))?;
+            serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("gateway: {}: {e}", path.display()))?
         }
     };
-    substitute(&mut value, vars).map_err(|e| format!("gateway: {e}"))?;
+    substitute(&mut value, vars).map_err(|e| anyhow!("gateway: {e}"))?;
     expand_repeats(&mut value)?;
     // The env settings the gateway reads at start-up; in-process they are
     // applied to the config so parallel scenarios don't share process env.
@@ -928,27 +991,27 @@ pub fn render_config_yaml(scenario: &Scenario, root: &Path, vars: &BTreeMap<Stri
     // quoted: a YAML 1.1 reader (PyYAML, so LiteLLM) reads a bare
     // `2024-10-21` as a date and `on`/`no` as booleans, which turned an
     // Azure `api_version` into a date and the deployment into a dead one.
-    serde_json::to_string_pretty(&value).map_err(|e| format!("gateway: {e}"))
+    serde_json::to_string_pretty(&value).map_err(|e| anyhow!("gateway: {e}"))
 }
 
 /// A harness-side template, not gateway config: a `model_list` entry with
 /// `repeat: N` becomes N entries with `{i}` in its strings replaced by
 /// 0..N (e.g. many deployments with distinct credentials).
-fn expand_repeats(config: &mut Value) -> Result<(), String> {
+fn expand_repeats(config: &mut Value) -> anyhow::Result<()> {
     let Some(list) = config.get_mut("model_list").and_then(Value::as_array_mut) else { return Ok(()) };
     let mut out = Vec::with_capacity(list.len());
     for (idx, entry) in list.drain(..).enumerate() {
         match entry.get("repeat").cloned() {
             None => out.push(entry),
             Some(n) => {
-                let n = n.as_u64().ok_or_else(|| format!("gateway.model_list[{idx}].repeat must be a number"))?;
+                let n = n.as_u64().ok_or_else(|| anyhow!("gateway.model_list[{idx}].repeat must be a number"))?;
                 let mut template = entry;
                 if let Some(m) = template.as_object_mut() {
                     m.remove("repeat");
                 }
                 for i in 0..n {
                     let text = template.to_string().replace("{i}", &i.to_string());
-                    out.push(serde_json::from_str(&text).map_err(|e| e.to_string())?);
+                    out.push(serde_json::from_str(&text)?);
                 }
             }
         }
@@ -957,7 +1020,7 @@ fn expand_repeats(config: &mut Value) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
+async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), StepError> {
     let step = &ctx.steps[i];
     let action = step.action()?;
     let expect = &step.expect;
@@ -975,10 +1038,10 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                         checked => {
                             record(ctx, i, r, &resp);
                             checked.map_err(|e| match step.eventually {
-                                Some(d) => format!("still, after {}s: {e}", d.as_secs_f64()),
-                                None => e,
+                                Some(d) => e.within(format!("still, after {}s", d.as_secs_f64())).into(),
+                                None => StepError::from(e),
                             })?;
-                            return save_values(ctx, r, &resp);
+                            return Ok(save_values(ctx, r, &resp)?);
                         }
                     }
                 }
@@ -988,7 +1051,9 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                     let one = r.instance(k);
                     let (sent, resp) = send(ctx, &one).await?;
                     check_contracts(ctx, sent, &resp).await;
-                    check_response(ctx, expect, &resp).await.map_err(|e| format!("repeat {k} ({}): {e}", one.path))?;
+                    check_response(ctx, expect, &resp)
+                        .await
+                        .map_err(|e| e.within(format!("repeat {k} ({})", one.path)))?;
                 }
                 Ok(())
             }
@@ -1007,17 +1072,25 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             let mut failures = Vec::new();
             for (n, r) in results.into_iter().enumerate() {
                 let checked = match r {
-                    Ok((_, resp)) => check_response(ctx, expect, &resp).await,
+                    Ok((_, resp)) => check_response(ctx, expect, &resp).await.map_err(StepError::from),
                     Err(e) => Err(e),
                 };
                 if let Err(e) = checked {
-                    failures.push(format!("request {n}: {e}"));
+                    failures.push(e.within(format!("request {n}")));
                 }
             }
             if failures.is_empty() {
                 Ok(())
             } else {
-                Err(format!("{} of {} concurrent requests failed; first: {}", failures.len(), c.count, failures[0]))
+                let summary = format!("{} of {} concurrent requests failed; first", failures.len(), c.count);
+                // A verdict when any request's is; a harness problem only
+                // when every failure is the harness's.
+                let harness = failures.iter().all(StepError::is_harness);
+                let first = failures.swap_remove(0);
+                Err(match first {
+                    StepError::Harness(e) if harness => StepError::Harness(e.context(summary)),
+                    other => StepError::Failed(format!("{summary}: {other}")),
+                })
             }
         }
         // Time passes for the whole fleet.
@@ -1027,12 +1100,12 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             }
             Ok(())
         }
-        Action::Restart(n) => ctx.rig.instance(n)?.restart(Stop::Graceful).await,
-        Action::Kill(n) => ctx.rig.instance(n)?.restart(Stop::Kill).await,
-        Action::StopService(name) => service_step(ctx.rig.service(name)?, false).await,
-        Action::StartService(name) => service_step(ctx.rig.service(name)?, true).await,
+        Action::Restart(n) => Ok(ctx.rig.instance(n)?.restart(Stop::Graceful).await?),
+        Action::Kill(n) => Ok(ctx.rig.instance(n)?.restart(Stop::Kill).await?),
+        Action::StopService(name) => Ok(service_step(ctx.rig.service(name)?, false).await?),
+        Action::StartService(name) => Ok(service_step(ctx.rig.service(name)?, true).await?),
         Action::SetAsset(s) => {
-            let bytes = materialize(&s.to, &ctx.root).map_err(|e| format!("set_asset {}: {e}", s.asset))?;
+            let bytes = materialize(&s.to, &ctx.root).with_context(|| format!("set_asset {}", s.asset))?;
             ctx.rig.assets.set(&s.asset, bytes);
             Ok(())
         }
@@ -1056,7 +1129,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             let (sent, resp) = send(ctx, &r).await?;
             record(ctx, i, &r, &resp);
             check_contracts(ctx, sent, &resp).await;
-            check_response(ctx, expect, &resp).await
+            Ok(check_response(ctx, expect, &resp).await?)
         }
         Action::OpenStream(o) => {
             let (req, sent) = build(ctx, &o.request)?;
@@ -1069,13 +1142,13 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             let req = req.timeout(OPEN_STREAM_LIFETIME);
             let resp = tokio::time::timeout(STEP_TIMEOUT, req.send())
                 .await
-                .map_err(|_| "no response headers within the step timeout".to_string())?
-                .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
+                .map_err(|_| StepError::Failed("no response headers within the step timeout".into()))?
+                .map_err(|e| StepError::Failed(format!("request failed: {}", error_chain(&e))))?;
             let status = resp.status().as_u16();
             if let Some(want) = expect.status {
                 if status != want {
                     let body = resp.text().await.unwrap_or_default();
-                    return Err(format!("status: expected {want}, got {status}; body: {body}"));
+                    return Err(StepError::Failed(format!("status: expected {want}, got {status}; body: {body}")));
                 }
             }
             // The calls that reached the mocks before the headers came
@@ -1087,15 +1160,15 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
         }
         Action::FinishStream(f) => {
             if let Some(rel) = &f.release {
-                ctx.rig.mocks.get(&rel.provider).ok_or("unknown provider")?.release(&rel.gate);
+                ctx.rig.mocks.get(&rel.provider).ok_or_else(|| anyhow!("unknown provider"))?.release(&rel.gate);
             }
-            let opened = ctx.streams.remove(&f.id).ok_or_else(|| format!("stream `{}` is not open", f.id))?;
+            let opened = ctx.streams.remove(&f.id).ok_or_else(|| anyhow!("stream `{}` is not open", f.id))?;
             let url = opened.response.url().clone();
             let status = opened.response.status().as_u16();
             let headers = header_map(opened.response.headers());
             let (rest, error) = tokio::time::timeout(STEP_TIMEOUT, read_body(opened.response))
                 .await
-                .map_err(|_| format!("stream `{}` did not finish within the step timeout", f.id))?;
+                .map_err(|_| StepError::Failed(format!("stream `{}` did not finish within the step timeout", f.id)))?;
             let body = [opened.received, rest].concat();
             // `within_ms` is not a finish_stream check: the time is the scenario's.
             let resp = Response { url, status, headers, body, complete: error.is_none(), elapsed: Duration::ZERO };
@@ -1104,28 +1177,30 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             calls.extend(resolve_upstream(ctx, &later).await);
             check_exchange(ctx, opened.request, &resp, calls, Attribution::Exact);
             if let Some(e) = error {
-                return Err(format!("stream `{}` broke: {e}", f.id));
+                return Err(StepError::Failed(format!("stream `{}` broke: {e}", f.id)));
             }
             let text = resp.text();
             if let Some(want) = expect.stream_complete {
-                stream_expectation(&text, want).map_err(|e| format!("stream `{}`: {e}", f.id))?;
+                stream_expectation(&text, want).map_err(|e| e.within(format!("stream `{}`", f.id)))?;
             }
             for needle in &expect.body_contains {
                 if !text.contains(needle.as_str()) {
-                    return Err(format!("stream `{}`: body does not contain {needle:?}", f.id));
+                    return Err(StepError::Failed(format!("stream `{}`: body does not contain {needle:?}", f.id)));
                 }
             }
             Ok(())
         }
         Action::ReadStream(r) => {
-            let opened = ctx.streams.get_mut(&r.id).ok_or_else(|| format!("stream `{}` is not open", r.id))?;
+            let opened = ctx.streams.get_mut(&r.id).ok_or_else(|| anyhow!("stream `{}` is not open", r.id))?;
             let deadline = tokio::time::Instant::now() + contracts::INCREMENTAL_BOUND;
             let count = |b: &[u8]| contracts::sse::events(b).events.len();
             while count(&opened.received) < r.events {
                 match tokio::time::timeout_at(deadline, opened.response.chunk()).await {
                     Ok(Ok(Some(chunk))) => opened.received.extend_from_slice(&chunk),
                     Ok(Ok(None)) => break,
-                    Ok(Err(e)) => return Err(format!("stream `{}` broke: {}", r.id, error_chain(&e))),
+                    Ok(Err(e)) => {
+                        return Err(StepError::Failed(format!("stream `{}` broke: {}", r.id, error_chain(&e))))
+                    }
                     Err(_) => break, // the bound: judged below
                 }
             }
@@ -1143,7 +1218,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             Ok(())
         }
         Action::AbandonStream(id) => {
-            let opened = ctx.streams.remove(id).ok_or_else(|| format!("stream `{id}` is not open"))?;
+            let opened = ctx.streams.remove(id).ok_or_else(|| anyhow!("stream `{id}` is not open"))?;
             // The client goes away: its connection to the gateway closes.
             drop(opened.response);
             let left = Instant::now();
@@ -1173,17 +1248,17 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
             }
         }
         Action::Mock(m) => {
-            let mock = ctx.rig.mocks.get(&m.provider).ok_or("unknown provider")?;
+            let mock = ctx.rig.mocks.get(&m.provider).ok_or_else(|| anyhow!("unknown provider"))?;
             if m.reset {
                 mock.reset().await;
             }
             for (n, stub) in m.mount.iter().enumerate() {
-                mock.mount(stub.clone()).await.map_err(|e| format!("mock.mount[{n}]: {e}"))?;
+                mock.mount(stub.clone()).await.with_context(|| format!("mock.mount[{n}]"))?;
             }
             Ok(())
         }
-        Action::FillClientCache(n) => ctx.rig.gut().fill_client_cache(n),
-        Action::ExpectProvider(p) => check_provider(ctx, p).await,
+        Action::FillClientCache(n) => Ok(ctx.rig.gut().fill_client_cache(n)?),
+        Action::ExpectProvider(p) => Ok(check_provider(ctx, p).await?),
         Action::ExpectStats(checks) => {
             let status = ctx.rig.gut().status().await?;
             for (pointer, want) in checks {
@@ -1201,7 +1276,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
                     Err(_) if ctx.rig.gut().output_is_live() && Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    other => return other,
+                    other => return Ok(other?),
                 }
             }
         }
@@ -1209,7 +1284,7 @@ async fn run_step(ctx: &mut Ctx<'_>, i: usize) -> Result<(), String> {
 }
 
 /// Keeps the values a request's `save` names, for `${saved.NAME}` later.
-fn save_values(ctx: &mut Ctx<'_>, r: &RequestSpec, resp: &Response) -> Result<(), String> {
+fn save_values(ctx: &mut Ctx<'_>, r: &RequestSpec, resp: &Response) -> Result<(), Mismatch> {
     if r.save.is_empty() {
         return Ok(());
     }
@@ -1219,10 +1294,10 @@ fn save_values(ctx: &mut Ctx<'_>, r: &RequestSpec, resp: &Response) -> Result<()
     };
     for (name, pointer) in &r.save {
         let found = docs.iter().find_map(|d| d.pointer(pointer)).ok_or_else(|| {
-            format!(
+            Mismatch(format!(
                 "save.{name}: the response has nothing at {pointer}: {}",
                 String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()
-            )
+            ))
         })?;
         let text = match found {
             Value::String(s) => s.clone(),
@@ -1234,7 +1309,7 @@ fn save_values(ctx: &mut Ctx<'_>, r: &RequestSpec, resp: &Response) -> Result<()
 }
 
 /// `${saved.NAME}` in a request's strings, from earlier `save`s.
-fn with_saved(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<RequestSpec, String> {
+fn with_saved(ctx: &Ctx<'_>, r: &RequestSpec) -> anyhow::Result<RequestSpec> {
     let mut r = r.clone();
     if !r.path.contains("${saved.") && !r.body.as_ref().is_some_and(|b| b.to_string().contains("${saved.")) {
         return Ok(r);
@@ -1249,9 +1324,9 @@ fn with_saved(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<RequestSpec, String> {
 }
 
 /// The request to send, and the same request as the contract checks see it.
-fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(reqwest::RequestBuilder, ClientRequest), String> {
+fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> anyhow::Result<(reqwest::RequestBuilder, ClientRequest)> {
     let r = &with_saved(ctx, r)?;
-    let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| format!("bad method `{}`", r.method))?;
+    let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| anyhow!("bad method `{}`", r.method))?;
     let url = format!("{}{}", ctx.rig.gut().base_url(), r.path);
     let mut req = ctx.rig.http.request(method, &url);
     let mut headers: Vec<(String, String)> = Vec::new();
@@ -1277,7 +1352,7 @@ fn build(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(reqwest::RequestBuilder, Cli
             obj.insert("pad".into(), Value::String("x".repeat(n.saturating_sub(current))));
         }
         headers.push(("content-type".into(), "application/json".into()));
-        body = serde_json::to_vec(&b).map_err(|e| format!("request body: {e}"))?;
+        body = serde_json::to_vec(&b).map_err(|e| anyhow!("request body: {e}"))?;
     }
     for (k, v) in &headers {
         req = req.header(k.as_str(), v.as_str());
@@ -1308,16 +1383,21 @@ async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, Option<String>) {
     }
 }
 
-async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(ClientRequest, Response), String> {
+/// Sends a request and reads its answer. A request the harness cannot build
+/// is its own problem; one the gateway does not answer whole is a verdict.
+async fn send(ctx: &Ctx<'_>, r: &RequestSpec) -> Result<(ClientRequest, Response), StepError> {
     let (req, sent) = build(ctx, r)?;
     let started = Instant::now();
-    let resp = req.send().await.map_err(|e| format!("{} {}: request failed: {}", r.method, r.path, error_chain(&e)))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| StepError::Failed(format!("{} {}: request failed: {}", r.method, r.path, error_chain(&e))))?;
     let status = resp.status().as_u16();
     let url = resp.url().clone();
     let headers = header_map(resp.headers());
     let (body, error) = read_body(resp).await;
     if let Some(e) = error {
-        return Err(format!("{} {}: body broke: {e}", r.method, r.path));
+        return Err(StepError::Failed(format!("{} {}: body broke: {e}", r.method, r.path)));
     }
     Ok((sent, Response { url, status, headers, body, complete: true, elapsed: started.elapsed() }))
 }
@@ -1531,47 +1611,57 @@ fn normalize(mut v: Value) -> Value {
 /// `stream_complete: true`: the stream ended cleanly; `false`: it did not
 /// (an error event, or no terminator): a failure was not dressed up as a
 /// finished answer.
-fn stream_expectation(text: &str, complete: bool) -> Result<(), String> {
+fn stream_expectation(text: &str, complete: bool) -> Result<(), Mismatch> {
     match (complete, stream_verdict(text)) {
         (true, r) => r,
-        (false, Ok(())) => Err("expected a stream that does not end cleanly (an error event or no terminator), \
-                                but it ended with [DONE] or message_stop and no error"
-            .into()),
+        (false, Ok(())) => Err(Mismatch(
+            "expected a stream that does not end cleanly (an error event or no terminator), \
+             but it ended with [DONE] or message_stop and no error"
+                .into(),
+        )),
         (false, Err(_)) => Ok(()),
     }
 }
 
-async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<(), String> {
+async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<(), Mismatch> {
     let body_hint = || format!("body: {}", short(&resp.json().unwrap_or_else(|| Value::String(resp.text()))));
     if let Some(bound) = e.within_ms {
         let took = resp.elapsed.as_millis();
         if took > u128::from(bound) {
-            return Err(format!("the exchange took {took} ms, more than its bound of {bound} ms; {}", body_hint()));
+            return Err(Mismatch(format!(
+                "the exchange took {took} ms, more than its bound of {bound} ms; {}",
+                body_hint()
+            )));
         }
     }
     if let Some(s) = e.status {
         if resp.status != s {
-            return Err(format!("status: expected {s}, got {}; {}", resp.status, body_hint()));
+            return Err(Mismatch(format!("status: expected {s}, got {}; {}", resp.status, body_hint())));
         }
     }
     if !e.status_class.is_empty() && !e.status_class.iter().any(|c| c.contains(resp.status)) {
         let classes: Vec<String> = e.status_class.iter().map(ToString::to_string).collect();
-        return Err(format!("status: expected {}, got {}; {}", classes.join(" or "), resp.status, body_hint()));
+        return Err(Mismatch(format!(
+            "status: expected {}, got {}; {}",
+            classes.join(" or "),
+            resp.status,
+            body_hint()
+        )));
     }
     if e.json.is_some() || !e.json_path.is_empty() || e.error_contains.is_some() || e.error_present {
-        let v = resp.json().ok_or_else(|| format!("expected a JSON body; {}", body_hint()))?;
+        let v = resp.json().ok_or_else(|| Mismatch(format!("expected a JSON body; {}", body_hint())))?;
         if let Some(want) = &e.json {
-            json_contains(want, &v, "").map_err(|d| format!("json: {d}"))?;
+            json_contains(want, &v, "").map_err(|d| Mismatch(format!("json: {d}")))?;
         }
         for (p, want) in &e.json_path {
-            check_stat(p, want, v.pointer(p)).map_err(|d| format!("json_path {d}"))?;
+            check_stat(p, want, v.pointer(p)).map_err(|d| Mismatch(format!("json_path {d}")))?;
         }
         if e.error_present || e.error_contains.is_some() {
             let msg = super::expect::error_message(&v)
-                .ok_or_else(|| format!("expected an error body with error.message; {}", body_hint()))?;
+                .ok_or_else(|| Mismatch(format!("expected an error body with error.message; {}", body_hint())))?;
             if let Some(text) = &e.error_contains {
                 if !msg.contains(text.as_str()) {
-                    return Err(format!("error message {msg:?} does not contain {text:?}"));
+                    return Err(Mismatch(format!("error message {msg:?} does not contain {text:?}")));
                 }
             }
         }
@@ -1583,8 +1673,8 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
                 let number = got.trim().parse::<f64>().map(Value::from).unwrap_or_else(|_| Value::from(got.as_str()));
                 check_stat(&format!("header {k}"), &Value::from(want.as_str()), Some(&number))?;
             }
-            Some(got) => return Err(format!("header {k}: expected {want:?}, got {got:?}")),
-            None => return Err(format!("header {k}: missing (expected {want:?})")),
+            Some(got) => return Err(Mismatch(format!("header {k}: expected {want:?}, got {got:?}"))),
+            None => return Err(Mismatch(format!("header {k}: missing (expected {want:?})"))),
         }
     }
     for (k, want) in &e.media_types {
@@ -1592,18 +1682,18 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
     }
     for k in &e.headers_present {
         if !resp.headers.contains_key(&k.to_ascii_lowercase()) {
-            return Err(format!("header {k}: expected to be present"));
+            return Err(Mismatch(format!("header {k}: expected to be present")));
         }
     }
     for k in &e.headers_absent {
         if let Some(v) = resp.headers.get(&k.to_ascii_lowercase()) {
-            return Err(format!("header {k}: expected to be absent, got {v:?}"));
+            return Err(Mismatch(format!("header {k}: expected to be absent, got {v:?}")));
         }
     }
     let text = resp.text();
     for needle in &e.body_contains {
         if !text.contains(needle.as_str()) {
-            return Err(format!("body does not contain {needle:?}; {}", body_hint()));
+            return Err(Mismatch(format!("body does not contain {needle:?}; {}", body_hint())));
         }
     }
     if let Some(want) = e.stream_complete {
@@ -1614,37 +1704,42 @@ async fn check_response(ctx: &Ctx<'_>, e: &Expect, resp: &Response) -> Result<()
             if link.starts_with('#') || link.starts_with("data:") || link.starts_with("javascript:") {
                 continue;
             }
-            let url = resp.url.join(&link).map_err(|e| format!("link {link}: {e}"))?;
+            let url = resp.url.join(&link).map_err(|e| Mismatch(format!("link {link}: {e}")))?;
             if url.host_str() != resp.url.host_str() || url.port() != resp.url.port() {
                 continue; // another site's link is not the gateway's to serve
             }
-            let r = ctx.rig.http.get(url).send().await.map_err(|e| format!("link {link}: {e}"))?;
+            let r = ctx.rig.http.get(url).send().await.map_err(|e| Mismatch(format!("link {link}: {e}")))?;
             if r.status().as_u16() != 200 {
-                return Err(format!("link {link} answered {}", r.status().as_u16()));
+                return Err(Mismatch(format!("link {link} answered {}", r.status().as_u16())));
             }
         }
     }
     Ok(())
 }
 
-async fn check_provider(ctx: &Ctx<'_>, p: &ProviderExpect) -> Result<(), String> {
-    let mock = ctx.rig.mocks.get(&p.provider).ok_or("unknown provider")?;
+async fn check_provider(ctx: &Ctx<'_>, p: &ProviderExpect) -> Result<(), Mismatch> {
+    let mock = ctx.rig.mocks.get(&p.provider).ok_or_else(|| Mismatch("unknown provider".into()))?;
     // The provider's model calls only: a gateway's side lookups are no
     // request of the scenario's, and must not change a count or `last`.
     let journal: Vec<_> = mock.journal().into_iter().filter(|r| r.is_model_call()).collect();
     if let Some(n) = p.requests {
         if journal.len() != n {
             let paths: Vec<String> = journal.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
-            return Err(format!("{}: expected {n} requests, got {} ({})", p.provider, journal.len(), paths.join(", ")));
+            return Err(Mismatch(format!(
+                "{}: expected {n} requests, got {} ({})",
+                p.provider,
+                journal.len(),
+                paths.join(", ")
+            )));
         }
     }
     if let Some(last) = &p.last {
-        let r = journal.last().ok_or_else(|| format!("{}: received no request", p.provider))?;
+        let r = journal.last().ok_or_else(|| Mismatch(format!("{}: received no request", p.provider)))?;
         check_upstream(&p.provider, last, r)?;
     }
     if let Some(all) = &p.all {
         if journal.is_empty() {
-            return Err(format!("{}: received no request", p.provider));
+            return Err(Mismatch(format!("{}: received no request", p.provider)));
         }
         for r in &journal {
             check_upstream(&p.provider, all, r)?;
@@ -1653,48 +1748,48 @@ async fn check_provider(ctx: &Ctx<'_>, p: &ProviderExpect) -> Result<(), String>
     Ok(())
 }
 
-fn check_upstream(provider: &str, e: &UpstreamExpect, r: &crate::mocks::RecordedRequest) -> Result<(), String> {
+fn check_upstream(provider: &str, e: &UpstreamExpect, r: &crate::mocks::RecordedRequest) -> Result<(), Mismatch> {
     let at = format!("{provider} received {} {}", r.method, r.path);
     if let Some(p) = &e.path {
         if &r.path != p {
-            return Err(format!("{at}: expected path {p}"));
+            return Err(Mismatch(format!("{at}: expected path {p}")));
         }
     }
     if let Some(p) = &e.path_contains {
         if !r.path.contains(p.as_str()) {
-            return Err(format!("{at}: expected the path to contain {p}"));
+            return Err(Mismatch(format!("{at}: expected the path to contain {p}")));
         }
     }
     let header = |name: &str| r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
     for (k, want) in &e.headers {
         match header(k) {
             Some(got) if &got == want => {}
-            Some(got) => return Err(format!("{at}: header {k}: expected {want:?}, got {got:?}")),
-            None => return Err(format!("{at}: header {k}: missing (expected {want:?})")),
+            Some(got) => return Err(Mismatch(format!("{at}: header {k}: expected {want:?}, got {got:?}"))),
+            None => return Err(Mismatch(format!("{at}: header {k}: missing (expected {want:?})"))),
         }
     }
     for k in &e.headers_absent {
         if let Some(v) = header(k) {
-            return Err(format!("{at}: header {k} should be absent, got {v:?}"));
+            return Err(Mismatch(format!("{at}: header {k} should be absent, got {v:?}")));
         }
     }
     if !e.body.is_empty() || !e.body_absent.is_empty() || !e.body_not_null.is_empty() {
-        let body = r.json.clone().ok_or_else(|| format!("{at}: body is not JSON"))?;
+        let body = r.json.clone().ok_or_else(|| Mismatch(format!("{at}: body is not JSON")))?;
         for (p, want) in &e.body {
-            check_stat(p, want, body.pointer(p)).map_err(|d| format!("{at}: body {d}"))?;
+            check_stat(p, want, body.pointer(p)).map_err(|d| Mismatch(format!("{at}: body {d}")))?;
         }
         for p in &e.body_not_null {
             if body.pointer(p).map(Value::is_null).unwrap_or(false) {
-                return Err(format!("{at}: body field {p} is null (full body: {})", short(&body)));
+                return Err(Mismatch(format!("{at}: body field {p} is null (full body: {})", short(&body))));
             }
         }
         for p in &e.body_absent {
             if let Some(v) = body.pointer(p) {
-                return Err(format!(
+                return Err(Mismatch(format!(
                     "{at}: body field {p} should be absent, got {} (full body: {})",
                     short(v),
                     short(&body)
-                ));
+                )));
             }
         }
     }
@@ -1717,7 +1812,7 @@ mod tests {
         substitute(&mut v, &vars).expect("substituted");
         assert_eq!(v, serde_json::json!({"p": "<x${saved.a}y>", "q": ["x${saved.a}y"]}));
         let mut missing = serde_json::json!("${saved.none}");
-        assert!(substitute(&mut missing, &vars).unwrap_err().contains("unknown placeholder"));
+        assert!(substitute(&mut missing, &vars).unwrap_err().to_string().contains("unknown placeholder"));
     }
 
     #[test]

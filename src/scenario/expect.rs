@@ -3,22 +3,36 @@
 
 use serde_json::Value;
 
+/// What a check found instead of what the scenario expects: a verdict on
+/// the gateway under test (the step fails with this text), never a problem
+/// of the harness's own.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Mismatch(pub String);
+
+impl Mismatch {
+    /// The same finding, under `at` (`json: …`, `steps[2]: …`).
+    pub fn within(self, at: impl std::fmt::Display) -> Mismatch {
+        Mismatch(format!("{at}: {}", self.0))
+    }
+}
+
 /// `expected` is contained in `actual`: objects by subset, arrays by equal
 /// length with each element contained, scalars by equality.
-pub fn json_contains(expected: &Value, actual: &Value, at: &str) -> Result<(), String> {
+pub fn json_contains(expected: &Value, actual: &Value, at: &str) -> Result<(), Mismatch> {
     match (expected, actual) {
         (Value::Object(e), Value::Object(a)) => {
             for (k, ev) in e {
                 match a.get(k) {
                     Some(av) => json_contains(ev, av, &format!("{at}/{k}"))?,
-                    None => return Err(format!("{at}/{k}: missing (expected {})", short(ev))),
+                    None => return Err(Mismatch(format!("{at}/{k}: missing (expected {})", short(ev)))),
                 }
             }
             Ok(())
         }
         (Value::Array(e), Value::Array(a)) => {
             if e.len() != a.len() {
-                return Err(format!("{at}: expected {} items, got {}", e.len(), a.len()));
+                return Err(Mismatch(format!("{at}: expected {} items, got {}", e.len(), a.len())));
             }
             for (i, (ev, av)) in e.iter().zip(a).enumerate() {
                 json_contains(ev, av, &format!("{at}/{i}"))?;
@@ -26,7 +40,9 @@ pub fn json_contains(expected: &Value, actual: &Value, at: &str) -> Result<(), S
             Ok(())
         }
         (e, a) if numbers_equal(e, a) || e == a => Ok(()),
-        (e, a) => Err(format!("{}: expected {}, got {}", if at.is_empty() { "/" } else { at }, short(e), short(a))),
+        (e, a) => {
+            Err(Mismatch(format!("{}: expected {}, got {}", if at.is_empty() { "/" } else { at }, short(e), short(a))))
+        }
     }
 }
 
@@ -46,7 +62,7 @@ pub fn short(v: &Value) -> String {
 /// Checks a value against a stats expectation: plain values compare equal;
 /// strings `>=N`, `<=N`, `>N`, `<N`, `==N` compare numbers; `contains:TEXT`
 /// looks for a substring in the value's text.
-pub fn check_stat(pointer: &str, expected: &Value, actual: Option<&Value>) -> Result<(), String> {
+pub fn check_stat(pointer: &str, expected: &Value, actual: Option<&Value>) -> Result<(), Mismatch> {
     let actual_v = actual.cloned().unwrap_or(Value::Null);
     if let Some(s) = expected.as_str() {
         if let Some(text) = s.strip_prefix("contains:") {
@@ -57,16 +73,16 @@ pub fn check_stat(pointer: &str, expected: &Value, actual: Option<&Value>) -> Re
             return if hay.contains(text.trim()) {
                 Ok(())
             } else {
-                Err(format!("{pointer}: expected to contain {:?}, got {}", text.trim(), short(&actual_v)))
+                Err(Mismatch(format!("{pointer}: expected to contain {:?}, got {}", text.trim(), short(&actual_v))))
             };
         }
         for op in [">=", "<=", "==", ">", "<"] {
             if let Some(num) = s.strip_prefix(op) {
                 let want: f64 =
-                    num.trim().parse().map_err(|_| format!("{pointer}: `{s}` is not a number comparison"))?;
+                    num.trim().parse().map_err(|_| Mismatch(format!("{pointer}: `{s}` is not a number comparison")))?;
                 let got = actual_v
                     .as_f64()
-                    .ok_or_else(|| format!("{pointer}: expected a number ({s}), got {}", short(&actual_v)))?;
+                    .ok_or_else(|| Mismatch(format!("{pointer}: expected a number ({s}), got {}", short(&actual_v))))?;
                 let ok = match op {
                     ">=" => got >= want,
                     "<=" => got <= want,
@@ -74,7 +90,7 @@ pub fn check_stat(pointer: &str, expected: &Value, actual: Option<&Value>) -> Re
                     ">" => got > want,
                     _ => got < want,
                 };
-                return if ok { Ok(()) } else { Err(format!("{pointer}: expected {s}, got {got}")) };
+                return if ok { Ok(()) } else { Err(Mismatch(format!("{pointer}: expected {s}, got {got}"))) };
             }
         }
     }
@@ -89,11 +105,11 @@ pub fn media_type(value: &str) -> String {
 }
 
 /// Checks a header's media type against the expected one (see [`media_type`]).
-pub fn check_media_type(name: &str, want: &str, got: Option<&str>) -> Result<(), String> {
+pub fn check_media_type(name: &str, want: &str, got: Option<&str>) -> Result<(), Mismatch> {
     match got {
         Some(got) if media_type(got) == media_type(want) => Ok(()),
-        Some(got) => Err(format!("header {name}: expected media type {want:?}, got {got:?}")),
-        None => Err(format!("header {name}: missing (expected media type {want:?})")),
+        Some(got) => Err(Mismatch(format!("header {name}: expected media type {want:?}, got {got:?}"))),
+        None => Err(Mismatch(format!("header {name}: missing (expected media type {want:?})"))),
     }
 }
 
@@ -121,7 +137,7 @@ pub fn html_links(html: &str) -> Vec<String> {
 
 /// Whether an SSE body ended cleanly: an OpenAI `[DONE]` or an Anthropic
 /// `message_stop`, and no error event anywhere.
-pub fn stream_verdict(body: &str) -> Result<(), String> {
+pub fn stream_verdict(body: &str) -> Result<(), Mismatch> {
     // Read as events (the contracts' SSE reader), not searched as text: a
     // `[DONE]` inside a chunk's content is no terminator.
     let parsed = crate::contracts::sse::events(body.as_bytes());
@@ -132,7 +148,7 @@ pub fn stream_verdict(body: &str) -> Result<(), String> {
                 .is_some_and(|v| v.get("error").is_some() || v.get("type").and_then(Value::as_str) == Some("error"));
         if is_error {
             let shown = v.as_ref().map(short).unwrap_or_else(|| e.data.clone());
-            return Err(format!("the stream carried an error event: {shown}"));
+            return Err(Mismatch(format!("the stream carried an error event: {shown}")));
         }
     }
     let last = parsed.events.iter().rev().find(|e| {
@@ -148,28 +164,29 @@ pub fn stream_verdict(body: &str) -> Result<(), String> {
         Ok(())
     } else {
         let tail: String = body.chars().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect();
-        Err(format!("the stream ended without [DONE] or message_stop; it ended with: {tail:?}"))
+        Err(Mismatch(format!("the stream ended without [DONE] or message_stop; it ended with: {tail:?}")))
     }
 }
 
 /// Checks a gateway's output lines against an `expect_output` step. The
 /// regular expressions were validated when the scenario was loaded.
-pub fn check_output(e: &super::model::OutputExpect, lines: &[String]) -> Result<(), String> {
-    let compile = |re: &str| regex::Regex::new(re).map_err(|err| format!("invalid regular expression {re:?}: {err}"));
+pub fn check_output(e: &super::model::OutputExpect, lines: &[String]) -> Result<(), Mismatch> {
+    let compile =
+        |re: &str| regex::Regex::new(re).map_err(|err| Mismatch(format!("invalid regular expression {re:?}: {err}")));
     if let Some(re) = &e.line_matches {
         let r = compile(re)?;
         if !lines.iter().any(|l| r.is_match(l)) {
-            return Err(format!(
+            return Err(Mismatch(format!(
                 "no line of the gateway's output matches /{re}/ ({} lines read{})",
                 lines.len(),
                 last_lines(lines)
-            ));
+            )));
         }
     }
     if let Some(re) = &e.no_line_matches {
         let r = compile(re)?;
         if let Some(l) = lines.iter().find(|l| r.is_match(l)) {
-            return Err(format!("the gateway's output has a line matching /{re}/: {l}"));
+            return Err(Mismatch(format!("the gateway's output has a line matching /{re}/: {l}")));
         }
     }
     Ok(())
@@ -193,7 +210,7 @@ mod tests {
     fn subset_matching_reports_the_path() {
         let a = json!({"a": {"b": [1, {"c": 2}]}, "x": 1});
         assert!(json_contains(&json!({"a": {"b": [1, {}]}}), &a, "").is_ok());
-        let e = json_contains(&json!({"a": {"b": [1, {"c": 3}]}}), &a, "").unwrap_err();
+        let e = json_contains(&json!({"a": {"b": [1, {"c": 3}]}}), &a, "").unwrap_err().to_string();
         assert!(e.contains("/a/b/1/c"), "{e}");
     }
 
@@ -215,11 +232,11 @@ mod tests {
         let want = |re: &str| OutputExpect { line_matches: Some(re.into()), no_line_matches: None };
         let never = |re: &str| OutputExpect { line_matches: None, no_line_matches: Some(re.into()) };
         assert!(check_output(&want("(?i)cost map.*refus"), &lines).is_ok());
-        let e = check_output(&want("Falling back"), &lines).unwrap_err();
+        let e = check_output(&want("Falling back"), &lines).unwrap_err().to_string();
         assert!(e.contains("2 lines read") && e.contains("last: INFO started"), "{e}");
-        assert!(check_output(&want("x"), &[]).unwrap_err().contains("0 lines read"));
+        assert!(check_output(&want("x"), &[]).unwrap_err().to_string().contains("0 lines read"));
         assert!(check_output(&never("panicked"), &lines).is_ok());
-        assert!(check_output(&never("refused"), &lines).unwrap_err().contains("ERROR start-up"));
+        assert!(check_output(&never("refused"), &lines).unwrap_err().to_string().contains("ERROR start-up"));
     }
 
     #[test]
@@ -227,9 +244,13 @@ mod tests {
         assert_eq!(media_type("Text/Event-Stream; charset=utf-8"), "text/event-stream");
         assert!(check_media_type("content-type", "text/event-stream", Some("text/event-stream")).is_ok());
         assert!(check_media_type("content-type", "text/event-stream", Some("text/event-stream;charset=UTF-8")).is_ok());
-        let e = check_media_type("content-type", "text/event-stream", Some("application/json")).unwrap_err();
+        let e =
+            check_media_type("content-type", "text/event-stream", Some("application/json")).unwrap_err().to_string();
         assert!(e.contains("application/json"), "{e}");
-        assert!(check_media_type("content-type", "text/event-stream", None).unwrap_err().contains("missing"));
+        assert!(check_media_type("content-type", "text/event-stream", None)
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
     }
 
     #[test]
@@ -262,6 +283,6 @@ mod stream_verdict_tests {
         assert!(stream_verdict(text_only).is_err());
         assert!(stream_verdict("data: [DONE]\n\ndata: {\"choices\":[]}\n\n").is_err());
         let error = "data: {\"error\":{\"message\":\"x\"}}\n\ndata: [DONE]\n\n";
-        assert!(stream_verdict(error).unwrap_err().contains("error event"));
+        assert!(stream_verdict(error).unwrap_err().to_string().contains("error event"));
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::mocks::{MockKind, Stub};
 pub use crate::target::Capability;
+use anyhow::{anyhow, Context};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -166,20 +167,20 @@ pub struct AssetSpec {
 }
 
 impl AssetSpec {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         let sources = [self.file.is_some(), self.inline.is_some(), self.raw.is_some()].iter().filter(|b| **b).count();
         if sources != 1 {
-            return Err("give exactly one of `file`, `inline`, `raw`".into());
+            return Err(anyhow!("give exactly one of `file`, `inline`, `raw`"));
         }
         let transforms = !self.remove.is_empty() || !self.add.is_empty() || self.keep_fraction.is_some();
         if self.raw.is_some() && transforms {
-            return Err(
-                "`raw` is served byte for byte; `remove`, `add` and `keep_fraction` need `file` or `inline`".into()
-            );
+            return Err(anyhow!(
+                "`raw` is served byte for byte; `remove`, `add` and `keep_fraction` need `file` or `inline`"
+            ));
         }
         if let Some(f) = self.keep_fraction {
             if !(0.0..=1.0).contains(&f) {
-                return Err(format!("keep_fraction must be between 0 and 1, got {f}"));
+                return Err(anyhow!("keep_fraction must be between 0 and 1, got {f}"));
             }
         }
         Ok(())
@@ -318,7 +319,7 @@ pub enum Action<'a> {
 
 impl Step {
     /// The step's single action, or an error when it has none or several.
-    pub fn action(&self) -> Result<Action<'_>, String> {
+    pub fn action(&self) -> anyhow::Result<Action<'_>> {
         let mut found = Vec::new();
         if let Some(r) = &self.request {
             found.push(Action::Request(r));
@@ -368,8 +369,8 @@ impl Step {
         found.extend(self.start_service.as_deref().map(Action::StartService));
         match found.len() {
             1 => Ok(found[0]),
-            0 => Err("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, abandon_stream, read_stream, mock, fill_client_cache, expect_provider, expect_stats, expect_output, restart, kill, stop_service, start_service)".into()),
-            _ => Err("has more than one action; split it into several steps".into()),
+            0 => Err(anyhow!("has no action (one of request, concurrent, advance, set_asset, reload, open_stream, finish_stream, abandon_stream, read_stream, mock, fill_client_cache, expect_provider, expect_stats, expect_output, restart, kill, stop_service, start_service)")),
+            _ => Err(anyhow!("has more than one action; split it into several steps")),
         }
     }
 }
@@ -389,13 +390,13 @@ pub struct OutputExpect {
 }
 
 impl OutputExpect {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.line_matches.is_none() && self.no_line_matches.is_none() {
-            return Err("give `line_matches`, `no_line_matches` or both".into());
+            return Err(anyhow!("give `line_matches`, `no_line_matches` or both"));
         }
         for (field, re) in [("line_matches", &self.line_matches), ("no_line_matches", &self.no_line_matches)] {
             if let Some(re) = re {
-                regex::Regex::new(re).map_err(|e| format!("{field}: invalid regular expression: {e}"))?;
+                regex::Regex::new(re).map_err(|e| anyhow!("{field}: invalid regular expression: {e}"))?;
             }
         }
         Ok(())
@@ -566,14 +567,14 @@ pub struct Expect {
 impl Expect {
     /// Refuses expectations the step's action would not check, so nothing
     /// in a scenario is silently ignored.
-    fn check_used_by(&self, action: &Action<'_>) -> Result<(), String> {
+    fn check_used_by(&self, action: &Action<'_>) -> anyhow::Result<()> {
         if self.status.is_some() && !self.status_class.is_empty() {
-            return Err("give `status` or `status_class`, not both".into());
+            return Err(anyhow!("give `status` or `status_class`, not both"));
         }
         for (name, want) in &self.media_types {
             let (kind, sub) = want.split_once('/').unwrap_or_default();
             if kind.trim().is_empty() || sub.trim().is_empty() || want.contains(';') {
-                return Err(format!(
+                return Err(anyhow!(
                     "media_types.{name}: `{want}` is not a media type alone (type/subtype, without parameters)"
                 ));
             }
@@ -646,12 +647,12 @@ impl Expect {
         if unused.is_empty() {
             Ok(())
         } else if allowed.is_empty() {
-            Err(format!(
+            Err(anyhow!(
                 "this step checks nothing with `expect` (found {}); put checks in a request step",
                 unused.join(", ")
             ))
         } else {
-            Err(format!("{} cannot be checked on this step (it checks: {})", unused.join(", "), allowed.join(", ")))
+            Err(anyhow!("{} cannot be checked on this step (it checks: {})", unused.join(", "), allowed.join(", ")))
         }
     }
 }
@@ -672,12 +673,19 @@ impl std::fmt::Display for StatusClass {
     }
 }
 
+/// A `status_class` that is not one of `1xx` … `5xx`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{text}` is not a status class (one of 1xx, 2xx, 3xx, 4xx, 5xx)")]
+pub struct BadStatusClass {
+    pub text: String,
+}
+
 impl std::str::FromStr for StatusClass {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadStatusClass;
+    fn from_str(s: &str) -> Result<Self, BadStatusClass> {
         match s.as_bytes() {
             [d @ b'1'..=b'5', b'x', b'x'] => Ok(StatusClass(u16::from(d - b'0'))),
-            _ => Err(format!("`{s}` is not a status class (one of 1xx, 2xx, 3xx, 4xx, 5xx)")),
+            _ => Err(BadStatusClass { text: s.to_string() }),
         }
     }
 }
@@ -744,51 +752,84 @@ fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Dura
 }
 
 /// `500ms`, `90s`, `11m`, `2h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 11m, 1h"))?;
+    let n: f64 = num.parse().map_err(|_| anyhow!("`{s}` is not a duration like 90s, 11m, 1h"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h)")),
+        _ => return Err(anyhow!("`{s}`: unknown unit `{unit}` (use ms, s, m, h)")),
     };
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Why a scenario file cannot be loaded. Each names the file; a problem in
+/// it names the field (its path in the file: `steps[3].restart`) and, where
+/// it can be found, the line.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
-pub struct ScenarioError {
-    pub file: String,
-    pub message: String,
+pub enum LoadError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not valid UTF-8 at line {line} (byte {at})")]
+    NotUtf8 { file: String, line: usize, at: usize },
+    /// Not in the scenario format (a type, an unknown or missing field):
+    /// the parser's message, with the field path and line.
+    #[error("{file}: {message}")]
+    Format { file: String, message: String },
+    /// In the format, but not consistent (an unknown provider, a stream no
+    /// step opened…): the field's path first, then what is wrong with it,
+    /// and the step's line where the file writes its steps as a block list.
+    #[error("{file}: {}", self.problem())]
+    Invalid { file: String, problem: anyhow::Error, line: Option<usize> },
+}
+
+impl LoadError {
+    /// What is wrong, without the file's name (with the line where known).
+    pub fn problem(&self) -> String {
+        match self {
+            LoadError::Read { source, .. } => format!("cannot read: {source}"),
+            LoadError::NotUtf8 { line, at, .. } => format!("not valid UTF-8 at line {line} (byte {at})"),
+            LoadError::Format { message, .. } => message.clone(),
+            LoadError::Invalid { problem, line, .. } => match line {
+                Some(n) => format!("{problem:#} at line {n}"),
+                None => format!("{problem:#}"),
+            },
+        }
+    }
 }
 
 impl Scenario {
-    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    pub fn load(path: &Path) -> Result<Scenario, LoadError> {
         let file = path.display().to_string();
-        let bytes = std::fs::read(path)
-            .map_err(|e| ScenarioError { file: file.clone(), message: format!("cannot read: {e}") })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { file: file.clone(), source })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let at = e.utf8_error().valid_up_to();
             let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
-            ScenarioError { file: file.clone(), message: format!("not valid UTF-8 at line {line} (byte {at})") }
+            LoadError::NotUtf8 { file: file.clone(), line, at }
         })?;
         Self::parse(&text, &file)
     }
 
-    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, LoadError> {
         let s: Scenario = serde_yaml_ng::from_str(text)
-            .map_err(|e| ScenarioError { file: file.to_string(), message: locate(e.to_string(), text) })?;
-        s.validate()
-            .map_err(|message| ScenarioError { file: file.to_string(), message: with_step_line(message, text) })?;
+            .map_err(|e| LoadError::Format { file: file.to_string(), message: locate(e.to_string(), text) })?;
+        s.validate().map_err(|problem| {
+            let line = step_line_of(&format!("{problem:#}"), text);
+            LoadError::Invalid { file: file.to_string(), problem, line }
+        })?;
         Ok(s)
     }
 
     /// Checks references between parts of the file.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         let steps = self.steps.iter().chain(self.black_box_steps.iter().flatten());
         for (at, waive) in std::iter::once(("waive".to_string(), &self.waive))
             .chain(steps.enumerate().map(|(i, s)| (format!("steps[{i}].waive"), &s.waive)))
@@ -796,73 +837,74 @@ impl Scenario {
             for (name, reason) in waive {
                 if crate::contracts::contract(name).is_none() {
                     let known: Vec<&str> = crate::contracts::CONTRACTS.iter().map(|c| c.name).collect();
-                    return Err(format!("{at}: unknown contract `{name}` (known: {})", known.join(", ")));
+                    return Err(anyhow!("{at}: unknown contract `{name}` (known: {})", known.join(", ")));
                 }
                 if reason.trim().is_empty() {
-                    return Err(format!("{at}.{name}: a waiver needs a written reason"));
+                    return Err(anyhow!("{at}.{name}: a waiver needs a written reason"));
                 }
             }
         }
         if let Some(i) = &self.incident {
             if !crate::gateway::KnownBugs::NAMES.contains(&i.bug.as_str()) {
-                return Err(format!(
+                return Err(anyhow!(
                     "incident.bug: unknown bug `{}` (expected one of {})",
                     i.bug,
                     crate::gateway::KnownBugs::NAMES.join(", ")
                 ));
             }
             if !self.steps.iter().any(|s| s.checks_incident) {
-                return Err("incident scenarios need at least one step with `checks_incident: true`".into());
+                return Err(anyhow!("incident scenarios need at least one step with `checks_incident: true`"));
             }
             if let Some(bb) = &self.black_box_steps {
                 if !bb.iter().any(|s| s.checks_incident) {
-                    return Err("black_box_steps need at least one step with `checks_incident: true`".into());
+                    return Err(anyhow!("black_box_steps need at least one step with `checks_incident: true`"));
                 }
             }
         }
         if self.gateways == 0 {
-            return Err("gateways: at least 1".into());
+            return Err(anyhow!("gateways: at least 1"));
         }
         self.validate_steps(&self.steps, "steps")?;
         if let Some(bb) = &self.black_box_steps {
             self.validate_steps(bb, "black_box_steps")?;
         }
         for (name, a) in &self.assets {
-            a.validate().map_err(|e| format!("assets.{name}: {e}"))?;
+            a.validate().with_context(|| format!("assets.{name}"))?;
         }
         Ok(())
     }
 
-    fn validate_steps(&self, steps: &[Step], list: &str) -> Result<(), String> {
+    fn validate_steps(&self, steps: &[Step], list: &str) -> anyhow::Result<()> {
         let mut streams = std::collections::BTreeSet::new();
         for (i, step) in steps.iter().enumerate() {
             let at = format!("{list}[{i}]");
-            let provider_ref = |p: &str| -> Result<(), String> {
+            let provider_ref = |p: &str| -> anyhow::Result<()> {
                 if self.providers.contains_key(p) {
                     Ok(())
                 } else {
                     let defined: Vec<_> = self.providers.keys().cloned().collect();
-                    Err(format!("{at}: unknown provider `{p}` (defined: {})", defined.join(", ")))
+                    Err(anyhow!("{at}: unknown provider `{p}` (defined: {})", defined.join(", ")))
                 }
             };
-            let action = step.action().map_err(|e| format!("{at} {e}"))?;
-            step.expect.check_used_by(&action).map_err(|e| format!("{at}.expect: {e}"))?;
-            let instance = |field: &str, i: usize| -> Result<(), String> {
+            let action = step.action().map_err(|e| anyhow!("{at} {e}"))?;
+            step.expect.check_used_by(&action).with_context(|| format!("{at}.expect"))?;
+            let instance = |field: &str, i: usize| -> anyhow::Result<()> {
                 if i < self.gateways {
                     Ok(())
                 } else {
-                    Err(format!(
+                    Err(anyhow!(
                         "{at}.{field}: no gateway {i}: the scenario has {} (gateways: {}, numbered from 0)",
-                        self.gateways, self.gateways
+                        self.gateways,
+                        self.gateways
                     ))
                 }
             };
-            let service_ref = |field: &str, name: &str| -> Result<(), String> {
+            let service_ref = |field: &str, name: &str| -> anyhow::Result<()> {
                 if self.services.contains_key(name) {
                     Ok(())
                 } else {
                     let defined: Vec<_> = self.services.keys().cloned().collect();
-                    Err(format!("{at}.{field}: unknown service `{name}` (defined: {})", defined.join(", ")))
+                    Err(anyhow!("{at}.{field}: unknown service `{name}` (defined: {})", defined.join(", ")))
                 }
             };
             if let Some(i) = step.gateway {
@@ -870,10 +912,10 @@ impl Scenario {
             }
             if let Some(d) = step.eventually {
                 if !matches!(action, Action::Request(r) if r.repeat.is_none()) {
-                    return Err(format!("{at}.eventually: only a `request` step without `repeat` can be sent again"));
+                    return Err(anyhow!("{at}.eventually: only a `request` step without `repeat` can be sent again"));
                 }
                 if d > MAX_EVENTUALLY {
-                    return Err(format!("{at}.eventually: at most {}s (a step's bound)", MAX_EVENTUALLY.as_secs()));
+                    return Err(anyhow!("{at}.eventually: at most {}s (a step's bound)", MAX_EVENTUALLY.as_secs()));
                 }
             }
             match action {
@@ -882,31 +924,31 @@ impl Scenario {
                 Action::StopService(name) => service_ref("stop_service", name)?,
                 Action::StartService(name) => service_ref("start_service", name)?,
                 Action::SetAsset(a) if !self.assets.contains_key(&a.asset) => {
-                    return Err(format!("{at}.set_asset: unknown asset `{}`", a.asset));
+                    return Err(anyhow!("{at}.set_asset: unknown asset `{}`", a.asset));
                 }
                 Action::OpenStream(o) if !streams.insert(o.id.clone()) => {
-                    return Err(format!("{at}.open_stream: stream id `{}` is used twice", o.id));
+                    return Err(anyhow!("{at}.open_stream: stream id `{}` is used twice", o.id));
                 }
                 Action::ReadStream(r) if !streams.contains(&r.id) => {
-                    return Err(format!("{at}.read_stream: no open stream with id `{}` before this step", r.id));
+                    return Err(anyhow!("{at}.read_stream: no open stream with id `{}` before this step", r.id));
                 }
                 Action::AbandonStream(id) if !streams.remove(id) => {
-                    return Err(format!("{at}.abandon_stream: no open stream with id `{id}` before this step"));
+                    return Err(anyhow!("{at}.abandon_stream: no open stream with id `{id}` before this step"));
                 }
                 Action::FinishStream(f) => {
                     if !streams.contains(&f.id) {
-                        return Err(format!("{at}.finish_stream: no open_stream with id `{}` before this step", f.id));
+                        return Err(anyhow!("{at}.finish_stream: no open_stream with id `{}` before this step", f.id));
                     }
                     if let Some(r) = &f.release {
                         provider_ref(&r.provider)?;
                     }
                 }
-                Action::SetAsset(a) => a.to.validate().map_err(|e| format!("{at}.set_asset.to: {e}"))?,
+                Action::SetAsset(a) => a.to.validate().with_context(|| format!("{at}.set_asset.to"))?,
                 Action::Mock(m) => provider_ref(&m.provider)?,
                 Action::ExpectProvider(p) => provider_ref(&p.provider)?,
-                Action::ExpectOutput(o) => o.validate().map_err(|e| format!("{at}.expect_output: {e}"))?,
+                Action::ExpectOutput(o) => o.validate().with_context(|| format!("{at}.expect_output"))?,
                 Action::Concurrent(c) if c.count == 0 => {
-                    return Err(format!("{at}.concurrent: count must be at least 1"))
+                    return Err(anyhow!("{at}.concurrent: count must be at least 1"))
                 }
                 _ => {}
             }
@@ -953,7 +995,7 @@ impl Scenario {
             Ok(Action::Kill(i)) => format!("kill gateway {i}"),
             Ok(Action::StopService(n)) => format!("stop_service {n}"),
             Ok(Action::StartService(n)) => format!("start_service {n}"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         match &s.name {
             Some(n) => format!("{list}[{i}] {n} ({kind})"),
@@ -991,21 +1033,21 @@ impl Step {
 }
 
 /// Every `*.yaml` under the given paths, sorted.
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     discover_files(paths, &["yaml", "yml"])
 }
 
 /// Files named directly, and every file with one of `extensions` under the
 /// given directories; sorted, without duplicates.
-pub fn discover_files(paths: &[PathBuf], extensions: &[&str]) -> Result<Vec<PathBuf>, String> {
+pub fn discover_files(paths: &[PathBuf], extensions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, extensions, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
+            walk(p, extensions, &mut out).map_err(|e| anyhow!("{}: {e}", p.display()))?;
         } else if p.is_file() {
             out.push(p.clone());
         } else {
-            return Err(format!("{}: no such file or directory", p.display()));
+            return Err(anyhow!("{}: no such file or directory", p.display()));
         }
     }
     out.sort();
@@ -1025,19 +1067,15 @@ fn walk(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) -> std::io::Res
     Ok(())
 }
 
-/// Adds the line of the step a cross-reference error names
-/// (`steps[3].restart: …` → `… at line 27`), when the file writes its steps
-/// as a block list.
-fn with_step_line(message: String, text: &str) -> String {
-    let Some((list, rest)) = message.split_once('[') else { return message };
+/// The line of the step a cross-reference error names (`steps[3].restart: …`
+/// → 27), when the file writes its steps as a block list.
+fn step_line_of(message: &str, text: &str) -> Option<usize> {
+    let (list, rest) = message.split_once('[')?;
     if list != "steps" && list != "black_box_steps" {
-        return message;
+        return None;
     }
-    let Some(i) = rest.split_once(']').and_then(|(n, _)| n.parse::<usize>().ok()) else { return message };
-    match step_line(text, list, i) {
-        Some(line) => format!("{message} at line {line}"),
-        None => message,
-    }
+    let i = rest.split_once(']').and_then(|(n, _)| n.parse::<usize>().ok())?;
+    step_line(text, list, i)
 }
 
 /// The line (1-based) where item `i` of the top-level block list `list` starts.

@@ -21,7 +21,9 @@ pub fn text(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
             out.push_str(&format!("      skipped {s}\n"));
         }
         if let Some(f) = &o.failure {
-            out.push_str(&format!("      at {}\n", f.step));
+            // A harness problem says nothing about the gateway: said so.
+            let whose = if f.harness { " (a harness problem, not a verdict on the gateway)" } else { "" };
+            out.push_str(&format!("      at {}{whose}\n", f.step));
             for line in f.message.lines() {
                 out.push_str(&format!("      | {line}\n"));
             }

@@ -129,6 +129,7 @@ pub fn load_failure(file: &Path, message: String) -> Outcome {
             step_index: 0,
             step: "load".into(),
             checks_incident: false,
+            harness: false,
             message,
         }),
         ..Outcome::new(&name, &file.display().to_string())
