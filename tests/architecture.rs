@@ -150,3 +150,59 @@ fn every_provider_has_a_strict_mock_and_a_conformance_scenario() {
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+/// `Result<T, String>` in `src/`: the error's type (with `T` of any shape,
+/// nested generics and tuples included), line by line of code.
+fn string_results(text: &str) -> Vec<usize> {
+    let code: String = text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = code[from..].find("Result<").map(|i| from + i) {
+        from = at + "Result<".len();
+        if code[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let (mut depth, mut args, mut prev) = (1usize, vec![String::new()], ' ');
+        for c in code[from..].chars() {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' if prev != '-' => depth -= 1,
+                ')' | ']' => depth -= 1,
+                _ => {}
+            }
+            prev = c;
+            if depth == 0 {
+                break;
+            }
+            if depth == 1 && c == ',' {
+                args.push(String::new());
+            } else if let Some(last) = args.last_mut() {
+                last.push(c);
+            }
+        }
+        if args.len() == 2 && args[1].trim() == "String" {
+            found.push(code[..at].matches('\n').count() + 1);
+        }
+    }
+    found
+}
+
+/// Errors carry context: the gateway's are typed (thiserror, naming the
+/// field, the value and why), the harness's `anyhow` with context or typed
+/// where a caller branches on the kind; never a bare `String`.
+#[test]
+fn no_result_has_a_string_for_its_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut bad = Vec::new();
+    for path in rust_files(&root) {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for n in string_results(&text) {
+            bad.push(format!("{}:{n}", path.display()));
+        }
+    }
+    assert!(bad.is_empty(), "Result<_, String> at {bad:#?}");
+    // The scanner itself: it sees through nested types and tuples.
+    assert_eq!(string_results("fn f() -> Result<(Vec<u8>, Option<String>), String> {}"), vec![1]);
+    assert_eq!(string_results("fn f() -> Result<BTreeMap<String, String>, D::Error> {}"), Vec::<usize>::new());
+    assert_eq!(string_results("// Result<(), String>\nfn g() -> anyhow::Result<()> {}"), Vec::<usize>::new());
+}
