@@ -7,6 +7,13 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: under load glibc's malloc and free
+/// were about an eighth of the gateway's CPU (`malloc_consolidate`,
+/// `unlink_chunk`), and the memory the cost map's load used briefly stayed
+/// resident after it. Measured in BENCHMARKS.md ("Tenth run").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "postmortem", version, about = "An LLM gateway and the regression harness that replays its incidents")]
 struct Cli {

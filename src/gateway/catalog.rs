@@ -94,34 +94,29 @@ pub enum CatalogError {
 // ---------------------------------------------------------------------------
 
 /// One model of the cost map. The fields the gateway uses are typed; everything
-/// else is kept verbatim in `extra` so nothing is lost on a round trip.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// else is kept in `extra` so nothing is lost.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelEntry {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub litellm_provider: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Token limits are informational, so they are read leniently: integers,
     /// integral floats and numeric strings are accepted; anything else (e.g. the
     /// descriptive text in `sample_spec`) becomes `None` instead of failing the map.
-    #[serde(default, deserialize_with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub max_input_tokens: Option<u64>,
-    #[serde(default, deserialize_with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
-    #[serde(default, deserialize_with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
     /// Prices are money, so they are strict: a non-number refuses the whole map
     /// (checked before deserialising, so the error names the model and field).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_cost_per_token: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_cost_per_token: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read_input_token_cost: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_creation_input_token_cost: Option<f64>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    /// The string items of `aliases`.
+    pub(crate) aliases: Vec<String>,
+    /// Every other field, as the compact JSON text of an object: text, not a
+    /// tree, because the map's 4,500 entries' trees held several MB that
+    /// nothing on the request path reads.
+    pub(crate) extra: Box<str>,
 }
 
 /// A cost-map entry's typed field holding another JSON type.
@@ -165,19 +160,29 @@ impl ModelEntry {
             output_cost_per_token: cost(&mut fields, "output_cost_per_token")?,
             cache_read_input_token_cost: cost(&mut fields, "cache_read_input_token_cost")?,
             cache_creation_input_token_cost: cost(&mut fields, "cache_creation_input_token_cost")?,
-            extra: fields,
+            aliases: fields
+                .get("aliases")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect(),
+            // A map of JSON values always serializes.
+            extra: serde_json::to_string(&fields).unwrap_or_default().into_boxed_str(),
         })
     }
 
     /// Alternative names listed under `aliases` (LiteLLM's `_expand_model_aliases`).
     /// Non-string items are ignored.
     pub fn aliases(&self) -> impl Iterator<Item = &str> {
-        self.extra.get("aliases").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+        self.aliases.iter().map(String::as_str)
     }
-}
 
-fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(Option::<Value>::deserialize(d)?.and_then(lenient_value))
+    /// The entry's other fields (those not typed above, `aliases` included),
+    /// as the map had them.
+    pub fn extra(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.extra).unwrap_or_default()
+    }
 }
 
 /// A token limit from any JSON value: integers, integral floats and numeric
@@ -573,19 +578,28 @@ pub fn parse_catalog(
     limits: &ValidationLimits,
     loaded_at: SystemTime,
 ) -> Result<Catalog, CatalogError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    // The map is read entry by entry, each validated and turned into its
+    // `ModelEntry` as it comes, never as one tree: the tree of the 3 MB map
+    // held ~10 MB at once, which the allocator then kept. The first
+    // entry's problem is kept and reported after the count checks, in the
+    // order a whole-tree read checked them.
+    let mut read = EntriesRead::default();
+    let parsed = {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        serde::de::DeserializeSeed::deserialize(&mut read, &mut de).and_then(|()| de.end())
+    };
+    if let Err(e) = parsed {
+        if let Some(found) = read.not_an_object {
+            return Err(CatalogError::NotAnObject { found });
+        }
         let (line, column) = (e.line(), e.column());
         let full = e.to_string();
         let suffix = format!(" at line {line} column {column}");
         let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
-        CatalogError::Parse { line, column, message }
-    })?;
-    let top = match value {
-        Value::Object(map) => map,
-        other => return Err(CatalogError::NotAnObject { found: json_type(&other) }),
-    };
-
-    let count = top.keys().filter(|k| !RESERVED_KEYS.contains(&k.as_str())).count();
+        return Err(CatalogError::Parse { line, column, message });
+    }
+    let models = dedup(read.models);
+    let count = models.len();
     if count < limits.min_models {
         return Err(CatalogError::TooFewModels { count, min: limits.min_models });
     }
@@ -600,22 +614,107 @@ pub fn parse_catalog(
             });
         }
     }
-
-    let mut models = Vec::with_capacity(count);
-    for (model, v) in top {
-        if RESERVED_KEYS.contains(&model.as_str()) {
-            continue;
-        }
-        let Value::Object(fields) = v else {
-            return Err(CatalogError::EntryNotAnObject { found: json_type(&v), model });
-        };
-        check_costs(&model, &fields)?;
-        match ModelEntry::from_fields(fields) {
-            Ok(entry) => models.push((model, entry)),
-            Err(problem) => return Err(CatalogError::InvalidEntry { model, problem }),
-        }
+    if let Some(problem) = read.problem {
+        return Err(problem);
     }
     Ok(Catalog::new(models, &display_source(source), loaded_at))
+}
+
+/// What reading a cost map entry by entry found: the entries (file order,
+/// duplicates not yet merged), the first entry's problem, and, when the
+/// document is not an object, its type.
+#[derive(Default)]
+struct EntriesRead {
+    models: Vec<(String, ModelEntry)>,
+    problem: Option<CatalogError>,
+    not_an_object: Option<&'static str>,
+}
+
+impl EntriesRead {
+    fn entry(&mut self, model: String, v: Value) {
+        if RESERVED_KEYS.contains(&model.as_str()) {
+            return;
+        }
+        if self.problem.is_none() {
+            match self.model_entry(&model, v) {
+                Ok(entry) => {
+                    self.models.push((model, entry));
+                    return;
+                }
+                Err(problem) => self.problem = Some(problem),
+            }
+        }
+        // Only counted from here on: the map is refused anyway.
+        self.models.push((model, ModelEntry::default()));
+    }
+
+    fn model_entry(&self, model: &str, v: Value) -> Result<ModelEntry, CatalogError> {
+        let Value::Object(fields) = v else {
+            return Err(CatalogError::EntryNotAnObject { found: json_type(&v), model: model.to_string() });
+        };
+        check_costs(model, &fields)?;
+        ModelEntry::from_fields(fields)
+            .map_err(|problem| CatalogError::InvalidEntry { model: model.to_string(), problem })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut EntriesRead {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut EntriesRead {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object of model entries")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(model) = map.next_key::<String>()? {
+            let v: Value = map.next_value()?;
+            self.entry(model, v);
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.not_an_object = Some("an array");
+        Err(serde::de::Error::custom("not an object"))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_an_object = Some("a string");
+        Err(E::custom("not an object"))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_an_object = Some("a boolean");
+        Err(E::custom("not an object"))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_an_object = Some("a number");
+        Err(E::custom("not an object"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_an_object = Some("a number");
+        Err(E::custom("not an object"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_an_object = Some("a number");
+        Err(E::custom("not an object"))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.not_an_object = Some("null");
+        Err(E::custom("not an object"))
+    }
 }
 
 fn check_costs(model: &str, fields: &Map<String, Value>) -> Result<(), CatalogError> {
@@ -1107,8 +1206,8 @@ mod tests {
         assert_eq!(e.output_cost_per_token, Some(1e-5));
         assert_eq!(e.cache_read_input_token_cost, Some(1.25e-6));
         assert_eq!(e.cache_creation_input_token_cost, None);
-        assert_eq!(e.extra.get("supports_vision"), Some(&Value::Bool(true)));
-        assert!(!e.extra.contains_key("input_cost_per_token"));
+        assert_eq!(e.extra().get("supports_vision"), Some(&Value::Bool(true)));
+        assert!(!e.extra().contains_key("input_cost_per_token"));
     }
 
     #[test]
@@ -1289,6 +1388,39 @@ mod tests {
 
         let err = parse_catalog(br#"{"m": {"litellm_provider": 5}}"#, "t", None, &relaxed(), t0()).unwrap_err();
         assert!(matches!(err, CatalogError::InvalidEntry { ref model, .. } if model == "m"), "{err}");
+    }
+
+    /// Read entry by entry, the map is judged as a whole-tree read judged
+    /// it: a top-level value of another type named, the count checked before
+    /// an entry's problem, a repeated name's last entry kept in the first
+    /// one's place, and an entry's other fields kept.
+    #[test]
+    fn the_entry_by_entry_read_judges_the_map_as_a_whole() {
+        for (json, found) in
+            [(&b"\"x\""[..], "a string"), (b"true", "a boolean"), (b"7", "a number"), (b"null", "null")]
+        {
+            let err = parse_catalog(json, "t", None, &relaxed(), t0()).unwrap_err();
+            assert_eq!(err, CatalogError::NotAnObject { found }, "{}", String::from_utf8_lossy(json));
+        }
+        let limits = ValidationLimits { min_models: 3, max_shrink_ratio: 0.5 };
+        let err = parse_catalog(br#"{"a": 3, "b": {}}"#, "t", None, &limits, t0()).unwrap_err();
+        assert_eq!(err, CatalogError::TooFewModels { count: 2, min: 3 });
+        let err = parse_catalog(br#"{"a": 3, "b": {}, "c": {}}"#, "t", None, &limits, t0()).unwrap_err();
+        assert!(matches!(err, CatalogError::EntryNotAnObject { ref model, .. } if model == "a"), "{err}");
+        let err = parse_catalog(br#"{"a": {}, "b": {}} {"#, "t", None, &relaxed(), t0()).unwrap_err();
+        assert!(matches!(err, CatalogError::Parse { line: 1, .. }), "{err}");
+
+        let json = br#"{"a": {"mode": "chat"}, "b": {"input_cost_per_token": 1e-6, "supports_vision": true, "aliases": ["b2", 3], "tiers": [{"x": 1}]}, "a": {"mode": "embedding"}}"#;
+        let cat = parse_catalog(json, "t", None, &relaxed(), t0()).unwrap();
+        assert_eq!(cat.names().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(cat.model("a").and_then(|e| e.mode.as_deref()), Some("embedding"));
+        let b = cat.model("b").unwrap();
+        assert_eq!(b.aliases().collect::<Vec<_>>(), ["b2"]);
+        assert_eq!(
+            Value::Object(b.extra()),
+            serde_json::json!({"supports_vision": true, "aliases": ["b2", 3], "tiers": [{"x": 1}]})
+        );
+        assert_eq!(cat.model("b2").and_then(|e| e.input_cost_per_token), Some(1e-6));
     }
 
     #[test]
