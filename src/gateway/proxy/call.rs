@@ -64,7 +64,7 @@ pub(super) async fn send(
     let req = api.request(&reach.endpoint, call)?;
     let client = gw.client(reach.client_key.clone())?;
     let traceparent = otel::upstream_request(&req.method, &req.url);
-    let mut rb = client.http.request(req.method, req.url).body(req.body);
+    let mut rb = client.request(req.method, req.url).body(req.body);
     for (k, v) in req.headers {
         rb = rb.header(k, v);
     }
