@@ -35,7 +35,7 @@ fn beta_filter(c: &mut Criterion) {
     let policy = BetaPolicy::bundled();
     let flags = postmortem::gateway::beta::split_flags(&HEADER_LINES).count();
     assert_eq!(flags, 10, "the header must carry 10 flags");
-    let anthropic = policy.filter(BetaTarget::Anthropic, &HEADER_LINES);
+    let anthropic = policy.filter_for(BetaTarget::Anthropic, Placement::Header, &HEADER_LINES);
     assert!(anthropic.kept.iter().any(|f| f == "unreleased-feature-2026-12-01"), "unknown flags reach Anthropic");
 
     let mut group = c.benchmark_group("beta_filter");

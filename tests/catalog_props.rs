@@ -16,7 +16,7 @@ use postmortem::gateway::catalog::{
     parse_catalog, Catalog, CatalogBugs, CatalogError, CatalogStore, Usage, ValidationLimits, BUNDLED_COST_MAP,
 };
 use postmortem::gateway::clock::SystemClock;
-use postmortem::gateway::keys::{AccessList, KeyError, KeySpec, KeyStore};
+use postmortem::gateway::keys::{AccessList, KeyError, KeyRecord, KeySpec, KeyStore};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 use serde_json::{json, Map, Value};
@@ -260,6 +260,15 @@ fn fixture_without(model: &str) -> Catalog {
     parse_catalog(&to_bytes(&map), "old-map", None, &ValidationLimits::default(), t(0)).expect("valid")
 }
 
+/// The gateway's admission check (`proxy::admit`): `allows`, else LiteLLM's denial.
+fn check(key: &KeyRecord, model: &str, catalog: &Catalog) -> Result<(), KeyError> {
+    if key.access().allows(model, catalog) {
+        Ok(())
+    } else {
+        Err(key.access().denial(model))
+    }
+}
+
 fn incident2(bugs: CatalogBugs) -> Result<(), KeyError> {
     let store = CatalogStore::new(fixture_without("claude-sonnet-4-6"));
     store.set_known_bugs(bugs);
@@ -268,11 +277,11 @@ fn incident2(bugs: CatalogBugs) -> Result<(), KeyError> {
     let (secret, _) = keys.generate(spec, None).expect("generated");
     let key = keys.authenticate(&secret).expect("authenticated");
     // Before the reload the old map does not know the model: refused.
-    assert!(key.check_model("claude-sonnet-4-6", &store.current()).is_err());
+    assert!(check(&key, "claude-sonnet-4-6", &store.current()).is_err());
     store.try_reload(BUNDLED_COST_MAP, "new-map", t(10)).expect("the new map is valid");
     let current = store.current();
     assert!(current.model("claude-sonnet-4-6").is_some());
-    key.check_model("claude-sonnet-4-6", &current)
+    check(&key, "claude-sonnet-4-6", &current)
 }
 
 #[test]

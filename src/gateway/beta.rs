@@ -177,13 +177,8 @@ impl BetaPolicy {
         self.column(&format!("{}_header_only", target.as_config_key()))
     }
 
-    /// Filters raw `anthropic-beta` header values for the header placement.
-    /// See the module docs for the rules.
-    pub fn filter(&self, target: BetaTarget, incoming_header_values: &[&str]) -> FilteredBetas {
-        self.filter_for(target, Placement::Header, incoming_header_values)
-    }
-
-    /// Like [`filter`](Self::filter) with an explicit placement.
+    /// Filters raw `anthropic-beta` header values for `target`, the flags to
+    /// travel in `placement`. See the module docs for the rules.
     pub fn filter_for(
         &self,
         target: BetaTarget,
@@ -229,23 +224,6 @@ impl BetaPolicy {
             );
         }
         FilteredBetas { kept: kept.into_iter().collect(), dropped: dropped.into_iter().collect() }
-    }
-
-    /// The provider-side flag values `target` accepts in the header: every
-    /// non-null value of its column (and of its `_header_only` column).
-    /// Used by the strict provider mocks to reject anything else, as the real
-    /// providers do.
-    pub fn allowlist(&self, target: BetaTarget) -> BTreeSet<String> {
-        self.allowlist_for(target, Placement::Header)
-    }
-
-    /// Like [`allowlist`](Self::allowlist) with an explicit placement.
-    pub fn allowlist_for(&self, target: BetaTarget, placement: Placement) -> BTreeSet<String> {
-        let mut cols = vec![self.column(target.as_config_key())];
-        if placement == Placement::Header {
-            cols.push(self.header_only_column(target));
-        }
-        cols.into_iter().flatten().flat_map(|c| c.values().flatten().cloned()).collect()
     }
 }
 
@@ -362,6 +340,11 @@ mod tests {
         BetaPolicy::from_json(BUNDLED_JSON, "bundled").expect("bundled policy parses")
     }
 
+    /// The header placement, as the Anthropic-format providers use it.
+    fn header(p: &BetaPolicy, target: BetaTarget, values: &[&str]) -> FilteredBetas {
+        p.filter_for(target, Placement::Header, values)
+    }
+
     #[test]
     fn bundled_parses_with_expected_counts() {
         let p = bundled_ok();
@@ -384,7 +367,8 @@ mod tests {
     #[test]
     fn documented_example_bedrock_converse() {
         let p = bundled_ok();
-        let f = p.filter(
+        let f = header(
+            &p,
             BetaTarget::BedrockConverse,
             &["advanced-tool-use-2025-11-20,computer-use-2025-01-24,unknown-header"],
         );
@@ -395,7 +379,8 @@ mod tests {
     #[test]
     fn anthropic_forwards_unknown_but_drops_null() {
         let p = bundled_ok();
-        let f = p.filter(
+        let f = header(
+            &p,
             BetaTarget::Anthropic,
             &["zzz-new-beta-2030-01-01, mcp-servers-2025-12-04", "context-1m-2025-08-07"],
         );
@@ -413,22 +398,22 @@ mod tests {
         // inline-tools is in the vertex_ai column itself; compact-2026-09-04 is header-only.
         assert_eq!(body.kept, vec!["compact-2026-01-12", "inline-tools-2026-09-15"]);
         assert_eq!(body.dropped, vec!["compact-2026-09-04"]);
-        assert!(p.allowlist(BetaTarget::VertexAi).contains("compact-2026-09-04"));
-        assert!(!p.allowlist_for(BetaTarget::VertexAi, Placement::Body).contains("compact-2026-09-04"));
+        assert!(p.columns["vertex_ai_header_only"].contains_key("compact-2026-09-04"));
+        assert!(!p.columns["vertex_ai"].contains_key("compact-2026-09-04"));
     }
 
     #[test]
     fn nothing_left_removes_header() {
         let p = bundled_ok();
-        let f = p.filter(BetaTarget::Bedrock, &["oauth-2025-04-20", " , ,"]);
+        let f = header(&p, BetaTarget::Bedrock, &["oauth-2025-04-20", " , ,"]);
         assert!(f.kept.is_empty());
-        assert!(p.filter(BetaTarget::Anthropic, &[]).kept.is_empty());
+        assert!(header(&p, BetaTarget::Anthropic, &[]).kept.is_empty());
     }
 
     #[test]
     fn non_token_flags_are_dropped_even_for_anthropic() {
         let p = bundled_ok();
-        let f = p.filter(BetaTarget::Anthropic, &["bad flag\u{7f},\"q\",ok-1"]);
+        let f = header(&p, BetaTarget::Anthropic, &["bad flag\u{7f},\"q\",ok-1"]);
         assert_eq!(f.kept, vec!["ok-1"]);
         assert_eq!(f.dropped.len(), 2);
     }

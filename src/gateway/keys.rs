@@ -210,7 +210,9 @@ impl AccessList {
         false
     }
 
-    /// [`AccessList::allows`] as a `Result` with LiteLLM's denial message.
+    /// [`AccessList::allows`] as a `Result` with LiteLLM's denial message
+    /// (the tests' shorthand; production asks `allows`, then `denial_message`).
+    #[cfg(test)]
     pub fn check(&self, model: &str, catalog: &Catalog) -> Result<(), KeyError> {
         if self.allows(model, catalog) {
             Ok(())
@@ -395,11 +397,6 @@ impl KeyRecord {
         &self.access
     }
 
-    /// See [`AccessList::check`].
-    pub fn check_model(&self, model: &str, catalog: &Catalog) -> Result<(), KeyError> {
-        self.access.check(model, catalog)
-    }
-
     /// Adds a request's cost. Negative or non-finite amounts are ignored (and
     /// logged) so a pricing bug cannot refund a key; says whether it counted.
     pub fn add_spend(&self, usd: f64) -> bool {
@@ -482,10 +479,6 @@ impl KeyStore {
         KeyStore { keys: RwLock::new(HashMap::new()), clock }
     }
 
-    pub fn clock(&self) -> &SharedClock {
-        &self.clock
-    }
-
     /// Adds a key whose secret comes from configuration.
     pub fn insert_from_config(&self, secret: &str, spec: KeySpec) -> Result<KeyInfo, KeyError> {
         let record = KeyRecord::new(secret, spec, self.now_unix())?;
@@ -554,7 +547,9 @@ impl KeyStore {
         bool::from(record.hash.ct_eq(&hash)).then(|| Arc::clone(record))
     }
 
-    /// [`KeyStore::authenticate`] as a `Result`.
+    /// [`KeyStore::authenticate`] as a `Result` (the unit tests'; the
+    /// gateway's authentication answers with its own errors).
+    #[cfg(test)]
     pub fn authenticate_or_err(&self, presented: &str) -> Result<Arc<KeyRecord>, KeyError> {
         self.authenticate(presented).ok_or(KeyError::Unauthorized)
     }
@@ -566,10 +561,6 @@ impl KeyStore {
             .and_then(|h| keys.get(&h))
             .or_else(|| keys.get(&hash_secret(secret_or_hash)))
             .cloned()
-    }
-
-    pub fn info(&self, secret_or_hash: &str) -> Option<KeyInfo> {
-        self.get(secret_or_hash).map(|r| r.info())
     }
 
     /// Removes a key (by secret or hex hash); `true` if it existed.
@@ -590,6 +581,8 @@ impl KeyStore {
         out
     }
 
+    /// How many keys (the unit tests'; production asks only `is_empty`).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.keys.read().len()
     }
@@ -733,8 +726,8 @@ mod tests {
         assert!(store.authenticate("").is_none());
         assert_eq!(store.authenticate_or_err("nope").unwrap_err(), KeyError::Unauthorized);
 
-        assert_eq!(store.info(&info.key_hash).map(|i| i.masked), Some(info.masked.clone()));
-        assert!(store.info(&secret).is_some());
+        assert_eq!(store.get(&info.key_hash).map(|r| r.info().masked), Some(info.masked.clone()));
+        assert!(store.get(&secret).is_some());
         assert!(store.delete(&info.key_hash));
         assert!(!store.delete(&secret));
         assert!(store.authenticate(&secret).is_none());
@@ -777,7 +770,7 @@ mod tests {
         let err = key.check_budget().unwrap_err();
         assert_eq!(err, KeyError::BudgetExceeded { spend: 1.0, budget: 1.0 });
         assert_eq!(err.to_string(), "Budget has been exceeded! Current cost: 1, Max budget: 1");
-        assert_eq!(store.info("sk-budget").map(|i| i.spend), Some(1.0));
+        assert_eq!(store.get("sk-budget").map(|r| r.spend()), Some(1.0));
     }
 
     #[test]
