@@ -205,7 +205,7 @@ impl Activity {
     }
 
     /// With other caps (tests).
-    pub fn with_caps(clock: SharedClock, models: usize, keys: usize) -> Self {
+    pub(crate) fn with_caps(clock: SharedClock, models: usize, keys: usize) -> Self {
         Activity { clock, models: Mutex::new(Table::new(models)), keys: Mutex::new(Table::new(keys)) }
     }
 

@@ -20,19 +20,19 @@ pub enum Caller {
 }
 
 impl Caller {
-    pub fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         matches!(self, Caller::Open { admin: true } | Caller::Master)
     }
 }
 
 /// Whether anyone may call the gateway without a key.
-pub fn is_open(gw: &Gateway) -> bool {
+pub(crate) fn is_open(gw: &Gateway) -> bool {
     gw.config.general_settings.master_key.is_none() && gw.keys.is_empty()
 }
 
 /// The presented secret: `Authorization: Bearer`, or the Anthropic SDK's
 /// `x-api-key`, or Azure's `api-key`.
-pub fn presented_key(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         // The scheme is case-insensitive (RFC 9110 §11.1): `BEARER x` too.
@@ -81,7 +81,7 @@ pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiErro
 /// holds, the master key, and gateways on their own database cost nothing.
 /// Every unknown key costs one indexed query; a flood of bad keys is one
 /// query each (rate limiting them is the load balancer's job today).
-pub async fn adopt_shared_keys(
+pub(crate) async fn adopt_shared_keys(
     axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -102,7 +102,7 @@ pub async fn adopt_shared_keys(
     next.run(req).await
 }
 
-pub fn require_admin(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) fn require_admin(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let c = authenticate(gw, headers)?;
     if c.is_admin() {
         Ok(c)

@@ -39,7 +39,7 @@ pub const BUNDLED_SOURCE: &str = "bundled:model_prices_and_context_window.json";
 
 /// Whether a source name denotes the bundled copy ([`BUNDLED_SOURCE`], or the
 /// short `bundled` a caller may pass when reloading it).
-pub fn is_bundled_source(source: &str) -> bool {
+pub(crate) fn is_bundled_source(source: &str) -> bool {
     source == BUNDLED_SOURCE || source == "bundled"
 }
 
@@ -51,7 +51,7 @@ pub const RESERVED_KEYS: [&str; 2] = ["sample_spec", "fallback_generalizations"]
 /// gateway from a runaway or hostile source.
 pub const MAX_COST_MAP_BYTES: usize = 64 * 1024 * 1024;
 
-/// Fetch timeout used by [`CatalogStore::load_startup`] (LiteLLM uses 5 s too).
+/// Fetch timeout used by `CatalogStore::load_startup_with` (LiteLLM uses 5 s too).
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------
@@ -132,7 +132,7 @@ impl ModelEntry {
     /// Builds an entry from its JSON fields, taking the typed ones out and
     /// keeping the rest in `extra`. Same rules as the serde derive, without
     /// its `flatten` buffering, which doubled the time to load the 3 MB map.
-    pub fn from_fields(mut fields: Map<String, Value>) -> Result<ModelEntry, FieldError> {
+    pub(crate) fn from_fields(mut fields: Map<String, Value>) -> Result<ModelEntry, FieldError> {
         fn text(fields: &mut Map<String, Value>, name: &'static str) -> Result<Option<String>, FieldError> {
             match fields.remove(name) {
                 None | Some(Value::Null) => Ok(None),
@@ -174,7 +174,7 @@ impl ModelEntry {
 
     /// Alternative names listed under `aliases` (LiteLLM's `_expand_model_aliases`).
     /// Non-string items are ignored.
-    pub fn aliases(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn aliases(&self) -> impl Iterator<Item = &str> {
         self.aliases.iter().map(String::as_str)
     }
 
@@ -232,7 +232,7 @@ impl Cost {
     /// rates of `base` (the map's entry for the model, as LiteLLM merges a
     /// deployment's prices into it, key by key); cache tokens without a rate
     /// are input tokens. `None` when a rate the usage needs is missing.
-    pub fn at_rates(usage: &Usage, own: &OwnPrices, base: Option<&ModelEntry>) -> Option<Cost> {
+    pub(crate) fn at_rates(usage: &Usage, own: &OwnPrices, base: Option<&ModelEntry>) -> Option<Cost> {
         let needed = |tokens: u64, rate: Option<f64>| if tokens == 0 { Some(rate.unwrap_or(0.0)) } else { rate };
         let cached = usage.cache_read_tokens + usage.cache_creation_tokens;
         let input = needed(usage.input_tokens + cached, own.input.or(base.and_then(|e| e.input_cost_per_token)))?;
@@ -333,7 +333,7 @@ impl ProviderIndex {
 /// models it is given, so they can never disagree.
 ///
 /// Cloning is cheap: the models and indexes are shared, so a catalog can be
-/// stamped with another load time (see [`parse_bundled`]) without copying
+/// stamped with another load time (see `parse_bundled`) without copying
 /// thousands of entries.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -413,7 +413,7 @@ impl Catalog {
     }
 
     /// Canonical key of `name` (resolving case and aliases).
-    pub fn canonical_name(&self, name: &str) -> Option<&str> {
+    pub(crate) fn canonical_name(&self, name: &str) -> Option<&str> {
         let i = match self.tables.exact.get(name) {
             Some(i) => *i,
             None => *self.tables.lookup.get(&name.to_lowercase())?,
@@ -439,8 +439,9 @@ impl Catalog {
         self.providers.by_provider.get_key_value(prefix).map(|(k, _)| k.as_str())
     }
 
+    #[cfg(test)]
     /// Model names (keys and aliases) whose `litellm_provider` is `provider`.
-    pub fn models_for_provider(&self, provider: &str) -> Option<&BTreeSet<String>> {
+    pub(crate) fn models_for_provider(&self, provider: &str) -> Option<&BTreeSet<String>> {
         self.providers.by_provider.get(provider)
     }
 
@@ -550,7 +551,7 @@ impl Default for ValidationLimits {
 /// builds), and every gateway built in the process (each scenario, each
 /// replayed cassette, each test) starts from it. The result is the same
 /// immutable catalog stamped with `loaded_at`. Failures are not memoised.
-pub fn parse_bundled(
+pub(crate) fn parse_bundled(
     bytes: &'static [u8],
     limits: &ValidationLimits,
     loaded_at: SystemTime,
@@ -741,7 +742,7 @@ fn check_costs(model: &str, fields: &Map<String, Value>) -> Result<(), CatalogEr
 
 /// A source name safe to show and log: URLs lose user info and query string
 /// (either may carry a token). File paths are returned unchanged.
-pub fn display_source(src: &str) -> String {
+pub(crate) fn display_source(src: &str) -> String {
     if !is_url(src) {
         return src.to_string();
     }
@@ -770,7 +771,7 @@ fn is_url(src: &str) -> bool {
 /// Reads a cost map from a file path (optionally `file://`) or an http(s) URL,
 /// within `timeout` and [`MAX_COST_MAP_BYTES`]. Only fetches; validation is
 /// [`parse_catalog`].
-pub async fn fetch_source(src: &str, timeout: Duration) -> Result<Vec<u8>, CatalogError> {
+pub(crate) async fn fetch_source(src: &str, timeout: Duration) -> Result<Vec<u8>, CatalogError> {
     let origin = display_source(src);
     let fail = |message: String| CatalogError::Fetch { origin: origin.clone(), message };
     if is_url(src) {
@@ -935,6 +936,7 @@ impl CatalogStore {
         }
     }
 
+    #[cfg(test)]
     /// Start-up load at wall time `now`. With a `source`, fetch it (within
     /// [`DEFAULT_FETCH_TIMEOUT`]) and validate it (the shrink check is against
     /// the bundled copy, as in LiteLLM); if that fails, start from the bundled
@@ -942,7 +944,7 @@ impl CatalogStore {
     /// `reason`. Without a source, the bundled copy is the intended map (not
     /// stale). Never fails: if even the bundled copy is unusable the store
     /// starts empty and stale.
-    pub async fn load_startup(
+    pub(crate) async fn load_startup(
         source: Option<&str>,
         bundled: &'static [u8],
         limits: &ValidationLimits,
@@ -955,7 +957,7 @@ impl CatalogStore {
     /// known-bad behaviours to put back (regression harness only; with
     /// `silent_fallback_to_bundled` a refused start-up map falls back to the
     /// bundled copy without a log line or a stale flag, as LiteLLM did).
-    pub async fn load_startup_with(
+    pub(crate) async fn load_startup_with(
         source: Option<&str>,
         bundled: &'static [u8],
         limits: &ValidationLimits,
@@ -1043,10 +1045,6 @@ impl CatalogStore {
         *self.bugs.lock() = bugs;
     }
 
-    pub fn known_bugs(&self) -> CatalogBugs {
-        *self.bugs.lock()
-    }
-
     /// Validates `bytes` and, if they pass, adopts them (models and indexes in
     /// one swap) and clears any stale flag. Otherwise keeps the current map,
     /// marks the status stale with the reason, logs an error and returns it.
@@ -1084,9 +1082,10 @@ impl CatalogStore {
         }
     }
 
+    #[cfg(test)]
     /// Fetches `src` and reloads from it; a fetch failure is recorded like a
     /// validation failure (current map kept, status stale).
-    pub async fn reload_from_source(
+    pub(crate) async fn reload_from_source(
         &self,
         src: &str,
         timeout: Duration,
@@ -1103,7 +1102,7 @@ impl CatalogStore {
 
     /// Records that fetching the cost map failed (before any bytes could be
     /// validated): the current map stays, the status turns stale with `err`.
-    pub fn record_failed_fetch(&self, err: &CatalogError, now: SystemTime) {
+    pub(crate) fn record_failed_fetch(&self, err: &CatalogError, now: SystemTime) {
         let _serial = self.reload_lock.lock();
         let prev = self.current.load_full();
         let origin = match err {

@@ -182,12 +182,6 @@ impl<V: Resource> Lease<V> {
         self.slot.shut_down.load(Ordering::Acquire)
     }
 
-    /// Current number of holders (leases plus the cache's own reference).
-    /// A snapshot, for diagnostics and tests.
-    pub fn holders(&self) -> usize {
-        Arc::strong_count(&self.slot)
-    }
-
     /// Whether two leases are on the same resource.
     pub fn ptr_eq(a: &Self, b: &Self) -> bool {
         Arc::ptr_eq(&a.slot, &b.slot)

@@ -41,7 +41,7 @@ pub struct Config {
     pub litellm_settings: LitellmSettings,
     /// Set into the process environment before `os.environ/` references
     /// are resolved (LiteLLM's `environment_variables`), laid over the
-    /// process environment; see [`Config::env_var`].
+    /// process environment; see `Config::env_var`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "yaml11::string_map")]
     pub environment_variables: BTreeMap<String, String>,
     /// Named credentials deployments refer to with
@@ -380,7 +380,7 @@ pub struct CacheParams {
     /// `type: redis`: the server's host. With it, `port` (else `REDIS_PORT`,
     /// else 6379) and `password` (else `REDIS_PASSWORD`) name the Redis;
     /// without it, the shared rate limits' Redis does
-    /// ([`Config::cache_redis_target`]).
+    /// (`Config::cache_redis_target`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// A number or a string (`os.environ/REDIS_PORT`).
@@ -448,7 +448,7 @@ impl CacheParams {
 impl LitellmSettings {
     /// The callbacks in force, each with the setting it came from (so a
     /// warning can name it).
-    pub fn all_callbacks(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+    pub(crate) fn all_callbacks(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
         self.callbacks
             .iter()
             .map(|c| ("callbacks", c.as_str()))
@@ -629,17 +629,17 @@ mod yaml11 {
         }
     }
 
-    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         Ok(d.deserialize_option(Num { whole: true })?.map(|f| f as u64))
     }
 
-    pub fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    pub(crate) fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
         d.deserialize_option(Num { whole: false })
     }
 
     /// `NAME: value` pairs; a `NAME:` with no value is left out (LiteLLM
     /// would set the text "None").
-    pub fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    pub(crate) fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
         let raw = BTreeMap::<String, Option<serde_json::Value>>::deserialize(d)?;
         Ok(raw
             .into_iter()
@@ -1051,7 +1051,7 @@ impl Config {
     /// from `REDIS_URL`, `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`. Run
     /// after [`Config::resolve_env`]. A setting that cannot be used refuses
     /// the start, naming the field (never the password).
-    pub fn redis_target(&self, file: &str) -> Result<Option<RedisTarget>, ConfigError> {
+    pub(crate) fn redis_target(&self, file: &str) -> Result<Option<RedisTarget>, ConfigError> {
         let r = &self.router_settings;
         let parts = |host_field, host: &str| {
             self.redis_parts(
@@ -1079,7 +1079,7 @@ impl Config {
     /// else the Redis of [`Config::redis_target`]. Run after
     /// [`Config::resolve_env`]. No Redis anywhere, or a setting that cannot
     /// be used, refuses the start naming the setting (never the password).
-    pub fn cache_redis_target(&self, file: &str) -> Result<Option<RedisTarget>, ConfigError> {
+    pub(crate) fn cache_redis_target(&self, file: &str) -> Result<Option<RedisTarget>, ConfigError> {
         let l = &self.litellm_settings;
         let Some(p) = l.cache_params.as_ref().filter(|p| l.cache == Some(true) && p.store() == Some(CacheStore::Redis))
         else {
@@ -1147,7 +1147,7 @@ impl Config {
     /// LiteLLM's, which sets them into `os.environ` at start-up). The process
     /// environment is never written: gateways built in one process (the
     /// harness runs many in parallel) must not see each other's variables.
-    pub fn env_var(&self, name: &str) -> Option<String> {
+    pub(crate) fn env_var(&self, name: &str) -> Option<String> {
         self.environment_variables.get(name).cloned().or_else(|| std::env::var(name).ok())
     }
 
@@ -1168,7 +1168,7 @@ impl Config {
     }
 
     /// The root path in force: the config's, else the env `SERVER_ROOT_PATH`.
-    pub fn root_path(&self) -> Result<String, ConfigError> {
+    pub(crate) fn root_path(&self) -> Result<String, ConfigError> {
         let raw = match &self.general_settings.server_root_path {
             Some(p) => p.clone(),
             None => self.env_var("SERVER_ROOT_PATH").unwrap_or_default(),
@@ -1180,7 +1180,7 @@ impl Config {
         })
     }
 
-    pub fn max_body_bytes(&self) -> usize {
+    pub(crate) fn max_body_bytes(&self) -> usize {
         let mb = self.general_settings.max_request_size_mb.unwrap_or(10.0);
         (mb * 1024.0 * 1024.0) as usize
     }
@@ -1198,7 +1198,7 @@ pub enum RootPathError {
 
 /// `""`, `"/"` -> `""`; `"llmproxy/"` -> `"/llmproxy"`; rejects characters
 /// that cannot be a path.
-pub fn normalize_root_path(raw: &str) -> Result<String, RootPathError> {
+pub(crate) fn normalize_root_path(raw: &str) -> Result<String, RootPathError> {
     let trimmed = raw.trim().trim_matches('/');
     if trimmed.is_empty() {
         return Ok(String::new());

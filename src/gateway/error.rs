@@ -110,7 +110,7 @@ impl ApiError {
 impl ApiError {
     /// The `Retry-After` the client gets: the gateway's own limit's, or the
     /// provider's.
-    pub fn retry_after(&self) -> Option<String> {
+    pub(crate) fn retry_after(&self) -> Option<String> {
         match self {
             ApiError::RateLimited { retry_after_secs: Some(s), .. } => Some(s.to_string()),
             ApiError::Upstream { retry_after, .. } => retry_after.clone(),
@@ -119,7 +119,7 @@ impl ApiError {
     }
 
     /// Adds the headers that go with this error to a response.
-    pub fn add_headers(&self, resp: &mut Response) {
+    pub(crate) fn add_headers(&self, resp: &mut Response) {
         if let Some(v) = self.retry_after().and_then(|v| HeaderValue::from_str(&v).ok()) {
             resp.headers_mut().insert("retry-after", v);
         }
@@ -140,7 +140,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// Pulls a human message out of an upstream error body of any of the shapes
 /// providers use (OpenAI, Anthropic, vLLM, Bedrock), falling back to the raw
 /// text so nothing the upstream said is lost.
-pub fn upstream_message(body: &[u8]) -> (String, Option<String>) {
+pub(crate) fn upstream_message(body: &[u8]) -> (String, Option<String>) {
     let text = String::from_utf8_lossy(body);
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         let msg = v
@@ -162,7 +162,7 @@ pub fn upstream_message(body: &[u8]) -> (String, Option<String>) {
 /// `google.rpc.RetryInfo` detail (`"17s"`, `"0.5s"`), as whole seconds
 /// rounded up: the `Retry-After` a client understands, where the provider
 /// sent no such header.
-pub fn retry_delay(body: &[u8]) -> Option<String> {
+pub(crate) fn retry_delay(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let details = v.pointer("/error/details")?.as_array()?;
     let delay = details.iter().find_map(|d| {
@@ -174,7 +174,7 @@ pub fn retry_delay(body: &[u8]) -> Option<String> {
 }
 
 /// An error with its causes, `: `-separated (`error sending request: operation timed out`).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -187,7 +187,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// How a JSON value's type is named in error messages ("must be a string,
 /// got a number").
-pub fn json_type(v: &serde_json::Value) -> &'static str {
+pub(crate) fn json_type(v: &serde_json::Value) -> &'static str {
     use serde_json::Value;
     match v {
         Value::Null => "null",

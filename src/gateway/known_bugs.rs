@@ -5,7 +5,7 @@
 //!
 //! Architecture invariant: nothing in a config file, an environment variable
 //! or the `serve` command can turn these on. They are set only through
-//! [`crate::gateway::GatewayBuilder::known_bugs`], which only the harness's
+//! `crate::gateway::GatewayBuilder::known_bugs`, which only the harness's
 //! proof mode calls. Each one reproduces the real mechanism, not a shortcut.
 
 use serde::Serialize;

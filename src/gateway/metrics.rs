@@ -3,11 +3,11 @@
 //! and alerts keep working) and `postmortem_*` for the rest.
 //!
 //! Requests and their latency are recorded by one layer around every route
-//! ([`track`]); the proxy only labels its answers with the model the client
+//! (`track`); the proxy only labels its answers with the model the client
 //! asked for ([`RequestedModel`]). Tokens and spend are recorded where a
 //! call is priced (`proxy::pricing::charge`). The state of the cost map,
 //! the client cache and the deployments is read when the page is scraped.
-//! [`track`] also records the last hour per model and key (`activity`, the
+//! `track` also records the last hour per model and key (`activity`, the
 //! charts on `/ui`).
 //!
 //! No label carries a key, hashed or not: the page is open, as LiteLLM's is.
@@ -192,7 +192,7 @@ impl Metrics {
 
     /// A request that looked in the response cache, by the model asked for
     /// (capped as `requested_model` is).
-    pub fn cache_lookup(&self, model: &str, hit: bool) {
+    pub(crate) fn cache_lookup(&self, model: &str, hit: bool) {
         let labels = ModelLabels { model: self.model_label(Some(model)).to_string() };
         let family = if hit { &self.cache_hits } else { &self.cache_misses };
         family.get_or_create(&labels).inc();
@@ -260,7 +260,7 @@ pub(crate) fn model_route(path: &str) -> Option<&'static str> {
 /// The layer that records every model request: its route, the model the
 /// proxy says was asked for, its status and how long until the answer
 /// started.
-pub async fn track(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+pub(crate) async fn track(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let route = model_route(req.uri().path());
     let started = Instant::now();
     let resp = next.run(req).await;

@@ -63,7 +63,7 @@ impl RateLimiter {
 
     /// Counts one request at `now` (the gateway clock's `now()`) unless the
     /// rpm is reached or the tpm used up; then nothing is counted.
-    pub fn check_and_record(&self, now: Duration) -> Result<(), Exceeded> {
+    pub(crate) fn check_and_record(&self, now: Duration) -> Result<(), Exceeded> {
         if self.rpm.is_none() && self.tpm.is_none() {
             return Ok(());
         }
@@ -87,7 +87,7 @@ impl RateLimiter {
     }
 
     /// Records tokens used by a finished request (they count against tpm).
-    pub fn record_tokens(&self, now: Duration, n: u64) {
+    pub(crate) fn record_tokens(&self, now: Duration, n: u64) {
         if self.tpm.is_none() {
             return;
         }

@@ -47,7 +47,7 @@ impl RedisConfigError {
         RedisConfigError { field, problem: problem.into() }
     }
 
-    pub fn into_config_error(self, file: &str) -> ConfigError {
+    pub(crate) fn into_config_error(self, file: &str) -> ConfigError {
         ConfigError::Field { file: file.to_string(), field: self.field.to_string(), message: self.problem }
     }
 }
@@ -71,7 +71,7 @@ impl fmt::Debug for RedisTarget {
 impl RedisTarget {
     /// A `redis://` URL (`redis_url`/`REDIS_URL`); `rediss://` needs TLS,
     /// which this build does not have.
-    pub fn from_url(field: &'static str, url: &str) -> Result<RedisTarget, RedisConfigError> {
+    pub(crate) fn from_url(field: &'static str, url: &str) -> Result<RedisTarget, RedisConfigError> {
         let url = url.trim();
         if !url.starts_with("redis://") {
             return Err(RedisConfigError::new(field, "is not a redis:// URL (no TLS: rediss:// is not supported)"));
@@ -90,7 +90,7 @@ impl RedisTarget {
 
     /// Host, port (default 6379) and password, as LiteLLM's settings give them.
     /// `host_field` and the port's field name the setting in errors.
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         host_field: &'static str,
         host: &str,
         port: Option<(&'static str, &str)>,
@@ -149,7 +149,7 @@ pub struct RedisStatus {
 }
 
 impl RedisStatus {
-    pub fn not_configured() -> RedisStatus {
+    pub(crate) fn not_configured() -> RedisStatus {
         RedisStatus { configured: false, connected: false, address: None, last_error: None, shared: Vec::new() }
     }
 }
@@ -236,7 +236,7 @@ impl RedisLink {
 
     /// The last call or ping failed: callers that would rather not wait for
     /// another failure skip Redis until the probe sees it back.
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.state.load(Ordering::Acquire) == DOWN
     }
 
@@ -258,14 +258,14 @@ impl RedisLink {
     }
 
     /// One pipeline (a `MULTI` when it is atomic), within [`CALL_TIMEOUT`].
-    pub async fn call_pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, CallError> {
+    pub(crate) async fn call_pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, CallError> {
         let mut conn = self.conn.clone();
         bounded(pipe.query_async::<T>(&mut conn)).await
     }
 
     /// A call failed: marks Redis down, logging the first failure of an
     /// outage only.
-    pub fn went_down(&self, e: &CallError) {
+    pub(crate) fn went_down(&self, e: &CallError) {
         let message = self.target.scrub(&e.to_string());
         let before = self.state.swap(DOWN, Ordering::AcqRel);
         *self.last_error.lock() = Some(message.clone());
@@ -286,7 +286,7 @@ impl RedisLink {
     }
 
     /// A call's error with the password put out of sight.
-    pub fn describe(&self, e: &CallError) -> String {
+    pub(crate) fn describe(&self, e: &CallError) -> String {
         self.target.scrub(&e.to_string())
     }
 }

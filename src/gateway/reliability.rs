@@ -33,7 +33,7 @@ pub enum FallbackKind {
 /// (a malformed body, a bad parameter) are the client's to fix: no fallback.
 /// How many more deployments `policy` allows after failure `e` (None: the
 /// policy says nothing about its kind; `num_retries` applies).
-pub fn retries_allowed(policy: &crate::gateway::config::RetryPolicy, e: &ApiError) -> Option<u32> {
+pub(crate) fn retries_allowed(policy: &crate::gateway::config::RetryPolicy, e: &ApiError) -> Option<u32> {
     match e {
         ApiError::GatewayTimeout(_) => policy.timeout,
         ApiError::RateLimited { .. } | ApiError::Upstream { status: 429, .. } => policy.rate_limit,
@@ -43,7 +43,7 @@ pub fn retries_allowed(policy: &crate::gateway::config::RetryPolicy, e: &ApiErro
     }
 }
 
-pub fn classify(e: &ApiError) -> Option<FallbackKind> {
+pub(crate) fn classify(e: &ApiError) -> Option<FallbackKind> {
     match e {
         ApiError::BadGateway(_) | ApiError::GatewayTimeout(_) | ApiError::RateLimited { .. } => {
             Some(FallbackKind::General)
@@ -160,7 +160,7 @@ impl FallbackPolicy {
     }
 
     /// Aliases `/v1/models` lists (not the hidden ones).
-    pub fn visible_aliases(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn visible_aliases(&self) -> impl Iterator<Item = &str> {
         self.aliases.iter().filter(|(_, (_, hidden))| !hidden).map(|(a, _)| a.as_str())
     }
 }
@@ -250,7 +250,7 @@ const FAIL_WINDOW: Duration = Duration::from_secs(60);
 
 impl Health {
     /// The time left in a cooldown at `now`, if any.
-    pub fn cooling(&self, now: Duration) -> Option<Duration> {
+    pub(crate) fn cooling(&self, now: Duration) -> Option<Duration> {
         let mut s = self.inner.lock();
         match s.cooled_until {
             Some(until) if now < until => Some(until - now),
@@ -265,7 +265,7 @@ impl Health {
     }
 
     /// Counts a failure; `true` when it starts a cooldown.
-    pub fn record_failure(&self, now: Duration, policy: &CooldownPolicy) -> bool {
+    pub(crate) fn record_failure(&self, now: Duration, policy: &CooldownPolicy) -> bool {
         let mut s = self.inner.lock();
         while s.failures.front().is_some_and(|t| now.saturating_sub(*t) >= FAIL_WINDOW) {
             s.failures.pop_front();

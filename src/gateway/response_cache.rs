@@ -102,7 +102,7 @@ impl CallType {
     const ALL: [CallType; 4] = [CallType::Chat, CallType::TextCompletion, CallType::Embedding, CallType::Responses];
 
     /// LiteLLM's name for it, sync or async (`completion`, `acompletion`).
-    pub fn from_litellm(name: &str) -> Option<CallType> {
+    pub(crate) fn from_litellm(name: &str) -> Option<CallType> {
         match name {
             "completion" | "acompletion" => Some(CallType::Chat),
             "text_completion" | "atext_completion" => Some(CallType::TextCompletion),
@@ -163,7 +163,7 @@ impl Controls {
     /// Takes `cache` out of `body` and reads it. `Err` is the 400's message:
     /// a control that is not understood is refused, not ignored, so a typo
     /// (`no_cache`) never silently serves a cached answer.
-    pub fn take_from(body: &mut Map<String, Value>) -> Result<Controls, ControlsError> {
+    pub(crate) fn take_from(body: &mut Map<String, Value>) -> Result<Controls, ControlsError> {
         // `shift_remove`: the members sent upstream keep the order the client gave them.
         let obj = match body.shift_remove("cache") {
             None | Some(Value::Null) => return Ok(Controls::default()),
@@ -338,7 +338,7 @@ impl ResponseCache {
     /// a call type not cached, a `default_off` cache the request did not opt
     /// into, or a stream this gateway cannot replay (only chat and text
     /// completions are replayed as streams).
-    pub fn plan(
+    pub(crate) fn plan(
         &self,
         call: CallType,
         stream: bool,
@@ -445,13 +445,13 @@ impl ResponseCache {
     }
 
     /// Whether `plan` reads the cache at all (not with `no-cache`).
-    pub fn looks_up(&self, plan: &Plan) -> bool {
+    pub(crate) fn looks_up(&self, plan: &Plan) -> bool {
         plan.lookup
     }
 
     /// Whether an answer to `plan` is to be stored (so its body is worth
     /// reading into memory).
-    pub fn stores(&self, plan: &Plan) -> bool {
+    pub(crate) fn stores(&self, plan: &Plan) -> bool {
         plan.store && !plan.ttl.is_zero()
     }
 
@@ -620,7 +620,7 @@ fn hash_value(h: &mut Sha256, v: &Value) {
 /// in the next, the usage chunk when `stream_options.include_usage` asks for
 /// it, then `data: [DONE]`. `None` when the stored body is not an answer of
 /// that shape (then the request goes upstream as a miss).
-pub fn replay_as_stream(call: CallType, stored: &[u8], include_usage: bool) -> Option<Vec<Bytes>> {
+pub(crate) fn replay_as_stream(call: CallType, stored: &[u8], include_usage: bool) -> Option<Vec<Bytes>> {
     let v: Value = serde_json::from_slice(stored).ok()?;
     let choices = v.get("choices")?.as_array()?;
     let (object, chat) = match call {

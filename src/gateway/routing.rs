@@ -251,7 +251,7 @@ pub enum RouteError {
 
 impl ModelRouter {
     /// A router for `config` without a cost map: bare model names are
-    /// unavailable (see [`ModelRouter::from_config_with`]).
+    /// unavailable (see `ModelRouter::from_config_with`).
     pub fn from_config(config: &Config) -> Result<Self, RouteError> {
         Self::from_config_with(config, None)
     }
@@ -259,7 +259,7 @@ impl ModelRouter {
     /// Builds the router; `catalog` tells the provider of bare model names.
     /// A deployment that cannot serve is kept as unavailable with its
     /// reason; only a malformed `model_name` refuses the config.
-    pub fn from_config_with(config: &Config, catalog: Option<&Catalog>) -> Result<Self, RouteError> {
+    pub(crate) fn from_config_with(config: &Config, catalog: Option<&Catalog>) -> Result<Self, RouteError> {
         let default_timeout = secs(config.router_settings.timeout.or(config.litellm_settings.request_timeout));
         let mut exact: HashMap<String, Group> = HashMap::new();
         let mut patterns: HashMap<String, Group> = HashMap::new();
@@ -344,7 +344,7 @@ impl ModelRouter {
     }
 
     /// Public model names (exact names and wildcard patterns), for `/v1/models`.
-    pub fn model_names(&self) -> Vec<String> {
+    pub(crate) fn model_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.exact.keys().cloned().collect();
         names.extend(self.patterns.keys().map(|p| format!("{p}*")));
         names.sort();
@@ -353,7 +353,7 @@ impl ModelRouter {
 
     /// The unavailable deployments a request for `requested` would have
     /// reached (same name, or a wildcard it matches), for a clear error.
-    pub fn unavailable_for(&self, requested: &str) -> Vec<Arc<Deployment>> {
+    pub(crate) fn unavailable_for(&self, requested: &str) -> Vec<Arc<Deployment>> {
         self.unavailable
             .iter()
             .filter(|d| match d.model_name.strip_suffix('*') {

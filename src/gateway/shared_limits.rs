@@ -333,7 +333,7 @@ impl SharedLimits {
     /// Adds a finished request's tokens to the key's shared window, in the
     /// background (the answer is not held for it); when Redis cannot take
     /// them, the key's own window does.
-    pub fn record_tokens(self: &Arc<Self>, key: Arc<KeyRecord>, tokens: u64) {
+    pub(crate) fn record_tokens(self: &Arc<Self>, key: Arc<KeyRecord>, tokens: u64) {
         if key.spec().tpm.is_none() {
             return;
         }
@@ -488,7 +488,7 @@ impl SharedLimits {
 
     /// Tells the other instances to reload their cost map (bounded; a
     /// Redis that is down only gets a warning: this instance reloaded).
-    pub async fn publish_reload(&self, what: Reloadable) {
+    pub(crate) async fn publish_reload(&self, what: Reloadable) {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(RELOAD_CHANNEL).arg(format!("{} {}", what.word(), self.instance));
         match self.link.call::<i64>(&cmd).await {
@@ -503,7 +503,7 @@ impl SharedLimits {
     /// Listens on [`RELOAD_CHANNEL`] in the background and runs `on_reload`
     /// for each other instance's announcement; reconnects after Redis goes
     /// away; ends when this is dropped.
-    pub fn listen_for_reloads(self: &Arc<Self>, on_reload: OnReload) {
+    pub(crate) fn listen_for_reloads(self: &Arc<Self>, on_reload: OnReload) {
         tokio::spawn(listen(Arc::downgrade(self), on_reload));
     }
 

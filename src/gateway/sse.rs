@@ -4,7 +4,7 @@
 //! Upstream bytes arrive in arbitrary chunks: an event, a line, or even a
 //! multi-byte UTF-8 character can be split across two reads. The parser keeps
 //! only the unfinished line and the event being assembled, so memory stays
-//! bounded by the largest event (capped by [`SseParser::with_max_event_bytes`]).
+//! bounded by the largest event (capped by `SseParser::with_max_event_bytes`).
 //!
 //! It follows the WHATWG "event stream interpretation" rules: lines end with
 //! `\r\n`, `\n` or `\r`; a blank line dispatches the event; lines starting
@@ -24,8 +24,9 @@ pub struct SseEvent {
 }
 
 impl SseEvent {
+    #[cfg(test)]
     /// The event type, defaulting to `message` as the spec says.
-    pub fn event_type(&self) -> &str {
+    pub(crate) fn event_type(&self) -> &str {
         self.event.as_deref().unwrap_or("message")
     }
 }
@@ -80,8 +81,9 @@ impl SseParser {
         }
     }
 
+    #[cfg(test)]
     /// Caps the size of one event (and of one line).
-    pub fn with_max_event_bytes(mut self, limit: usize) -> Self {
+    pub(crate) fn with_max_event_bytes(mut self, limit: usize) -> Self {
         self.max_event_bytes = limit;
         self
     }
@@ -301,7 +303,7 @@ mod tests {
 
 /// The index just past the last complete event in `buf` (after its blank
 /// line: `\n\n`, `\r\n\r\n` or `\r\r`), if `buf` holds one.
-pub fn last_event_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn last_event_end(buf: &[u8]) -> Option<usize> {
     let mut end = None;
     let mut i = 0;
     while i + 1 < buf.len() {

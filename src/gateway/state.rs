@@ -135,7 +135,7 @@ impl GatewayBuilder {
     /// Where the database is when the config does not say
     /// (`general_settings.database_url`, then `database_path`, win).
     /// Default `:memory:`.
-    pub fn default_database(mut self, location: DatabaseLocation) -> Self {
+    pub(crate) fn default_database(mut self, location: DatabaseLocation) -> Self {
         self.database = Some(location);
         self
     }
@@ -146,7 +146,7 @@ impl GatewayBuilder {
     }
 
     /// Puts incidents' bugs back. For the regression harness's proofs only.
-    pub fn known_bugs(mut self, bugs: KnownBugs) -> Self {
+    pub(crate) fn known_bugs(mut self, bugs: KnownBugs) -> Self {
         self.bugs = bugs;
         self
     }
@@ -407,7 +407,7 @@ impl Gateway {
     /// survives a crash the next instant.
     /// `body` is `/key/generate`'s: the spec's fields (LiteLLM's names too),
     /// `duration`, and an optional `key` (the secret to use).
-    pub async fn generate_key(
+    pub(crate) async fn generate_key(
         &self,
         mut body: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(String, crate::gateway::keys::KeyInfo), ApiError> {
@@ -435,7 +435,7 @@ impl Gateway {
     /// names too: `rpm_limit`, `key_alias`, `duration`…); with `new_secret`
     /// the key gets that secret and the old one stops working. Written to the
     /// store first, then swapped in memory; spend and creation time stay.
-    pub async fn change_key(
+    pub(crate) async fn change_key(
         &self,
         secret_or_hash: &str,
         patch: serde_json::Map<String, serde_json::Value>,
@@ -500,7 +500,7 @@ impl Gateway {
     /// the database, where another instance may have made it; a key found
     /// there joins memory with its stored spend. A database error is a miss
     /// (logged): the caller answers 401/404 as for an unknown key.
-    pub async fn lookup_key(&self, secret_or_hash: &str) -> Option<Arc<KeyRecord>> {
+    pub(crate) async fn lookup_key(&self, secret_or_hash: &str) -> Option<Arc<KeyRecord>> {
         if let Some(r) = self.keys.get(secret_or_hash) {
             return Some(r);
         }
@@ -546,7 +546,7 @@ impl Gateway {
     /// queued here (never less than what this instance counted). Run by the
     /// periodic spend writer, so another instance's change is seen here within
     /// `proxy_batch_write_at` seconds (a key it made is seen at once: see
-    /// [`Gateway::lookup_key`]).
+    /// `Gateway::lookup_key`).
     pub async fn sync_store(&self) -> Result<crate::gateway::store::FlushReport, StoreError> {
         let report = self.flush_spend().await?;
         if !self.store.is_shared() {
@@ -619,7 +619,7 @@ impl Gateway {
     }
 
     /// Seconds between spend writes.
-    pub fn spend_flush_interval(&self) -> Duration {
+    pub(crate) fn spend_flush_interval(&self) -> Duration {
         Duration::from_secs(self.config.general_settings.proxy_batch_write_at.unwrap_or(10).max(1))
     }
 
@@ -634,7 +634,7 @@ impl Gateway {
     /// Re-fetches the cost map from its configured source and adopts it only
     /// if it validates. The outcome (adopted, or stale with the reason) is in
     /// `catalog.status()`.
-    pub async fn reload_cost_map(self: &Arc<Self>) -> Result<serde_json::Value, ApiError> {
+    pub(crate) async fn reload_cost_map(self: &Arc<Self>) -> Result<serde_json::Value, ApiError> {
         let source = cost_map_source(&self.config).unwrap_or_else(|| "bundled".into());
         let bytes = if source == "bundled" {
             Ok(catalog::BUNDLED_COST_MAP.to_vec())
@@ -674,7 +674,7 @@ impl Gateway {
         }
     }
 
-    pub async fn reload_beta_policy(&self) -> Result<serde_json::Value, ApiError> {
+    pub(crate) async fn reload_beta_policy(&self) -> Result<serde_json::Value, ApiError> {
         let source = beta_source(&self.config);
         let parsed = match &source {
             None => Ok(BetaPolicy::bundled()),
@@ -709,7 +709,7 @@ impl Gateway {
     /// Runs the periodic cost-map reload if it is due by the gateway's
     /// clock. Called by the background ticker in production and by the
     /// harness after it advances a manual clock.
-    pub async fn run_due_tasks(self: &Arc<Self>) {
+    pub(crate) async fn run_due_tasks(self: &Arc<Self>) {
         let interval = match self.config.general_settings.model_cost_map_reload_interval_secs {
             Some(s) => Duration::from_secs(s),
             None => return,

@@ -118,7 +118,7 @@ fn op(summary: &str, auth: bool) -> Value {
     o
 }
 
-pub fn openapi_document(root_path: &str) -> Value {
+pub(crate) fn openapi_document(root_path: &str) -> Value {
     let server = if root_path.is_empty() { "/".to_string() } else { root_path.to_string() };
     json!({
         "openapi": "3.1.0",

@@ -140,7 +140,7 @@ pub async fn read_capped(resp: reqwest::Response, limit: usize, label: &str) -> 
 }
 
 /// Reads up to `limit` bytes of an upstream error body and drops the rest.
-pub async fn read_prefix(resp: reqwest::Response, limit: usize) -> bytes::Bytes {
+pub(crate) async fn read_prefix(resp: reqwest::Response, limit: usize) -> bytes::Bytes {
     let mut resp = resp;
     let mut buf = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
@@ -210,7 +210,7 @@ impl UpstreamClient {
         self.http.request(method, parsed)
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
 
@@ -224,7 +224,7 @@ impl UpstreamClient {
     /// Sends a request, mapping transport failures to 502/504. `bound` is
     /// how long it may take: the whole exchange for a buffered answer, the
     /// time to the response headers for a stream (whose chunks
-    /// [`guard_stream`](Self::guard_stream) bounds one by one).
+    /// `guard_stream` bounds one by one).
     pub async fn send(&self, req: reqwest::RequestBuilder, bound: Bound) -> Result<reqwest::Response, ApiError> {
         if self.is_closed() {
             return Err(self.closed_error());
@@ -260,7 +260,7 @@ impl UpstreamClient {
     /// Wraps a response body so it ends with an error when this client is
     /// shut down mid-stream, as closing an httpx client cuts its connections.
     /// `hold` (the cache lease) lives as long as the stream does.
-    pub fn guard_stream<H: Send + 'static>(
+    pub(crate) fn guard_stream<H: Send + 'static>(
         &self,
         body: impl Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static,
         idle_timeout: Option<Duration>,
@@ -325,7 +325,7 @@ impl Resource for UpstreamClient {
     }
 }
 
-pub fn transport_error(e: &reqwest::Error, label: &str) -> ApiError {
+pub(crate) fn transport_error(e: &reqwest::Error, label: &str) -> ApiError {
     // The full error (URL, OS error) goes to the log; the client gets what
     // happened, in words that reveal nothing of the deployment.
     tracing::warn!(upstream = %label, error = %crate::gateway::error::error_chain(e), "upstream transport error");

@@ -9,9 +9,9 @@
 //! server span, continuing the client's W3C `traceparent` when it sent a
 //! valid one, and runs the request with the span in a task-local; the
 //! proxy's stages report to whatever span is current: `fallback` wraps each
-//! attempt in [`attempt`], `call::send` asks [`upstream_request`] for the
+//! attempt in [`attempt`], `call::send` asks `upstream_request` for the
 //! `traceparent` it sends upstream, `call::read_json` hands over the answer
-//! ([`upstream_answer`]), `pricing::charge` the usage and cost ([`usage`]).
+//! (`upstream_answer`), `pricing::charge` the usage and cost ([`usage`]).
 //! With traces off, or outside a traced request, every hook is a no-op.
 //! A span ends when its last holder lets go: the server span when the
 //! answer's body is done (a stream's last byte), an attempt when the
@@ -405,7 +405,7 @@ fn error_type(e: &ApiError) -> String {
 /// attempt's span and gives the `traceparent` header to send, naming the
 /// attempt's span as the parent. Built from the ids alone, so no client
 /// text reaches the upstream through it. `None` outside a traced attempt.
-pub fn upstream_request(method: &http::Method, url: &str) -> Option<HeaderValue> {
+pub(crate) fn upstream_request(method: &http::Method, url: &str) -> Option<HeaderValue> {
     ATTEMPT
         .try_with(|span| {
             span.set("http.request.method", method.as_str().to_string());
@@ -425,7 +425,7 @@ pub fn upstream_request(method: &http::Method, url: &str) -> Option<HeaderValue>
 }
 
 /// A buffered upstream answer: the model and id it names.
-pub fn upstream_answer(v: &Value) {
+pub(crate) fn upstream_answer(v: &Value) {
     for span in [ATTEMPT.try_with(Arc::clone).ok(), REQUEST.try_with(Arc::clone).ok()].into_iter().flatten() {
         set_answer(&span, v);
     }
@@ -435,7 +435,7 @@ pub fn upstream_answer(v: &Value) {
 /// OpenAI chunk, a Responses API event's `response`, Anthropic's
 /// `message_start` message), on the request's span: the attempt ended at
 /// the first chunk.
-pub fn stream_answer(span: Option<&LiveSpan>, v: &Value) {
+pub(crate) fn stream_answer(span: Option<&LiveSpan>, v: &Value) {
     if let Some(span) = span {
         set_answer(span, v.get("response").filter(|r| r.is_object()).unwrap_or(v));
     }
@@ -444,7 +444,7 @@ pub fn stream_answer(span: Option<&LiveSpan>, v: &Value) {
 /// A stream that ended with an error event after its 200: the request's
 /// span gets error status with the failure's kind (`bad_gateway` when the
 /// provider's stream could not be read).
-pub fn stream_broke(span: Option<&LiveSpan>, e: Option<&ApiError>) {
+pub(crate) fn stream_broke(span: Option<&LiveSpan>, e: Option<&ApiError>) {
     if let Some(span) = span {
         span.fail(&e.map(error_type).unwrap_or_else(|| "bad_gateway".into()));
         span.set("litellm.stream.broken", "true");

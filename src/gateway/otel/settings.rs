@@ -106,7 +106,7 @@ const MAX_QUEUE: usize = 1_000_000;
 
 /// The endpoint as it may be logged: scheme, host, port and path, never a
 /// user, password or query.
-pub fn display_endpoint(url: &reqwest::Url) -> String {
+pub(crate) fn display_endpoint(url: &reqwest::Url) -> String {
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     format!("{}://{}{port}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
 }
@@ -175,7 +175,7 @@ impl OtelSettings {
 
     /// The settings from the variables `env` reads (empty counts as unset,
     /// as the specification says).
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<OtelSettings>, OtelError> {
+    pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<OtelSettings>, OtelError> {
         let var = |name: &str| env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             tracing::info!("OTEL_SDK_DISABLED=true: OpenTelemetry traces are off although a callback names `otel`");

@@ -11,8 +11,12 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use aws_smithy_eventstream::frame::{write_message_to, DecodedFrame, MessageFrameDecoder};
-use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+#[cfg(test)]
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_types::event_stream::Message;
+#[cfg(test)]
+use aws_smithy_types::event_stream::{Header, HeaderValue};
 use base64::Engine as _;
 use bytes::BytesMut;
 use serde_json::{json, Value};
@@ -56,9 +60,10 @@ pub enum BedrockError {
 }
 
 impl BedrockError {
+    #[cfg(test)]
     /// The HTTP status to report for an in-stream exception, following what
     /// Bedrock returns for the same error on a non-streaming call.
-    pub fn http_status(&self) -> u16 {
+    pub(crate) fn http_status(&self) -> u16 {
         match self {
             BedrockError::StreamException { kind, .. } => match kind.as_str() {
                 "throttlingException" => 429,
@@ -85,20 +90,20 @@ impl BedrockError {
 // ---------------------------------------------------------------------------
 
 /// `https://bedrock-runtime.{region}.amazonaws.com`.
-pub fn default_endpoint(region: &str) -> String {
+pub(crate) fn default_endpoint(region: &str) -> String {
     format!("https://bedrock-runtime.{region}.amazonaws.com")
 }
 
 /// `{base}/model/{model id}/invoke` or `.../invoke-with-response-stream`.
 /// The model id is percent-encoded: ids contain `:` (`...-v2:0`) and
 /// inference-profile ARNs contain `/`, which must not split the path.
-pub fn invoke_url(endpoint_base: &str, model_id: &str, stream: bool) -> Result<String, super::SegmentError> {
+pub(crate) fn invoke_url(endpoint_base: &str, model_id: &str, stream: bool) -> Result<String, super::SegmentError> {
     let action = if stream { "invoke-with-response-stream" } else { "invoke" };
     Ok(format!("{}/model/{}/{action}", endpoint_base.trim_end_matches('/'), super::path_segment(model_id)?))
 }
 
 /// Turns an Anthropic Messages body into a Bedrock InvokeModel body.
-pub fn to_bedrock_body(messages_body: &Value, betas: &[String]) -> Value {
+pub(crate) fn to_bedrock_body(messages_body: &Value, betas: &[String]) -> Value {
     let mut body = messages_body.clone();
     if let Some(obj) = body.as_object_mut() {
         obj.remove("model");
@@ -144,7 +149,7 @@ impl AwsCredentials {
     /// reads it (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_SESSION_TOKEN`). Config and environment are never mixed: a
     /// session token only belongs to the key it was issued with.
-    pub fn resolve_with(
+    pub(crate) fn resolve_with(
         cfg_key: Option<&str>,
         cfg_secret: Option<&str>,
         cfg_token: Option<&str>,
@@ -182,7 +187,7 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// The region from config, else `AWS_REGION`, else `AWS_DEFAULT_REGION`, as
 /// `env` reads them.
-pub fn resolve_region_with(
+pub(crate) fn resolve_region_with(
     cfg_region: Option<&str>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<String, BedrockError> {
@@ -198,7 +203,7 @@ pub fn resolve_region_with(
 /// signed); `url` must be exactly the URL requested, already percent-encoded
 /// as [`invoke_url`] produces it. `service` is `bedrock` for Bedrock runtime.
 #[allow(clippy::too_many_arguments)]
-pub fn sign(
+pub(crate) fn sign(
     method: &str,
     url: &str,
     headers: &http::HeaderMap,
@@ -302,7 +307,7 @@ impl EventStreamDecoder {
     }
 
     /// Decodes every complete frame now available into raw messages.
-    pub fn feed_messages(&mut self, bytes: &[u8]) -> Result<Vec<Message>, BedrockError> {
+    pub(crate) fn feed_messages(&mut self, bytes: &[u8]) -> Result<Vec<Message>, BedrockError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -354,7 +359,7 @@ impl EventStreamDecoder {
 }
 
 /// Interprets one event-stream message.
-pub fn decode_event(message: &Message) -> Result<BedrockStreamEvent, BedrockError> {
+pub(crate) fn decode_event(message: &Message) -> Result<BedrockStreamEvent, BedrockError> {
     let payload = message.payload();
     match header_str(message, ":message-type") {
         Some("event") => {}
@@ -405,6 +410,7 @@ pub fn decode_event(message: &Message) -> Result<BedrockStreamEvent, BedrockErro
     Ok(BedrockStreamEvent::Anthropic(event))
 }
 
+#[cfg(test)]
 fn encode(headers: Vec<Header>, payload: Vec<u8>) -> Result<Vec<u8>, BedrockError> {
     let message = Message::new_from_parts(headers, payload);
     let mut out = Vec::new();
@@ -412,13 +418,15 @@ fn encode(headers: Vec<Header>, payload: Vec<u8>) -> Result<Vec<u8>, BedrockErro
     Ok(out)
 }
 
+#[cfg(test)]
 fn str_header(name: &'static str, value: impl Into<String>) -> Header {
     Header::new(name, HeaderValue::String(value.into().into()))
 }
 
+#[cfg(test)]
 /// One `chunk` frame wrapping an Anthropic event, as InvokeModelWithResponseStream
 /// sends it (used by the Bedrock mock to produce real frames).
-pub fn encode_chunk_frame(anthropic_event: &Value) -> Result<Vec<u8>, BedrockError> {
+pub(crate) fn encode_chunk_frame(anthropic_event: &Value) -> Result<Vec<u8>, BedrockError> {
     let inner = base64::engine::general_purpose::STANDARD.encode(anthropic_event.to_string());
     encode(
         vec![
@@ -430,8 +438,9 @@ pub fn encode_chunk_frame(anthropic_event: &Value) -> Result<Vec<u8>, BedrockErr
     )
 }
 
+#[cfg(test)]
 /// An exception frame, e.g. `kind = "throttlingException"`.
-pub fn encode_exception_frame(kind: &str, message: &str) -> Result<Vec<u8>, BedrockError> {
+pub(crate) fn encode_exception_frame(kind: &str, message: &str) -> Result<Vec<u8>, BedrockError> {
     encode(
         vec![
             str_header(":exception-type", kind),

@@ -394,7 +394,7 @@ impl ChunkTranslator {
     }
 
     /// `[DONE]` was read.
-    pub fn on_done(&mut self) {
+    pub(crate) fn on_done(&mut self) {
         self.done = true;
     }
 

@@ -109,13 +109,13 @@ impl Compat {
     }
 
     /// Where requests go when the deployment sets no `api_base`.
-    pub fn default_base(self) -> Option<&'static str> {
+    pub(crate) fn default_base(self) -> Option<&'static str> {
         self.row().2
     }
 
     /// The environment variable the key comes from when the deployment sets
     /// no `api_key`.
-    pub fn key_env(self) -> Option<&'static str> {
+    pub(crate) fn key_env(self) -> Option<&'static str> {
         self.row().3
     }
 }
@@ -176,7 +176,7 @@ impl Provider {
     /// The provider a cost-map `litellm_provider` value names, for a bare
     /// model name. Vertex AI and Bedrock entries count only where this
     /// gateway speaks the model's API there (Claude).
-    pub fn from_litellm_provider(litellm_provider: &str, model: &str) -> Option<Provider> {
+    pub(crate) fn from_litellm_provider(litellm_provider: &str, model: &str) -> Option<Provider> {
         match litellm_provider {
             "openai" => Some(Provider::Openai),
             "azure" => Some(Provider::Azure),
@@ -191,7 +191,7 @@ impl Provider {
 
     /// Whether chat requests go out in Anthropic's Messages format (the
     /// provider module says).
-    pub fn speaks_messages(self, upstream_model: &str) -> bool {
+    pub(crate) fn speaks_messages(self, upstream_model: &str) -> bool {
         api(self).speaks_messages(upstream_model)
     }
 
@@ -277,7 +277,7 @@ impl EndpointInput<'_> {
     }
 
     /// `api_base`, or an error naming the deployment's model.
-    pub fn require_api_base(&self) -> Result<String, EndpointError> {
+    pub(crate) fn require_api_base(&self) -> Result<String, EndpointError> {
         self.api_base().ok_or_else(|| EndpointError::MissingApiBase { model: self.params.model.clone() })
     }
 
@@ -339,7 +339,12 @@ impl Endpoint {
     /// Adds a header every call carries; a credential is marked sensitive
     /// (never logged by the HTTP stack). A value that is not a valid header
     /// is a configuration error.
-    pub fn with_header(mut self, name: &'static str, value: String, what: &'static str) -> Result<Self, EndpointError> {
+    pub(crate) fn with_header(
+        mut self,
+        name: &'static str,
+        value: String,
+        what: &'static str,
+    ) -> Result<Self, EndpointError> {
         let mut v = HeaderValue::from_str(&value).map_err(|_| EndpointError::NotAHeader { setting: what })?;
         v.set_sensitive(true);
         self.headers.push((HeaderName::from_static(name), v));
@@ -557,7 +562,7 @@ pub trait ProviderApi: Send + Sync {
 }
 
 /// Joins a base URL and a path without doubling or dropping slashes.
-pub fn join_url(base: &str, path: &str) -> String {
+pub(crate) fn join_url(base: &str, path: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
 }
 
@@ -565,7 +570,7 @@ pub fn join_url(base: &str, path: &str) -> String {
 /// 3986's unreserved characters percent-encoded, so a name can never add
 /// segments, a query or a fragment to the upstream URL. `.` and `..` are
 /// refused: URL parsers treat them as dot segments even when encoded.
-pub fn path_segment(name: &str) -> Result<String, SegmentError> {
+pub(crate) fn path_segment(name: &str) -> Result<String, SegmentError> {
     if name.is_empty() || name == "." || name == ".." {
         return Err(SegmentError { name: name.to_string() });
     }
@@ -574,7 +579,7 @@ pub fn path_segment(name: &str) -> Result<String, SegmentError> {
 
 /// Every byte but RFC 3986's unreserved characters percent-encoded: the
 /// result can add no segment, query parameter or fragment to a URL.
-pub fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -167,14 +167,14 @@ const EMBED_VLLM: &[&str] = &["encoding_format", "dimensions", "user", "truncate
 
 /// The parameters `provider` accepts on `endpoint`: its module says
 /// (`ProviderApi::supported_params`), from the tables here.
-pub fn supported(provider: Provider, endpoint: &Endpoint, upstream_model: &str) -> Vec<&'static str> {
+pub(crate) fn supported(provider: Provider, endpoint: &Endpoint, upstream_model: &str) -> Vec<&'static str> {
     provider.api().supported_params(provider, *endpoint, upstream_model)
 }
 
 /// The parameters of OpenAI's own API on `endpoint`, or, for chat to a
 /// model that speaks Messages, what the translation carries: what every
 /// provider accepts unless its module says otherwise.
-pub fn standard(endpoint: Endpoint, speaks_messages: bool) -> Vec<&'static str> {
+pub(crate) fn standard(endpoint: Endpoint, speaks_messages: bool) -> Vec<&'static str> {
     match endpoint {
         Endpoint::Chat if speaks_messages => CHAT_ANTHROPIC.to_vec(),
         Endpoint::Chat => CHAT_OPENAI.to_vec(),
@@ -209,7 +209,7 @@ pub fn gemini(endpoint: Endpoint) -> Vec<&'static str> {
 /// `null_absent_params` is the vLLM incident's bug put back (known-bad
 /// variant, harness only): every supported optional param the client did not
 /// send is written as explicit null, as LiteLLM's `optional_params[...] = None` did.
-pub fn build_upstream_params(
+pub(crate) fn build_upstream_params(
     client: &Map<String, Value>,
     provider: Provider,
     endpoint: Endpoint,

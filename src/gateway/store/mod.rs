@@ -57,7 +57,7 @@ impl DatabaseLocation {
     }
 
     /// Where it is, for logs and `/health`: a Postgres URL's password masked.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             DatabaseLocation::Memory => ":memory:".into(),
             DatabaseLocation::File(p) => p.display().to_string(),
@@ -66,7 +66,7 @@ impl DatabaseLocation {
     }
 
     /// What survives this process.
-    pub fn is_durable(&self) -> bool {
+    pub(crate) fn is_durable(&self) -> bool {
         !matches!(self, DatabaseLocation::Memory)
     }
 }
@@ -191,7 +191,7 @@ impl Store {
 
     /// Whether other gateway instances may write here too (then keys made
     /// or deleted elsewhere must be looked up; see `Gateway::sync_store`).
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         matches!(self, Store::Postgres(_))
     }
 
@@ -294,7 +294,7 @@ impl Store {
     /// The last write of a gateway dropped without a graceful shutdown: at
     /// once on SQLite; on Postgres handed to the runtime it is dropped in
     /// (if any), best effort, since a drop cannot wait for the network.
-    pub fn record_spend_on_drop(&self, rows: Vec<SpendRow>) {
+    pub(crate) fn record_spend_on_drop(&self, rows: Vec<SpendRow>) {
         match self {
             Store::Sqlite(s) => {
                 if let Err(e) = s.record_spend(&rows) {
@@ -397,6 +397,6 @@ impl SpendQueue {
 }
 
 /// The default database file for a config file: `postmortem.db` beside it.
-pub fn default_path_for(config: &Path) -> PathBuf {
+pub(crate) fn default_path_for(config: &Path) -> PathBuf {
     config.parent().unwrap_or_else(|| Path::new(".")).join("postmortem.db")
 }

@@ -104,7 +104,7 @@ impl PostgresUrl {
     }
 
     /// `postgres://user:***@host:port/db`: what logs and `/health` show.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.described.clone()
     }
 
@@ -379,7 +379,7 @@ impl PgStore {
     }
 
     /// A last write from a `Drop`: on the runtime it is dropped in, if any.
-    pub fn record_spend_detached(&self, rows: Vec<SpendRow>) {
+    pub(crate) fn record_spend_detached(&self, rows: Vec<SpendRow>) {
         let n = rows.len();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             tracing::error!(

@@ -67,7 +67,7 @@ impl TranslateError {
     /// the unit tests' view of an error (the proxy renders errors through
     /// `ApiError`, with [`TranslateError::field`] as the `param`).
     #[cfg(test)]
-    pub fn to_openai_error(&self) -> Value {
+    pub(crate) fn to_openai_error(&self) -> Value {
         let (error_type, param) = match self {
             TranslateError::Upstream { error_type, .. } => (error_type.as_str(), Value::Null),
             other => ("invalid_request_error", other.field().map_or(Value::Null, |f| json!(f))),
@@ -519,7 +519,7 @@ pub struct AnthropicUsage {
 
 impl AnthropicUsage {
     /// Reads an Anthropic `usage` object; absent or non-numeric fields are 0.
-    pub fn from_usage_object(usage: &Value) -> AnthropicUsage {
+    pub(crate) fn from_usage_object(usage: &Value) -> AnthropicUsage {
         let mut u = AnthropicUsage::default();
         u.update(usage);
         u
@@ -562,13 +562,13 @@ impl AnthropicUsage {
 }
 
 /// Usage of a Messages response (or of a `message_start` event's message).
-pub fn usage_from_messages(resp: &Value) -> AnthropicUsage {
+pub(crate) fn usage_from_messages(resp: &Value) -> AnthropicUsage {
     let usage = get(resp, "usage").or_else(|| get(resp, "message").and_then(|m| get(m, "usage")));
     usage.map(AnthropicUsage::from_usage_object).unwrap_or_default()
 }
 
 /// Anthropic `stop_reason` -> OpenAI `finish_reason`.
-pub fn map_stop_reason(stop_reason: &str) -> &'static str {
+pub(crate) fn map_stop_reason(stop_reason: &str) -> &'static str {
     match stop_reason {
         "max_tokens" | "model_context_window_exceeded" => "length",
         "tool_use" => "tool_calls",
@@ -697,7 +697,7 @@ impl StreamTranslator {
 
     /// Whether to emit the final usage-only chunk (`choices: []`), as OpenAI
     /// does with `stream_options.include_usage`. On by default.
-    pub fn with_usage_chunk(mut self, enabled: bool) -> Self {
+    pub(crate) fn with_usage_chunk(mut self, enabled: bool) -> Self {
         self.usage_chunk = enabled;
         self
     }
@@ -716,7 +716,7 @@ impl StreamTranslator {
     }
 
     /// `message_stop` was seen: the response is complete.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished
     }
 
@@ -740,7 +740,7 @@ impl StreamTranslator {
     /// Convenience for the unit tests: parses an SSE event's data and calls
     /// [`on_event`](Self::on_event) (the proxy parses events itself).
     #[cfg(test)]
-    pub fn on_sse(&mut self, event: &SseEvent) -> Result<Vec<Value>> {
+    pub(crate) fn on_sse(&mut self, event: &SseEvent) -> Result<Vec<Value>> {
         let data: Value = serde_json::from_str(&event.data)
             .map_err(|e| TranslateError::invalid("data", format!("not valid JSON: {e}")))?;
         self.on_event(event.event.as_deref().unwrap_or(""), &data)

@@ -152,7 +152,7 @@ fn tool_text(content: Option<&Value>, field: &str) -> Result<String> {
 }
 
 /// A Chat Completions request as a `GenerateContentRequest`.
-pub fn chat_to_gemini(body: &Value) -> Result<Map<String, Value>> {
+pub(crate) fn chat_to_gemini(body: &Value) -> Result<Map<String, Value>> {
     let obj = body.as_object().ok_or_else(|| invalid("body", "must be a JSON object"))?;
     if let Some(k) = obj.iter().find(|(k, v)| !v.is_null() && !CONSUMED.contains(&k.as_str())).map(|(k, _)| k) {
         return Err(invalid(k, "is not supported for Gemini"));
@@ -421,7 +421,7 @@ fn blocked(v: &Value) -> bool {
 }
 
 /// A `GenerateContentResponse` as a `chat.completion`.
-pub fn gemini_to_chat(v: &Value, cx: &AnswerContext<'_>) -> Result<Value> {
+pub(crate) fn gemini_to_chat(v: &Value, cx: &AnswerContext<'_>) -> Result<Value> {
     if !v.is_object() {
         return Err(invalid("answer", "is not a JSON object"));
     }
