@@ -38,7 +38,7 @@ fn id(args: &[&str]) -> Option<u32> {
 
 /// `Ok(None)` unless running as root; then the first of `candidates` that
 /// exists (e.g. `postgres`, then `nobody`).
-pub fn service_user(candidates: &[&str]) -> Result<Option<ServiceUser>> {
+pub(crate) fn service_user(candidates: &[&str]) -> Result<Option<ServiceUser>> {
     if id(&["-u"]) != Some(0) {
         return Ok(None);
     }
@@ -58,7 +58,7 @@ pub fn service_user(candidates: &[&str]) -> Result<Option<ServiceUser>> {
 /// `program` run as `user` (through `setpriv`, util-linux: no PAM, no
 /// shell), or as ourselves; its working directory is `cwd`, which the
 /// user can enter.
-pub fn command_as(user: Option<&ServiceUser>, program: &Path, cwd: &Path) -> Command {
+pub(crate) fn command_as(user: Option<&ServiceUser>, program: &Path, cwd: &Path) -> Command {
     let mut c = match user {
         Some(u) => {
             let mut c = Command::new("setpriv");
@@ -73,7 +73,7 @@ pub fn command_as(user: Option<&ServiceUser>, program: &Path, cwd: &Path) -> Com
 
 /// Runs `cmd` to its end within `limit` (polling its exit, killing it past
 /// the limit). Output goes to `log`, which the error quotes.
-pub fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path, what: &str) -> Result<()> {
+pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path, what: &str) -> Result<()> {
     let file = std::fs::File::create(log).with_context(|| format!("{what}: log {}", log.display()))?;
     let err = file.try_clone().with_context(|| what.to_string())?;
     let mut child = cmd.stdout(file).stderr(err).spawn().with_context(|| format!("{what}: cannot run {cmd:?}"))?;
@@ -100,7 +100,7 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration, log: &Path, what: &str) -
 
 /// A temporary directory the service user owns (so the server can write
 /// its data and socket there); removed on drop.
-pub fn scratch_dir(user: Option<&ServiceUser>) -> Result<tempfile::TempDir> {
+pub(crate) fn scratch_dir(user: Option<&ServiceUser>) -> Result<tempfile::TempDir> {
     let builder = tempfile::Builder::new().prefix("pm-svc-").clone();
     // Another user must reach it: under /tmp, not a $TMPDIR that may sit in
     // root's home (and a short path keeps a Unix socket's name in bounds).
@@ -123,7 +123,7 @@ pub fn scratch_dir(user: Option<&ServiceUser>) -> Result<tempfile::TempDir> {
 /// The directory named by `POSTMORTEM_POSTGRES_BIN` (a server installed
 /// elsewhere), else where Debian puts the server: the newest
 /// `/usr/lib/postgresql/*/bin` with an `initdb` in it.
-pub fn postgres_bin() -> Result<PathBuf> {
+pub(crate) fn postgres_bin() -> Result<PathBuf> {
     match std::env::var_os("POSTMORTEM_POSTGRES_BIN") {
         Some(dir) if Path::new(&dir).join("initdb").is_file() => Ok(PathBuf::from(dir)),
         Some(dir) => Err(anyhow!(
@@ -135,7 +135,7 @@ pub fn postgres_bin() -> Result<PathBuf> {
     }
 }
 
-/// [`postgres_bin`] under another root (for testing its failure).
+/// `postgres_bin` under another root (for testing its failure).
 pub fn postgres_bin_in(root: &Path) -> Result<PathBuf> {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
         .into_iter()
@@ -183,7 +183,7 @@ fn running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBu
 
 /// Stops every service still running (immediate shutdown: SIGQUIT to each
 /// server named in its `postmaster.pid`), for a harness being interrupted.
-pub fn stop_all() {
+pub(crate) fn stop_all() {
     for pid in std::mem::take(&mut *redis_running()) {
         let _ = Command::new("kill")
             .args(["-s", "KILL", &pid.to_string()])
@@ -324,7 +324,7 @@ fn redis_running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<
 const REDIS_START_LIMIT: Duration = Duration::from_secs(10);
 
 /// `redis-server` on the `PATH`, or what to install.
-pub fn redis_bin() -> Result<PathBuf> {
+pub(crate) fn redis_bin() -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path).map(|d| d.join("redis-server")).find(|p| p.is_file()).ok_or_else(|| {
         anyhow!(
@@ -337,7 +337,7 @@ pub fn redis_bin() -> Result<PathBuf> {
 /// [`Redis::stop`] and [`Redis::start_again`] take it away and bring it
 /// back on the same port: by default empty (no snapshots, no append-only
 /// file: a Redis that lost its memory), or, started with
-/// [`Redis::start_appendonly`], with its data (an append-only file synced
+/// `Redis::start_appendonly`, with its data (an append-only file synced
 /// on every write, as a Redis run for durability). Killed when dropped.
 pub struct Redis {
     pub port: u16,
@@ -355,7 +355,7 @@ impl Redis {
     }
 
     /// Keeping its data through [`Redis::stop`] and [`Redis::start_again`].
-    pub fn start_appendonly() -> Result<Redis> {
+    pub(crate) fn start_appendonly() -> Result<Redis> {
         Self::start_with(None, true)
     }
 

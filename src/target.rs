@@ -220,7 +220,7 @@ pub(crate) fn stop_group(pid: u32) {
 /// interrupted, which will not wait for `stop_group`'s threads): SIGTERM,
 /// at most 3 s for them to go, then SIGKILL. None outlives the
 /// run that started it.
-pub fn stop_all_targets() {
+pub(crate) fn stop_all_targets() {
     let groups = {
         let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         STOPPING.store(true, std::sync::atomic::Ordering::Release);
@@ -478,7 +478,7 @@ impl TargetProcess {
 
 impl GatewayUnderTest {
     /// A gateway that is already running at `url`.
-    pub fn external(url: &str, kind: TargetKind) -> GatewayUnderTest {
+    pub(crate) fn external(url: &str, kind: TargetKind) -> GatewayUnderTest {
         GatewayUnderTest::Process(Box::new(TargetProcess {
             base_url: url.trim_end_matches('/').to_string(),
             root_path: String::new(),
@@ -503,14 +503,14 @@ impl GatewayUnderTest {
         }
     }
 
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         match self {
             GatewayUnderTest::InProcess(p) => &p.base_url,
             GatewayUnderTest::Process(p) => &p.base_url,
         }
     }
 
-    pub fn root_path(&self) -> String {
+    pub(crate) fn root_path(&self) -> String {
         match self {
             GatewayUnderTest::InProcess(p) => p.gateway.root_path.clone(),
             GatewayUnderTest::Process(p) => p.root_path.clone(),
@@ -549,7 +549,7 @@ impl GatewayUnderTest {
 
     /// Puts `count` distinct clients into the client cache and lets go of
     /// them, pushing older entries out by capacity.
-    pub fn fill_client_cache(&self, count: usize) -> anyhow::Result<()> {
+    pub(crate) fn fill_client_cache(&self, count: usize) -> anyhow::Result<()> {
         match self {
             GatewayUnderTest::InProcess(p) => {
                 for i in 0..count {
@@ -567,7 +567,7 @@ impl GatewayUnderTest {
 
     /// The last lines a separate process printed, for error reports (an
     /// in-process gateway's start-up lines are not news to anyone).
-    pub fn output_tail(&self, n: usize) -> String {
+    pub(crate) fn output_tail(&self, n: usize) -> String {
         match self {
             GatewayUnderTest::InProcess(_) => String::new(),
             GatewayUnderTest::Process(p) => tail(&p.output, n),
@@ -576,7 +576,7 @@ impl GatewayUnderTest {
 
     /// Whether a process target has exited (an in-process gateway or an
     /// external URL never has, as far as the harness can tell).
-    pub fn has_exited(&mut self) -> bool {
+    pub(crate) fn has_exited(&mut self) -> bool {
         match self {
             GatewayUnderTest::Process(p) => p.child.as_mut().is_some_and(|c| !matches!(c.try_wait(), Ok(None))),
             GatewayUnderTest::InProcess(_) => false,
@@ -584,12 +584,12 @@ impl GatewayUnderTest {
     }
 
     /// Whether more output lines may still arrive (a running process).
-    pub fn output_is_live(&self) -> bool {
+    pub(crate) fn output_is_live(&self) -> bool {
         matches!(self, GatewayUnderTest::Process(p) if p.child.is_some())
     }
 
     /// The gateway's output lines so far (see [`Capability::GatewayOutput`]).
-    pub fn output_lines(&self) -> Vec<String> {
+    pub(crate) fn output_lines(&self) -> Vec<String> {
         let output = match self {
             GatewayUnderTest::InProcess(p) => &p.output,
             GatewayUnderTest::Process(p) => &p.output,

@@ -206,3 +206,58 @@ fn no_result_has_a_string_for_its_error() {
     assert_eq!(string_results("fn f() -> Result<BTreeMap<String, String>, D::Error> {}"), Vec::<usize>::new());
     assert_eq!(string_results("// Result<(), String>\nfn g() -> anyhow::Result<()> {}"), Vec::<usize>::new());
 }
+
+/// Whether `name` occurs in `text` as a whole identifier.
+fn names(text: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(i, _)| {
+        !text[..i].chars().next_back().is_some_and(ident) && !text[i + name.len()..].chars().next().is_some_and(ident)
+    })
+}
+
+/// A `pub fn` is API for the tests, benches, examples, the fuzz targets or
+/// `main.rs`; what only the crate calls is `pub(crate)`, so the compiler
+/// reports it when nothing calls it any more. (By name: a function whose
+/// name also occurs outside for another reason passes.)
+#[test]
+fn a_public_function_is_named_outside_the_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut outside = String::new();
+    for dir in ["tests", "benches", "examples", "fuzz", "src/main.rs"] {
+        let path = root.join(dir);
+        if path.exists() {
+            for file in rust_files(&path) {
+                outside.push_str(&std::fs::read_to_string(&file).expect("readable"));
+                outside.push('\n');
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (path, text) in src("") {
+        if path.ends_with("main.rs") || path.ends_with("lib.rs") {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            let rest = line.trim_start();
+            let Some(rest) = rest.strip_prefix("pub fn ").or_else(|| rest.strip_prefix("pub async fn ")) else {
+                continue;
+            };
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if !names(&outside, &name) {
+                found.push(format!("{}:{}: {name}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "pub functions nothing outside the crate names (make them pub(crate)):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_public_function_check_reads_whole_names() {
+    assert!(names("a.parse_catalog(x)", "parse_catalog"));
+    assert!(!names("a.parse_catalog_with(x)", "parse_catalog"));
+    assert!(!names("reparse_catalog", "parse_catalog"));
+}

@@ -68,7 +68,7 @@ impl Fault {
     }
 
     /// The marker the soak writes into a faulted request's user message.
-    pub fn marker(self) -> String {
+    pub(crate) fn marker(self) -> String {
         match self {
             Fault::None => String::new(),
             f => format!("{MARKER}{}", f.name()),
@@ -76,7 +76,7 @@ impl Fault {
     }
 
     /// The fault a request body asks for (none without a known marker).
-    pub fn in_body(body: &[u8]) -> Fault {
+    pub(crate) fn in_body(body: &[u8]) -> Fault {
         let m = MARKER.as_bytes();
         let Some(at) = body.windows(m.len()).position(|w| w == m) else { return Fault::None };
         let rest = &body[at + m.len()..];
@@ -141,7 +141,7 @@ fn unit(x: u64) -> f64 {
 impl Mix {
     /// Request `n`'s plan. Each draw hashes (seed, n, draw), so plans do not
     /// depend on which worker sends which request.
-    pub fn plan(&self, n: u64) -> Plan {
+    pub(crate) fn plan(&self, n: u64) -> Plan {
         let base = splitmix64(self.seed ^ splitmix64(n));
         let draw = |i: u64| splitmix64(base.wrapping_add(i));
         let stream = unit(draw(1)) < self.stream_fraction;
@@ -198,7 +198,7 @@ pub struct StreamEnd {
 /// Reads the `data:` lines of an event stream (enough for the oracle: the
 /// gateway's error events are `data: {"error": …}`, or for the Responses
 /// API `event: error`).
-pub fn stream_end(body: &[u8]) -> StreamEnd {
+pub(crate) fn stream_end(body: &[u8]) -> StreamEnd {
     let mut end = StreamEnd { done: false, error_event: false, events: 0 };
     for line in body.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -227,7 +227,7 @@ fn excerpt(body: &[u8]) -> String {
 
 /// The oracle: is `got` what a request with `fault` (streamed or not) must
 /// get? Client-side faults only (a request with a deleted key is judged by
-/// [`check_status`]).
+/// `check_status`).
 pub fn check(fault: Fault, stream: bool, got: &Outcome) -> Result<(), Unexpected> {
     let (status, retry_after, body, broken) = match got {
         Outcome::Timeout => return unexpected("timeout", "no answer within the request bound".into()),
@@ -283,7 +283,7 @@ pub fn check(fault: Fault, stream: bool, got: &Outcome) -> Result<(), Unexpected
 }
 
 /// A request whose answer must be exactly `want` (401 for a deleted key).
-pub fn check_status(want: u16, got: &Outcome) -> Result<(), Unexpected> {
+pub(crate) fn check_status(want: u16, got: &Outcome) -> Result<(), Unexpected> {
     match got {
         Outcome::Answer { status, .. } if *status == want => Ok(()),
         Outcome::Answer { status, body, .. } => {

@@ -65,7 +65,7 @@ impl LoadResult {
 }
 
 /// The value at quantile `q` (0..=1) of sorted samples.
-pub fn quantile(sorted: &[u32], q: f64) -> Option<u32> {
+pub(crate) fn quantile(sorted: &[u32], q: f64) -> Option<u32> {
     if sorted.is_empty() {
         return None;
     }

@@ -205,7 +205,7 @@ async fn wait_listening(addr: &str, within: Duration, what: &str) -> anyhow::Res
 }
 
 /// `host:port` of a URL on the loopback interface, or why not.
-pub fn loopback_authority(url: &str) -> anyhow::Result<String> {
+pub(crate) fn loopback_authority(url: &str) -> anyhow::Result<String> {
     let u = reqwest::Url::parse(url).map_err(|e| anyhow!("{url}: {e}"))?;
     let host = u.host_str().unwrap_or_default();
     if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
@@ -267,7 +267,7 @@ pub(crate) async fn start_target(
 /// The LiteLLM-format config a started target gets: one deployment of
 /// `model` on the bench upstream, the master key, [`VIRTUAL_KEY`], and
 /// Redis when `redis_url` is given.
-pub fn target_config(upstream: &str, model: &str, redis_url: Option<&str>) -> String {
+pub(crate) fn target_config(upstream: &str, model: &str, redis_url: Option<&str>) -> String {
     let mut yaml = format!(
         "model_list:\n  - model_name: {model}\n    litellm_params: {{model: openai/gpt-4o, api_base: \"http://{upstream}/v1\", api_key: {UPSTREAM_KEY}}}\n\
          general_settings: {{master_key: {MASTER_KEY}}}\n\
@@ -291,7 +291,7 @@ struct Arm {
 pub type Progress<'a> = &'a (dyn Fn(String) + Sync);
 
 /// How many runs [`run`] makes (for a progress bar).
-pub fn planned_runs(o: &BenchOptions, arms: usize) -> u64 {
+pub(crate) fn planned_runs(o: &BenchOptions, arms: usize) -> u64 {
     let modes = usize::from(o.plain) + usize::from(o.stream);
     (modes * o.concurrency.len() * o.rounds * arms) as u64
 }

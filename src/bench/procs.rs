@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Clock ticks per second of `/proc`'s CPU times (`getconf CLK_TCK`; 100
 /// on every Linux the bench runs on when `getconf` is missing).
-pub fn clock_ticks() -> u64 {
+pub(crate) fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -27,7 +27,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 /// Every process whose process group is `pgid` (the leader included).
-pub fn group_members(pgid: u32) -> Vec<u32> {
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
@@ -38,7 +38,7 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
 }
 
 /// CPU ticks (user + system) a process has used so far.
-pub fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     // utime and stime are fields 14 and 15: indices 11 and 12 after the name.
     stat_fields(pid)
         .map(|f| {
@@ -50,12 +50,12 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 
 /// CPU ticks used by a whole process group so far (processes that exited
 /// before the reading are not counted: gateways keep their workers).
-pub fn group_cpu_ticks(pgid: u32) -> u64 {
+pub(crate) fn group_cpu_ticks(pgid: u32) -> u64 {
     group_members(pgid).into_iter().map(cpu_ticks).sum()
 }
 
 /// Resident memory of a process group, in KiB.
-pub fn group_rss_kib(pgid: u32) -> u64 {
+pub(crate) fn group_rss_kib(pgid: u32) -> u64 {
     group_members(pgid).into_iter().map(rss_kib).sum()
 }
 
@@ -70,7 +70,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// The machine's busy and total CPU ticks so far (first line of
 /// `/proc/stat`).
-pub fn machine_ticks() -> (u64, u64) {
+pub(crate) fn machine_ticks() -> (u64, u64) {
     let text = std::fs::read_to_string(Path::new("/proc/stat")).unwrap_or_default();
     let Some(line) = text.lines().next() else { return (0, 0) };
     let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
@@ -82,7 +82,7 @@ pub fn machine_ticks() -> (u64, u64) {
 }
 
 /// The ticks as time.
-pub fn ticks_to_duration(ticks: u64, per_second: u64) -> Duration {
+pub(crate) fn ticks_to_duration(ticks: u64, per_second: u64) -> Duration {
     Duration::from_secs_f64(ticks as f64 / per_second.max(1) as f64)
 }
 

@@ -20,7 +20,7 @@
 //! - **Key churn**: beside the load, a task generates a virtual key, uses
 //!   it, deletes it and checks that the deleted key gets a 401.
 //! - **RSS every second** of the target's process group, and a verdict
-//!   ([`rss_verdict`]).
+//!   (`rss_verdict`).
 //! - **Retry accounting**: the config sets `num_retries: 0` and gives each
 //!   model one deployment, and the upstream's per-kind call counts must
 //!   equal what was sent, so a gateway that retried a fault away (or lost a
@@ -81,7 +81,7 @@ const MAX_BODY: usize = 1 << 20;
 /// The LiteLLM-format config a started target gets: `deployments` models
 /// `soak-N`, each its own deployment with its own `api_base` path and key
 /// (its own cached client), a small client cache, and no retries.
-pub fn soak_config(upstream: &str, deployments: usize, cache_capacity: usize) -> String {
+pub(crate) fn soak_config(upstream: &str, deployments: usize, cache_capacity: usize) -> String {
     let mut out = String::from("model_list:\n");
     for i in 0..deployments {
         out.push_str(&format!(
@@ -159,7 +159,7 @@ pub struct RssVerdict {
 /// forgives, and a leak shows in the last window's peak as well as in its
 /// mean. With a 20 MiB bound over a million requests, a leak of 21 bytes
 /// per request is caught.
-pub fn rss_verdict(samples: &[RssSample], bound_kib: u64) -> RssVerdict {
+pub(crate) fn rss_verdict(samples: &[RssSample], bound_kib: u64) -> RssVerdict {
     let n = samples.len();
     let window = if n >= 180 { 60 } else { n / 3 };
     let rss: Vec<u64> = samples.iter().map(|s| s.rss_kib).collect();

@@ -44,7 +44,7 @@ impl fmt::Display for LintFinding {
 pub const DEFAULT_PATHS: &[&str] = &["fixtures", "scenarios", "snapshots"];
 
 /// Lints files and directories. A path that does not exist is an error.
-pub fn lint_paths(paths: &[PathBuf]) -> anyhow::Result<(Vec<LintFinding>, usize)> {
+pub(crate) fn lint_paths(paths: &[PathBuf]) -> anyhow::Result<(Vec<LintFinding>, usize)> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {

@@ -159,7 +159,7 @@ fn provider_message(body: &[u8]) -> Option<String> {
 /// well-known optional field has the wrong type (null counts as absent).
 /// On Azure OpenAI's own paths (`/openai/deployments/{name}/…`) the model is
 /// the path's deployment, so the body need not name one.
-pub fn request_fault(path: &str, body: &[u8]) -> Option<String> {
+pub(crate) fn request_fault(path: &str, body: &[u8]) -> Option<String> {
     let endpoint = Endpoint::of(path);
     if !matches!(
         endpoint,

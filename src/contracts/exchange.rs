@@ -29,7 +29,7 @@ impl ClientRequest {
     }
 
     /// The gateway credential the client presented, if any.
-    pub fn presented_key(&self) -> Option<&str> {
+    pub(crate) fn presented_key(&self) -> Option<&str> {
         if let Some(v) = self.header("authorization") {
             let v = v.trim();
             let token = v.split_once(' ').map(|(_, t)| t.trim()).unwrap_or(v);
@@ -39,7 +39,7 @@ impl ClientRequest {
     }
 
     /// Whether the client asked for a stream (`"stream": true`).
-    pub fn wants_stream(&self) -> bool {
+    pub(crate) fn wants_stream(&self) -> bool {
         self.json().and_then(|b| b.get("stream").and_then(Value::as_bool)).unwrap_or(false)
     }
 }
@@ -120,12 +120,12 @@ impl Exchange {
     /// call is a POST. A gateway's own lookups on the side (LiteLLM asks a
     /// provider's `GET /v1/models` while it serves) are seen by the security
     /// checks, but are no attempt at the client's request.
-    pub fn model_calls(&self) -> impl DoubleEndedIterator<Item = &UpstreamCall> {
+    pub(crate) fn model_calls(&self) -> impl DoubleEndedIterator<Item = &UpstreamCall> {
         self.upstream.iter().filter(|c| c.request.is_model_call())
     }
 
     /// The last attempt at the client's request: the one its answer came from.
-    pub fn last_model_call(&self) -> Option<&UpstreamCall> {
+    pub(crate) fn last_model_call(&self) -> Option<&UpstreamCall> {
         self.model_calls().next_back()
     }
 }
@@ -170,7 +170,7 @@ impl Endpoint {
     }
 
     /// Routes that call a model, and so a provider.
-    pub fn calls_a_model(self) -> bool {
+    pub(crate) fn calls_a_model(self) -> bool {
         matches!(
             self,
             Endpoint::ChatCompletions
@@ -183,7 +183,7 @@ impl Endpoint {
     }
 
     /// Whether the client speaks Anthropic's API here.
-    pub fn is_anthropic(self) -> bool {
+    pub(crate) fn is_anthropic(self) -> bool {
         matches!(self, Endpoint::Messages | Endpoint::CountTokens)
     }
 }

@@ -552,7 +552,7 @@ pub(crate) fn json_difference<'v>(
 }
 
 /// The first 200 characters of a body, for evidence.
-pub fn snippet(body: &[u8]) -> String {
+pub(crate) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let mut s: String = text.chars().take(200).collect();
     if text.chars().count() > 200 {

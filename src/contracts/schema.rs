@@ -151,7 +151,7 @@ pub fn openai_embeddings(v: &Value) -> Vec<String> {
 /// So each `embedding` is an array of numbers unless the client asked for
 /// base64, and then a base64 string of little-endian float32 values
 /// (whatever the gateway asked its provider for).
-pub fn openai_embeddings_encoding(v: &Value, asked: Option<&str>) -> Vec<String> {
+pub(crate) fn openai_embeddings_encoding(v: &Value, asked: Option<&str>) -> Vec<String> {
     use base64::Engine;
     let mut problems = Vec::new();
     let base64 = asked == Some("base64");
@@ -180,7 +180,7 @@ pub fn openai_embeddings_encoding(v: &Value, asked: Option<&str>) -> Vec<String>
 /// `ListModelsResponse` (`GET /v1/models`) and `Model`
 /// (`GET /v1/models/{model}`): `id`, `object: "model"`, `created` (Unix
 /// seconds) and `owned_by`, all required.
-pub fn openai_models(v: &Value, one: bool) -> Vec<String> {
+pub(crate) fn openai_models(v: &Value, one: bool) -> Vec<String> {
     fn model(s: &mut Shape, v: &Value, at: &str) {
         let Some(m) = s.object(v, at) else { return };
         s.required(m, at, "id", &[T::Str]);
@@ -205,7 +205,7 @@ pub fn openai_models(v: &Value, one: bool) -> Vec<String> {
 /// `response` of its stream's lifecycle events). Output items are checked
 /// for the kinds a client reads (messages with `output_text`, function
 /// calls); other item kinds only need a `type`.
-pub fn openai_response(v: &Value) -> Vec<String> {
+pub(crate) fn openai_response(v: &Value) -> Vec<String> {
     let mut s = Shape::default();
     let Some(m) = s.object(v, "") else { return s.problems };
     s.required(m, "", "id", &[T::Str]);
@@ -245,7 +245,7 @@ pub fn openai_response(v: &Value) -> Vec<String> {
 
 /// One event of a Responses API stream: a `type`; the lifecycle events
 /// carry a whole `response`; deltas carry their text.
-pub fn openai_response_event(v: &Value) -> Vec<String> {
+pub(crate) fn openai_response_event(v: &Value) -> Vec<String> {
     let mut s = Shape::default();
     let Some(m) = s.object(v, "") else { return s.problems };
     let Some(kind) = s.required(m, "", "type", &[T::Str]).and_then(Value::as_str) else { return s.problems };
@@ -353,7 +353,7 @@ pub fn anthropic_message(v: &Value, starting: bool) -> Vec<String> {
 }
 
 /// Anthropic's error: `{"type": "error", "error": {"type", "message"}}`.
-pub fn anthropic_error(v: &Value) -> Vec<String> {
+pub(crate) fn anthropic_error(v: &Value) -> Vec<String> {
     let mut s = Shape::default();
     let Some(m) = s.object(v, "") else { return s.problems };
     s.one_of(m, "", "type", &["error"]);

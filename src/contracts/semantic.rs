@@ -30,7 +30,7 @@ pub struct ToolCall {
 }
 
 impl ToolCall {
-    pub fn arguments_json(&self) -> Option<Value> {
+    pub(crate) fn arguments_json(&self) -> Option<Value> {
         if self.arguments.trim().is_empty() {
             return Some(json!({}));
         }
@@ -563,7 +563,7 @@ pub fn gemini_body(v: &Value) -> Answer {
 /// Gemini's stream: SSE events (`alt=sse`) or one JSON array, each a
 /// `GenerateContentResponse`. It has no terminator: it completed when every
 /// candidate it started carried its `finishReason`.
-pub fn gemini_stream(body: &[u8]) -> Answer {
+pub(crate) fn gemini_stream(body: &[u8]) -> Answer {
     let responses: Vec<Value> = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(items)) => items,
         _ => sse::events(body).events.iter().filter_map(sse::Event::json).collect(),

@@ -97,7 +97,7 @@ impl Shape {
     }
 
     /// A required string field equal to one of `allowed`.
-    pub fn one_of(&mut self, m: &Map<String, Value>, at: &str, key: &str, allowed: &[&str]) -> Option<String> {
+    pub(crate) fn one_of(&mut self, m: &Map<String, Value>, at: &str, key: &str, allowed: &[&str]) -> Option<String> {
         let v = self.required(m, at, key, &[T::Str])?.as_str()?.to_string();
         if allowed.contains(&v.as_str()) {
             Some(v)
@@ -108,7 +108,7 @@ impl Shape {
     }
 
     /// An optional string-or-null field that, when a string, is one of `allowed`.
-    pub fn nullable_one_of(&mut self, m: &Map<String, Value>, at: &str, key: &str, allowed: &[&str]) {
+    pub(crate) fn nullable_one_of(&mut self, m: &Map<String, Value>, at: &str, key: &str, allowed: &[&str]) {
         if let Some(s) = self.optional(m, at, key, &[T::Str, T::Null]).and_then(Value::as_str) {
             if !allowed.contains(&s) {
                 self.problem(&format!("{at}/{key}"), format!("`{s}` is not one of {}", allowed.join(", ")));
@@ -125,7 +125,12 @@ impl Shape {
     }
 
     /// Each element of an optional (possibly null) array.
-    pub fn each_optional<'v>(&mut self, m: &'v Map<String, Value>, at: &str, key: &str) -> Vec<(String, &'v Value)> {
+    pub(crate) fn each_optional<'v>(
+        &mut self,
+        m: &'v Map<String, Value>,
+        at: &str,
+        key: &str,
+    ) -> Vec<(String, &'v Value)> {
         match self.optional(m, at, key, &[T::Arr, T::Null]).and_then(Value::as_array) {
             Some(a) => a.iter().enumerate().map(|(i, v)| (format!("{at}/{key}/{i}"), v)).collect(),
             None => Vec::new(),

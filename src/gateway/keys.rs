@@ -109,7 +109,7 @@ pub struct KeySpec {
 
 /// LiteLLM's key `duration`: `30s`, `30m`, `30h`, `30d` (a bare number is
 /// seconds), as seconds.
-pub fn parse_duration(s: &str) -> Result<u64, KeyError> {
+pub(crate) fn parse_duration(s: &str) -> Result<u64, KeyError> {
     let s = s.trim();
     let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => s.split_at(i),
@@ -228,7 +228,7 @@ impl AccessList {
 
     /// LiteLLM's text: `key not allowed to access model. This key can only
     /// access models=['anthropic/*']. Tried to access claude-sonnet-4-6`.
-    pub fn denial_message(&self, model: &str) -> String {
+    pub(crate) fn denial_message(&self, model: &str) -> String {
         self.denial(model).to_string()
     }
 }
@@ -329,7 +329,7 @@ impl KeyRecord {
     }
 
     /// What the store keeps of this key (never the secret).
-    pub fn to_stored(&self) -> StoredKey {
+    pub(crate) fn to_stored(&self) -> StoredKey {
         StoredKey {
             hash: self.key_hash(),
             masked: self.masked.clone(),
@@ -339,7 +339,7 @@ impl KeyRecord {
     }
 
     /// Made at run time (`/key/generate`), as opposed to the config file.
-    pub fn is_runtime(&self) -> bool {
+    pub(crate) fn is_runtime(&self) -> bool {
         self.runtime
     }
 
@@ -355,7 +355,7 @@ impl KeyRecord {
     }
 
     /// Sets the spend read back from the store at start-up.
-    pub fn restore_spend(&self, usd: f64) {
+    pub(crate) fn restore_spend(&self, usd: f64) {
         if usd.is_finite() && usd >= 0.0 {
             *self.spend.lock() = usd;
         }
@@ -363,7 +363,7 @@ impl KeyRecord {
 
     /// Spend raised to what the shared database says this key has spent
     /// (with what is still queued here); never lowered, since spend only grows.
-    pub fn raise_spend_to(&self, usd: f64) {
+    pub(crate) fn raise_spend_to(&self, usd: f64) {
         if usd.is_finite() {
             let mut s = self.spend.lock();
             if usd > *s {
@@ -377,7 +377,7 @@ impl KeyRecord {
     }
 
     /// The SHA-256 of the secret, as bytes (a map key without the hex).
-    pub fn hash_bytes(&self) -> [u8; 32] {
+    pub(crate) fn hash_bytes(&self) -> [u8; 32] {
         self.hash
     }
 
@@ -413,7 +413,7 @@ impl KeyRecord {
     }
 
     /// Refuses once spend has reached `max_budget` (LiteLLM uses `>=` too).
-    pub fn check_budget(&self) -> Result<(), KeyError> {
+    pub(crate) fn check_budget(&self) -> Result<(), KeyError> {
         let Some(budget) = self.spec.max_budget else {
             return Ok(());
         };
@@ -437,7 +437,7 @@ impl KeyRecord {
     }
 
     /// Records tokens used by a finished request (they count against tpm).
-    pub fn record_tokens(&self, now: Duration, n: u64) {
+    pub(crate) fn record_tokens(&self, now: Duration, n: u64) {
         self.limits.record_tokens(now, n);
     }
 
@@ -501,7 +501,7 @@ impl KeyStore {
     }
 
     /// Adds a key read back from the store (a run-time key of an earlier start).
-    pub fn insert_stored(&self, stored: &StoredKey) -> Result<Arc<KeyRecord>, KeyError> {
+    pub(crate) fn insert_stored(&self, stored: &StoredKey) -> Result<Arc<KeyRecord>, KeyError> {
         self.insert(KeyRecord::from_stored(stored)?)
     }
 
@@ -550,7 +550,7 @@ impl KeyStore {
     /// [`KeyStore::authenticate`] as a `Result` (the unit tests'; the
     /// gateway's authentication answers with its own errors).
     #[cfg(test)]
-    pub fn authenticate_or_err(&self, presented: &str) -> Result<Arc<KeyRecord>, KeyError> {
+    pub(crate) fn authenticate_or_err(&self, presented: &str) -> Result<Arc<KeyRecord>, KeyError> {
         self.authenticate(presented).ok_or(KeyError::Unauthorized)
     }
 
@@ -593,7 +593,7 @@ impl KeyStore {
 }
 
 /// `sk-` + 32 URL-safe random characters from the OS RNG (192 bits).
-pub fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     let mut bytes = [0u8; GENERATED_SECRET_LEN];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let random: String = bytes.iter().map(|b| char::from(URL_SAFE[usize::from(b & 63)])).collect();
@@ -602,7 +602,7 @@ pub fn new_secret() -> String {
 
 /// The hex hashes a key given by secret or by hash may be stored under:
 /// the string itself when it is a hash, and the hash of it as a secret.
-pub fn candidate_hashes(secret_or_hash: &str) -> Vec<String> {
+pub(crate) fn candidate_hashes(secret_or_hash: &str) -> Vec<String> {
     let mut out: Vec<String> = parse_hash(secret_or_hash).map(hex::encode).into_iter().collect();
     out.push(hex::encode(hash_secret(secret_or_hash)));
     out

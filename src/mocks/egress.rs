@@ -94,7 +94,7 @@ impl EgressSentinel {
     }
 
     /// The attempts from the `from`-th on.
-    pub fn since(&self, from: usize) -> Vec<EgressAttempt> {
+    pub(crate) fn since(&self, from: usize) -> Vec<EgressAttempt> {
         self.attempts.lock().iter().skip(from).cloned().collect()
     }
 }

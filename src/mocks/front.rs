@@ -77,13 +77,13 @@ impl Shared {
         }
     }
 
-    pub fn push_stub(&self, stub: Stub) {
+    pub(crate) fn push_stub(&self, stub: Stub) {
         let Stub { matcher, response, times: remaining } = stub;
         let buffered = response.terminal().buffered(self.kind, &self.ids);
         self.stubs.lock().push(Mounted { matcher, response: Arc::new(response), buffered, remaining });
     }
 
-    pub fn clear_stubs(&self) {
+    pub(crate) fn clear_stubs(&self) {
         self.stubs.lock().clear();
     }
 
@@ -103,7 +103,7 @@ impl Shared {
             .collect()
     }
 
-    pub fn exchange_at(&self, i: usize) -> Option<(RecordedRequest, MockAnswer)> {
+    pub(crate) fn exchange_at(&self, i: usize) -> Option<(RecordedRequest, MockAnswer)> {
         let journal = self.journal.lock();
         let answers = self.answers.lock();
         Some((journal.get(i)?.clone(), answers.get(i).cloned().unwrap_or_else(MockAnswer::pending)))
@@ -139,7 +139,7 @@ impl Shared {
 
     /// The strict profile's verdict, without spending ids of the real
     /// sequence (the front only needs to know whether to forward).
-    pub fn strict_rejection(&self, req: &RecordedRequest) -> Option<Buffered> {
+    pub(crate) fn strict_rejection(&self, req: &RecordedRequest) -> Option<Buffered> {
         self.rejection(req, &IdGen::new("probe"))
     }
 

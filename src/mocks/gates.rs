@@ -30,7 +30,7 @@ impl Gates {
         });
     }
 
-    pub fn clear_released(&self) {
+    pub(crate) fn clear_released(&self) {
         self.tx.send_modify(|s| s.released.clear());
     }
 

@@ -47,7 +47,7 @@ impl Conn {
 
     /// The next request, or `None` when the client closed the connection
     /// between requests.
-    pub async fn read_request(&mut self) -> Result<Option<WireRequest>, ReadError> {
+    pub(crate) async fn read_request(&mut self) -> Result<Option<WireRequest>, ReadError> {
         let head_end = loop {
             if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
                 break pos;
@@ -157,7 +157,7 @@ impl Conn {
     }
 
     /// Writes a complete response with `content-length`.
-    pub async fn write_full(&mut self, resp: &Buffered, keep_alive: bool) -> std::io::Result<()> {
+    pub(crate) async fn write_full(&mut self, resp: &Buffered, keep_alive: bool) -> std::io::Result<()> {
         let mut out = status_line(resp.status);
         for (n, v) in &resp.headers {
             if is_framing(n) {
@@ -177,7 +177,7 @@ impl Conn {
     }
 
     /// Starts a chunked response.
-    pub async fn write_stream_head(&mut self, status: u16, headers: &[(String, String)]) -> std::io::Result<()> {
+    pub(crate) async fn write_stream_head(&mut self, status: u16, headers: &[(String, String)]) -> std::io::Result<()> {
         let mut out = status_line(status);
         for (n, v) in headers {
             if is_framing(n) {
@@ -190,7 +190,7 @@ impl Conn {
         self.stream.flush().await
     }
 
-    pub async fn write_chunk(&mut self, data: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn write_chunk(&mut self, data: &[u8]) -> std::io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -201,14 +201,14 @@ impl Conn {
         self.stream.flush().await
     }
 
-    pub async fn write_last_chunk(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn write_last_chunk(&mut self) -> std::io::Result<()> {
         self.stream.write_all(b"0\r\n\r\n").await?;
         self.stream.flush().await
     }
 
     /// Resolves when the peer closes its side (or the socket fails). Bytes
     /// that arrive meanwhile are kept for the next request.
-    pub async fn peer_closed(&mut self) {
+    pub(crate) async fn peer_closed(&mut self) {
         loop {
             match self.stream.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return,

@@ -61,7 +61,7 @@ impl IdGen {
     }
 
     /// vLLM uses a uuid4 hex.
-    pub fn vllm_chatcmpl(&self) -> String {
+    pub(crate) fn vllm_chatcmpl(&self) -> String {
         format!("chatcmpl-{}", self.hex(32))
     }
 
@@ -69,19 +69,19 @@ impl IdGen {
         format!("msg_01{}", self.token(22))
     }
 
-    pub fn msg_vertex(&self) -> String {
+    pub(crate) fn msg_vertex(&self) -> String {
         format!("msg_vrtx_01{}", self.token(22))
     }
 
-    pub fn bedrock_msg(&self) -> String {
+    pub(crate) fn bedrock_msg(&self) -> String {
         format!("msg_bdrk_01{}", self.token(22))
     }
 
-    pub fn anthropic_request_id(&self) -> String {
+    pub(crate) fn anthropic_request_id(&self) -> String {
         format!("req_011C{}", self.token(20))
     }
 
-    pub fn vertex_request_id(&self) -> String {
+    pub(crate) fn vertex_request_id(&self) -> String {
         format!("req_vrtx_011C{}", self.token(20))
     }
 

@@ -30,14 +30,14 @@ impl RecordedRequest {
     /// gateway's own lookup on the side (LiteLLM 1.105+ sends a provider
     /// `GET /v1/models` while it serves). The contracts and the scenarios'
     /// `expect_provider` count only model calls.
-    pub fn is_model_call(&self) -> bool {
+    pub(crate) fn is_model_call(&self) -> bool {
         self.method.eq_ignore_ascii_case("POST") && !self.is_token_request()
     }
 
     /// An OAuth token request (`POST /token` with a form, Google's token
     /// endpoint as the Vertex mock serves it): how a gateway gets the
     /// access token its model calls carry, not a model call.
-    pub fn is_token_request(&self) -> bool {
+    pub(crate) fn is_token_request(&self) -> bool {
         self.path == "/token"
             && self.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
     }
@@ -76,7 +76,7 @@ impl RecordedRequest {
     }
 
     /// Every value of this header, in order.
-    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
@@ -89,17 +89,13 @@ impl RecordedRequest {
         })
     }
 
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
     /// A top-level field of the JSON body.
-    pub fn json_field(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn json_field(&self, key: &str) -> Option<&Value> {
         self.json.as_ref().and_then(|j| j.get(key))
     }
 
     /// The comma-separated flags of every `anthropic-beta` header.
-    pub fn beta_header_flags(&self) -> Vec<String> {
+    pub(crate) fn beta_header_flags(&self) -> Vec<String> {
         self.header_all("anthropic-beta")
             .flat_map(|v| v.split(','))
             .map(str::trim)

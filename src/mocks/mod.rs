@@ -55,7 +55,7 @@ pub use journal::RecordedRequest;
 /// The credentials file of the Google service account a Vertex AI mock at
 /// `base_url` knows (its `token_uri` is the mock's): what a scenario gives
 /// the gateway as `vertex_credentials`.
-pub fn google_credentials(base_url: &str) -> String {
+pub(crate) fn google_credentials(base_url: &str) -> String {
     google_account::credentials_json(base_url)
 }
 pub use stub::{EventStreamEvent, EventStreamException, Fault, Stub, StubError, StubEvent, StubMatch, StubResponse};
@@ -111,7 +111,7 @@ impl MockKind {
     }
 
     /// True for the kinds that speak the OpenAI wire format.
-    pub fn is_openai_family(self) -> bool {
+    pub(crate) fn is_openai_family(self) -> bool {
         matches!(self, MockKind::Openai | MockKind::Azure | MockKind::HostedVllm)
     }
 }
@@ -270,7 +270,7 @@ impl MockProvider {
     }
 
     /// The `i`th request and its answer so far.
-    pub fn exchange_at(&self, i: usize) -> Option<(RecordedRequest, MockAnswer)> {
+    pub(crate) fn exchange_at(&self, i: usize) -> Option<(RecordedRequest, MockAnswer)> {
         self.shared.exchange_at(i)
     }
 

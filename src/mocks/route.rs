@@ -60,7 +60,7 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    pub fn classify(kind: MockKind, req: &RecordedRequest) -> Route {
+    pub(crate) fn classify(kind: MockKind, req: &RecordedRequest) -> Route {
         if req.method != "POST" {
             return Route::Other;
         }

@@ -23,7 +23,7 @@ impl Buffered {
     }
 
     /// Adds a header, replacing any header with the same name.
-    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Buffered {
+    pub(crate) fn with_header(mut self, name: &str, value: impl Into<String>) -> Buffered {
         let name = name.to_ascii_lowercase();
         self.headers.retain(|(n, _)| *n != name);
         self.headers.push((name, value.into()));

@@ -94,7 +94,7 @@ impl Api {
     }
 
     /// Classifies a request by host and path.
-    pub fn classify(url: &str) -> Api {
+    pub(crate) fn classify(url: &str) -> Api {
         let (host, path, _) = split_url(url);
         let host = host.to_ascii_lowercase();
         let bedrock_op = ["/invoke", "/invoke-with-response-stream", "/converse", "/converse-stream"];
@@ -247,7 +247,7 @@ pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 }
 
 /// Adds a value, turning a single value into a list on repeats.
-pub fn push_header(headers: &mut Headers, name: &str, value: String) {
+pub(crate) fn push_header(headers: &mut Headers, name: &str, value: String) {
     let name = name.to_ascii_lowercase();
     match headers.remove(&name) {
         None => {
@@ -362,7 +362,7 @@ impl Body {
     }
 
     /// The body as JSON: the `json` form, or text that parses as JSON.
-    pub fn as_json(&self) -> Option<Value> {
+    pub(crate) fn as_json(&self) -> Option<Value> {
         if let Some(v) = &self.json {
             return Some(v.clone());
         }
@@ -396,7 +396,7 @@ impl Body {
     /// The most readable form of a buffered body. `content_type` picks
     /// streams; otherwise JSON that parses is stored as JSON, UTF-8 as text
     /// and anything else as base64.
-    pub fn from_bytes(content_type: Option<&str>, bytes: &[u8]) -> Body {
+    pub(crate) fn from_bytes(content_type: Option<&str>, bytes: &[u8]) -> Body {
         if bytes.is_empty() {
             return Body::default();
         }
@@ -424,7 +424,7 @@ impl Body {
         }
     }
 
-    pub fn is_stream(&self) -> bool {
+    pub(crate) fn is_stream(&self) -> bool {
         self.sse.is_some() || self.eventstream.is_some()
     }
 }
@@ -439,7 +439,7 @@ pub(crate) fn encode_b64(bytes: &[u8]) -> String {
 }
 
 /// `scheme://host` (may be empty), the path, and the query without `?`.
-pub fn split_url(url: &str) -> (&str, &str, Option<&str>) {
+pub(crate) fn split_url(url: &str) -> (&str, &str, Option<&str>) {
     let (before_query, query) = match url.split_once('?') {
         Some((a, q)) => (a, Some(q)),
         None => (url, None),
@@ -461,7 +461,7 @@ pub(crate) use crate::mocks::percent_decode;
 
 /// `event:`/`id:`/`retry:`/`data:` lines and a blank line per event;
 /// `: text` for comments.
-pub fn render_sse(events: &[RecordedEvent]) -> String {
+pub(crate) fn render_sse(events: &[RecordedEvent]) -> String {
     let mut out = String::new();
     for e in events {
         if let Some(c) = &e.comment {
@@ -678,7 +678,7 @@ fn frame_from_message(m: &aws_smithy_types::event_stream::Message, encoded: &[u8
 }
 
 /// Re-encodes a frame (CRCs recomputed).
-pub fn encode_frame(f: &Frame) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn encode_frame(f: &Frame) -> anyhow::Result<Vec<u8>> {
     use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
     if let Some(raw) = &f.raw_base64 {
         return decode_b64(raw).map_err(|e| anyhow!("raw_base64: {e}"));
@@ -718,7 +718,7 @@ impl Cassette {
 
     /// Sets each interaction's `provider` from its URL and the cassette's
     /// from them.
-    pub fn fill_providers(&mut self) {
+    pub(crate) fn fill_providers(&mut self) {
         let mut apis = std::collections::BTreeSet::new();
         for i in &mut self.interactions {
             let api = i.api();
@@ -840,11 +840,11 @@ fn check_body(b: &Body, at: &str) -> anyhow::Result<()> {
 }
 
 /// Now as RFC 3339 (UTC, seconds).
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     rfc3339(std::time::SystemTime::now())
 }
 
-pub fn rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     aws_smithy_types::DateTime::from_secs(i64::try_from(secs).unwrap_or(0))
         .fmt(aws_smithy_types::date_time::Format::DateTime)

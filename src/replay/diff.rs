@@ -40,7 +40,7 @@ impl Difference {
         Difference { path: path.into(), recorded, replayed, note: None }
     }
 
-    pub fn note(path: impl Into<String>, note: impl Into<String>) -> Difference {
+    pub(crate) fn note(path: impl Into<String>, note: impl Into<String>) -> Difference {
         Difference { path: path.into(), recorded: None, replayed: None, note: Some(note.into()) }
     }
 }
@@ -97,13 +97,13 @@ fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
 }
 
 /// Structural JSON diff (see the module doc for the rules).
-pub fn json_diff(recorded: &Value, replayed: &Value, path: &str, out: &mut Vec<Difference>) {
+pub(crate) fn json_diff(recorded: &Value, replayed: &Value, path: &str, out: &mut Vec<Difference>) {
     diff_with(recorded, replayed, path, &[], out);
 }
 
 /// [`json_diff`] of responses: the values of id and timestamp keys are
 /// ignored (not their presence), at any depth, without copying the values.
-pub fn response_json_diff(recorded: &Value, replayed: &Value, path: &str, out: &mut Vec<Difference>) {
+pub(crate) fn response_json_diff(recorded: &Value, replayed: &Value, path: &str, out: &mut Vec<Difference>) {
     diff_with(recorded, replayed, path, IGNORED_VALUE_KEYS, out);
 }
 
@@ -146,7 +146,7 @@ fn is_scalar(v: &Value) -> bool {
 
 /// A canonical text form: equal exactly when [`json_diff`] finds nothing.
 /// Used as a hash key to match requests in O(1).
-pub fn canonical(v: &Value) -> String {
+pub(crate) fn canonical(v: &Value) -> String {
     let mut out = String::new();
     write_canonical(v, &mut out, false);
     out
@@ -155,7 +155,7 @@ pub fn canonical(v: &Value) -> String {
 /// The canonical form of a request body as replay matches it: redacted
 /// (every string through `redact_str`) and without a top-level
 /// `"stream": false`, computed without copying the body.
-pub fn request_body_key(v: &Value) -> String {
+pub(crate) fn request_body_key(v: &Value) -> String {
     let mut out = String::new();
     match v {
         Value::Object(m) if m.get("stream") == Some(&Value::Bool(false)) => {
@@ -215,7 +215,7 @@ fn write_canonical(v: &Value, out: &mut String, redact: bool) {
 }
 
 /// Request-body noise: a top-level `"stream": false` is the default.
-pub fn normalize_request_body(v: &Value) -> Value {
+pub(crate) fn normalize_request_body(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
         if o.get("stream") == Some(&Value::Bool(false)) {
@@ -230,7 +230,7 @@ const IGNORED_VALUE_KEYS: &[&str] = &["id", "created", "created_at"];
 
 /// Query parameters that are compared: all but the ignored ones, decoded,
 /// sorted.
-pub fn normalized_query(query: Option<&str>) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn normalized_query(query: Option<&str>) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -267,7 +267,7 @@ fn semantic_value(name: &str, v: &str) -> Value {
 /// Header differences. A header the recording lacks is only compared when
 /// the recording kept all headers (`complete`), except `anthropic-beta`,
 /// which the gateway must never add on its own.
-pub fn header_diff(recorded: &Headers, replayed: &Headers, complete: bool, out: &mut Vec<Difference>) {
+pub(crate) fn header_diff(recorded: &Headers, replayed: &Headers, complete: bool, out: &mut Vec<Difference>) {
     for name in SEMANTIC_HEADERS {
         let r = header_values(recorded, name);
         let p = header_values(replayed, name);
@@ -283,7 +283,7 @@ pub fn header_diff(recorded: &Headers, replayed: &Headers, complete: bool, out: 
 }
 
 /// A unified diff of two texts, cut to 40 lines.
-pub fn text_diff(path: &str, recorded: &str, replayed: &str) -> Option<Difference> {
+pub(crate) fn text_diff(path: &str, recorded: &str, replayed: &str) -> Option<Difference> {
     if recorded == replayed {
         return None;
     }
@@ -304,7 +304,7 @@ pub struct ComparedEvent {
 }
 
 impl ComparedEvent {
-    pub fn from_sse(e: &RecordedEvent) -> Option<ComparedEvent> {
+    pub(crate) fn from_sse(e: &RecordedEvent) -> Option<ComparedEvent> {
         if e.comment.is_some() {
             return None;
         }
@@ -315,7 +315,7 @@ impl ComparedEvent {
 }
 
 /// Event-by-event comparison of two streams.
-pub fn events_diff(recorded: &[ComparedEvent], replayed: &[ComparedEvent], out: &mut Vec<Difference>) {
+pub(crate) fn events_diff(recorded: &[ComparedEvent], replayed: &[ComparedEvent], out: &mut Vec<Difference>) {
     for (i, (r, p)) in recorded.iter().zip(replayed).enumerate() {
         if r.event != p.event {
             out.push(Difference::new(

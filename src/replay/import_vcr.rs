@@ -21,7 +21,7 @@ use super::CassetteError;
 
 /// Rewrites the `!!binary` tag (and only tags: after `key: `, `- ` or at the
 /// start of a line) to `!binary`.
-pub fn untag_binary(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn untag_binary(text: &str) -> std::borrow::Cow<'_, str> {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
         Regex::new(r"(?m)(^[ \t]*|:[ \t]+|-[ \t]+)!!binary\b").unwrap_or_else(|e| panic!("binary tag pattern: {e}"))
@@ -41,7 +41,7 @@ pub fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
 
 /// Imports an already parsed VCR document; `text` is only used to find the
 /// line of each interaction for error messages.
-pub fn import_value(v: &Yaml, text: &str, file: &str) -> Result<Cassette, CassetteError> {
+pub(crate) fn import_value(v: &Yaml, text: &str, file: &str) -> Result<Cassette, CassetteError> {
     let lines = item_lines(text);
     let items = v
         .get("interactions")

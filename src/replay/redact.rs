@@ -1,7 +1,7 @@
 //! Secret redaction for cassettes, and the secret patterns `lint` looks for.
 //!
 //! Two pattern sets on purpose:
-//! - redaction ([`redact_str`]) is broad: a recording must never keep a
+//! - redaction (`redact_str`) is broad: a recording must never keep a
 //!   secret, and replacing a harmless key-shaped string costs little;
 //! - lint ([`find_secrets`]) is precise: it runs over the whole repository and
 //!   must not flag the obviously fake credentials scenarios use
@@ -154,13 +154,13 @@ pub fn find_secrets(text: &str) -> Vec<SecretHit> {
 
 /// Shows enough of a secret to find it, never the secret: its first
 /// characters (a prefix like `sk-proj-` is not secret) and its length.
-pub fn mask(secret: &str) -> String {
+pub(crate) fn mask(secret: &str) -> String {
     let shown: String = secret.chars().take(6).collect();
     format!("{shown}… ({} chars)", secret.chars().count())
 }
 
 /// Replaces every key-shaped substring. `None` when nothing matched.
-pub fn redact_str(s: &str) -> Option<(String, Vec<&'static str>)> {
+pub(crate) fn redact_str(s: &str) -> Option<(String, Vec<&'static str>)> {
     let mut out: Option<String> = None;
     let mut kinds = Vec::new();
     for r in redaction_rules() {
@@ -187,7 +187,7 @@ pub fn redact_str(s: &str) -> Option<(String, Vec<&'static str>)> {
 }
 
 /// True when the text holds a placeholder (it came out of redaction).
-pub fn is_placeholder(s: &str) -> bool {
+pub(crate) fn is_placeholder(s: &str) -> bool {
     s.contains("[REDACTED")
 }
 
@@ -205,7 +205,7 @@ fn redact_string_in_place(s: &mut String, log: &mut RedactionLog) {
 }
 
 /// Redacts every string in a JSON value (object keys are left alone).
-pub fn redact_json(v: &mut Value, log: &mut RedactionLog) {
+pub(crate) fn redact_json(v: &mut Value, log: &mut RedactionLog) {
     match v {
         Value::String(s) => redact_string_in_place(s, log),
         Value::Array(a) => a.iter_mut().for_each(|x| redact_json(x, log)),
@@ -247,7 +247,7 @@ fn redact_header_value(name: &str, value: &str) -> String {
 }
 
 /// Redacts credential headers whole and key-shaped strings in the others.
-pub fn redact_headers(headers: &mut Headers, log: &mut RedactionLog) {
+pub(crate) fn redact_headers(headers: &mut Headers, log: &mut RedactionLog) {
     for (name, values) in headers.iter_mut() {
         let secret = SECRET_HEADERS.contains(&name.as_str());
         let redact_one = |v: &mut String, log: &mut RedactionLog| {
@@ -273,7 +273,7 @@ pub fn redact_headers(headers: &mut Headers, log: &mut RedactionLog) {
 
 /// Redacts credential query parameters (and key-shaped values in the rest),
 /// leaving the URL otherwise byte for byte.
-pub fn redact_url(url: &str, log: &mut RedactionLog) -> String {
+pub(crate) fn redact_url(url: &str, log: &mut RedactionLog) -> String {
     let Some((base, query)) = url.split_once('?') else {
         return url.to_string();
     };
@@ -303,7 +303,7 @@ pub fn redact_url(url: &str, log: &mut RedactionLog) -> String {
 }
 
 /// Redacts every form a body can take.
-pub fn redact_body(body: &mut Body, log: &mut RedactionLog) {
+pub(crate) fn redact_body(body: &mut Body, log: &mut RedactionLog) {
     if let Some(v) = &mut body.json {
         redact_json(v, log);
     }
@@ -339,19 +339,19 @@ pub fn redact_body(body: &mut Body, log: &mut RedactionLog) {
     }
 }
 
-pub fn redact_request(r: &mut Request, log: &mut RedactionLog) {
+pub(crate) fn redact_request(r: &mut Request, log: &mut RedactionLog) {
     let url = redact_url(&r.url, log);
     r.url = url;
     redact_headers(&mut r.headers, log);
     redact_body(&mut r.body, log);
 }
 
-pub fn redact_response(r: &mut Response, log: &mut RedactionLog) {
+pub(crate) fn redact_response(r: &mut Response, log: &mut RedactionLog) {
     redact_headers(&mut r.headers, log);
     redact_body(&mut r.body, log);
 }
 
-pub fn redact_interaction(i: &mut Interaction, log: &mut RedactionLog) {
+pub(crate) fn redact_interaction(i: &mut Interaction, log: &mut RedactionLog) {
     redact_request(&mut i.request, log);
     redact_response(&mut i.response, log);
     if let Some(c) = &mut i.client {
@@ -365,7 +365,7 @@ pub fn redact_interaction(i: &mut Interaction, log: &mut RedactionLog) {
 }
 
 /// Redacts a whole cassette and adds what was replaced to its metadata.
-pub fn redact_cassette(c: &mut Cassette) {
+pub(crate) fn redact_cassette(c: &mut Cassette) {
     let mut log = RedactionLog::new();
     for i in &mut c.interactions {
         redact_interaction(i, &mut log);

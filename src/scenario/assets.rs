@@ -50,7 +50,7 @@ async fn serve(State(files): State<Files>, Path(name): Path<String>) -> Response
 }
 
 /// Produces an asset's bytes from its spec, relative to `root`.
-pub fn materialize(spec: &AssetSpec, root: &FsPath) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn materialize(spec: &AssetSpec, root: &FsPath) -> anyhow::Result<Vec<u8>> {
     if let Some(raw) = &spec.raw {
         return Ok(raw.clone().into_bytes());
     }

@@ -133,7 +133,7 @@ pub struct Outcome {
     /// The target's last output lines, when a separate process failed.
     pub target_output: Option<String>,
     /// The scenario ran on the gateway process an earlier scenario with the
-    /// same config started (target mode; see [`sharing_key`]).
+    /// same config started (target mode; see `sharing_key`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reused_target: bool,
     /// Steps skipped because the target lacks a capability they need.
@@ -212,7 +212,7 @@ impl Response {
 /// What a scenario runs against: its mock providers, its asset server and
 /// the gateway under test started from its config. In target mode,
 /// scenarios with the same config share one rig, one after another (see
-/// [`sharing_key`]); otherwise every scenario has its own.
+/// `sharing_key`); otherwise every scenario has its own.
 pub struct Rig {
     /// The instances of the gateway under test (`gateways:`), never empty;
     /// `current` is the one the running step talks to (`gateway: i`).
@@ -294,7 +294,7 @@ pub async fn run_scenario(scenario: &Scenario, file: &Path, opts: &RunOptions) -
 /// scenarios the mocks are reset (stubs, gates, journals) and the assets
 /// served afresh. After a scenario fails, or the process exits, the next
 /// one gets a new rig, so a failure never leaks into the next verdict.
-pub async fn run_group(group: &[(Scenario, PathBuf)], opts: &RunOptions) -> Vec<Outcome> {
+pub(crate) async fn run_group(group: &[(Scenario, PathBuf)], opts: &RunOptions) -> Vec<Outcome> {
     let mut rig = None;
     let mut outcomes = Vec::with_capacity(group.len());
     for (scenario, file) in group {
@@ -312,7 +312,7 @@ pub async fn run_group(group: &[(Scenario, PathBuf)], opts: &RunOptions) -> Vec<
 /// profiles; stubs are mounted per scenario) and assets. Scenarios that
 /// change the gateway's own state (`reload`, `set_asset`) or ask for it
 /// (`isolated: true`) get a process of their own.
-pub fn sharing_key(scenario: &Scenario, root: &Path) -> Option<String> {
+pub(crate) fn sharing_key(scenario: &Scenario, root: &Path) -> Option<String> {
     let changes_gateway =
         |steps: &[Step]| steps.iter().any(|s| matches!(s.action(), Ok(Action::Reload(_)) | Ok(Action::SetAsset(_))));
     if scenario.isolated
@@ -553,7 +553,7 @@ pub enum StepError {
 }
 
 impl StepError {
-    pub fn is_harness(&self) -> bool {
+    pub(crate) fn is_harness(&self) -> bool {
         matches!(self, StepError::Harness(_))
     }
 
@@ -958,7 +958,11 @@ fn substitute(v: &mut Value, vars: &BTreeMap<String, String>) -> anyhow::Result<
 /// The scenario's gateway config with placeholders filled, as the
 /// LiteLLM-format config a separate gateway process would read (JSON, a
 /// subset of YAML that no YAML version reads differently).
-pub fn render_config_yaml(scenario: &Scenario, root: &Path, vars: &BTreeMap<String, String>) -> anyhow::Result<String> {
+pub(crate) fn render_config_yaml(
+    scenario: &Scenario,
+    root: &Path,
+    vars: &BTreeMap<String, String>,
+) -> anyhow::Result<String> {
     let mut value: Value = match &scenario.gateway {
         GatewaySpec::Inline(v) => v.clone(),
         GatewaySpec::Path(p) => {

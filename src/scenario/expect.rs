@@ -19,7 +19,7 @@ impl Mismatch {
 
 /// `expected` is contained in `actual`: objects by subset, arrays by equal
 /// length with each element contained, scalars by equality.
-pub fn json_contains(expected: &Value, actual: &Value, at: &str) -> Result<(), Mismatch> {
+pub(crate) fn json_contains(expected: &Value, actual: &Value, at: &str) -> Result<(), Mismatch> {
     match (expected, actual) {
         (Value::Object(e), Value::Object(a)) => {
             for (k, ev) in e {
@@ -62,7 +62,7 @@ pub fn short(v: &Value) -> String {
 /// Checks a value against a stats expectation: plain values compare equal;
 /// strings `>=N`, `<=N`, `>N`, `<N`, `==N` compare numbers; `contains:TEXT`
 /// looks for a substring in the value's text.
-pub fn check_stat(pointer: &str, expected: &Value, actual: Option<&Value>) -> Result<(), Mismatch> {
+pub(crate) fn check_stat(pointer: &str, expected: &Value, actual: Option<&Value>) -> Result<(), Mismatch> {
     let actual_v = actual.cloned().unwrap_or(Value::Null);
     if let Some(s) = expected.as_str() {
         if let Some(text) = s.strip_prefix("contains:") {
@@ -105,7 +105,7 @@ pub fn media_type(value: &str) -> String {
 }
 
 /// Checks a header's media type against the expected one (see [`media_type`]).
-pub fn check_media_type(name: &str, want: &str, got: Option<&str>) -> Result<(), Mismatch> {
+pub(crate) fn check_media_type(name: &str, want: &str, got: Option<&str>) -> Result<(), Mismatch> {
     match got {
         Some(got) if media_type(got) == media_type(want) => Ok(()),
         Some(got) => Err(Mismatch(format!("header {name}: expected media type {want:?}, got {got:?}"))),
@@ -115,12 +115,12 @@ pub fn check_media_type(name: &str, want: &str, got: Option<&str>) -> Result<(),
 
 /// The error message of an OpenAI-style (`{"error": {"message": …}}`) or
 /// Anthropic-style (`{"type": "error", "error": {"message": …}}`) error body.
-pub fn error_message(body: &Value) -> Option<&str> {
+pub(crate) fn error_message(body: &Value) -> Option<&str> {
     body.pointer("/error/message").and_then(Value::as_str)
 }
 
 /// `href` and `src` attribute values in an HTML document.
-pub fn html_links(html: &str) -> Vec<String> {
+pub(crate) fn html_links(html: &str) -> Vec<String> {
     let mut out = Vec::new();
     for attr in ["href=\"", "src=\""] {
         let mut rest = html;
@@ -137,7 +137,7 @@ pub fn html_links(html: &str) -> Vec<String> {
 
 /// Whether an SSE body ended cleanly: an OpenAI `[DONE]` or an Anthropic
 /// `message_stop`, and no error event anywhere.
-pub fn stream_verdict(body: &str) -> Result<(), Mismatch> {
+pub(crate) fn stream_verdict(body: &str) -> Result<(), Mismatch> {
     // Read as events (the contracts' SSE reader), not searched as text: a
     // `[DONE]` inside a chunk's content is no terminator.
     let parsed = crate::contracts::sse::events(body.as_bytes());

@@ -319,7 +319,7 @@ pub enum Action<'a> {
 
 impl Step {
     /// The step's single action, or an error when it has none or several.
-    pub fn action(&self) -> anyhow::Result<Action<'_>> {
+    pub(crate) fn action(&self) -> anyhow::Result<Action<'_>> {
         let mut found = Vec::new();
         if let Some(r) = &self.request {
             found.push(Action::Request(r));
@@ -752,7 +752,7 @@ fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Dura
 }
 
 /// `500ms`, `90s`, `11m`, `2h`.
-pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+pub(crate) fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -957,13 +957,13 @@ impl Scenario {
     }
 
     /// Capabilities `steps` need: declared ones plus those the steps imply.
-    pub fn required_capabilities(&self) -> Vec<Capability> {
+    pub(crate) fn required_capabilities(&self) -> Vec<Capability> {
         required_capabilities(&self.needs, &self.steps)
     }
 
     /// Capabilities the black-box variant needs (`needs` minus the
     /// in-process-only ones, plus what its steps imply).
-    pub fn black_box_capabilities(&self) -> Option<Vec<Capability>> {
+    pub(crate) fn black_box_capabilities(&self) -> Option<Vec<Capability>> {
         let steps = self.black_box_steps.as_ref()?;
         let declared: Vec<Capability> = self
             .needs
@@ -974,7 +974,7 @@ impl Scenario {
         Some(required_capabilities(&declared, steps))
     }
 
-    pub fn step_label(steps: &[Step], list: &str, i: usize) -> String {
+    pub(crate) fn step_label(steps: &[Step], list: &str, i: usize) -> String {
         let s = &steps[i];
         let kind = match s.action() {
             Ok(Action::Request(r)) => format!("request {} {}", r.method, r.path),
@@ -1039,7 +1039,7 @@ pub fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Files named directly, and every file with one of `extensions` under the
 /// given directories; sorted, without duplicates.
-pub fn discover_files(paths: &[PathBuf], extensions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn discover_files(paths: &[PathBuf], extensions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {

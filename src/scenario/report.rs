@@ -194,7 +194,7 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-pub fn junit(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
+pub(crate) fn junit(outcomes: &[Outcome], proofs: &[Proof], wall_ms: u128) -> String {
     let (_, failed, na, inconclusive) = counts(outcomes);
     let na = na + inconclusive;
     let unproven = proofs.iter().filter(|p| !p.proven).count();

@@ -121,7 +121,7 @@ struct Group {
     members: Vec<(Scenario, PathBuf)>,
 }
 
-pub fn load_failure(file: &Path, message: String) -> Outcome {
+pub(crate) fn load_failure(file: &Path, message: String) -> Outcome {
     let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     Outcome {
         verdict: crate::scenario::Verdict::Failed,

@@ -34,7 +34,7 @@ pub struct WarmUpCall {
 
 /// The config with the warm-up deployments added, and the calls that warm
 /// each up. A config without a `model_list` is returned as it is.
-pub fn with_warm_up(config_json: &str) -> (String, Vec<WarmUpCall>) {
+pub(crate) fn with_warm_up(config_json: &str) -> (String, Vec<WarmUpCall>) {
     let Ok(mut config) = serde_json::from_str::<Value>(config_json) else {
         return (config_json.to_string(), Vec::new());
     };
@@ -98,7 +98,7 @@ fn deployment(provider: &str) -> Option<Value> {
 
 /// Sends each warm-up call to the target at `base` (root path included)
 /// with `key` if it has one, ignoring the answers.
-pub async fn warm_up(http: &reqwest::Client, base: &str, key: Option<&str>, calls: &[WarmUpCall]) {
+pub(crate) async fn warm_up(http: &reqwest::Client, base: &str, key: Option<&str>, calls: &[WarmUpCall]) {
     for call in calls {
         let mut req = http.post(format!("{base}{}", call.path)).json(&call.body).timeout(CALL_BOUND);
         if let Some(k) = key {

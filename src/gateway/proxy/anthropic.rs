@@ -278,7 +278,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
 
 /// Errors on the Anthropic-native route use Anthropic's error shape, so the
 /// Anthropic SDK raises its typed exceptions.
-pub fn anthropic_error(e: ApiError) -> Response {
+pub(crate) fn anthropic_error(e: ApiError) -> Response {
     let status = e.status();
     // Anthropic's error types by status (its "Errors" page).
     let kind = match status.as_u16() {

@@ -28,7 +28,8 @@ pub(crate) mod pricing;
 mod stream;
 
 use crate::gateway::activity::{Attribution, Who};
-pub use anthropic::{anthropic_error, count_tokens, messages};
+pub(crate) use anthropic::anthropic_error;
+pub use anthropic::{count_tokens, messages};
 
 /// The `model` a body names, for labelling an answer the front half refused
 /// (only on that path: admitted requests carry it already).
@@ -83,4 +84,5 @@ fn serves(gw: &crate::gateway::state::Gateway, model: &str) -> bool {
     let group = gw.fallbacks.alias(model).unwrap_or(model);
     !gw.router.resolve(group, &gw.catalog.current()).is_empty() || !gw.router.unavailable_for(group).is_empty()
 }
-pub use openai::{chat_completions, completions, delete_response, embeddings, responses, retrieve_response};
+pub use openai::{chat_completions, completions, embeddings, responses};
+pub(crate) use openai::{delete_response, retrieve_response};

@@ -204,12 +204,12 @@ pub async fn responses(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes) -> Resp
 /// caller must be allowed that deployment's model; an id this gateway did
 /// not issue, or whose deployment is gone, is a 404 as OpenAI answers an
 /// unknown id.
-pub async fn retrieve_response(gw: Arc<Gateway>, headers: HeaderMap, id: String) -> Response {
+pub(crate) async fn retrieve_response(gw: Arc<Gateway>, headers: HeaderMap, id: String) -> Response {
     stored_response(gw, headers, id, http::Method::GET).await
 }
 
 /// `DELETE /v1/responses/{id}`: as the read, at the deployment that stored it.
-pub async fn delete_response(gw: Arc<Gateway>, headers: HeaderMap, id: String) -> Response {
+pub(crate) async fn delete_response(gw: Arc<Gateway>, headers: HeaderMap, id: String) -> Response {
     stored_response(gw, headers, id, http::Method::DELETE).await
 }
 

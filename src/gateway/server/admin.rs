@@ -68,7 +68,7 @@ pub(super) async fn liveness() -> Json<Value> {
     Json(json!({"status": "alive"}))
 }
 
-pub fn health_value(gw: &Gateway) -> Value {
+pub(crate) fn health_value(gw: &Gateway) -> Value {
     let catalog = gw.catalog.status();
     let beta = gw.beta_status.lock().clone();
     let deployments: Vec<Value> = gw

@@ -151,7 +151,7 @@ pub async fn serve_with(
 /// The last of a graceful shutdown, once no request is in flight: the
 /// queued spend is written and the finished spans are sent. A gateway the
 /// harness restarts in-process stops through here too.
-pub async fn write_out(gw: &Gateway) {
+pub(crate) async fn write_out(gw: &Gateway) {
     if gw.bugs.no_spend_write_at_shutdown {
         return;
     }
@@ -234,7 +234,7 @@ fn spawn_spend_writer(gw: Arc<Gateway>) {
 
 /// In production the periodic reload runs on a real ticker; the harness
 /// calls `run_due_tasks` after moving its manual clock instead.
-pub fn spawn_periodic_tasks(gw: Arc<Gateway>) {
+pub(crate) fn spawn_periodic_tasks(gw: Arc<Gateway>) {
     if gw.config.general_settings.model_cost_map_reload_interval_secs.is_none() {
         return;
     }

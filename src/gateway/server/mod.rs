@@ -9,11 +9,9 @@
 mod admin;
 mod listen;
 
-pub use admin::health_value;
-pub use listen::{
-    serve, serve_until, serve_with, spawn_periodic_tasks, write_out, ServeLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS,
-    SHUTDOWN_GRACE,
-};
+pub(crate) use admin::health_value;
+pub(crate) use listen::write_out;
+pub use listen::{serve, serve_until, serve_with, ServeLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE};
 
 use crate::gateway::error::ApiError;
 use crate::gateway::state::Gateway;

@@ -66,7 +66,7 @@ impl PyError {
         PyError { ty: ty.into(), loc, msg: msg.into(), input, ctx: Vec::new() }
     }
 
-    pub fn with_ctx(mut self, key: &str, value: &str) -> PyError {
+    pub(crate) fn with_ctx(mut self, key: &str, value: &str) -> PyError {
         self.ctx.push((key.into(), value.into()));
         self
     }

@@ -549,7 +549,7 @@ impl AnthropicUsage {
     }
 
     /// OpenAI `usage` object, keeping Anthropic's cache fields as LiteLLM does.
-    pub fn to_openai_usage(&self) -> Value {
+    pub(crate) fn to_openai_usage(self) -> Value {
         json!({
             "prompt_tokens": self.prompt_tokens(),
             "completion_tokens": self.output_tokens,
