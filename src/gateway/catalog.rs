@@ -590,8 +590,12 @@ pub fn parse_catalog(
         serde::de::DeserializeSeed::deserialize(&mut read, &mut de).and_then(|()| de.end())
     };
     if let Err(e) = parsed {
-        if let Some(found) = read.not_an_object {
-            return Err(CatalogError::NotAnObject { found });
+        // Valid JSON of another type: named (only on this failure path is
+        // the document read a second time).
+        if let Ok(other) = serde_json::from_slice::<Value>(bytes) {
+            if !other.is_object() {
+                return Err(CatalogError::NotAnObject { found: json_type(&other) });
+            }
         }
         let (line, column) = (e.line(), e.column());
         let full = e.to_string();
@@ -622,13 +626,11 @@ pub fn parse_catalog(
 }
 
 /// What reading a cost map entry by entry found: the entries (file order,
-/// duplicates not yet merged), the first entry's problem, and, when the
-/// document is not an object, its type.
+/// duplicates not yet merged) and the first entry's problem.
 #[derive(Default)]
 struct EntriesRead {
     models: Vec<(String, ModelEntry)>,
     problem: Option<CatalogError>,
-    not_an_object: Option<&'static str>,
 }
 
 impl EntriesRead {
@@ -663,7 +665,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for &mut EntriesRead {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_map(self)
     }
 }
 
@@ -680,41 +682,6 @@ impl<'de> serde::de::Visitor<'de> for &mut EntriesRead {
             self.entry(model, v);
         }
         Ok(())
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        self.not_an_object = Some("an array");
-        Err(serde::de::Error::custom("not an object"))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-        self.not_an_object = Some("a string");
-        Err(E::custom("not an object"))
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        self.not_an_object = Some("a boolean");
-        Err(E::custom("not an object"))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-        self.not_an_object = Some("a number");
-        Err(E::custom("not an object"))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-        self.not_an_object = Some("a number");
-        Err(E::custom("not an object"))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-        self.not_an_object = Some("a number");
-        Err(E::custom("not an object"))
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.not_an_object = Some("null");
-        Err(E::custom("not an object"))
     }
 }
 
