@@ -1,7 +1,11 @@
-#![forbid(unsafe_code)]
 //! postmortem: an LLM gateway (`gateway`) and the regression harness around
 //! it (`mocks`, `contracts`, `target`, `scenario`, `replay`, `bench`, `cli`). See
 //! ARCHITECTURE.md.
+
+#![forbid(unsafe_code)]
+// What only the crate reaches is declared `pub(crate)`, so a reader sees at
+// the item what other crates may use (tests/architecture.rs checks the rest).
+#![warn(unreachable_pub)]
 
 pub mod bench;
 pub mod cli;

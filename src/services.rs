@@ -22,7 +22,7 @@ pub fn free_port() -> Result<u16> {
 /// Whom a server runs as: `None` when the harness is not root (run as
 /// ourselves), else an existing unprivileged account.
 #[derive(Debug, Clone)]
-pub struct ServiceUser {
+pub(crate) struct ServiceUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
@@ -500,27 +500,27 @@ impl Drop for Redis {
 }
 
 /// A service a scenario stages.
-pub enum Service {
+pub(crate) enum Service {
     Postgres(Postgres),
     Redis(Redis),
 }
 
 impl Service {
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self {
             Service::Postgres(s) => s.url(),
             Service::Redis(s) => s.url(),
         }
     }
 
-    pub fn stop(&mut self) -> Result<()> {
+    pub(crate) fn stop(&mut self) -> Result<()> {
         match self {
             Service::Postgres(s) => s.stop(),
             Service::Redis(s) => s.stop(),
         }
     }
 
-    pub fn start_again(&mut self) -> Result<()> {
+    pub(crate) fn start_again(&mut self) -> Result<()> {
         match self {
             Service::Postgres(s) => s.start_again(),
             Service::Redis(s) => s.start_again(),

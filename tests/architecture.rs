@@ -207,6 +207,23 @@ fn no_result_has_a_string_for_its_error() {
     assert_eq!(string_results("// Result<(), String>\nfn g() -> anyhow::Result<()> {}"), Vec::<usize>::new());
 }
 
+/// Every source the crate's users write: tests, benches, examples, the fuzz
+/// targets and `main.rs`.
+fn outside_the_crate() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut outside = String::new();
+    for dir in ["tests", "benches", "examples", "fuzz", "src/main.rs"] {
+        let path = root.join(dir);
+        if path.exists() {
+            for file in rust_files(&path) {
+                outside.push_str(&std::fs::read_to_string(&file).expect("readable"));
+                outside.push('\n');
+            }
+        }
+    }
+    outside
+}
+
 /// Whether `name` occurs in `text` as a whole identifier.
 fn names(text: &str, name: &str) -> bool {
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
@@ -221,17 +238,7 @@ fn names(text: &str, name: &str) -> bool {
 /// name also occurs outside for another reason passes.)
 #[test]
 fn a_public_function_is_named_outside_the_crate() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut outside = String::new();
-    for dir in ["tests", "benches", "examples", "fuzz", "src/main.rs"] {
-        let path = root.join(dir);
-        if path.exists() {
-            for file in rust_files(&path) {
-                outside.push_str(&std::fs::read_to_string(&file).expect("readable"));
-                outside.push('\n');
-            }
-        }
-    }
+    let outside = outside_the_crate();
     let mut found = Vec::new();
     for (path, text) in src("") {
         if path.ends_with("main.rs") || path.ends_with("lib.rs") {
@@ -260,4 +267,126 @@ fn the_public_function_check_reads_whole_names() {
     assert!(names("a.parse_catalog(x)", "parse_catalog"));
     assert!(!names("a.parse_catalog_with(x)", "parse_catalog"));
     assert!(!names("reparse_catalog", "parse_catalog"));
+}
+
+/// The text of `text`'s public signatures, through which a type is reachable
+/// from other crates even when none of them names it: each `pub fn` up to its
+/// body, `pub` fields and re-exports, what a `pub type` aliases, the bodies
+/// of `pub enum`s (variants) and `pub trait`s (methods), and trait impls with
+/// their associated types. Declaration lines themselves are left out, so an
+/// item does not count as its own use.
+fn public_signatures(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let code = line.split("//").next().unwrap_or("").trim_start();
+        i += 1;
+        let trait_impl = code.starts_with("impl") && code.contains(" for ");
+        if trait_impl || code.starts_with("type ") {
+            // A trait implemented for a public type, and its associated types
+            // (`type Err = …`), are as public as the type; a module's own
+            // `Result<T>` alias spells its error in public signatures.
+            out.push_str(code);
+            out.push('\n');
+            continue;
+        }
+        if !code.starts_with("pub ") {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        if code.starts_with("pub enum ") || code.starts_with("pub trait ") {
+            // The body, up to the brace that closes it at the same indentation.
+            if code.trim_end().ends_with('}') {
+                continue;
+            }
+            while i < lines.len() {
+                let body = lines[i];
+                i += 1;
+                if body.trim() == "}" && body.len() - body.trim_start().len() == indent {
+                    break;
+                }
+                out.push_str(body.split("//").next().unwrap_or(""));
+                out.push('\n');
+            }
+        } else if code.starts_with("pub fn ") || code.starts_with("pub async fn ") || code.starts_with("pub use ") {
+            // The signature, which may run over several lines.
+            let mut part = code;
+            loop {
+                out.push_str(part);
+                out.push('\n');
+                let end = part.trim_end();
+                if end.ends_with('{') || end.ends_with(';') || end.ends_with('}') || i >= lines.len() {
+                    break;
+                }
+                part = lines[i].split("//").next().unwrap_or("");
+                i += 1;
+            }
+        } else if let Some(aliased) = code.strip_prefix("pub type ").and_then(|t| t.split_once('=')) {
+            out.push_str(aliased.1);
+            out.push('\n');
+        } else if !["pub struct ", "pub const ", "pub static ", "pub mod ", "pub(crate)"]
+            .iter()
+            .any(|k| code.starts_with(k))
+        {
+            out.push_str(code); // a field
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A public type, constant or module is API: other crates (the tests,
+/// benches, examples, fuzz targets, `main.rs`) name it, or a public
+/// signature hands it to them; else it is `pub(crate)`. Within the crate,
+/// `#![warn(unreachable_pub)]` (lib.rs) keeps `pub` off what other crates
+/// cannot reach at all. (By name, as the function check.)
+#[test]
+fn a_public_type_is_named_outside_the_crate_or_reached_through_a_signature() {
+    let outside = outside_the_crate();
+    let sources: Vec<(PathBuf, String)> =
+        src("").into_iter().filter(|(p, _)| !p.ends_with("main.rs") && !p.ends_with("lib.rs")).collect();
+    let signatures: String = sources.iter().map(|(_, text)| public_signatures(text)).collect();
+    let mut found = Vec::new();
+    for (path, text) in &sources {
+        for (n, line) in text.lines().enumerate() {
+            let rest = line.trim_start();
+            let Some((kind, rest)) = ["struct", "enum", "trait", "type", "const", "static", "mod"]
+                .iter()
+                .find_map(|k| rest.strip_prefix("pub ").and_then(|r| r.strip_prefix(k)).map(|r| (*k, r)))
+            else {
+                continue;
+            };
+            let Some(rest) = rest.strip_prefix(' ') else { continue };
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let in_signature = ["struct", "enum", "trait", "type"].contains(&kind) && names(&signatures, &name);
+            if !names(&outside, &name) && !in_signature {
+                found.push(format!("{}:{}: {kind} {name}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "pub items nothing outside the crate names or reaches (make them pub(crate)):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn public_signatures_are_read_whole() {
+    let text = "pub struct Hidden { inner: Inner, pub shown: Shown }\n\
+                pub fn f(\n    a: Arg,\n) -> Out {\n    Body\n}\n\
+                pub enum E {\n    V(Variant),\n}\n\
+                pub(crate) fn g(x: Private) {}\n\
+                pub type Alias = Target;\n\
+                impl From<Source> for E {\n    type Err = Assoc;\n}\n\
+                impl Inherent {\n    fn own(&self) {}\n}\n";
+    let sig = public_signatures(text);
+    for name in ["Arg", "Out", "Variant", "Target", "Source", "Assoc"] {
+        assert!(names(&sig, name), "{name} is in a public signature: {sig}");
+    }
+    for name in ["Body", "Private", "Hidden", "Alias", "Inherent"] {
+        assert!(!names(&sig, name), "{name} is not: {sig}");
+    }
 }

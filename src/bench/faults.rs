@@ -47,7 +47,7 @@ impl Fault {
     pub const ALL: [Fault; 7] =
         [Fault::None, Fault::Status500, Fault::Status503, Fault::Status429, Fault::Reset, Fault::Cut, Fault::Malformed];
     /// The faults a faulted request draws from, equally likely.
-    pub const INJECTED: [Fault; 6] =
+    pub(crate) const INJECTED: [Fault; 6] =
         [Fault::Status500, Fault::Status503, Fault::Status429, Fault::Reset, Fault::Cut, Fault::Malformed];
 
     pub fn name(self) -> &'static str {
@@ -189,7 +189,7 @@ fn unexpected(kind: &'static str, detail: String) -> Result<(), Unexpected> {
 /// How an event stream ended: `[DONE]` as its last data, and whether an
 /// error event came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamEnd {
+pub(crate) struct StreamEnd {
     pub done: bool,
     pub error_event: bool,
     pub events: usize,

@@ -91,7 +91,7 @@ impl Worker {
 }
 
 /// One keep-alive client connection.
-pub type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+pub(crate) type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// A keep-alive HTTP/1.1 connection to `authority` with TCP_NODELAY.
 pub async fn connect(authority: &str) -> anyhow::Result<Conn> {

@@ -10,7 +10,7 @@
 //! several rounds, the arms interleaved so the machine's noise falls on all
 //! of them alike. It reports latency (p50/p90/p99), what each arm adds to
 //! direct, throughput ratios, CPU per request of each process and the
-//! target's memory, all read from `/proc` ([`procs`]), and whether other
+//! target's memory, all read from `/proc` (`procs`), and whether other
 //! processes used the CPU during a run (such a run is redone once, then
 //! marked).
 //!
@@ -25,7 +25,7 @@ use anyhow::anyhow;
 pub mod faults;
 pub mod floor;
 pub mod load;
-pub mod procs;
+pub(crate) mod procs;
 pub mod soak;
 pub mod upstream;
 
@@ -288,7 +288,7 @@ struct Arm {
 }
 
 /// Called after each run with a line saying what finished.
-pub type Progress<'a> = &'a (dyn Fn(String) + Sync);
+pub(crate) type Progress<'a> = &'a (dyn Fn(String) + Sync);
 
 /// How many runs [`run`] makes (for a progress bar).
 pub(crate) fn planned_runs(o: &BenchOptions, arms: usize) -> u64 {
@@ -531,7 +531,7 @@ fn rotated<T>(items: &[T], round: usize) -> impl Iterator<Item = &T> {
 
 /// Above this share of one core used by other processes, a run is
 /// disturbed.
-pub const DISTURBED_SHARE: f64 = 0.2;
+pub(crate) const DISTURBED_SHARE: f64 = 0.2;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);

@@ -5,7 +5,7 @@
 //! `--faults`, so it obeys the fault marker each request carries), the
 //! target seam (`--target-cmd` / `--target-url`, started with
 //! `super::start_target`), the load generator's keep-alive connections
-//! ([`super::load`]) and `/proc` readings ([`super::procs`]). What it adds:
+//! ([`super::load`]) and `/proc` readings (`super::procs`). What it adds:
 //!
 //! - **Mixed requests** drawn from a seed ([`faults::Mix`]): streamed or not,
 //!   with or without an upstream fault (500, 503, 429 with Retry-After, a

@@ -2,7 +2,7 @@
 //! `POST …/chat/completions` (any path prefix, so deployments can differ by
 //! `api_base`) reads its body and answers the same fixed chat completion,
 //! or with `"stream": true` in the body, the same answer as
-//! [`STREAM_CHUNKS`] chunks spaced [`Upstream::chunk_gap`] apart, then
+//! `STREAM_CHUNKS` chunks spaced [`Upstream::chunk_gap`] apart, then
 //! `[DONE]`. Not the harness mock (`src/mocks`), which validates and records
 //! every request for the contracts: here the upstream must cost as little
 //! as possible, so what is measured is the gateway.
@@ -38,11 +38,11 @@ use super::faults::Fault;
 
 /// The fixed answer: a realistic non-streaming completion with usage, so a
 /// gateway's cost lookup finds `gpt-4o` and prices it.
-pub const CHAT_COMPLETION: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1735689600,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"The build is green: 214 tests passed, 0 failed.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":57,"completion_tokens":14,"total_tokens":71,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"system_fingerprint":"fp_bench"}"#;
+pub(crate) const CHAT_COMPLETION: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1735689600,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"The build is green: 214 tests passed, 0 failed.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":57,"completion_tokens":14,"total_tokens":71,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"system_fingerprint":"fp_bench"}"#;
 
 /// Content chunks of a streamed answer (a role chunk, these, a finish
 /// chunk with usage, `[DONE]`).
-pub const STREAM_CHUNKS: usize = 16;
+pub(crate) const STREAM_CHUNKS: usize = 16;
 
 /// Content chunks a cut stream sends before it breaks off.
 const CUT_AFTER_CHUNKS: usize = 3;

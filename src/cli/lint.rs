@@ -41,7 +41,7 @@ impl fmt::Display for LintFinding {
 }
 
 /// The default paths, relative to the project root.
-pub const DEFAULT_PATHS: &[&str] = &["fixtures", "scenarios", "snapshots"];
+pub(crate) const DEFAULT_PATHS: &[&str] = &["fixtures", "scenarios", "snapshots"];
 
 /// Lints files and directories. A path that does not exist is an error.
 pub(crate) fn lint_paths(paths: &[PathBuf]) -> anyhow::Result<(Vec<LintFinding>, usize)> {

@@ -35,7 +35,7 @@ const RELATIVE_TOLERANCE: f64 = 1e-3;
 
 /// One model's rates, in USD per token.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rates {
+pub(crate) struct Rates {
     pub input: f64,
     pub output: f64,
     pub cache_read: Option<f64>,

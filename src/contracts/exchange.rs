@@ -132,7 +132,7 @@ impl Exchange {
 
 /// The entry point a client request used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
@@ -149,7 +149,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Classifies a path (root path removed; query string ignored).
-    pub fn of(path: &str) -> Endpoint {
+    pub(crate) fn of(path: &str) -> Endpoint {
         let path = path.split(['?', '#']).next().unwrap_or("");
         let path = path.trim_end_matches('/');
         let bare = path.strip_prefix("/v1").unwrap_or(path);

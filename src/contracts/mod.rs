@@ -26,15 +26,14 @@ mod handles;
 mod request;
 pub mod schema;
 mod security;
-pub mod semantic;
+pub(crate) mod semantic;
 mod shape;
 pub mod sse;
 mod stream;
 
-pub use accounting::{OwnRates, Prices, Rates, COST_HEADER};
-pub use exchange::{
-    masked, media_type, Attribution, ClientRequest, ClientResponse, Endpoint, Exchange, Secret, Setup, UpstreamCall,
-};
+pub use accounting::{OwnRates, Prices, COST_HEADER};
+pub(crate) use exchange::Endpoint;
+pub use exchange::{masked, media_type, Attribution, ClientRequest, ClientResponse, Exchange, Setup, UpstreamCall};
 pub use handles::{response_ids, Handles};
 
 use serde::Serialize;
@@ -216,7 +215,7 @@ pub const CONTRACTS: &[Contract] = &[
 
 /// What a gateway may add to its deployments' timeouts before the client
 /// has its answer: its own work, a slow machine, a retry's backoff.
-pub const TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `resources.timeout-honoured`: a non-streaming call to a model whose
 /// deployments all set `timeout` takes at most attempts x timeout x 1.5 +
@@ -245,7 +244,7 @@ fn timeout_honoured(x: &Exchange, setup: &Setup, out: &mut Vec<Violation>) {
 }
 
 /// How long a gateway may hold back events the provider has sent.
-pub const INCREMENTAL_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const INCREMENTAL_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The streaming contract for a partly read stream: `have` events arrived
 /// within the bound while the provider held the rest; `want` were sent.

@@ -10,8 +10,8 @@
 use super::shape::{Shape, T};
 use serde_json::{Map, Value};
 
-pub const OPENAI_FINISH_REASONS: &[&str] = &["stop", "length", "tool_calls", "content_filter", "function_call"];
-pub const ANTHROPIC_STOP_REASONS: &[&str] =
+pub(crate) const OPENAI_FINISH_REASONS: &[&str] = &["stop", "length", "tool_calls", "content_filter", "function_call"];
+pub(crate) const ANTHROPIC_STOP_REASONS: &[&str] =
     &["end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "model_context_window_exceeded"];
 
 fn usage_openai(s: &mut Shape, m: &Map<String, Value>, at: &str, embeddings: bool) {

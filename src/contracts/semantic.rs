@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 /// The wire format of an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     OpenAi,
     Anthropic,
     /// Bedrock Converse / ConverseStream.
@@ -22,7 +22,7 @@ pub enum Protocol {
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct ToolCall {
+pub(crate) struct ToolCall {
     pub id: Option<String>,
     pub name: String,
     /// As sent: OpenAI's argument string, or Anthropic's `input` serialized.
@@ -39,7 +39,7 @@ impl ToolCall {
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Choice {
+pub(crate) struct Choice {
     pub text: String,
     pub tool_calls: Vec<ToolCall>,
     /// Anthropic's `thinking` (text and signature) and `redacted_thinking`
@@ -51,7 +51,7 @@ pub struct Choice {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub input: Option<u64>,
     pub output: Option<u64>,
     pub total: Option<u64>,
@@ -60,7 +60,7 @@ pub struct Usage {
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub protocol: Option<Protocol>,
     pub choices: BTreeMap<u64, Choice>,
     pub usage: Option<Usage>,
@@ -108,7 +108,7 @@ fn anthropic_usage(usage: &Value, into: &mut Usage) {
 }
 
 /// A non-streaming OpenAI chat completion.
-pub fn openai_body(v: &Value) -> Answer {
+pub(crate) fn openai_body(v: &Value) -> Answer {
     let mut a = Answer { protocol: Some(Protocol::OpenAi), completed: true, ..Answer::default() };
     a.id = s(v.get("id"));
     a.model = s(v.get("model"));
@@ -144,7 +144,7 @@ pub fn openai_body(v: &Value) -> Answer {
 
 /// An OpenAI chat completion stream: deltas concatenated per choice and
 /// per tool call index.
-pub fn openai_stream(body: &[u8]) -> Answer {
+pub(crate) fn openai_stream(body: &[u8]) -> Answer {
     let mut a = Answer { protocol: Some(Protocol::OpenAi), ..Answer::default() };
     let mut tools: BTreeMap<(u64, u64), ToolCall> = BTreeMap::new();
     for e in sse::events(body).events {
@@ -204,7 +204,7 @@ pub fn openai_stream(body: &[u8]) -> Answer {
 /// it called a tool, `length` when it stopped at `max_output_tokens`, else
 /// `stop`), so a gateway that bridges a client to the Responses API is
 /// compared by meaning like any other translation.
-pub fn responses_body(v: &Value) -> Answer {
+pub(crate) fn responses_body(v: &Value) -> Answer {
     let mut a = Answer { protocol: Some(Protocol::OpenAi), ..Answer::default() };
     a.completed = matches!(v.get("status").and_then(Value::as_str), Some("completed" | "incomplete") | None);
     a.id = s(v.get("id"));
@@ -255,7 +255,7 @@ pub fn responses_body(v: &Value) -> Answer {
 /// A Responses API event stream: the final `response.completed` (or
 /// `response.incomplete`) event carries the whole response; without one the
 /// text deltas so far, not completed.
-pub fn responses_stream(body: &[u8]) -> Answer {
+pub(crate) fn responses_stream(body: &[u8]) -> Answer {
     let mut text = String::new();
     for e in sse::events(body).events {
         let Some(v) = e.json() else { continue };
@@ -303,7 +303,7 @@ fn anthropic_block_into(choice: &mut Choice, block: &Value) {
 }
 
 /// A non-streaming Anthropic Message (also Bedrock InvokeModel's body).
-pub fn anthropic_body(v: &Value) -> Answer {
+pub(crate) fn anthropic_body(v: &Value) -> Answer {
     let mut a = Answer { protocol: Some(Protocol::Anthropic), completed: true, ..Answer::default() };
     a.id = s(v.get("id"));
     a.model = s(v.get("model"));
@@ -321,7 +321,7 @@ pub fn anthropic_body(v: &Value) -> Answer {
 }
 
 /// Folds Anthropic stream events (already parsed) into an answer.
-pub fn anthropic_events(events: impl IntoIterator<Item = Value>) -> Answer {
+pub(crate) fn anthropic_events(events: impl IntoIterator<Item = Value>) -> Answer {
     let mut a = Answer { protocol: Some(Protocol::Anthropic), ..Answer::default() };
     let mut blocks: BTreeMap<u64, Value> = BTreeMap::new();
     let mut partial: BTreeMap<u64, String> = BTreeMap::new();
@@ -395,13 +395,13 @@ pub fn anthropic_events(events: impl IntoIterator<Item = Value>) -> Answer {
 }
 
 /// An Anthropic SSE stream.
-pub fn anthropic_stream(body: &[u8]) -> Answer {
+pub(crate) fn anthropic_stream(body: &[u8]) -> Answer {
     anthropic_events(sse::events(body).events.iter().filter_map(sse::Event::json))
 }
 
 /// Bedrock InvokeModelWithResponseStream: event-stream frames whose
 /// `chunk` payloads carry base64 Anthropic events.
-pub fn bedrock_invoke_stream(body: &[u8]) -> Answer {
+pub(crate) fn bedrock_invoke_stream(body: &[u8]) -> Answer {
     let (messages, _) = sse::eventstream(body);
     let events = messages.into_iter().filter_map(|m| {
         let payload: Value = serde_json::from_slice(&m.payload).ok()?;
@@ -413,7 +413,7 @@ pub fn bedrock_invoke_stream(body: &[u8]) -> Answer {
 }
 
 /// Bedrock Converse's body.
-pub fn converse_body(v: &Value) -> Answer {
+pub(crate) fn converse_body(v: &Value) -> Answer {
     let mut a = Answer { protocol: Some(Protocol::Converse), completed: true, ..Answer::default() };
     let mut choice = Choice { finish: s(v.get("stopReason")), ..Choice::default() };
     for b in v.pointer("/output/message/content").and_then(Value::as_array).into_iter().flatten() {
@@ -444,7 +444,7 @@ fn converse_usage(x: &Value) -> Usage {
 }
 
 /// Bedrock ConverseStream: event-stream frames named by `:event-type`.
-pub fn converse_stream(body: &[u8]) -> Answer {
+pub(crate) fn converse_stream(body: &[u8]) -> Answer {
     let (messages, _) = sse::eventstream(body);
     let mut a = Answer { protocol: Some(Protocol::Converse), ..Answer::default() };
     let mut choice = Choice::default();
@@ -554,7 +554,7 @@ fn gemini_into(a: &mut Answer, v: &Value, finished: &mut std::collections::BTree
 }
 
 /// A whole Gemini answer (`:generateContent`).
-pub fn gemini_body(v: &Value) -> Answer {
+pub(crate) fn gemini_body(v: &Value) -> Answer {
     let mut a = Answer { protocol: Some(Protocol::Gemini), completed: true, ..Answer::default() };
     gemini_into(&mut a, v, &mut Default::default());
     a

@@ -6,13 +6,13 @@ use serde_json::{Map, Value};
 
 /// Collects shape problems under a path.
 #[derive(Debug, Default)]
-pub struct Shape {
+pub(crate) struct Shape {
     pub problems: Vec<String>,
 }
 
 /// The JSON types a field may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum T {
+pub(super) enum T {
     Str,
     Int,
     Null,
@@ -20,7 +20,7 @@ pub enum T {
     Arr,
 }
 
-pub fn is(v: &Value, t: T) -> bool {
+pub(super) fn is(v: &Value, t: T) -> bool {
     match t {
         T::Str => v.is_string(),
         T::Int => v.is_i64() || v.is_u64(),
@@ -56,12 +56,12 @@ fn names(ts: &[T]) -> String {
 }
 
 impl Shape {
-    pub fn problem(&mut self, at: &str, what: impl Into<String>) {
+    pub(super) fn problem(&mut self, at: &str, what: impl Into<String>) {
         self.problems.push(format!("{}: {}", if at.is_empty() { "/" } else { at }, what.into()));
     }
 
     /// The value is an object; returns it.
-    pub fn object<'v>(&mut self, v: &'v Value, at: &str) -> Option<&'v Map<String, Value>> {
+    pub(super) fn object<'v>(&mut self, v: &'v Value, at: &str) -> Option<&'v Map<String, Value>> {
         match v.as_object() {
             Some(m) => Some(m),
             None => {
@@ -72,7 +72,13 @@ impl Shape {
     }
 
     /// A required field of one of these types; returns it when it is.
-    pub fn required<'v>(&mut self, m: &'v Map<String, Value>, at: &str, key: &str, ts: &[T]) -> Option<&'v Value> {
+    pub(super) fn required<'v>(
+        &mut self,
+        m: &'v Map<String, Value>,
+        at: &str,
+        key: &str,
+        ts: &[T],
+    ) -> Option<&'v Value> {
         match m.get(key) {
             None => {
                 self.problem(&format!("{at}/{key}"), format!("missing (expected {})", names(ts)));
@@ -83,7 +89,13 @@ impl Shape {
     }
 
     /// An optional field: absent is fine; present must be one of these types.
-    pub fn optional<'v>(&mut self, m: &'v Map<String, Value>, at: &str, key: &str, ts: &[T]) -> Option<&'v Value> {
+    pub(super) fn optional<'v>(
+        &mut self,
+        m: &'v Map<String, Value>,
+        at: &str,
+        key: &str,
+        ts: &[T],
+    ) -> Option<&'v Value> {
         m.get(key).and_then(|v| self.typed(v, &format!("{at}/{key}"), ts))
     }
 
@@ -117,7 +129,7 @@ impl Shape {
     }
 
     /// Each element of a required array, with its path.
-    pub fn each<'v>(&mut self, m: &'v Map<String, Value>, at: &str, key: &str) -> Vec<(String, &'v Value)> {
+    pub(super) fn each<'v>(&mut self, m: &'v Map<String, Value>, at: &str, key: &str) -> Vec<(String, &'v Value)> {
         match self.required(m, at, key, &[T::Arr]).and_then(Value::as_array) {
             Some(a) => a.iter().enumerate().map(|(i, v)| (format!("{at}/{key}/{i}"), v)).collect(),
             None => Vec::new(),

@@ -11,9 +11,9 @@
 //! `ManualClock` and old minutes roll off without anyone waiting.
 //!
 //! Memory is bounded: each series is a ring of 60 one-minute buckets, and
-//! there are at most [`MAX_MODELS`] model series and [`MAX_KEYS`] key series.
+//! there are at most `MAX_MODELS` model series and `MAX_KEYS` key series.
 //! When a table is full, series silent for an hour make room; if none is,
-//! the newcomer is counted under one series named [`OTHER`]. A request the
+//! the newcomer is counted under one series named `OTHER`. A request the
 //! gateway refused before it knew who called or that the model is served
 //! (no valid key, an unknown name, a body it could not read) is counted
 //! under `other` too, so clients cannot fill the table, or the public
@@ -34,20 +34,20 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 /// Minutes kept: the last hour.
-pub const MINUTES: usize = 60;
+pub(crate) const MINUTES: usize = 60;
 /// Most model series kept; more are counted under [`OTHER`].
-pub const MAX_MODELS: usize = 200;
+pub(crate) const MAX_MODELS: usize = 200;
 /// Most key series kept; more are counted under [`OTHER`].
-pub const MAX_KEYS: usize = 1000;
+pub(crate) const MAX_KEYS: usize = 1000;
 /// The series everything beyond the caps (and unattributed traffic) is counted under.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 
 /// Who the answer to a model request is attributed to, put on the answer by
 /// the proxy (next to `metrics::RequestedModel`) and read by `metrics::track`.
 #[derive(Clone, Debug)]
 pub struct Attribution {
     /// The requested model is one the gateway serves: it gets a series of
-    /// its own. Otherwise the request counts under [`OTHER`].
+    /// its own. Otherwise the request counts under `OTHER`.
     pub known_model: bool,
     /// The caller, when it was authenticated.
     pub who: Option<Who>,
@@ -175,7 +175,7 @@ impl<K: Hash + Eq + Clone, L: Default> Table<K, L> {
 }
 
 /// Looks a key up by its hash (hex), for its current masked form and alias.
-pub type KeyLookup<'a> = &'a dyn Fn(&str) -> Option<Arc<KeyRecord>>;
+pub(crate) type KeyLookup<'a> = &'a dyn Fn(&str) -> Option<Arc<KeyRecord>>;
 
 /// The activity tables. One per gateway (`Gateway::activity`).
 #[derive(Debug)]

@@ -35,7 +35,7 @@ use serde_json::{Map, Value};
 pub static BUNDLED_COST_MAP: &[u8] = include_bytes!("../../fixtures/litellm/model_prices_and_context_window.json");
 
 /// The `source` name reported for [`BUNDLED_COST_MAP`].
-pub const BUNDLED_SOURCE: &str = "bundled:model_prices_and_context_window.json";
+pub(crate) const BUNDLED_SOURCE: &str = "bundled:model_prices_and_context_window.json";
 
 /// Whether a source name denotes the bundled copy ([`BUNDLED_SOURCE`], or the
 /// short `bundled` a caller may pass when reloading it).
@@ -45,14 +45,14 @@ pub(crate) fn is_bundled_source(source: &str) -> bool {
 
 /// Top-level keys of the cost map that are not models (LiteLLM's
 /// `RESERVED_TOP_LEVEL_KEYS`). They are neither counted nor indexed.
-pub const RESERVED_KEYS: [&str; 2] = ["sample_spec", "fallback_generalizations"];
+pub(crate) const RESERVED_KEYS: [&str; 2] = ["sample_spec", "fallback_generalizations"];
 
 /// Upper bound on a fetched cost map; the real one is ~3 MB. Protects the
 /// gateway from a runaway or hostile source.
-pub const MAX_COST_MAP_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_COST_MAP_BYTES: usize = 64 * 1024 * 1024;
 
 /// Fetch timeout used by `CatalogStore::load_startup_with` (LiteLLM uses 5 s too).
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -261,7 +261,7 @@ impl Cost {
 /// A deployment's own per-token prices, USD (`litellm_params`): each one
 /// set replaces the map's rate of that kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct OwnPrices {
+pub(crate) struct OwnPrices {
     pub input: Option<f64>,
     pub output: Option<f64>,
     pub cache_read: Option<f64>,
@@ -270,7 +270,7 @@ pub struct OwnPrices {
 
 impl OwnPrices {
     /// Whether any is set (else the map prices the call alone).
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.input.is_some() || self.output.is_some() || self.cache_read.is_some() || self.cache_write.is_some()
     }
 }

@@ -241,9 +241,9 @@ pub struct GeneralSettings {
 /// (real configs use both). A macro and not `#[serde(flatten)]`: flattening
 /// would hide unknown keys from the warnings.
 macro_rules! with_reliability_settings {
-    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($fields:tt)* }) => {
         $(#[$meta])*
-        pub struct $name {
+        $vis struct $name {
             $($fields)*
     /// `[{group: [fallback groups…]}]`, tried in order after the group's own
     /// deployments fail in a way a retry may fix (connection, timeout, 429,
@@ -526,7 +526,7 @@ pub struct ConfigKey {
 /// has (the deployment is unavailable with this as the reason).
 #[derive(Debug, Clone, PartialEq, Error)]
 #[error("litellm_credential_name `{name}` is not in credential_list")]
-pub struct UnknownCredential {
+pub(crate) struct UnknownCredential {
     pub name: String,
 }
 
@@ -1188,7 +1188,7 @@ impl Config {
 
 /// A server root path that cannot be a URL path prefix.
 #[derive(Debug, Clone, PartialEq, Error)]
-pub enum RootPathError {
+pub(crate) enum RootPathError {
     /// Whitespace, `?`, `#`, `*`, `{` or `}`.
     #[error("`{raw}` is not a valid path prefix")]
     Characters { raw: String },

@@ -135,8 +135,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
-
 /// Pulls a human message out of an upstream error body of any of the shapes
 /// providers use (OpenAI, Anthropic, vLLM, Bedrock), falling back to the raw
 /// text so nothing the upstream said is lost.

@@ -24,10 +24,10 @@ use crate::gateway::clock::SharedClock;
 use crate::gateway::rate::RateLimiter;
 use crate::gateway::store::StoredKey;
 
-pub use crate::gateway::rate::{RateLimitKind, RATE_WINDOW};
+pub(crate) use crate::gateway::rate::RateLimitKind;
 
 /// Random characters after `sk-` in a generated key (6 bits each: 192 bits).
-pub const GENERATED_SECRET_LEN: usize = 32;
+pub(crate) const GENERATED_SECRET_LEN: usize = 32;
 
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -626,6 +626,7 @@ mod tests {
     use super::*;
     use crate::gateway::catalog::{ModelEntry, ValidationLimits};
     use crate::gateway::clock::{Clock, ManualClock, SystemClock};
+    use crate::gateway::rate::RATE_WINDOW;
     use std::time::{SystemTime, UNIX_EPOCH};
 
     fn spec(models: &[&str]) -> KeySpec {

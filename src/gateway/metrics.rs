@@ -4,7 +4,7 @@
 //!
 //! Requests and their latency are recorded by one layer around every route
 //! (`track`); the proxy only labels its answers with the model the client
-//! asked for ([`RequestedModel`]). Tokens and spend are recorded where a
+//! asked for (`RequestedModel`). Tokens and spend are recorded where a
 //! call is priced (`proxy::pricing::charge`). The state of the cost map,
 //! the client cache and the deployments is read when the page is scraped.
 //! `track` also records the last hour per model and key (`activity`, the
@@ -30,7 +30,7 @@ use std::time::Instant;
 /// The model a client asked for, put on the answer by the proxy for the
 /// request metrics' `requested_model` label.
 #[derive(Clone, Debug)]
-pub struct RequestedModel(pub String);
+pub(crate) struct RequestedModel(pub String);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -84,11 +84,11 @@ pub struct Metrics {
 }
 
 /// How many distinct `requested_model` values get series of their own.
-pub const MAX_MODEL_SERIES: usize = 1_000;
+pub(crate) const MAX_MODEL_SERIES: usize = 1_000;
 /// The `requested_model` of requests whose model gets no series: a name the
 /// gateway does not serve (anyone can send made-up names, and without a cap
 /// each one would be a series kept forever), or one past the cap.
-pub const OTHER_MODEL: &str = "other";
+pub(crate) const OTHER_MODEL: &str = "other";
 
 impl Default for Metrics {
     fn default() -> Self {

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 /// Length of the rate-limit window.
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Which rate limit was hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,7 +41,7 @@ impl fmt::Display for RateLimitKind {
 
 /// A limit that is used up: how much, and when the window frees room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exceeded {
+pub(crate) struct Exceeded {
     pub kind: RateLimitKind,
     pub limit: u64,
     pub current: u64,

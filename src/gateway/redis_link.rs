@@ -28,16 +28,16 @@ use crate::gateway::config::ConfigError;
 /// The bound on every Redis call on the request path (and on the
 /// background pings). Short: a Redis slower than this is treated as down,
 /// and what uses it goes on without it.
-pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How often the background task checks Redis (reconnects when it is
 /// down, notices when it went away while idle).
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A Redis setting that cannot be used; names the field, never the password.
 #[derive(Debug, thiserror::Error)]
 #[error("{field}: {problem}")]
-pub struct RedisConfigError {
+pub(crate) struct RedisConfigError {
     pub field: &'static str,
     pub problem: String,
 }

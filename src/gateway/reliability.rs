@@ -217,8 +217,8 @@ pub struct CooldownPolicy {
 }
 
 impl CooldownPolicy {
-    pub const DEFAULT_ALLOWED_FAILS: u64 = 3;
-    pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
+    pub(crate) const DEFAULT_ALLOWED_FAILS: u64 = 3;
+    pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
 
     pub fn from_config(config: &Config) -> CooldownPolicy {
         let r = config.reliability();

@@ -11,7 +11,7 @@
 //! `metadata` (LiteLLM leaves it out too) and `cache` (the controls). Objects
 //! are hashed with their members sorted, so member order does not matter.
 //! A streamed chat answer that ends whole, with its usage, is put back
-//! together ([`ChatAssembler`]) and stored as the buffered answer.
+//! together (`ChatAssembler`) and stored as the buffered answer.
 //!
 //! Why per caller and not shared as LiteLLM's standard stores are: a shared
 //! entry tells one tenant, through the hit and its latency, what another one
@@ -24,7 +24,7 @@
 //! where an entry is kept differs.
 //!
 //! - `local`: this instance's memory. At most [`CAPACITY`] entries of at most
-//!   [`MAX_ENTRY_BYTES`] each (LiteLLM's in-memory limits); a full cache
+//!   `MAX_ENTRY_BYTES` each (LiteLLM's in-memory limits); a full cache
 //!   drops expired entries first, then the least recently used. Not moka or
 //!   quick_cache: both keep time on their own clock (quick_cache has no TTL
 //!   at all), and a map of 200 entries scanned on a full insert costs nothing
@@ -32,17 +32,17 @@
 //! - `redis`: one Redis, shared by every instance on it, so an answer one
 //!   instance got is a hit on all of them. An entry is one string at
 //!   `postmortem:cache:<namespace>:<hash>` ([`Plan::key`] behind
-//!   [`REDIS_PREFIX`]): the answer behind a small header with when it was
-//!   stored and when it expires. Bounded by [`MAX_ENTRY_BYTES`] each way (a
+//!   `REDIS_PREFIX`): the answer behind a small header with when it was
+//!   stored and when it expires. Bounded by `MAX_ENTRY_BYTES` each way (a
 //!   larger answer is not stored, and a read never takes more). Every call
-//!   goes through a [`RedisLink`], within its 250 ms bound; Redis down or
+//!   goes through a `RedisLink`, within its 250 ms bound; Redis down or
 //!   slow makes a read a miss and a write skipped, never a failed request,
 //!   and the link logs once per outage.
 //!
 //! Time is the gateway's clock for both, so TTLs follow a test's manual
 //! clock: in memory its monotonic time, in Redis its wall time (instances
 //! compare it, as they do for the shared rate windows), checked on every
-//! read. Redis's own `EX` (the TTL and [`REDIS_EXPIRY_MARGIN`]) only collects
+//! read. Redis's own `EX` (the TTL and `REDIS_EXPIRY_MARGIN`) only collects
 //! entries long past.
 
 use crate::gateway::auth::Caller;
@@ -61,19 +61,19 @@ use std::time::{Duration, UNIX_EPOCH};
 /// The most entries kept (LiteLLM's in-memory cache holds 200).
 pub const CAPACITY: usize = 200;
 /// The largest answer kept, bytes (LiteLLM's in-memory cache: 1 MiB).
-pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_ENTRY_BYTES: usize = 1024 * 1024;
 /// How long an answer is kept when neither the config nor the request says
 /// (LiteLLM's in-memory default, 10 minutes).
-pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// The longest TTL or `s-maxage` accepted, seconds (a year): longer is a
 /// mistake, and would overflow the clock's arithmetic far beyond it.
-pub const MAX_TTL_SECS: f64 = 31_536_000.0;
+pub(crate) const MAX_TTL_SECS: f64 = 31_536_000.0;
 /// What every Redis key of the cache starts with.
-pub const REDIS_PREFIX: &str = "postmortem:cache:";
+pub(crate) const REDIS_PREFIX: &str = "postmortem:cache:";
 /// How much longer than its TTL Redis keeps an entry (its `EX`): the
 /// gateway's clock decides when an entry expires, and instances' clocks a
 /// little apart must not see it vanish early.
-pub const REDIS_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const REDIS_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// What the Redis link's log lines say an outage means for the cache.
 const REDIS_PURPOSE: Purpose = Purpose {
     down: "responses are neither cached nor answered from the cache until it is back",
@@ -87,7 +87,7 @@ const REDIS_HEADER_BYTES: usize = 4 + 8 + 8;
 
 /// The calls that can be cached, under LiteLLM's `supported_call_types` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallType {
+pub(crate) enum CallType {
     /// `/v1/chat/completions` (`acompletion`).
     Chat,
     /// `/v1/completions` (`atext_completion`).
@@ -125,7 +125,7 @@ impl CallType {
 /// A request's own controls: its `cache` member (LiteLLM's dynamic cache
 /// controls), taken out of the body before anything is sent upstream.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Controls {
+pub(crate) struct Controls {
     /// Do not answer from the cache (the fresh answer is still stored).
     pub no_cache: bool,
     /// Do not store this answer.
@@ -143,7 +143,7 @@ pub struct Controls {
 /// A request's `cache` controls that are not understood (the client gets a
 /// 400 with this message), naming the control and what was sent.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ControlsError {
+pub(crate) enum ControlsError {
     #[error("field `cache` must be an object such as {{\"no-cache\": true}}, got {got}")]
     NotAnObject { got: &'static str },
     #[error("`cache.{control}` must be a boolean, got {got}")]
@@ -205,7 +205,7 @@ impl Controls {
 pub struct Plan {
     /// `namespace:` + the hex SHA-256 of what identifies the request (the
     /// `x-litellm-cache-key` header on a hit; in Redis, behind
-    /// [`REDIS_PREFIX`]). Names no secret: the scope in it is a key's hash,
+    /// `REDIS_PREFIX`). Names no secret: the scope in it is a key's hash,
     /// and all of it is hashed.
     pub key: String,
     lookup: bool,
@@ -708,7 +708,7 @@ pub(crate) fn replay_as_stream(call: CallType, stored: &[u8], include_usage: boo
 /// `stream_options.include_usage`: an answer without usage is not one a
 /// buffered request would get). Holds at most [`MAX_ENTRY_BYTES`] of text.
 #[derive(Default)]
-pub struct ChatAssembler {
+pub(crate) struct ChatAssembler {
     parser: crate::gateway::sse::SseParser,
     head: Map<String, Value>,
     choices: std::collections::BTreeMap<u64, AssembledChoice>,
@@ -739,12 +739,12 @@ fn append(to: &mut Option<String>, text: Option<&str>) -> usize {
 }
 
 impl ChatAssembler {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Complete events of the stream, as the client gets them.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         if self.spoiled {
             return;
         }
@@ -815,7 +815,7 @@ impl ChatAssembler {
     }
 
     /// The assembled answer, as JSON, if the stream was whole.
-    pub fn finish(self) -> Option<Bytes> {
+    pub(crate) fn finish(self) -> Option<Bytes> {
         let whole = self.done && !self.spoiled && !self.choices.is_empty();
         if !whole || self.usage.is_none() || self.choices.values().any(|c| c.finish_reason.is_none()) {
             return None;

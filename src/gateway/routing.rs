@@ -57,7 +57,7 @@ pub struct Reach {
 }
 
 /// The connect timeout when a deployment sets none.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Deployment {
     /// Its endpoint for `provider`, or why it has none (a catch-all asked
@@ -163,7 +163,7 @@ pub enum ReachError {
 
 /// Why `litellm_params.model` names no provider this gateway calls.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ProviderError {
+pub(crate) enum ProviderError {
     #[error(
         "the cost map says `{model}` is served by `{litellm_provider}`, a provider this gateway does not call (it calls: {known})"
     )]

@@ -4,8 +4,8 @@
 //! current minute live in one Redis hash, checked and counted by one Lua
 //! script (no read-modify-write between instances); with Redis unreachable
 //! the key's own in-memory window ([`crate::gateway::rate`]) serves, and the
-//! link's background task ([`crate::gateway::redis_link`]) reconnects. Every
-//! Redis call is bounded by [`CALL_TIMEOUT`]: the request path never waits
+//! link's background task (`crate::gateway::redis_link`) reconnects. Every
+//! Redis call is bounded by `CALL_TIMEOUT`: the request path never waits
 //! longer on Redis.
 //!
 //! Windows are named by the gateway clock's wall minute, not by Redis's
@@ -25,7 +25,7 @@
 //! record of spend.
 //!
 //! The same connection carries the reload broadcast: `POST
-//! /reload/model_cost_map` on one instance publishes on [`RELOAD_CHANNEL`],
+//! /reload/model_cost_map` on one instance publishes on `RELOAD_CHANNEL`,
 //! and every other instance reloads from its own source, validating the
 //! map as any reload does (a malformed map is refused by each).
 
@@ -48,16 +48,16 @@ use crate::gateway::redis_link::{
 const WINDOW_TTL_SECS: u64 = 120;
 
 /// Where reloads are announced; a message is `model_cost_map <instance>`.
-pub const RELOAD_CHANNEL: &str = "postmortem:reload";
+pub(crate) const RELOAD_CHANNEL: &str = "postmortem:reload";
 
 /// What the listener is handed to run for a broadcast reload.
-pub type OnReload =
+pub(crate) type OnReload =
     Arc<dyn Fn(Reloadable) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 /// What a reload broadcast names: each instance reloads it from its own
 /// source and validates it as any reload does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reloadable {
+pub(crate) enum Reloadable {
     /// `POST /reload/model_cost_map`.
     CostMap,
     /// `POST /reload/anthropic_beta_headers`.

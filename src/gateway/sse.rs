@@ -13,7 +13,7 @@
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseEvent {
+pub(crate) struct SseEvent {
     /// The `event:` field, when the server sent one. `None` means the spec's
     /// default type, `message` (OpenAI streams never name their events).
     pub event: Option<String>,
@@ -33,7 +33,7 @@ impl SseEvent {
 
 /// Errors from [`SseParser`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SseError {
+pub(crate) enum SseError {
     /// One event (or one line) grew past the limit: a broken or hostile
     /// upstream must not make the gateway buffer without bound.
     #[error("server-sent event larger than {limit} bytes")]
@@ -41,12 +41,12 @@ pub enum SseError {
 }
 
 /// Default cap on the size of one event: far above any real LLM chunk.
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Incremental SSE parser: [`feed`](SseParser::feed) bytes as they arrive,
 /// collect the complete events, and call [`finish`](SseParser::finish) at EOF.
 #[derive(Debug)]
-pub struct SseParser {
+pub(crate) struct SseParser {
     /// Bytes of the current, unterminated line.
     line: Vec<u8>,
     /// The previous chunk ended with `\r`: a `\n` at the start of the next
@@ -68,7 +68,7 @@ impl Default for SseParser {
 }
 
 impl SseParser {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SseParser {
             line: Vec::new(),
             last_was_cr: false,
@@ -89,7 +89,7 @@ impl SseParser {
     }
 
     /// Feeds the next chunk of the stream and returns the events it completed.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
         let mut out = Vec::new();
         let mut rest = chunk;
         if self.at_start && !rest.is_empty() {
@@ -194,7 +194,7 @@ impl SseParser {
     /// line; a gateway is better served by seeing it (a truncated JSON payload
     /// then fails to parse loudly instead of vanishing), so a pending event
     /// with data, including an unterminated last line, is returned.
-    pub fn finish(mut self) -> Option<SseEvent> {
+    pub(crate) fn finish(mut self) -> Option<SseEvent> {
         let mut out = Vec::new();
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);

@@ -120,7 +120,7 @@ pub struct GatewayBuilder {
 /// windows of a minute, cooldowns of seconds, client-cache TTLs, reload
 /// intervals) is far coarser; each refresh is a wake-up of an idle gateway
 /// (measured: at 1 ms, 2.8% of a core idle; BENCHMARKS.md, seventh run).
-pub const COARSE_CLOCK_RESOLUTION: Duration = Duration::from_millis(10);
+pub(crate) const COARSE_CLOCK_RESOLUTION: Duration = Duration::from_millis(10);
 
 impl GatewayBuilder {
     pub fn new(config: Config) -> Self {

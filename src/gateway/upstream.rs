@@ -64,12 +64,12 @@ pub enum Bound {
 /// The most a buffered upstream answer may hold by default: a provider (or
 /// something pretending to be one) cannot make the gateway hold more in
 /// memory (`general_settings.max_upstream_response_mb`).
-pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 /// The longest a stream may last by default (an hour: the longest answers
 /// of reasoning models take minutes; a stream past this is a provider
 /// trickling, not answering).
-pub const MAX_STREAM_DURATION: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_STREAM_DURATION: Duration = Duration::from_secs(3600);
 
 /// Limits on what the gateway takes from providers and how long it keeps
 /// their connections, from `general_settings` (defaults otherwise).
@@ -120,7 +120,7 @@ impl UpstreamLimits {
 
 /// The most of an upstream error body that is read: its message is all
 /// the client gets of it.
-pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// Reads a buffered upstream answer, refusing one over `limit` bytes (a 502
 /// that says so) without holding more than the limit.
@@ -154,7 +154,7 @@ pub(crate) async fn read_prefix(resp: reqwest::Response, limit: usize) -> bytes:
 }
 
 /// The bound when a deployment configures none: no wait is unbounded.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The most parsed URLs an [`UpstreamClient`] keeps.
 const MAX_PARSED_URLS: usize = 256;

@@ -36,7 +36,7 @@ const HEAD_LIMIT: usize = 16 * 1024;
 const HEAD_TIME: Duration = Duration::from_secs(5);
 
 /// The running sentinel; stops when dropped.
-pub struct EgressSentinel {
+pub(crate) struct EgressSentinel {
     url: String,
     attempts: Arc<Mutex<Vec<EgressAttempt>>>,
     task: tokio::task::JoinHandle<()>,
@@ -49,7 +49,7 @@ impl Drop for EgressSentinel {
 }
 
 impl EgressSentinel {
-    pub async fn start() -> std::io::Result<EgressSentinel> {
+    pub(crate) async fn start() -> std::io::Result<EgressSentinel> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let attempts: Arc<Mutex<Vec<EgressAttempt>>> = Arc::default();
@@ -84,12 +84,12 @@ impl EgressSentinel {
     }
 
     /// The proxy URL to give the gateway (`HTTPS_PROXY`, `HTTP_PROXY`).
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
     /// How many attempts so far.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.attempts.lock().len()
     }
 

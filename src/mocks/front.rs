@@ -61,7 +61,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(kind: MockKind, name: &str, opts: MockOptions, inner_uri: String, client: reqwest::Client) -> Shared {
+    pub(super) fn new(
+        kind: MockKind,
+        name: &str,
+        opts: MockOptions,
+        inner_uri: String,
+        client: reqwest::Client,
+    ) -> Shared {
         Shared {
             kind,
             name: name.to_string(),
@@ -87,12 +93,12 @@ impl Shared {
         self.stubs.lock().clear();
     }
 
-    pub fn journal(&self) -> Vec<RecordedRequest> {
+    pub(super) fn journal(&self) -> Vec<RecordedRequest> {
         self.journal.lock().clone()
     }
 
     /// Every request with the answer it got so far, in arrival order.
-    pub fn exchanges(&self) -> Vec<(RecordedRequest, MockAnswer)> {
+    pub(super) fn exchanges(&self) -> Vec<(RecordedRequest, MockAnswer)> {
         // Lock order: journal, then answers (as in `record`).
         let journal = self.journal.lock();
         let answers = self.answers.lock();
@@ -109,7 +115,7 @@ impl Shared {
         Some((journal.get(i)?.clone(), answers.get(i).cloned().unwrap_or_else(MockAnswer::pending)))
     }
 
-    pub fn clear_journal(&self) {
+    pub(super) fn clear_journal(&self) {
         let mut journal = self.journal.lock();
         journal.clear();
         self.answers.lock().clear();
@@ -133,7 +139,7 @@ impl Shared {
         }
     }
 
-    pub fn request_count(&self) -> usize {
+    pub(super) fn request_count(&self) -> usize {
         self.journal.lock().len()
     }
 

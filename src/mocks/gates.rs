@@ -20,11 +20,11 @@ pub(crate) struct Gates {
 }
 
 impl Gates {
-    pub fn new() -> Gates {
+    pub(super) fn new() -> Gates {
         Gates { tx: watch::Sender::new(GateState::default()) }
     }
 
-    pub fn release(&self, gate: &str) {
+    pub(super) fn release(&self, gate: &str) {
         self.tx.send_modify(|s| {
             s.released.insert(gate.to_string());
         });
@@ -36,19 +36,19 @@ impl Gates {
 
     /// Parks until `gate` is released. Cancel-safe: dropping the future
     /// un-parks it.
-    pub async fn wait(&self, gate: &str) {
+    pub(super) async fn wait(&self, gate: &str) {
         let _parked = Parked::new(self, gate);
         let mut rx = self.tx.subscribe();
         // `wait_for` only fails if the sender is gone, and `self` owns it.
         let _ = rx.wait_for(|s| s.released.contains(gate)).await;
     }
 
-    pub async fn wait_until_held(&self, gate: &str) {
+    pub(super) async fn wait_until_held(&self, gate: &str) {
         let mut rx = self.tx.subscribe();
         let _ = rx.wait_for(|s| s.waiting.get(gate).copied().unwrap_or(0) > 0).await;
     }
 
-    pub fn held(&self) -> Vec<String> {
+    pub(super) fn held(&self) -> Vec<String> {
         self.tx.borrow().waiting.iter().filter(|(_, n)| **n > 0).map(|(g, _)| g.clone()).collect()
     }
 }

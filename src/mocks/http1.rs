@@ -37,7 +37,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Conn {
+    pub(super) fn new(stream: TcpStream) -> Conn {
         Conn { stream, buf: BytesMut::with_capacity(8 * 1024) }
     }
 
@@ -219,7 +219,7 @@ impl Conn {
     }
 
     /// Drops the connection with a TCP RST and no response.
-    pub fn reset(self) {
+    pub(super) fn reset(self) {
         // If SO_LINGER cannot be set the drop still closes the socket (FIN),
         // which clients also see as a connection error.
         let _ = self.stream.set_zero_linger();

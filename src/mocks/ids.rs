@@ -19,7 +19,7 @@ pub(crate) struct IdGen {
 }
 
 impl IdGen {
-    pub fn new(seed: &str) -> IdGen {
+    pub(crate) fn new(seed: &str) -> IdGen {
         IdGen { seed: seed.to_string(), counter: AtomicU64::new(0) }
     }
 
@@ -39,7 +39,7 @@ impl IdGen {
     }
 
     /// `len` base62 characters.
-    pub fn token(&self, len: usize) -> String {
+    pub(crate) fn token(&self, len: usize) -> String {
         self.next_digest()
             .iter()
             .cycle()
@@ -49,14 +49,14 @@ impl IdGen {
     }
 
     /// `len` lower-case hex characters.
-    pub fn hex(&self, len: usize) -> String {
+    pub(crate) fn hex(&self, len: usize) -> String {
         let digest = self.next_digest();
         let mut s = hex_lower(&digest);
         s.truncate(len);
         s
     }
 
-    pub fn chatcmpl(&self) -> String {
+    pub(crate) fn chatcmpl(&self) -> String {
         format!("chatcmpl-{}", self.token(29))
     }
 
@@ -65,7 +65,7 @@ impl IdGen {
         format!("chatcmpl-{}", self.hex(32))
     }
 
-    pub fn msg(&self) -> String {
+    pub(crate) fn msg(&self) -> String {
         format!("msg_01{}", self.token(22))
     }
 
@@ -86,7 +86,7 @@ impl IdGen {
     }
 
     /// AWS request ids are uuids.
-    pub fn uuid(&self) -> String {
+    pub(crate) fn uuid(&self) -> String {
         let h = self.hex(32);
         format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
     }

@@ -58,7 +58,8 @@ pub use journal::RecordedRequest;
 pub(crate) fn google_credentials(base_url: &str) -> String {
     google_account::credentials_json(base_url)
 }
-pub use stub::{EventStreamEvent, EventStreamException, Fault, Stub, StubError, StubEvent, StubMatch, StubResponse};
+pub(crate) use stub::StubError;
+pub use stub::{EventStreamEvent, EventStreamException, Fault, Stub, StubEvent, StubMatch, StubResponse};
 
 /// The upstream API a mock imitates. The names are the ones scenario files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

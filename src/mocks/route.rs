@@ -102,7 +102,7 @@ impl Route {
     }
 
     /// True when the default answer is a stream the front must serve.
-    pub fn streams(&self, req: &RecordedRequest) -> bool {
+    pub(super) fn streams(&self, req: &RecordedRequest) -> bool {
         let stream_flag = req.json_field("stream").and_then(|v| v.as_bool()).unwrap_or(false);
         match self {
             Route::Chat { .. } | Route::Completions { .. } | Route::Messages | Route::Responses => stream_flag,

@@ -13,7 +13,7 @@ pub(crate) struct Buffered {
 
 impl Buffered {
     /// A JSON response with `content-type: application/json`.
-    pub fn json(status: u16, body: &Value) -> Buffered {
+    pub(crate) fn json(status: u16, body: &Value) -> Buffered {
         Buffered {
             status,
             headers: vec![("content-type".into(), "application/json".into())],

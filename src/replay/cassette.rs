@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::CassetteError;
 
 /// The value of the top-level `format` key. Bumped on incompatible changes.
-pub const FORMAT: &str = "postmortem-cassette/v1";
+pub(crate) const FORMAT: &str = "postmortem-cassette/v1";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -503,7 +503,7 @@ pub(crate) fn render_sse(events: &[RecordedEvent]) -> String {
 /// entries (they matter to a gateway's idle timeouts), unlike the gateway's
 /// parser, which drops them.
 #[derive(Debug, Default)]
-pub struct SseCollector {
+pub(crate) struct SseCollector {
     pending: String,
     bytes: Vec<u8>,
     current: RecordedEvent,
@@ -513,7 +513,7 @@ pub struct SseCollector {
 
 impl SseCollector {
     /// Feeds a chunk that arrived `at_ms` after the request.
-    pub fn push(&mut self, chunk: &[u8], at_ms: Option<u64>) {
+    pub(crate) fn push(&mut self, chunk: &[u8], at_ms: Option<u64>) {
         // Keep a split multi-byte character for the next chunk.
         self.bytes.extend_from_slice(chunk);
         let valid = match std::str::from_utf8(&self.bytes) {
@@ -572,7 +572,7 @@ impl SseCollector {
     }
 
     /// Ends the stream; an event without its closing blank line is kept.
-    pub fn finish(mut self) -> Vec<RecordedEvent> {
+    pub(crate) fn finish(mut self) -> Vec<RecordedEvent> {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
             self.line(rest.trim_end_matches('\r'), None);
@@ -595,7 +595,7 @@ pub fn decode_frames(bytes: &[u8], at_ms: Option<u64>) -> Vec<Frame> {
 
 /// Incremental frame decoder with arrival times.
 #[derive(Debug, Default)]
-pub struct FrameCollector {
+pub(crate) struct FrameCollector {
     decoder: crate::gateway::providers::bedrock::EventStreamDecoder,
     raw: Vec<u8>,
     failed: bool,
@@ -603,7 +603,7 @@ pub struct FrameCollector {
 }
 
 impl FrameCollector {
-    pub fn push(&mut self, chunk: &[u8], at_ms: Option<u64>) {
+    pub(crate) fn push(&mut self, chunk: &[u8], at_ms: Option<u64>) {
         if self.failed {
             self.raw.extend_from_slice(chunk);
             return;
@@ -629,7 +629,7 @@ impl FrameCollector {
         }
     }
 
-    pub fn finish(mut self) -> Vec<Frame> {
+    pub(crate) fn finish(mut self) -> Vec<Frame> {
         if !self.raw.is_empty() {
             self.frames.push(Frame { raw_base64: Some(encode_b64(&self.raw)), ..Frame::default() });
         }

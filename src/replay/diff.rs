@@ -245,7 +245,7 @@ pub(crate) fn normalized_query(query: Option<&str>) -> BTreeMap<String, Vec<Stri
 }
 
 /// The request headers replay compares.
-pub const SEMANTIC_HEADERS: &[&str] = &["content-type", "anthropic-version", "anthropic-beta"];
+pub(crate) const SEMANTIC_HEADERS: &[&str] = &["content-type", "anthropic-version", "anthropic-beta"];
 
 fn header_values(h: &Headers, name: &str) -> Option<String> {
     h.get(name).map(|v| v.iter().collect::<Vec<_>>().join(","))
@@ -298,7 +298,7 @@ pub(crate) fn text_diff(path: &str, recorded: &str, replayed: &str) -> Option<Di
 
 /// An event as compared: its name and its data (JSON when it parses).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ComparedEvent {
+pub(crate) struct ComparedEvent {
     pub event: Option<String>,
     pub data: Value,
 }

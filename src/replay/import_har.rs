@@ -102,7 +102,7 @@ fn body(text: Option<&str>, encoding: Option<&str>, mime: Option<&str>, at: &str
 }
 
 /// Imports HAR JSON text.
-pub fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
+pub(crate) fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
     let har: Har = serde_json::from_str(text).map_err(|e| CassetteError::json(file, &e))?;
     if let Some(v) = &har.log.version {
         if !v.starts_with('1') {

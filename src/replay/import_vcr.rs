@@ -32,8 +32,10 @@ pub(crate) fn untag_binary(text: &str) -> std::borrow::Cow<'_, str> {
     re.replace_all(text, "${1}!binary")
 }
 
-/// Imports VCR.py YAML text.
-pub fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
+/// Imports VCR.py YAML text (the tests' shorthand: production reads the
+/// document once in `replay::load` and calls [`import_value`]).
+#[cfg(test)]
+fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
     let yaml = untag_binary(text);
     let v: Yaml = serde_yaml_ng::from_str(&yaml).map_err(|e| CassetteError::yaml(file, &e))?;
     import_value(&v, text, file)

@@ -63,7 +63,7 @@ fn ok() -> u16 {
 }
 
 /// Imports WireMock mapping JSON text.
-pub fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
+pub(crate) fn import(text: &str, file: &str) -> Result<Cassette, CassetteError> {
     let doc: Document = serde_json::from_str(text).map_err(|e| CassetteError::json(file, &e))?;
     let mappings = match doc {
         Document::Wrapped { mappings } | Document::Many(mappings) => mappings,

@@ -1,7 +1,7 @@
 //! Record and replay real provider traffic.
 //!
 //! - [`cassette`]: our cassette format (YAML), see docs/cassettes.md;
-//! - [`import_vcr`], [`import_har`], [`import_wiremock`]: other formats in;
+//! - `import_vcr`, `import_har`, `import_wiremock`: other formats in;
 //! - [`redact`]: secrets out, before anything is written;
 //! - [`record`]: a recording reverse proxy;
 //! - [`engine`] and [`diff`]: drive our gateway with the recorded
@@ -17,16 +17,16 @@
 pub mod cassette;
 pub mod diff;
 pub mod engine;
-pub mod import_har;
-pub mod import_vcr;
-pub mod import_wiremock;
+pub(crate) mod import_har;
+pub(crate) mod import_vcr;
+pub(crate) mod import_wiremock;
 pub mod record;
 pub mod redact;
 
 use std::path::Path;
 
 pub use cassette::{Api, Body, Cassette, Interaction, Request, Response};
-pub use engine::{replay_cassette, scenario_stubs, ReplayOptions, ReplayReport, ReplayVerdict};
+pub use engine::{replay_cassette, scenario_stubs, ReplayOptions, ReplayVerdict};
 
 /// Errors reading, importing or writing a cassette. Each names the file, and
 /// the line when the parser knows it.

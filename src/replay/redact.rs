@@ -23,7 +23,7 @@ use super::cassette::{
 };
 
 /// Every placeholder starts with this, so `lint` and readers can tell.
-pub const PLACEHOLDER: &str = "[REDACTED]";
+pub(crate) const PLACEHOLDER: &str = "[REDACTED]";
 
 /// Headers whose whole value is a credential.
 const SECRET_HEADERS: &[&str] = &[
@@ -42,7 +42,7 @@ const SECRET_QUERY_PARAMS: &[&str] =
     &["x-amz-signature", "x-amz-credential", "x-amz-security-token", "key", "api_key", "api-key", "access_token"];
 
 /// rule -> number of values replaced.
-pub type RedactionLog = BTreeMap<String, u64>;
+pub(crate) type RedactionLog = BTreeMap<String, u64>;
 
 struct Rule {
     kind: &'static str,

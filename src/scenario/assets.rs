@@ -16,13 +16,13 @@ use std::sync::Arc;
 type Files = Arc<RwLock<HashMap<String, Vec<u8>>>>;
 
 #[derive(Clone, Default)]
-pub struct AssetServer {
+pub(crate) struct AssetServer {
     files: Files,
     base: String,
 }
 
 impl AssetServer {
-    pub async fn start() -> std::io::Result<AssetServer> {
+    pub(crate) async fn start() -> std::io::Result<AssetServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let files: Files = Arc::default();
@@ -33,11 +33,11 @@ impl AssetServer {
         Ok(AssetServer { files, base: format!("http://{addr}") })
     }
 
-    pub fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("{}/assets/{name}", self.base)
     }
 
-    pub fn set(&self, name: &str, bytes: Vec<u8>) {
+    pub(crate) fn set(&self, name: &str, bytes: Vec<u8>) {
         self.files.write().insert(name.to_string(), bytes);
     }
 }

@@ -68,7 +68,7 @@ pub struct StepFailure {
     pub step_index: usize,
     pub step: String,
     pub checks_incident: bool,
-    /// A problem of the harness's own ([`StepError::Harness`]), not a
+    /// A problem of the harness's own (`StepError::Harness`), not a
     /// verdict on the gateway under test.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub harness: bool,
@@ -540,7 +540,7 @@ impl From<anyhow::Error> for Setup {
 /// Why a step did not pass: a verdict on the gateway under test, or a
 /// problem of the harness's own, which says nothing about the gateway.
 #[derive(Debug, thiserror::Error)]
-pub enum StepError {
+pub(crate) enum StepError {
     /// The gateway under test did something wrong (or nothing, or too
     /// late): what the report shows as the step's failure.
     #[error("{0}")]

@@ -10,7 +10,7 @@ pub mod model;
 pub mod prove;
 pub mod report;
 pub mod runner;
-pub mod warmup;
+pub(crate) mod warmup;
 
 pub use engine::{run_scenario, Outcome, RunOptions, Verdict};
 pub use model::Scenario;

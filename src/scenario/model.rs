@@ -4,7 +4,7 @@
 //! the field and the line, never a silently ignored expectation.
 
 use crate::mocks::{MockKind, Stub};
-pub use crate::target::Capability;
+pub(crate) use crate::target::Capability;
 use anyhow::{anyhow, Context};
 use serde::Deserialize;
 use serde_json::Value;
@@ -99,7 +99,7 @@ fn yes() -> bool {
 }
 
 /// The longest `eventually` a step may wait (within the step's own bound).
-pub const MAX_EVENTUALLY: Duration = Duration::from_secs(30);
+pub(crate) const MAX_EVENTUALLY: Duration = Duration::from_secs(30);
 
 fn one() -> usize {
     1
@@ -296,7 +296,7 @@ pub struct Step {
 
 /// The action of a step, borrowed from it.
 #[derive(Debug, Clone, Copy)]
-pub enum Action<'a> {
+pub(crate) enum Action<'a> {
     Request(&'a RequestSpec),
     Concurrent(&'a ConcurrentSpec),
     Advance(Duration),

@@ -27,7 +27,7 @@ const CALL_BOUND: Duration = Duration::from_secs(10);
 
 /// One warm-up call: path and body.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WarmUpCall {
+pub(crate) struct WarmUpCall {
     pub path: &'static str,
     pub body: Value,
 }

@@ -78,7 +78,7 @@ pub struct SpanData {
 }
 
 /// Finished spans waiting for export, at most `cap`.
-pub struct Queue {
+pub(crate) struct Queue {
     spans: Mutex<VecDeque<SpanData>>,
     cap: usize,
     batch: usize,
@@ -88,7 +88,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(cap: usize, batch: usize) -> Queue {
+    pub(super) fn new(cap: usize, batch: usize) -> Queue {
         Queue {
             spans: Mutex::new(VecDeque::new()),
             cap: cap.max(1),
@@ -100,7 +100,7 @@ impl Queue {
 
     /// Queues a span, or drops and counts it when the queue is full: the
     /// request that made it never waits for the collector.
-    pub fn push(&self, span: SpanData) -> bool {
+    pub(super) fn push(&self, span: SpanData) -> bool {
         let mut q = self.spans.lock();
         if q.len() >= self.cap {
             drop(q);
@@ -127,7 +127,7 @@ impl Queue {
         self.spans.lock().len()
     }
 
-    pub fn dropped(&self) -> u64 {
+    pub(super) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
@@ -146,7 +146,7 @@ pub struct ExportStats {
 }
 
 /// Sends batches to the collector.
-pub struct Exporter {
+pub(crate) struct Exporter {
     pub queue: Arc<Queue>,
     client: reqwest::Client,
     settings: OtelSettings,
@@ -163,7 +163,7 @@ pub struct Exporter {
 impl Exporter {
     /// The exporter and its background task (which ends once the exporter
     /// is dropped). Needs a Tokio runtime.
-    pub fn start(settings: OtelSettings) -> Result<Arc<Exporter>, super::settings::OtelError> {
+    pub(super) fn start(settings: OtelSettings) -> Result<Arc<Exporter>, super::settings::OtelError> {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
@@ -191,7 +191,7 @@ impl Exporter {
         Ok(exporter)
     }
 
-    pub fn stats(&self) -> ExportStats {
+    pub(super) fn stats(&self) -> ExportStats {
         ExportStats {
             exported: self.exported.load(Ordering::Relaxed),
             dropped: self.queue.dropped(),
@@ -204,7 +204,7 @@ impl Exporter {
     /// timeout, stopping at the first that fails (so a down collector costs
     /// a shutdown at most two timeouts: the batch in flight and one more);
     /// returns the stats after, `queued` saying what was not sent.
-    pub async fn flush(&self) -> ExportStats {
+    pub(super) async fn flush(&self) -> ExportStats {
         self.send_queued().await;
         self.stats()
     }

@@ -26,8 +26,9 @@ mod export;
 mod protobuf;
 mod settings;
 
-pub use export::{encode as encode_json, AttrValue, ExportStats, SpanData, SpanKind, SpanStatus};
-pub use settings::{OtelError, OtelSettings, Protocol, Sampler};
+pub use export::encode as encode_json;
+pub(crate) use export::{AttrValue, ExportStats, SpanData, SpanKind, SpanStatus};
+pub(crate) use settings::{OtelError, OtelSettings};
 
 use crate::gateway::activity::{Attribution, Who};
 use crate::gateway::error::ApiError;

@@ -93,7 +93,7 @@ fn span(out: &mut Vec<u8>, s: &SpanData) {
 
 /// The request body: one `ResourceSpans` (resource 1, scope_spans 2) with
 /// one `ScopeSpans` (scope 1, spans 2).
-pub fn encode(resource: &[(String, String)], spans: &[SpanData]) -> Vec<u8> {
+pub(super) fn encode(resource: &[(String, String)], spans: &[SpanData]) -> Vec<u8> {
     let mut out = Vec::new();
     message(&mut out, 1, |rs| {
         message(rs, 1, |res| {

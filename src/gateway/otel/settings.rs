@@ -14,7 +14,7 @@ use http::{HeaderName, HeaderValue};
 use std::time::Duration;
 
 /// The traces' destination and the batch processor's limits.
-pub struct OtelSettings {
+pub(crate) struct OtelSettings {
     /// The full URL spans are POSTed to (`…/v1/traces`).
     pub endpoint: reqwest::Url,
     /// Sent with every export (often a collector's API key): marked
@@ -42,7 +42,7 @@ pub struct OtelSettings {
 /// default is `parentbased_always_on`: a client's "not sampled" is obeyed,
 /// every other trace is recorded.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sampler {
+pub(crate) struct Sampler {
     /// Follow the inbound `traceparent`'s sampled flag when there is one.
     pub parent_based: bool,
     /// The share of new traces recorded, 0 to 1 (`always_on` 1, `always_off` 0).
@@ -60,7 +60,7 @@ impl Sampler {
     /// the client sent one, else the ratio over the trace id (its low 63
     /// bits, as the OpenTelemetry SDKs do, so every service that samples
     /// by the same ratio keeps the same traces).
-    pub fn sampled(&self, parent_sampled: Option<bool>, trace_id: &[u8; 16]) -> bool {
+    pub(crate) fn sampled(&self, parent_sampled: Option<bool>, trace_id: &[u8; 16]) -> bool {
         if let (true, Some(p)) = (self.parent_based, parent_sampled) {
             return p;
         }
@@ -165,7 +165,7 @@ pub enum OtelError {
 impl OtelSettings {
     /// `None` when no callback names `otel` (or `OTEL_SDK_DISABLED=true`);
     /// an error, naming the variable, for a setting that cannot be honoured.
-    pub fn from_config(config: &Config) -> Result<Option<OtelSettings>, OtelError> {
+    pub(crate) fn from_config(config: &Config) -> Result<Option<OtelSettings>, OtelError> {
         let enabled = config.litellm_settings.all_callbacks().any(|(_, name)| name == "otel");
         if !enabled {
             return Ok(None);
@@ -240,7 +240,7 @@ impl OtelSettings {
 
 /// The OTLP/HTTP encodings the gateway sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// `http/protobuf` (`application/x-protobuf`), the specification's default.
     Protobuf,
     /// `http/json` (`application/json`).

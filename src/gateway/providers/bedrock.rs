@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::gateway::error::ApiError;
 
 /// The `anthropic_version` Bedrock requires in the body.
-pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
+pub(crate) const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
 /// Everything that can go wrong talking to Bedrock, short of HTTP itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,7 +183,7 @@ impl AwsCredentials {
 }
 
 /// Where a deployment with no region anywhere is sent.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 
 /// The region from config, else `AWS_REGION`, else `AWS_DEFAULT_REGION`, as
 /// `env` reads them.
@@ -257,7 +257,7 @@ pub(crate) fn sign(
 
 /// One decoded event of a Bedrock response stream.
 #[derive(Debug, Clone, PartialEq)]
-pub enum BedrockStreamEvent {
+pub(crate) enum BedrockStreamEvent {
     /// InvokeModelWithResponseStream `chunk`: the Anthropic event it wraps
     /// (feed it to `StreamTranslator::on_event("", &event)`).
     Anthropic(Value),
@@ -274,7 +274,7 @@ pub enum BedrockStreamEvent {
 /// by the next call ([`feed`](Self::feed) or [`finish`](Self::finish)). After
 /// an error the decoder stays failed, since framing cannot be resynchronised.
 #[derive(Debug, Default)]
-pub struct EventStreamDecoder {
+pub(crate) struct EventStreamDecoder {
     buf: BytesMut,
     frames: MessageFrameDecoder,
     /// The frame decoder consumed a prelude but not yet the whole frame.
@@ -292,7 +292,7 @@ fn header_str<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 }
 
 impl EventStreamDecoder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -333,7 +333,7 @@ impl EventStreamDecoder {
 
     /// Decodes every complete frame now available into events. An exception
     /// frame becomes `Err(BedrockError::StreamException)`.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<BedrockStreamEvent>, BedrockError> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Vec<BedrockStreamEvent>, BedrockError> {
         let messages = self.feed_messages(bytes)?;
         let mut out = Vec::with_capacity(messages.len());
         for m in &messages {
@@ -347,7 +347,7 @@ impl EventStreamDecoder {
 
     /// Call at end of body: reports a pending error, or a stream that
     /// stopped inside a frame.
-    pub fn finish(&self) -> Result<(), BedrockError> {
+    pub(crate) fn finish(&self) -> Result<(), BedrockError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -534,7 +534,7 @@ impl super::ProviderApi for Bedrock {
 }
 
 /// The media type of InvokeModelWithResponseStream's answer.
-pub const STREAM_MEDIA_TYPE: &str = "application/vnd.amazon.eventstream";
+pub(crate) const STREAM_MEDIA_TYPE: &str = "application/vnd.amazon.eventstream";
 
 /// The Anthropic events inside a Bedrock stream's `chunk` frames.
 struct AnthropicEvents(EventStreamDecoder);

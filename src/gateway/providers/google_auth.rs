@@ -21,7 +21,7 @@ use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Google's token endpoint, when the credentials do not name one.
-pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+pub(crate) const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// A token this close to its expiry is refreshed before use.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);

@@ -138,7 +138,7 @@ fn push_assistant(out: &mut Vec<Value>, content: &Value, field: &str) -> Result<
 }
 
 /// A Messages request body as a Chat Completions body for `upstream_model`.
-pub fn messages_to_chat_request(body: &Map<String, Value>, upstream_model: &str) -> Result<Map<String, Value>> {
+pub(crate) fn messages_to_chat_request(body: &Map<String, Value>, upstream_model: &str) -> Result<Map<String, Value>> {
     let mut messages = Vec::new();
     if let Some(system) = body.get("system").filter(|s| !s.is_null()) {
         let text = text_of(system);
@@ -220,7 +220,7 @@ pub fn messages_to_chat_request(body: &Map<String, Value>, upstream_model: &str)
 }
 
 /// `finish_reason` → `stop_reason`.
-pub fn stop_reason(finish_reason: &str) -> &'static str {
+pub(crate) fn stop_reason(finish_reason: &str) -> &'static str {
     match finish_reason {
         "length" => "max_tokens",
         "tool_calls" | "function_call" => "tool_use",
@@ -252,7 +252,7 @@ fn tool_input(arguments: &str) -> Value {
 }
 
 /// A Chat Completions answer as a Messages answer reported as `model`.
-pub fn chat_to_messages_response(v: &Value, model: &str) -> Result<Value> {
+pub(crate) fn chat_to_messages_response(v: &Value, model: &str) -> Result<Value> {
     let choice = v.pointer("/choices/0").ok_or_else(|| TranslateError::Missing { field: "choices[0]".into() })?;
     let msg = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
@@ -284,7 +284,7 @@ pub fn chat_to_messages_response(v: &Value, model: &str) -> Result<Value> {
 
 /// Turns Chat Completions chunks into Messages stream events, in order.
 #[derive(Debug)]
-pub struct ChunkTranslator {
+pub(crate) struct ChunkTranslator {
     model: String,
     started: bool,
     /// The open content block: its Messages index and, for a tool call, the
@@ -297,10 +297,10 @@ pub struct ChunkTranslator {
 }
 
 /// One Messages event: its `event:` name and its data.
-pub type Event = (&'static str, Value);
+pub(crate) type Event = (&'static str, Value);
 
 impl ChunkTranslator {
-    pub fn new(model: &str) -> Self {
+    pub(crate) fn new(model: &str) -> Self {
         ChunkTranslator {
             model: model.to_string(),
             started: false,
@@ -345,7 +345,7 @@ impl ChunkTranslator {
     }
 
     /// The events for one chunk (a parsed `data:` line).
-    pub fn on_chunk(&mut self, chunk: &Value) -> Vec<Event> {
+    pub(crate) fn on_chunk(&mut self, chunk: &Value) -> Vec<Event> {
         let mut out = Vec::new();
         if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(u.clone());
@@ -389,7 +389,7 @@ impl ChunkTranslator {
 
     /// Whether the provider's stream said it was complete (`[DONE]` or a
     /// finish reason).
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.done || self.finish.is_some()
     }
 
@@ -399,7 +399,7 @@ impl ChunkTranslator {
     }
 
     /// The closing events, once the provider's stream is complete.
-    pub fn finish(&mut self) -> Vec<Event> {
+    pub(crate) fn finish(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
         self.start("gateway", &mut out);
         self.close(&mut out);

@@ -7,7 +7,7 @@
 //! Anthropic-family events are decoded. The proxy never matches on a
 //! provider: it asks the registry ([`api`]) for the module.
 //!
-//! - [`openai_compat`]: openai, hosted_vllm and the OpenAI-compatible family
+//! - `openai_compat`: openai, hosted_vllm and the OpenAI-compatible family
 //!   ([`Compat`]: groq, together_ai, mistral, ollama, …), and azure (its own
 //!   URL layout and `api-key` header).
 //! - [`anthropic`]: Anthropic's API, and the Chat Completions ⇄ Messages
@@ -16,7 +16,7 @@
 //! - [`gemini`]: Gemini on Google AI Studio, its own API behind OpenAI's Chat
 //!   Completions (`ProviderApi::openai_answer`, `openai_stream`).
 //! - [`params`]: which OpenAI parameters each provider accepts;
-//!   [`messages_bridge`]: `/v1/messages` clients on OpenAI-wire deployments.
+//!   `messages_bridge`: `/v1/messages` clients on OpenAI-wire deployments.
 //!
 //! Adding a provider: see ARCHITECTURE.md, "Adding a provider".
 
@@ -24,9 +24,9 @@ pub mod anthropic;
 pub mod azure_ai;
 pub mod bedrock;
 pub mod gemini;
-pub mod google_auth;
-pub mod messages_bridge;
-pub mod openai_compat;
+pub(crate) mod google_auth;
+pub(crate) mod messages_bridge;
+pub(crate) mod openai_compat;
 pub mod params;
 pub mod vertex;
 
@@ -430,7 +430,7 @@ pub trait EventDecoder: Send {
 
 /// Anthropic events carried as SSE (Anthropic, Vertex AI, Azure AI).
 #[derive(Default)]
-pub struct SseEvents(crate::gateway::sse::SseParser);
+pub(crate) struct SseEvents(crate::gateway::sse::SseParser);
 
 impl EventDecoder for SseEvents {
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<(String, Value)>) -> Result<(), ApiError> {

@@ -15,15 +15,15 @@ use crate::gateway::error::ApiError;
 use serde_json::Value;
 
 /// OpenAI's own base URL.
-pub const OPENAI_BASE: &str = "https://api.openai.com/v1";
+pub(crate) const OPENAI_BASE: &str = "https://api.openai.com/v1";
 
 /// Azure OpenAI's `api-version` when the deployment sets none (the latest GA
 /// version this gateway is tested against).
-pub const AZURE_API_VERSION: &str = "2024-10-21";
+pub(crate) const AZURE_API_VERSION: &str = "2024-10-21";
 
 /// openai, hosted_vllm and the [`Compat`](super::Compat) family: `Bearer`
 /// auth, the path joined to the base URL.
-pub struct OpenAiCompat;
+pub(crate) struct OpenAiCompat;
 
 impl ProviderApi for OpenAiCompat {
     fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, EndpointError> {
@@ -77,7 +77,7 @@ impl ProviderApi for OpenAiCompat {
 }
 
 /// Azure OpenAI.
-pub struct Azure;
+pub(crate) struct Azure;
 
 impl ProviderApi for Azure {
     fn endpoint(&self, input: &EndpointInput<'_>) -> Result<Endpoint, EndpointError> {

@@ -13,11 +13,11 @@ use crate::gateway::error::ApiError;
 use serde_json::json;
 
 /// The `anthropic_version` Vertex AI requires in the body.
-pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+pub(crate) const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 
 /// Where a deployment with no `vertex_location` is served (LiteLLM's default
 /// for Claude).
-pub const DEFAULT_LOCATION: &str = "us-east5";
+pub(crate) const DEFAULT_LOCATION: &str = "us-east5";
 
 /// Vertex AI.
 pub struct VertexAi;

@@ -8,26 +8,26 @@ use std::sync::Arc;
 
 /// How long a graceful shutdown waits for requests in flight (a long stream
 /// included) before it stops anyway and writes the spend.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a client may take to send a request's headers, and how long a
 /// kept-alive connection may wait for its next request (hyper applies the
 /// header-read timeout to both).
-pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connections served at once; more are closed as they arrive, so a flood
 /// of idle connections cannot exhaust the process's file descriptors.
-pub const MAX_CONNECTIONS: usize = 10_000;
+pub(crate) const MAX_CONNECTIONS: usize = 10_000;
 
 /// The most a request's headers may hold by default (64 KiB: far above what
 /// clients send, far below what lets a trickle of headers hold memory).
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The pause after a failed `accept` (out of file descriptors).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Serves until SIGTERM or SIGINT; then stops accepting, lets requests in
-/// flight finish (at most [`SHUTDOWN_GRACE`]) and writes the queued spend.
+/// flight finish (at most `SHUTDOWN_GRACE`) and writes the queued spend.
 pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     serve_until(gw, listener, stop_signal()).await
 }

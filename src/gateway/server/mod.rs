@@ -11,7 +11,8 @@ mod listen;
 
 pub(crate) use admin::health_value;
 pub(crate) use listen::write_out;
-pub use listen::{serve, serve_until, serve_with, ServeLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE};
+pub(crate) use listen::SHUTDOWN_GRACE;
+pub use listen::{serve, serve_until, serve_with, ServeLimits};
 
 use crate::gateway::error::ApiError;
 use crate::gateway::state::Gateway;

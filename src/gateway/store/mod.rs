@@ -33,8 +33,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-pub use postgres::{PgStore, PostgresUrl};
-pub use sqlite::SqliteStore;
+pub(crate) use postgres::PgStore;
+pub use postgres::PostgresUrl;
+pub(crate) use sqlite::SqliteStore;
 
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,11 +349,11 @@ pub struct FlushReport {
 /// Queued rows that start a write at once, whatever the interval: bounds the
 /// queue's memory when the periodic writer is slow or not running (a gateway
 /// embedded in the harness has no timer).
-pub const SPEND_QUEUE_HIGH_WATER: usize = 1024;
+pub(crate) const SPEND_QUEUE_HIGH_WATER: usize = 1024;
 
 impl SpendQueue {
     /// Queues a row; `true` when the queue has reached
-    /// [`SPEND_QUEUE_HIGH_WATER`] and should be written now.
+    /// `SPEND_QUEUE_HIGH_WATER` and should be written now.
     pub fn push(&self, row: SpendRow) -> bool {
         let mut p = self.pending.lock();
         p.push(row);

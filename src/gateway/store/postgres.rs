@@ -24,12 +24,12 @@ use super::{DatabaseLocation, SpendRow, StoreError, StoredKey};
 
 /// How long a connection attempt may take before the start (or a
 /// reconnect) fails, unless the URL's `connect_timeout` says otherwise.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one store operation (waiting for the connection included) may
 /// take: a server that stops answering mid-query (a dead link, a full disk)
 /// must not hold admin calls, lookups and spend flushes forever.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Schema migrations, applied in order; the index + 1 is the version.
 /// Never edit one that has shipped: add the next. The same tables as
@@ -181,7 +181,7 @@ impl PgStore {
         Ok(store)
     }
 
-    /// `op` within [`OP_TIMEOUT`]; past it the connection is dropped, so the
+    /// `op` within `OP_TIMEOUT`; past it the connection is dropped, so the
     /// next use starts clean.
     pub async fn bounded<T>(
         &self,

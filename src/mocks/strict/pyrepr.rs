@@ -62,7 +62,7 @@ pub(crate) struct PyError {
 }
 
 impl PyError {
-    pub fn new(ty: &str, loc: Vec<Loc>, msg: &str, input: String) -> PyError {
+    pub(super) fn new(ty: &str, loc: Vec<Loc>, msg: &str, input: String) -> PyError {
         PyError { ty: ty.into(), loc, msg: msg.into(), input, ctx: Vec::new() }
     }
 

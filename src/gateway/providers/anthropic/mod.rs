@@ -15,10 +15,10 @@ use crate::gateway::error::ApiError;
 use serde_json::Value;
 
 /// Anthropic's API when a deployment sets no `api_base`.
-pub const ANTHROPIC_BASE: &str = "https://api.anthropic.com";
+pub(crate) const ANTHROPIC_BASE: &str = "https://api.anthropic.com";
 
 /// The `anthropic-version` sent when the client sent none.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+pub(crate) const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Anthropic's API.
 pub struct Anthropic;

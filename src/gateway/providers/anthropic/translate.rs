@@ -8,7 +8,7 @@
 //! Rules worth knowing:
 //! - Anthropic has one `system` prompt; every `system`/`developer` message is
 //!   hoisted there, in order.
-//! - Anthropic requires `max_tokens`; it defaults to [`DEFAULT_MAX_TOKENS`].
+//! - Anthropic requires `max_tokens`; it defaults to `DEFAULT_MAX_TOKENS`.
 //! - OpenAI `tool` messages become `tool_result` blocks in a user turn, and
 //!   consecutive same-role turns are merged (parallel tool results must come
 //!   back in one user turn).
@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value};
 use crate::gateway::sse::SseEvent;
 
 /// Anthropic requires `max_tokens`; OpenAI clients usually omit it.
-pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+pub(crate) const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// A request or response that cannot be translated, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -509,7 +509,7 @@ pub fn chat_to_messages(openai_body: &Value, upstream_model: &str) -> Result<Val
 
 /// Token counts as Anthropic reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AnthropicUsage {
+pub(crate) struct AnthropicUsage {
     /// Uncached input tokens only.
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -527,7 +527,7 @@ impl AnthropicUsage {
 
     /// Overwrites the fields present in `usage` (a `message_delta` carries
     /// the final counts for some fields only).
-    pub fn update(&mut self, usage: &Value) {
+    pub(crate) fn update(&mut self, usage: &Value) {
         let set = |key: &str, slot: &mut u64| {
             if let Some(n) = usage.get(key).and_then(Value::as_u64) {
                 *slot = n;
@@ -540,11 +540,11 @@ impl AnthropicUsage {
     }
 
     /// Everything the model read, as OpenAI counts `prompt_tokens`.
-    pub fn prompt_tokens(&self) -> u64 {
+    pub(crate) fn prompt_tokens(&self) -> u64 {
         self.input_tokens.saturating_add(self.cache_read_tokens).saturating_add(self.cache_creation_tokens)
     }
 
-    pub fn total_tokens(&self) -> u64 {
+    pub(crate) fn total_tokens(&self) -> u64 {
         self.prompt_tokens().saturating_add(self.output_tokens)
     }
 
@@ -662,7 +662,7 @@ pub fn messages_to_chat(resp: &Value, model: &str, created: u64) -> Result<Value
 /// One translator per response. The caller frames each chunk as
 /// `data: <json>\n\n` and writes `data: [DONE]` at the end.
 #[derive(Debug)]
-pub struct StreamTranslator {
+pub(crate) struct StreamTranslator {
     model: String,
     id: String,
     created: u64,
@@ -681,7 +681,7 @@ impl StreamTranslator {
     /// `model` is reported to the client; `id_hint` is the chunk id unless
     /// the upstream's `message_start` provides one.
     /// `created` (unix seconds) is stamped on every chunk.
-    pub fn new(model: &str, id_hint: &str, created: u64) -> Self {
+    pub(crate) fn new(model: &str, id_hint: &str, created: u64) -> Self {
         StreamTranslator {
             model: model.to_string(),
             id: id_hint.to_string(),
@@ -704,14 +704,14 @@ impl StreamTranslator {
 
     /// The chunk id (the unit tests' view: the proxy reads only the chunks).
     #[cfg(test)]
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
     /// Usage seen so far (final once [`is_finished`](Self::is_finished)); the
     /// unit tests' view: the proxy meters the events themselves (`StreamMeter`).
     #[cfg(test)]
-    pub fn usage(&self) -> AnthropicUsage {
+    pub(crate) fn usage(&self) -> AnthropicUsage {
         self.usage
     }
 
@@ -749,7 +749,7 @@ impl StreamTranslator {
     /// Handles one Anthropic event. `event_type` is the SSE `event:` name; when
     /// empty (e.g. Bedrock chunks carry no name) the data's `type` is used.
     /// An `error` event yields `Err(TranslateError::Upstream)`.
-    pub fn on_event(&mut self, event_type: &str, data: &Value) -> Result<Vec<Value>> {
+    pub(crate) fn on_event(&mut self, event_type: &str, data: &Value) -> Result<Vec<Value>> {
         let ty = match event_type {
             "" | "message" => get_str(data, "type", "type")?.unwrap_or(""),
             t => t,

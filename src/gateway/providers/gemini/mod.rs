@@ -19,15 +19,15 @@ use crate::gateway::error::ApiError;
 use serde_json::Value;
 
 /// Google AI Studio when a deployment sets no `api_base`.
-pub const GEMINI_BASE: &str = "https://generativelanguage.googleapis.com";
+pub(crate) const GEMINI_BASE: &str = "https://generativelanguage.googleapis.com";
 
 /// The variable LiteLLM reads a Gemini key from when the deployment sets no
 /// `api_key`.
-pub const GEMINI_KEY_ENV: &str = "GEMINI_API_KEY";
+pub(crate) const GEMINI_KEY_ENV: &str = "GEMINI_API_KEY";
 
 /// Google's own name for the same key, which LiteLLM reads too: the
 /// fallback when GEMINI_API_KEY is not set.
-pub const GOOGLE_KEY_ENV: &str = "GOOGLE_API_KEY";
+pub(crate) const GOOGLE_KEY_ENV: &str = "GOOGLE_API_KEY";
 
 /// Whether a base URL ends in `/models/{name}`: the URL of one model.
 fn names_a_model(base: &str) -> bool {

@@ -19,7 +19,7 @@
 //!   becomes `responseMimeType` (and `responseJsonSchema`, for the same
 //!   reason as the tools' schemas).
 //!
-//! Answers (`gemini_to_chat`, [`ChunkTranslator`] for streams): candidates
+//! Answers (`gemini_to_chat`, `ChunkTranslator` for streams): candidates
 //! become choices (text parts joined, `thought` parts left out, function
 //! calls as `tool_calls` with generated `call_…` ids unless Gemini gave
 //! one), `finishReason` becomes `finish_reason`, `usageMetadata` becomes
@@ -48,7 +48,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> TranslateError {
 
 /// Between a tool call's id and the `thoughtSignature` of the function
 /// call it stands for (see `candidate_parts`).
-pub const THOUGHT_SEPARATOR: &str = "__thought__";
+pub(crate) const THOUGHT_SEPARATOR: &str = "__thought__";
 
 /// Keys of a Chat Completions body this translation reads or knowingly
 /// leaves out: routing and transport (`model`, `stream`, `stream_options`),
@@ -466,7 +466,7 @@ pub(crate) fn gemini_to_chat(v: &Value, cx: &AnswerContext<'_>) -> Result<Value>
 
 /// A Gemini stream (`alt=sse`: one `GenerateContentResponse` per event,
 /// no terminator) as Chat Completions chunks.
-pub struct ChunkTranslator {
+pub(crate) struct ChunkTranslator {
     sse: SseParser,
     created: u64,
     include_usage: bool,
@@ -482,7 +482,7 @@ pub struct ChunkTranslator {
 }
 
 impl ChunkTranslator {
-    pub fn new(cx: &AnswerContext<'_>) -> Self {
+    pub(crate) fn new(cx: &AnswerContext<'_>) -> Self {
         ChunkTranslator {
             sse: SseParser::new(),
             created: cx.created,
