@@ -31,7 +31,7 @@ impl ProviderApi for AzureAi {
         let Operation::OpenAi(path) = call.op else { return messages_request(ep, call) };
         // The OpenAI-wire families take the same key as a bearer token.
         let mut body = call.body;
-        body.insert("model".into(), Value::String(call.upstream_model.to_string()));
+        body.set("model", Value::String(call.upstream_model.to_string()));
         let mut req = UpstreamRequest::json(ep, join_url(&ep.base, path), &body)?;
         req.headers.retain(|(k, _)| k.as_str() != "x-api-key");
         if let Some((_, key)) = ep.headers.iter().find(|(k, _)| k.as_str() == "x-api-key") {

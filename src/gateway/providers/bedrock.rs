@@ -102,20 +102,18 @@ pub(crate) fn invoke_url(endpoint_base: &str, model_id: &str, stream: bool) -> R
     Ok(format!("{}/model/{}/{action}", endpoint_base.trim_end_matches('/'), super::path_segment(model_id)?))
 }
 
-/// Turns an Anthropic Messages body into a Bedrock InvokeModel body.
-pub(crate) fn to_bedrock_body(messages_body: &Value, betas: &[String]) -> Value {
-    let mut body = messages_body.clone();
-    if let Some(obj) = body.as_object_mut() {
-        obj.remove("model");
-        obj.remove("stream");
-        obj.insert("anthropic_version".into(), json!(BEDROCK_ANTHROPIC_VERSION));
-        if betas.is_empty() {
-            obj.remove("anthropic_beta");
-        } else {
-            obj.insert("anthropic_beta".into(), json!(betas));
-        }
+/// Turns an Anthropic Messages body into a Bedrock InvokeModel body: the
+/// model is in the URL, the stream in the action, the version and the beta
+/// flags in the body.
+pub(crate) fn to_bedrock_body(body: &mut super::body::Body<'_>, betas: &[String]) {
+    body.remove("model");
+    body.remove("stream");
+    body.set("anthropic_version", json!(BEDROCK_ANTHROPIC_VERSION));
+    if betas.is_empty() {
+        body.remove("anthropic_beta");
+    } else {
+        body.set("anthropic_beta", json!(betas));
     }
-    body
 }
 
 // ---------------------------------------------------------------------------
@@ -495,7 +493,8 @@ impl super::ProviderApi for Bedrock {
         let Some(signing) = &ep.signing else {
             return Err(ApiError::Internal("a bedrock endpoint without credentials".into()));
         };
-        let v = to_bedrock_body(&Value::Object(call.body), call.betas);
+        let mut v = call.body;
+        to_bedrock_body(&mut v, call.betas);
         let body = serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))?;
         let url = invoke_url(&ep.url, call.upstream_model, call.stream)?;
         let accept = if call.stream { STREAM_MEDIA_TYPE } else { "application/json" };
@@ -578,11 +577,14 @@ mod tests {
     #[test]
     fn body() {
         let msgs = json!({"model": "m", "stream": true, "max_tokens": 10, "messages": [], "anthropic_beta": ["x"]});
-        assert_eq!(
-            to_bedrock_body(&msgs, &[]),
-            json!({"max_tokens": 10, "messages": [], "anthropic_version": "bedrock-2023-05-31"})
-        );
-        let out = to_bedrock_body(&msgs, &["computer-use-2025-01-24".to_string()]);
+        let msgs = msgs.as_object().cloned().unwrap_or_default();
+        let shaped = |betas: &[String]| {
+            let mut b = crate::gateway::providers::body::Body::client_without_nulls(&msgs);
+            to_bedrock_body(&mut b, betas);
+            serde_json::to_value(&b).unwrap()
+        };
+        assert_eq!(shaped(&[]), json!({"max_tokens": 10, "messages": [], "anthropic_version": "bedrock-2023-05-31"}));
+        let out = shaped(&["computer-use-2025-01-24".to_string()]);
         assert_eq!(out["anthropic_beta"], json!(["computer-use-2025-01-24"]));
         assert!(out.get("model").is_none() && out.get("stream").is_none());
     }

@@ -23,6 +23,7 @@
 pub mod anthropic;
 pub mod azure_ai;
 pub mod bedrock;
+pub mod body;
 pub mod gemini;
 pub(crate) mod google_auth;
 pub(crate) mod messages_bridge;
@@ -34,7 +35,7 @@ use crate::gateway::beta::{BetaTarget, Placement};
 use crate::gateway::error::ApiError;
 use axum::http::{HeaderName, HeaderValue};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::time::SystemTime;
 
 /// The providers this gateway can call. Parsed from the `provider/` prefix of
@@ -371,8 +372,9 @@ pub struct Call<'a> {
     pub upstream_model: &'a str,
     /// The body in the operation's wire format (OpenAI or Messages); the
     /// module adds, moves or removes what its service wants (the model, the
-    /// stream flag, its API version).
-    pub body: Map<String, Value>,
+    /// stream flag, its API version). A view over the client's body where no
+    /// translation came before ([`body::Body`]).
+    pub body: body::Body<'a>,
     pub stream: bool,
     /// `anthropic-beta` flags already filtered for this provider.
     pub betas: &'a [String],
@@ -393,7 +395,7 @@ pub struct UpstreamRequest {
 
 impl UpstreamRequest {
     /// A JSON request to `url` with the endpoint's headers.
-    pub fn json(ep: &Endpoint, url: String, body: &Map<String, Value>) -> Result<Self, ApiError> {
+    pub fn json(ep: &Endpoint, url: String, body: &impl serde::Serialize) -> Result<Self, ApiError> {
         let body = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?;
         let mut headers = Vec::with_capacity(ep.headers.len() + 3);
         headers.push((http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
@@ -614,7 +616,7 @@ mod endpoint_tests {
         Call {
             op,
             upstream_model: model,
-            body: body.as_object().cloned().unwrap_or_default(),
+            body: body::Body::owned(body.as_object().cloned().unwrap_or_default()),
             stream,
             betas,
             anthropic_version: None,
@@ -754,7 +756,7 @@ mod endpoint_tests {
         let g = api(Provider::Gemini);
         let sent = json!({"model": "client-name", "messages": [{"role": "user", "content": "hi"}]});
         let mut c = call(Operation::OpenAi("chat/completions"), "gemini-2.5-flash", false, &[]);
-        c.body = sent.as_object().cloned().unwrap_or_default();
+        c.body = body::Body::owned(sent.as_object().cloned().unwrap_or_default());
         let r = g.request(&ep, c).unwrap();
         assert_eq!(r.url, "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent");
         assert_eq!(header(&r, "x-goog-api-key"), Some("AIza-env"));
@@ -766,7 +768,7 @@ mod endpoint_tests {
         let yaml = "model: gemini/x\napi_base: http://127.0.0.1:9/\napi_key: AIza-cfg";
         let ep = endpoint(Provider::Gemini, yaml, &[("GEMINI_API_KEY", "AIza-env")]).unwrap();
         let mut c = call(Operation::OpenAi("chat/completions"), "../files/x:delete?key=1", true, &[]);
-        c.body = json!({"messages": []}).as_object().cloned().unwrap_or_default();
+        c.body = body::Body::owned(json!({"messages": []}).as_object().cloned().unwrap_or_default());
         let r = g.request(&ep, c).unwrap();
         assert_eq!(
             r.url,
@@ -778,7 +780,7 @@ mod endpoint_tests {
         for base in ["https://gw.example/g/v1beta/", "https://gw.example/g/v1beta/models/gemini-2.5-flash"] {
             let ep = endpoint(Provider::Gemini, &format!("model: gemini/gemini-2.5-flash\napi_base: {base}"), &[]);
             let mut c = call(Operation::OpenAi("chat/completions"), "gemini-2.5-flash", false, &[]);
-            c.body = json!({"messages": []}).as_object().cloned().unwrap_or_default();
+            c.body = body::Body::owned(json!({"messages": []}).as_object().cloned().unwrap_or_default());
             let r = g.request(&ep.unwrap(), c).unwrap();
             assert_eq!(r.url, "https://gw.example/g/v1beta/models/gemini-2.5-flash:generateContent", "{base}");
         }

@@ -66,7 +66,7 @@ impl ProviderApi for OpenAiCompat {
             return Err(ApiError::Internal(format!("{} speaks only the OpenAI wire format", ep.provider)));
         };
         let mut body = call.body;
-        body.insert("model".into(), Value::String(call.upstream_model.to_string()));
+        body.set("model", Value::String(call.upstream_model.to_string()));
         UpstreamRequest::json(ep, super::join_url(&ep.url, path), &body)
     }
 
@@ -102,7 +102,7 @@ impl ProviderApi for Azure {
             // Azure serves the Responses API once per resource, not per
             // deployment (`/openai/v1/responses`, its v1 API, which takes no
             // api-version); the deployment is named by `model`.
-            body.insert("model".into(), Value::String(call.upstream_model.to_string()));
+            body.set("model", Value::String(call.upstream_model.to_string()));
             return UpstreamRequest::json(ep, format!("{}/openai/v1/responses", ep.base), &body);
         }
         let deployment = path_segment(call.upstream_model)?;

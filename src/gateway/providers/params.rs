@@ -7,6 +7,7 @@
 //! built only from keys the client actually sent with non-null values; an
 //! absent field has no way to reappear as null.
 
+use super::body::Body;
 use super::Provider;
 use crate::gateway::error::ApiError;
 use serde_json::{Map, Value};
@@ -204,19 +205,20 @@ pub fn gemini(endpoint: Endpoint) -> Vec<&'static str> {
 
 /// Builds the parameters to send upstream from the client's body: required
 /// fields are kept, nulls are removed, unsupported params are dropped when
-/// `drop_params` is on and refused (400 naming the param) otherwise.
+/// `drop_params` is on and refused (400 naming the param) otherwise. The
+/// result is a view over the client's body, not a copy of it ([`Body`]).
 ///
 /// `null_absent_params` is the vLLM incident's bug put back (known-bad
 /// variant, harness only): every supported optional param the client did not
 /// send is written as explicit null, as LiteLLM's `optional_params[...] = None` did.
-pub(crate) fn build_upstream_params(
-    client: &Map<String, Value>,
+pub(crate) fn build_upstream_params<'a>(
+    client: &'a Map<String, Value>,
     provider: Provider,
     endpoint: Endpoint,
     upstream_model: &str,
     drop_params: bool,
     null_absent_params: bool,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<Body<'a>, ApiError> {
     let required = match endpoint {
         Endpoint::Chat => CHAT_REQUIRED,
         Endpoint::Embeddings => EMBED_REQUIRED,
@@ -224,20 +226,20 @@ pub(crate) fn build_upstream_params(
         Endpoint::Responses => RESPONSES_REQUIRED,
     };
     let allowed = supported(provider, &endpoint, upstream_model);
-    let mut out = Map::new();
+    let mut skip = Vec::new();
     for (k, v) in client {
         if required.contains(&k.as_str()) {
-            out.insert(k.clone(), v.clone());
             continue;
         }
         if allowed.contains(&k.as_str()) {
-            if !v.is_null() {
-                out.insert(k.clone(), v.clone());
+            if v.is_null() {
+                skip.push(k.as_str());
             }
             continue;
         }
         if drop_params {
             tracing::debug!(param = %k, provider = %provider, "dropping unsupported param (drop_params)");
+            skip.push(k.as_str());
             continue;
         }
         return Err(ApiError::UnsupportedParam {
@@ -247,17 +249,16 @@ pub(crate) fn build_upstream_params(
             param: k.clone(),
         });
     }
+    let mut nulls = Vec::new();
     if null_absent_params {
-        let bug_params: &[&str] = match endpoint {
+        let bug_params: &[&'static str] = match endpoint {
             Endpoint::Embeddings => &["encoding_format"],
             Endpoint::Chat | Endpoint::Completions => &["temperature", "top_p", "max_tokens", "stop", "seed", "n"],
             Endpoint::Responses => &["temperature", "top_p", "max_output_tokens"],
         };
-        for p in bug_params {
-            out.entry(p.to_string()).or_insert(Value::Null);
-        }
+        nulls.extend_from_slice(bug_params);
     }
-    Ok(out)
+    Ok(Body::client(client, skip, nulls))
 }
 
 #[cfg(test)]
@@ -272,8 +273,9 @@ mod tests {
     #[test]
     fn absent_and_null_optional_fields_stay_absent() {
         let client = obj(json!({"model": "m", "input": ["a"], "user": null}));
-        let out =
-            build_upstream_params(&client, Provider::HostedVllm, Endpoint::Embeddings, "m", false, false).unwrap();
+        let out = build_upstream_params(&client, Provider::HostedVllm, Endpoint::Embeddings, "m", false, false)
+            .unwrap()
+            .into_map();
         assert!(!out.contains_key("encoding_format"));
         assert!(!out.contains_key("user"));
         assert_eq!(out.len(), 2);
@@ -289,10 +291,14 @@ mod tests {
     #[test]
     fn a_responses_input_of_null_is_not_sent() {
         let client = obj(json!({"model": "m", "input": null, "instructions": "be brief"}));
-        let out = build_upstream_params(&client, Provider::Openai, Endpoint::Responses, "m", false, false).unwrap();
+        let out = build_upstream_params(&client, Provider::Openai, Endpoint::Responses, "m", false, false)
+            .unwrap()
+            .into_map();
         assert!(!out.contains_key("input"), "{out:?}");
         let client = obj(json!({"model": "m", "input": "hi"}));
-        let out = build_upstream_params(&client, Provider::Openai, Endpoint::Responses, "m", false, false).unwrap();
+        let out = build_upstream_params(&client, Provider::Openai, Endpoint::Responses, "m", false, false)
+            .unwrap()
+            .into_map();
         assert_eq!(out["input"], json!("hi"));
     }
 
@@ -301,9 +307,10 @@ mod tests {
         let client = obj(json!({"model": "m", "messages": [], "top_k": 3}));
         let err = build_upstream_params(&client, Provider::Openai, Endpoint::Chat, "m", false, false).unwrap_err();
         assert!(err.to_string().contains("`top_k`"));
-        let ok = build_upstream_params(&client, Provider::Openai, Endpoint::Chat, "m", true, false).unwrap();
+        let ok = build_upstream_params(&client, Provider::Openai, Endpoint::Chat, "m", true, false).unwrap().into_map();
         assert!(!ok.contains_key("top_k"));
-        let vllm = build_upstream_params(&client, Provider::HostedVllm, Endpoint::Chat, "m", false, false).unwrap();
+        let vllm =
+            build_upstream_params(&client, Provider::HostedVllm, Endpoint::Chat, "m", false, false).unwrap().into_map();
         assert_eq!(vllm["top_k"], json!(3));
     }
 
@@ -312,7 +319,7 @@ mod tests {
         let client = obj(json!({"model": "m", "messages": [], "temperature": 1, "logit_bias": {"1": 1}}));
         let err = build_upstream_params(&client, Provider::Gemini, Endpoint::Chat, "m", false, false).unwrap_err();
         assert!(err.to_string().contains("`logit_bias`"), "{err}");
-        let ok = build_upstream_params(&client, Provider::Gemini, Endpoint::Chat, "m", true, false).unwrap();
+        let ok = build_upstream_params(&client, Provider::Gemini, Endpoint::Chat, "m", true, false).unwrap().into_map();
         assert_eq!(ok, obj(json!({"model": "m", "messages": [], "temperature": 1})));
     }
 }

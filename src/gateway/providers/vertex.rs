@@ -60,7 +60,7 @@ impl ProviderApi for VertexAi {
         let verb = if call.stream { "streamRawPredict" } else { "rawPredict" };
         let mut body = call.body;
         body.remove("model");
-        body.insert("anthropic_version".into(), json!(VERTEX_ANTHROPIC_VERSION));
+        body.set("anthropic_version", json!(VERTEX_ANTHROPIC_VERSION));
         super::anthropic::set_stream(&mut body, call.stream);
         let mut req = UpstreamRequest::json(ep, format!("{}{model}:{verb}", ep.url), &body)?;
         if let Some(b) = crate::gateway::beta::header_value(call.betas) {

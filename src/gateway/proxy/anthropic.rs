@@ -11,6 +11,7 @@ use super::pricing::{anthropic_usage, charge, openai_usage, with_cost_headers, P
 use super::stream::{sse_error_event, sse_response, StreamMeter};
 use crate::gateway::error::{upstream_message, ApiError};
 use crate::gateway::providers::anthropic;
+use crate::gateway::providers::body::Body;
 use crate::gateway::providers::params::{build_upstream_params, Endpoint};
 use crate::gateway::providers::Operation;
 use crate::gateway::routing::Route;
@@ -51,14 +52,19 @@ pub(super) async fn anthropic_chat(
         gw.bugs.null_optional_params,
     )?;
     let translated =
-        anthropic::chat_to_messages(&Value::Object(params), &route.upstream_model).map_err(|e| match e.field() {
-            Some(param) => ApiError::InvalidParam { message: e.to_string(), param: param.to_string() },
-            None => ApiError::BadRequest(e.to_string()),
+        anthropic::chat_to_messages(&Value::Object(params.into_map()), &route.upstream_model).map_err(|e| {
+            match e.field() {
+                Some(param) => ApiError::InvalidParam { message: e.to_string(), param: param.to_string() },
+                None => ApiError::BadRequest(e.to_string()),
+            }
         })?;
-    let mut body = translated.as_object().cloned().unwrap_or_default();
+    let Value::Object(mut body) = translated else {
+        return Err(ApiError::Internal("the translation to Claude made a body that is not an object".into()));
+    };
     if gw.bugs.loosen_forced_tool_choice {
         loosen_forced_tool_choice(&mut body);
     }
+    let body = Body::owned(body);
     let betas = betas_for(gw, &route, headers);
     let out = Outgoing { op: Operation::Messages, body, stream: a.stream, betas: &betas, anthropic_version: None };
     let (resp, client) = send(gw, &route, out).await?;
@@ -160,8 +166,7 @@ async fn native(gw: Arc<Gateway>, headers: HeaderMap, raw: Bytes, call: Native) 
                 return Ok(axum::Json(estimate).into_response());
             }
             let stream = a.stream && call == Native::Messages;
-            let mut body = a.body.clone();
-            body.retain(|_, v| !v.is_null());
+            let body = Body::client_without_nulls(&a.body);
             let betas = betas_for(gw, &route, headers);
             let out = Outgoing { op, body, stream, betas: &betas, anthropic_version: client_version.as_deref() };
             let (resp, client) = send(gw, &route, out).await?;
@@ -210,6 +215,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
     let body = bridge::messages_to_chat_request(&a.body, &route.upstream_model)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let op = Operation::OpenAi("chat/completions");
+    let body = Body::owned(body);
     let cx = answer_context(gw, &route, &body);
     let out = Outgoing { op, body, stream: a.stream, betas: &[], anthropic_version: None };
     let (resp, client) = send(gw, &route, out).await?;

@@ -7,13 +7,14 @@
 use crate::gateway::client_cache::Lease;
 use crate::gateway::error::{retry_delay, upstream_message, ApiError};
 use crate::gateway::otel;
+use crate::gateway::providers::body::Body;
 use crate::gateway::providers::{AnswerContext, Call, EventDecoder, Operation, Provider};
 use crate::gateway::routing::Route;
 use crate::gateway::state::Gateway;
 use crate::gateway::upstream::{Bound, UpstreamClient, DEFAULT_TIMEOUT, MAX_ERROR_BYTES};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use futures::StreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 /// A stream's bound, to its headers and between its chunks: the
@@ -36,7 +37,7 @@ fn upstream_bound(route: &Route, stream: bool) -> Bound {
 /// What the proxy hands the provider module for one call.
 pub(super) struct Outgoing<'a> {
     pub op: Operation,
-    pub body: Map<String, Value>,
+    pub body: Body<'a>,
     pub stream: bool,
     pub betas: &'a [String],
     pub anthropic_version: Option<&'a str>,
@@ -222,7 +223,7 @@ pub(super) async fn upstream_stream(
 
 /// What an OpenAI-wire answer's translation needs: the upstream model, the
 /// clock's time, and whether the body sent upstream asks for the usage chunk.
-pub(super) fn answer_context<'a>(gw: &Gateway, route: &'a Route, sent: &Map<String, Value>) -> AnswerContext<'a> {
+pub(super) fn answer_context<'a>(gw: &Gateway, route: &'a Route, sent: &Body<'_>) -> AnswerContext<'a> {
     let include_usage =
         sent.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     AnswerContext {

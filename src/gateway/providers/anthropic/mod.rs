@@ -37,9 +37,9 @@ pub(super) fn messages_url(base: &str) -> String {
 
 /// `"stream": true` for a stream, and no `stream` key otherwise (absent is
 /// the API's default).
-pub(super) fn set_stream(body: &mut serde_json::Map<String, Value>, stream: bool) {
+pub(super) fn set_stream(body: &mut super::body::Body<'_>, stream: bool) {
     if stream {
-        body.insert("stream".into(), Value::Bool(true));
+        body.set("stream", Value::Bool(true));
     } else {
         body.remove("stream");
     }
@@ -57,7 +57,7 @@ pub(super) fn messages_request(ep: &Endpoint, call: Call<'_>) -> Result<Upstream
         }
     };
     let mut body = call.body;
-    body.insert("model".into(), Value::String(call.upstream_model.to_string()));
+    body.set("model", Value::String(call.upstream_model.to_string()));
     set_stream(&mut body, call.stream);
     let mut req = UpstreamRequest::json(ep, url, &body)?;
     req.header("anthropic-version", call.anthropic_version.unwrap_or(ANTHROPIC_VERSION))?;

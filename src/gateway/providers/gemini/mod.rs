@@ -78,7 +78,7 @@ impl ProviderApi for Gemini {
         let at = if ep.url.ends_with('/') { format!("{}{model}", ep.url) } else { ep.url.clone() };
         let url =
             if call.stream { format!("{at}:streamGenerateContent?alt=sse") } else { format!("{at}:generateContent") };
-        let body = translate::chat_to_gemini(&Value::Object(call.body))
+        let body = translate::chat_to_gemini(&Value::Object(call.body.into_map()))
             .map_err(|e| ApiError::BadRequest(format!("gemini: {e}")))?;
         UpstreamRequest::json(ep, url, &body)
     }
