@@ -387,10 +387,12 @@ impl ChunkTranslator {
         out
     }
 
-    /// Whether the provider's stream said it was complete (`[DONE]` or a
-    /// finish reason).
+    /// Whether the provider's stream said it was complete: `[DONE]`, the
+    /// end of every OpenAI stream. A finish reason is not enough: the usage
+    /// chunk this gateway asks for comes after it, so a stream that stops
+    /// there was cut.
     pub(crate) fn complete(&self) -> bool {
-        self.done || self.finish.is_some()
+        self.done
     }
 
     /// `[DONE]` was read.
@@ -486,6 +488,8 @@ mod tests {
         for c in &chunks {
             names.extend(t.on_chunk(c).into_iter().map(|(n, _)| n));
         }
+        assert!(!t.complete(), "a finish reason without [DONE] is no complete stream");
+        t.on_done();
         assert!(t.complete());
         let end = t.finish();
         assert_eq!(end[1].1["delta"]["stop_reason"], "tool_use");

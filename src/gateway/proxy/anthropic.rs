@@ -264,8 +264,7 @@ async fn messages_via_chat(gw: &Arc<Gateway>, a: &Admitted, route: Route) -> Res
                 }
             }
             // A provider stream that ended without saying it was complete
-            // (no finish reason, no `[DONE]`) was cut: say so, never a
-            // clean `message_stop`.
+            // (no `[DONE]`) was cut: say so, never a clean `message_stop`.
             if tr.complete() {
                 for (name, d) in tr.finish() { yield Ok(event(name, &d)); }
             } else {
