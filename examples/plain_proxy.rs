@@ -1,0 +1,124 @@
+//! The gateway's HTTP stacks without the gateway: an axum server (hyper,
+//! tokio's multi-thread runtime, mimalloc) in front of a reqwest client with
+//! the gateway's pool settings, forwarding every request as it is to the
+//! upstream that a bench config names. No auth, routing, JSON or pricing.
+//!
+//! What for: `postmortem bench` compares a gateway with nginx (the floor).
+//! This arm splits what our gateway costs beyond nginx into what the Rust
+//! HTTP stacks it is built on cost by themselves, and what its own work adds
+//! (BENCHMARKS.md, eleventh run):
+//!
+//! ```sh
+//! cargo build --release --example plain_proxy
+//! postmortem bench --target-cmd "target/release/examples/plain_proxy {config} {port}" \
+//!     --target-cmd "target/release/postmortem serve --config {config} --port {port}"
+//! ```
+//!
+//! It reads the first `api_base: "http://HOST:PORT/..."` of the config and
+//! answers `GET /health/liveliness` itself, as the bench's readiness probe
+//! expects.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use futures::TryStreamExt;
+use std::time::Duration;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Clone)]
+struct Upstream {
+    origin: String,
+    client: reqwest::Client,
+}
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [header::HeaderName; 5] =
+    [header::CONNECTION, header::HOST, header::TRANSFER_ENCODING, header::CONTENT_LENGTH, header::UPGRADE];
+
+async fn forward(State(up): State<Upstream>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut rb = up.client.request(method, format!("{}{path}", up.origin)).body(body);
+    for (k, v) in headers.iter().filter(|(k, _)| !HOP_BY_HOP.contains(k)) {
+        rb = rb.header(k, v);
+    }
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
+    };
+    let stream = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    let mut out = Response::builder().status(resp.status());
+    for (k, v) in resp.headers().iter().filter(|(k, _)| !HOP_BY_HOP.contains(k)) {
+        out = out.header(k, v);
+    }
+    // A stream passes chunk by chunk; any other answer is read whole first,
+    // as the gateway reads one to price it.
+    let body = if stream {
+        Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other))
+    } else {
+        match resp.bytes().await {
+            Ok(b) => Body::from(b),
+            Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream body: {e}")).into_response(),
+        }
+    };
+    out.body(body).unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+}
+
+/// `http://HOST:PORT` from the first `api_base: "http://HOST:PORT/..."`.
+fn upstream_origin(config: &str) -> Option<String> {
+    let at = config.find("api_base:")?;
+    let rest = config[at + "api_base:".len()..].trim_start().trim_start_matches(['"', '\'']);
+    let authority = rest.strip_prefix("http://")?.split(['/', '"', '\'', ',', '}', '\n']).next()?;
+    (!authority.is_empty()).then(|| format!("http://{authority}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (Some(config), Some(port)) = (args.next(), args.next()) else {
+        return Err("usage: plain_proxy CONFIG PORT".into());
+    };
+    let text = std::fs::read_to_string(&config).map_err(|e| format!("{config}: {e}"))?;
+    let origin = upstream_origin(&text).ok_or_else(|| format!("{config}: no `api_base: \"http://…\"` in it"))?;
+    let port: u16 = port.parse().map_err(|e| format!("port `{port}`: {e}"))?;
+    // The gateway's client settings (upstream.rs): no Nagle, idle
+    // connections kept 90 s, up to 256 per host.
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let app = Router::new()
+        .route("/health/liveliness", get(|| async { "I'm alive!" }))
+        .fallback(forward)
+        .with_state(Upstream { origin, client });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // No Nagle on the client side either, as the gateway's accept loop: a
+    // stream's small events go out as they come.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_upstream_is_read_from_a_bench_config() {
+        let yaml = "model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o, api_base: \"http://127.0.0.1:4321/v1\", api_key: k}\n";
+        assert_eq!(super::upstream_origin(yaml).as_deref(), Some("http://127.0.0.1:4321"));
+        assert_eq!(super::upstream_origin("api_base: https://elsewhere/v1"), None);
+        assert_eq!(super::upstream_origin("model_list: []"), None);
+    }
+}
