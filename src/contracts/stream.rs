@@ -139,7 +139,10 @@ fn openai(x: &Exchange, parsed: &sse::Parsed, upstream_complete: bool, out: &mut
                 error_event = true;
                 let problems = schema::openai_error(&v);
                 if !problems.is_empty() {
-                    out.push(violation("stream.framing", format!("error event {i}: {}", problems.join("; "))));
+                    out.push(violation(
+                        "stream.framing",
+                        format!("error event {i}: {}: {}", problems.join("; "), snippet(e.data.as_bytes())),
+                    ));
                 }
             }
             Some(v) => {
@@ -149,7 +152,10 @@ fn openai(x: &Exchange, parsed: &sse::Parsed, upstream_complete: bool, out: &mut
                     schema::openai_chat_chunk(&v)
                 };
                 if !problems.is_empty() {
-                    out.push(violation("stream.framing", format!("chunk {i}: {}", problems.join("; "))));
+                    out.push(violation(
+                        "stream.framing",
+                        format!("chunk {i}: {}: {}", problems.join("; "), snippet(e.data.as_bytes())),
+                    ));
                 }
                 chunks.push((i, v));
             }
@@ -251,7 +257,10 @@ fn responses(x: &Exchange, parsed: &sse::Parsed, upstream_complete: bool, out: &
         }
         let problems = schema::openai_response_event(&v);
         if !problems.is_empty() {
-            out.push(violation("stream.framing", format!("event {i} ({kind}): {}", problems.join("; "))));
+            out.push(violation(
+                "stream.framing",
+                format!("event {i} ({kind}): {}: {}", problems.join("; "), snippet(e.data.as_bytes())),
+            ));
         }
         if e.event.as_deref().is_some_and(|name| name != kind) {
             out.push(violation(
@@ -303,7 +312,10 @@ fn anthropic(parsed: &sse::Parsed, upstream_complete: bool, out: &mut Vec<Violat
         let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_string();
         let problems = schema::anthropic_event(&v);
         if !problems.is_empty() {
-            out.push(violation("stream.framing", format!("event {i} ({kind}): {}", problems.join("; "))));
+            out.push(violation(
+                "stream.framing",
+                format!("event {i} ({kind}): {}: {}", problems.join("; "), snippet(e.data.as_bytes())),
+            ));
         }
         if e.event.as_deref() != Some(kind.as_str()) {
             out.push(violation(
