@@ -14,6 +14,10 @@
 //!     --target-cmd "target/release/postmortem serve --config {config} --port {port}"
 //! ```
 //!
+//! With `--client hyper` it forwards through hyper-util's pooled client
+//! instead of reqwest: what reqwest adds over the client it is built on
+//! (twelfth run).
+//!
 //! It reads the first `api_base: "http://HOST:PORT/..."` of the config and
 //! answers `GET /health/liveliness` itself, as the bench's readiness probe
 //! expects.
@@ -26,6 +30,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use futures::TryStreamExt;
+use http_body_util::{BodyExt, Full};
 use std::time::Duration;
 
 #[global_allocator]
@@ -34,8 +39,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Clone)]
 struct Upstream {
     origin: String,
-    client: reqwest::Client,
+    client: Client,
 }
+
+/// The upstream client: reqwest (what the gateway uses), or the hyper client
+/// it is built on, used directly (`--client hyper`).
+#[derive(Clone)]
+enum Client {
+    Reqwest(reqwest::Client),
+    Hyper(Box<HyperClient>),
+}
+
+type HyperClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [header::HeaderName; 5] =
@@ -43,7 +58,11 @@ const HOP_BY_HOP: [header::HeaderName; 5] =
 
 async fn forward(State(up): State<Upstream>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut rb = up.client.request(method, format!("{}{path}", up.origin)).body(body);
+    let client = match &up.client {
+        Client::Reqwest(c) => c,
+        Client::Hyper(c) => return forward_hyper(c, &up.origin, method, path, &headers, body).await,
+    };
+    let mut rb = client.request(method, format!("{}{path}", up.origin)).body(body);
     for (k, v) in headers.iter().filter(|(k, _)| !HOP_BY_HOP.contains(k)) {
         rb = rb.header(k, v);
     }
@@ -73,6 +92,47 @@ async fn forward(State(up): State<Upstream>, method: Method, uri: Uri, headers: 
     out.body(body).unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
 }
 
+async fn forward_hyper(
+    client: &HyperClient,
+    origin: &str,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut req = axum::http::Request::builder().method(method).uri(format!("{origin}{path}"));
+    for (k, v) in headers.iter().filter(|(k, _)| !HOP_BY_HOP.contains(k)) {
+        req = req.header(k, v);
+    }
+    let req = match req.body(Full::new(body)) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let resp = match client.request(req).await {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
+    };
+    let (parts, incoming) = resp.into_parts();
+    let stream = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    let mut out = Response::builder().status(parts.status);
+    for (k, v) in parts.headers.iter().filter(|(k, _)| !HOP_BY_HOP.contains(k)) {
+        out = out.header(k, v);
+    }
+    let body = if stream {
+        Body::new(incoming)
+    } else {
+        match incoming.collect().await {
+            Ok(b) => Body::from(b.to_bytes()),
+            Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream body: {e}")).into_response(),
+        }
+    };
+    out.body(body).unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+}
+
 /// `http://HOST:PORT` from the first `api_base: "http://HOST:PORT/..."`.
 fn upstream_origin(config: &str) -> Option<String> {
     let at = config.find("api_base:")?;
@@ -85,19 +145,39 @@ fn upstream_origin(config: &str) -> Option<String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(config), Some(port)) = (args.next(), args.next()) else {
-        return Err("usage: plain_proxy CONFIG PORT".into());
+        return Err("usage: plain_proxy CONFIG PORT [--client reqwest|hyper]".into());
+    };
+    let hyper = match (args.next().as_deref(), args.next().as_deref()) {
+        (None, _) => false,
+        (Some("--client"), Some("reqwest")) => false,
+        (Some("--client"), Some("hyper")) => true,
+        _ => return Err("usage: plain_proxy CONFIG PORT [--client reqwest|hyper]".into()),
     };
     let text = std::fs::read_to_string(&config).map_err(|e| format!("{config}: {e}"))?;
     let origin = upstream_origin(&text).ok_or_else(|| format!("{config}: no `api_base: \"http://…\"` in it"))?;
     let port: u16 = port.parse().map_err(|e| format!("port `{port}`: {e}"))?;
     // The gateway's client settings (upstream.rs): no Nagle, idle
     // connections kept 90 s, up to 256 per host.
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build()?;
+    let client = if hyper {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Client::Hyper(Box::new(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .build(connector),
+        ))
+    } else {
+        Client::Reqwest(
+            reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(5))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .build()?,
+        )
+    };
     let app = Router::new()
         .route("/health/liveliness", get(|| async { "I'm alive!" }))
         .fallback(forward)
