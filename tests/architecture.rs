@@ -239,27 +239,46 @@ fn names(text: &str, name: &str) -> bool {
 #[test]
 fn a_public_function_is_named_outside_the_crate() {
     let outside = outside_the_crate();
-    let mut found = Vec::new();
-    for (path, text) in src("") {
-        if path.ends_with("main.rs") || path.ends_with("lib.rs") {
-            continue;
-        }
-        for (n, line) in text.lines().enumerate() {
-            let rest = line.trim_start();
-            let Some(rest) = rest.strip_prefix("pub fn ").or_else(|| rest.strip_prefix("pub async fn ")) else {
-                continue;
-            };
-            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            if !names(&outside, &name) {
-                found.push(format!("{}:{}: {name}", path.display(), n + 1));
-            }
-        }
-    }
+    let found: Vec<String> = public_declarations(&crate_sources(), &["fn", "async fn"])
+        .into_iter()
+        .filter(|d| !names(&outside, &d.name))
+        .map(|d| format!("{}: {}", d.at, d.name))
+        .collect();
     assert!(
         found.is_empty(),
         "pub functions nothing outside the crate names (make them pub(crate)):\n{}",
         found.join("\n")
     );
+}
+
+/// The crate's library sources: `src/` without `main.rs` and `lib.rs`.
+fn crate_sources() -> Vec<(PathBuf, String)> {
+    src("").into_iter().filter(|(p, _)| !p.ends_with("main.rs") && !p.ends_with("lib.rs")).collect()
+}
+
+/// A `pub <kind> <name>` declaration: where it is, its kind and its name.
+struct Declaration {
+    at: String,
+    kind: &'static str,
+    name: String,
+}
+
+/// Every declaration in `sources` that starts a line with `pub ` and one of `kinds`.
+fn public_declarations(sources: &[(PathBuf, String)], kinds: &[&'static str]) -> Vec<Declaration> {
+    let mut out = Vec::new();
+    for (path, text) in sources {
+        for (n, line) in text.lines().enumerate() {
+            let Some(rest) = line.trim_start().strip_prefix("pub ") else { continue };
+            let Some((kind, rest)) =
+                kinds.iter().find_map(|k| rest.strip_prefix(k).and_then(|r| r.strip_prefix(' ')).map(|r| (*k, r)))
+            else {
+                continue;
+            };
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            out.push(Declaration { at: format!("{}:{}", path.display(), n + 1), kind, name });
+        }
+    }
+    out
 }
 
 #[test]
@@ -345,27 +364,17 @@ fn public_signatures(text: &str) -> String {
 #[test]
 fn a_public_type_is_named_outside_the_crate_or_reached_through_a_signature() {
     let outside = outside_the_crate();
-    let sources: Vec<(PathBuf, String)> =
-        src("").into_iter().filter(|(p, _)| !p.ends_with("main.rs") && !p.ends_with("lib.rs")).collect();
+    let sources = crate_sources();
     let signatures: String = sources.iter().map(|(_, text)| public_signatures(text)).collect();
-    let mut found = Vec::new();
-    for (path, text) in &sources {
-        for (n, line) in text.lines().enumerate() {
-            let rest = line.trim_start();
-            let Some((kind, rest)) = ["struct", "enum", "trait", "type", "const", "static", "mod"]
-                .iter()
-                .find_map(|k| rest.strip_prefix("pub ").and_then(|r| r.strip_prefix(k)).map(|r| (*k, r)))
-            else {
-                continue;
-            };
-            let Some(rest) = rest.strip_prefix(' ') else { continue };
-            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            let in_signature = ["struct", "enum", "trait", "type"].contains(&kind) && names(&signatures, &name);
-            if !names(&outside, &name) && !in_signature {
-                found.push(format!("{}:{}: {kind} {name}", path.display(), n + 1));
-            }
-        }
-    }
+    let kinds = ["struct", "enum", "trait", "type", "const", "static", "mod"];
+    let found: Vec<String> = public_declarations(&sources, &kinds)
+        .into_iter()
+        .filter(|d| {
+            let in_signature = ["struct", "enum", "trait", "type"].contains(&d.kind) && names(&signatures, &d.name);
+            !names(&outside, &d.name) && !in_signature
+        })
+        .map(|d| format!("{}: {} {}", d.at, d.kind, d.name))
+        .collect();
     assert!(
         found.is_empty(),
         "pub items nothing outside the crate names or reaches (make them pub(crate)):\n{}",
