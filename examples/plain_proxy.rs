@@ -29,7 +29,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
-use futures::TryStreamExt;
 use http_body_util::{BodyExt, Full};
 use std::time::Duration;
 
@@ -58,61 +57,37 @@ const HOP_BY_HOP: [header::HeaderName; 5] =
 
 async fn forward(State(up): State<Upstream>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let client = match &up.client {
-        Client::Reqwest(c) => c,
-        Client::Hyper(c) => return forward_hyper(c, &up.origin, method, path, &headers, body).await,
-    };
-    let mut rb = client.request(method, format!("{}{path}", up.origin)).body(body);
-    for (k, v) in headers.iter().filter(|(k, _)| !HOP_BY_HOP.contains(k)) {
-        rb = rb.header(k, v);
-    }
-    let resp = match rb.send().await {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
-    };
-    let stream = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("text/event-stream"));
-    let mut out = Response::builder().status(resp.status());
-    for (k, v) in resp.headers().iter().filter(|(k, _)| !HOP_BY_HOP.contains(k)) {
-        out = out.header(k, v);
-    }
-    // A stream passes chunk by chunk; any other answer is read whole first,
-    // as the gateway reads one to price it.
-    let body = if stream {
-        Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other))
-    } else {
-        match resp.bytes().await {
-            Ok(b) => Body::from(b),
-            Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream body: {e}")).into_response(),
-        }
-    };
-    out.body(body).unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
-}
-
-async fn forward_hyper(
-    client: &HyperClient,
-    origin: &str,
-    method: Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut req = axum::http::Request::builder().method(method).uri(format!("{origin}{path}"));
+    let mut req = axum::http::Request::builder().method(method).uri(format!("{}{path}", up.origin));
     for (k, v) in headers.iter().filter(|(k, _)| !HOP_BY_HOP.contains(k)) {
         req = req.header(k, v);
     }
-    let req = match req.body(Full::new(body)) {
+    let req = match req.body(body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let resp = match client.request(req).await {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
-    };
-    let (parts, incoming) = resp.into_parts();
+    match &up.client {
+        Client::Reqwest(c) => match reqwest::Request::try_from(req) {
+            Ok(r) => match c.execute(r).await {
+                Ok(resp) => relay(axum::http::Response::from(resp)).await,
+                Err(e) => (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
+            },
+            Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        },
+        Client::Hyper(c) => match c.request(req.map(Full::new)).await {
+            Ok(resp) => relay(resp).await,
+            Err(e) => (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
+        },
+    }
+}
+
+/// The upstream's answer to the client: a stream chunk by chunk; any other
+/// answer read whole first, as the gateway reads one to price it.
+async fn relay<B>(resp: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let (parts, upstream) = resp.into_parts();
     let stream = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -123,11 +98,11 @@ async fn forward_hyper(
         out = out.header(k, v);
     }
     let body = if stream {
-        Body::new(incoming)
+        Body::new(upstream)
     } else {
-        match incoming.collect().await {
+        match upstream.collect().await {
             Ok(b) => Body::from(b.to_bytes()),
-            Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream body: {e}")).into_response(),
+            Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream body: {}", e.into())).into_response(),
         }
     };
     out.body(body).unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
